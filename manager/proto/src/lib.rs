@@ -1,0 +1,46 @@
+//! # strata-proto: the wire protocol of Strata
+//!
+//! Everything that crosses a process boundary in a Strata cluster is defined
+//! here, so that frameworks, executors and agents depend on the protocol and
+//! never on the manager's implementation.
+//!
+//! * [`pb`]: the generated protobuf messages and the two gRPC services, the
+//!   `Scheduler` service (frameworks subscribe to events and make calls) and
+//!   the `AgentLink` service (one long-lived stream per agent).
+//! * [`ids`]: newtype IDs (`AgentId`, `FrameworkId`, `TaskId`, …); no bare
+//!   string crosses a module boundary.
+//! * [`resources`]: fixed-point scalars (3 decimals, as Mesos), port ranges
+//!   and the `Resources` bundle, with parsing of the command-line syntax
+//!   `cpus:4;mem:8192;ports:[31000-32000]` and validated conversion from the
+//!   wire.
+//! * [`class`]: priority classes (`system` > `service` > `batch` >
+//!   `best-effort` by default).
+//!
+//! The protocol is versioned by [`PROTOCOL_VERSION`], checked in every
+//! handshake (framework subscription and agent registration).
+
+pub mod class;
+pub mod ids;
+pub mod resources;
+pub mod state;
+
+/// The generated protobuf types and gRPC stubs (package `strata.v1`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("strata.v1");
+}
+
+/// The protocol version spoken by this build. A peer with another version is
+/// refused at its handshake with a clear error.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest message, in bytes, that any Strata endpoint accepts.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The gRPC metadata key (and HTTP header) that carries the shared secret.
+pub const AUTH_HEADER: &str = "authorization";
+
+/// Formats a token as the value of [`AUTH_HEADER`].
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
