@@ -1,1 +1,34 @@
-//! placeholder
+//! # strata-manager: the cluster kernel
+//!
+//! The manager pools the resources of many agents and offers them to
+//! frameworks (two-level scheduling, as Apache Mesos); the agent runs the
+//! tasks that frameworks launch on those offers.
+//!
+//! Layers, from pure to effectful:
+//!
+//! * [`allocator`]: a pure function `solve(problem) -> solution` that places
+//!   pending demand and makes offers, class by class (priority classes served
+//!   highest first), by DRF across roles (weighted) and across frameworks
+//!   inside a role, within per-role quota limits. Policy lives here.
+//! * [`master`]: the sans-IO state machine. It takes inputs (an agent
+//!   registers, a status update arrives, a framework calls, the clock ticks)
+//!   with the current time and returns actions (send this message, persist
+//!   this record). No sockets, threads or wall clock inside; the same code
+//!   runs in the server, in the deterministic simulator and in benchmarks.
+//! * [`registry`]: the durable store (redb) of agents, frameworks and roles.
+//! * [`server`]: the effectful shell: it owns a `Master`, feeds it inputs from
+//!   the gRPC streams and a timer, and carries out its actions, persisting
+//!   before it acknowledges.
+//! * [`api`]: the gRPC services and the HTTP operator API on one address.
+//! * [`agent`]: the agent daemon with its containerizers.
+//! * [`sim`]: the deterministic simulator used by tests and benchmarks.
+//!
+//! The manager never depends on DataFusion: it stays small and fast to build.
+
+pub mod agent;
+pub mod allocator;
+pub mod api;
+pub mod master;
+pub mod registry;
+pub mod server;
+pub mod sim;

@@ -1,0 +1,448 @@
+//! The per-task supervisor: the body of `strata supervise`.
+//!
+//! The agent starts one supervisor per task, in a session of its own
+//! (`setsid`), so that it outlives a restart or a `kill -9` of the agent. Its
+//! command line is stable:
+//!
+//! ```text
+//! <AgentConfig::supervisor...> --launch <work_dir>/meta/tasks/<framework_id>/<task_id>/launch.json
+//! ```
+//!
+//! (by default `strata supervise --launch …`). `launch.json` is a
+//! [`LaunchSpec`] written by the agent. The supervisor:
+//!
+//! 1. becomes a child subreaper, so every orphaned descendant of the task is
+//!    re-parented to it and reaped, and writes `supervisor.pid` next to
+//!    `launch.json`;
+//! 2. copies the task's local URIs (`/path` or `file:///path`) into the
+//!    sandbox;
+//! 3. starts the command in its own process group, in the sandbox, with
+//!    `stdout`/`stderr` appended to the sandbox files of those names, inside
+//!    the task's cgroup when there is one, as the task's user when one is
+//!    given (dropping supplementary groups, gid then uid), with a parent-death
+//!    signal of SIGKILL; then writes `task.pid` (the pid is also the process
+//!    group the agent signals to kill the task);
+//! 4. waits for the command, reaping every other child meanwhile; when the
+//!    command has exited, SIGKILLs what is left of its process group, its
+//!    cgroup and any re-parented descendant;
+//! 5. records how the command ended, atomically (temporary file + rename),
+//!    as `exit_status.json` ([`ExitRecord`]) next to `launch.json` (which the
+//!    agent trusts) and in the sandbox (for people and for the sandbox GC).
+//!
+//! It needs no async runtime and no tracing; its own diagnostics go to its
+//! standard error, which the agent points at `supervisor.log` in the sandbox.
+//! Exit code: 0 when the outcome was recorded, 1 when it could not be, 2 on
+//! a usage error.
+
+use super::checkpoint::write_atomic;
+use super::layout::files;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The flag that names the launch file on the supervisor's command line.
+pub const LAUNCH_FLAG: &str = "--launch";
+
+/// The current [`LaunchSpec::version`].
+pub const LAUNCH_VERSION: u32 = 1;
+
+/// The user a task runs as (resolved by the agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskUser {
+    /// The user name (for messages).
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its supplementary groups.
+    #[serde(default)]
+    pub groups: Vec<u32>,
+}
+
+/// What the supervisor runs: `launch.json`, written by the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// Format version ([`LAUNCH_VERSION`]).
+    pub version: u32,
+    /// The task's framework.
+    pub framework_id: String,
+    /// The task.
+    pub task_id: String,
+    /// The command line; `argv[0]` is the program.
+    pub argv: Vec<String>,
+    /// The complete environment of the task.
+    pub env: BTreeMap<String, String>,
+    /// The sandbox (working directory).
+    pub sandbox: PathBuf,
+    /// Switch to this user before exec (the supervisor runs as the agent).
+    #[serde(default)]
+    pub user: Option<TaskUser>,
+    /// The task's cgroup v2 directory, when limits are enforced.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// Local files to copy into the sandbox first.
+    #[serde(default)]
+    pub uris: Vec<String>,
+}
+
+/// How a task ended: `exit_status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The exit code, when the command exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The signal, when the command was killed by one.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// Why the command could not be started (then neither of the above).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Whether the kernel killed a process of the task's cgroup for memory.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// The command's pid, if it was started.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// When the outcome was recorded (unix seconds).
+    pub finished_at: f64,
+}
+
+/// The supervisor's command line for a launch file.
+pub fn command_line(prefix: &[String], launch_file: &Path) -> Vec<String> {
+    let mut argv = prefix.to_vec();
+    argv.push(LAUNCH_FLAG.to_owned());
+    argv.push(launch_file.to_string_lossy().into_owned());
+    argv
+}
+
+/// Reads `exit_status.json` from a task's meta dir.
+pub fn read_exit(status_dir: &Path) -> Option<ExitRecord> {
+    let text = fs::read(status_dir.join(files::EXIT_STATUS)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Reads a pid file (`task.pid`, `supervisor.pid`).
+pub fn read_pid(path: &Path) -> Option<i32> {
+    fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 1)
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn launch_path(args: &[String]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == LAUNCH_FLAG {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--launch=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
+}
+
+/// The body of `strata supervise`. `args` are the arguments after the
+/// subcommand (a leading program name and `supervise` are tolerated): it
+/// needs `--launch <file>`. Returns the process exit code.
+pub fn main(args: Vec<String>) -> i32 {
+    let Some(launch_file) = launch_path(&args) else {
+        eprintln!("usage: strata supervise --launch <launch.json>");
+        return 2;
+    };
+    let status_dir = launch_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    // SAFETY: plain syscalls with no memory arguments.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+    }
+    let me = std::process::id();
+    if let Err(e) = write_atomic(
+        &status_dir.join(files::SUPERVISOR_PID),
+        format!("{me}\n").as_bytes(),
+    ) {
+        eprintln!("supervisor: cannot write {}: {e}", files::SUPERVISOR_PID);
+    }
+    let spec = match fs::read(&launch_file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<LaunchSpec>(&b).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            let msg = format!("cannot read {}: {e}", launch_file.display());
+            return record(&status_dir, None, failed(msg, None));
+        }
+    };
+    let outcome = run(&spec, &status_dir);
+    record(&status_dir, Some(&spec.sandbox), outcome)
+}
+
+fn failed(error: String, pid: Option<i32>) -> ExitRecord {
+    ExitRecord {
+        exit_code: None,
+        signal: None,
+        error: Some(error),
+        oom_killed: false,
+        pid,
+        finished_at: unix_now(),
+    }
+}
+
+fn record(status_dir: &Path, sandbox: Option<&Path>, outcome: ExitRecord) -> i32 {
+    let bytes = match serde_json::to_vec_pretty(&outcome) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("supervisor: cannot serialise the exit record: {e}");
+            return 1;
+        }
+    };
+    if let Some(sandbox) = sandbox
+        && let Err(e) = write_atomic(&sandbox.join(files::EXIT_STATUS), &bytes)
+    {
+        eprintln!("supervisor: cannot write the sandbox exit status: {e}");
+    }
+    match write_atomic(&status_dir.join(files::EXIT_STATUS), &bytes) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("supervisor: cannot write the exit status: {e}");
+            1
+        }
+    }
+}
+
+fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
+    if spec.version != LAUNCH_VERSION {
+        return failed(
+            format!("unsupported launch file version {}", spec.version),
+            None,
+        );
+    }
+    let Some(program) = spec.argv.first() else {
+        return failed("the command is empty".to_owned(), None);
+    };
+    for uri in &spec.uris {
+        if let Err(e) = fetch(uri, spec) {
+            return failed(format!("cannot fetch {uri}: {e}"), None);
+        }
+    }
+    let open = |name: &str| {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(spec.sandbox.join(name))
+    };
+    let (stdout, stderr) = match (open(files::STDOUT), open(files::STDERR)) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => {
+            return failed(format!("cannot open the sandbox output files: {e}"), None);
+        }
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.argv[1..])
+        .env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.sandbox)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    let procs_file = spec
+        .cgroup
+        .as_ref()
+        .and_then(|c| CString::new(c.join("cgroup.procs").as_os_str().as_bytes()).ok());
+    let ids = spec.user.as_ref().map(|u| {
+        let groups: Vec<libc::gid_t> = u.groups.iter().map(|g| *g as libc::gid_t).collect();
+        (u.uid as libc::uid_t, u.gid as libc::gid_t, groups)
+    });
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the forked child before exec; it only makes
+    // async-signal-safe system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || child_setup(procs_file.as_ref(), ids.as_ref(), parent));
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot start {program}: {e}"), None),
+    };
+    let pid = child.id() as i32;
+    // The child is reaped below with waitpid(-1); the handle is not used.
+    drop(child);
+    if let Err(e) = write_atomic(&status_dir.join(files::TASK_PID), format!("{pid}\n").as_bytes()) {
+        eprintln!("supervisor: cannot write {}: {e}", files::TASK_PID);
+    }
+    let status = wait_for(pid);
+    cleanup(pid, spec.cgroup.as_deref());
+    let oom_killed = spec.cgroup.as_deref().is_some_and(super::cgroup::oom_killed);
+    if let Some(cg) = &spec.cgroup {
+        super::cgroup::remove(cg);
+    }
+    ExitRecord {
+        exit_code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        error: status
+            .is_none()
+            .then(|| "the supervisor lost track of the task's process".to_owned()),
+        oom_killed,
+        pid: Some(pid),
+        finished_at: unix_now(),
+    }
+}
+
+fn child_setup(
+    procs_file: Option<&CString>,
+    ids: Option<&(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    parent: libc::pid_t,
+) -> std::io::Result<()> {
+    // SAFETY: raw system calls on valid pointers prepared before the fork.
+    unsafe {
+        if let Some(path) = procs_file {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+            libc::close(fd);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if let Some((uid, gid, groups)) = ids {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(*gid) != 0
+                || libc::setuid(*uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // After the credential change, which clears it.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        if libc::getppid() != parent {
+            return Err(std::io::Error::other("the supervisor died"));
+        }
+    }
+    Ok(())
+}
+
+/// Reaps children until `pid` exits; returns its status (`None` if it
+/// cannot be waited for).
+fn wait_for(pid: i32) -> Option<std::process::ExitStatus> {
+    loop {
+        let mut raw: libc::c_int = 0;
+        // SAFETY: waitpid writes into the integer we own.
+        let got = unsafe { libc::waitpid(-1, &mut raw, 0) };
+        if got == pid {
+            return Some(std::process::ExitStatus::from_raw(raw));
+        }
+        if got < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
+        }
+    }
+}
+
+/// Kills what the task left behind and reaps it (bounded).
+fn cleanup(pgid: i32, cgroup: Option<&Path>) {
+    use nix::sys::signal::Signal;
+    let me = std::process::id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = super::process::signal_group(pgid, Signal::SIGKILL);
+        if let Some(cg) = cgroup {
+            super::cgroup::kill_all(cg);
+        }
+        for child in super::process::live_children(me) {
+            let _ = super::process::signal_pid(child, Signal::SIGKILL);
+        }
+        // Reap whatever has exited.
+        loop {
+            let mut raw = 0;
+            // SAFETY: as above.
+            let got = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+            if got <= 0 {
+                break;
+            }
+        }
+        let empty = super::process::live_group_members(pgid).is_empty()
+            && super::process::live_children(me).is_empty()
+            && cgroup.is_none_or(|cg| super::cgroup::procs(cg).is_empty());
+        if empty || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Copies a local URI (`/path` or `file:///path`) into the sandbox, owned by
+/// the task's user.
+fn fetch(uri: &str, spec: &LaunchSpec) -> std::io::Result<()> {
+    let path = match uri.strip_prefix("file://") {
+        Some(p) => p,
+        None if uri.starts_with('/') => uri,
+        None => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "only local paths and file:// URIs are supported",
+            ));
+        }
+    };
+    let src = Path::new(path);
+    let name = src.file_name().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the URI names no file")
+    })?;
+    let dest = spec.sandbox.join(name);
+    fs::copy(src, &dest)?;
+    if let Some(u) = &spec.user {
+        std::os::unix::fs::chown(&dest, Some(u.uid), Some(u.gid))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launch_flag_is_found_after_a_program_name() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            launch_path(&a(&["--launch", "/m/launch.json"])),
+            Some(PathBuf::from("/m/launch.json"))
+        );
+        assert_eq!(
+            launch_path(&a(&["strata", "supervise", "--launch=/x"])),
+            Some(PathBuf::from("/x"))
+        );
+        assert_eq!(launch_path(&a(&["--launch"])), None);
+        assert_eq!(main(a(&[])), 2);
+        assert_eq!(
+            command_line(&a(&["/bin/strata", "supervise"]), Path::new("/m/l.json")),
+            a(&["/bin/strata", "supervise", "--launch", "/m/l.json"])
+        );
+    }
+}

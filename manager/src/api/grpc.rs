@@ -1,0 +1,156 @@
+//! The gRPC services.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::Stream;
+use strata_proto::ids::{FrameworkId, StreamId};
+use strata_proto::pb::{self, agent_link_server, scheduler_server};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::server::{CoreHandle, Input};
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+const STREAM_BUFFER: usize = 65_536;
+
+fn check_token<T>(core: &CoreHandle, req: &Request<T>) -> Result<(), Status> {
+    let header = req.metadata().get(strata_proto::AUTH_HEADER).and_then(|v| v.to_str().ok());
+    if super::token_ok(core.token.as_deref(), header) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated("missing or wrong token (authorization: Bearer <token>)"))
+    }
+}
+
+fn unavailable<T>(_: T) -> Status {
+    Status::unavailable("manager is shutting down")
+}
+
+pub(super) fn routes(core: CoreHandle) -> axum::Router {
+    let sched = scheduler_server::SchedulerServer::new(SchedulerSvc { core: core.clone() })
+        .max_decoding_message_size(strata_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(strata_proto::MAX_MESSAGE_BYTES);
+    let link = agent_link_server::AgentLinkServer::new(AgentLinkSvc { core })
+        .max_decoding_message_size(strata_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(strata_proto::MAX_MESSAGE_BYTES);
+    tonic::service::Routes::new(sched).add_service(link).into_axum_router()
+}
+
+struct SchedulerSvc {
+    core: CoreHandle,
+}
+
+/// A framework's event stream; tells the core when the client goes away.
+struct EventStream {
+    rx: mpsc::Receiver<Result<pb::Event, Status>>,
+    closed: Option<(FrameworkId, StreamId, mpsc::Sender<Input>)>,
+}
+
+impl Stream for EventStream {
+    type Item = Result<pb::Event, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if let Some((framework, stream, tx)) = self.closed.take() {
+            let _ = tx.try_send(Input::StreamClosed { framework, stream });
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl scheduler_server::Scheduler for SchedulerSvc {
+    type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        check_token(&self.core, &req)?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (reply, wait) = oneshot::channel();
+        self.core
+            .tx
+            .send(Input::Subscribe {
+                req: req.into_inner(),
+                tx,
+                reply,
+            })
+            .await
+            .map_err(unavailable)?;
+        let (fid, stream) = wait.await.map_err(unavailable)??;
+        let s = EventStream {
+            rx,
+            closed: Some((fid, stream, self.core.tx.clone())),
+        };
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn call(&self, req: Request<pb::Call>) -> Result<Response<pb::CallResponse>, Status> {
+        check_token(&self.core, &req)?;
+        let (reply, wait) = oneshot::channel();
+        self.core
+            .tx
+            .send(Input::Call {
+                call: req.into_inner(),
+                reply,
+            })
+            .await
+            .map_err(unavailable)?;
+        wait.await.map_err(unavailable)??;
+        Ok(Response::new(pb::CallResponse {}))
+    }
+}
+
+struct AgentLinkSvc {
+    core: CoreHandle,
+}
+
+#[tonic::async_trait]
+impl agent_link_server::AgentLink for AgentLinkSvc {
+    type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::ManagerMessage, Status>> + Send>>;
+
+    async fn attach(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::AttachStream>, Status> {
+        check_token(&self.core, &req)?;
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("agent link closed before registering"))??;
+        let Some(pb::agent_message::Message::Register(reg)) = first.message else {
+            return Err(Status::invalid_argument("the first message on an agent link must be register"));
+        };
+        let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let (reply, wait) = oneshot::channel();
+        self.core
+            .tx
+            .send(Input::AgentRegister { reg, conn, tx, reply })
+            .await
+            .map_err(unavailable)?;
+        let agent = wait.await.map_err(unavailable)??;
+        let core = self.core.tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = inbound.next().await {
+                let Ok(msg) = msg else { break };
+                let Some(message) = msg.message else { continue };
+                if core
+                    .send(Input::AgentMessage {
+                        agent: agent.clone(),
+                        conn,
+                        message,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = core.send(Input::AgentGone { agent, conn }).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,175 @@
+//! The HTTP operator API (JSON) and Prometheus metrics.
+//!
+//! * `GET /health`: liveness, no token needed.
+//! * `GET /version`: `{"version": "...", "protocol": N}`.
+//! * `GET /api/v1/state`: agents, frameworks, roles, tasks, classes.
+//! * `GET /api/v1/agents`, `/api/v1/frameworks`, `/api/v1/tasks`, `/api/v1/roles`.
+//! * `PUT /api/v1/roles/{role}` with `{"weight": 2, "quota": "cpus:4;mem:8g"}`.
+//! * `GET /metrics`: Prometheus text format.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use strata_proto::ids::Role;
+use strata_proto::resources::Resources;
+use tokio::sync::oneshot;
+
+use crate::master::view::StateView;
+use crate::server::{CoreHandle, Input};
+
+pub(super) fn router(core: CoreHandle) -> Router {
+    let api = Router::new()
+        .route("/version", get(version))
+        .route("/api/v1/state", get(state))
+        .route("/api/v1/agents", get(agents))
+        .route("/api/v1/frameworks", get(frameworks))
+        .route("/api/v1/tasks", get(tasks))
+        .route("/api/v1/roles", get(roles))
+        .route("/api/v1/roles/{role}", put(set_role))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(core.clone(), auth))
+        .route("/health", get(health));
+    api.with_state(core)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "message": message.into() }))).into_response()
+}
+
+async fn auth(State(core): State<CoreHandle>, req: Request, next: Next) -> Response {
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if super::token_ok(core.token.as_deref(), header) {
+        next.run(req).await
+    } else {
+        error(StatusCode::UNAUTHORIZED, "missing or wrong token (authorization: Bearer <token>)")
+    }
+}
+
+async fn snapshot(core: &CoreHandle) -> Result<(StateView, Vec<(&'static str, &'static str, f64)>), Response> {
+    let (reply, wait) = oneshot::channel();
+    core.tx
+        .send(Input::State { reply })
+        .await
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"))?;
+    wait.await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "protocol": strata_proto::PROTOCOL_VERSION }))
+}
+
+async fn state(State(core): State<CoreHandle>) -> Response {
+    match snapshot(&core).await {
+        Ok((s, _)) => Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn agents(State(core): State<CoreHandle>) -> Response {
+    match snapshot(&core).await {
+        Ok((s, _)) => Json(s.agents).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn frameworks(State(core): State<CoreHandle>) -> Response {
+    match snapshot(&core).await {
+        Ok((s, _)) => Json(s.frameworks).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn tasks(State(core): State<CoreHandle>) -> Response {
+    match snapshot(&core).await {
+        Ok((s, _)) => Json(json!({ "tasks": s.tasks, "completed_tasks": s.completed_tasks })).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn roles(State(core): State<CoreHandle>) -> Response {
+    match snapshot(&core).await {
+        Ok((s, _)) => Json(s.roles).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    #[serde(default = "one")]
+    weight: f64,
+    #[serde(default)]
+    quota: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+async fn set_role(State(core): State<CoreHandle>, Path(role): Path<String>, body: Result<Json<RoleBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if let Err(e) = crate::master::validate_id("role", &role) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let quota = match body.quota.as_deref().map(Resources::parse).transpose() {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (reply, wait) = oneshot::channel();
+    if core
+        .tx
+        .send(Input::SetRole {
+            role: Role::new(role),
+            weight: body.weight,
+            quota,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down");
+    }
+    match wait.await {
+        Ok(Ok(())) => Json(json!({ "status": "ok" })).into_response(),
+        Ok(Err(e)) => error(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string()),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"),
+    }
+}
+
+async fn metrics(State(core): State<CoreHandle>) -> Response {
+    let (_, gauges) = match snapshot(&core).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut out = String::new();
+    for (name, help, value) in gauges {
+        let kind = if name.ends_with("_total") && !name.contains("cluster") { "counter" } else { "gauge" };
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
+    out.push_str(&format!(
+        "# HELP strata_process_resident_memory_bytes resident memory of the manager\n# TYPE strata_process_resident_memory_bytes gauge\nstrata_process_resident_memory_bytes {}\n",
+        resident_bytes()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Resident memory of this process, from /proc (0 where unavailable).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}

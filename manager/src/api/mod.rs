@@ -1,0 +1,27 @@
+//! The manager's network APIs on one address: the gRPC services
+//! (`Scheduler` for frameworks, `AgentLink` for agents) and the HTTP
+//! operator API (state JSON, Prometheus metrics, health, roles). Requests
+//! are told apart by protocol (gRPC is HTTP/2 with `content-type:
+//! application/grpc`), so one listener serves both.
+
+pub mod convert;
+mod grpc;
+mod http;
+
+use crate::server::CoreHandle;
+
+/// Checks a bearer token in constant time.
+pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
+    let Some(expected) = expected else { return true };
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The combined router.
+pub(crate) fn router(core: CoreHandle) -> axum::Router {
+    let grpc = grpc::routes(core.clone());
+    http::router(core).merge(grpc)
+}

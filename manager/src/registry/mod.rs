@@ -1,0 +1,217 @@
+//! The durable registry: agents, frameworks, roles (weights, quotas) in an
+//! embedded redb database, in a versioned format.
+//!
+//! Every write is one redb transaction committed (fsynced) before the
+//! manager acknowledges what it records. Records are JSON values, keyed by
+//! id, under a `meta` table that holds the format version; a database
+//! written by another format version is refused with a clear error rather
+//! than misread.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::master::{PersistOp, RegistrySnapshot};
+
+/// The on-disk format version this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+const FRAMEWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("frameworks");
+const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
+
+/// A registry failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The database could not be opened or written.
+    #[error("registry storage error: {source}")]
+    Storage {
+        /// The underlying error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The database was written by another format version.
+    #[error("registry format version {found} is not supported (this build uses {FORMAT_VERSION})")]
+    Version {
+        /// The version found.
+        found: u64,
+    },
+    /// A record could not be decoded.
+    #[error("corrupt registry record {key:?} in {table}: {source}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// Key.
+        key: String,
+        /// Decode error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn storage(e: impl Into<redb::Error>) -> RegistryError {
+    RegistryError::Storage {
+        source: Box::new(e.into()),
+    }
+}
+
+/// The registry.
+pub struct Registry {
+    db: Database,
+}
+
+impl Registry {
+    /// Opens (or creates) the registry at `path`.
+    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let db = Database::create(path).map_err(storage)?;
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let found = meta.get("format_version").map_err(storage)?.map(|v| v.value());
+            match found {
+                Some(v) if v != FORMAT_VERSION => return Err(RegistryError::Version { found: v }),
+                Some(_) => {}
+                None => {
+                    meta.insert("format_version", FORMAT_VERSION).map_err(storage)?;
+                }
+            }
+            txn.open_table(AGENTS).map_err(storage)?;
+            txn.open_table(FRAMEWORKS).map_err(storage)?;
+            txn.open_table(ROLES).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(Registry { db })
+    }
+
+    /// Reads everything.
+    pub fn load(&self) -> Result<RegistrySnapshot, RegistryError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let mut snap = RegistrySnapshot::default();
+        fn read<T: serde::de::DeserializeOwned>(
+            txn: &redb::ReadTransaction,
+            def: TableDefinition<&str, &[u8]>,
+            name: &'static str,
+        ) -> Result<Vec<T>, RegistryError> {
+            let table = txn.open_table(def).map_err(storage)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let rec = serde_json::from_slice(v.value()).map_err(|source| RegistryError::Corrupt {
+                    table: name,
+                    key: k.value().to_owned(),
+                    source,
+                })?;
+                out.push(rec);
+            }
+            Ok(out)
+        }
+        snap.agents = read(&txn, AGENTS, "agents")?;
+        snap.frameworks = read(&txn, FRAMEWORKS, "frameworks")?;
+        snap.roles = read(&txn, ROLES, "roles")?;
+        Ok(snap)
+    }
+
+    /// Applies writes in one durable transaction.
+    pub fn apply(&self, ops: &[PersistOp]) -> Result<(), RegistryError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut agents = txn.open_table(AGENTS).map_err(storage)?;
+            let mut frameworks = txn.open_table(FRAMEWORKS).map_err(storage)?;
+            let mut roles = txn.open_table(ROLES).map_err(storage)?;
+            for op in ops {
+                let json = |v: &dyn erased::Json| v.to_json();
+                match op {
+                    PersistOp::PutAgent(a) => {
+                        agents.insert(a.id.as_str(), json(a).as_slice()).map_err(storage)?;
+                    }
+                    PersistOp::PutFramework(f) => {
+                        frameworks.insert(f.id.as_str(), json(f).as_slice()).map_err(storage)?;
+                    }
+                    PersistOp::RemoveFramework(id) => {
+                        frameworks.remove(id.as_str()).map_err(storage)?;
+                    }
+                    PersistOp::PutRole(r) => {
+                        roles.insert(r.role.as_str(), json(r).as_slice()).map_err(storage)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok(())
+    }
+}
+
+mod erased {
+    /// Object-safe JSON encoding of a record.
+    pub trait Json {
+        fn to_json(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Vec<u8> {
+            serde_json::to_vec(self).expect("records serialise")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::{AgentRecord, FrameworkRecord, RoleRecord};
+    use strata_proto::resources::Resources;
+
+    #[test]
+    fn round_trip_and_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        let reg = Registry::open(&path).unwrap();
+        let agent = AgentRecord {
+            id: "a1".into(),
+            hostname: "h".into(),
+            address: "127.0.0.1:1".into(),
+            resources: Resources::new(2.0, 512.0),
+            attributes: vec![("rack".into(), "r1".into())],
+        };
+        let fw = FrameworkRecord {
+            id: "f1".into(),
+            name: "n".into(),
+            user: "u".into(),
+            role: "*".into(),
+            default_class: "batch".into(),
+            failover_timeout_ms: 1000,
+            hostname: "h".into(),
+            labels: Default::default(),
+        };
+        let role = RoleRecord {
+            role: "eng".into(),
+            weight: 2.0,
+            quota: Some(Resources::new(4.0, 100.0)),
+        };
+        reg.apply(&[
+            PersistOp::PutAgent(agent.clone()),
+            PersistOp::PutFramework(fw.clone()),
+            PersistOp::PutRole(role.clone()),
+        ])
+        .unwrap();
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        let snap = reg.load().unwrap();
+        assert_eq!(snap.agents, vec![agent]);
+        assert_eq!(snap.frameworks, vec![fw.clone()]);
+        assert_eq!(snap.roles, vec![role]);
+        reg.apply(&[PersistOp::RemoveFramework(fw.id)]).unwrap();
+        assert!(reg.load().unwrap().frameworks.is_empty());
+        // A database of another version is refused.
+        let txn = reg.db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("format_version", 99).unwrap();
+        txn.commit().unwrap();
+        drop(reg);
+        assert!(matches!(Registry::open(&path), Err(RegistryError::Version { found: 99 })));
+    }
+}

@@ -1,0 +1,375 @@
+//! The manager process: the effectful shell around the sans-IO [`Master`].
+//!
+//! One tokio task (the *core*) owns the `Master`. The gRPC and HTTP handlers
+//! send it [`Input`]s over a channel; the core processes a batch of inputs,
+//! runs due timers and an allocation cycle, then carries out the actions:
+//! first every registry write (one durable redb transaction), then the
+//! messages to agents and frameworks, then the replies to the callers. So
+//! nothing is acknowledged before it is durable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use strata_proto::ids::{AgentId, FrameworkId, Role, StreamId};
+use strata_proto::pb;
+use strata_proto::resources::Resources;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::master::{Action, Master, MasterConfig, MasterError, Millis, PersistOp, view::StateView};
+use crate::registry::{Registry, RegistryError};
+
+/// How the manager process is set up.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    /// Address to bind (gRPC and HTTP share it).
+    pub listen: SocketAddr,
+    /// Directory of the registry.
+    pub work_dir: PathBuf,
+    /// Shared secret required of agents, frameworks and clients, if set.
+    pub token: Option<String>,
+    /// The master's tunables.
+    pub master: MasterConfig,
+    /// How often timers run.
+    pub tick: Duration,
+}
+
+impl ManagerConfig {
+    /// Defaults: `127.0.0.1:5050`, registry under `work_dir`.
+    pub fn new(work_dir: PathBuf) -> Self {
+        ManagerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5050)),
+            work_dir,
+            token: None,
+            master: MasterConfig::default(),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why the manager could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A non-loopback bind without a token.
+    #[error("refusing to listen on non-loopback address {addr} without a token (set --token or STRATA_TOKEN)")]
+    TokenRequired {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Sender half of an agent link.
+pub(crate) type AgentTx = mpsc::Sender<Result<pb::ManagerMessage, tonic::Status>>;
+/// Sender half of a framework subscription.
+pub(crate) type FrameworkTx = mpsc::Sender<Result<pb::Event, tonic::Status>>;
+
+/// An input to the core.
+pub(crate) enum Input {
+    AgentRegister {
+        reg: pb::agent_message::Register,
+        conn: u64,
+        tx: AgentTx,
+        reply: oneshot::Sender<Result<AgentId, MasterError>>,
+    },
+    AgentMessage {
+        agent: AgentId,
+        conn: u64,
+        message: pb::agent_message::Message,
+    },
+    AgentGone {
+        agent: AgentId,
+        conn: u64,
+    },
+    Subscribe {
+        req: pb::SubscribeRequest,
+        tx: FrameworkTx,
+        reply: oneshot::Sender<Result<(FrameworkId, StreamId), MasterError>>,
+    },
+    Call {
+        call: pb::Call,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
+    StreamClosed {
+        framework: FrameworkId,
+        stream: StreamId,
+    },
+    State {
+        reply: oneshot::Sender<(StateView, Vec<(&'static str, &'static str, f64)>)>,
+    },
+    SetRole {
+        role: Role,
+        weight: f64,
+        quota: Option<Resources>,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
+}
+
+/// A cheap handle the API handlers use to reach the core.
+#[derive(Clone)]
+pub(crate) struct CoreHandle {
+    pub(crate) tx: mpsc::Sender<Input>,
+    pub(crate) token: Option<Arc<str>>,
+}
+
+/// A running manager.
+pub struct ManagerHandle {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl ManagerHandle {
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the manager and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.join.await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, advanced monotonically from start.
+struct Clock {
+    base: u64,
+    start: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let base = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        Clock { base, start: Instant::now() }
+    }
+    fn now(&self) -> Millis {
+        self.base + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// Starts a manager: opens the registry, recovers the master from it, binds
+/// the listener and serves until shut down.
+pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
+    if !cfg.listen.ip().is_loopback() && cfg.token.is_none() {
+        return Err(ServerError::TokenRequired { addr: cfg.listen });
+    }
+    let registry = Registry::open(&cfg.work_dir.join("registry.redb"))?;
+    let snapshot = registry.load()?;
+    let clock = Clock::new();
+    let recovered = !snapshot.agents.is_empty() || !snapshot.frameworks.is_empty();
+    let master = Master::recover(cfg.master.clone(), snapshot, clock.now());
+    if recovered {
+        info!("manager recovered state from its registry");
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+    let (tx, rx) = mpsc::channel(65_536);
+    let core = CoreHandle {
+        tx,
+        token: cfg.token.as_deref().map(Arc::from),
+    };
+    let router = crate::api::router(core);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
+    let core_task = tokio::spawn(run_core(master, registry, rx, clock, cfg.tick, core_stop_rx));
+    info!(address = %addr, "manager listening (grpc and http)");
+    let join = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+        if let Err(e) = serve.await {
+            error!(error = %e, "manager server failed");
+        }
+        let _ = core_stop_tx.send(());
+        let _ = core_task.await;
+    });
+    Ok(ManagerHandle {
+        addr,
+        shutdown: Some(stop_tx),
+        join,
+    })
+}
+
+struct Routes {
+    agents: HashMap<AgentId, (u64, AgentTx)>,
+    frameworks: HashMap<FrameworkId, (StreamId, FrameworkTx)>,
+}
+
+enum Reply {
+    Register(oneshot::Sender<Result<AgentId, MasterError>>, Result<AgentId, MasterError>),
+    Subscribe(
+        oneshot::Sender<Result<(FrameworkId, StreamId), MasterError>>,
+        Result<(FrameworkId, StreamId), MasterError>,
+    ),
+    Unit(oneshot::Sender<Result<(), MasterError>>, Result<(), MasterError>),
+}
+
+async fn run_core(
+    mut master: Master,
+    registry: Registry,
+    mut rx: mpsc::Receiver<Input>,
+    clock: Clock,
+    tick: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut routes = Routes {
+        agents: HashMap::new(),
+        frameworks: HashMap::new(),
+    };
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        let mut ticked = false;
+        tokio::select! {
+            _ = &mut stop => break,
+            n = rx.recv_many(&mut batch, 1024) => if n == 0 { break },
+            _ = ticker.tick() => ticked = true,
+        }
+        let now = clock.now();
+        let mut replies = Vec::new();
+        for input in batch.drain(..) {
+            handle_input(&mut master, &mut routes, now, input, &mut replies);
+        }
+        if ticked {
+            master.tick(now);
+        }
+        master.allocate(now);
+        let actions = master.drain_actions();
+        let ops: Vec<PersistOp> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist(op) => Some(op.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = registry.apply(&ops) {
+            // Without durability we must not acknowledge: fail the callers.
+            error!(error = %e, "registry write failed; refusing the inputs of this batch");
+            for r in replies {
+                match r {
+                    Reply::Register(tx, _) => drop(tx),
+                    Reply::Subscribe(tx, _) => drop(tx),
+                    Reply::Unit(tx, _) => drop(tx),
+                }
+            }
+            continue;
+        }
+        for a in actions {
+            carry_out(&mut routes, a);
+        }
+        for r in replies {
+            match r {
+                Reply::Register(tx, v) => drop(tx.send(v)),
+                Reply::Subscribe(tx, v) => drop(tx.send(v)),
+                Reply::Unit(tx, v) => drop(tx.send(v)),
+            }
+        }
+    }
+    info!("manager core stopped");
+}
+
+fn handle_input(master: &mut Master, routes: &mut Routes, now: Millis, input: Input, replies: &mut Vec<Reply>) {
+    match input {
+        Input::AgentRegister { reg, conn, tx, reply } => {
+            let r = master.agent_register(now, reg);
+            if let Ok(id) = &r {
+                routes.agents.insert(id.clone(), (conn, tx));
+            }
+            replies.push(Reply::Register(reply, r));
+        }
+        Input::AgentMessage { agent, conn, message } => {
+            if routes.agents.get(&agent).map(|(c, _)| *c) != Some(conn) {
+                return;
+            }
+            let r = match message {
+                pb::agent_message::Message::Heartbeat(_) => master.agent_heartbeat(now, &agent),
+                pb::agent_message::Message::Update(u) => master.agent_update(now, &agent, u),
+                pb::agent_message::Message::Register(_) => Ok(()),
+            };
+            if let Err(e) = r {
+                warn!(agent_id = %agent, error = %e, "agent message refused; closing its link");
+                if let Some((_, tx)) = routes.agents.remove(&agent) {
+                    let _ = tx.try_send(Err(e.into()));
+                }
+                master.agent_disconnected(now, &agent);
+            }
+        }
+        Input::AgentGone { agent, conn } => {
+            if routes.agents.get(&agent).map(|(c, _)| *c) == Some(conn) {
+                routes.agents.remove(&agent);
+                master.agent_disconnected(now, &agent);
+            }
+        }
+        Input::Subscribe { req, tx, reply } => {
+            let r = master.subscribe(now, req);
+            if let Ok((id, stream)) = &r {
+                routes.frameworks.insert(id.clone(), (stream.clone(), tx));
+            }
+            replies.push(Reply::Subscribe(reply, r));
+        }
+        Input::Call { call, reply } => {
+            let r = master.call(now, call);
+            replies.push(Reply::Unit(reply, r));
+        }
+        Input::StreamClosed { framework, stream } => {
+            if routes.frameworks.get(&framework).is_some_and(|(s, _)| *s == stream) {
+                routes.frameworks.remove(&framework);
+            }
+            master.framework_disconnected(now, &framework, &stream);
+        }
+        Input::State { reply } => {
+            let _ = reply.send((master.state_view(now), master.gauges()));
+        }
+        Input::SetRole { role, weight, quota, reply } => {
+            let r = master.set_role(role, weight, quota);
+            replies.push(Reply::Unit(reply, r));
+        }
+    }
+}
+
+fn carry_out(routes: &mut Routes, action: Action) {
+    match action {
+        Action::Persist(_) => {}
+        Action::ToAgent { agent, message } => {
+            if let Some((_, tx)) = routes.agents.get(&agent) {
+                if tx.try_send(Ok(message)).is_err() {
+                    warn!(agent_id = %agent, "agent link is full or closed; message dropped (the agent re-registers)");
+                }
+            }
+        }
+        Action::ToFramework { framework, event } => {
+            if let Some((_, tx)) = routes.frameworks.get(&framework) {
+                if tx.try_send(Ok(event)).is_err() {
+                    warn!(framework_id = %framework, "framework stream is full or closed; event dropped");
+                }
+            }
+        }
+        Action::CloseStream { framework, stream } => {
+            if routes.frameworks.get(&framework).is_some_and(|(s, _)| *s == stream) {
+                if let Some((_, tx)) = routes.frameworks.remove(&framework) {
+                    let _ = tx.try_send(Err(tonic::Status::aborted("framework failed over or was removed")));
+                }
+            }
+        }
+    }
+}
