@@ -175,7 +175,7 @@ pub(crate) async fn subscribe_once(
         suppressed,
     };
     let timeout = config.connect_timeout;
-    let status = |s| SdkError::from_status("subscribe", timeout, s);
+    let status = |s| subscribe_error(timeout, s);
     let attempt = async {
         let mut stream = client
             .clone()
@@ -222,6 +222,27 @@ pub(crate) async fn subscribe_once(
             operation: "subscribe",
             after: timeout,
         })?
+}
+
+/// Maps a refused subscription. The manager refuses another protocol
+/// version with `FAILED_PRECONDITION` and a message ending "this manager
+/// speaks N"; that becomes [`SdkError::VersionMismatch`].
+fn subscribe_error(timeout: Duration, status: tonic::Status) -> SdkError {
+    if status.code() == tonic::Code::FailedPrecondition
+        && let Some(theirs) = manager_version(status.message())
+    {
+        return SdkError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        };
+    }
+    SdkError::from_status("subscribe", timeout, status)
+}
+
+fn manager_version(message: &str) -> Option<u32> {
+    let rest = message.split("manager speaks ").nth(1)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Entry point: subscribes a framework to the manager.
@@ -522,4 +543,29 @@ pub(crate) fn ack_call(status: &TaskStatus, uuid: [u8; 16]) -> C {
         task_id: status.task_id.as_str().to_owned(),
         uuid: uuid.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_refusals_become_version_mismatch() {
+        let t = Duration::from_secs(1);
+        let refused = tonic::Status::failed_precondition(
+            "protocol version 1 is not supported (this manager speaks 2)",
+        );
+        assert_eq!(
+            subscribe_error(t, refused),
+            SdkError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: 2
+            }
+        );
+        let other = tonic::Status::failed_precondition("framework fw-1 cannot change role");
+        assert!(matches!(
+            subscribe_error(t, other),
+            SdkError::NotSubscribed { .. }
+        ));
+    }
 }

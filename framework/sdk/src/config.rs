@@ -32,7 +32,8 @@ pub struct FrameworkConfig {
     pub default_class: String,
     /// How long the manager keeps the framework's tasks running after it
     /// disconnects, waiting for it to fail over (default: a week). The SDK
-    /// stops re-subscribing once it has passed.
+    /// stops re-subscribing once it has passed. Zero means the manager's
+    /// default; the SDK then re-subscribes until refused.
     pub failover_timeout: Duration,
     /// The host the framework runs on.
     pub hostname: String,
@@ -181,7 +182,12 @@ impl SchedulerConfig {
         if self.framework.role.is_empty() {
             return invalid("the framework role is empty (use \"*\" for the default role)");
         }
-        if self.framework.framework_id.as_ref().is_some_and(FrameworkId::is_empty) {
+        if self
+            .framework
+            .framework_id
+            .as_ref()
+            .is_some_and(FrameworkId::is_empty)
+        {
             return invalid("framework_id is Some but empty: use None to register a new framework");
         }
         if self.connect_timeout.is_zero() || self.call_timeout.is_zero() {
@@ -214,7 +220,10 @@ mod tests {
 
         let mut bad = c.clone();
         bad.manager = " ".into();
-        assert!(matches!(bad.validate(), Err(SdkError::InvalidConfig { .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(SdkError::InvalidConfig { .. })
+        ));
         let bad = c.clone().with_token("has space");
         assert!(bad.validate().is_err());
         let bad = c.clone().with_token("");

@@ -168,7 +168,11 @@ impl Driver {
                 return Err(Stop);
             }
             let interval = self.shared.state().heartbeat_interval;
-            let wait = (!interval.is_zero()).then(|| interval * MISSED_HEARTBEATS);
+            // No deadline when the manager sends no heartbeats (interval 0)
+            // or an interval too large to count.
+            let wait = (!interval.is_zero())
+                .then(|| interval.checked_mul(MISSED_HEARTBEATS))
+                .flatten();
             let next = tokio::select! {
                 _ = self.shutdown.changed() => return Err(Stop),
                 _ = self.tx.closed() => return Err(Stop),
@@ -331,7 +335,10 @@ impl Driver {
     /// has been sent when that is news to the framework).
     async fn resubscribe(&mut self) -> Option<(tonic::Streaming<pb::Event>, Subscribed)> {
         let failover = self.shared.config.framework.failover_timeout;
-        let deadline = (!failover.is_zero()).then(|| Instant::now() + failover);
+        // Zero means the manager's default, unknown here: keep trying.
+        let deadline = (!failover.is_zero())
+            .then(|| Instant::now().checked_add(failover))
+            .flatten();
         let mut delay = INITIAL_BACKOFF;
         let mut attempt = 0u32;
         loop {

@@ -102,7 +102,11 @@ pub enum ConversionError {
     },
 }
 
-fn required(value: String, message: &'static str, field: &'static str) -> Result<String, ConversionError> {
+fn required(
+    value: String,
+    message: &'static str,
+    field: &'static str,
+) -> Result<String, ConversionError> {
     if value.is_empty() {
         Err(ConversionError::MissingField { message, field })
     } else {
@@ -115,7 +119,11 @@ fn optional(value: String) -> Option<String> {
 }
 
 /// A non-negative finite number of seconds, as a duration.
-pub(crate) fn seconds(message: &'static str, field: &'static str, value: f64) -> Result<Duration, ConversionError> {
+pub(crate) fn seconds(
+    message: &'static str,
+    field: &'static str,
+    value: f64,
+) -> Result<Duration, ConversionError> {
     Duration::try_from_secs_f64(value).map_err(|_| ConversionError::BadNumber {
         message,
         field,
@@ -151,10 +159,12 @@ impl Offer {
     pub fn from_proto(offer: pb::Offer) -> Result<Offer, ConversionError> {
         let id = required(offer.offer_id, "offer", "offer_id")?;
         let (resources, revocable) =
-            Resources::from_proto_split(&offer.resources).map_err(|source| ConversionError::Resources {
-                message: "offer",
-                id: id.clone(),
-                source,
+            Resources::from_proto_split(&offer.resources).map_err(|source| {
+                ConversionError::Resources {
+                    message: "offer",
+                    id: id.clone(),
+                    source,
+                }
             })?;
         let agent_id = required(offer.agent_id, "offer", "agent_id")?;
         Ok(Offer {
@@ -163,7 +173,11 @@ impl Offer {
             hostname: offer.hostname,
             resources,
             revocable,
-            attributes: offer.attributes.into_iter().map(|a| (a.name, a.value)).collect(),
+            attributes: offer
+                .attributes
+                .into_iter()
+                .map(|a| (a.name, a.value))
+                .collect(),
             class: offer.priority_class,
             agent_address: optional(offer.agent_address),
         })
@@ -253,9 +267,12 @@ impl TaskStatus {
             field,
             value,
         };
-        let state = TaskState::try_from(status.state).map_err(|_| bad_enum("state", status.state))?;
-        let reason = Reason::try_from(status.reason).map_err(|_| bad_enum("reason", status.reason))?;
-        let source = Source::try_from(status.source).map_err(|_| bad_enum("source", status.source))?;
+        let state =
+            TaskState::try_from(status.state).map_err(|_| bad_enum("state", status.state))?;
+        let reason =
+            Reason::try_from(status.reason).map_err(|_| bad_enum("reason", status.reason))?;
+        let source =
+            Source::try_from(status.source).map_err(|_| bad_enum("source", status.source))?;
         let uuid = match status.uuid.len() {
             0 => None,
             16 => {
@@ -330,7 +347,11 @@ pub(crate) struct Subscribed {
 impl Subscribed {
     pub(crate) fn from_proto(s: pb::event::Subscribed) -> Result<Subscribed, ConversionError> {
         Ok(Subscribed {
-            framework_id: FrameworkId::new(required(s.framework_id, "subscribed event", "framework_id")?),
+            framework_id: FrameworkId::new(required(
+                s.framework_id,
+                "subscribed event",
+                "framework_id",
+            )?),
             stream_id: StreamId::new(required(s.stream_id, "subscribed event", "stream_id")?),
             heartbeat_interval: seconds(
                 "subscribed event",
@@ -393,7 +414,10 @@ mod tests {
         p.offer_id.clear();
         assert!(matches!(
             Offer::from_proto(p),
-            Err(ConversionError::MissingField { field: "offer_id", .. })
+            Err(ConversionError::MissingField {
+                field: "offer_id",
+                ..
+            })
         ));
         let mut p = offer();
         p.agent_id.clear();
@@ -463,13 +487,20 @@ mod tests {
         p.task_id.clear();
         assert!(matches!(
             TaskStatus::from_proto(p),
-            Err(ConversionError::MissingField { field: "task_id", .. })
+            Err(ConversionError::MissingField {
+                field: "task_id",
+                ..
+            })
         ));
         let mut p = status();
         p.state = 99;
         assert!(matches!(
             TaskStatus::from_proto(p),
-            Err(ConversionError::UnknownEnum { field: "state", value: 99, .. })
+            Err(ConversionError::UnknownEnum {
+                field: "state",
+                value: 99,
+                ..
+            })
         ));
         let mut p = status();
         p.reason = -3;

@@ -147,7 +147,9 @@ pub use client::{EventStream, Scheduler, SchedulerHandle};
 pub use config::{DEFAULT_FAILOVER_TIMEOUT, DEFAULT_ROLE, FrameworkConfig, SchedulerConfig};
 pub use error::SdkError;
 pub use event::{ConversionError, Event, Offer, TaskStatus};
-pub use task::{Ask, Command, Constraint, Docker, Filters, Operator, PortMapping, TaskBuilder, TaskInfo};
+pub use task::{
+    Ask, Command, Constraint, Docker, Filters, Operator, PortMapping, TaskBuilder, TaskInfo,
+};
 
 /// The wire protocol crate, re-exported so a framework needs no direct
 /// dependency on it.

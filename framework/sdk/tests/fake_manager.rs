@@ -270,7 +270,10 @@ async fn offer_and_update_surface_once_and_updates_are_acknowledged() {
     let (req, tx) = h.next_subscription().await;
     assert_eq!(req.protocol_version, strata_proto::PROTOCOL_VERSION);
     let fw = req.framework.unwrap();
-    assert_eq!((fw.name.as_str(), fw.framework_id.as_str()), ("test-fw", ""));
+    assert_eq!(
+        (fw.name.as_str(), fw.framework_id.as_str()),
+        ("test-fw", "")
+    );
     assert_eq!(req.demand.len(), 1);
     assert_eq!(req.demand[0].count, 2);
 
@@ -313,10 +316,7 @@ async fn offer_and_update_surface_once_and_updates_are_acknowledged() {
     let task = TaskBuilder::shell("task-2", "echo hello")
         .resources(Resources::new(1.0, 64.0))
         .build();
-    handle
-        .launch(got[0].id.clone(), vec![task])
-        .await
-        .unwrap();
+    handle.launch(got[0].id.clone(), vec![task]).await.unwrap();
 
     // Each update acknowledged, and each duplicate acknowledged again.
     let mut acks = Vec::new();
@@ -337,13 +337,13 @@ async fn offer_and_update_surface_once_and_updates_are_acknowledged() {
     let pb::call::operation::Operation::Launch(launch) =
         accept.operations[0].operation.clone().unwrap();
     assert_eq!(launch.tasks[0].agent_id, "agent-1");
-    assert_eq!(launch.tasks[0].command.as_ref().unwrap().value, "echo hello");
+    assert_eq!(
+        launch.tasks[0].command.as_ref().unwrap().value,
+        "echo hello"
+    );
 
     handle.teardown().await.unwrap();
-    assert!(matches!(
-        h.next_call().await,
-        pb::call::Call::Teardown(_)
-    ));
+    assert!(matches!(h.next_call().await, pb::call::Call::Teardown(_)));
     stream_ends(&mut events).await;
     assert!(matches!(
         handle.revive().await,
@@ -354,7 +354,9 @@ async fn offer_and_update_surface_once_and_updates_are_acknowledged() {
 #[tokio::test]
 async fn refusals_at_subscription_are_typed_errors() {
     let h = start(Some("right"), strata_proto::PROTOCOL_VERSION, &[]).await;
-    let err = Scheduler::subscribe(h.config(Some("wrong"))).await.unwrap_err();
+    let err = Scheduler::subscribe(h.config(Some("wrong")))
+        .await
+        .unwrap_err();
     assert!(matches!(err, SdkError::Unauthenticated { .. }), "{err}");
     let err = Scheduler::subscribe(h.config(None)).await.unwrap_err();
     assert!(matches!(err, SdkError::Unauthenticated { .. }), "{err}");
@@ -551,5 +553,8 @@ async fn resubscribes_to_a_restarted_manager() {
     let pb::call::Call::Kill(kill) = b.next_call().await else {
         panic!("expected a kill");
     };
-    assert_eq!((kill.task_id.as_str(), kill.agent_id.as_str()), ("task-1", ""));
+    assert_eq!(
+        (kill.task_id.as_str(), kill.agent_id.as_str()),
+        ("task-1", "")
+    );
 }

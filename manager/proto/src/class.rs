@@ -25,7 +25,9 @@ pub struct PriorityClass {
 }
 
 /// The index of a class in a [`PriorityClasses`] table (0 is the highest).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct ClassIdx(pub u8);
 
 /// A table of priority classes, kept sorted from highest to lowest value.

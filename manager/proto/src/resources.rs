@@ -85,7 +85,7 @@ impl Scalar {
     /// Converts a wire value, rejecting NaN, infinities and negatives, and
     /// rounding to three decimals.
     pub fn from_f64(name: &str, value: f64) -> Result<Self, ResourceError> {
-        if !value.is_finite() || value < 0.0 || value > MAX_SCALAR_UNITS {
+        if !value.is_finite() || !(0.0..=MAX_SCALAR_UNITS).contains(&value) {
             return Err(ResourceError::InvalidScalar {
                 name: name.to_owned(),
                 value,

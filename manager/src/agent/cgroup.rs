@@ -203,9 +203,17 @@ mod tests {
     fn oom_events_are_read() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!oom_killed(dir.path()));
-        fs::write(dir.path().join("memory.events"), "low 0\noom 1\noom_kill 0\n").unwrap();
+        fs::write(
+            dir.path().join("memory.events"),
+            "low 0\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
         assert!(!oom_killed(dir.path()));
-        fs::write(dir.path().join("memory.events"), "low 0\noom 1\noom_kill 2\n").unwrap();
+        fs::write(
+            dir.path().join("memory.events"),
+            "low 0\noom 1\noom_kill 2\n",
+        )
+        .unwrap();
         assert!(oom_killed(dir.path()));
     }
 }

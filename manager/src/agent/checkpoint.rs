@@ -323,7 +323,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let info = task();
-        write_json(&d.join(files::TASK), &TaskCheckpoint::new("fw", &info, 12.5)).unwrap();
+        write_json(
+            &d.join(files::TASK),
+            &TaskCheckpoint::new("fw", &info, 12.5),
+        )
+        .unwrap();
         let status = pb::TaskStatus {
             task_id: "t1".into(),
             state: pb::TaskState::TaskRunning as i32,

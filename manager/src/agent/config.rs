@@ -6,10 +6,8 @@ use std::time::Duration;
 use strata_proto::resources::{Ranges, Resources, Scalar};
 
 /// The default HTTP API address.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-    5051,
-);
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5051);
 
 /// The ports an agent offers by default (as Mesos).
 pub const DEFAULT_PORTS: (u64, u64) = (31000, 32000);
@@ -91,11 +89,15 @@ impl AgentConfig {
 
 /// This host's name (from the kernel), `localhost` if unknown.
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the kernel NUL-terminates
+    // the name when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(h) if rc == 0 && !h.is_empty() => h.to_owned(),
+        _ => "localhost".to_owned(),
+    }
 }
 
 /// This host's resources: every CPU, the physical memory less 1 GiB kept

@@ -72,7 +72,11 @@ pub enum AgentError {
 
 impl AgentError {
     /// Wraps an I/O error with what was being done and where.
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         AgentError::Io {
             action,
             path: path.into(),

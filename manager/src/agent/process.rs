@@ -342,7 +342,10 @@ mod tests {
 
     #[test]
     fn stat_parsing_and_liveness() {
-        let st = parse_stat("42 (a (weird) name) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0").unwrap();
+        let st = parse_stat(
+            "42 (a (weird) name) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0",
+        )
+        .unwrap();
         assert_eq!(
             st,
             ProcStat {

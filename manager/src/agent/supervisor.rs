@@ -290,12 +290,18 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
     let pid = child.id() as i32;
     // The child is reaped below with waitpid(-1); the handle is not used.
     drop(child);
-    if let Err(e) = write_atomic(&status_dir.join(files::TASK_PID), format!("{pid}\n").as_bytes()) {
+    if let Err(e) = write_atomic(
+        &status_dir.join(files::TASK_PID),
+        format!("{pid}\n").as_bytes(),
+    ) {
         eprintln!("supervisor: cannot write {}: {e}", files::TASK_PID);
     }
     let status = wait_for(pid);
     cleanup(pid, spec.cgroup.as_deref());
-    let oom_killed = spec.cgroup.as_deref().is_some_and(super::cgroup::oom_killed);
+    let oom_killed = spec
+        .cgroup
+        .as_deref()
+        .is_some_and(super::cgroup::oom_killed);
     if let Some(cg) = &spec.cgroup {
         super::cgroup::remove(cg);
     }
@@ -338,7 +344,13 @@ fn child_setup(
             }
         }
         // After the credential change, which clears it.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         if libc::getppid() != parent {
             return Err(std::io::Error::other("the supervisor died"));
         }

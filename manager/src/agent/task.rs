@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(o.state, TaskState::TaskFailed);
         assert_eq!(o.message, "killed by signal 9");
         let o = outcome(&exit(None, Some(15)), Some(Reason::Preempted));
-        assert_eq!((o.state, o.reason), (TaskState::TaskKilled, Reason::Preempted));
+        assert_eq!(
+            (o.state, o.reason),
+            (TaskState::TaskKilled, Reason::Preempted)
+        );
         // Killed even when the command exited cleanly on SIGTERM.
         let o = outcome(&exit(Some(0), None), Some(Reason::KilledByFramework));
         assert_eq!(o.state, TaskState::TaskKilled);
@@ -310,8 +313,22 @@ mod tests {
 
     #[test]
     fn statuses_are_fresh_and_from_the_agent() {
-        let a = new_status("t", "a", TaskState::TaskRunning, Reason::Unspecified, "pid 5", None);
-        let b = new_status("t", "a", TaskState::TaskRunning, Reason::Unspecified, "pid 5", None);
+        let a = new_status(
+            "t",
+            "a",
+            TaskState::TaskRunning,
+            Reason::Unspecified,
+            "pid 5",
+            None,
+        );
+        let b = new_status(
+            "t",
+            "a",
+            TaskState::TaskRunning,
+            Reason::Unspecified,
+            "pid 5",
+            None,
+        );
         assert_eq!(a.uuid.len(), 16);
         assert_ne!(a.uuid, b.uuid);
         assert_eq!(a.source(), pb::Source::Agent);

@@ -36,7 +36,10 @@ enum Head {
     /// Not sent on the current connection.
     Unsent,
     /// Sent; resend at `retry_at`, then wait `interval` doubled.
-    Sent { retry_at: Instant, interval: Duration },
+    Sent {
+        retry_at: Instant,
+        interval: Duration,
+    },
 }
 
 /// What an acknowledgement did.
@@ -196,7 +199,10 @@ mod tests {
         let mut gaps = Vec::new();
         for _ in 0..8 {
             let at = q.retry_at().unwrap();
-            assert!(q.poll_send(at - Duration::from_millis(1), &policy).is_none());
+            assert!(
+                q.poll_send(at - Duration::from_millis(1), &policy)
+                    .is_none()
+            );
             gaps.push((at - now).as_secs());
             now = at;
             assert!(q.poll_send(now, &policy).is_some());

@@ -171,7 +171,9 @@ fn match_atoms(atoms: &[(Atom, bool)], text: &[u8]) -> bool {
                 }
             }
         }
-        Some(((a, false), rest)) => !text.is_empty() && atom_matches(a, text[0]) && match_atoms(rest, &text[1..]),
+        Some(((a, false), rest)) => {
+            !text.is_empty() && atom_matches(a, text[0]) && match_atoms(rest, &text[1..])
+        }
     }
 }
 
@@ -209,13 +211,43 @@ mod tests {
         };
         let none = |_: &dyn Fn(&AgentAlloc) -> bool| 0;
         assert!(allows(&c("rack", ConstraintOp::Cluster, "r1"), &a, 0, none));
-        assert!(!allows(&c("rack", ConstraintOp::Cluster, "r2"), &a, 0, none));
-        assert!(allows(&c("hostname", ConstraintOp::Unique, ""), &a, 0, none));
-        assert!(!allows(&c("hostname", ConstraintOp::Unique, ""), &a, 1, none));
-        assert!(allows(&c("hostname", ConstraintOp::MaxPer, "2"), &a, 1, none));
-        assert!(!allows(&c("hostname", ConstraintOp::MaxPer, "2"), &a, 2, none));
+        assert!(!allows(
+            &c("rack", ConstraintOp::Cluster, "r2"),
+            &a,
+            0,
+            none
+        ));
+        assert!(allows(
+            &c("hostname", ConstraintOp::Unique, ""),
+            &a,
+            0,
+            none
+        ));
+        assert!(!allows(
+            &c("hostname", ConstraintOp::Unique, ""),
+            &a,
+            1,
+            none
+        ));
+        assert!(allows(
+            &c("hostname", ConstraintOp::MaxPer, "2"),
+            &a,
+            1,
+            none
+        ));
+        assert!(!allows(
+            &c("hostname", ConstraintOp::MaxPer, "2"),
+            &a,
+            2,
+            none
+        ));
         assert!(!allows(&c("rack", ConstraintOp::Unlike, "r1"), &a, 0, none));
-        assert!(allows(&c("rack", ConstraintOp::Like, "r[0-9]"), &a, 0, none));
+        assert!(allows(
+            &c("rack", ConstraintOp::Like, "r[0-9]"),
+            &a,
+            0,
+            none
+        ));
         assert!(!allows(&c("zone", ConstraintOp::Like, ".*"), &a, 0, none));
         assert!(!allows(&c("rack", ConstraintOp::Unique, ""), &a, 0, |_| 1));
     }

@@ -228,7 +228,11 @@ impl<'p, 'a> CycleState<'p, 'a> {
             fw_agent_count: HashMap::default(),
             offers: HashMap::default(),
             order: Vec::new(),
-            cursor: if p.agents.is_empty() { 0 } else { p.start % p.agents.len() },
+            cursor: if p.agents.is_empty() {
+                0
+            } else {
+                p.start % p.agents.len()
+            },
             max_free_cpus,
             max_free_mem,
             placements: 0,
@@ -245,18 +249,26 @@ impl<'p, 'a> CycleState<'p, 'a> {
     }
 
     fn fw_allocated(&self, f: FrameworkIdx) -> Resources {
-        self.p.frameworks[f as usize].allocated.plus(&self.fw_taken[f as usize])
+        self.p.frameworks[f as usize]
+            .allocated
+            .plus(&self.fw_taken[f as usize])
     }
 
     fn role_allocated(&self, r: RoleIdx) -> Resources {
-        self.p.roles[r as usize].allocated.plus(&self.role_taken[r as usize])
+        self.p.roles[r as usize]
+            .allocated
+            .plus(&self.role_taken[r as usize])
     }
 
     fn sort_key(&self, f: FrameworkIdx) -> drf::ShareKey {
         let fw = &self.p.frameworks[f as usize];
         let role = &self.p.roles[fw.role as usize];
         drf::ShareKey::new(
-            drf::weighted_share(&self.role_allocated(fw.role), self.p.cluster_total, role.weight),
+            drf::weighted_share(
+                &self.role_allocated(fw.role),
+                self.p.cluster_total,
+                role.weight,
+            ),
             drf::weighted_share(&self.fw_allocated(f), self.p.cluster_total, 1.0),
             f,
         )
@@ -272,7 +284,14 @@ impl<'p, 'a> CycleState<'p, 'a> {
         }
     }
 
-    fn take(&mut self, f: FrameworkIdx, a: AgentIdx, class: ClassIdx, res: Resources, ask: Option<usize>) {
+    fn take(
+        &mut self,
+        f: FrameworkIdx,
+        a: AgentIdx,
+        class: ClassIdx,
+        res: Resources,
+        ask: Option<usize>,
+    ) {
         let role = self.p.frameworks[f as usize].role;
         self.agent_taken.entry(a).or_default().add(&res);
         self.fw_taken[f as usize].add(&res);
@@ -290,7 +309,10 @@ impl<'p, 'a> CycleState<'p, 'a> {
         });
         offer.resources.add(&res);
         if let Some(ask) = ask {
-            offer.placements.push(Placement { ask, resources: res });
+            offer.placements.push(Placement {
+                ask,
+                resources: res,
+            });
             *self.fw_agent_count.entry((f, a)).or_default() += 1;
             self.placements += 1;
         }
@@ -332,11 +354,9 @@ impl<'p, 'a> CycleState<'p, 'a> {
             }
             let fw = &p.frameworks[f as usize];
             // The framework's first ask in this class with tasks left.
-            let next_ask = fw
-                .demand
-                .iter()
-                .enumerate()
-                .find(|(ai, a)| a.class == class && remaining.get(&(f, *ai)).copied().unwrap_or(0) > 0);
+            let next_ask = fw.demand.iter().enumerate().find(|(ai, a)| {
+                a.class == class && remaining.get(&(f, *ai)).copied().unwrap_or(0) > 0
+            });
             let Some((ai, ask)) = next_ask else { continue };
             match self.find_agent(f, ask) {
                 Some((agent, res)) => {
@@ -352,11 +372,9 @@ impl<'p, 'a> CycleState<'p, 'a> {
                     }
                 }
             }
-            let more = fw
-                .demand
-                .iter()
-                .enumerate()
-                .any(|(ai, a)| a.class == class && remaining.get(&(f, ai)).copied().unwrap_or(0) > 0);
+            let more = fw.demand.iter().enumerate().any(|(ai, a)| {
+                a.class == class && remaining.get(&(f, ai)).copied().unwrap_or(0) > 0
+            });
             if more {
                 heap.push(std::cmp::Reverse(self.sort_key(f)));
             }
@@ -428,7 +446,9 @@ impl<'p, 'a> CycleState<'p, 'a> {
             .frameworks
             .iter()
             .enumerate()
-            .filter(|(_, fw)| fw.active && !fw.suppressed && fw.demand.is_empty() && fw.default_class == class)
+            .filter(|(_, fw)| {
+                fw.active && !fw.suppressed && fw.demand.is_empty() && fw.default_class == class
+            })
             .map(|(i, _)| i as FrameworkIdx)
             .collect();
         if eligible.is_empty() {

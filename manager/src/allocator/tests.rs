@@ -1,8 +1,8 @@
 //! Unit and property tests of the allocator.
 
-use rustc_hash::FxHashMap as HashMap;
 use super::*;
 use proptest::prelude::*;
+use rustc_hash::FxHashMap as HashMap;
 use strata_proto::resources::Ranges;
 
 fn agent(cpus: f64, mem: f64) -> AgentAlloc {
@@ -61,10 +61,19 @@ fn run(agents: &[AgentAlloc], fws: &[FrameworkAlloc], roles: &[RoleAlloc]) -> So
 #[test]
 fn drf_splits_evenly_between_equal_frameworks() {
     let agents: Vec<_> = (0..10).map(|_| agent(4.0, 4096.0)).collect();
-    let fws = vec![fw(0, vec![ask(2, 1.0, 128.0, 100)]), fw(0, vec![ask(2, 1.0, 128.0, 100)])];
+    let fws = vec![
+        fw(0, vec![ask(2, 1.0, 128.0, 100)]),
+        fw(0, vec![ask(2, 1.0, 128.0, 100)]),
+    ];
     let sol = run(&agents, &fws, &[RoleAlloc::default()]);
     assert_eq!(sol.placements, 40);
-    let per_fw = |f| sol.offers.iter().filter(|o| o.framework == f).map(|o| o.placements.len()).sum::<usize>();
+    let per_fw = |f| {
+        sol.offers
+            .iter()
+            .filter(|o| o.framework == f)
+            .map(|o| o.placements.len())
+            .sum::<usize>()
+    };
     assert_eq!(per_fw(0), 20);
     assert_eq!(per_fw(1), 20);
 }
@@ -72,10 +81,25 @@ fn drf_splits_evenly_between_equal_frameworks() {
 #[test]
 fn weights_skew_the_split() {
     let agents: Vec<_> = (0..10).map(|_| agent(3.0, 4096.0)).collect();
-    let fws = vec![fw(0, vec![ask(2, 1.0, 1.0, 100)]), fw(1, vec![ask(2, 1.0, 1.0, 100)])];
-    let roles = vec![RoleAlloc { weight: 2.0, ..Default::default() }, RoleAlloc::default()];
+    let fws = vec![
+        fw(0, vec![ask(2, 1.0, 1.0, 100)]),
+        fw(1, vec![ask(2, 1.0, 1.0, 100)]),
+    ];
+    let roles = vec![
+        RoleAlloc {
+            weight: 2.0,
+            ..Default::default()
+        },
+        RoleAlloc::default(),
+    ];
     let sol = run(&agents, &fws, &roles);
-    let per_fw = |f| sol.offers.iter().filter(|o| o.framework == f).map(|o| o.placements.len()).sum::<usize>();
+    let per_fw = |f| {
+        sol.offers
+            .iter()
+            .filter(|o| o.framework == f)
+            .map(|o| o.placements.len())
+            .sum::<usize>()
+    };
     assert_eq!(per_fw(0), 20);
     assert_eq!(per_fw(1), 10);
 }
@@ -84,7 +108,10 @@ fn weights_skew_the_split() {
 fn higher_class_is_served_first() {
     let agents = vec![agent(2.0, 1024.0)];
     // Framework 0 (lower share would win by DRF) asks at batch; framework 1 at service.
-    let fws = vec![fw(0, vec![ask(2, 1.0, 1.0, 2)]), fw(0, vec![ask(1, 1.0, 1.0, 2)])];
+    let fws = vec![
+        fw(0, vec![ask(2, 1.0, 1.0, 2)]),
+        fw(0, vec![ask(1, 1.0, 1.0, 2)]),
+    ];
     let sol = run(&agents, &fws, &[RoleAlloc::default()]);
     assert_eq!(sol.offers.len(), 1);
     assert_eq!(sol.offers[0].framework, 1);

@@ -17,11 +17,16 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 const STREAM_BUFFER: usize = 65_536;
 
 fn check_token<T>(core: &CoreHandle, req: &Request<T>) -> Result<(), Status> {
-    let header = req.metadata().get(strata_proto::AUTH_HEADER).and_then(|v| v.to_str().ok());
+    let header = req
+        .metadata()
+        .get(strata_proto::AUTH_HEADER)
+        .and_then(|v| v.to_str().ok());
     if super::token_ok(core.token.as_deref(), header) {
         Ok(())
     } else {
-        Err(Status::unauthenticated("missing or wrong token (authorization: Bearer <token>)"))
+        Err(Status::unauthenticated(
+            "missing or wrong token (authorization: Bearer <token>)",
+        ))
     }
 }
 
@@ -36,7 +41,9 @@ pub(super) fn routes(core: CoreHandle) -> axum::Router {
     let link = agent_link_server::AgentLinkServer::new(AgentLinkSvc { core })
         .max_decoding_message_size(strata_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(strata_proto::MAX_MESSAGE_BYTES);
-    tonic::service::Routes::new(sched).add_service(link).into_axum_router()
+    tonic::service::Routes::new(sched)
+        .add_service(link)
+        .into_axum_router()
 }
 
 struct SchedulerSvc {
@@ -51,7 +58,10 @@ struct EventStream {
 
 impl Stream for EventStream {
     type Item = Result<pb::Event, Status>;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         self.rx.poll_recv(cx)
     }
 }
@@ -68,7 +78,10 @@ impl Drop for EventStream {
 impl scheduler_server::Scheduler for SchedulerSvc {
     type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
-    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         check_token(&self.core, &req)?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let (reply, wait) = oneshot::channel();
@@ -113,7 +126,10 @@ struct AgentLinkSvc {
 impl agent_link_server::AgentLink for AgentLinkSvc {
     type AttachStream = Pin<Box<dyn Stream<Item = Result<pb::ManagerMessage, Status>> + Send>>;
 
-    async fn attach(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::AttachStream>, Status> {
+    async fn attach(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
         check_token(&self.core, &req)?;
         let mut inbound = req.into_inner();
         let first = inbound
@@ -121,14 +137,21 @@ impl agent_link_server::AgentLink for AgentLinkSvc {
             .await
             .ok_or_else(|| Status::invalid_argument("agent link closed before registering"))??;
         let Some(pb::agent_message::Message::Register(reg)) = first.message else {
-            return Err(Status::invalid_argument("the first message on an agent link must be register"));
+            return Err(Status::invalid_argument(
+                "the first message on an agent link must be register",
+            ));
         };
         let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let (reply, wait) = oneshot::channel();
         self.core
             .tx
-            .send(Input::AgentRegister { reg, conn, tx, reply })
+            .send(Input::AgentRegister {
+                reg,
+                conn,
+                tx,
+                reply,
+            })
             .await
             .map_err(unavailable)?;
         let agent = wait.await.map_err(unavailable)??;
@@ -151,6 +174,8 @@ impl agent_link_server::AgentLink for AgentLinkSvc {
             }
             let _ = core.send(Input::AgentGone { agent, conn }).await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -42,21 +42,30 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 async fn auth(State(core): State<CoreHandle>, req: Request, next: Next) -> Response {
-    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if super::token_ok(core.token.as_deref(), header) {
         next.run(req).await
     } else {
-        error(StatusCode::UNAUTHORIZED, "missing or wrong token (authorization: Bearer <token>)")
+        error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token (authorization: Bearer <token>)",
+        )
     }
 }
 
-async fn snapshot(core: &CoreHandle) -> Result<(StateView, Vec<(&'static str, &'static str, f64)>), Response> {
+async fn snapshot(
+    core: &CoreHandle,
+) -> Result<(StateView, Vec<(&'static str, &'static str, f64)>), Response> {
     let (reply, wait) = oneshot::channel();
     core.tx
         .send(Input::State { reply })
         .await
         .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"))?;
-    wait.await.map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"))
+    wait.await
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"))
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -64,7 +73,9 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn version() -> Json<serde_json::Value> {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "protocol": strata_proto::PROTOCOL_VERSION }))
+    Json(
+        json!({ "version": env!("CARGO_PKG_VERSION"), "protocol": strata_proto::PROTOCOL_VERSION }),
+    )
 }
 
 async fn state(State(core): State<CoreHandle>) -> Response {
@@ -90,7 +101,9 @@ async fn frameworks(State(core): State<CoreHandle>) -> Response {
 
 async fn tasks(State(core): State<CoreHandle>) -> Response {
     match snapshot(&core).await {
-        Ok((s, _)) => Json(json!({ "tasks": s.tasks, "completed_tasks": s.completed_tasks })).into_response(),
+        Ok((s, _)) => {
+            Json(json!({ "tasks": s.tasks, "completed_tasks": s.completed_tasks })).into_response()
+        }
         Err(r) => r,
     }
 }
@@ -115,7 +128,11 @@ fn one() -> f64 {
     1.0
 }
 
-async fn set_role(State(core): State<CoreHandle>, Path(role): Path<String>, body: Result<Json<RoleBody>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn set_role(
+    State(core): State<CoreHandle>,
+    Path(role): Path<String>,
+    body: Result<Json<RoleBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(body) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
@@ -143,7 +160,10 @@ async fn set_role(State(core): State<CoreHandle>, Path(role): Path<String>, body
     }
     match wait.await {
         Ok(Ok(())) => Json(json!({ "status": "ok" })).into_response(),
-        Ok(Err(e)) => error(StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string()),
+        Ok(Err(e)) => error(
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            e.to_string(),
+        ),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"),
     }
 }
@@ -155,8 +175,14 @@ async fn metrics(State(core): State<CoreHandle>) -> Response {
     };
     let mut out = String::new();
     for (name, help, value) in gauges {
-        let kind = if name.ends_with("_total") && !name.contains("cluster") { "counter" } else { "gauge" };
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+        let kind = if name.ends_with("_total") && !name.contains("cluster") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
     }
     out.push_str(&format!(
         "# HELP strata_process_resident_memory_bytes resident memory of the manager\n# TYPE strata_process_resident_memory_bytes gauge\nstrata_process_resident_memory_bytes {}\n",
@@ -169,7 +195,11 @@ async fn metrics(State(core): State<CoreHandle>) -> Response {
 pub fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }

@@ -12,7 +12,9 @@ use crate::server::CoreHandle;
 
 /// Checks a bearer token in constant time.
 pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
-    let Some(expected) = expected else { return true };
+    let Some(expected) = expected else {
+        return true;
+    };
     let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;
     };

@@ -1,7 +1,6 @@
 //! Agents: registration, re-registration with task reconciliation,
 //! heartbeats, disconnection and the unreachable timeout.
 
-
 use rustc_hash::FxHashSet as HashSet;
 use strata_proto::ids::{AgentId, FrameworkId, TaskId};
 use strata_proto::pb::{self, Reason, TaskState, manager_message};
@@ -9,12 +8,18 @@ use strata_proto::resources::Resources;
 use tracing::{info, warn};
 
 use super::{
-    Action, AgentEntry, AgentRecord, AgentState, Master, MasterError, Millis, PersistOp, Task, validate_id,
+    Action, AgentEntry, AgentRecord, AgentState, Master, MasterError, Millis, PersistOp, Task,
+    validate_id,
 };
 use crate::allocator::{AgentAlloc, AgentIdx};
 
 impl Master {
-    pub(super) fn insert_agent(&mut self, rec: AgentRecord, state: AgentState, now: Millis) -> AgentIdx {
+    pub(super) fn insert_agent(
+        &mut self,
+        rec: AgentRecord,
+        state: AgentState,
+        now: Millis,
+    ) -> AgentIdx {
         let idx = self.agents.len() as AgentIdx;
         self.agent_index.insert(rec.id.clone(), idx);
         self.agents.push(AgentEntry {
@@ -59,16 +64,26 @@ impl Master {
 
     /// An agent (re-)registers. Returns its id; the caller binds the agent's
     /// link to it before carrying out the actions.
-    pub fn agent_register(&mut self, now: Millis, reg: pb::agent_message::Register) -> Result<AgentId, MasterError> {
+    pub fn agent_register(
+        &mut self,
+        now: Millis,
+        reg: pb::agent_message::Register,
+    ) -> Result<AgentId, MasterError> {
         if reg.protocol_version != strata_proto::PROTOCOL_VERSION {
             return Err(MasterError::ProtocolVersion {
                 ours: strata_proto::PROTOCOL_VERSION,
                 theirs: reg.protocol_version,
             });
         }
-        let info = reg.info.ok_or(MasterError::MissingField { field: "info" })?;
+        let info = reg
+            .info
+            .ok_or(MasterError::MissingField { field: "info" })?;
         let resources = Resources::from_proto(&info.resources)?;
-        let attributes: Vec<(String, String)> = info.attributes.into_iter().map(|a| (a.name, a.value)).collect();
+        let attributes: Vec<(String, String)> = info
+            .attributes
+            .into_iter()
+            .map(|a| (a.name, a.value))
+            .collect();
         let id = if reg.agent_id.is_empty() {
             AgentId::new(self.next_id("agent"))
         } else {
@@ -85,7 +100,8 @@ impl Master {
         let idx = match self.agent_index.get(&id).copied() {
             None => {
                 info!(agent_id = %id, hostname = %record.hostname, resources = %record.resources, "agent registered");
-                self.outbox.push(Action::Persist(PersistOp::PutAgent(record.clone())));
+                self.outbox
+                    .push(Action::Persist(PersistOp::PutAgent(record.clone())));
                 self.insert_agent(record, AgentState::Registered, now)
             }
             Some(idx) => {
@@ -100,7 +116,8 @@ impl Master {
                         || self.agents[idx as usize].address != record.address
                 };
                 if changed {
-                    self.outbox.push(Action::Persist(PersistOp::PutAgent(record.clone())));
+                    self.outbox
+                        .push(Action::Persist(PersistOp::PutAgent(record.clone())));
                 }
                 let a = &mut self.alloc_agents[idx as usize];
                 a.total = record.resources;
@@ -119,10 +136,13 @@ impl Master {
         self.outbox.push(Action::ToAgent {
             agent: id.clone(),
             message: pb::ManagerMessage {
-                message: Some(manager_message::Message::Registered(manager_message::Registered {
-                    agent_id: id.to_string(),
-                    heartbeat_interval_seconds: self.cfg.agent_heartbeat_interval as f64 / 1000.0,
-                })),
+                message: Some(manager_message::Message::Registered(
+                    manager_message::Registered {
+                        agent_id: id.to_string(),
+                        heartbeat_interval_seconds: self.cfg.agent_heartbeat_interval as f64
+                            / 1000.0,
+                    },
+                )),
             },
         });
         self.reconcile_agent_tasks(now, idx, reg.tasks);
@@ -169,7 +189,9 @@ impl Master {
                 }
                 let was = t.status.state();
                 let kill = t.kill_requested;
-                if state == TaskState::TaskRunning && matches!(was, TaskState::TaskUnreachable | TaskState::TaskLost) {
+                if state == TaskState::TaskRunning
+                    && matches!(was, TaskState::TaskUnreachable | TaskState::TaskLost)
+                {
                     let mut status = t.status.clone();
                     status.set_state(TaskState::TaskRunning);
                     status.set_reason(Reason::AgentReregistered);
@@ -199,7 +221,10 @@ impl Master {
             let released = state.is_terminal();
             if !released {
                 self.hold(idx, fw, &resources);
-                *self.alloc_fws[fw as usize].tasks_per_agent.entry(idx).or_default() += 1;
+                *self.alloc_fws[fw as usize]
+                    .tasks_per_agent
+                    .entry(idx)
+                    .or_default() += 1;
             }
             self.frameworks[fw as usize].tasks.insert(tid.clone());
             self.agents[idx as usize].tasks.insert(key.clone());
@@ -226,7 +251,9 @@ impl Master {
             .cloned()
             .collect();
         for key in missing {
-            let Some(t) = self.tasks.get(&key) else { continue };
+            let Some(t) = self.tasks.get(&key) else {
+                continue;
+            };
             if t.released {
                 // Its terminal update was acknowledged on the agent's side.
                 self.forget_task(&key);
@@ -248,9 +275,16 @@ impl Master {
         let mut held: Vec<(u64, (u32, TaskId), Resources)> = self.agents[idx as usize]
             .tasks
             .iter()
-            .filter_map(|k| self.tasks.get(k).filter(|t| !t.released).map(|t| (t.launched_at, k.clone(), t.resources.clone())))
+            .filter_map(|k| {
+                self.tasks
+                    .get(k)
+                    .filter(|t| !t.released)
+                    .map(|t| (t.launched_at, k.clone(), t.resources.clone()))
+            })
             .collect();
-        let mut used = held.iter().fold(Resources::default(), |acc, (_, _, r)| acc.plus(r));
+        let mut used = held
+            .iter()
+            .fold(Resources::default(), |acc, (_, _, r)| acc.plus(r));
         if total.contains(&used) {
             return;
         }
@@ -270,7 +304,10 @@ impl Master {
 
     /// A heartbeat from an agent.
     pub fn agent_heartbeat(&mut self, now: Millis, agent: &AgentId) -> Result<(), MasterError> {
-        let idx = *self.agent_index.get(agent).ok_or(MasterError::AgentNotRegistered)?;
+        let idx = *self
+            .agent_index
+            .get(agent)
+            .ok_or(MasterError::AgentNotRegistered)?;
         let e = &mut self.agents[idx as usize];
         if e.state != AgentState::Registered {
             return Err(MasterError::AgentNotRegistered);
@@ -281,7 +318,9 @@ impl Master {
 
     /// An agent's link closed.
     pub fn agent_disconnected(&mut self, now: Millis, agent: &AgentId) {
-        let Some(&idx) = self.agent_index.get(agent) else { return };
+        let Some(&idx) = self.agent_index.get(agent) else {
+            return;
+        };
         if self.agents[idx as usize].state != AgentState::Registered {
             return;
         }
@@ -316,7 +355,9 @@ impl Master {
         self.agents[idx as usize].state = AgentState::Unreachable;
         let keys: Vec<(u32, TaskId)> = self.agents[idx as usize].tasks.iter().cloned().collect();
         for key in keys {
-            let Some(t) = self.tasks.get_mut(&key) else { continue };
+            let Some(t) = self.tasks.get_mut(&key) else {
+                continue;
+            };
             if t.released || t.status.state() == TaskState::TaskUnreachable {
                 continue;
             }
@@ -356,19 +397,23 @@ impl Master {
         self.outbox.push(Action::ToAgent {
             agent: self.agents[agent as usize].id.clone(),
             message: pb::ManagerMessage {
-                message: Some(manager_message::Message::KillTask(manager_message::KillTask {
-                    framework_id: self.frameworks[fw as usize].id.to_string(),
-                    task_id: task.to_string(),
-                    grace_period_seconds: grace,
-                    reason: reason as i32,
-                })),
+                message: Some(manager_message::Message::KillTask(
+                    manager_message::KillTask {
+                        framework_id: self.frameworks[fw as usize].id.to_string(),
+                        task_id: task.to_string(),
+                        grace_period_seconds: grace,
+                        reason: reason as i32,
+                    },
+                )),
             },
         });
     }
 
     /// The id and address of an agent.
     pub fn agent_address(&self, agent: &AgentId) -> Option<&str> {
-        self.agent_index.get(agent).map(|&i| self.agents[i as usize].address.as_str())
+        self.agent_index
+            .get(agent)
+            .map(|&i| self.agents[i as usize].address.as_str())
     }
 
     /// The largest resources any registered agent advertises (for refusing

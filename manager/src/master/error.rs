@@ -96,9 +96,12 @@ impl MasterError {
         use MasterError::*;
         match self {
             ProtocolVersion { .. } => tonic::Code::FailedPrecondition,
-            MissingField { .. } | InvalidId { .. } | Resources(_) | Class(_) | InvalidWeight { .. } | EmptyCall => {
-                tonic::Code::InvalidArgument
-            }
+            MissingField { .. }
+            | InvalidId { .. }
+            | Resources(_)
+            | Class(_)
+            | InvalidWeight { .. }
+            | EmptyCall => tonic::Code::InvalidArgument,
             ImpossibleAsk { .. } => tonic::Code::InvalidArgument,
             NotSubscribed { .. } | AgentNotRegistered => tonic::Code::FailedPrecondition,
             StaleStream { .. } => tonic::Code::FailedPrecondition,

@@ -8,7 +8,9 @@ use strata_proto::pb::{self, Reason, call};
 use strata_proto::resources::Resources;
 use tracing::info;
 
-use super::{Action, FrameworkEntry, FrameworkRecord, Master, MasterError, Millis, PersistOp, validate_id};
+use super::{
+    Action, FrameworkEntry, FrameworkRecord, Master, MasterError, Millis, PersistOp, validate_id,
+};
 use crate::allocator::{FrameworkAlloc, FrameworkIdx, PendingAsk};
 
 impl Master {
@@ -18,7 +20,12 @@ impl Master {
             .cfg
             .classes
             .lookup(&rec.default_class)
-            .unwrap_or_else(|_| self.cfg.classes.lookup("").unwrap_or(strata_proto::class::ClassIdx(0)));
+            .unwrap_or_else(|_| {
+                self.cfg
+                    .classes
+                    .lookup("")
+                    .unwrap_or(strata_proto::class::ClassIdx(0))
+            });
         let idx = self.frameworks.len() as FrameworkIdx;
         self.fw_index.insert(rec.id.clone(), idx);
         self.frameworks.push(FrameworkEntry {
@@ -53,24 +60,35 @@ impl Master {
     /// A framework subscribes (first time or failover). Returns its id and
     /// the new stream id; the caller binds the stream before carrying out the
     /// actions (the first of which for this framework is `Subscribed`).
-    pub fn subscribe(&mut self, now: Millis, req: pb::SubscribeRequest) -> Result<(FrameworkId, StreamId), MasterError> {
+    pub fn subscribe(
+        &mut self,
+        now: Millis,
+        req: pb::SubscribeRequest,
+    ) -> Result<(FrameworkId, StreamId), MasterError> {
         if req.protocol_version != strata_proto::PROTOCOL_VERSION {
             return Err(MasterError::ProtocolVersion {
                 ours: strata_proto::PROTOCOL_VERSION,
                 theirs: req.protocol_version,
             });
         }
-        let info = req.framework.ok_or(MasterError::MissingField { field: "framework" })?;
-        let role = if info.role.is_empty() { "*".to_owned() } else { info.role.clone() };
+        let info = req
+            .framework
+            .ok_or(MasterError::MissingField { field: "framework" })?;
+        let role = if info.role.is_empty() {
+            "*".to_owned()
+        } else {
+            info.role.clone()
+        };
         if role != "*" {
             validate_id("role", &role)?;
         }
         self.cfg.classes.lookup(&info.default_class)?;
-        let failover = if info.failover_timeout_seconds.is_finite() && info.failover_timeout_seconds > 0.0 {
-            ((info.failover_timeout_seconds * 1000.0) as u64).min(self.cfg.max_failover_timeout)
-        } else {
-            self.cfg.default_failover_timeout
-        };
+        let failover =
+            if info.failover_timeout_seconds.is_finite() && info.failover_timeout_seconds > 0.0 {
+                ((info.failover_timeout_seconds * 1000.0) as u64).min(self.cfg.max_failover_timeout)
+            } else {
+                self.cfg.default_failover_timeout
+            };
         let demand = self.parse_demand(&req.demand)?;
         let id = if info.framework_id.is_empty() {
             FrameworkId::new(self.next_id("fw"))
@@ -116,13 +134,15 @@ impl Master {
                         self.cfg.classes.lookup(&record.default_class)?;
                     self.frameworks[idx as usize].failover_timeout = record.failover_timeout_ms;
                     self.frameworks[idx as usize].record = record.clone();
-                    self.outbox.push(Action::Persist(PersistOp::PutFramework(record)));
+                    self.outbox
+                        .push(Action::Persist(PersistOp::PutFramework(record)));
                 }
                 idx
             }
             None => {
                 info!(framework_id = %id, name = %record.name, role = %record.role, "framework subscribed");
-                self.outbox.push(Action::Persist(PersistOp::PutFramework(record.clone())));
+                self.outbox
+                    .push(Action::Persist(PersistOp::PutFramework(record.clone())));
                 self.insert_framework(record)
             }
         };
@@ -140,14 +160,19 @@ impl Master {
             event: pb::Event {
                 event: Some(pb::event::Event::Subscribed(pb::event::Subscribed {
                     framework_id: id.to_string(),
-                    heartbeat_interval_seconds: self.cfg.framework_heartbeat_interval as f64 / 1000.0,
+                    heartbeat_interval_seconds: self.cfg.framework_heartbeat_interval as f64
+                        / 1000.0,
                     protocol_version: strata_proto::PROTOCOL_VERSION,
                     stream_id: stream.to_string(),
                 })),
             },
         });
         // Re-send updates it has not acknowledged.
-        let pending: Vec<pb::TaskStatus> = self.frameworks[idx as usize].unacked.values().map(|(_, s)| s.clone()).collect();
+        let pending: Vec<pb::TaskStatus> = self.frameworks[idx as usize]
+            .unacked
+            .values()
+            .map(|(_, s)| s.clone())
+            .collect();
         for status in pending {
             self.push_update_event(idx, status);
         }
@@ -156,8 +181,15 @@ impl Master {
     }
 
     /// A framework's subscription stream closed.
-    pub fn framework_disconnected(&mut self, now: Millis, framework: &FrameworkId, stream: &StreamId) {
-        let Some(&idx) = self.fw_index.get(framework) else { return };
+    pub fn framework_disconnected(
+        &mut self,
+        now: Millis,
+        framework: &FrameworkId,
+        stream: &StreamId,
+    ) {
+        let Some(&idx) = self.fw_index.get(framework) else {
+            return;
+        };
         let fw = &mut self.frameworks[idx as usize];
         if fw.stream.as_ref() != Some(stream) || !fw.connected {
             return;
@@ -176,7 +208,9 @@ impl Master {
         let idx = *self
             .fw_index
             .get(&fid)
-            .ok_or_else(|| MasterError::NotSubscribed { framework_id: fid.clone() })?;
+            .ok_or_else(|| MasterError::NotSubscribed {
+                framework_id: fid.clone(),
+            })?;
         let fw = &self.frameworks[idx as usize];
         if fw.removed {
             return Err(MasterError::FrameworkRemoved { framework_id: fid });
@@ -254,7 +288,11 @@ impl Master {
                 class: self.cfg.classes.lookup(&a.priority_class)?,
                 resources,
                 count: a.count,
-                constraints: a.constraints.iter().map(crate::api::convert::constraint_from_proto).collect(),
+                constraints: a
+                    .constraints
+                    .iter()
+                    .map(crate::api::convert::constraint_from_proto)
+                    .collect(),
             });
         }
         Ok(out)
@@ -315,13 +353,20 @@ impl Master {
         fw.offered.clear();
         self.alloc_fws[idx as usize].active = false;
         self.alloc_fws[idx as usize].demand.clear();
-        self.outbox.push(Action::Persist(PersistOp::RemoveFramework(id.clone())));
+        self.outbox
+            .push(Action::Persist(PersistOp::RemoveFramework(id.clone())));
         // Kill every task: once per agent, the agent kills them all.
-        let tasks: Vec<TaskId> = self.frameworks[idx as usize].tasks.iter().cloned().collect();
+        let tasks: Vec<TaskId> = self.frameworks[idx as usize]
+            .tasks
+            .iter()
+            .cloned()
+            .collect();
         let mut agents = HashSet::default();
         for tid in tasks {
             let key = (idx, tid);
-            let Some(t) = self.tasks.get_mut(&key) else { continue };
+            let Some(t) = self.tasks.get_mut(&key) else {
+                continue;
+            };
             t.kill_requested = true;
             if t.released {
                 self.forget_task(&key);

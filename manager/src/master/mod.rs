@@ -38,7 +38,9 @@ use strata_proto::ids::{AgentId, FrameworkId, OfferId, Role, StreamId, TaskId};
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 
-use crate::allocator::{AgentAlloc, AgentIdx, FrameworkAlloc, FrameworkIdx, PendingAsk, RoleAlloc, RoleIdx};
+use crate::allocator::{
+    AgentAlloc, AgentIdx, FrameworkAlloc, FrameworkIdx, PendingAsk, RoleAlloc, RoleIdx,
+};
 pub use error::MasterError;
 pub use records::{AgentRecord, FrameworkRecord, PersistOp, RegistrySnapshot, RoleRecord};
 
@@ -347,7 +349,12 @@ impl Master {
     }
 
     /// Sets a role's weight and quota limit (operator API).
-    pub fn set_role(&mut self, role: Role, weight: f64, quota: Option<Resources>) -> Result<(), MasterError> {
+    pub fn set_role(
+        &mut self,
+        role: Role,
+        weight: f64,
+        quota: Option<Resources>,
+    ) -> Result<(), MasterError> {
         if !(weight.is_finite() && weight > 0.0) {
             return Err(MasterError::InvalidWeight { role, weight });
         }
@@ -360,7 +367,12 @@ impl Master {
         let idx = self.role_idx(&role);
         self.alloc_roles[idx as usize].weight = weight;
         self.alloc_roles[idx as usize].quota_limit = quota.clone();
-        self.outbox.push(Action::Persist(PersistOp::PutRole(RoleRecord { role, weight, quota })));
+        self.outbox
+            .push(Action::Persist(PersistOp::PutRole(RoleRecord {
+                role,
+                weight,
+                quota,
+            })));
         self.dirty = true;
         Ok(())
     }
@@ -375,10 +387,16 @@ impl Master {
 
     /// Removes `res` from what an agent, a framework and its role hold.
     fn release(&mut self, agent: AgentIdx, fw: FrameworkIdx, res: &Resources) {
-        self.alloc_agents[agent as usize].allocated.subtract_saturating(res);
-        self.alloc_fws[fw as usize].allocated.subtract_saturating(res);
+        self.alloc_agents[agent as usize]
+            .allocated
+            .subtract_saturating(res);
+        self.alloc_fws[fw as usize]
+            .allocated
+            .subtract_saturating(res);
         let role = self.alloc_fws[fw as usize].role;
-        self.alloc_roles[role as usize].allocated.subtract_saturating(res);
+        self.alloc_roles[role as usize]
+            .allocated
+            .subtract_saturating(res);
         self.dirty = true;
     }
 
@@ -394,19 +412,26 @@ impl Master {
         for t in self.tasks.values().filter(|t| !t.released) {
             per_agent[t.agent as usize].add(&t.resources);
         }
-        let mut offered_ports: HashMap<AgentIdx, strata_proto::resources::Ranges> = HashMap::default();
+        let mut offered_ports: HashMap<AgentIdx, strata_proto::resources::Ranges> =
+            HashMap::default();
         for (id, o) in &self.offers {
             per_agent[o.agent as usize].add(&o.resources);
             let seen = offered_ports.entry(o.agent).or_default();
             if seen.difference(&o.resources.ports) != *seen {
-                return Err(format!("offer {id} repeats ports already offered on its agent"));
+                return Err(format!(
+                    "offer {id} repeats ports already offered on its agent"
+                ));
             }
             *seen = seen.union(&o.resources.ports);
             if !matches!(self.agents[o.agent as usize].state, AgentState::Registered) {
-                return Err(format!("offer {id} outstanding on an agent that is not registered"));
+                return Err(format!(
+                    "offer {id} outstanding on an agent that is not registered"
+                ));
             }
             if !self.frameworks[o.framework as usize].connected {
-                return Err(format!("offer {id} outstanding to a disconnected framework"));
+                return Err(format!(
+                    "offer {id} outstanding to a disconnected framework"
+                ));
             }
         }
         for (i, a) in self.alloc_agents.iter().enumerate() {
@@ -415,7 +440,10 @@ impl Master {
                 || a.allocated.mem != per_agent[i].mem
                 || a.allocated.disk != per_agent[i].disk
             {
-                return Err(format!("agent {id} accounts {} but holds {}", a.allocated, per_agent[i]));
+                return Err(format!(
+                    "agent {id} accounts {} but holds {}",
+                    a.allocated, per_agent[i]
+                ));
             }
             if !self.agents[i].offers.is_empty() && !a.total.contains(&per_agent[i]) {
                 return Err(format!(
@@ -427,7 +455,10 @@ impl Master {
         for t in self.tasks.values().filter(|t| !t.released) {
             if let Some(p) = offered_ports.get(&t.agent) {
                 if p.difference(&t.resources.ports) != *p {
-                    return Err(format!("ports of task {} are also offered", t.status.task_id));
+                    return Err(format!(
+                        "ports of task {} are also offered",
+                        t.status.task_id
+                    ));
                 }
             }
         }
@@ -441,7 +472,9 @@ pub fn validate_id(kind: &'static str, value: &str) -> Result<(), MasterError> {
         && value.len() <= 255
         && value != "."
         && value != ".."
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok {
         Ok(())
     } else {

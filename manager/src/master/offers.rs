@@ -67,14 +67,21 @@ impl Master {
                 }
             }
             if !placements.is_empty() {
-                *self.alloc_fws[d.framework as usize].tasks_per_agent.entry(d.agent).or_default() +=
-                    placements.iter().map(|p| p.1).sum::<u32>();
+                *self.alloc_fws[d.framework as usize]
+                    .tasks_per_agent
+                    .entry(d.agent)
+                    .or_default() += placements.iter().map(|p| p.1).sum::<u32>();
                 self.sync_demand(d.framework);
             }
             let demand_gen = self.frameworks[d.framework as usize].demand_gen;
-            self.frameworks[d.framework as usize].offers.insert(id.clone());
+            self.frameworks[d.framework as usize]
+                .offers
+                .insert(id.clone());
             self.agents[d.agent as usize].offers.insert(id.clone());
-            per_fw.entry(d.framework).or_default().push(self.offer_proto(&id, &d));
+            per_fw
+                .entry(d.framework)
+                .or_default()
+                .push(self.offer_proto(&id, &d));
             self.offers.insert(
                 id,
                 OfferEntry {
@@ -162,7 +169,13 @@ impl Master {
 
     /// Declines an offer: its resources return and the agent is filtered
     /// for the framework for `refuse` milliseconds.
-    pub(super) fn decline_offer(&mut self, now: Millis, fw: FrameworkIdx, id: &OfferId, refuse: Millis) {
+    pub(super) fn decline_offer(
+        &mut self,
+        now: Millis,
+        fw: FrameworkIdx,
+        id: &OfferId,
+        refuse: Millis,
+    ) {
         match self.offers.get(id) {
             Some(o) if o.framework == fw => {}
             _ => {
@@ -176,9 +189,18 @@ impl Master {
     }
 
     /// Applies a refuse filter for an agent.
-    pub(super) fn decline_resources(&mut self, now: Millis, fw: FrameworkIdx, agent: AgentIdx, _res: &Resources, refuse: Millis) {
+    pub(super) fn decline_resources(
+        &mut self,
+        now: Millis,
+        fw: FrameworkIdx,
+        agent: AgentIdx,
+        _res: &Resources,
+        refuse: Millis,
+    ) {
         if refuse > 0 {
-            self.alloc_fws[fw as usize].filters.insert(agent, now + refuse);
+            self.alloc_fws[fw as usize]
+                .filters
+                .insert(agent, now + refuse);
         }
         self.dirty = true;
     }
@@ -209,7 +231,11 @@ impl Master {
 
     /// Rescinds every outstanding offer made to a framework.
     pub(super) fn rescind_framework_offers(&mut self, fw: FrameworkIdx) {
-        let ids: Vec<OfferId> = self.frameworks[fw as usize].offers.iter().cloned().collect();
+        let ids: Vec<OfferId> = self.frameworks[fw as usize]
+            .offers
+            .iter()
+            .cloned()
+            .collect();
         for id in ids {
             self.rescind(&id);
         }
@@ -229,7 +255,9 @@ impl Master {
             let agent = self.offers[&id].agent;
             self.rescind(&id);
             // A hoarded offer is not offered straight back to the hoarder.
-            self.alloc_fws[fw as usize].filters.insert(agent, now + self.cfg.default_refuse);
+            self.alloc_fws[fw as usize]
+                .filters
+                .insert(agent, now + self.cfg.default_refuse);
         }
     }
 

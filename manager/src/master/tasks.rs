@@ -1,7 +1,6 @@
 //! Tasks: launch validation, status updates and acknowledgements, kills and
 //! reconciliation.
 
-
 use rustc_hash::FxHashSet as HashSet;
 use strata_proto::ids::{AgentId, OfferId, TaskId};
 use strata_proto::pb::{self, Reason, Source, TaskState, call, manager_message};
@@ -15,7 +14,12 @@ impl Master {
     /// Accept: launch tasks on offers of one agent. Invalid tasks end in
     /// `TASK_ERROR`, tasks on invalid offers in `TASK_DROPPED`; what the
     /// offers held beyond the launched tasks is declined with the filter.
-    pub(super) fn accept(&mut self, now: Millis, fw: FrameworkIdx, a: call::Accept) -> Result<(), MasterError> {
+    pub(super) fn accept(
+        &mut self,
+        now: Millis,
+        fw: FrameworkIdx,
+        a: call::Accept,
+    ) -> Result<(), MasterError> {
         let refuse = match a.filters.as_ref().and_then(|f| f.refuse_seconds) {
             Some(s) if s.is_finite() && s >= 0.0 => (s * 1000.0).min(3.0e10) as Millis,
             _ => self.cfg.default_refuse,
@@ -49,7 +53,8 @@ impl Master {
                 }
                 Some(o) => {
                     if agent.is_some_and(|ag| ag != o.agent) {
-                        offer_error.get_or_insert("offers of different agents in one accept".into());
+                        offer_error
+                            .get_or_insert("offers of different agents in one accept".into());
                     }
                     agent.get_or_insert(o.agent);
                     valid_offers.push(oid);
@@ -65,11 +70,20 @@ impl Master {
         for oid in &valid_offers {
             let o = self.take_offer(oid);
             pool.add(&o.resources);
-            offer_class = Some(offer_class.map_or(o.class, |c: strata_proto::class::ClassIdx| c.max(o.class)));
+            offer_class = Some(
+                offer_class.map_or(o.class, |c: strata_proto::class::ClassIdx| c.max(o.class)),
+            );
         }
         if let Some(reason) = offer_error {
             for t in &tasks {
-                self.refuse_task(now, fw, t, TaskState::TaskDropped, Reason::InvalidOffers, reason.clone());
+                self.refuse_task(
+                    now,
+                    fw,
+                    t,
+                    TaskState::TaskDropped,
+                    Reason::InvalidOffers,
+                    reason.clone(),
+                );
             }
             if let Some(ag) = agent {
                 self.decline_resources(now, fw, ag, &pool, self.cfg.default_refuse);
@@ -82,7 +96,14 @@ impl Master {
         for t in tasks {
             match self.validate_task(fw, &t, &pool, offer_class, &batch_ids) {
                 Err(message) => {
-                    self.refuse_task(now, fw, &t, TaskState::TaskError, Reason::TaskInvalid, message);
+                    self.refuse_task(
+                        now,
+                        fw,
+                        &t,
+                        TaskState::TaskError,
+                        Reason::TaskInvalid,
+                        message,
+                    );
                 }
                 Ok((resources, class)) => {
                     batch_ids.insert(t.task_id.clone());
@@ -106,8 +127,15 @@ impl Master {
         batch: &HashSet<String>,
     ) -> Result<(Resources, strata_proto::class::ClassIdx), String> {
         validate_id("task", &t.task_id).map_err(|e| e.to_string())?;
-        if batch.contains(&t.task_id) || self.tasks.contains_key(&(fw, TaskId::new(t.task_id.clone()))) {
-            return Err(format!("task id {} is already in use by this framework", t.task_id));
+        if batch.contains(&t.task_id)
+            || self
+                .tasks
+                .contains_key(&(fw, TaskId::new(t.task_id.clone())))
+        {
+            return Err(format!(
+                "task id {} is already in use by this framework",
+                t.task_id
+            ));
         }
         let resources = Resources::from_proto(&t.resources).map_err(|e| e.to_string())?;
         if resources.cpus.is_zero() && resources.mem.is_zero() {
@@ -116,7 +144,10 @@ impl Master {
         let class = if t.priority_class.is_empty() {
             offer_class
         } else {
-            self.cfg.classes.lookup(&t.priority_class).map_err(|e| e.to_string())?
+            self.cfg
+                .classes
+                .lookup(&t.priority_class)
+                .map_err(|e| e.to_string())?
         };
         if !self.cfg.classes.may_launch(class, offer_class) {
             return Err(format!(
@@ -126,15 +157,16 @@ impl Master {
             ));
         }
         let has_command = t.command.as_ref().is_some_and(|c| !c.value.is_empty());
-        let is_docker = t
-            .container
-            .as_ref()
-            .is_some_and(|c| c.r#type == pb::container_info::Type::Docker as i32 && c.docker.is_some());
+        let is_docker = t.container.as_ref().is_some_and(|c| {
+            c.r#type == pb::container_info::Type::Docker as i32 && c.docker.is_some()
+        });
         if !has_command && !is_docker {
             return Err("a task needs a command (or a docker image)".into());
         }
         if !pool.contains(&resources) {
-            return Err(format!("task asks for {resources} but the offers hold only {pool} (after earlier tasks)"));
+            return Err(format!(
+                "task asks for {resources} but the offers hold only {pool} (after earlier tasks)"
+            ));
         }
         Ok((resources, class))
     }
@@ -153,7 +185,10 @@ impl Master {
         info.agent_id = agent_id.to_string();
         info.priority_class = self.cfg.classes.name(class).to_owned();
         self.hold(agent, fw, &resources);
-        *self.alloc_fws[fw as usize].tasks_per_agent.entry(agent).or_default() += 1;
+        *self.alloc_fws[fw as usize]
+            .tasks_per_agent
+            .entry(agent)
+            .or_default() += 1;
         self.consume_demand(fw, class, &resources);
         let key = (fw, tid.clone());
         self.frameworks[fw as usize].tasks.insert(tid.clone());
@@ -184,16 +219,23 @@ impl Master {
         self.outbox.push(Action::ToAgent {
             agent: agent_id,
             message: pb::ManagerMessage {
-                message: Some(manager_message::Message::RunTask(manager_message::RunTask {
-                    framework_id: self.frameworks[fw as usize].id.to_string(),
-                    task: Some(info),
-                })),
+                message: Some(manager_message::Message::RunTask(
+                    manager_message::RunTask {
+                        framework_id: self.frameworks[fw as usize].id.to_string(),
+                        task: Some(info),
+                    },
+                )),
             },
         });
     }
 
     /// A launched task counts against the first declared ask it matches.
-    fn consume_demand(&mut self, fw: FrameworkIdx, class: strata_proto::class::ClassIdx, res: &Resources) {
+    fn consume_demand(
+        &mut self,
+        fw: FrameworkIdx,
+        class: strata_proto::class::ClassIdx,
+        res: &Resources,
+    ) {
         let f = &mut self.frameworks[fw as usize];
         if let Some(ask) = f
             .declared
@@ -205,7 +247,15 @@ impl Master {
         self.sync_demand(fw);
     }
 
-    fn refuse_task(&mut self, now: Millis, fw: FrameworkIdx, t: &pb::TaskInfo, state: TaskState, reason: Reason, message: String) {
+    fn refuse_task(
+        &mut self,
+        now: Millis,
+        fw: FrameworkIdx,
+        t: &pb::TaskInfo,
+        state: TaskState,
+        reason: Reason,
+        message: String,
+    ) {
         info!(task_id = %t.task_id, state = %state, %message, "task refused");
         self.counters.tasks_refused += 1;
         let status = pb::TaskStatus {
@@ -222,12 +272,22 @@ impl Master {
     }
 
     /// A status update from an agent.
-    pub fn agent_update(&mut self, now: Millis, agent: &AgentId, u: pb::agent_message::StatusUpdate) -> Result<(), MasterError> {
-        let aidx = *self.agent_index.get(agent).ok_or(MasterError::AgentNotRegistered)?;
+    pub fn agent_update(
+        &mut self,
+        now: Millis,
+        agent: &AgentId,
+        u: pb::agent_message::StatusUpdate,
+    ) -> Result<(), MasterError> {
+        let aidx = *self
+            .agent_index
+            .get(agent)
+            .ok_or(MasterError::AgentNotRegistered)?;
         if self.agents[aidx as usize].state != AgentState::Registered {
             return Err(MasterError::AgentNotRegistered);
         }
-        let mut status = u.status.ok_or(MasterError::MissingField { field: "status" })?;
+        let mut status = u
+            .status
+            .ok_or(MasterError::MissingField { field: "status" })?;
         self.counters.status_updates += 1;
         self.agents[aidx as usize].last_seen = now;
         status.agent_id = agent.to_string();
@@ -263,7 +323,9 @@ impl Master {
 
     /// Records a terminal state and releases the task's resources.
     pub(super) fn apply_terminal(&mut self, now: Millis, key: &TaskKey, status: pb::TaskStatus) {
-        let Some(t) = self.tasks.get_mut(key) else { return };
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
         t.status = status;
         if t.released {
             return;
@@ -294,7 +356,13 @@ impl Master {
         }
     }
 
-    fn ack_to_agent(&mut self, agent: AgentIdx, fid: &strata_proto::ids::FrameworkId, task: &str, uuid: Vec<u8>) {
+    fn ack_to_agent(
+        &mut self,
+        agent: AgentIdx,
+        fid: &strata_proto::ids::FrameworkId,
+        task: &str,
+        uuid: Vec<u8>,
+    ) {
         if uuid.is_empty() || self.agents[agent as usize].state != AgentState::Registered {
             return;
         }
@@ -312,7 +380,13 @@ impl Master {
 
     /// Sends an update the manager generated; with `reliable` it carries a
     /// uuid and is re-sent until acknowledged (also across re-subscription).
-    pub(super) fn send_manager_update(&mut self, now: Millis, fw: FrameworkIdx, mut status: pb::TaskStatus, reliable: bool) {
+    pub(super) fn send_manager_update(
+        &mut self,
+        now: Millis,
+        fw: FrameworkIdx,
+        mut status: pb::TaskStatus,
+        reliable: bool,
+    ) {
         status.source = Source::Manager as i32;
         status.timestamp = Self::now_secs(now);
         if self.frameworks[fw as usize].removed {
@@ -323,7 +397,9 @@ impl Master {
             let mut uuid = self.seq.to_be_bytes().to_vec();
             uuid.extend_from_slice(&(0xA5u64 ^ self.cfg.instance.len() as u64).to_be_bytes());
             status.uuid = uuid.clone();
-            self.frameworks[fw as usize].unacked.insert(uuid, (now, status.clone()));
+            self.frameworks[fw as usize]
+                .unacked
+                .insert(uuid, (now, status.clone()));
         } else {
             status.uuid.clear();
         }
@@ -338,12 +414,18 @@ impl Master {
         self.outbox.push(Action::ToFramework {
             framework: f.id.clone(),
             event: pb::Event {
-                event: Some(pb::event::Event::Update(pb::event::Update { status: Some(status) })),
+                event: Some(pb::event::Event::Update(pb::event::Update {
+                    status: Some(status),
+                })),
             },
         });
     }
 
-    pub(super) fn acknowledge(&mut self, fw: FrameworkIdx, a: call::Acknowledge) -> Result<(), MasterError> {
+    pub(super) fn acknowledge(
+        &mut self,
+        fw: FrameworkIdx,
+        a: call::Acknowledge,
+    ) -> Result<(), MasterError> {
         if a.uuid.is_empty() {
             return Err(MasterError::MissingField { field: "uuid" });
         }
@@ -359,18 +441,30 @@ impl Master {
         let key = (fw, TaskId::new(a.task_id.clone()));
         let agent = match self.tasks.get(&key) {
             Some(t) => Some(t.agent),
-            None => self.agent_index.get(&AgentId::new(a.agent_id.clone())).copied(),
+            None => self
+                .agent_index
+                .get(&AgentId::new(a.agent_id.clone()))
+                .copied(),
         };
         let Some(agent) = agent else { return Ok(()) };
         let fid = self.frameworks[fw as usize].id.clone();
         self.ack_to_agent(agent, &fid, &a.task_id, a.uuid.clone());
-        if self.tasks.get(&key).is_some_and(|t| t.released && t.status.uuid == a.uuid) {
+        if self
+            .tasks
+            .get(&key)
+            .is_some_and(|t| t.released && t.status.uuid == a.uuid)
+        {
             self.forget_task(&key);
         }
         Ok(())
     }
 
-    pub(super) fn kill(&mut self, now: Millis, fw: FrameworkIdx, k: call::Kill) -> Result<(), MasterError> {
+    pub(super) fn kill(
+        &mut self,
+        now: Millis,
+        fw: FrameworkIdx,
+        k: call::Kill,
+    ) -> Result<(), MasterError> {
         let key = (fw, TaskId::new(k.task_id.clone()));
         match self.tasks.get_mut(&key) {
             Some(t) if !t.released => {
@@ -448,7 +542,10 @@ impl Master {
             framework_id: self.frameworks[t.framework as usize].id.to_string(),
             agent_id: self.agents[t.agent as usize].id.to_string(),
             state: t.status.state().wire_name().to_owned(),
-            reason: pb::Reason::try_from(t.status.reason).unwrap_or_default().wire_name().to_owned(),
+            reason: pb::Reason::try_from(t.status.reason)
+                .unwrap_or_default()
+                .wire_name()
+                .to_owned(),
             class: self.cfg.classes.name(t.class).to_owned(),
             resources: t.resources.to_string(),
             exit_code: t.status.exit_code,

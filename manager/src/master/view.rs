@@ -199,7 +199,11 @@ impl Master {
                     .count(),
             })
             .collect();
-        let mut tasks: Vec<TaskView> = self.tasks.iter().map(|(k, t)| self.task_view(k, t, now)).collect();
+        let mut tasks: Vec<TaskView> = self
+            .tasks
+            .iter()
+            .map(|(k, t)| self.task_view(k, t, now))
+            .collect();
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
         StateView {
             agents,
@@ -226,23 +230,148 @@ impl Master {
         let active_tasks = self.tasks.values().filter(|t| !t.released).count() as f64;
         let c = &self.counters;
         vec![
-            ("strata_agents_registered", "agents registered and connected", count(AgentState::Registered)),
-            ("strata_agents_disconnected", "agents whose link dropped", count(AgentState::Disconnected)),
-            ("strata_agents_unreachable", "agents silent past the timeout", count(AgentState::Unreachable)),
-            ("strata_frameworks_connected", "frameworks connected", self.frameworks.iter().filter(|f| f.connected).count() as f64),
-            ("strata_tasks_active", "tasks holding resources", active_tasks),
-            ("strata_offers_outstanding", "offers not yet answered", self.offers.len() as f64),
-            ("strata_cluster_cpus_total", "cpus of registered agents", self.cluster_total.cpus.as_f64()),
-            ("strata_cluster_mem_total_mib", "mem of registered agents", self.cluster_total.mem.as_f64()),
-            ("strata_allocation_cycles_total", "allocation cycles run", c.allocation_cycles as f64),
-            ("strata_placements_total", "asks placed by the allocator", c.placements as f64),
-            ("strata_offers_made_total", "offers made", c.offers_made as f64),
-            ("strata_offers_declined_total", "offers declined", c.offers_declined as f64),
-            ("strata_offers_rescinded_total", "offers rescinded", c.offers_rescinded as f64),
-            ("strata_tasks_launched_total", "tasks launched", c.tasks_launched as f64),
-            ("strata_tasks_refused_total", "launches refused", c.tasks_refused as f64),
-            ("strata_tasks_terminal_total", "tasks that reached a terminal state", c.tasks_terminal as f64),
-            ("strata_status_updates_total", "status updates from agents", c.status_updates as f64),
+            (
+                "strata_agents_registered",
+                "agents registered and connected",
+                count(AgentState::Registered),
+            ),
+            (
+                "strata_agents_disconnected",
+                "agents whose link dropped",
+                count(AgentState::Disconnected),
+            ),
+            (
+                "strata_agents_unreachable",
+                "agents silent past the timeout",
+                count(AgentState::Unreachable),
+            ),
+            (
+                "strata_frameworks_connected",
+                "frameworks connected",
+                self.frameworks.iter().filter(|f| f.connected).count() as f64,
+            ),
+            (
+                "strata_tasks_active",
+                "tasks holding resources",
+                active_tasks,
+            ),
+            (
+                "strata_offers_outstanding",
+                "offers not yet answered",
+                self.offers.len() as f64,
+            ),
+            (
+                "strata_cluster_cpus_total",
+                "cpus of registered agents",
+                self.cluster_total.cpus.as_f64(),
+            ),
+            (
+                "strata_cluster_mem_total_mib",
+                "mem of registered agents",
+                self.cluster_total.mem.as_f64(),
+            ),
+            (
+                "strata_allocation_cycles_total",
+                "allocation cycles run",
+                c.allocation_cycles as f64,
+            ),
+            (
+                "strata_placements_total",
+                "asks placed by the allocator",
+                c.placements as f64,
+            ),
+            (
+                "strata_offers_made_total",
+                "offers made",
+                c.offers_made as f64,
+            ),
+            (
+                "strata_offers_declined_total",
+                "offers declined",
+                c.offers_declined as f64,
+            ),
+            (
+                "strata_offers_rescinded_total",
+                "offers rescinded",
+                c.offers_rescinded as f64,
+            ),
+            (
+                "strata_tasks_launched_total",
+                "tasks launched",
+                c.tasks_launched as f64,
+            ),
+            (
+                "strata_tasks_refused_total",
+                "launches refused",
+                c.tasks_refused as f64,
+            ),
+            (
+                "strata_tasks_terminal_total",
+                "tasks that reached a terminal state",
+                c.tasks_terminal as f64,
+            ),
+            (
+                "strata_status_updates_total",
+                "status updates from agents",
+                c.status_updates as f64,
+            ),
         ]
+    }
+}
+
+impl Master {
+    /// A framework's dominant share, or `None` if it is unknown or removed.
+    pub fn framework_share(&self, id: &strata_proto::ids::FrameworkId) -> Option<f64> {
+        let &i = self.fw_index.get(id)?;
+        if self.frameworks[i as usize].removed {
+            return None;
+        }
+        Some(drf::weighted_share(
+            &self.alloc_fws[i as usize].allocated,
+            &self.cluster_total,
+            1.0,
+        ))
+    }
+
+    /// Tasks of a framework's demand not yet placed.
+    pub fn pending_tasks(&self, id: &strata_proto::ids::FrameworkId) -> u64 {
+        self.fw_index
+            .get(id)
+            .map(|&i| {
+                self.alloc_fws[i as usize]
+                    .demand
+                    .iter()
+                    .map(|d| d.count as u64)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The sum of registered agents' resources.
+    pub fn cluster_total(&self) -> strata_proto::resources::Resources {
+        self.cluster_total.clone()
+    }
+
+    /// An agent's unallocated resources.
+    pub fn agent_free(
+        &self,
+        id: &strata_proto::ids::AgentId,
+    ) -> Option<strata_proto::resources::Resources> {
+        self.agent_index
+            .get(id)
+            .map(|&i| self.alloc_agents[i as usize].free())
+    }
+
+    /// Whether a framework filters an agent at `now`.
+    pub fn filters(
+        &self,
+        fw: &strata_proto::ids::FrameworkId,
+        agent: &strata_proto::ids::AgentId,
+        now: Millis,
+    ) -> bool {
+        match (self.fw_index.get(fw), self.agent_index.get(agent)) {
+            (Some(&f), Some(&a)) => self.alloc_fws[f as usize].filters_agent(a, now),
+            _ => false,
+        }
     }
 }

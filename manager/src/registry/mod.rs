@@ -71,12 +71,16 @@ impl Registry {
         let txn = db.begin_write().map_err(storage)?;
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
-            let found = meta.get("format_version").map_err(storage)?.map(|v| v.value());
+            let found = meta
+                .get("format_version")
+                .map_err(storage)?
+                .map(|v| v.value());
             match found {
                 Some(v) if v != FORMAT_VERSION => return Err(RegistryError::Version { found: v }),
                 Some(_) => {}
                 None => {
-                    meta.insert("format_version", FORMAT_VERSION).map_err(storage)?;
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(storage)?;
                 }
             }
             txn.open_table(AGENTS).map_err(storage)?;
@@ -100,11 +104,12 @@ impl Registry {
             let mut out = Vec::new();
             for row in table.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
-                let rec = serde_json::from_slice(v.value()).map_err(|source| RegistryError::Corrupt {
-                    table: name,
-                    key: k.value().to_owned(),
-                    source,
-                })?;
+                let rec =
+                    serde_json::from_slice(v.value()).map_err(|source| RegistryError::Corrupt {
+                        table: name,
+                        key: k.value().to_owned(),
+                        source,
+                    })?;
                 out.push(rec);
             }
             Ok(out)
@@ -129,16 +134,22 @@ impl Registry {
                 let json = |v: &dyn erased::Json| v.to_json();
                 match op {
                     PersistOp::PutAgent(a) => {
-                        agents.insert(a.id.as_str(), json(a).as_slice()).map_err(storage)?;
+                        agents
+                            .insert(a.id.as_str(), json(a).as_slice())
+                            .map_err(storage)?;
                     }
                     PersistOp::PutFramework(f) => {
-                        frameworks.insert(f.id.as_str(), json(f).as_slice()).map_err(storage)?;
+                        frameworks
+                            .insert(f.id.as_str(), json(f).as_slice())
+                            .map_err(storage)?;
                     }
                     PersistOp::RemoveFramework(id) => {
                         frameworks.remove(id.as_str()).map_err(storage)?;
                     }
                     PersistOp::PutRole(r) => {
-                        roles.insert(r.role.as_str(), json(r).as_slice()).map_err(storage)?;
+                        roles
+                            .insert(r.role.as_str(), json(r).as_slice())
+                            .map_err(storage)?;
                     }
                 }
             }
@@ -209,9 +220,15 @@ mod tests {
         assert!(reg.load().unwrap().frameworks.is_empty());
         // A database of another version is refused.
         let txn = reg.db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert("format_version", 99).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", 99)
+            .unwrap();
         txn.commit().unwrap();
         drop(reg);
-        assert!(matches!(Registry::open(&path), Err(RegistryError::Version { found: 99 })));
+        assert!(matches!(
+            Registry::open(&path),
+            Err(RegistryError::Version { found: 99 })
+        ));
     }
 }

@@ -19,7 +19,9 @@ use strata_proto::resources::Resources;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use crate::master::{Action, Master, MasterConfig, MasterError, Millis, PersistOp, view::StateView};
+use crate::master::{
+    Action, Master, MasterConfig, MasterError, Millis, PersistOp, view::StateView,
+};
 use crate::registry::{Registry, RegistryError};
 
 /// How the manager process is set up.
@@ -63,7 +65,9 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// A non-loopback bind without a token.
-    #[error("refusing to listen on non-loopback address {addr} without a token (set --token or STRATA_TOKEN)")]
+    #[error(
+        "refusing to listen on non-loopback address {addr} without a token (set --token or STRATA_TOKEN)"
+    )]
     TokenRequired {
         /// The address.
         addr: SocketAddr,
@@ -156,8 +160,14 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        let base = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        Clock { base, start: Instant::now() }
+        let base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock {
+            base,
+            start: Instant::now(),
+        }
     }
     fn now(&self) -> Millis {
         self.base + self.start.elapsed().as_millis() as u64
@@ -180,8 +190,14 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
     let (tx, rx) = mpsc::channel(65_536);
     let core = CoreHandle {
         tx,
@@ -190,7 +206,14 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     let router = crate::api::router(core);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
-    let core_task = tokio::spawn(run_core(master, registry, rx, clock, cfg.tick, core_stop_rx));
+    let core_task = tokio::spawn(run_core(
+        master,
+        registry,
+        rx,
+        clock,
+        cfg.tick,
+        core_stop_rx,
+    ));
     info!(address = %addr, "manager listening (grpc and http)");
     let join = tokio::spawn(async move {
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -215,12 +238,18 @@ struct Routes {
 }
 
 enum Reply {
-    Register(oneshot::Sender<Result<AgentId, MasterError>>, Result<AgentId, MasterError>),
+    Register(
+        oneshot::Sender<Result<AgentId, MasterError>>,
+        Result<AgentId, MasterError>,
+    ),
     Subscribe(
         oneshot::Sender<Result<(FrameworkId, StreamId), MasterError>>,
         Result<(FrameworkId, StreamId), MasterError>,
     ),
-    Unit(oneshot::Sender<Result<(), MasterError>>, Result<(), MasterError>),
+    Unit(
+        oneshot::Sender<Result<(), MasterError>>,
+        Result<(), MasterError>,
+    ),
 }
 
 async fn run_core(
@@ -288,16 +317,31 @@ async fn run_core(
     info!("manager core stopped");
 }
 
-fn handle_input(master: &mut Master, routes: &mut Routes, now: Millis, input: Input, replies: &mut Vec<Reply>) {
+fn handle_input(
+    master: &mut Master,
+    routes: &mut Routes,
+    now: Millis,
+    input: Input,
+    replies: &mut Vec<Reply>,
+) {
     match input {
-        Input::AgentRegister { reg, conn, tx, reply } => {
+        Input::AgentRegister {
+            reg,
+            conn,
+            tx,
+            reply,
+        } => {
             let r = master.agent_register(now, reg);
             if let Ok(id) = &r {
                 routes.agents.insert(id.clone(), (conn, tx));
             }
             replies.push(Reply::Register(reply, r));
         }
-        Input::AgentMessage { agent, conn, message } => {
+        Input::AgentMessage {
+            agent,
+            conn,
+            message,
+        } => {
             if routes.agents.get(&agent).map(|(c, _)| *c) != Some(conn) {
                 return;
             }
@@ -332,7 +376,11 @@ fn handle_input(master: &mut Master, routes: &mut Routes, now: Millis, input: In
             replies.push(Reply::Unit(reply, r));
         }
         Input::StreamClosed { framework, stream } => {
-            if routes.frameworks.get(&framework).is_some_and(|(s, _)| *s == stream) {
+            if routes
+                .frameworks
+                .get(&framework)
+                .is_some_and(|(s, _)| *s == stream)
+            {
                 routes.frameworks.remove(&framework);
             }
             master.framework_disconnected(now, &framework, &stream);
@@ -340,7 +388,12 @@ fn handle_input(master: &mut Master, routes: &mut Routes, now: Millis, input: In
         Input::State { reply } => {
             let _ = reply.send((master.state_view(now), master.gauges()));
         }
-        Input::SetRole { role, weight, quota, reply } => {
+        Input::SetRole {
+            role,
+            weight,
+            quota,
+            reply,
+        } => {
             let r = master.set_role(role, weight, quota);
             replies.push(Reply::Unit(reply, r));
         }
@@ -365,9 +418,15 @@ fn carry_out(routes: &mut Routes, action: Action) {
             }
         }
         Action::CloseStream { framework, stream } => {
-            if routes.frameworks.get(&framework).is_some_and(|(s, _)| *s == stream) {
+            if routes
+                .frameworks
+                .get(&framework)
+                .is_some_and(|(s, _)| *s == stream)
+            {
                 if let Some((_, tx)) = routes.frameworks.remove(&framework) {
-                    let _ = tx.try_send(Err(tonic::Status::aborted("framework failed over or was removed")));
+                    let _ = tx.try_send(Err(tonic::Status::aborted(
+                        "framework failed over or was removed",
+                    )));
                 }
             }
         }

@@ -1,0 +1,987 @@
+//! The agent's core: one task (an actor) that owns every task record, the
+//! update queues and the current link to the manager. It reacts to messages
+//! from the manager and to a periodic tick that polls containers for exits,
+//! escalates kills, retries updates and sends heartbeats.
+
+use super::checkpoint::{
+    KillCheckpoint, StoredStatus, TaskCheckpoint, UpdatesCheckpoint, write_json,
+};
+use super::containerizer::{
+    ContainerRecord, ContainerStatus, Containerizer, DockerContainerizer, LaunchRequest,
+    ProcessContainerizer, Signalled,
+};
+use super::layout::{Layout, files, validate_id};
+use super::process::Escalation;
+use super::supervisor::{TaskUser, unix_now};
+use super::task::{self, TaskContext};
+use super::updates::{AckOutcome, RetryPolicy, UpdateQueue};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use strata_proto::ids::AgentId;
+use strata_proto::pb::{self, Reason, TaskState, agent_message, manager_message};
+use strata_proto::resources::Resources;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+/// The default grace between SIGTERM and SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// The longest grace accepted.
+const MAX_KILL_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// State shared with the HTTP API and the handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub link: watch::Sender<LinkState>,
+    pub cgroups: bool,
+    pub tasks: Mutex<Vec<TaskSummary>>,
+    pub pending_updates: AtomicUsize,
+    pub layout: Layout,
+    pub token: Option<String>,
+}
+
+/// Where the agent stands with the manager.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LinkState {
+    /// The id from the latest registration (kept while disconnected).
+    pub agent_id: Option<AgentId>,
+    /// Whether the current stream is registered.
+    pub registered: bool,
+}
+
+/// One task as shown by `GET /v1/tasks`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskSummary {
+    /// The framework.
+    pub framework_id: String,
+    /// The task.
+    pub task_id: String,
+    /// The task's name.
+    pub name: String,
+    /// The latest state (wire name).
+    pub state: String,
+    /// The task's pid, when known.
+    pub pid: Option<i32>,
+    /// Unacknowledged updates.
+    pub pending_updates: usize,
+    /// The sandbox directory, if the task has one.
+    pub sandbox: Option<PathBuf>,
+}
+
+/// Inputs of the core from the link.
+#[derive(Debug)]
+pub(crate) enum CoreEvent {
+    /// A new stream is being opened; the core writes `Register` into `tx`
+    /// and uses it for everything it sends until `Disconnected`.
+    Connecting {
+        epoch: u64,
+        tx: mpsc::UnboundedSender<pb::AgentMessage>,
+    },
+    /// A message from the manager on stream `epoch`.
+    Message {
+        epoch: u64,
+        message: pb::ManagerMessage,
+    },
+    /// Stream `epoch` ended.
+    Disconnected { epoch: u64 },
+}
+
+/// A kill in progress.
+#[derive(Debug, Clone)]
+pub(crate) struct KillState {
+    pub reason: Reason,
+    pub escalation: Escalation,
+}
+
+/// Everything the agent knows about one task.
+#[derive(Debug)]
+pub(crate) struct Task {
+    pub framework_id: String,
+    pub info: pb::TaskInfo,
+    pub state: TaskState,
+    pub queue: UpdateQueue,
+    /// `None` for tasks whose ids cannot name a directory (not checkpointed).
+    pub meta_dir: Option<PathBuf>,
+    pub sandbox: Option<PathBuf>,
+    pub container: Option<ContainerRecord>,
+    pub pid: Option<i32>,
+    pub kill: Option<KillState>,
+}
+
+impl Task {
+    pub(crate) fn new(framework_id: &str, info: pb::TaskInfo, meta_dir: Option<PathBuf>) -> Self {
+        Task {
+            framework_id: framework_id.to_owned(),
+            info,
+            state: TaskState::TaskStaging,
+            queue: UpdateQueue::default(),
+            meta_dir,
+            sandbox: None,
+            container: None,
+            pid: None,
+            kill: None,
+        }
+    }
+
+    fn task_id(&self) -> &str {
+        &self.info.task_id
+    }
+
+    /// Writes `updates.json` (the caller sends only after this).
+    fn checkpoint_updates(&self) {
+        let Some(dir) = &self.meta_dir else { return };
+        let cp = UpdatesCheckpoint {
+            latest_state: self.state.wire_name().to_owned(),
+            pending: self.queue.iter().map(StoredStatus::new).collect(),
+        };
+        if let Err(e) = write_json(&dir.join(files::UPDATES), &cp) {
+            error!(framework_id = %self.framework_id, task_id = %self.task_id(), error = %e,
+                "cannot checkpoint status updates");
+        }
+    }
+}
+
+/// Map key of a task.
+pub(crate) type TaskKey = (String, String);
+
+/// Static settings of the core.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreSettings {
+    pub hostname: String,
+    pub advertise: String,
+    pub resources: Resources,
+    pub attributes: Vec<(String, String)>,
+    pub task_user: Option<String>,
+    pub retry: RetryPolicy,
+    pub heartbeat_interval: Duration,
+}
+
+struct Link {
+    epoch: u64,
+    tx: mpsc::UnboundedSender<pb::AgentMessage>,
+    registered: bool,
+}
+
+/// The actor.
+pub(crate) struct Core {
+    settings: CoreSettings,
+    layout: Layout,
+    shared: Arc<Shared>,
+    process: Arc<ProcessContainerizer>,
+    docker: DockerContainerizer,
+    agent_id: Option<AgentId>,
+    tasks: BTreeMap<TaskKey, Task>,
+    link: Option<Link>,
+    heartbeat_interval: Duration,
+    next_heartbeat: Instant,
+    is_root: bool,
+}
+
+impl Core {
+    pub(crate) fn new(
+        settings: CoreSettings,
+        layout: Layout,
+        shared: Arc<Shared>,
+        process: Arc<ProcessContainerizer>,
+        agent_id: Option<AgentId>,
+        tasks: BTreeMap<TaskKey, Task>,
+    ) -> Self {
+        let heartbeat_interval = settings.heartbeat_interval;
+        let mut core = Core {
+            settings,
+            layout,
+            shared,
+            process,
+            docker: DockerContainerizer,
+            agent_id,
+            tasks,
+            link: None,
+            heartbeat_interval,
+            next_heartbeat: Instant::now(),
+            is_root: super::process::euid() == 0,
+        };
+        // Recovered tasks that ended while the agent was down get their
+        // final update before the agent registers.
+        core.tick();
+        core.publish();
+        core
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped).
+    pub(crate) async fn run(
+        mut self,
+        mut events: mpsc::Receiver<CoreEvent>,
+        mut shutdown: watch::Receiver<bool>,
+        poll_interval: Duration,
+    ) {
+        let mut ticker = tokio::time::interval(poll_interval.max(Duration::from_millis(5)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = ticker.tick() => self.tick(),
+                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+            }
+            self.flush();
+            self.publish();
+        }
+        debug!("agent core stopped");
+    }
+
+    fn agent_id_str(&self) -> String {
+        self.agent_id
+            .as_ref()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn handle(&mut self, ev: CoreEvent) {
+        match ev {
+            CoreEvent::Connecting { epoch, tx } => {
+                let register = self.register_message();
+                let _ = tx.send(register);
+                self.link = Some(Link {
+                    epoch,
+                    tx,
+                    registered: false,
+                });
+            }
+            CoreEvent::Disconnected { epoch } => {
+                if self.link.as_ref().is_some_and(|l| l.epoch == epoch) {
+                    self.link = None;
+                    self.shared.link.send_modify(|s| s.registered = false);
+                }
+            }
+            CoreEvent::Message { epoch, message } => {
+                if self.link.as_ref().is_none_or(|l| l.epoch != epoch) {
+                    debug!(epoch, "message from a stale stream ignored");
+                    return;
+                }
+                self.manager_message(message);
+            }
+        }
+    }
+
+    fn register_message(&self) -> pb::AgentMessage {
+        let tasks = self
+            .tasks
+            .values()
+            .map(|t| pb::AgentTask {
+                framework_id: t.framework_id.clone(),
+                task: Some(t.info.clone()),
+                state: t.state as i32,
+            })
+            .collect();
+        let s = &self.settings;
+        pb::AgentMessage {
+            message: Some(agent_message::Message::Register(agent_message::Register {
+                protocol_version: strata_proto::PROTOCOL_VERSION,
+                agent_id: self.agent_id_str(),
+                info: Some(pb::AgentInfo {
+                    hostname: s.hostname.clone(),
+                    address: s.advertise.clone(),
+                    resources: s.resources.to_proto(false),
+                    attributes: s
+                        .attributes
+                        .iter()
+                        .map(|(name, value)| pb::Attribute {
+                            name: name.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                }),
+                tasks,
+            })),
+        }
+    }
+
+    fn manager_message(&mut self, message: pb::ManagerMessage) {
+        use manager_message::Message as M;
+        match message.message {
+            Some(M::Registered(r)) => self.registered(r),
+            Some(M::RunTask(r)) => self.run_task(r.framework_id, r.task),
+            Some(M::KillTask(k)) => {
+                let reason = Reason::try_from(k.reason).unwrap_or(Reason::Unspecified);
+                self.kill_task(&k.framework_id, &k.task_id, k.grace_period_seconds, reason);
+            }
+            Some(M::Ack(a)) => self.ack(&a.framework_id, &a.task_id, &a.uuid),
+            Some(M::ShutdownFramework(s)) => {
+                info!(framework_id = %s.framework_id, "shutting down the framework's tasks");
+                let ids: Vec<String> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.framework_id == s.framework_id)
+                    .map(|t| t.info.task_id.clone())
+                    .collect();
+                for id in ids {
+                    self.kill_task(&s.framework_id, &id, None, Reason::FrameworkRemoved);
+                }
+            }
+            Some(M::Error(e)) => warn!(message = %e.message, "error from the manager"),
+            None => debug!("empty message from the manager ignored"),
+        }
+    }
+
+    fn registered(&mut self, r: manager_message::Registered) {
+        if r.agent_id.is_empty() {
+            warn!("registered without an agent id; ignored");
+            return;
+        }
+        let id = AgentId::new(r.agent_id);
+        if self.agent_id.as_ref() != Some(&id) {
+            if let Some(old) = &self.agent_id {
+                warn!(old = %old, new = %id, "the manager assigned a new agent id");
+            }
+            let cp = super::checkpoint::AgentCheckpoint {
+                agent_id: id.as_str().to_owned(),
+                registered_at: unix_now(),
+            };
+            if let Err(e) = write_json(&self.layout.agent_file(), &cp) {
+                error!(error = %e, "cannot checkpoint the agent id");
+            }
+            self.agent_id = Some(id.clone());
+        }
+        let hb = r.heartbeat_interval_seconds;
+        if hb.is_finite() && hb > 0.0 {
+            self.heartbeat_interval = Duration::from_secs_f64(hb.clamp(0.05, 3600.0));
+        }
+        info!(agent_id = %id, heartbeat_seconds = self.heartbeat_interval.as_secs_f64(),
+            tasks = self.tasks.len(), "registered with the manager");
+        self.shared.link.send_replace(LinkState {
+            agent_id: Some(id),
+            registered: true,
+        });
+        if let Some(link) = &mut self.link {
+            link.registered = true;
+        }
+        for t in self.tasks.values_mut() {
+            t.queue.reset();
+        }
+        self.next_heartbeat = Instant::now() + self.heartbeat_interval;
+    }
+
+    /// Queues (checkpointed) a status update for a task.
+    fn update(
+        &mut self,
+        key: &TaskKey,
+        state: TaskState,
+        reason: Reason,
+        message: String,
+        exit_code: Option<i32>,
+    ) {
+        let agent_id = self.agent_id_str();
+        let Some(task) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let status = task::new_status(task.task_id(), &agent_id, state, reason, message, exit_code);
+        info!(framework_id = %task.framework_id, task_id = %task.task_id(), state = %state,
+            reason = reason.wire_name(), message = %status.message, "task status update");
+        task.state = state;
+        task.queue.push(status);
+        task.checkpoint_updates();
+    }
+
+    /// Sends every update that is due and a heartbeat if due.
+    fn flush(&mut self) {
+        let Some(link) = &mut self.link else { return };
+        if !link.registered {
+            return;
+        }
+        let now = Instant::now();
+        let agent_id = self
+            .agent_id
+            .as_ref()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let mut broken = false;
+        for t in self.tasks.values_mut() {
+            if let Some(status) = t.queue.poll_send(now, &self.settings.retry) {
+                let mut status = status.clone();
+                if !agent_id.is_empty() {
+                    status.agent_id = agent_id.clone();
+                }
+                debug!(task_id = %status.task_id, state = %status.state(), "sending status update");
+                let msg = pb::AgentMessage {
+                    message: Some(agent_message::Message::Update(
+                        agent_message::StatusUpdate {
+                            framework_id: t.framework_id.clone(),
+                            status: Some(status),
+                        },
+                    )),
+                };
+                if link.tx.send(msg).is_err() {
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if !broken && now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.heartbeat_interval;
+            let hb = pb::AgentMessage {
+                message: Some(agent_message::Message::Heartbeat(
+                    agent_message::Heartbeat {},
+                )),
+            };
+            broken = link.tx.send(hb).is_err();
+        }
+        if broken {
+            debug!("the stream to the manager is closed");
+            self.link = None;
+            self.shared.link.send_modify(|s| s.registered = false);
+        }
+    }
+
+    /// Refreshes what the HTTP API shows.
+    fn publish(&self) {
+        let summaries: Vec<TaskSummary> = self
+            .tasks
+            .values()
+            .map(|t| TaskSummary {
+                framework_id: t.framework_id.clone(),
+                task_id: t.info.task_id.clone(),
+                name: t.info.name.clone(),
+                state: t.state.wire_name().to_owned(),
+                pid: t.pid,
+                pending_updates: t.queue.len(),
+                sandbox: t.sandbox.clone(),
+            })
+            .collect();
+        let pending = summaries.iter().map(|s| s.pending_updates).sum();
+        self.shared
+            .pending_updates
+            .store(pending, Ordering::Relaxed);
+        if let Ok(mut tasks) = self.shared.tasks.lock() {
+            *tasks = summaries;
+        }
+    }
+
+    fn run_task(&mut self, framework_id: String, info: Option<pb::TaskInfo>) {
+        let Some(info) = info else {
+            warn!(framework_id = %framework_id, "run task without a task ignored");
+            return;
+        };
+        let key: TaskKey = (framework_id.clone(), info.task_id.clone());
+        if let Some(t) = self.tasks.get_mut(&key) {
+            info!(framework_id = %framework_id, task_id = %info.task_id, state = %t.state,
+                "duplicate run task ignored");
+            if t.queue.is_empty() {
+                let state = t.state;
+                self.update(
+                    &key,
+                    state,
+                    Reason::Unspecified,
+                    "task already launched".into(),
+                    None,
+                );
+            } else {
+                t.queue.reset();
+            }
+            return;
+        }
+        if let Err(e) = validate_id("framework", &framework_id)
+            .and_then(|()| validate_id("task", &info.task_id))
+        {
+            warn!(framework_id = %framework_id, task_id = %info.task_id, error = %e, "task refused");
+            self.tasks
+                .insert(key.clone(), Task::new(&framework_id, info, None));
+            self.update(
+                &key,
+                TaskState::TaskError,
+                Reason::TaskInvalid,
+                e.to_string(),
+                None,
+            );
+            return;
+        }
+        let meta_dir = self.layout.task_meta_dir(&framework_id, &info.task_id);
+        let sandbox = self.layout.sandbox_dir(&framework_id, &info.task_id);
+        let checkpointed = fs::create_dir_all(&meta_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let cp = TaskCheckpoint::new(&framework_id, &info, unix_now());
+                write_json(&meta_dir.join(files::TASK), &cp).map_err(|e| e.to_string())
+            });
+        let mut task = Task::new(&framework_id, info, Some(meta_dir.clone()));
+        if let Err(e) = checkpointed {
+            error!(framework_id = %framework_id, task_id = %task.info.task_id, error = %e,
+                "cannot checkpoint the task");
+            task.meta_dir = None;
+            self.tasks.insert(key.clone(), task);
+            let msg = format!("the agent cannot checkpoint the task: {e}");
+            self.update(
+                &key,
+                TaskState::TaskFailed,
+                Reason::ContainerLaunchFailed,
+                msg,
+                None,
+            );
+            return;
+        }
+        task.checkpoint_updates();
+        task.sandbox = Some(sandbox.clone());
+        let info = task.info.clone();
+        self.tasks.insert(key.clone(), task);
+        match self.launch(&framework_id, &info, &meta_dir, &sandbox) {
+            Ok(record) => {
+                if let Err(e) = write_json(&meta_dir.join(files::CONTAINER), &record) {
+                    error!(task_id = %info.task_id, error = %e, "cannot checkpoint the container");
+                }
+                info!(framework_id = %framework_id, task_id = %info.task_id,
+                    sandbox = %sandbox.display(), "task launched");
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.container = Some(record);
+                }
+                self.poll_task(&key);
+            }
+            Err((state, reason, message)) => {
+                warn!(framework_id = %framework_id, task_id = %info.task_id, error = %message,
+                    "task launch failed");
+                self.update(&key, state, reason, message, None);
+            }
+        }
+    }
+
+    /// Validates and launches a task; on failure, the update to send.
+    fn launch(
+        &mut self,
+        framework_id: &str,
+        info: &pb::TaskInfo,
+        meta_dir: &Path,
+        sandbox: &Path,
+    ) -> Result<ContainerRecord, (TaskState, Reason, String)> {
+        let invalid = |m: String| (TaskState::TaskError, Reason::TaskInvalid, m);
+        let failed = |m: String| (TaskState::TaskFailed, Reason::ContainerLaunchFailed, m);
+        let resources = Resources::from_proto(&info.resources)
+            .map_err(|e| invalid(format!("invalid resources: {e}")))?;
+        let command = info
+            .command
+            .as_ref()
+            .ok_or_else(|| invalid("the task has no command".into()))?;
+        let argv = task::argv(command).map_err(|m| invalid(m.to_owned()))?;
+        let docker = info
+            .container
+            .as_ref()
+            .is_some_and(|c| c.r#type() == pb::container_info::Type::Docker);
+        let containerizer: &dyn Containerizer = if docker {
+            &self.docker
+        } else {
+            self.process.as_ref()
+        };
+        // Docker is refused before anything is created for it.
+        if docker {
+            return containerizer
+                .launch(&LaunchRequest {
+                    framework_id,
+                    task: info,
+                    resources: &resources,
+                    sandbox,
+                    meta_dir,
+                    argv,
+                    env: BTreeMap::new(),
+                    user: None,
+                })
+                .map_err(|e| failed(e.to_string()));
+        }
+        let user = self.task_user(&command.user).map_err(failed)?;
+        prepare_sandbox(sandbox, user.as_ref()).map_err(|e| {
+            failed(format!(
+                "cannot create the sandbox {}: {e}",
+                sandbox.display()
+            ))
+        })?;
+        let agent_id = self.agent_id_str();
+        let home = user.as_ref().map(|u| user_home(&u.name));
+        let ctx = TaskContext {
+            framework_id,
+            agent_id: &agent_id,
+            sandbox,
+            hostname: &self.settings.hostname,
+            user: user
+                .as_ref()
+                .zip(home.as_ref())
+                .map(|(u, h)| (u.name.as_str(), h.as_path())),
+        };
+        let env = task::environment(std::env::vars(), info, &ctx);
+        containerizer
+            .launch(&LaunchRequest {
+                framework_id,
+                task: info,
+                resources: &resources,
+                sandbox,
+                meta_dir,
+                argv,
+                env,
+                user,
+            })
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    /// The user to switch to for a task (`None`: stay the agent's user).
+    fn task_user(&self, asked: &str) -> Result<Option<TaskUser>, String> {
+        if !self.is_root {
+            if !asked.is_empty() {
+                debug!(user = asked, "not root: the task runs as the agent's user");
+            }
+            return Ok(None);
+        }
+        let name = if !asked.is_empty() {
+            asked
+        } else {
+            self.settings.task_user.as_deref().unwrap_or("nobody")
+        };
+        resolve_user(name)
+    }
+
+    fn kill_task(&mut self, framework_id: &str, task_id: &str, grace: Option<f64>, reason: Reason) {
+        let key: TaskKey = (framework_id.to_owned(), task_id.to_owned());
+        let Some(t) = self.tasks.get_mut(&key) else {
+            warn!(framework_id, task_id, "kill for an unknown task ignored");
+            return;
+        };
+        if t.state.is_terminal() {
+            debug!(framework_id, task_id, state = %t.state, "kill for a finished task ignored");
+            return;
+        }
+        let grace = kill_grace(grace, t.info.kill_policy.as_ref());
+        let reason = if reason == Reason::Unspecified {
+            Reason::KilledByFramework
+        } else {
+            reason
+        };
+        let now = Instant::now();
+        if let Some(k) = &t.kill {
+            // A second kill may only make it quicker (a preemption grace).
+            if now + grace < k.escalation.kill_at() {
+                let mut esc = Escalation::new(now, grace);
+                let _ = esc.due(now); // SIGTERM already went out.
+                t.kill = Some(KillState {
+                    reason: k.reason,
+                    escalation: esc,
+                });
+            }
+            return;
+        }
+        info!(
+            framework_id,
+            task_id,
+            grace_seconds = grace.as_secs_f64(),
+            reason = reason.wire_name(),
+            "killing task"
+        );
+        if let Some(dir) = &t.meta_dir {
+            let cp = KillCheckpoint {
+                reason: reason.wire_name().to_owned(),
+                grace_seconds: grace.as_secs_f64(),
+                requested_at: unix_now(),
+            };
+            if let Err(e) = write_json(&dir.join(files::KILL), &cp) {
+                error!(framework_id, task_id, error = %e, "cannot checkpoint the kill");
+            }
+        }
+        t.kill = Some(KillState {
+            reason,
+            escalation: Escalation::new(now, grace),
+        });
+        if t.container.is_none() {
+            self.update(
+                &key,
+                TaskState::TaskKilled,
+                reason,
+                "task killed before it was launched".into(),
+                None,
+            );
+            return;
+        }
+        self.step_kill(&key);
+    }
+
+    /// Sends the kill signal that is due, if any.
+    fn step_kill(&mut self, key: &TaskKey) {
+        let now = Instant::now();
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let (Some(kill), Some(record)) = (&mut t.kill, &t.container) else {
+            return;
+        };
+        let Some(step) = kill.escalation.due(now) else {
+            return;
+        };
+        let c: &dyn Containerizer = match record {
+            ContainerRecord::Process { .. } => self.process.as_ref(),
+        };
+        match c.signal(record, step) {
+            Signalled::Sent => {
+                info!(task_id = %t.info.task_id, signal = ?step, "signal sent to the task");
+            }
+            Signalled::NotYet => kill.escalation.retry(step),
+            Signalled::Gone => debug!(task_id = %t.info.task_id, "nothing left to signal"),
+        }
+    }
+
+    fn ack(&mut self, framework_id: &str, task_id: &str, uuid: &[u8]) {
+        let key: TaskKey = (framework_id.to_owned(), task_id.to_owned());
+        let Some(t) = self.tasks.get_mut(&key) else {
+            debug!(
+                framework_id,
+                task_id, "acknowledgement for an unknown task ignored"
+            );
+            return;
+        };
+        match t.queue.ack(uuid) {
+            AckOutcome::Unexpected => {
+                debug!(framework_id, task_id, "unexpected acknowledgement ignored");
+            }
+            AckOutcome::Acked(status) => {
+                debug!(framework_id, task_id, state = %status.state(), "update acknowledged");
+                t.checkpoint_updates();
+                if status.state().is_terminal() && t.queue.is_empty() {
+                    self.finish(&key);
+                }
+            }
+        }
+    }
+
+    /// Forgets a task whose terminal update was acknowledged.
+    fn finish(&mut self, key: &TaskKey) {
+        let Some(t) = self.tasks.remove(key) else {
+            return;
+        };
+        if let Some(record) = &t.container {
+            match record {
+                ContainerRecord::Process { .. } => self.process.cleanup(record),
+            }
+        }
+        if let Some(dir) = &t.meta_dir
+            && let Err(e) = fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %dir.display(), error = %e, "cannot remove the task checkpoint");
+        }
+        if let Some(parent) = t.meta_dir.as_deref().and_then(Path::parent) {
+            let _ = fs::remove_dir(parent); // only if empty
+        }
+        info!(framework_id = %key.0, task_id = %key.1, state = %t.state, "task done");
+    }
+
+    /// The periodic work.
+    fn tick(&mut self) {
+        self.process.reap();
+        let keys: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.state.is_terminal() && t.container.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.step_kill(&key);
+            self.poll_task(&key);
+        }
+    }
+
+    /// Looks at a task's container and reports what changed.
+    fn poll_task(&mut self, key: &TaskKey) {
+        let Some(t) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let Some(record) = &t.container else { return };
+        if t.state.is_terminal() {
+            return;
+        }
+        let status = match record {
+            ContainerRecord::Process { .. } => self.process.status(record),
+        };
+        let kill_reason = t.kill.as_ref().map(|k| k.reason);
+        match status {
+            ContainerStatus::Starting => {}
+            ContainerStatus::Running { pid } => {
+                if t.state == TaskState::TaskStaging {
+                    t.pid = Some(pid);
+                    self.update(
+                        key,
+                        TaskState::TaskRunning,
+                        Reason::Unspecified,
+                        format!("pid {pid}"),
+                        None,
+                    );
+                }
+            }
+            ContainerStatus::Exited(exit) => {
+                if t.state == TaskState::TaskStaging
+                    && exit.error.is_none()
+                    && let Some(pid) = exit.pid
+                {
+                    t.pid = Some(pid);
+                    self.update(
+                        key,
+                        TaskState::TaskRunning,
+                        Reason::Unspecified,
+                        format!("pid {pid}"),
+                        None,
+                    );
+                }
+                let o = task::outcome(&exit, kill_reason);
+                self.update(key, o.state, o.reason, o.message, o.exit_code);
+                self.cleanup_container(key);
+            }
+            ContainerStatus::Lost { message } => {
+                match kill_reason {
+                    Some(reason) => self.update(key, TaskState::TaskKilled, reason, message, None),
+                    None => self.update(
+                        key,
+                        TaskState::TaskFailed,
+                        Reason::Unspecified,
+                        message,
+                        None,
+                    ),
+                }
+                self.cleanup_container(key);
+            }
+        }
+    }
+
+    fn cleanup_container(&mut self, key: &TaskKey) {
+        if let Some(record) = self.tasks.get(key).and_then(|t| t.container.as_ref()) {
+            match record {
+                ContainerRecord::Process { .. } => self.process.cleanup(record),
+            }
+        }
+    }
+}
+
+/// The grace between SIGTERM and SIGKILL: the kill's override when valid,
+/// else the task's kill policy when positive, else 3 s (at most a day).
+pub fn kill_grace(override_seconds: Option<f64>, policy: Option<&pb::KillPolicy>) -> Duration {
+    let valid = |s: f64| s.is_finite() && s >= 0.0;
+    let seconds = match override_seconds {
+        Some(s) if valid(s) => Some(s),
+        _ => policy
+            .map(|p| p.grace_period_seconds)
+            .filter(|s| valid(*s) && *s > 0.0),
+    };
+    seconds
+        .map(|s| Duration::from_secs_f64(s.min(MAX_KILL_GRACE.as_secs_f64())))
+        .unwrap_or(DEFAULT_KILL_GRACE)
+}
+
+/// Looks a user up; `None` when it is root (nothing to switch).
+pub(crate) fn resolve_user(name: &str) -> Result<Option<TaskUser>, String> {
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
+        .ok_or_else(|| format!("unknown user {name:?}"))?;
+    if user.uid.is_root() {
+        return Ok(None);
+    }
+    let groups = std::ffi::CString::new(name)
+        .ok()
+        .and_then(|c| nix::unistd::getgrouplist(&c, user.gid).ok())
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|| vec![user.gid.as_raw()]);
+    Ok(Some(TaskUser {
+        name: name.to_owned(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups,
+    }))
+}
+
+fn user_home(name: &str) -> PathBuf {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_default()
+}
+
+/// Creates a fresh sandbox with empty `stdout` and `stderr`, owned by the
+/// task user when there is one. A sandbox left by an earlier task with the
+/// same id is replaced.
+fn prepare_sandbox(dir: &Path, user: Option<&TaskUser>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::remove_dir_all(dir) {
+        Ok(()) => info!(sandbox = %dir.display(), "replaced an old sandbox"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    let out = dir.join(files::STDOUT);
+    let err = dir.join(files::STDERR);
+    fs::File::create(&out)?;
+    fs::File::create(&err)?;
+    if let Some(u) = user {
+        for p in [dir, &out, &err] {
+            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the kill of a recovered task is already overdue, given when it
+/// was asked for (unix seconds).
+pub(crate) fn resumed_escalation(requested_at: f64, grace: Duration) -> Escalation {
+    let elapsed = (unix_now() - requested_at).max(0.0);
+    let now = Instant::now();
+    let requested = now
+        .checked_sub(Duration::from_secs_f64(
+            elapsed.min(MAX_KILL_GRACE.as_secs_f64()),
+        ))
+        .unwrap_or(now);
+    Escalation::new(requested, grace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::process::KillStep;
+
+    #[test]
+    fn kill_grace_prefers_the_override_then_the_policy() {
+        let policy = pb::KillPolicy {
+            grace_period_seconds: 10.0,
+        };
+        assert_eq!(kill_grace(None, None), DEFAULT_KILL_GRACE);
+        assert_eq!(kill_grace(None, Some(&policy)), Duration::from_secs(10));
+        assert_eq!(
+            kill_grace(Some(1.5), Some(&policy)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(kill_grace(Some(0.0), Some(&policy)), Duration::ZERO);
+        assert_eq!(
+            kill_grace(Some(f64::NAN), Some(&policy)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(kill_grace(Some(-1.0), None), DEFAULT_KILL_GRACE);
+        let zero = pb::KillPolicy {
+            grace_period_seconds: 0.0,
+        };
+        assert_eq!(kill_grace(None, Some(&zero)), DEFAULT_KILL_GRACE);
+        assert_eq!(kill_grace(Some(1e12), None), MAX_KILL_GRACE);
+    }
+
+    #[test]
+    fn a_kill_asked_for_long_ago_goes_straight_to_sigkill() {
+        let mut e = resumed_escalation(unix_now() - 60.0, Duration::from_secs(3));
+        assert_eq!(e.due(Instant::now()), Some(KillStep::Kill));
+        let mut e = resumed_escalation(unix_now(), Duration::from_secs(30));
+        assert_eq!(e.due(Instant::now()), Some(KillStep::Term));
+    }
+
+    #[test]
+    fn root_needs_no_switch_and_unknown_users_are_refused() {
+        assert_eq!(resolve_user("root").unwrap(), None);
+        assert!(
+            resolve_user("no-such-user-strata")
+                .unwrap_err()
+                .contains("unknown user")
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! The link to the manager: one `AgentLink.Attach` stream at a time,
+//! reconnected with a doubling backoff (from `reconnect_backoff` up to 5 s)
+//! whenever it fails, closes, or the manager answers `Error` before
+//! `Registered`. The backoff starts over after a registration.
+//!
+//! The link owns no state: for each stream it hands the core a sender
+//! (`CoreEvent::Connecting`), into which the core writes `Register` first and
+//! then everything else, and it forwards what the manager sends.
+
+use super::core::CoreEvent;
+use std::time::Duration;
+use strata_proto::pb::{agent_link_client::AgentLinkClient, manager_message};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+use tracing::{debug, info, warn};
+
+/// The longest delay between two connection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How the link connects.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkSettings {
+    pub endpoint: Endpoint,
+    pub manager: String,
+    pub authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    pub first_backoff: Duration,
+}
+
+/// The next delay after `current`: doubled, at most [`MAX_BACKOFF`].
+pub fn next_backoff(current: Duration) -> Duration {
+    current.saturating_mul(2).min(MAX_BACKOFF)
+}
+
+/// How one stream ended.
+enum End {
+    /// The manager accepted us (then the stream ended): retry soon.
+    AfterRegistration,
+    /// Never registered on this stream: back off.
+    BeforeRegistration,
+    /// Shutting down.
+    Shutdown,
+}
+
+/// Keeps a stream to the manager open until `shutdown`.
+pub(crate) async fn run(
+    settings: LinkSettings,
+    core: mpsc::Sender<CoreEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let first = settings.first_backoff.max(Duration::from_millis(1));
+    let mut backoff = first;
+    let mut epoch = 0u64;
+    loop {
+        epoch += 1;
+        let end = tokio::select! {
+            end = attempt(&settings, &core, epoch) => end,
+            _ = shutdown.changed() => End::Shutdown,
+        };
+        if core.send(CoreEvent::Disconnected { epoch }).await.is_err() {
+            return;
+        }
+        let delay = match end {
+            End::Shutdown => return,
+            End::AfterRegistration => {
+                backoff = first;
+                first
+            }
+            End::BeforeRegistration => {
+                let d = backoff;
+                backoff = next_backoff(backoff);
+                d
+            }
+        };
+        debug!(
+            delay_ms = delay.as_millis() as u64,
+            "reconnecting to the manager"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+async fn attempt(settings: &LinkSettings, core: &mpsc::Sender<CoreEvent>, epoch: u64) -> End {
+    let manager = &settings.manager;
+    let channel = match settings.endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(manager = %manager, error = %e, "cannot connect to the manager");
+            return End::BeforeRegistration;
+        }
+    };
+    let mut client = AgentLinkClient::new(channel)
+        .max_decoding_message_size(strata_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(strata_proto::MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::unbounded_channel();
+    if core
+        .send(CoreEvent::Connecting { epoch, tx })
+        .await
+        .is_err()
+    {
+        return End::Shutdown;
+    }
+    let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
+    if let Some(auth) = &settings.authorization {
+        request
+            .metadata_mut()
+            .insert(strata_proto::AUTH_HEADER, auth.clone());
+    }
+    let mut stream = match client.attach(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            warn!(manager = %manager, code = ?status.code(), message = %status.message(),
+                "the manager refused the agent stream");
+            return End::BeforeRegistration;
+        }
+    };
+    let mut registered = false;
+    loop {
+        match stream.message().await {
+            Ok(Some(message)) => {
+                match &message.message {
+                    Some(manager_message::Message::Registered(_)) => registered = true,
+                    Some(manager_message::Message::Error(e)) if !registered => {
+                        warn!(manager = %manager, message = %e.message,
+                            "the manager refused the registration");
+                        return End::BeforeRegistration;
+                    }
+                    _ => {}
+                }
+                if core
+                    .send(CoreEvent::Message { epoch, message })
+                    .await
+                    .is_err()
+                {
+                    return End::Shutdown;
+                }
+            }
+            Ok(None) => {
+                info!(manager = %manager, "the manager closed the agent stream");
+                break;
+            }
+            Err(status) => {
+                warn!(manager = %manager, code = ?status.code(), message = %status.message(),
+                    "the agent stream failed");
+                break;
+            }
+        }
+    }
+    if registered {
+        End::AfterRegistration
+    } else {
+        End::BeforeRegistration
+    }
+}
+
+/// Builds the endpoint for `http://{manager}`.
+pub(crate) fn endpoint(manager: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{manager}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_seconds() {
+        let mut d = Duration::from_millis(200);
+        let mut seen = vec![];
+        for _ in 0..7 {
+            seen.push(d.as_millis());
+            d = next_backoff(d);
+        }
+        assert_eq!(seen, vec![200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    #[test]
+    fn endpoints_are_h2c() {
+        let e = endpoint("127.0.0.1:5050").unwrap();
+        assert_eq!(e.uri().to_string(), "http://127.0.0.1:5050/");
+        assert!(endpoint("bad host:x").is_err());
+    }
+}

@@ -1,0 +1,364 @@
+//! `strata manager`, `strata agent` and `strata local`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use strata_manager::agent::{self, AgentConfig};
+use strata_manager::server::{self, ManagerConfig};
+use strata_proto::class::{PriorityClass, PriorityClasses};
+use strata_proto::resources::{Resources, parse_attributes};
+
+use super::{parse_duration, read_config};
+use crate::discovery::{self, Discovery};
+use crate::local::{LocalCluster, LocalOptions};
+
+/// Arguments of `strata manager`.
+#[derive(clap::Args, Debug)]
+pub struct ManagerArgs {
+    /// Address to serve gRPC and HTTP on [default: 127.0.0.1:5050].
+    #[arg(long, env = "STRATA_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the registry [default: $STRATA_HOME/manager].
+    #[arg(long, env = "STRATA_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// Shared secret required of agents, frameworks and clients (required for a non-loopback address).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// An agent silent this long is unreachable [default: 15s].
+    #[arg(long, value_parser = parse_duration)]
+    agent_timeout: Option<Duration>,
+    /// Outstanding offers are rescinded after this long [default: 60s].
+    #[arg(long, value_parser = parse_duration)]
+    offer_timeout: Option<Duration>,
+    /// Failover timeout of frameworks that set none [default: 15m].
+    #[arg(long, value_parser = parse_duration)]
+    failover_timeout: Option<Duration>,
+    /// Allocation runs at least this often [default: 1s].
+    #[arg(long, value_parser = parse_duration)]
+    allocation_interval: Option<Duration>,
+    /// Priority classes, e.g. `system=1000,service=100,batch=10,best-effort=0`.
+    #[arg(long)]
+    classes: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ManagerFile {
+    listen: Option<SocketAddr>,
+    work_dir: Option<PathBuf>,
+    token: Option<String>,
+    agent_timeout: Option<String>,
+    offer_timeout: Option<String>,
+    failover_timeout: Option<String>,
+    allocation_interval: Option<String>,
+    classes: Option<String>,
+}
+
+fn parse_classes(text: &str) -> anyhow::Result<PriorityClasses> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part
+            .split_once('=')
+            .with_context(|| format!("class {part:?}: expected name=value"))?;
+        let value: i32 = value
+            .trim()
+            .parse()
+            .with_context(|| format!("class {part:?}: value must be an integer"))?;
+        out.push(PriorityClass {
+            name: name.trim().to_owned(),
+            value,
+        });
+    }
+    if out.is_empty() {
+        bail!("no priority classes given");
+    }
+    Ok(PriorityClasses::new(out))
+}
+
+fn file_duration(v: Option<String>, what: &str) -> anyhow::Result<Option<Duration>> {
+    v.map(|s| parse_duration(&s).map_err(|e| anyhow::anyhow!("{what}: {e}")))
+        .transpose()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Builds the manager's configuration from flags, environment and file.
+fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
+    let f: ManagerFile = read_config(a.config.as_ref())?;
+    let work_dir = a
+        .work_dir
+        .or(f.work_dir)
+        .unwrap_or_else(|| discovery::strata_home().join("manager"));
+    let mut cfg = ManagerConfig::new(work_dir);
+    if let Some(l) = a.listen.or(f.listen) {
+        cfg.listen = l;
+    }
+    cfg.token = a.token.or(f.token);
+    let m = &mut cfg.master;
+    if let Some(d) = a
+        .agent_timeout
+        .or(file_duration(f.agent_timeout, "agent_timeout")?)
+    {
+        m.agent_timeout = ms(d);
+    }
+    if let Some(d) = a
+        .offer_timeout
+        .or(file_duration(f.offer_timeout, "offer_timeout")?)
+    {
+        m.offer_timeout = ms(d);
+    }
+    if let Some(d) = a
+        .failover_timeout
+        .or(file_duration(f.failover_timeout, "failover_timeout")?)
+    {
+        m.default_failover_timeout = ms(d).max(1);
+    }
+    if let Some(d) = a
+        .allocation_interval
+        .or(file_duration(f.allocation_interval, "allocation_interval")?)
+    {
+        m.allocation_interval = ms(d).max(10);
+    }
+    if let Some(c) = a.classes.or(f.classes) {
+        m.classes = parse_classes(&c)?;
+    }
+    m.instance = format!(
+        "{:x}",
+        std::process::id() as u64
+            ^ (ms(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default())
+                & 0xffff_ffff)
+    );
+    Ok(cfg)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// `strata manager`.
+pub async fn manager(a: ManagerArgs) -> anyhow::Result<ExitCode> {
+    let cfg = manager_config(a)?;
+    let handle = server::spawn(cfg).await?;
+    eprintln!(
+        "strata manager listening on {} (grpc and http)",
+        handle.address()
+    );
+    wait_for_signal().await;
+    eprintln!("stopping");
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `strata agent`.
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// Manager address (host:port) [default: 127.0.0.1:5050].
+    #[arg(long, env = "STRATA_MANAGER")]
+    manager: Option<String>,
+    /// Address of the agent's HTTP API (sandbox files, health) [default: 127.0.0.1:5051].
+    #[arg(long, env = "STRATA_AGENT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address advertised to the manager [default: the bound address].
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory for checkpoints and sandboxes [default: $STRATA_HOME/agent].
+    #[arg(long, env = "STRATA_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// Resources to advertise, e.g. `cpus:4;mem:8192;disk:10000;ports:[31000-32000]` [default: detected].
+    #[arg(long, env = "STRATA_RESOURCES")]
+    resources: Option<String>,
+    /// Attributes, e.g. `rack:r1;zone:a`.
+    #[arg(long, env = "STRATA_ATTRIBUTES")]
+    attributes: Option<String>,
+    /// Shared secret token.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// User that tasks run as when the agent runs as root [default: nobody].
+    #[arg(long)]
+    task_user: Option<String>,
+    /// Remove sandboxes of finished tasks after this long [default: 1d].
+    #[arg(long, value_parser = parse_duration)]
+    sandbox_retention: Option<Duration>,
+    /// TOML file with any of: manager, listen, advertise, work_dir, resources, attributes, token, task_user, sandbox_retention.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    manager: Option<String>,
+    listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    work_dir: Option<PathBuf>,
+    resources: Option<String>,
+    attributes: Option<String>,
+    token: Option<String>,
+    task_user: Option<String>,
+    sandbox_retention: Option<String>,
+}
+
+/// `strata agent`.
+pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    let f: AgentFile = read_config(a.config.as_ref())?;
+    let manager = a
+        .manager
+        .or(f.manager)
+        .unwrap_or_else(|| discovery::DEFAULT_MANAGER.to_owned());
+    let work_dir = a
+        .work_dir
+        .or(f.work_dir)
+        .unwrap_or_else(|| discovery::strata_home().join("agent"));
+    let mut cfg = AgentConfig::new(manager, work_dir.clone());
+    if let Some(l) = a.listen.or(f.listen) {
+        cfg.listen = l;
+    }
+    cfg.advertise = a.advertise.or(f.advertise);
+    if let Some(r) = a.resources.or(f.resources) {
+        // Given resources override the detected ones dimension by dimension.
+        let given = Resources::parse(&r)?;
+        let detected = cfg.resources.clone();
+        let lower = r.to_ascii_lowercase();
+        cfg.resources = Resources {
+            cpus: if lower.contains("cpus") {
+                given.cpus
+            } else {
+                detected.cpus
+            },
+            mem: if lower.contains("mem") {
+                given.mem
+            } else {
+                detected.mem
+            },
+            disk: if lower.contains("disk") {
+                given.disk
+            } else {
+                detected.disk
+            },
+            ports: if lower.contains("ports") {
+                given.ports
+            } else {
+                detected.ports
+            },
+        };
+    }
+    if let Some(at) = a.attributes.or(f.attributes) {
+        cfg.attributes = parse_attributes(&at)?;
+    }
+    cfg.token = a.token.or(f.token);
+    if let Some(u) = a.task_user.or(f.task_user) {
+        cfg.task_user = Some(u);
+    }
+    if let Some(d) = a
+        .sandbox_retention
+        .or(file_duration(f.sandbox_retention, "sandbox_retention")?)
+    {
+        cfg.sandbox_retention = d;
+    }
+    let handle = agent::spawn(cfg).await?;
+    eprintln!(
+        "strata agent serving on {} (work dir {}); registering with the manager",
+        handle.address(),
+        work_dir.display()
+    );
+    wait_for_signal().await;
+    eprintln!("stopping (tasks keep running under their supervisors)");
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `strata local`.
+#[derive(clap::Args, Debug)]
+pub struct LocalArgs {
+    /// Number of agents.
+    #[arg(long, default_value_t = 3)]
+    agents: usize,
+    /// Manager address.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    listen: SocketAddr,
+    /// Directory for the cluster's state [default: $STRATA_HOME/local].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Shared secret token.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Resources of the machine to split among the agents [default: detected].
+    #[arg(long)]
+    resources: Option<String>,
+}
+
+/// `strata local`.
+pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
+    let work_dir = a
+        .work_dir
+        .unwrap_or_else(|| discovery::strata_home().join("local"));
+    let mut opts = LocalOptions::new(a.agents, work_dir.clone());
+    opts.listen = a.listen;
+    opts.token = a.token.clone();
+    if let Some(r) = &a.resources {
+        opts.machine = Some(Resources::parse(r)?);
+    }
+    let cluster = LocalCluster::start(opts).await?;
+    let address = cluster.address().to_string();
+    let path = discovery::write(&Discovery {
+        address: address.clone(),
+        token: a.token,
+        pid: std::process::id(),
+    })
+    .context("cannot write the discovery file")?;
+    println!("strata local cluster");
+    println!("  manager  {address} (grpc and http: http://{address}/api/v1/state)");
+    for (i, ag) in cluster.agents.iter().enumerate() {
+        let id = ag.agent_id().map(|i| i.to_string()).unwrap_or_default();
+        println!("  agent {i}  {} ({id})", ag.address());
+    }
+    println!("  state    {}", work_dir.display());
+    println!("  discovery file {}", path.display());
+    println!("Client commands (strata run, strata status) now find this cluster. Ctrl-C stops it.");
+    wait_for_signal().await;
+    eprintln!("stopping the local cluster");
+    discovery::remove_if_ours();
+    cluster.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_parse() {
+        let c = parse_classes("gold=50, bronze=5").unwrap();
+        assert_eq!(c.names(), vec!["gold", "bronze"]);
+        assert!(parse_classes("gold").is_err());
+        assert!(parse_classes("").is_err());
+    }
+}

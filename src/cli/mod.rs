@@ -1,0 +1,187 @@
+//! The `strata` command line: argument parsing and dispatch. Every command
+//! has `--help`; settings come from flags, then `STRATA_*` variables, then a
+//! TOML file given with `--config`, then defaults.
+
+mod daemons;
+mod demo;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: a cluster manager with a batch and SQL engine.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `strata_manager=debug`.
+    #[arg(long, global = true, env = "STRATA_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a whole cluster in this process, run a handful of tasks across its agents, print what ran where, and exit.
+    Demo(demo::DemoArgs),
+    /// Run a manager and agents on this machine in the foreground (Ctrl-C stops them).
+    Local(daemons::LocalArgs),
+    /// Run the manager: cluster state, allocation, offers, APIs.
+    Manager(daemons::ManagerArgs),
+    /// Run an agent: advertise this node's resources and run tasks.
+    Agent(daemons::AgentArgs),
+    /// Run a command as a task on the cluster, print its output, exit with its exit code.
+    Run(run::RunArgs),
+    /// Show agents, frameworks, roles and tasks.
+    Status(status::StatusArgs),
+    /// (internal) Supervise one task; started by the agent.
+    #[command(hide = true)]
+    Supervise {
+        /// Arguments given by the agent.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Options every client command shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Manager address (host:port). Default: STRATA_MANAGER, else the file `strata local` writes, else 127.0.0.1:5050.
+    #[arg(long)]
+    pub manager: Option<String>,
+    /// Shared secret token (also STRATA_TOKEN).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClientArgs {
+    /// Where the manager is.
+    pub fn target(&self) -> crate::discovery::Target {
+        crate::discovery::resolve(self.manager.as_deref(), self.token.as_deref())
+    }
+}
+
+/// Parses a duration: `500ms`, `15s`, `5m`, `1h`, `7d`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1_000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3_600_000.0)
+    } else if let Some(n) = t.strip_suffix('d') {
+        (n, 86_400_000.0)
+    } else {
+        (t, 1_000.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (use e.g. 500ms, 15s, 5m, 1h, 7d)"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("invalid duration {text:?}: must be >= 0"));
+    }
+    Ok(Duration::from_millis((v * mult_ms) as u64))
+}
+
+/// Parses a size in MiB (`512`, `4g`, `1.5GiB`).
+pub fn parse_mib(text: &str) -> Result<f64, String> {
+    strata_proto::resources::parse_mib(text)
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("invalid size {text:?} (use MiB like 512, or units like 4g)"))
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Reads a TOML config file into `T`.
+pub fn read_config<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&PathBuf>,
+) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Supervise { args } = cli.command {
+        let code = strata_manager::agent::supervisor::main(args);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    // The demo prints a table; keep its logs to warnings unless asked.
+    let quiet = matches!(cli.command, Command::Demo(_))
+        && std::env::var_os("STRATA_LOG").is_none()
+        && cli.log == "info";
+    init_tracing(if quiet { "warn" } else { &cli.log });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: anyhow::Result<ExitCode> = rt.block_on(async move {
+        match cli.command {
+            Command::Demo(a) => demo::run(a).await,
+            Command::Local(a) => daemons::local(a).await,
+            Command::Manager(a) => daemons::manager(a).await,
+            Command::Agent(a) => daemons::agent(a).await,
+            Command::Run(a) => run::run(a).await,
+            Command::Status(a) => status::run(a).await,
+            Command::Supervise { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_mib("4g").unwrap(), 4096.0);
+        assert_eq!(parse_mib("64").unwrap(), 64.0);
+        assert!(parse_mib("lots").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
