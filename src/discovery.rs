@@ -61,10 +61,10 @@ pub fn write(d: &Discovery) -> std::io::Result<PathBuf> {
 
 /// Removes the discovery file if it still names this process.
 pub fn remove_if_ours() {
-    if let Some(d) = read_file() {
-        if d.pid == std::process::id() {
-            let _ = std::fs::remove_file(discovery_path());
-        }
+    if let Some(d) = read_file()
+        && d.pid == std::process::id()
+    {
+        let _ = std::fs::remove_file(discovery_path());
     }
 }
 
@@ -99,10 +99,10 @@ pub fn resolve(flag: Option<&str>, token: Option<&str>) -> Target {
             token,
         };
     }
-    if let Ok(a) = std::env::var("STRATA_MANAGER") {
-        if !a.is_empty() {
-            return Target { address: a, token };
-        }
+    if let Ok(a) = std::env::var("STRATA_MANAGER")
+        && !a.is_empty()
+    {
+        return Target { address: a, token };
     }
     if let Some(d) = read_file() {
         if pid_alive(d.pid) {

@@ -48,6 +48,9 @@ pub enum HttpError {
     },
 }
 
+/// A response: status, lower-cased headers, body.
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Sends one request and returns the status, headers and body.
 pub async fn request(
     method: &str,
@@ -56,7 +59,7 @@ pub async fn request(
     token: Option<&str>,
     body: Option<&[u8]>,
     timeout: Duration,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), HttpError> {
+) -> Result<Reply, HttpError> {
     let fut = async {
         let io = |source| HttpError::Io {
             address: address.to_owned(),
@@ -92,7 +95,7 @@ pub async fn request(
         })?
 }
 
-fn parse(address: &str, buf: &[u8]) -> Result<(u16, Vec<(String, String)>, Vec<u8>), HttpError> {
+fn parse(address: &str, buf: &[u8]) -> Result<Reply, HttpError> {
     let bad = || HttpError::Malformed {
         address: address.to_owned(),
     };

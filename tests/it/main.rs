@@ -1,2 +1,16 @@
 //! End-to-end tests: real `strata` processes on 127.0.0.1 with ephemeral
 //! ports, each test with its own `STRATA_HOME`.
+//!
+//! * [`harness`]: temp dirs, child processes, polling, HTTP, signals, SDK
+//!   and raw gRPC frameworks, cleanup;
+//! * [`cli`]: `strata run`, `strata local` + discovery + `strata status`,
+//!   the shared token;
+//! * [`cluster`]: launching and killing tasks, an agent killed with `-9` and
+//!   restarted, malformed scheduler requests;
+//! * [`failover`]: a manager restart, framework failover within and after
+//!   its timeout.
+
+mod cli;
+mod cluster;
+mod failover;
+mod harness;

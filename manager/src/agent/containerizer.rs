@@ -244,7 +244,7 @@ impl Containerizer for ProcessContainerizer {
             .map_err(|e| cleanup_cgroup(io_err("opening", &log_path)(e)))?;
         let mut cmd = Command::new(program);
         cmd.args(prefix_args)
-            .args(&supervisor::command_line(&[], &launch_file))
+            .args(supervisor::command_line(&[], &launch_file))
             .env_remove("STRATA_TOKEN")
             .current_dir("/")
             .stdin(Stdio::null())

@@ -3,17 +3,14 @@
 //! from the manager and to a periodic tick that polls containers for exits,
 //! escalates kills, retries updates and sends heartbeats.
 
-use super::checkpoint::{
-    KillCheckpoint, StoredStatus, TaskCheckpoint, UpdatesCheckpoint, write_json,
-};
+use super::checkpoint::{StoredStatus, UpdatesCheckpoint, write_json};
 use super::containerizer::{
-    ContainerRecord, ContainerStatus, Containerizer, DockerContainerizer, LaunchRequest,
-    ProcessContainerizer, Signalled,
+    ContainerRecord, ContainerStatus, Containerizer, DockerContainerizer, ProcessContainerizer,
 };
-use super::layout::{Layout, files, validate_id};
+use super::layout::{Layout, files};
 use super::process::Escalation;
-use super::supervisor::{TaskUser, unix_now};
-use super::task::{self, TaskContext};
+use super::supervisor::unix_now;
+use super::task;
 use super::updates::{AckOutcome, RetryPolicy, UpdateQueue};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,12 +24,6 @@ use strata_proto::pb::{self, Reason, TaskState, agent_message, manager_message};
 use strata_proto::resources::Resources;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
-
-/// The default grace between SIGTERM and SIGKILL.
-pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
-
-/// The longest grace accepted.
-const MAX_KILL_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// State shared with the HTTP API and the handle.
 #[derive(Debug)]
@@ -85,7 +76,7 @@ pub(crate) enum CoreEvent {
     /// A message from the manager on stream `epoch`.
     Message {
         epoch: u64,
-        message: pb::ManagerMessage,
+        message: Box<pb::ManagerMessage>,
     },
     /// Stream `epoch` ended.
     Disconnected { epoch: u64 },
@@ -128,12 +119,12 @@ impl Task {
         }
     }
 
-    fn task_id(&self) -> &str {
+    pub(super) fn task_id(&self) -> &str {
         &self.info.task_id
     }
 
     /// Writes `updates.json` (the caller sends only after this).
-    fn checkpoint_updates(&self) {
+    pub(super) fn checkpoint_updates(&self) {
         let Some(dir) = &self.meta_dir else { return };
         let cp = UpdatesCheckpoint {
             latest_state: self.state.wire_name().to_owned(),
@@ -169,17 +160,17 @@ struct Link {
 
 /// The actor.
 pub(crate) struct Core {
-    settings: CoreSettings,
-    layout: Layout,
-    shared: Arc<Shared>,
-    process: Arc<ProcessContainerizer>,
-    docker: DockerContainerizer,
-    agent_id: Option<AgentId>,
-    tasks: BTreeMap<TaskKey, Task>,
+    pub(super) settings: CoreSettings,
+    pub(super) layout: Layout,
+    pub(super) shared: Arc<Shared>,
+    pub(super) process: Arc<ProcessContainerizer>,
+    pub(super) docker: DockerContainerizer,
+    pub(super) agent_id: Option<AgentId>,
+    pub(super) tasks: BTreeMap<TaskKey, Task>,
     link: Option<Link>,
     heartbeat_interval: Duration,
     next_heartbeat: Instant,
-    is_root: bool,
+    pub(super) is_root: bool,
 }
 
 impl Core {
@@ -236,7 +227,7 @@ impl Core {
         debug!("agent core stopped");
     }
 
-    fn agent_id_str(&self) -> String {
+    pub(super) fn agent_id_str(&self) -> String {
         self.agent_id
             .as_ref()
             .map(|a| a.as_str().to_owned())
@@ -265,7 +256,7 @@ impl Core {
                     debug!(epoch, "message from a stale stream ignored");
                     return;
                 }
-                self.manager_message(message);
+                self.manager_message(*message);
             }
         }
     }
@@ -369,7 +360,7 @@ impl Core {
     }
 
     /// Queues (checkpointed) a status update for a task.
-    fn update(
+    pub(super) fn update(
         &mut self,
         key: &TaskKey,
         state: TaskState,
@@ -463,270 +454,6 @@ impl Core {
         }
     }
 
-    fn run_task(&mut self, framework_id: String, info: Option<pb::TaskInfo>) {
-        let Some(info) = info else {
-            warn!(framework_id = %framework_id, "run task without a task ignored");
-            return;
-        };
-        let key: TaskKey = (framework_id.clone(), info.task_id.clone());
-        if let Some(t) = self.tasks.get_mut(&key) {
-            info!(framework_id = %framework_id, task_id = %info.task_id, state = %t.state,
-                "duplicate run task ignored");
-            if t.queue.is_empty() {
-                let state = t.state;
-                self.update(
-                    &key,
-                    state,
-                    Reason::Unspecified,
-                    "task already launched".into(),
-                    None,
-                );
-            } else {
-                t.queue.reset();
-            }
-            return;
-        }
-        if let Err(e) = validate_id("framework", &framework_id)
-            .and_then(|()| validate_id("task", &info.task_id))
-        {
-            warn!(framework_id = %framework_id, task_id = %info.task_id, error = %e, "task refused");
-            self.tasks
-                .insert(key.clone(), Task::new(&framework_id, info, None));
-            self.update(
-                &key,
-                TaskState::TaskError,
-                Reason::TaskInvalid,
-                e.to_string(),
-                None,
-            );
-            return;
-        }
-        let meta_dir = self.layout.task_meta_dir(&framework_id, &info.task_id);
-        let sandbox = self.layout.sandbox_dir(&framework_id, &info.task_id);
-        let checkpointed = fs::create_dir_all(&meta_dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                let cp = TaskCheckpoint::new(&framework_id, &info, unix_now());
-                write_json(&meta_dir.join(files::TASK), &cp).map_err(|e| e.to_string())
-            });
-        let mut task = Task::new(&framework_id, info, Some(meta_dir.clone()));
-        if let Err(e) = checkpointed {
-            error!(framework_id = %framework_id, task_id = %task.info.task_id, error = %e,
-                "cannot checkpoint the task");
-            task.meta_dir = None;
-            self.tasks.insert(key.clone(), task);
-            let msg = format!("the agent cannot checkpoint the task: {e}");
-            self.update(
-                &key,
-                TaskState::TaskFailed,
-                Reason::ContainerLaunchFailed,
-                msg,
-                None,
-            );
-            return;
-        }
-        task.checkpoint_updates();
-        task.sandbox = Some(sandbox.clone());
-        let info = task.info.clone();
-        self.tasks.insert(key.clone(), task);
-        match self.launch(&framework_id, &info, &meta_dir, &sandbox) {
-            Ok(record) => {
-                if let Err(e) = write_json(&meta_dir.join(files::CONTAINER), &record) {
-                    error!(task_id = %info.task_id, error = %e, "cannot checkpoint the container");
-                }
-                info!(framework_id = %framework_id, task_id = %info.task_id,
-                    sandbox = %sandbox.display(), "task launched");
-                if let Some(t) = self.tasks.get_mut(&key) {
-                    t.container = Some(record);
-                }
-                self.poll_task(&key);
-            }
-            Err((state, reason, message)) => {
-                warn!(framework_id = %framework_id, task_id = %info.task_id, error = %message,
-                    "task launch failed");
-                self.update(&key, state, reason, message, None);
-            }
-        }
-    }
-
-    /// Validates and launches a task; on failure, the update to send.
-    fn launch(
-        &mut self,
-        framework_id: &str,
-        info: &pb::TaskInfo,
-        meta_dir: &Path,
-        sandbox: &Path,
-    ) -> Result<ContainerRecord, (TaskState, Reason, String)> {
-        let invalid = |m: String| (TaskState::TaskError, Reason::TaskInvalid, m);
-        let failed = |m: String| (TaskState::TaskFailed, Reason::ContainerLaunchFailed, m);
-        let resources = Resources::from_proto(&info.resources)
-            .map_err(|e| invalid(format!("invalid resources: {e}")))?;
-        let command = info
-            .command
-            .as_ref()
-            .ok_or_else(|| invalid("the task has no command".into()))?;
-        let argv = task::argv(command).map_err(|m| invalid(m.to_owned()))?;
-        let docker = info
-            .container
-            .as_ref()
-            .is_some_and(|c| c.r#type() == pb::container_info::Type::Docker);
-        let containerizer: &dyn Containerizer = if docker {
-            &self.docker
-        } else {
-            self.process.as_ref()
-        };
-        // Docker is refused before anything is created for it.
-        if docker {
-            return containerizer
-                .launch(&LaunchRequest {
-                    framework_id,
-                    task: info,
-                    resources: &resources,
-                    sandbox,
-                    meta_dir,
-                    argv,
-                    env: BTreeMap::new(),
-                    user: None,
-                })
-                .map_err(|e| failed(e.to_string()));
-        }
-        let user = self.task_user(&command.user).map_err(failed)?;
-        prepare_sandbox(sandbox, user.as_ref()).map_err(|e| {
-            failed(format!(
-                "cannot create the sandbox {}: {e}",
-                sandbox.display()
-            ))
-        })?;
-        let agent_id = self.agent_id_str();
-        let home = user.as_ref().map(|u| user_home(&u.name));
-        let ctx = TaskContext {
-            framework_id,
-            agent_id: &agent_id,
-            sandbox,
-            hostname: &self.settings.hostname,
-            user: user
-                .as_ref()
-                .zip(home.as_ref())
-                .map(|(u, h)| (u.name.as_str(), h.as_path())),
-        };
-        let env = task::environment(std::env::vars(), info, &ctx);
-        containerizer
-            .launch(&LaunchRequest {
-                framework_id,
-                task: info,
-                resources: &resources,
-                sandbox,
-                meta_dir,
-                argv,
-                env,
-                user,
-            })
-            .map_err(|e| failed(e.to_string()))
-    }
-
-    /// The user to switch to for a task (`None`: stay the agent's user).
-    fn task_user(&self, asked: &str) -> Result<Option<TaskUser>, String> {
-        if !self.is_root {
-            if !asked.is_empty() {
-                debug!(user = asked, "not root: the task runs as the agent's user");
-            }
-            return Ok(None);
-        }
-        let name = if !asked.is_empty() {
-            asked
-        } else {
-            self.settings.task_user.as_deref().unwrap_or("nobody")
-        };
-        resolve_user(name)
-    }
-
-    fn kill_task(&mut self, framework_id: &str, task_id: &str, grace: Option<f64>, reason: Reason) {
-        let key: TaskKey = (framework_id.to_owned(), task_id.to_owned());
-        let Some(t) = self.tasks.get_mut(&key) else {
-            warn!(framework_id, task_id, "kill for an unknown task ignored");
-            return;
-        };
-        if t.state.is_terminal() {
-            debug!(framework_id, task_id, state = %t.state, "kill for a finished task ignored");
-            return;
-        }
-        let grace = kill_grace(grace, t.info.kill_policy.as_ref());
-        let reason = if reason == Reason::Unspecified {
-            Reason::KilledByFramework
-        } else {
-            reason
-        };
-        let now = Instant::now();
-        if let Some(k) = &t.kill {
-            // A second kill may only make it quicker (a preemption grace).
-            if now + grace < k.escalation.kill_at() {
-                let mut esc = Escalation::new(now, grace);
-                let _ = esc.due(now); // SIGTERM already went out.
-                t.kill = Some(KillState {
-                    reason: k.reason,
-                    escalation: esc,
-                });
-            }
-            return;
-        }
-        info!(
-            framework_id,
-            task_id,
-            grace_seconds = grace.as_secs_f64(),
-            reason = reason.wire_name(),
-            "killing task"
-        );
-        if let Some(dir) = &t.meta_dir {
-            let cp = KillCheckpoint {
-                reason: reason.wire_name().to_owned(),
-                grace_seconds: grace.as_secs_f64(),
-                requested_at: unix_now(),
-            };
-            if let Err(e) = write_json(&dir.join(files::KILL), &cp) {
-                error!(framework_id, task_id, error = %e, "cannot checkpoint the kill");
-            }
-        }
-        t.kill = Some(KillState {
-            reason,
-            escalation: Escalation::new(now, grace),
-        });
-        if t.container.is_none() {
-            self.update(
-                &key,
-                TaskState::TaskKilled,
-                reason,
-                "task killed before it was launched".into(),
-                None,
-            );
-            return;
-        }
-        self.step_kill(&key);
-    }
-
-    /// Sends the kill signal that is due, if any.
-    fn step_kill(&mut self, key: &TaskKey) {
-        let now = Instant::now();
-        let Some(t) = self.tasks.get_mut(key) else {
-            return;
-        };
-        let (Some(kill), Some(record)) = (&mut t.kill, &t.container) else {
-            return;
-        };
-        let Some(step) = kill.escalation.due(now) else {
-            return;
-        };
-        let c: &dyn Containerizer = match record {
-            ContainerRecord::Process { .. } => self.process.as_ref(),
-        };
-        match c.signal(record, step) {
-            Signalled::Sent => {
-                info!(task_id = %t.info.task_id, signal = ?step, "signal sent to the task");
-            }
-            Signalled::NotYet => kill.escalation.retry(step),
-            Signalled::Gone => debug!(task_id = %t.info.task_id, "nothing left to signal"),
-        }
-    }
-
     fn ack(&mut self, framework_id: &str, task_id: &str, uuid: &[u8]) {
         let key: TaskKey = (framework_id.to_owned(), task_id.to_owned());
         let Some(t) = self.tasks.get_mut(&key) else {
@@ -788,7 +515,7 @@ impl Core {
     }
 
     /// Looks at a task's container and reports what changed.
-    fn poll_task(&mut self, key: &TaskKey) {
+    pub(super) fn poll_task(&mut self, key: &TaskKey) {
         let Some(t) = self.tasks.get_mut(key) else {
             return;
         };
@@ -854,134 +581,5 @@ impl Core {
                 ContainerRecord::Process { .. } => self.process.cleanup(record),
             }
         }
-    }
-}
-
-/// The grace between SIGTERM and SIGKILL: the kill's override when valid,
-/// else the task's kill policy when positive, else 3 s (at most a day).
-pub fn kill_grace(override_seconds: Option<f64>, policy: Option<&pb::KillPolicy>) -> Duration {
-    let valid = |s: f64| s.is_finite() && s >= 0.0;
-    let seconds = match override_seconds {
-        Some(s) if valid(s) => Some(s),
-        _ => policy
-            .map(|p| p.grace_period_seconds)
-            .filter(|s| valid(*s) && *s > 0.0),
-    };
-    seconds
-        .map(|s| Duration::from_secs_f64(s.min(MAX_KILL_GRACE.as_secs_f64())))
-        .unwrap_or(DEFAULT_KILL_GRACE)
-}
-
-/// Looks a user up; `None` when it is root (nothing to switch).
-pub(crate) fn resolve_user(name: &str) -> Result<Option<TaskUser>, String> {
-    let user = nix::unistd::User::from_name(name)
-        .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
-        .ok_or_else(|| format!("unknown user {name:?}"))?;
-    if user.uid.is_root() {
-        return Ok(None);
-    }
-    let groups = std::ffi::CString::new(name)
-        .ok()
-        .and_then(|c| nix::unistd::getgrouplist(&c, user.gid).ok())
-        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_else(|| vec![user.gid.as_raw()]);
-    Ok(Some(TaskUser {
-        name: name.to_owned(),
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        groups,
-    }))
-}
-
-fn user_home(name: &str) -> PathBuf {
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|u| u.dir)
-        .unwrap_or_default()
-}
-
-/// Creates a fresh sandbox with empty `stdout` and `stderr`, owned by the
-/// task user when there is one. A sandbox left by an earlier task with the
-/// same id is replaced.
-fn prepare_sandbox(dir: &Path, user: Option<&TaskUser>) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match fs::remove_dir_all(dir) {
-        Ok(()) => info!(sandbox = %dir.display(), "replaced an old sandbox"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
-    let out = dir.join(files::STDOUT);
-    let err = dir.join(files::STDERR);
-    fs::File::create(&out)?;
-    fs::File::create(&err)?;
-    if let Some(u) = user {
-        for p in [dir, &out, &err] {
-            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
-        }
-    }
-    Ok(())
-}
-
-/// Whether the kill of a recovered task is already overdue, given when it
-/// was asked for (unix seconds).
-pub(crate) fn resumed_escalation(requested_at: f64, grace: Duration) -> Escalation {
-    let elapsed = (unix_now() - requested_at).max(0.0);
-    let now = Instant::now();
-    let requested = now
-        .checked_sub(Duration::from_secs_f64(
-            elapsed.min(MAX_KILL_GRACE.as_secs_f64()),
-        ))
-        .unwrap_or(now);
-    Escalation::new(requested, grace)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::agent::process::KillStep;
-
-    #[test]
-    fn kill_grace_prefers_the_override_then_the_policy() {
-        let policy = pb::KillPolicy {
-            grace_period_seconds: 10.0,
-        };
-        assert_eq!(kill_grace(None, None), DEFAULT_KILL_GRACE);
-        assert_eq!(kill_grace(None, Some(&policy)), Duration::from_secs(10));
-        assert_eq!(
-            kill_grace(Some(1.5), Some(&policy)),
-            Duration::from_millis(1500)
-        );
-        assert_eq!(kill_grace(Some(0.0), Some(&policy)), Duration::ZERO);
-        assert_eq!(
-            kill_grace(Some(f64::NAN), Some(&policy)),
-            Duration::from_secs(10)
-        );
-        assert_eq!(kill_grace(Some(-1.0), None), DEFAULT_KILL_GRACE);
-        let zero = pb::KillPolicy {
-            grace_period_seconds: 0.0,
-        };
-        assert_eq!(kill_grace(None, Some(&zero)), DEFAULT_KILL_GRACE);
-        assert_eq!(kill_grace(Some(1e12), None), MAX_KILL_GRACE);
-    }
-
-    #[test]
-    fn a_kill_asked_for_long_ago_goes_straight_to_sigkill() {
-        let mut e = resumed_escalation(unix_now() - 60.0, Duration::from_secs(3));
-        assert_eq!(e.due(Instant::now()), Some(KillStep::Kill));
-        let mut e = resumed_escalation(unix_now(), Duration::from_secs(30));
-        assert_eq!(e.due(Instant::now()), Some(KillStep::Term));
-    }
-
-    #[test]
-    fn root_needs_no_switch_and_unknown_users_are_refused() {
-        assert_eq!(resolve_user("root").unwrap(), None);
-        assert!(
-            resolve_user("no-such-user-strata")
-                .unwrap_err()
-                .contains("unknown user")
-        );
     }
 }

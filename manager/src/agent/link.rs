@@ -135,7 +135,10 @@ async fn attempt(settings: &LinkSettings, core: &mpsc::Sender<CoreEvent>, epoch:
                     _ => {}
                 }
                 if core
-                    .send(CoreEvent::Message { epoch, message })
+                    .send(CoreEvent::Message {
+                        epoch,
+                        message: Box::new(message),
+                    })
                     .await
                     .is_err()
                 {
@@ -162,6 +165,7 @@ async fn attempt(settings: &LinkSettings, core: &mpsc::Sender<CoreEvent>, epoch:
 
 /// Builds the endpoint for `http://{manager}`.
 pub(crate) fn endpoint(manager: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let manager = manager.strip_prefix("http://").unwrap_or(manager);
     Ok(Endpoint::from_shared(format!("http://{manager}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
@@ -189,6 +193,8 @@ mod tests {
     fn endpoints_are_h2c() {
         let e = endpoint("127.0.0.1:5050").unwrap();
         assert_eq!(e.uri().to_string(), "http://127.0.0.1:5050/");
+        let e = endpoint("http://localhost:5050").unwrap();
+        assert_eq!(e.uri().to_string(), "http://localhost:5050/");
         assert!(endpoint("bad host:x").is_err());
     }
 }

@@ -100,6 +100,8 @@ mod core;
 pub mod error;
 pub mod gc;
 pub mod http;
+mod kill;
+mod launch;
 pub mod layout;
 pub mod link;
 pub mod process;

@@ -234,6 +234,14 @@ impl Escalation {
         }
     }
 
+    /// Brings SIGKILL forward to `kill_at` if that is earlier.
+    pub fn shorten(&mut self, kill_at: Instant) {
+        if kill_at < self.kill_at {
+            self.kill_at = kill_at;
+            self.kill_sent = false;
+        }
+    }
+
     /// When SIGKILL is due.
     pub fn kill_at(&self) -> Instant {
         self.kill_at
@@ -338,6 +346,11 @@ mod tests {
         assert_eq!(e.due(t0), Some(KillStep::Term));
         e.retry(KillStep::Term);
         assert_eq!(e.due(t0), Some(KillStep::Term));
+        // A second, quicker kill brings SIGKILL forward, never back.
+        e.shorten(t0 + Duration::from_secs(10));
+        assert_eq!(e.kill_at(), t0 + Duration::from_secs(3));
+        e.shorten(t0);
+        assert_eq!(e.due(t0), Some(KillStep::Kill));
     }
 
     #[test]

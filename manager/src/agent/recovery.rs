@@ -18,7 +18,8 @@
 
 use super::checkpoint::{self, list_dirs, read_json};
 use super::containerizer::ContainerRecord;
-use super::core::{KillState, Task, TaskKey, resumed_escalation};
+use super::core::{KillState, Task, TaskKey};
+use super::kill::resumed_escalation;
 use super::layout::{Layout, files};
 use super::supervisor::{LaunchSpec, read_pid};
 use super::task;

@@ -335,13 +335,12 @@ fn child_setup(
                 return Err(std::io::Error::last_os_error());
             }
         }
-        if let Some((uid, gid, groups)) = ids {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+        if let Some((uid, gid, groups)) = ids
+            && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
                 || libc::setgid(*gid) != 0
-                || libc::setuid(*uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
+                || libc::setuid(*uid) != 0)
+        {
+            return Err(std::io::Error::last_os_error());
         }
         // After the credential change, which clears it.
         libc::prctl(

@@ -88,8 +88,9 @@ impl Conn {
         ));
     }
 
-    /// The next update of `task_id` in `state` (others of that task in
-    /// earlier states, and retries, are skipped).
+    /// The next update of `task_id` in `state`, not acknowledged. Updates
+    /// of that task in earlier states are acknowledged and skipped; those of
+    /// other tasks are skipped.
     async fn expect(&mut self, task_id: &str, state: TaskState) -> pb::TaskStatus {
         loop {
             if let agent_message::Message::Update(u) = self.recv().await {
@@ -104,6 +105,7 @@ impl Conn {
                     !s.state().is_terminal(),
                     "task {task_id}: expected {state}, got {s:?}"
                 );
+                self.ack(&u.framework_id, &s);
             }
         }
     }

@@ -210,6 +210,8 @@ struct CycleState<'p, 'a> {
     max_free_mem: Scalar,
     placements: usize,
     unplaced: Vec<(FrameworkIdx, usize, u32)>,
+    /// Shapes (without constraints or filters) that fit no agent this cycle.
+    failed_shapes: Vec<Resources>,
 }
 
 impl<'p, 'a> CycleState<'p, 'a> {
@@ -237,6 +239,7 @@ impl<'p, 'a> CycleState<'p, 'a> {
             max_free_mem,
             placements: 0,
             unplaced: Vec::new(),
+            failed_shapes: Vec::new(),
         }
     }
 
@@ -344,13 +347,12 @@ impl<'p, 'a> CycleState<'p, 'a> {
             // Shares only grow within a cycle, so a stale key is a lower
             // bound: re-check it against the next best before serving.
             let fresh = self.sort_key(f);
-            if fresh > key {
-                if let Some(std::cmp::Reverse(next)) = heap.peek() {
-                    if fresh > *next {
-                        heap.push(std::cmp::Reverse(fresh));
-                        continue;
-                    }
-                }
+            if fresh > key
+                && let Some(std::cmp::Reverse(next)) = heap.peek()
+                && fresh > *next
+            {
+                heap.push(std::cmp::Reverse(fresh));
+                continue;
             }
             let fw = &p.frameworks[f as usize];
             // The framework's first ask in this class with tasks left.
@@ -385,37 +387,63 @@ impl<'p, 'a> CycleState<'p, 'a> {
     fn find_agent(&mut self, f: FrameworkIdx, ask: &PendingAsk) -> Option<(AgentIdx, Resources)> {
         let p = self.p;
         let fw = &p.frameworks[f as usize];
-        if ask.resources.cpus > self.max_free_cpus || ask.resources.mem > self.max_free_mem {
+        let want = &ask.resources;
+        if want.cpus > self.max_free_cpus || want.mem > self.max_free_mem {
             return None;
         }
-        if !self.within_quota(fw.role, &ask.resources) {
+        if !self.within_quota(fw.role, want) {
             return None;
         }
+        // Free capacity only shrinks within a cycle: an ask at least as large
+        // as one that found no agent (for a framework filtering nothing,
+        // without constraints) cannot fit either.
+        let plain = ask.constraints.is_empty();
+        if plain && self.failed_shapes.iter().any(|s| want.fits_shape(s)) {
+            return None;
+        }
+        let unfiltered = !fw.filters.values().any(|&until| until > p.now);
         let n = p.agents.len();
-        let want_ports = ask.resources.ports.count();
+        let want_ports = want.ports.count();
         for step in 0..n {
             let a = ((self.cursor + step) % n) as AgentIdx;
             let agent = &p.agents[a as usize];
-            if !agent.active || fw.filters_agent(a, p.now) {
+            if !agent.active {
                 continue;
             }
-            let free = self.agent_free(a);
-            if !free.fits_shape(&ask.resources) {
+            // Cheap scalar check first; ports and constraints only if it passes.
+            let taken = self.agent_taken.get(&a);
+            let free_of = |t: Scalar, al: Scalar, tk: Option<Scalar>| t.saturating_sub(al).saturating_sub(tk.unwrap_or_default());
+            if free_of(agent.total.cpus, agent.allocated.cpus, taken.map(|t| t.cpus)) < want.cpus
+                || free_of(agent.total.mem, agent.allocated.mem, taken.map(|t| t.mem)) < want.mem
+                || free_of(agent.total.disk, agent.allocated.disk, taken.map(|t| t.disk)) < want.disk
+            {
                 continue;
             }
-            let placed_here = fw.tasks_per_agent.get(&a).copied().unwrap_or(0)
-                + self.fw_agent_count.get(&(f, a)).copied().unwrap_or(0);
-            if !constraints::allows(&ask.constraints, agent, placed_here, |other| {
-                self.count_on_value(f, other)
-            }) {
+            if fw.filters_agent(a, p.now) {
                 continue;
             }
-            let mut res = ask.resources.clone();
+            let mut res = want.clone();
             if want_ports > 0 {
-                res.ports = free.ports.take_lowest(want_ports)?;
+                let free = self.agent_free(a);
+                match free.ports.take_lowest(want_ports) {
+                    Some(ports) => res.ports = ports,
+                    None => continue,
+                }
             }
-            self.cursor = (a as usize + 1) % n;
+            if !plain {
+                let placed_here = fw.tasks_per_agent.get(&a).copied().unwrap_or(0)
+                    + self.fw_agent_count.get(&(f, a)).copied().unwrap_or(0);
+                if !constraints::allows(&ask.constraints, agent, placed_here, |other| self.count_on_value(f, other)) {
+                    continue;
+                }
+            }
+            // Stay on this agent: the next ask tries it first, so one
+            // framework's placements pack into few offers.
+            self.cursor = a as usize;
             return Some((a, res));
+        }
+        if plain && unfiltered && want_ports == 0 {
+            self.failed_shapes.push(want.clone());
         }
         None
     }

@@ -276,13 +276,13 @@ impl Master {
         let mut out = Vec::with_capacity(asks.len());
         for a in asks {
             let resources = Resources::from_proto(&a.resources)?;
-            if let Some(l) = &largest {
-                if !self.any_agent_fits(&resources) {
-                    return Err(MasterError::ImpossibleAsk {
-                        ask: resources.to_string(),
-                        largest: l.to_string(),
-                    });
-                }
+            if let Some(l) = &largest
+                && !self.any_agent_fits(&resources)
+            {
+                return Err(MasterError::ImpossibleAsk {
+                    ask: resources.to_string(),
+                    largest: l.to_string(),
+                });
             }
             out.push(PendingAsk {
                 class: self.cfg.classes.lookup(&a.priority_class)?,
@@ -404,11 +404,11 @@ impl Master {
                 continue;
             }
             if !fw.connected {
-                if let Some(since) = fw.disconnected_at {
-                    if now >= since + fw.failover_timeout {
-                        info!(framework_id = %fw.id, "framework failover timeout; removing it");
-                        self.remove_framework(now, idx, Reason::FrameworkFailoverTimeout);
-                    }
+                if let Some(since) = fw.disconnected_at
+                    && now >= since + fw.failover_timeout
+                {
+                    info!(framework_id = %fw.id, "framework failover timeout; removing it");
+                    self.remove_framework(now, idx, Reason::FrameworkFailoverTimeout);
                 }
                 continue;
             }

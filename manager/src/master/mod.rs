@@ -99,6 +99,9 @@ impl Default for MasterConfig {
 }
 
 /// Something the caller must do, in order.
+// Actions live briefly in the outbox and are moved once; boxing the large
+// messages would cost an allocation each for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Write to the durable registry (before carrying out what follows).
@@ -260,6 +263,9 @@ pub struct CycleStats {
     pub offers: usize,
     /// Asks placed.
     pub placements: usize,
+    /// Time spent in the pure allocator (the rest is offer bookkeeping).
+    #[serde(skip)]
+    pub solve: std::time::Duration,
 }
 
 impl Master {
@@ -453,13 +459,10 @@ impl Master {
             }
         }
         for t in self.tasks.values().filter(|t| !t.released) {
-            if let Some(p) = offered_ports.get(&t.agent) {
-                if p.difference(&t.resources.ports) != *p {
-                    return Err(format!(
-                        "ports of task {} are also offered",
-                        t.status.task_id
-                    ));
-                }
+            if let Some(p) = offered_ports.get(&t.agent)
+                && p.difference(&t.resources.ports) != *p
+            {
+                return Err(format!("ports of task {} are also offered", t.status.task_id));
             }
         }
         Ok(())

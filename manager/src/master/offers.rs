@@ -28,6 +28,7 @@ impl Master {
         self.dirty = false;
         self.next_allocation = now + self.cfg.allocation_interval;
         self.counters.allocation_cycles += 1;
+        let solve_started = Instant::now();
         let solution = {
             let problem = Problem {
                 classes: &self.cfg.classes,
@@ -47,6 +48,7 @@ impl Master {
         let stats = CycleStats {
             offers: solution.offers.len(),
             placements: solution.placements,
+            solve: solve_started.elapsed(),
         };
         self.counters.placements += solution.placements as u64;
         let mut per_fw: BTreeMap<FrameworkIdx, Vec<pb::Offer>> = BTreeMap::new();

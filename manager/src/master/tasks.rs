@@ -307,14 +307,13 @@ impl Master {
             }
         };
         let key = (fw, TaskId::new(status.task_id.clone()));
-        if let Some(t) = self.tasks.get_mut(&key) {
-            if t.agent == aidx {
-                let state = status.state();
-                if state.is_terminal() {
-                    self.apply_terminal(now, &key, status.clone());
-                } else if !t.released {
-                    t.status = status.clone();
-                }
+        if let Some(t) = self.tasks.get_mut(&key)
+            && t.agent == aidx
+        {
+            if status.state().is_terminal() {
+                self.apply_terminal(now, &key, status.clone());
+            } else if !t.released {
+                t.status = status.clone();
             }
         }
         self.push_update_event(fw, status);

@@ -77,6 +77,9 @@ pub enum ServerError {
     Registry(#[from] RegistryError),
 }
 
+/// One Prometheus gauge: (name, help, value).
+pub(crate) type Gauge = (&'static str, &'static str, f64);
+
 /// Sender half of an agent link.
 pub(crate) type AgentTx = mpsc::Sender<Result<pb::ManagerMessage, tonic::Status>>;
 /// Sender half of a framework subscription.
@@ -113,7 +116,7 @@ pub(crate) enum Input {
         stream: StreamId,
     },
     State {
-        reply: oneshot::Sender<(StateView, Vec<(&'static str, &'static str, f64)>)>,
+        reply: oneshot::Sender<(StateView, Vec<Gauge>)>,
     },
     SetRole {
         role: Role,
@@ -404,30 +407,24 @@ fn carry_out(routes: &mut Routes, action: Action) {
     match action {
         Action::Persist(_) => {}
         Action::ToAgent { agent, message } => {
-            if let Some((_, tx)) = routes.agents.get(&agent) {
-                if tx.try_send(Ok(message)).is_err() {
-                    warn!(agent_id = %agent, "agent link is full or closed; message dropped (the agent re-registers)");
-                }
+            if let Some((_, tx)) = routes.agents.get(&agent)
+                && tx.try_send(Ok(message)).is_err()
+            {
+                warn!(agent_id = %agent, "agent link is full or closed; message dropped (the agent re-registers)");
             }
         }
         Action::ToFramework { framework, event } => {
-            if let Some((_, tx)) = routes.frameworks.get(&framework) {
-                if tx.try_send(Ok(event)).is_err() {
-                    warn!(framework_id = %framework, "framework stream is full or closed; event dropped");
-                }
+            if let Some((_, tx)) = routes.frameworks.get(&framework)
+                && tx.try_send(Ok(event)).is_err()
+            {
+                warn!(framework_id = %framework, "framework stream is full or closed; event dropped");
             }
         }
         Action::CloseStream { framework, stream } => {
-            if routes
-                .frameworks
-                .get(&framework)
-                .is_some_and(|(s, _)| *s == stream)
+            if routes.frameworks.get(&framework).is_some_and(|(s, _)| *s == stream)
+                && let Some((_, tx)) = routes.frameworks.remove(&framework)
             {
-                if let Some((_, tx)) = routes.frameworks.remove(&framework) {
-                    let _ = tx.try_send(Err(tonic::Status::aborted(
-                        "framework failed over or was removed",
-                    )));
-                }
+                let _ = tx.try_send(Err(tonic::Status::aborted("framework failed over or was removed")));
             }
         }
     }

@@ -248,11 +248,11 @@ impl SimAgent {
     }
 
     fn kill(&mut self, now: Millis, f: &FrameworkId, tid: &TaskId, reason: Reason) {
-        if let Some(t) = self.tasks.get_mut(&(f.clone(), tid.clone())) {
-            if !t.state.is_terminal() {
-                t.state = TaskState::TaskKilled;
-                self.push_update(now, f, tid, TaskState::TaskKilled, reason);
-            }
+        if let Some(t) = self.tasks.get_mut(&(f.clone(), tid.clone()))
+            && !t.state.is_terminal()
+        {
+            t.state = TaskState::TaskKilled;
+            self.push_update(now, f, tid, TaskState::TaskKilled, reason);
         }
     }
 

@@ -387,12 +387,13 @@ impl Sim {
                         }
                     }
                     Action::CloseStream { framework, .. } => {
-                        if let Some(&i) = self.fw_by_id.get(&framework) {
-                            if self.frameworks[i].connected && self.master_removed(&framework) {
-                                self.frameworks[i].connected = false;
-                                self.frameworks[i].removed = true;
-                                self.report.frameworks_removed += 1;
-                            }
+                        if let Some(&i) = self.fw_by_id.get(&framework)
+                            && self.frameworks[i].connected
+                            && self.master_removed(&framework)
+                        {
+                            self.frameworks[i].connected = false;
+                            self.frameworks[i].removed = true;
+                            self.report.frameworks_removed += 1;
                         }
                     }
                 }
@@ -402,7 +403,7 @@ impl Sim {
     }
 
     fn master_removed(&self, id: &FrameworkId) -> bool {
-        !self.master.framework_share(id).is_some()
+        self.master.framework_share(id).is_none()
     }
 
     /// Per class, the gap between the highest and lowest share among

@@ -1,0 +1,281 @@
+//! Launching a task: checkpoint, validation, user, sandbox, environment,
+//! then the containerizer.
+
+use super::checkpoint::{TaskCheckpoint, write_json};
+use super::containerizer::{ContainerRecord, Containerizer, LaunchRequest};
+use super::core::{Core, Task, TaskKey};
+use super::layout::{files, validate_id};
+use super::supervisor::{TaskUser, unix_now};
+use super::task::{self, TaskContext};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use strata_proto::pb::{self, Reason, TaskState};
+use strata_proto::resources::Resources;
+use tracing::{debug, error, info, warn};
+
+impl Core {
+    /// Handles `RunTask`: see the module docs of [`super`] for the steps.
+    /// Every failure becomes a checkpointed terminal update.
+    pub(super) fn run_task(&mut self, framework_id: String, info: Option<pb::TaskInfo>) {
+        let Some(info) = info else {
+            warn!(framework_id = %framework_id, "run task without a task ignored");
+            return;
+        };
+        let key: TaskKey = (framework_id.clone(), info.task_id.clone());
+        if let Some(t) = self.tasks.get_mut(&key) {
+            info!(framework_id = %framework_id, task_id = %info.task_id, state = %t.state,
+                "duplicate run task ignored");
+            if t.queue.is_empty() {
+                let state = t.state;
+                self.update(
+                    &key,
+                    state,
+                    Reason::Unspecified,
+                    "task already launched".into(),
+                    None,
+                );
+            } else {
+                t.queue.reset();
+            }
+            return;
+        }
+        if let Err(e) = validate_id("framework", &framework_id)
+            .and_then(|()| validate_id("task", &info.task_id))
+        {
+            warn!(framework_id = %framework_id, task_id = %info.task_id, error = %e, "task refused");
+            self.tasks
+                .insert(key.clone(), Task::new(&framework_id, info, None));
+            self.update(
+                &key,
+                TaskState::TaskError,
+                Reason::TaskInvalid,
+                e.to_string(),
+                None,
+            );
+            return;
+        }
+        let meta_dir = self.layout.task_meta_dir(&framework_id, &info.task_id);
+        let sandbox = self.layout.sandbox_dir(&framework_id, &info.task_id);
+        let checkpointed = fs::create_dir_all(&meta_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let cp = TaskCheckpoint::new(&framework_id, &info, unix_now());
+                write_json(&meta_dir.join(files::TASK), &cp).map_err(|e| e.to_string())
+            });
+        let mut task = Task::new(&framework_id, info, Some(meta_dir.clone()));
+        if let Err(e) = checkpointed {
+            error!(framework_id = %framework_id, task_id = %task.info.task_id, error = %e,
+                "cannot checkpoint the task");
+            task.meta_dir = None;
+            self.tasks.insert(key.clone(), task);
+            let msg = format!("the agent cannot checkpoint the task: {e}");
+            self.update(
+                &key,
+                TaskState::TaskFailed,
+                Reason::ContainerLaunchFailed,
+                msg,
+                None,
+            );
+            return;
+        }
+        task.checkpoint_updates();
+        let info = task.info.clone();
+        self.tasks.insert(key.clone(), task);
+        match self.launch(&framework_id, &info, &meta_dir, &sandbox) {
+            Ok(record) => {
+                if let Err(e) = write_json(&meta_dir.join(files::CONTAINER), &record) {
+                    error!(task_id = %info.task_id, error = %e, "cannot checkpoint the container");
+                }
+                info!(framework_id = %framework_id, task_id = %info.task_id,
+                    sandbox = %sandbox.display(), "task launched");
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.container = Some(record);
+                    t.sandbox = Some(sandbox.clone());
+                }
+                self.poll_task(&key);
+            }
+            Err((state, reason, message)) => {
+                warn!(framework_id = %framework_id, task_id = %info.task_id, error = %message,
+                    "task launch failed");
+                self.update(&key, state, reason, message, None);
+            }
+        }
+    }
+
+    /// Validates and launches a task; on failure, the update to send.
+    fn launch(
+        &mut self,
+        framework_id: &str,
+        info: &pb::TaskInfo,
+        meta_dir: &Path,
+        sandbox: &Path,
+    ) -> Result<ContainerRecord, (TaskState, Reason, String)> {
+        let invalid = |m: String| (TaskState::TaskError, Reason::TaskInvalid, m);
+        let failed = |m: String| (TaskState::TaskFailed, Reason::ContainerLaunchFailed, m);
+        let resources = Resources::from_proto(&info.resources)
+            .map_err(|e| invalid(format!("invalid resources: {e}")))?;
+        let command = info
+            .command
+            .as_ref()
+            .ok_or_else(|| invalid("the task has no command".into()))?;
+        let argv = task::argv(command).map_err(|m| invalid(m.to_owned()))?;
+        let docker = info
+            .container
+            .as_ref()
+            .is_some_and(|c| c.r#type() == pb::container_info::Type::Docker);
+        let containerizer: &dyn Containerizer = if docker {
+            &self.docker
+        } else {
+            self.process.as_ref()
+        };
+        // Docker is refused before anything is created for it.
+        if docker {
+            return containerizer
+                .launch(&LaunchRequest {
+                    framework_id,
+                    task: info,
+                    resources: &resources,
+                    sandbox,
+                    meta_dir,
+                    argv,
+                    env: BTreeMap::new(),
+                    user: None,
+                })
+                .map_err(|e| failed(e.to_string()));
+        }
+        let user = self.task_user(&command.user).map_err(failed)?;
+        prepare_sandbox(sandbox, user.as_ref()).map_err(|e| {
+            failed(format!(
+                "cannot create the sandbox {}: {e}",
+                sandbox.display()
+            ))
+        })?;
+        let agent_id = self.agent_id_str();
+        let home = user.as_ref().map(|u| user_home(&u.name));
+        let ctx = TaskContext {
+            framework_id,
+            agent_id: &agent_id,
+            sandbox,
+            hostname: &self.settings.hostname,
+            user: user
+                .as_ref()
+                .zip(home.as_ref())
+                .map(|(u, h)| (u.name.as_str(), h.as_path())),
+        };
+        let env = task::environment(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            info,
+            &ctx,
+        );
+        containerizer
+            .launch(&LaunchRequest {
+                framework_id,
+                task: info,
+                resources: &resources,
+                sandbox,
+                meta_dir,
+                argv,
+                env,
+                user,
+            })
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    /// The user to switch to for a task (`None`: stay the agent's user).
+    fn task_user(&self, asked: &str) -> Result<Option<TaskUser>, String> {
+        if !self.is_root {
+            if !asked.is_empty() {
+                debug!(user = asked, "not root: the task runs as the agent's user");
+            }
+            return Ok(None);
+        }
+        let name = if !asked.is_empty() {
+            asked
+        } else {
+            self.settings.task_user.as_deref().unwrap_or("nobody")
+        };
+        resolve_user(name)
+    }
+}
+
+/// Looks a user up; `None` when it is root (nothing to switch).
+pub(crate) fn resolve_user(name: &str) -> Result<Option<TaskUser>, String> {
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
+        .ok_or_else(|| format!("unknown user {name:?}"))?;
+    if user.uid.is_root() {
+        return Ok(None);
+    }
+    let groups = std::ffi::CString::new(name)
+        .ok()
+        .and_then(|c| nix::unistd::getgrouplist(&c, user.gid).ok())
+        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|| vec![user.gid.as_raw()]);
+    Ok(Some(TaskUser {
+        name: name.to_owned(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups,
+    }))
+}
+
+fn user_home(name: &str) -> PathBuf {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+        .unwrap_or_default()
+}
+
+/// Creates a fresh sandbox with empty `stdout` and `stderr`, owned by the
+/// task user when there is one. A sandbox left by an earlier task with the
+/// same id is replaced.
+fn prepare_sandbox(dir: &Path, user: Option<&TaskUser>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::remove_dir_all(dir) {
+        Ok(()) => info!(sandbox = %dir.display(), "replaced an old sandbox"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    let out = dir.join(files::STDOUT);
+    let err = dir.join(files::STDERR);
+    fs::File::create(&out)?;
+    fs::File::create(&err)?;
+    if let Some(u) = user {
+        for p in [dir, &out, &err] {
+            std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_needs_no_switch_and_unknown_users_are_refused() {
+        assert_eq!(resolve_user("root").unwrap(), None);
+        assert!(
+            resolve_user("no-such-user-strata")
+                .unwrap_err()
+                .contains("unknown user")
+        );
+    }
+
+    #[test]
+    fn a_fresh_sandbox_replaces_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = dir.path().join("fw").join("t");
+        fs::create_dir_all(&sb).unwrap();
+        fs::write(sb.join("old"), b"x").unwrap();
+        prepare_sandbox(&sb, None).unwrap();
+        assert!(!sb.join("old").exists());
+        assert_eq!(fs::read(sb.join(files::STDOUT)).unwrap(), b"");
+        assert_eq!(fs::read(sb.join(files::STDERR)).unwrap(), b"");
+    }
+}

@@ -1,0 +1,219 @@
+//! The client commands: `strata run`, `strata status`, `strata local` with
+//! its discovery file, and the shared token.
+
+use std::time::{Duration, Instant};
+
+use strata_manager::master::view::StateView;
+use strata_sdk::{Scheduler, SdkError};
+
+use crate::harness::{Env, LONG, ManagerSpec, framework_config, http, wait_for, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_output_and_exit_code() {
+    let env = Env::new("run");
+    let m = env.start_manager(ManagerSpec::default()).await;
+
+    // No agent yet: waits --wait, then says so.
+    let started = Instant::now();
+    let out = env
+        .cli(&["run", "--manager", &m.addr, "--wait", "1s", "--", "true"])
+        .await;
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("no agent registered"), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "--wait 1s took {:?}",
+        started.elapsed()
+    );
+
+    let _agent = env
+        .start_agent(&m.addr, &env.path("agent"), None)
+        .await;
+    m.wait_registered_agents(1).await;
+
+    let out = env
+        .cli(&[
+            "run",
+            "--manager",
+            &m.addr,
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo err >&2; exit 3",
+        ])
+        .await;
+    assert_eq!(out.stdout, "hi\n", "{out:?}");
+    assert!(out.stderr.contains("err"), "{out:?}");
+    assert_eq!(out.code(), Some(3), "{out:?}");
+
+    let out = env.cli(&["run", "--manager", &m.addr, "--", "true"]).await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+
+    // One argument runs through `sh -c`.
+    let out = env
+        .cli(&["run", "--manager", &m.addr, "--", "echo one; exit 0"])
+        .await;
+    assert_eq!((out.code(), out.stdout.as_str()), (Some(0), "one\n"), "{out:?}");
+
+    // An ask no agent could ever hold is refused at once.
+    let started = Instant::now();
+    let out = env
+        .cli(&["run", "--manager", &m.addr, "--cpus", "64", "--", "true"])
+        .await;
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("no agent could ever hold"), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "an impossible ask took {:?} to be refused",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_discovery_and_status() {
+    let env = Env::new("local");
+    let work = env.path("local");
+    let work = work.display().to_string();
+    let mut local = env.spawn(
+        "local",
+        &[
+            "local",
+            "--agents",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--work-dir",
+            &work,
+            "--resources",
+            "cpus:3;mem:3072;ports:[31000-31299]",
+        ],
+    );
+    let discovery = env.home().join("local.json");
+    let d: serde_json::Value = wait_for("the discovery file", LONG, async || {
+        let bytes = std::fs::read(&discovery).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    })
+    .await;
+    assert_eq!(d["pid"].as_i64(), Some(i64::from(local.pid())), "{d}");
+    let address = d["address"].as_str().expect("address").to_owned();
+    assert!(address.starts_with("127.0.0.1:"), "{d}");
+    local.wait_stdout("Ctrl-C stops it", LONG).await;
+
+    // Client commands elsewhere, with only STRATA_HOME to go by.
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = env.cli_in(&elsewhere, &["status", "--json"]).await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let state: StateView = serde_json::from_str(&out.stdout).expect("status --json is the state");
+    let registered = state
+        .agents
+        .iter()
+        .filter(|a| a.state == "registered")
+        .count();
+    assert_eq!(registered, 2, "{:#?}", state.agents);
+
+    let out = env.cli_in(&elsewhere, &["status"]).await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains(&format!("Manager {address}")), "{out:?}");
+    assert!(out.stdout.contains("Agents (2)"), "{out:?}");
+    assert_eq!(out.stdout.matches("registered").count(), 2, "{out:?}");
+
+    let out = env.cli_in(&elsewhere, &["run", "--", "echo hi"]).await;
+    assert_eq!((out.code(), out.stdout.as_str()), (Some(0), "hi\n"), "{out:?}");
+
+    local.signal(libc::SIGINT);
+    let status = local.wait_exit(LONG).await;
+    assert_eq!(status.code(), Some(0), "strata local exited {status}");
+    assert!(!discovery.exists(), "local.json is left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_enforced() {
+    let env = Env::new("token");
+    let m = env
+        .start_manager(ManagerSpec {
+            token: Some("s3cret".into()),
+            ..Default::default()
+        })
+        .await;
+
+    // HTTP.
+    assert_eq!(http("GET", &m.addr, "/health", None, None).await.0, 200);
+    for path in ["/api/v1/state", "/api/v1/agents", "/metrics"] {
+        assert_eq!(http("GET", &m.addr, path, None, None).await.0, 401, "{path}");
+        assert_eq!(
+            http("GET", &m.addr, path, Some("wrong"), None).await.0,
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            http("GET", &m.addr, path, Some("s3cret"), None).await.0,
+            200,
+            "{path}"
+        );
+    }
+
+    // strata status.
+    let out = env.cli(&["status", "--manager", &m.addr]).await;
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("401"), "{out:?}");
+    let out = env
+        .cli(&["status", "--manager", &m.addr, "--token", "s3cret"])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains("Agents (0)"), "{out:?}");
+
+    // A framework without the token.
+    let err = Scheduler::subscribe(framework_config(&m.addr, "no-token"))
+        .await
+        .err()
+        .expect("a framework without the token subscribed");
+    assert!(matches!(err, SdkError::Unauthenticated { .. }), "{err:?}");
+
+    // An agent with a wrong token is refused, and keeps being refused.
+    let mut bad = env
+        .start_agent(&m.addr, &env.path("bad-agent"), Some("wrong"))
+        .await;
+    bad.proc
+        .wait_stderr("the manager refused the agent stream", LONG)
+        .await;
+    assert!(bad.proc.stderr_text().contains("Unauthenticated"));
+    assert!(m.state().await.agents.is_empty());
+
+    // The right token registers.
+    let good = env
+        .start_agent(&m.addr, &env.path("good-agent"), Some("s3cret"))
+        .await;
+    let agents = m.wait_registered_agents(1).await;
+    assert_eq!(agents[0].address, good.addr);
+    // The bad agent retried meanwhile and is still not registered.
+    wait_until("a second refusal of the bad agent", LONG, async || {
+        bad.proc
+            .stderr_text()
+            .matches("the manager refused the agent stream")
+            .count()
+            >= 2
+    })
+    .await;
+    let state = m.state().await;
+    assert_eq!(state.agents.len(), 1, "{:#?}", state.agents);
+    assert_eq!(state.agents[0].address, good.addr);
+
+    // With the token, clients work against the cluster.
+    let out = env
+        .cli(&[
+            "run",
+            "--manager",
+            &m.addr,
+            "--token",
+            "s3cret",
+            "--",
+            "echo with-token",
+        ])
+        .await;
+    assert_eq!(
+        (out.code(), out.stdout.as_str()),
+        (Some(0), "with-token\n"),
+        "{out:?}"
+    );
+}

@@ -1,0 +1,307 @@
+//! Tasks on a manager and an agent: launch and kill (the whole process tree
+//! goes), an agent killed with `-9` and restarted (tasks survive, final
+//! states are not lost), and malformed scheduler requests.
+
+use strata_proto::pb;
+use strata_sdk::TaskState;
+
+use crate::harness::{
+    Env, Fw, LONG, ManagerSpec, Raw, framework_config, pid_alive, proc_comm, raw_framework,
+    raw_task, resource, shell_task, wait_for, wait_until,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_and_kill() {
+    let env = Env::new("launch-kill");
+    let m = env.start_manager(ManagerSpec::default()).await;
+    let agent = env.start_agent(&m.addr, &env.path("agent"), None).await;
+    m.wait_registered_agents(1).await;
+
+    let mut fw = Fw::subscribe(framework_config(&m.addr, "launch-and-kill")).await;
+    fw.launch(vec![
+        shell_task("sleeper", "sleep 1000"),
+        shell_task("tree", "sleep 1000 & sleep 1000"),
+    ])
+    .await;
+    fw.wait_state("sleeper", TaskState::TaskRunning).await;
+    fw.wait_state("tree", TaskState::TaskRunning).await;
+
+    // The agent reports the task's pid, a live `sleep` with the task's env.
+    let pid = agent.task_pid("sleeper").await;
+    assert!(pid_alive(pid));
+    assert_eq!(proc_comm(pid), "sleep");
+    assert_eq!(env.task_processes("sleeper"), vec![pid]);
+    let view = m.task("sleeper").await.expect("sleeper in the state");
+    assert_eq!(view.state, "TASK_RUNNING");
+
+    // Both sleeps of the tree (the shell may or may not stay around).
+    let tree = wait_for("both sleeps of the tree task", LONG, async || {
+        let procs = env.task_processes("tree");
+        let sleeps = procs.iter().filter(|&&p| proc_comm(p) == "sleep").count();
+        (sleeps == 2).then_some(procs)
+    })
+    .await;
+
+    fw.handle
+        .kill("sleeper".into(), None)
+        .await
+        .expect("kill sleeper");
+    let killed = fw.wait_state("sleeper", TaskState::TaskKilled).await;
+    assert_eq!(killed.agent_id.as_ref().map(|a| a.as_str().to_owned()), Some(
+        m.state().await.agents[0].id.clone()
+    ));
+    wait_until("the sleeper process to die", LONG, async || !pid_alive(pid)).await;
+    // The tree is untouched by the other kill.
+    assert!(tree.iter().all(|&p| pid_alive(p)), "tree: {tree:?}");
+
+    fw.handle.kill("tree".into(), None).await.expect("kill tree");
+    fw.wait_state("tree", TaskState::TaskKilled).await;
+    wait_until("every process of the tree to die", LONG, async || {
+        tree.iter().all(|&p| !pid_alive(p)) && env.task_processes("tree").is_empty()
+    })
+    .await;
+
+    // The state API no longer lists them as running.
+    wait_until("the killed tasks to leave the active list", LONG, async || {
+        let s = m.state().await;
+        s.tasks
+            .iter()
+            .all(|t| t.state != "TASK_RUNNING" || (t.id != "sleeper" && t.id != "tree"))
+    })
+    .await;
+    fw.handle.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_kill9_and_restart() {
+    let env = Env::new("agent-kill9");
+    // The agent is down for a few seconds only: not long enough to be
+    // marked unreachable.
+    let m = env
+        .start_manager(ManagerSpec {
+            agent_timeout: "30s".into(),
+            ..Default::default()
+        })
+        .await;
+    let agent_dir = env.path("agent");
+    let mut agent = env.start_agent(&m.addr, &agent_dir, None).await;
+    let agent_id = m.wait_registered_agents(1).await[0].id.clone();
+
+    let mut fw = Fw::subscribe(framework_config(&m.addr, "agent-kill9")).await;
+    fw.launch(vec![
+        shell_task("long", "sleep 1000"),
+        shell_task("short", "sleep 2"),
+    ])
+    .await;
+    fw.wait_state("long", TaskState::TaskRunning).await;
+    fw.wait_state("short", TaskState::TaskRunning).await;
+    let long_pid = agent.task_pid("long").await;
+    let short_pid = agent.task_pid("short").await;
+    assert!(
+        pid_alive(short_pid),
+        "the short task ended before the agent was killed: the test is too slow"
+    );
+
+    agent.proc.kill9();
+    assert!(pid_alive(long_pid), "the long task died with its agent");
+    wait_until(
+        "the short task to end while its agent is down",
+        LONG,
+        async || !pid_alive(short_pid),
+    )
+    .await;
+    assert!(pid_alive(long_pid), "the long task died while its agent was down");
+    assert!(
+        !fw.states_of("short").contains(&TaskState::TaskFinished),
+        "TASK_FINISHED before the agent came back: {:?}",
+        fw.states_of("short")
+    );
+
+    let _agent = env.start_agent(&m.addr, &agent_dir, None).await;
+    let finished = fw.wait_state("short", TaskState::TaskFinished).await;
+    assert_eq!(finished.exit_code, Some(0), "{finished:?}");
+
+    let agents = m.wait_registered_agents(1).await;
+    assert_eq!(agents[0].id, agent_id, "the agent came back under another id");
+    wait_until("the long task RUNNING on the same agent", LONG, async || {
+        let s = m.state().await;
+        s.agents.len() == 1
+            && s
+                .tasks
+                .iter()
+                .any(|t| t.id == "long" && t.state == "TASK_RUNNING" && t.agent_id == agent_id)
+    })
+    .await;
+    assert!(pid_alive(long_pid));
+
+    fw.handle.kill("long".into(), None).await.expect("kill");
+    fw.wait_state("long", TaskState::TaskKilled).await;
+    wait_until("the long task's process to die", LONG, async || {
+        !pid_alive(long_pid)
+    })
+    .await;
+    for bad in [
+        TaskState::TaskLost,
+        TaskState::TaskUnreachable,
+        TaskState::TaskGone,
+        TaskState::TaskFailed,
+    ] {
+        assert!(
+            !fw.states_of("long").contains(&bad),
+            "long: {:?}",
+            fw.states_of("long")
+        );
+    }
+    fw.handle.teardown().await.expect("teardown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let env = Env::new("bad-requests");
+    let m = env.start_manager(ManagerSpec::default()).await;
+    let _agent = env.start_agent(&m.addr, &env.path("agent"), None).await;
+    m.wait_registered_agents(1).await;
+
+    // Another protocol version is refused, saying so.
+    let refused = Raw::subscribe(
+        &m.addr,
+        pb::SubscribeRequest {
+            protocol_version: 99,
+            framework: Some(raw_framework("future")),
+            demand: vec![],
+            suppressed: false,
+        },
+    )
+    .await
+    .err()
+    .expect("protocol version 99 was accepted");
+    assert!(
+        refused.message().contains("99") && refused.message().contains("version"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+
+    let mut fw = Raw::subscribe(
+        &m.addr,
+        pb::SubscribeRequest {
+            protocol_version: strata_proto::PROTOCOL_VERSION,
+            framework: Some(raw_framework("bad-requests")),
+            demand: vec![],
+            suppressed: false,
+        },
+    )
+    .await
+    .expect("subscribe");
+    let small = || vec![resource("cpus", 0.1), resource("mem", 32.0)];
+
+    // An unknown offer: the task is dropped.
+    fw.accept(
+        vec!["no-such-offer".into()],
+        vec![raw_task("t-dropped", "true", small())],
+    )
+    .await
+    .expect("accept");
+    let s = fw.wait_state("t-dropped", pb::TaskState::TaskDropped).await;
+    assert_eq!(s.reason, pb::Reason::InvalidOffers as i32, "{s:?}");
+    assert!(s.message.contains("no-such-offer"), "{s:?}");
+
+    // More than the offer holds.
+    let offer = fw.next_offer().await;
+    fw.accept(
+        vec![offer.offer_id.clone()],
+        vec![raw_task(
+            "t-big",
+            "true",
+            vec![resource("cpus", 100.0), resource("mem", 32.0)],
+        )],
+    )
+    .await
+    .expect("accept");
+    let s = fw.wait_state("t-big", pb::TaskState::TaskError).await;
+    assert_eq!(s.reason, pb::Reason::TaskInvalid as i32, "{s:?}");
+    assert!(!s.message.is_empty(), "{s:?}");
+
+    // A task id already in use.
+    let offer = fw.next_offer().await;
+    fw.accept(
+        vec![offer.offer_id.clone()],
+        vec![raw_task("t-dup", "sleep 1000", small())],
+    )
+    .await
+    .expect("accept");
+    fw.wait_state("t-dup", pb::TaskState::TaskRunning).await;
+    let offer = fw.next_offer().await;
+    fw.accept(
+        vec![offer.offer_id.clone()],
+        vec![raw_task("t-dup", "true", small())],
+    )
+    .await
+    .expect("accept");
+    let s = fw.wait_state("t-dup", pb::TaskState::TaskError).await;
+    assert!(s.message.contains("already in use"), "{s:?}");
+    // The first t-dup is unharmed.
+    let view = m.task("t-dup").await.expect("t-dup in the state");
+    assert_eq!(view.state, "TASK_RUNNING", "{view:?}");
+
+    // A resource nobody knows, and a NaN.
+    let offer = fw.next_offer().await;
+    fw.accept(
+        vec![offer.offer_id.clone()],
+        vec![
+            raw_task(
+                "t-gpu",
+                "true",
+                vec![
+                    resource("cpus", 0.1),
+                    resource("mem", 32.0),
+                    resource("gpus", 1.0),
+                ],
+            ),
+            raw_task(
+                "t-nan",
+                "true",
+                vec![resource("cpus", f64::NAN), resource("mem", 32.0)],
+            ),
+        ],
+    )
+    .await
+    .expect("accept");
+    let s = fw.wait_state("t-gpu", pb::TaskState::TaskError).await;
+    assert!(s.message.contains("gpus"), "{s:?}");
+    let s = fw.wait_state("t-nan", pb::TaskState::TaskError).await;
+    assert!(!s.message.is_empty(), "{s:?}");
+    assert!(
+        s.message.contains("cpus") || s.message.to_lowercase().contains("nan"),
+        "{s:?}"
+    );
+
+    // None of it stuck: a valid task runs, on the same subscription.
+    let offer = fw.next_offer().await;
+    fw.accept(
+        vec![offer.offer_id.clone()],
+        vec![raw_task("t-ok", "echo ok", small())],
+    )
+    .await
+    .expect("accept");
+    let s = fw.wait_state("t-ok", pb::TaskState::TaskFinished).await;
+    assert_eq!(s.exit_code, Some(0), "{s:?}");
+    let state = m.state().await;
+    for refused in ["t-dropped", "t-big", "t-gpu", "t-nan"] {
+        assert!(
+            !state.tasks.iter().any(|t| t.id == refused),
+            "{refused} holds resources: {:#?}",
+            state.tasks
+        );
+    }
+
+    fw.call(pb::call::Call::Kill(pb::call::Kill {
+        task_id: "t-dup".into(),
+        agent_id: String::new(),
+    }))
+    .await
+    .expect("kill");
+    fw.wait_state("t-dup", pb::TaskState::TaskKilled).await;
+    fw.call(pb::call::Call::Teardown(pb::call::Teardown {}))
+        .await
+        .expect("teardown");
+}
