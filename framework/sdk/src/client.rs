@@ -62,6 +62,8 @@ pub(crate) struct State {
     /// when the connection is lost.
     pub(crate) offers: HashMap<OfferId, AgentId>,
     pub(crate) torn_down: bool,
+    /// A teardown call is in flight.
+    pub(crate) tearing_down: bool,
 }
 
 impl Shared {
@@ -289,6 +291,7 @@ impl Scheduler {
                 suppressed: config.suppressed && config.demand.is_empty(),
                 offers: HashMap::new(),
                 torn_down: false,
+                tearing_down: false,
             }),
             dedup: Mutex::new(UuidCache::new(config.dedup_capacity)),
             config,
@@ -517,9 +520,17 @@ impl SchedulerHandle {
     /// Removes the framework: the manager kills its tasks and forgets it.
     /// The event stream then ends, and every later call fails.
     pub async fn teardown(&self) -> Result<(), SdkError> {
-        self.shared
+        // Mark the teardown first: the manager closes the stream as it
+        // answers, and the driver must not take that for a lost connection.
+        self.shared.state().tearing_down = true;
+        let result = self
+            .shared
             .call("teardown", C::Teardown(pb::call::Teardown {}))
-            .await?;
+            .await;
+        if let Err(e) = result {
+            self.shared.state().tearing_down = false;
+            return Err(e);
+        }
         {
             let mut st = self.shared.state();
             st.torn_down = true;

@@ -114,10 +114,13 @@ impl Driver {
                 Err(Stop) => return,
             };
             drop(stream);
-            let framework_id = {
+            let (framework_id, tearing_down) = {
                 let st = self.shared.state();
-                st.framework_id.clone()
+                (st.framework_id.clone(), st.tearing_down || st.torn_down)
             };
+            if tearing_down {
+                return;
+            }
             tracing::warn!(%framework_id, %reason, "lost the connection to the manager");
             let outstanding: Vec<OfferId> = {
                 let mut st = self.shared.state();

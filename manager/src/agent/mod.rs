@@ -86,7 +86,7 @@
 //!
 //! [`spawn`] reads `meta/` before it connects: the agent id, and for each
 //! task its info, latest state, queue, container and kill (see
-//! [`recovery`]). Tasks whose supervisor still runs are supervised again;
+//! the `recovery` module). Tasks whose supervisor still runs are supervised again;
 //! tasks that ended while the agent was down get their final update; tasks
 //! whose checkpoint is unreadable are reported `TASK_FAILED`. The agent then
 //! registers with its id and every task it holds, so a task's final state
@@ -146,6 +146,15 @@ impl AgentHandle {
     /// The agent id, once the manager assigned one (kept while disconnected).
     pub fn agent_id(&self) -> Option<AgentId> {
         self.shared.link.borrow().agent_id.clone()
+    }
+
+    /// The tasks the agent holds (as `GET /v1/tasks` shows them).
+    pub fn tasks(&self) -> Vec<TaskSummary> {
+        self.shared
+            .tasks
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the agent is registered on its current stream.
@@ -311,7 +320,9 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         attributes: config.attributes.clone(),
         task_user: config.task_user.clone(),
         retry: updates::RetryPolicy::new(config.status_retry),
-        heartbeat_interval: config.heartbeat_interval.max(Duration::from_millis(10)),
+        heartbeat_interval: config
+            .heartbeat_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(3600)),
     };
     let core = Core::new(
         settings,
@@ -324,17 +335,23 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(1024);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(core.run(
-        events_rx,
-        shutdown_rx.clone(),
-        config.poll_interval,
-    )));
+    tasks.push(tokio::spawn(
+        core.run(
+            events_rx,
+            shutdown_rx.clone(),
+            config
+                .poll_interval
+                .clamp(Duration::from_millis(5), Duration::from_secs(10)),
+        ),
+    ));
     tasks.push(tokio::spawn(link::run(
         link::LinkSettings {
             endpoint,
             manager: config.manager.clone(),
             authorization,
-            first_backoff: config.reconnect_backoff,
+            first_backoff: config
+                .reconnect_backoff
+                .clamp(Duration::from_millis(1), link::MAX_BACKOFF),
         },
         events_tx,
         shutdown_rx.clone(),
@@ -342,7 +359,9 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     tasks.push(tokio::spawn(gc::run(
         shared.clone(),
         config.sandbox_retention,
-        config.gc_interval,
+        config
+            .gc_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(24 * 3600)),
         shutdown_rx.clone(),
     )));
     let app = http::router(shared.clone());

@@ -19,7 +19,7 @@
 use super::checkpoint::{self, list_dirs, read_json};
 use super::containerizer::ContainerRecord;
 use super::core::{KillState, Task, TaskKey};
-use super::kill::resumed_escalation;
+use super::kill::{kill_grace, resumed_escalation};
 use super::layout::{Layout, files};
 use super::supervisor::{LaunchSpec, read_pid};
 use super::task;
@@ -27,7 +27,6 @@ use super::updates::UpdateQueue;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::time::Duration;
 use strata_proto::ids::AgentId;
 use strata_proto::pb::{self, Reason, TaskState};
 use tracing::{error, info, warn};
@@ -120,7 +119,7 @@ fn recover_task(
     task.queue = UpdateQueue::new(pending);
     if let Some(k) = &r.kill {
         let reason = Reason::from_str_name(&k.reason).unwrap_or(Reason::KilledByFramework);
-        let grace = Duration::from_secs_f64(k.grace_seconds.clamp(0.0, 86_400.0));
+        let grace = kill_grace(Some(k.grace_seconds), None);
         task.kill = Some(KillState {
             reason,
             escalation: resumed_escalation(k.requested_at, grace),

@@ -409,8 +409,9 @@ fn cleanup(pgid: i32, cgroup: Option<&Path>) {
     }
 }
 
-/// Copies a local URI (`/path` or `file:///path`) into the sandbox, owned by
-/// the task's user.
+/// Copies a local URI (`/path` or `file:///path`) into the sandbox. With a
+/// task user the copy runs as that user (`/bin/cp` with dropped
+/// privileges), so a task can only fetch what its user may read.
 fn fetch(uri: &str, spec: &LaunchSpec) -> std::io::Result<()> {
     let path = match uri.strip_prefix("file://") {
         Some(p) => p,
@@ -426,12 +427,36 @@ fn fetch(uri: &str, spec: &LaunchSpec) -> std::io::Result<()> {
     let name = src.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "the URI names no file")
     })?;
-    let dest = spec.sandbox.join(name);
-    fs::copy(src, &dest)?;
-    if let Some(u) = &spec.user {
-        std::os::unix::fs::chown(&dest, Some(u.uid), Some(u.gid))?;
+    let Some(user) = &spec.user else {
+        fs::copy(src, spec.sandbox.join(name))?;
+        return Ok(());
+    };
+    let groups: Vec<libc::gid_t> = user.groups.iter().map(|g| *g as libc::gid_t).collect();
+    let ids = (user.uid as libc::uid_t, user.gid as libc::gid_t, groups);
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let mut cmd = Command::new("/bin/cp");
+    cmd.arg("--")
+        .arg(src)
+        .arg(Path::new(".").join(name))
+        .current_dir(&spec.sandbox)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: as for the task: only system calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || child_setup(None, Some(&ids), parent));
     }
-    Ok(())
+    let out = cmd.output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} ({})",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.status
+        )))
+    }
 }
 
 #[cfg(test)]

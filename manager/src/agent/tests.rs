@@ -581,17 +581,37 @@ async fn tasks_run_as_nobody_under_root() {
     let mut conn = mgr.conn().await;
     conn.register().await;
     conn.registered("agent-1");
-    conn.run("fw", shell_task("who", "id -u; echo x > written"));
+    use std::os::unix::fs::PermissionsExt;
+    let readable = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+    std::fs::write(readable.path(), b"fetched\n").unwrap();
+    std::fs::set_permissions(readable.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = tempfile::NamedTempFile::new_in("/tmp").unwrap(); // 0600, root's
+    let name = readable
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut task = shell_task("who", &format!("id -u; echo x > written; cat {name}"));
+    let uri = format!("file://{}", readable.path().display());
+    task.command.as_mut().unwrap().uris = vec![uri];
+    conn.run("fw", task);
     let s = conn.expect("who", TaskState::TaskFinished).await;
+    conn.ack("fw", &s);
+    let mut task = shell_task("thief", "true");
+    let uri = secret.path().display().to_string();
+    task.command.as_mut().unwrap().uris = vec![uri];
+    conn.run("fw", task);
+    let s = conn.expect("thief", TaskState::TaskFailed).await;
+    assert!(s.message.starts_with("cannot fetch"), "{s:?}");
     conn.ack("fw", &s);
     let layout = Layout::new(dir.path().canonicalize().unwrap());
     let sandbox = layout.sandbox_dir("fw", "who");
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     assert_eq!(
-        std::fs::read_to_string(sandbox.join("stdout"))
-            .unwrap()
-            .trim(),
-        nobody.uid.to_string()
+        std::fs::read_to_string(sandbox.join("stdout")).unwrap(),
+        format!("{}\nfetched\n", nobody.uid)
     );
     assert!(sandbox.join("written").exists());
     agent.shutdown().await;

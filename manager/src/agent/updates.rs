@@ -20,9 +20,10 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Starts at `first`, doubles up to 30 times `first`.
+    /// Starts at `first` (between 1 ms and 1 h), doubles up to 30 times
+    /// `first`.
     pub fn new(first: Duration) -> Self {
-        let first = first.max(Duration::from_millis(1));
+        let first = first.clamp(Duration::from_millis(1), Duration::from_secs(3600));
         RetryPolicy {
             first,
             max: first.saturating_mul(30),

@@ -412,10 +412,20 @@ impl<'p, 'a> CycleState<'p, 'a> {
             }
             // Cheap scalar check first; ports and constraints only if it passes.
             let taken = self.agent_taken.get(&a);
-            let free_of = |t: Scalar, al: Scalar, tk: Option<Scalar>| t.saturating_sub(al).saturating_sub(tk.unwrap_or_default());
-            if free_of(agent.total.cpus, agent.allocated.cpus, taken.map(|t| t.cpus)) < want.cpus
+            let free_of = |t: Scalar, al: Scalar, tk: Option<Scalar>| {
+                t.saturating_sub(al).saturating_sub(tk.unwrap_or_default())
+            };
+            if free_of(
+                agent.total.cpus,
+                agent.allocated.cpus,
+                taken.map(|t| t.cpus),
+            ) < want.cpus
                 || free_of(agent.total.mem, agent.allocated.mem, taken.map(|t| t.mem)) < want.mem
-                || free_of(agent.total.disk, agent.allocated.disk, taken.map(|t| t.disk)) < want.disk
+                || free_of(
+                    agent.total.disk,
+                    agent.allocated.disk,
+                    taken.map(|t| t.disk),
+                ) < want.disk
             {
                 continue;
             }
@@ -433,7 +443,9 @@ impl<'p, 'a> CycleState<'p, 'a> {
             if !plain {
                 let placed_here = fw.tasks_per_agent.get(&a).copied().unwrap_or(0)
                     + self.fw_agent_count.get(&(f, a)).copied().unwrap_or(0);
-                if !constraints::allows(&ask.constraints, agent, placed_here, |other| self.count_on_value(f, other)) {
+                if !constraints::allows(&ask.constraints, agent, placed_here, |other| {
+                    self.count_on_value(f, other)
+                }) {
                     continue;
                 }
             }

@@ -462,7 +462,10 @@ impl Master {
             if let Some(p) = offered_ports.get(&t.agent)
                 && p.difference(&t.resources.ports) != *p
             {
-                return Err(format!("ports of task {} are also offered", t.status.task_id));
+                return Err(format!(
+                    "ports of task {} are also offered",
+                    t.status.task_id
+                ));
             }
         }
         Ok(())

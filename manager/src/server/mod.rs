@@ -421,10 +421,15 @@ fn carry_out(routes: &mut Routes, action: Action) {
             }
         }
         Action::CloseStream { framework, stream } => {
-            if routes.frameworks.get(&framework).is_some_and(|(s, _)| *s == stream)
+            if routes
+                .frameworks
+                .get(&framework)
+                .is_some_and(|(s, _)| *s == stream)
                 && let Some((_, tx)) = routes.frameworks.remove(&framework)
             {
-                let _ = tx.try_send(Err(tonic::Status::aborted("framework failed over or was removed")));
+                let _ = tx.try_send(Err(tonic::Status::aborted(
+                    "framework failed over or was removed",
+                )));
             }
         }
     }
