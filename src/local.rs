@@ -89,6 +89,18 @@ pub fn split_machine(machine: &Resources, n: usize) -> Vec<Resources> {
         .collect()
 }
 
+/// The name of the user running this process.
+fn current_user() -> String {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return "root".to_owned();
+    }
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "nobody".to_owned())
+}
+
 impl LocalCluster {
     /// Starts the manager, then the agents, and waits until every agent has
     /// registered.
@@ -118,6 +130,9 @@ impl LocalCluster {
             if let Some(s) = &opts.supervisor {
                 cfg.supervisor = s.clone();
             }
+            // A local cluster runs tasks as the user who started it (an
+            // agent of a real cluster, run as root, uses `nobody`).
+            cfg.task_user = Some(current_user());
             let handle = agent::spawn(cfg)
                 .await
                 .map_err(|source| LocalError::Agent { index: i, source })?;

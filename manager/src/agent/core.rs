@@ -482,11 +482,7 @@ impl Core {
         let Some(t) = self.tasks.remove(key) else {
             return;
         };
-        if let Some(record) = &t.container {
-            match record {
-                ContainerRecord::Process { .. } => self.process.cleanup(record),
-            }
-        }
+        // The container was cleaned up when the terminal update was made.
         if let Some(dir) = &t.meta_dir
             && let Err(e) = fs::remove_dir_all(dir)
             && e.kind() != std::io::ErrorKind::NotFound

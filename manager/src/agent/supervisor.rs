@@ -15,11 +15,11 @@
 //!    re-parented to it and reaped, and writes `supervisor.pid` next to
 //!    `launch.json`;
 //! 2. copies the task's local URIs (`/path` or `file:///path`) into the
-//!    sandbox;
+//!    sandbox (as the task's user, so it fetches only what that user may read);
 //! 3. starts the command in its own process group, in the sandbox, with
 //!    `stdout`/`stderr` appended to the sandbox files of those names, inside
 //!    the task's cgroup when there is one, as the task's user when one is
-//!    given (dropping supplementary groups, gid then uid), with a parent-death
+//!    given (its groups, then gid, then uid), with a parent-death
 //!    signal of SIGKILL; then writes `task.pid` (the pid is also the process
 //!    group the agent signals to kill the task);
 //! 4. waits for the command, reaping every other child meanwhile; when the
@@ -172,9 +172,10 @@ pub fn main(args: Vec<String>) -> i32 {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    // SAFETY: plain syscalls with no memory arguments.
+    // Orphaned descendants of the task come to us, to be reaped and killed.
+    // (No terminal can send SIGHUP: the agent started us with setsid.)
+    // SAFETY: a plain system call with no memory arguments.
     unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
     }
     let me = std::process::id();

@@ -21,6 +21,7 @@
 
 pub mod constraints;
 pub mod drf;
+pub mod preemption;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BinaryHeap;

@@ -25,6 +25,7 @@ fn thousand_agents_with_faults_lose_nothing() {
         let report = Sim::new(cfg)
             .and_then(Sim::run)
             .unwrap_or_else(|e| panic!("{e}\nreplay with STRATA_SIM_SEED={seed}"));
+        eprintln!("seed {seed}: {report:?}");
         assert!(
             report.launched > 5_000,
             "seed {seed}: too little work: {report:?}"
