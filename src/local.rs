@@ -151,11 +151,21 @@ impl LocalCluster {
         self.manager.address()
     }
 
-    /// Stops the agents, then the manager.
+    /// Stops the agents (their tasks keep running under their supervisors
+    /// and are recovered by the next agent on the same work dir), then the
+    /// manager.
     pub async fn shutdown(self) {
         for a in self.agents {
             a.shutdown().await;
         }
+        self.manager.shutdown().await;
+    }
+
+    /// Stops everything: kills every task (waiting up to `wait`), then
+    /// stops the agents and the manager.
+    pub async fn shutdown_with_tasks(self, wait: Duration) {
+        let stops = self.agents.into_iter().map(|a| a.shutdown_with_tasks(wait));
+        futures::future::join_all(stops).await;
         self.manager.shutdown().await;
     }
 }

@@ -344,9 +344,9 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
     println!("  discovery file {}", path.display());
     println!("Client commands (strata run, strata status) now find this cluster. Ctrl-C stops it.");
     wait_for_signal().await;
-    eprintln!("stopping the local cluster");
+    eprintln!("stopping the local cluster and its tasks");
     discovery::remove_if_ours();
-    cluster.shutdown().await;
+    cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
     Ok(ExitCode::SUCCESS)
 }
 

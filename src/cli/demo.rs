@@ -64,7 +64,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     eprintln!("cluster up in {:?}: manager at {address}", t0.elapsed());
 
     let result = run_tasks(&address, a.tasks).await;
-    cluster.shutdown().await;
+    cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
     let _ = std::fs::remove_dir_all(&dir);
     let ran = result?;
 

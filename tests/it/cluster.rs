@@ -26,11 +26,17 @@ async fn launch_and_kill() {
     fw.wait_state("sleeper", TaskState::TaskRunning).await;
     fw.wait_state("tree", TaskState::TaskRunning).await;
 
-    // The agent reports the task's pid, a live `sleep` with the task's env.
+    // The agent reports the task's pid: the task's shell (or its `sleep`),
+    // which carries the task's environment.
     let pid = agent.task_pid("sleeper").await;
     assert!(pid_alive(pid));
-    assert_eq!(proc_comm(pid), "sleep");
-    assert_eq!(env.task_processes("sleeper"), vec![pid]);
+    let sleeper = wait_for("the sleep of the sleeper task", LONG, async || {
+        let procs = env.task_processes("sleeper");
+        let sleeps = procs.iter().filter(|&&p| proc_comm(p) == "sleep").count();
+        (sleeps == 1).then_some(procs)
+    })
+    .await;
+    assert!(sleeper.contains(&pid), "{pid} not in {sleeper:?}");
     let view = m.task("sleeper").await.expect("sleeper in the state");
     assert_eq!(view.state, "TASK_RUNNING");
 
@@ -50,7 +56,10 @@ async fn launch_and_kill() {
     assert_eq!(killed.agent_id.as_ref().map(|a| a.as_str().to_owned()), Some(
         m.state().await.agents[0].id.clone()
     ));
-    wait_until("the sleeper process to die", LONG, async || !pid_alive(pid)).await;
+    wait_until("the sleeper's processes to die", LONG, async || {
+        sleeper.iter().all(|&p| !pid_alive(p)) && env.task_processes("sleeper").is_empty()
+    })
+    .await;
     // The tree is untouched by the other kill.
     assert!(tree.iter().all(|&p| pid_alive(p)), "tree: {tree:?}");
 

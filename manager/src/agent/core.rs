@@ -80,6 +80,8 @@ pub(crate) enum CoreEvent {
     },
     /// Stream `epoch` ended.
     Disconnected { epoch: u64 },
+    /// Kill every task (a local cluster stopping with its tasks).
+    KillAll { reason: Reason },
 }
 
 /// A kill in progress.
@@ -236,6 +238,12 @@ impl Core {
 
     fn handle(&mut self, ev: CoreEvent) {
         match ev {
+            CoreEvent::KillAll { reason } => {
+                let keys: Vec<TaskKey> = self.tasks.keys().cloned().collect();
+                for (framework_id, task_id) in keys {
+                    self.kill_task(&framework_id, &task_id, None, reason);
+                }
+            }
             CoreEvent::Connecting { epoch, tx } => {
                 let register = self.register_message();
                 let _ = tx.send(register);

@@ -135,6 +135,7 @@ pub struct AgentHandle {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    events: mpsc::Sender<self::core::CoreEvent>,
 }
 
 impl AgentHandle {
@@ -184,6 +185,28 @@ impl AgentHandle {
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| AgentError::RegistrationTimeout { waited: timeout })?
+    }
+
+    /// Kills every task (SIGTERM, then SIGKILL after its grace), waits up
+    /// to `wait` for them to end, then stops the agent. Used when a local
+    /// cluster stops as a whole; a real agent's stop keeps its tasks.
+    pub async fn shutdown_with_tasks(self, wait: Duration) {
+        let reason = strata_proto::pb::Reason::AgentRemoved;
+        if self.events.send(self::core::CoreEvent::KillAll { reason }).await.is_ok() {
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut delay = Duration::from_millis(20);
+            while tokio::time::Instant::now() < deadline {
+                let active = self.tasks().iter().any(|t| {
+                    strata_proto::pb::TaskState::from_str_name(&t.state).is_some_and(|s| !s.is_terminal())
+                });
+                if !active {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+        }
+        self.shutdown().await;
     }
 
     /// Stops the agent: the link, the API and the GC stop; tasks keep
@@ -334,6 +357,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (events_tx, events_rx) = mpsc::channel(1024);
+    let kill_tx = events_tx.clone();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(
         core.run(
@@ -382,6 +406,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         shared,
         shutdown,
         tasks,
+        events: kill_tx,
     })
 }
 
