@@ -14,6 +14,8 @@
 //! else the discovery file `strata local` writes
 //! (`$STRATA_HOME/local.json`), else `127.0.0.1:5050` ([`discovery`]).
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod discovery;
 pub mod http;

@@ -5,3 +5,5 @@
 //! stages of tasks. The batch engine is the next piece of work after the
 //! cluster kernel; this crate holds its place in the crate graph
 //! (`strata-sdk ← strata-framework ← strata-jobs`).
+
+#![warn(missing_docs)]

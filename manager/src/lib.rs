@@ -25,6 +25,8 @@
 //!
 //! The manager never depends on DataFusion: it stays small and fast to build.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod allocator;
 pub mod api;

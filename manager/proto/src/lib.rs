@@ -19,6 +19,8 @@
 //! The protocol is versioned by [`PROTOCOL_VERSION`], checked in every
 //! handshake (framework subscription and agent registration).
 
+#![warn(missing_docs)]
+
 pub mod class;
 pub mod ids;
 pub mod resources;
