@@ -21,7 +21,11 @@ const FRAMEWORKS: usize = 100;
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map(|p| p * 4096)
         .unwrap_or(0)
 }
@@ -33,8 +37,13 @@ fn register(m: &mut Master, now: u64, i: usize) -> String {
         info: Some(pb::AgentInfo {
             hostname: format!("host{i}"),
             address: format!("10.{}.{}.{}:5051", i / 65536, (i / 256) % 256, i % 256),
-            resources: Resources::parse("cpus:16;mem:65536;disk:100000;ports:[31000-32000]").unwrap().to_proto(false),
-            attributes: vec![pb::Attribute { name: "rack".into(), value: format!("r{}", i % 50) }],
+            resources: Resources::parse("cpus:16;mem:65536;disk:100000;ports:[31000-32000]")
+                .unwrap()
+                .to_proto(false),
+            attributes: vec![pb::Attribute {
+                name: "rack".into(),
+                value: format!("r{}", i % 50),
+            }],
         }),
         tasks: vec![],
     };
@@ -56,7 +65,11 @@ fn subscribe(m: &mut Master, now: u64, i: usize) -> Fw {
                 framework: Some(pb::FrameworkInfo {
                     name: format!("fw{i}"),
                     role: format!("role{}", i % 10),
-                    default_class: if i.is_multiple_of(4) { "service".into() } else { "batch".into() },
+                    default_class: if i.is_multiple_of(4) {
+                        "service".into()
+                    } else {
+                        "batch".into()
+                    },
                     ..Default::default()
                 }),
                 demand: vec![],
@@ -64,7 +77,11 @@ fn subscribe(m: &mut Master, now: u64, i: usize) -> Fw {
             },
         )
         .unwrap();
-    Fw { id: id.to_string(), stream: stream.to_string(), next: 0 }
+    Fw {
+        id: id.to_string(),
+        stream: stream.to_string(),
+        next: 0,
+    }
 }
 
 fn shape(i: usize) -> Resources {
@@ -76,16 +93,34 @@ fn shape(i: usize) -> Resources {
 }
 
 fn envelope(f: &Fw, c: call::Call) -> pb::Call {
-    pb::Call { framework_id: f.id.clone(), stream_id: f.stream.clone(), call: Some(c) }
+    pb::Call {
+        framework_id: f.id.clone(),
+        stream_id: f.stream.clone(),
+        call: Some(c),
+    }
 }
 
 /// Accepts every offer in the actions with tasks of the framework's shape;
 /// returns (agent, framework index, task id) of launched tasks.
-fn accept_all(m: &mut Master, now: u64, fws: &mut [Fw], actions: Vec<Action>, launched: &mut Vec<(String, usize, String)>) {
-    let index: std::collections::HashMap<String, usize> = fws.iter().enumerate().map(|(i, f)| (f.id.clone(), i)).collect();
+fn accept_all(
+    m: &mut Master,
+    now: u64,
+    fws: &mut [Fw],
+    actions: Vec<Action>,
+    launched: &mut Vec<(String, usize, String)>,
+) {
+    let index: std::collections::HashMap<String, usize> = fws
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.id.clone(), i))
+        .collect();
     for a in actions {
-        let Action::ToFramework { framework, event } = a else { continue };
-        let Some(pb::event::Event::Offers(o)) = event.event else { continue };
+        let Action::ToFramework { framework, event } = a else {
+            continue;
+        };
+        let Some(pb::event::Event::Offers(o)) = event.event else {
+            continue;
+        };
         let fi = index[framework.as_str()];
         for offer in o.offers {
             let res = Resources::from_proto(&offer.resources).unwrap();
@@ -99,14 +134,22 @@ fn accept_all(m: &mut Master, now: u64, fws: &mut [Fw], actions: Vec<Action>, la
                 tasks.push(pb::TaskInfo {
                     task_id: tid,
                     resources: s.to_proto(false),
-                    command: Some(pb::CommandInfo { value: "true".into(), shell: true, ..Default::default() }),
+                    command: Some(pb::CommandInfo {
+                        value: "true".into(),
+                        shell: true,
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 });
             }
             let c = call::Call::Accept(call::Accept {
                 offer_ids: vec![offer.offer_id],
-                operations: vec![call::Operation { operation: Some(call::operation::Operation::Launch(call::Launch { tasks })) }],
-                filters: Some(pb::Filters { refuse_seconds: Some(0.0) }),
+                operations: vec![call::Operation {
+                    operation: Some(call::operation::Operation::Launch(call::Launch { tasks })),
+                }],
+                filters: Some(pb::Filters {
+                    refuse_seconds: Some(0.0),
+                }),
             });
             m.call(now, envelope(&fws[fi], c)).unwrap();
         }
@@ -137,7 +180,10 @@ fn main() {
     let per_fw_per_cycle: u32 = 10;
     let base_rss = rss_bytes();
 
-    let mut m = Master::new(MasterConfig { instance: "bench".into(), ..MasterConfig::default() });
+    let mut m = Master::new(MasterConfig {
+        instance: "bench".into(),
+        ..MasterConfig::default()
+    });
     let mut now = 1_000_000u64;
     let t0 = Instant::now();
     for i in 0..AGENTS {
@@ -145,15 +191,31 @@ fn main() {
     }
     let mut fws: Vec<Fw> = (0..FRAMEWORKS).map(|i| subscribe(&mut m, now, i)).collect();
     m.drain_actions();
-    println!("setup: {AGENTS} agents, {FRAMEWORKS} frameworks in {:?}", t0.elapsed());
+    println!(
+        "setup: {AGENTS} agents, {FRAMEWORKS} frameworks in {:?}",
+        t0.elapsed()
+    );
 
     // Fill the cluster to about 60% so cycles run on a busy cluster.
     let mut running: Vec<(String, usize, String)> = Vec::new();
     let fill_target = (AGENTS as f64 * 16.0 * 0.6) as usize;
     while running.len() < fill_target * 2 / 3 {
         for (i, f) in fws.iter().enumerate() {
-            let ask = pb::Ask { priority_class: if i.is_multiple_of(4) { "service".into() } else { "batch".into() }, resources: shape(i).to_proto(false), count: 500, ..Default::default() };
-            m.call(now, envelope(f, call::Call::Demand(call::Demand { asks: vec![ask] }))).unwrap();
+            let ask = pb::Ask {
+                priority_class: if i.is_multiple_of(4) {
+                    "service".into()
+                } else {
+                    "batch".into()
+                },
+                resources: shape(i).to_proto(false),
+                count: 500,
+                ..Default::default()
+            };
+            m.call(
+                now,
+                envelope(f, call::Call::Demand(call::Demand { asks: vec![ask] })),
+            )
+            .unwrap();
         }
         m.allocate_now(now);
         let actions = m.drain_actions();
@@ -173,8 +235,21 @@ fn main() {
         now += 100;
         // New demand from every framework.
         for (i, f) in fws.iter().enumerate() {
-            let ask = pb::Ask { priority_class: if i.is_multiple_of(4) { "service".into() } else { "batch".into() }, resources: shape(i).to_proto(false), count: per_fw_per_cycle, ..Default::default() };
-            m.call(now, envelope(f, call::Call::Demand(call::Demand { asks: vec![ask] }))).unwrap();
+            let ask = pb::Ask {
+                priority_class: if i.is_multiple_of(4) {
+                    "service".into()
+                } else {
+                    "batch".into()
+                },
+                resources: shape(i).to_proto(false),
+                count: per_fw_per_cycle,
+                ..Default::default()
+            };
+            m.call(
+                now,
+                envelope(f, call::Call::Demand(call::Demand { asks: vec![ask] })),
+            )
+            .unwrap();
         }
         m.drain_actions();
         let (stats, took) = m.allocate_timed(now);
@@ -207,10 +282,19 @@ fn main() {
     }
     let mut slowest: Vec<(usize, Duration)> = times.iter().copied().enumerate().collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.1));
-    println!("  slowest cycles (index, ms): {:?}", slowest.iter().take(5).map(|(i, d)| (*i, d.as_secs_f64() * 1e3)).collect::<Vec<_>>());
+    println!(
+        "  slowest cycles (index, ms): {:?}",
+        slowest
+            .iter()
+            .take(5)
+            .map(|(i, d)| (*i, d.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+    );
     times.sort();
     let rate = placements as f64 / busy.as_secs_f64();
-    println!("allocator: {cycles} cycles at {AGENTS} agents x {FRAMEWORKS} frameworks, {placements} placements, {offers} offers");
+    println!(
+        "allocator: {cycles} cycles at {AGENTS} agents x {FRAMEWORKS} frameworks, {placements} placements, {offers} offers"
+    );
     println!("  placements/s (within cycles): {rate:.0}   (floor: 20,000)");
     println!(
         "  cycle p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms   (floor: p99 <= 20 ms)",
@@ -222,9 +306,18 @@ fn main() {
     // Memory: grow to 100,000 tasks and read this process's RSS.
     while running.len() < 100_000 {
         for (i, f) in fws.iter().enumerate() {
-            let ask = pb::Ask { priority_class: "batch".into(), resources: Resources::new(0.1, 64.0).to_proto(false), count: 200, ..Default::default() };
+            let ask = pb::Ask {
+                priority_class: "batch".into(),
+                resources: Resources::new(0.1, 64.0).to_proto(false),
+                count: 200,
+                ..Default::default()
+            };
             let _ = i;
-            m.call(now, envelope(f, call::Call::Demand(call::Demand { asks: vec![ask] }))).unwrap();
+            m.call(
+                now,
+                envelope(f, call::Call::Demand(call::Demand { asks: vec![ask] })),
+            )
+            .unwrap();
         }
         m.allocate_now(now);
         let actions = m.drain_actions();

@@ -43,7 +43,8 @@ async fn throughput(address: &str, total: usize) -> anyhow::Result<()> {
     let mut failed = 0usize;
     let t0 = Instant::now();
     while finished + failed < total {
-        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(60), events.next()).await else {
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(60), events.next()).await
+        else {
             anyhow::bail!("stalled after {finished} finished");
         };
         match event {
@@ -56,10 +57,16 @@ async fn throughput(address: &str, total: usize) -> anyhow::Result<()> {
                         let id = format!("noop-{launched}");
                         launched += 1;
                         offered_at.insert(id.clone(), now);
-                        tasks.push(TaskBuilder::shell(id, "true").resources(shape.clone()).build());
+                        tasks.push(
+                            TaskBuilder::shell(id, "true")
+                                .resources(shape.clone())
+                                .build(),
+                        );
                     }
                     if tasks.is_empty() {
-                        handle.decline(vec![offer.id.clone()], Some(Duration::from_secs(1))).await?;
+                        handle
+                            .decline(vec![offer.id.clone()], Some(Duration::from_secs(1)))
+                            .await?;
                     } else {
                         handle.launch(offer.id.clone(), tasks).await?;
                     }
@@ -101,7 +108,9 @@ fn main() -> anyhow::Result<()> {
     let total = if quick { 300 } else { 2_000 };
     let exe = env!("CARGO_BIN_EXE_strata");
     let dir = tempfile::tempdir()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut opts = LocalOptions::new(2, dir.path().to_path_buf());
         opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -53,9 +53,10 @@ async fn launch_and_kill() {
         .await
         .expect("kill sleeper");
     let killed = fw.wait_state("sleeper", TaskState::TaskKilled).await;
-    assert_eq!(killed.agent_id.as_ref().map(|a| a.as_str().to_owned()), Some(
-        m.state().await.agents[0].id.clone()
-    ));
+    assert_eq!(
+        killed.agent_id.as_ref().map(|a| a.as_str().to_owned()),
+        Some(m.state().await.agents[0].id.clone())
+    );
     wait_until("the sleeper's processes to die", LONG, async || {
         sleeper.iter().all(|&p| !pid_alive(p)) && env.task_processes("sleeper").is_empty()
     })
@@ -63,21 +64,39 @@ async fn launch_and_kill() {
     // The tree is untouched by the other kill.
     assert!(tree.iter().all(|&p| pid_alive(p)), "tree: {tree:?}");
 
-    fw.handle.kill("tree".into(), None).await.expect("kill tree");
+    fw.handle
+        .kill("tree".into(), None)
+        .await
+        .expect("kill tree");
     fw.wait_state("tree", TaskState::TaskKilled).await;
     wait_until("every process of the tree to die", LONG, async || {
         tree.iter().all(|&p| !pid_alive(p)) && env.task_processes("tree").is_empty()
     })
     .await;
 
-    // The state API no longer lists them as running.
-    wait_until("the killed tasks to leave the active list", LONG, async || {
-        let s = m.state().await;
-        s.tasks
-            .iter()
-            .all(|t| t.state != "TASK_RUNNING" || (t.id != "sleeper" && t.id != "tree"))
-    })
+    // The state API no longer lists them as running, and lists them as
+    // killed among the completed tasks.
+    wait_until(
+        "the killed tasks to leave the active list",
+        LONG,
+        async || {
+            let s = m.state().await;
+            s.tasks
+                .iter()
+                .all(|t| t.state != "TASK_RUNNING" || (t.id != "sleeper" && t.id != "tree"))
+        },
+    )
     .await;
+    let s = m.state().await;
+    for id in ["sleeper", "tree"] {
+        let done = s
+            .completed_tasks
+            .iter()
+            .find(|t| t.id == id)
+            .unwrap_or_else(|| panic!("{id} not among the completed: {:#?}", s.completed_tasks));
+        assert_eq!(done.state, "TASK_KILLED", "{done:?}");
+    }
+    assert_eq!(s.agents[0].tasks, 0, "{:#?}", s.agents);
     fw.handle.teardown().await.expect("teardown");
 }
 
@@ -119,7 +138,10 @@ async fn agent_kill9_and_restart() {
         async || !pid_alive(short_pid),
     )
     .await;
-    assert!(pid_alive(long_pid), "the long task died while its agent was down");
+    assert!(
+        pid_alive(long_pid),
+        "the long task died while its agent was down"
+    );
     assert!(
         !fw.states_of("short").contains(&TaskState::TaskFinished),
         "TASK_FINISHED before the agent came back: {:?}",
@@ -131,15 +153,21 @@ async fn agent_kill9_and_restart() {
     assert_eq!(finished.exit_code, Some(0), "{finished:?}");
 
     let agents = m.wait_registered_agents(1).await;
-    assert_eq!(agents[0].id, agent_id, "the agent came back under another id");
-    wait_until("the long task RUNNING on the same agent", LONG, async || {
-        let s = m.state().await;
-        s.agents.len() == 1
-            && s
-                .tasks
-                .iter()
-                .any(|t| t.id == "long" && t.state == "TASK_RUNNING" && t.agent_id == agent_id)
-    })
+    assert_eq!(
+        agents[0].id, agent_id,
+        "the agent came back under another id"
+    );
+    wait_until(
+        "the long task RUNNING on the same agent",
+        LONG,
+        async || {
+            let s = m.state().await;
+            s.agents.len() == 1
+                && s.tasks
+                    .iter()
+                    .any(|t| t.id == "long" && t.state == "TASK_RUNNING" && t.agent_id == agent_id)
+        },
+    )
     .await;
     assert!(pid_alive(long_pid));
 
@@ -188,7 +216,11 @@ async fn bad_requests_get_clear_errors() {
         refused.message().contains("99") && refused.message().contains("version"),
         "{refused:?}"
     );
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
 
     let mut fw = Raw::subscribe(
         &m.addr,

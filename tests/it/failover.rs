@@ -16,9 +16,6 @@ async fn manager_restart_keeps_tasks() {
 
 /// The same with a clean stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: on SIGTERM the manager prints `stopping` but does not exit while an agent \
-            link or a framework subscription is open (axum graceful shutdown waits for those \
-            endless streams, and the core that would end them is stopped only after it)"]
 async fn manager_sigterm_restart_keeps_tasks() {
     manager_restart(libc::SIGTERM).await;
 }
@@ -122,7 +119,10 @@ async fn manager_restart(stop: libc::c_int) {
         TaskState::TaskGone,
         TaskState::TaskFailed,
     ] {
-        assert!(!states.contains(&bad), "svc went through {bad:?}: {states:?}");
+        assert!(
+            !states.contains(&bad),
+            "svc went through {bad:?}: {states:?}"
+        );
     }
     fw.handle.teardown().await.expect("teardown");
 }
@@ -204,13 +204,23 @@ async fn framework_failover_within_and_after_timeout() {
             && !s.frameworks.iter().any(|f| f.id == b_id.as_str())
     })
     .await;
+    let s = m.state().await;
+    let done = s
+        .completed_tasks
+        .iter()
+        .find(|t| t.id == "b-task")
+        .unwrap_or_else(|| panic!("b-task not among the completed: {:#?}", s.completed_tasks));
+    assert_eq!(
+        (done.state.as_str(), done.reason.as_str()),
+        ("TASK_KILLED", "REASON_FRAMEWORK_FAILOVER_TIMEOUT"),
+        "{done:?}"
+    );
 
     let mut late = config("fw-b");
     late.framework.framework_id = Some(b_id.clone());
     let err = Scheduler::subscribe(late)
         .await
-        .err()
-        .expect("B re-subscribed after its failover timeout");
+        .expect_err("B re-subscribed after its failover timeout");
     match &err {
         SdkError::PermissionDenied { message } => {
             assert!(message.contains("removed"), "{err:?}")

@@ -140,9 +140,7 @@ fn processes_under(dir: &Path) -> Vec<i32> {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
             let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-            contains(&cmdline, needle)
-                || contains(&environ, needle)
-                || cwd.starts_with(dir)
+            contains(&cmdline, needle) || contains(&environ, needle) || cwd.starts_with(dir)
         })
         .collect()
 }
@@ -252,7 +250,9 @@ impl Env {
     /// Runs a client command to completion in `cwd`.
     pub async fn cli_in(&self, cwd: &Path, args: &[&str]) -> CliOutput {
         let mut c = self.command(args);
-        c.current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut c = tokio::process::Command::from(c);
         c.kill_on_drop(true);
         let out = tokio::time::timeout(Duration::from_secs(60), c.output())
@@ -274,7 +274,10 @@ impl Env {
 
     /// Starts a manager and waits until it listens.
     pub async fn start_manager(&self, spec: ManagerSpec) -> Manager {
-        let work_dir = spec.work_dir.clone().unwrap_or_else(|| self.path("manager"));
+        let work_dir = spec
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| self.path("manager"));
         let mut args: Vec<String> = vec![
             "manager".into(),
             "--listen".into(),
@@ -294,9 +297,7 @@ impl Env {
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut proc = self.spawn("manager", &argv);
-        let line = proc
-            .wait_stderr("strata manager listening on ", LONG)
-            .await;
+        let line = proc.wait_stderr("strata manager listening on ", LONG).await;
         let addr = line
             .split("listening on ")
             .nth(1)
@@ -515,10 +516,7 @@ impl Proc {
                 );
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "{} did not print {needle:?} within {timeout:?}",
-                    self.label
-                );
+                panic!("{} did not print {needle:?} within {timeout:?}", self.label);
             }
             tokio::time::sleep(POLL).await;
         }
@@ -994,9 +992,9 @@ impl Raw {
         self.call(pb::call::Call::Accept(pb::call::Accept {
             offer_ids,
             operations: vec![pb::call::Operation {
-                operation: Some(pb::call::operation::Operation::Launch(
-                    pb::call::Launch { tasks },
-                )),
+                operation: Some(pb::call::operation::Operation::Launch(pb::call::Launch {
+                    tasks,
+                })),
             }],
             filters: Some(pb::Filters {
                 refuse_seconds: Some(0.0),
@@ -1074,14 +1072,15 @@ impl Raw {
     pub async fn wait_state(&mut self, task: &str, state: pb::TaskState) -> pb::TaskStatus {
         loop {
             let s = self
-                .expect(&format!("task {task} to be {}", state.as_str_name()), |e| {
-                    match e {
+                .expect(
+                    &format!("task {task} to be {}", state.as_str_name()),
+                    |e| match e {
                         pb::event::Event::Update(u) => {
                             u.status.clone().filter(|s| s.task_id == task)
                         }
                         _ => None,
-                    }
-                })
+                    },
+                )
                 .await;
             if s.state == state as i32 {
                 return s;

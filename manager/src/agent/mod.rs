@@ -192,12 +192,18 @@ impl AgentHandle {
     /// cluster stops as a whole; a real agent's stop keeps its tasks.
     pub async fn shutdown_with_tasks(self, wait: Duration) {
         let reason = strata_proto::pb::Reason::AgentRemoved;
-        if self.events.send(self::core::CoreEvent::KillAll { reason }).await.is_ok() {
+        if self
+            .events
+            .send(self::core::CoreEvent::KillAll { reason })
+            .await
+            .is_ok()
+        {
             let deadline = tokio::time::Instant::now() + wait;
             let mut delay = Duration::from_millis(20);
             while tokio::time::Instant::now() < deadline {
                 let active = self.tasks().iter().any(|t| {
-                    strata_proto::pb::TaskState::from_str_name(&t.state).is_some_and(|s| !s.is_terminal())
+                    strata_proto::pb::TaskState::from_str_name(&t.state)
+                        .is_some_and(|s| !s.is_terminal())
                 });
                 if !active {
                     break;

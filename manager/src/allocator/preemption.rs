@@ -64,8 +64,11 @@ pub fn select_victims<K: Clone>(
             // Room without preemption: nothing to do here.
             return None;
         }
-        let mut eligible: Vec<&Candidate<K>> =
-            a.tasks.iter().filter(|t| classes.may_preempt(class, t.class)).collect();
+        let mut eligible: Vec<&Candidate<K>> = a
+            .tasks
+            .iter()
+            .filter(|t| classes.may_preempt(class, t.class))
+            .collect();
         // Lowest class first, then the least work lost.
         eligible.sort_by_key(|t| (std::cmp::Reverse(t.class), work(t)));
         let mut room = a.free.clone();
@@ -80,7 +83,11 @@ pub fn select_victims<K: Clone>(
         if !room.fits_shape(need) || chosen.is_empty() {
             continue;
         }
-        let top_class = chosen.iter().map(|t| classes.get(t.class).value).max().unwrap_or(i32::MIN);
+        let top_class = chosen
+            .iter()
+            .map(|t| classes.get(t.class).value)
+            .max()
+            .unwrap_or(i32::MIN);
         let lost: u128 = chosen.iter().map(|t| work(t)).sum();
         let score = (top_class, chosen.len(), lost);
         if best.as_ref().is_none_or(|(s, _)| score < *s) {
@@ -97,7 +104,8 @@ pub fn select_victims<K: Clone>(
 }
 
 fn work<K>(t: &Candidate<K>) -> u128 {
-    let weight = (t.resources.cpus.milli().max(0) as u128).max(t.resources.mem.milli().max(0) as u128 / 1024);
+    let weight = (t.resources.cpus.milli().max(0) as u128)
+        .max(t.resources.mem.milli().max(0) as u128 / 1024);
     t.running_ms as u128 * weight.max(1)
 }
 
@@ -121,13 +129,34 @@ mod tests {
         let service = classes.lookup("service").unwrap();
         let need = Resources::new(2.0, 0.0);
         let agents = vec![
-            AgentCandidates { agent: 0, free: Resources::default(), tasks: vec![cand(1, "batch", 2.0, 10)] },
-            AgentCandidates { agent: 1, free: Resources::default(), tasks: vec![cand(2, "best-effort", 1.0, 5), cand(3, "best-effort", 1.0, 5)] },
-            AgentCandidates { agent: 2, free: Resources::default(), tasks: vec![cand(4, "best-effort", 2.0, 100)] },
+            AgentCandidates {
+                agent: 0,
+                free: Resources::default(),
+                tasks: vec![cand(1, "batch", 2.0, 10)],
+            },
+            AgentCandidates {
+                agent: 1,
+                free: Resources::default(),
+                tasks: vec![
+                    cand(2, "best-effort", 1.0, 5),
+                    cand(3, "best-effort", 1.0, 5),
+                ],
+            },
+            AgentCandidates {
+                agent: 2,
+                free: Resources::default(),
+                tasks: vec![cand(4, "best-effort", 2.0, 100)],
+            },
         ];
         let v = select_victims(&classes, service, &need, &agents).unwrap();
         // best-effort beats batch; one victim beats two.
-        assert_eq!(v, Victims { agent: 2, tasks: vec![4] });
+        assert_eq!(
+            v,
+            Victims {
+                agent: 2,
+                tasks: vec![4]
+            }
+        );
     }
 
     #[test]
@@ -135,9 +164,17 @@ mod tests {
         let classes = PriorityClasses::default();
         let batch = classes.lookup("batch").unwrap();
         let need = Resources::new(1.0, 0.0);
-        let agents = vec![AgentCandidates { agent: 0, free: Resources::default(), tasks: vec![cand(1, "batch", 4.0, 1)] }];
+        let agents = vec![AgentCandidates {
+            agent: 0,
+            free: Resources::default(),
+            tasks: vec![cand(1, "batch", 4.0, 1)],
+        }];
         assert_eq!(select_victims(&classes, batch, &need, &agents), None);
-        let agents = vec![AgentCandidates { agent: 0, free: Resources::new(1.0, 0.0), tasks: vec![cand(1, "best-effort", 4.0, 1)] }];
+        let agents = vec![AgentCandidates {
+            agent: 0,
+            free: Resources::new(1.0, 0.0),
+            tasks: vec![cand(1, "best-effort", 4.0, 1)],
+        }];
         assert_eq!(select_victims(&classes, batch, &need, &agents), None);
     }
 }

@@ -219,14 +219,33 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     ));
     info!(address = %addr, "manager listening (grpc and http)");
     let join = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
+        let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
+        let mut serve = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = graceful_rx.await;
+            });
+            if let Err(e) = serve.await {
+                error!(error = %e, "manager server failed");
+            }
         });
-        if let Err(e) = serve.await {
-            error!(error = %e, "manager server failed");
+        tokio::select! {
+            _ = stop_rx => {}
+            _ = &mut serve => {}
         }
+        // Stop the core first: it owns every agent link and subscription
+        // stream, and dropping them ends those long-lived responses, so the
+        // graceful shutdown of the listener does not wait on them forever.
         let _ = core_stop_tx.send(());
         let _ = core_task.await;
+        let _ = graceful_tx.send(());
+        if tokio::time::timeout(Duration::from_secs(5), &mut serve)
+            .await
+            .is_err()
+        {
+            warn!("connections still open 5 s after shutdown; closing them");
+            serve.abort();
+        }
+        info!("manager stopped");
     });
     Ok(ManagerHandle {
         addr,
