@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The test command of the README: every unit, simulation, property and
-# end-to-end test of the workspace, then the doc tests.
+# The test command of the README: the doc tests, then every unit,
+# simulation, property and end-to-end test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strata/target}"
-cargo nextest run --workspace --no-fail-fast --status-level fail --final-status-level fail "$@"
 cargo test --workspace --doc --quiet
+cargo nextest run --workspace --no-fail-fast --status-level fail --final-status-level fail "$@"
