@@ -56,6 +56,14 @@ pub enum AgentError {
     /// The configured token cannot be sent as a header value.
     #[error("the agent token contains characters that cannot be sent in a header")]
     InvalidToken,
+    /// A non-loopback bind without a token.
+    #[error(
+        "refusing to serve the agent api on non-loopback address {addr} without a token (set --token or STRATA_TOKEN)"
+    )]
+    TokenRequired {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
     /// The agent did not register within the time allowed.
     #[error("the agent did not register with the manager within {waited:?}")]
     RegistrationTimeout {

@@ -282,6 +282,11 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     if config.supervisor.is_empty() {
         return Err(AgentError::NoSupervisor);
     }
+    if !config.listen.ip().is_loopback() && config.token.is_none() {
+        return Err(AgentError::TokenRequired {
+            addr: config.listen,
+        });
+    }
     let layout = prepare_work_dir(&config.work_dir)?;
     let authorization = match &config.token {
         Some(t) => Some(

@@ -453,3 +453,6 @@ fn carry_out(routes: &mut Routes, action: Action) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
