@@ -31,10 +31,19 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-async fn throughput(address: &str, total: usize) -> anyhow::Result<()> {
+async fn throughput(
+    address: &str,
+    total: usize,
+    in_flight: usize,
+    label: &str,
+) -> anyhow::Result<()> {
     let shape = Resources::new(0.01, 8.0);
     let mut cfg = SchedulerConfig::new(address.to_owned(), FrameworkConfig::new("bench"));
-    cfg.demand = vec![Ask::new("batch", shape.clone(), total as u32)];
+    cfg.demand = vec![Ask::new(
+        "batch",
+        shape.clone(),
+        total.min(in_flight) as u32,
+    )];
     let (handle, mut events) = Scheduler::subscribe(cfg).await?;
     let mut offered_at: HashMap<String, Instant> = HashMap::new();
     let mut latencies = Vec::new();
@@ -53,7 +62,10 @@ async fn throughput(address: &str, total: usize) -> anyhow::Result<()> {
                 for offer in offers {
                     let mut left = offer.resources.clone();
                     let mut tasks = Vec::new();
-                    while launched < total && left.subtract(&shape) {
+                    while launched < total
+                        && launched - finished - failed < in_flight
+                        && left.subtract(&shape)
+                    {
                         let id = format!("noop-{launched}");
                         launched += 1;
                         offered_at.insert(id.clone(), now);
@@ -78,10 +90,20 @@ async fn throughput(address: &str, total: usize) -> anyhow::Result<()> {
                     if let Some(t) = offered_at.get(&id) {
                         latencies.push(t.elapsed());
                     }
-                } else if s.state == strata_proto::pb::TaskState::TaskFinished {
-                    finished += 1;
                 } else if s.is_terminal() {
-                    failed += 1;
+                    if s.state == strata_proto::pb::TaskState::TaskFinished {
+                        finished += 1;
+                    } else {
+                        failed += 1;
+                    }
+                    // Keep `in_flight` tasks wanted: demand as tasks end.
+                    let running = launched - finished - failed;
+                    let want = in_flight.saturating_sub(running).min(total - launched);
+                    if in_flight < total && want > 0 {
+                        handle
+                            .declare_demand(vec![Ask::new("batch", shape.clone(), want as u32)])
+                            .await?;
+                    }
                 }
             }
             _ => {}
@@ -91,7 +113,7 @@ async fn throughput(address: &str, total: usize) -> anyhow::Result<()> {
     handle.teardown().await?;
     latencies.sort();
     println!(
-        "end to end: {total} no-op tasks (each under its own supervisor process) in {:.2} s: {:.0} tasks/s launched and finished ({failed} failed)",
+        "end to end ({label}): {total} no-op tasks (each under its own supervisor process) in {:.2} s: {:.0} tasks/s launched and finished ({failed} failed)",
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64()
     );
@@ -118,7 +140,8 @@ fn main() -> anyhow::Result<()> {
         opts.supervisor = Some(vec![exe.to_owned(), "supervise".to_owned()]);
         let cluster = LocalCluster::start(opts).await?;
         let address = cluster.address().to_string();
-        throughput(&address, total).await?;
+        throughput(&address, total, usize::MAX, "all at once").await?;
+        throughput(&address, total / 4, 8, "8 in flight").await?;
 
         // An idle agent as its own process.
         let work = dir.path().join("idle-agent");

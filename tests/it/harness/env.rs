@@ -1,0 +1,504 @@
+//! Processes: the per-test world ([`Env`]), child processes, signals and cleanup.
+
+#![allow(dead_code, unused_imports)]
+
+use super::*;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_manager::master::view::{AgentView, StateView, TaskView};
+use strata_proto::pb;
+use strata_sdk::{
+    Event, EventStream, Filters, FrameworkConfig, FrameworkId, Offer, Resources, Scheduler,
+    SchedulerConfig, SchedulerHandle, TaskInfo, TaskState, TaskStatus,
+};
+use tokio::sync::mpsc;
+
+// ---------------------------------------------------------------- processes
+
+/// Whether `pid` is a live process (a zombie counts as dead).
+pub fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && proc_state(pid).is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: plain kill(2) on a pid this test started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// `(state, ppid, pgrp)` from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let pgrp = f.next()?.parse().ok()?;
+    Some((state, ppid, pgrp))
+}
+
+fn proc_state(pid: i32) -> Option<char> {
+    proc_stat(pid).map(|s| s.0)
+}
+
+/// The command name of a process (`/proc/<pid>/comm`).
+pub fn proc_comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn all_pids() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&p| p != me)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Live processes whose command line, environment or working directory
+/// mentions `dir`.
+fn processes_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.as_os_str().as_bytes();
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            if !pid_alive(pid) {
+                return false;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            contains(&cmdline, needle) || contains(&environ, needle) || cwd.starts_with(dir)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- Env
+
+/// One test's world: a temp dir that is its `STRATA_HOME` and holds every
+/// work dir, and the logs of every process it started (printed if the test
+/// fails). Dropping it kills whatever process still refers to the dir.
+pub struct Env {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    logs: Mutex<Vec<(String, Log)>>,
+    labels: Mutex<Vec<String>>,
+}
+
+impl Env {
+    /// A new environment for the test `name`.
+    pub fn new(name: &str) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("strata-it-{name}-"))
+            .tempdir()
+            .expect("cannot create a temp dir");
+        let root = dir
+            .path()
+            .canonicalize()
+            .expect("cannot canonicalize the temp dir");
+        Env {
+            dir,
+            root,
+            logs: Mutex::new(Vec::new()),
+            labels: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The temp dir (also `STRATA_HOME`).
+    pub fn home(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path inside the temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn unique_label(&self, base: &str) -> String {
+        let mut labels = self.labels.lock().unwrap();
+        let n = labels.iter().filter(|l| l.as_str() == base).count();
+        labels.push(base.to_owned());
+        if n == 0 {
+            base.to_owned()
+        } else {
+            format!("{base}#{}", n + 1)
+        }
+    }
+
+    fn keep_log(&self, label: String, log: Log) {
+        self.logs.lock().unwrap().push((label, log));
+    }
+
+    /// A `strata` command with this environment: `STRATA_HOME` set, logs at
+    /// `info` without colours, and no other `STRATA_*` variable inherited.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(STRATA);
+        c.args(args);
+        for (k, _) in std::env::vars_os() {
+            if k.as_bytes().starts_with(b"STRATA_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("STRATA_HOME", &self.root)
+            .env("STRATA_LOG", "info")
+            .env("NO_COLOR", "1")
+            .current_dir(&self.root)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts `strata args…` in the background, capturing its output.
+    pub fn spawn(&self, label: &str, args: &[&str]) -> Proc {
+        let label = self.unique_label(label);
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {STRATA}: {e}"));
+        let stdout: Log = Arc::default();
+        let stderr: Log = Arc::default();
+        pump(child.stdout.take().unwrap(), stdout.clone());
+        pump(child.stderr.take().unwrap(), stderr.clone());
+        self.keep_log(format!("{label} stdout"), stdout.clone());
+        self.keep_log(format!("{label} stderr"), stderr.clone());
+        Proc {
+            label,
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Runs a client command to completion (at most a minute).
+    pub async fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_in(&self.root, args).await
+    }
+
+    /// Runs a client command to completion in `cwd`.
+    pub async fn cli_in(&self, cwd: &Path, args: &[&str]) -> CliOutput {
+        let mut c = self.command(args);
+        c.current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut c = tokio::process::Command::from(c);
+        c.kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), c.output())
+            .await
+            .unwrap_or_else(|_| panic!("`strata {}` did not finish within 60 s", args.join(" ")))
+            .unwrap_or_else(|e| panic!("cannot run `strata {}`: {e}", args.join(" ")));
+        let out = CliOutput {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        let label = self.unique_label("cli");
+        self.keep_log(
+            format!("{label}: strata {}", args.join(" ")),
+            Arc::new(Mutex::new(format!("{out:?}"))),
+        );
+        out
+    }
+
+    /// Starts a manager and waits until it listens.
+    pub async fn start_manager(&self, spec: ManagerSpec) -> Manager {
+        let work_dir = spec
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| self.path("manager"));
+        let mut args: Vec<String> = vec![
+            "manager".into(),
+            "--listen".into(),
+            spec.listen.clone(),
+            "--work-dir".into(),
+            work_dir.display().to_string(),
+            "--agent-timeout".into(),
+            spec.agent_timeout.clone(),
+            "--allocation-interval".into(),
+            spec.allocation_interval.clone(),
+        ];
+        if let Some(t) = &spec.token {
+            args.extend(["--token".into(), t.clone()]);
+        }
+        if let Some(f) = &spec.failover_timeout {
+            args.extend(["--failover-timeout".into(), f.clone()]);
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut proc = self.spawn("manager", &argv);
+        let line = proc.wait_stderr("strata manager listening on ", LONG).await;
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {addr:?}"));
+        Manager {
+            proc,
+            addr,
+            port,
+            work_dir,
+            token: spec.token,
+        }
+    }
+
+    /// Starts an agent with [`AGENT_RESOURCES`] and waits until it serves
+    /// (not until it has registered).
+    pub async fn start_agent(&self, manager: &str, work_dir: &Path, token: Option<&str>) -> Agent {
+        let wd = work_dir.display().to_string();
+        let mut args = vec![
+            "agent",
+            "--manager",
+            manager,
+            "--listen",
+            "127.0.0.1:0",
+            "--work-dir",
+            &wd,
+            "--resources",
+            AGENT_RESOURCES,
+        ];
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        let label = work_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "agent".into());
+        let mut proc = self.spawn(&label, &args);
+        let line = proc.wait_stderr("strata agent serving on ", LONG).await;
+        let addr = line
+            .split("serving on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Agent {
+            proc,
+            addr,
+            work_dir: work_dir.to_owned(),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// Live processes of task `task_id` started by this test's agents: the
+    /// task's command and its descendants (they carry the task's
+    /// environment), not its supervisor.
+    pub fn task_processes(&self, task_id: &str) -> Vec<i32> {
+        let id = format!("STRATA_TASK_ID={task_id}");
+        let sandbox = format!("STRATA_SANDBOX={}", self.root.display());
+        all_pids()
+            .into_iter()
+            .filter(|&pid| {
+                let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                let mut has_id = false;
+                let mut ours = false;
+                for var in environ.split(|&b| b == 0) {
+                    has_id |= var == id.as_bytes();
+                    ours |= var.starts_with(sandbox.as_bytes());
+                }
+                has_id && ours && pid_alive(pid)
+            })
+            .collect()
+    }
+
+    /// Kills (SIGKILL) every process that still refers to the temp dir,
+    /// until none is left.
+    pub fn kill_leftovers(&self) -> Vec<i32> {
+        let mut killed = Vec::new();
+        for _ in 0..50 {
+            let left = processes_under(&self.root);
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                signal(pid, libc::SIGKILL);
+                killed.push(pid);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        killed
+    }
+
+    /// Every captured log, for a failure report.
+    pub fn dump_logs(&self) -> String {
+        let mut out = String::new();
+        for (label, log) in self.logs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str(&format!("\n===== {label} =====\n{}", text(log)));
+        }
+        out
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let killed = self.kill_leftovers();
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed; temp dir {} (processes left behind and killed: {killed:?}){}",
+                self.root.display(),
+                self.dump_logs()
+            );
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// Reads lines of `r` into `log` on a thread of its own.
+fn pump(r: impl Read + Send + 'static, log: Log) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut line = Vec::new();
+        while let Ok(n) = r.read_until(b'\n', &mut line) {
+            if n == 0 {
+                break;
+            }
+            let s = String::from_utf8_lossy(&line);
+            log.lock().unwrap_or_else(|e| e.into_inner()).push_str(&s);
+            line.clear();
+        }
+    });
+}
+
+/// A finished client command.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// How it exited.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// The exit code (`None` when killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// A background `strata` process. Dropping it kills it (SIGKILL).
+pub struct Proc {
+    /// Its name in the logs.
+    pub label: String,
+    child: Child,
+    /// Its standard output so far.
+    pub stdout: Log,
+    /// Its standard error so far.
+    pub stderr: Log,
+}
+
+impl Proc {
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Standard error so far.
+    pub fn stderr_text(&self) -> String {
+        text(&self.stderr)
+    }
+
+    /// Standard output so far.
+    pub fn stdout_text(&self) -> String {
+        text(&self.stdout)
+    }
+
+    /// Whether it still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for a line of standard error containing `needle`; returns it.
+    pub async fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> String {
+        let log = self.stderr.clone();
+        self.wait_line(&log, needle, timeout).await
+    }
+
+    /// Waits for a line of standard output containing `needle`.
+    pub async fn wait_stdout(&mut self, needle: &str, timeout: Duration) -> String {
+        let log = self.stdout.clone();
+        self.wait_line(&log, needle, timeout).await
+    }
+
+    async fn wait_line(&mut self, log: &Log, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = text(log).lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Give the reader threads a moment to drain the pipes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(line) = text(log).lines().find(|l| l.contains(needle)) {
+                    return line.to_owned();
+                }
+                panic!(
+                    "{} exited ({status}) before printing {needle:?}; stderr:\n{}",
+                    self.label,
+                    self.stderr_text()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!("{} did not print {needle:?} within {timeout:?}", self.label);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: libc::c_int) {
+        signal(self.pid(), sig);
+    }
+
+    /// SIGKILL, and reaps it.
+    pub fn kill9(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Waits for it to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!("{} did not exit within {timeout:?}", self.label);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,85 @@
+//! The test harness: a temp dir per test (its `STRATA_HOME`), real `strata`
+//! child processes with their output captured, polling with deadlines, a
+//! small HTTP client, signals, an SDK framework wrapper that records its
+//! events, a raw gRPC scheduler for malformed requests, and cleanup that
+//! leaves no process behind.
+//!
+//! Rules the tests follow: never sleep to wait for a condition (poll it with
+//! a deadline: [`wait_until`], [`wait_for`], [`Proc::wait_stderr`],
+//! [`Fw::expect`]); every process a test starts lives under its [`Env`]'s
+//! temp dir, so dropping the `Env` can find and kill whatever is left
+//! (managers, agents, task supervisors and the tasks themselves).
+
+#![allow(dead_code, unused_imports)]
+
+mod cluster;
+mod env;
+mod http;
+mod raw;
+mod sdk;
+
+pub use cluster::*;
+pub use env::*;
+pub use http::*;
+pub use raw::*;
+pub use sdk::*;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_manager::master::view::{AgentView, StateView, TaskView};
+use strata_proto::pb;
+use strata_sdk::{
+    Event, EventStream, Filters, FrameworkConfig, FrameworkId, Offer, Resources, Scheduler,
+    SchedulerConfig, SchedulerHandle, TaskInfo, TaskState, TaskStatus,
+};
+use tokio::sync::mpsc;
+
+/// The binary under test.
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// What each test agent advertises unless told otherwise.
+pub const AGENT_RESOURCES: &str = "cpus:2;mem:1024;disk:100;ports:[31000-31099]";
+
+/// The generous deadline for anything that should happen "soon".
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Lines a process wrote, shared with the thread that reads them.
+pub type Log = Arc<Mutex<String>>;
+
+fn text(log: &Log) -> String {
+    log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+// ---------------------------------------------------------------- polling
+
+/// Polls `cond` until it holds; panics after `timeout` naming `what`.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    wait_for(what, timeout, async || cond().await.then_some(())).await
+}
+
+/// Polls `f` until it returns `Some`; panics after `timeout` naming `what`.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
