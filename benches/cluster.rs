@@ -141,7 +141,7 @@ fn main() -> anyhow::Result<()> {
         let cluster = LocalCluster::start(opts).await?;
         let address = cluster.address().to_string();
         throughput(&address, total, usize::MAX, "all at once").await?;
-        throughput(&address, total / 4, 8, "8 in flight").await?;
+        throughput(&address, (total / 10).max(20), 1, "one at a time").await?;
 
         // An idle agent as its own process.
         let work = dir.path().join("idle-agent");
