@@ -1,9 +1,25 @@
-//! # strata-framework
+//! # strata-framework: Strata's batch engine
 //!
-//! Strata's batch framework: a driver built on the scheduler SDK
-//! (`strata-sdk`) that accepts offers, launches executors and runs jobs as
-//! stages of tasks. The batch engine is the next piece of work after the
-//! cluster kernel; this crate holds its place in the crate graph
-//! (`strata-sdk ← strata-framework ← strata-jobs`).
+//! A job is a DataFusion physical plan. The [`planner`] cuts it into
+//! stages at its exchange boundaries (hash and round-robin repartitions,
+//! partition merges); each stage runs one task per partition. Map stages
+//! end in a [`shuffle::ShuffleWriterExec`] that writes Arrow IPC files per
+//! output partition; the next stage starts with a
+//! [`shuffle::ShuffleReaderExec`]. Plan fragments travel serialised with
+//! datafusion-proto plus Strata's own operators ([`codec`]).
+//!
+//! [`runner`] runs a job's stages in one process (the reference the
+//! distributed driver is held to). The driver that accepts offers,
+//! launches executors and schedules these tasks on them builds on the
+//! scheduler SDK (`strata-sdk`).
 
 #![warn(missing_docs)]
+
+pub mod codec;
+pub mod planner;
+pub mod runner;
+pub mod shuffle;
+pub mod tpch;
+
+#[cfg(test)]
+mod tests;

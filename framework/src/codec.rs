@@ -1,0 +1,172 @@
+//! Serialising Strata's operators with datafusion-proto: plan fragments
+//! travel to executors as bytes (DataFusion's protobuf plus these
+//! extension nodes).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
+use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LocationProto {
+    #[prost(string, tag = "1")]
+    root: String,
+    #[prost(string, tag = "2")]
+    job: String,
+    #[prost(uint32, tag = "3")]
+    stage: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct WriterProto {
+    #[prost(message, optional, tag = "1")]
+    location: Option<LocationProto>,
+    #[prost(message, optional, tag = "2")]
+    partitioning: Option<protobuf::Partitioning>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReaderProto {
+    #[prost(message, optional, tag = "1")]
+    location: Option<LocationProto>,
+    #[prost(message, optional, tag = "2")]
+    schema: Option<protobuf::Schema>,
+    #[prost(uint64, tag = "3")]
+    partitions: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum NodeKind {
+    #[prost(message, tag = "1")]
+    Writer(WriterProto),
+    #[prost(message, tag = "2")]
+    Reader(ReaderProto),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NodeProto {
+    #[prost(oneof = "NodeKind", tags = "1, 2")]
+    kind: Option<NodeKind>,
+}
+
+fn location_to_proto(l: &ShuffleLocation) -> LocationProto {
+    LocationProto {
+        root: l.root.to_string_lossy().into_owned(),
+        job: l.job.clone(),
+        stage: l.stage,
+    }
+}
+
+fn location_from_proto(l: Option<LocationProto>) -> Result<ShuffleLocation> {
+    let l = l.ok_or_else(|| DataFusionError::Internal("shuffle node without a location".into()))?;
+    Ok(ShuffleLocation {
+        root: PathBuf::from(l.root),
+        job: l.job,
+        stage: l.stage,
+    })
+}
+
+/// The extension codec for Strata's operators.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StrataCodec;
+
+impl PhysicalExtensionCodec for StrataCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let node = NodeProto::decode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("bad strata plan node: {e}")))?;
+        match node.kind {
+            Some(NodeKind::Writer(w)) => {
+                let [input] = inputs else {
+                    return internal_err!(
+                        "ShuffleWriterExec takes one input, got {}",
+                        inputs.len()
+                    );
+                };
+                let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+                let partitioning = parse_protobuf_partitioning(
+                    w.partitioning.as_ref(),
+                    &decode_ctx,
+                    input.schema().as_ref(),
+                    proto_converter,
+                )?;
+                Ok(Arc::new(ShuffleWriterExec::new(
+                    input.clone(),
+                    location_from_proto(w.location)?,
+                    partitioning,
+                )))
+            }
+            Some(NodeKind::Reader(r)) => {
+                let schema = r.schema.as_ref().ok_or_else(|| {
+                    DataFusionError::Internal("shuffle reader without a schema".into())
+                })?;
+                let schema: Schema = schema.try_into()?;
+                Ok(Arc::new(ShuffleReaderExec::new(
+                    location_from_proto(r.location)?,
+                    Arc::new(schema),
+                    r.partitions as usize,
+                )))
+            }
+            None => internal_err!("empty strata plan node"),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let kind = if let Some(w) = node.downcast_ref::<ShuffleWriterExec>() {
+            let partitioning = w
+                .partitioning()
+                .map(|p| serialize_partitioning(p, self, proto_converter))
+                .transpose()?;
+            NodeKind::Writer(WriterProto {
+                location: Some(location_to_proto(w.location())),
+                partitioning,
+            })
+        } else if let Some(r) = node.downcast_ref::<ShuffleReaderExec>() {
+            NodeKind::Reader(ReaderProto {
+                location: Some(location_to_proto(r.location())),
+                schema: Some(r.schema().as_ref().try_into()?),
+                partitions: r.partitions() as u64,
+            })
+        } else {
+            return internal_err!("strata codec cannot encode {}", node.name());
+        };
+        NodeProto { kind: Some(kind) }
+            .encode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("encoding strata plan node: {e}")))
+    }
+}
+
+/// A plan fragment as bytes.
+pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    Ok(
+        datafusion_proto::bytes::physical_plan_to_bytes_with_extension_codec(plan, &StrataCodec)?
+            .to_vec(),
+    )
+}
+
+/// A plan fragment from bytes.
+pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(bytes, ctx, &StrataCodec)
+}

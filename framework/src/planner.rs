@@ -1,0 +1,235 @@
+//! The distributed planner: cuts a DataFusion physical plan into stages at
+//! its exchange boundaries.
+//!
+//! * `RepartitionExec` (hash or round-robin): its input becomes a stage
+//!   ending in a [`ShuffleWriterExec`] with the same partitioning, and the
+//!   repartition is replaced by a [`ShuffleReaderExec`] of that stage.
+//! * `CoalescePartitionsExec` and `SortPreservingMergeExec`: their input
+//!   becomes a stage whose map tasks keep their rows whole (one output per
+//!   input partition); the merge stays, above a reader of all those outputs.
+//!   When the merge feeds a join's build side, every task of the consuming
+//!   stage reads the whole (small) side: a broadcast.
+//!
+//! Stages come out in dependency order: a stage's inputs precede it. Each
+//! stage runs one task per partition of its root.
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
+};
+
+fn recompute() -> ReplaceChildrenOptions {
+    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
+}
+
+use crate::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
+
+/// A stage of a job.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Its id (0-based, in dependency order).
+    pub id: u32,
+    /// Its plan: a [`ShuffleWriterExec`] for map stages, the query's root
+    /// (rewritten) for the final stage.
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// Stages it reads.
+    pub inputs: Vec<u32>,
+    /// Number of tasks (partitions of the plan's root or of the writer's input).
+    pub tasks: usize,
+}
+
+/// A job cut into stages; the last is the final stage, whose partitions are
+/// the query's result.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    /// The job.
+    pub job: String,
+    /// Stages in dependency order.
+    pub stages: Vec<Stage>,
+}
+
+impl JobPlan {
+    /// The final stage.
+    pub fn final_stage(&self) -> &Stage {
+        self.stages.last().expect("a job has a final stage")
+    }
+}
+
+struct Cutter<'a> {
+    root: &'a std::path::Path,
+    job: &'a str,
+    stages: Vec<Stage>,
+}
+
+/// Cuts `plan` into stages whose shuffle files go under `shuffle_root`.
+pub fn plan_stages(
+    job: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    shuffle_root: &std::path::Path,
+) -> Result<JobPlan> {
+    let mut c = Cutter {
+        root: shuffle_root,
+        job,
+        stages: Vec::new(),
+    };
+    let (root, inputs) = c.rewrite(plan)?;
+    let id = c.stages.len() as u32;
+    let tasks = root.output_partitioning().partition_count();
+    c.stages.push(Stage {
+        id,
+        plan: root,
+        inputs,
+        tasks,
+    });
+    Ok(JobPlan {
+        job: job.to_owned(),
+        stages: c.stages,
+    })
+}
+
+impl Cutter<'_> {
+    fn location(&self, stage: u32) -> ShuffleLocation {
+        ShuffleLocation {
+            root: self.root.to_path_buf(),
+            job: self.job.to_owned(),
+            stage,
+        }
+    }
+
+    /// Ends a stage at `input`; returns the reader that replaces it.
+    fn cut(
+        &mut self,
+        input: Arc<dyn ExecutionPlan>,
+        inputs: Vec<u32>,
+        partitioning: Option<datafusion::physical_plan::Partitioning>,
+    ) -> Arc<dyn ExecutionPlan> {
+        let id = self.stages.len() as u32;
+        let location = self.location(id);
+        let schema = input.schema();
+        let tasks = input.output_partitioning().partition_count();
+        let writer = ShuffleWriterExec::new(input, location.clone(), partitioning);
+        let outputs = writer.output_partitions();
+        self.stages.push(Stage {
+            id,
+            plan: Arc::new(writer),
+            inputs,
+            tasks,
+        });
+        Arc::new(ShuffleReaderExec::new(location, schema, outputs))
+    }
+
+    /// Rewrites `plan`, returning it and the stages it reads.
+    fn rewrite(
+        &mut self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<(Arc<dyn ExecutionPlan>, Vec<u32>)> {
+        let mut children = Vec::new();
+        let mut inputs = Vec::new();
+        // A scalar subquery's expressions (in its main input) share their
+        // results with the ScalarSubqueryExec above them at run time, so
+        // that input is never cut away from it; its subquery plans are.
+        let keep_first = plan.downcast_ref::<ScalarSubqueryExec>().is_some();
+        for (i, child) in plan.children().into_iter().enumerate() {
+            if keep_first && i == 0 {
+                children.push(child.clone());
+                continue;
+            }
+            let (c, i) = self.rewrite(child.clone())?;
+            children.push(c);
+            inputs.extend(i);
+        }
+        if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
+            let child = children.pop().expect("repartition has one child");
+            let reader = self.cut(child, inputs, Some(r.partitioning().clone()));
+            let id = self.stages.len() as u32 - 1;
+            return Ok((reader, vec![id]));
+        }
+        if plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || plan.downcast_ref::<SortPreservingMergeExec>().is_some()
+        {
+            let child = children.pop().expect("merge has one child");
+            if child.output_partitioning().partition_count() <= 1 && inputs.is_empty() {
+                // Nothing to merge across tasks: keep it in this stage.
+                let p = plan.replace_children(vec![child], recompute())?;
+                return Ok((p, inputs));
+            }
+            let reader = self.cut(child, inputs, None);
+            let id = self.stages.len() as u32 - 1;
+            let p = plan.replace_children(vec![reader], recompute())?;
+            return Ok((p, vec![id]));
+        }
+        if children.is_empty() {
+            return Ok((plan, inputs));
+        }
+        let p = plan.replace_children(children, recompute())?;
+        Ok((p, inputs))
+    }
+}
+
+/// A human-readable rendering of the stages (what `EXPLAIN` shows).
+pub fn display_stages(job: &JobPlan) -> String {
+    let mut out = String::new();
+    for s in &job.stages {
+        out.push_str(&format!(
+            "Stage {} ({} tasks{}):\n",
+            s.id,
+            s.tasks,
+            if s.inputs.is_empty() {
+                String::new()
+            } else {
+                format!(", reads stages {:?}", s.inputs)
+            }
+        ));
+        let shown = datafusion::physical_plan::displayable(s.plan.as_ref())
+            .indent(true)
+            .to_string();
+        for line in shown.lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The session configuration for plans that will be cut into stages.
+///
+/// * File-stream work stealing is off: each task runs one partition of its
+///   own copy of the plan, so a partition must read only its own file
+///   group (with stealing on, every task would read every file).
+/// * Dynamic filters are off: a join's (or top-k's) dynamic filter ties the
+///   probe-side scan to the join at run time, and once a shuffle separates
+///   them into different stages the scan would wait for a join that runs
+///   only after it.
+/// * Hash joins are always partitioned (never `CollectLeft`): a collected
+///   build side tracks which of its rows matched across all output
+///   partitions of one plan instance, which isolated tasks cannot share
+///   (semi, anti and outer joins would lose rows).
+pub fn session_config(target_partitions: usize) -> datafusion::prelude::SessionConfig {
+    let mut config =
+        datafusion::prelude::SessionConfig::new().with_target_partitions(target_partitions.max(1));
+    config
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
+    config
+        .options_mut()
+        .optimizer
+        .hash_join_single_partition_threshold = 0;
+    config
+        .options_mut()
+        .optimizer
+        .hash_join_single_partition_threshold_rows = 0;
+    let opt = &mut config.options_mut().optimizer;
+    opt.enable_dynamic_filter_pushdown = false;
+    opt.enable_join_dynamic_filter_pushdown = false;
+    opt.enable_topk_dynamic_filter_pushdown = false;
+    opt.enable_aggregate_dynamic_filter_pushdown = false;
+    config
+}

@@ -1,0 +1,396 @@
+//! Shuffle operators: [`ShuffleWriterExec`] ends a stage, writing each of
+//! its input partitions' rows into per-output-partition Arrow IPC files;
+//! [`ShuffleReaderExec`] starts the next stage, reading one output partition
+//! from every map task's files.
+//!
+//! Layout under the shuffle root:
+//! `{job}/s{stage}/p{output_partition}/from-{input_partition}.arrow`, one
+//! Arrow IPC stream file per (map task, output partition). A file is written
+//! under a temporary name and renamed when complete, so a reader never sees
+//! half a file.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics;
+use datafusion::physical_plan::repartition::BatchPartitioner;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+/// Where a stage's shuffle files live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShuffleLocation {
+    /// The shuffle root (an executor's local directory).
+    pub root: PathBuf,
+    /// The job.
+    pub job: String,
+    /// The stage.
+    pub stage: u32,
+}
+
+impl ShuffleLocation {
+    /// The directory of one output partition.
+    pub fn partition_dir(&self, output_partition: usize) -> PathBuf {
+        self.root
+            .join(&self.job)
+            .join(format!("s{}", self.stage))
+            .join(format!("p{output_partition}"))
+    }
+
+    /// The file one map task writes for one output partition.
+    pub fn file(&self, output_partition: usize, input_partition: usize) -> PathBuf {
+        self.partition_dir(output_partition)
+            .join(format!("from-{input_partition}.arrow"))
+    }
+}
+
+/// A shuffle file being written: its final path and its IPC writer.
+type OpenFile = (PathBuf, StreamWriter<BufWriter<File>>);
+
+/// Ends a stage: runs one input partition of its child and splits the rows
+/// into output partitions by `partitioning` (or keeps them whole as output
+/// partition = input partition when `None`). It returns no rows; its
+/// output is the files.
+#[derive(Debug)]
+pub struct ShuffleWriterExec {
+    input: Arc<dyn ExecutionPlan>,
+    location: ShuffleLocation,
+    partitioning: Option<Partitioning>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleWriterExec {
+    /// A writer for `input`, repartitioned by `partitioning`.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        location: ShuffleLocation,
+        partitioning: Option<Partitioning>,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(input.schema()),
+            Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        ShuffleWriterExec {
+            input,
+            location,
+            partitioning,
+            properties,
+        }
+    }
+
+    /// The child plan.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// Where it writes.
+    pub fn location(&self) -> &ShuffleLocation {
+        &self.location
+    }
+
+    /// How it splits rows (`None`: one output per input partition).
+    pub fn partitioning(&self) -> Option<&Partitioning> {
+        self.partitioning.as_ref()
+    }
+
+    /// Number of output partitions.
+    pub fn output_partitions(&self) -> usize {
+        match &self.partitioning {
+            Some(p) => p.partition_count(),
+            None => self.input.output_partitioning().partition_count(),
+        }
+    }
+
+    /// Runs map task `input_partition` to completion; returns rows and bytes written.
+    pub async fn write(&self, input_partition: usize, ctx: Arc<TaskContext>) -> Result<(u64, u64)> {
+        let mut stream = self.input.execute(input_partition, ctx)?;
+        let schema = self.input.schema();
+        let n = self.output_partitions();
+        let mut writers: Vec<Option<OpenFile>> = (0..n).map(|_| None).collect();
+        let mut partitioner = match &self.partitioning {
+            Some(p) => Some(BatchPartitioner::try_new(
+                p.clone(),
+                metrics::Time::new(),
+                input_partition,
+                self.input.output_partitioning().partition_count(),
+            )?),
+            None => None,
+        };
+        let mut rows = 0u64;
+        let mut push =
+            |out: usize, batch: RecordBatch, writers: &mut Vec<Option<OpenFile>>| -> Result<()> {
+                if batch.num_rows() == 0 {
+                    return Ok(());
+                }
+                rows += batch.num_rows() as u64;
+                if writers[out].is_none() {
+                    let path = self.location.file(out, input_partition);
+                    let dir = path.parent().expect("shuffle file has a directory");
+                    std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+                    let tmp = path.with_extension("arrow.tmp");
+                    let file = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
+                    writers[out] =
+                        Some((path, StreamWriter::try_new(BufWriter::new(file), &schema)?));
+                }
+                let (_, w) = writers[out].as_mut().expect("writer just created");
+                w.write(&batch)?;
+                Ok(())
+            };
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            match partitioner.as_mut() {
+                Some(p) => p.partition(batch, |out, b| push(out, b, &mut writers))?,
+                None => push(input_partition, batch, &mut writers)?,
+            }
+        }
+        let mut bytes = 0u64;
+        for (path, mut w) in writers.into_iter().flatten() {
+            w.finish()?;
+            drop(w);
+            let tmp = path.with_extension("arrow.tmp");
+            std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming", &tmp, e))?;
+            bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok((rows, bytes))
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> DataFusionError {
+    DataFusionError::External(format!("shuffle: {what} {}: {e}", path.display()).into())
+}
+
+impl DisplayAs for ShuffleWriterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.partitioning {
+            Some(p) => write!(
+                f,
+                "ShuffleWriterExec: stage={}, partitioning={p}",
+                self.location.stage
+            ),
+            None => write!(
+                f,
+                "ShuffleWriterExec: stage={}, partitioning=by input",
+                self.location.stage
+            ),
+        }
+    }
+}
+
+impl ExecutionPlan for ShuffleWriterExec {
+    fn name(&self) -> &str {
+        "ShuffleWriterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        if let Some(Partitioning::Hash(exprs, _)) = &self.partitioning {
+            for e in exprs {
+                if f(e)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("ShuffleWriterExec takes one child");
+        }
+        Ok(Arc::new(ShuffleWriterExec::new(
+            children.swap_remove(0),
+            self.location.clone(),
+            self.partitioning.clone(),
+        )))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(
+                datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+            ),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        // Executed as a plan, the writer runs its map task and yields nothing.
+        let schema = self.input.schema();
+        let this = ShuffleWriterExec::new(
+            self.input.clone(),
+            self.location.clone(),
+            self.partitioning.clone(),
+        );
+        let fut = async move {
+            this.write(partition, ctx).await?;
+            Ok::<_, DataFusionError>(futures::stream::empty::<Result<RecordBatch>>())
+        };
+        let stream = futures::stream::once(fut).flat_map(|r| match r {
+            Ok(s) => s.boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Starts a stage: output partition `p` is every map task's file for `p`.
+#[derive(Debug)]
+pub struct ShuffleReaderExec {
+    location: ShuffleLocation,
+    schema: SchemaRef,
+    partitions: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleReaderExec {
+    /// A reader of `partitions` output partitions of a stage.
+    pub fn new(location: ShuffleLocation, schema: SchemaRef, partitions: usize) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        ShuffleReaderExec {
+            location,
+            schema,
+            partitions,
+            properties,
+        }
+    }
+
+    /// Where it reads.
+    pub fn location(&self) -> &ShuffleLocation {
+        &self.location
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+}
+
+impl DisplayAs for ShuffleReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ShuffleReaderExec: stage={}, partitions={}",
+            self.location.stage, self.partitions
+        )
+    }
+}
+
+impl ExecutionPlan for ShuffleReaderExec {
+    fn name(&self) -> &str {
+        "ShuffleReaderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return internal_err!("ShuffleReaderExec takes no children");
+        }
+        Ok(self)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(
+                datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+            ),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let dir = self.location.partition_dir(partition);
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "arrow"))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("listing", &dir, e)),
+        };
+        files.sort();
+        let schema = self.schema.clone();
+        let batches = futures::stream::iter(files).flat_map(move |path| {
+            let read = (|| -> Result<Vec<Result<RecordBatch>>> {
+                let file = File::open(&path).map_err(|e| io_err("opening", &path, e))?;
+                let reader = StreamReader::try_new(BufReader::new(file), None)?;
+                Ok(reader.map(|b| b.map_err(DataFusionError::from)).collect())
+            })();
+            match read {
+                Ok(v) => futures::stream::iter(v).boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}

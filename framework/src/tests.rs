@@ -1,0 +1,223 @@
+//! The batch engine held to single-process DataFusion: all 22 TPC-H
+//! queries, cut into stages, every fragment serialised and run task by
+//! task through shuffle files, must return the same rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::prelude::SessionContext;
+
+use crate::planner::{display_stages, plan_stages, session_config};
+use crate::runner::run_job;
+use crate::tpch;
+
+#[derive(Debug, Clone)]
+enum Cell {
+    Num(f64),
+    Str(String),
+}
+
+fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let mut row = Vec::new();
+            for c in b.columns() {
+                let s = array_value_to_string(c, r).unwrap_or_default();
+                let numeric = matches!(
+                    c.data_type(),
+                    DataType::Float16
+                        | DataType::Float32
+                        | DataType::Float64
+                        | DataType::Decimal128(_, _)
+                        | DataType::Decimal256(_, _)
+                );
+                row.push(match (numeric, s.parse::<f64>()) {
+                    (true, Ok(v)) => Cell::Num(v),
+                    _ => Cell::Str(s),
+                });
+            }
+            out.push(row);
+        }
+    }
+    // Order-insensitive comparison (ties under ORDER BY may come out in
+    // any order): sort by a rounded rendering.
+    out.sort_by_key(|row| {
+        row.iter()
+            .map(|c| match c {
+                Cell::Num(v) => format!("{v:.2}"),
+                Cell::Str(s) => s.clone(),
+            })
+            .collect::<Vec<_>>()
+    });
+    out
+}
+
+fn same(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} rows vs {} rows", a.len(), b.len()));
+    }
+    for (i, (ra, rb)) in a.iter().zip(b).enumerate() {
+        for (ca, cb) in ra.iter().zip(rb) {
+            let ok = match (ca, cb) {
+                (Cell::Num(x), Cell::Num(y)) => {
+                    (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0)
+                }
+                (Cell::Str(x), Cell::Str(y)) => x == y,
+                _ => false,
+            };
+            if !ok {
+                return Err(format!("row {i}: {ra:?} vs {rb:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_queries_match_single_process_datafusion() {
+    let data = tempfile::tempdir().unwrap();
+    let shuffle = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    let config = session_config(4);
+    let ctx = Arc::new(SessionContext::new_with_config(config));
+    tpch::register_parquet(&ctx, data.path()).await.unwrap();
+    let mut failures = Vec::new();
+    let mut stages_seen = 0;
+    for n in 1..=22 {
+        let statements = tpch::statements(n);
+        let (query, setup_teardown) = statements
+            .iter()
+            .partition::<Vec<_>, _>(|s| s.trim_start().to_lowercase().starts_with("select"));
+        let (setup, teardown): (Vec<_>, Vec<_>) = setup_teardown
+            .into_iter()
+            .partition(|s| s.trim_start().to_lowercase().starts_with("create"));
+        for s in &setup {
+            ctx.sql(s).await.unwrap().collect().await.unwrap();
+        }
+        let q = query[0];
+        let expected = ctx.sql(q).await.unwrap().collect().await.unwrap();
+        let plan = ctx
+            .sql(q)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let job = plan_stages(&format!("q{n}"), plan, shuffle.path()).unwrap();
+        stages_seen += job.stages.len();
+        let run = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            run_job(&job, ctx.task_ctx(), 4),
+        )
+        .await;
+        let Ok(run) = run else {
+            failures.push(format!(
+                "q{n}: did not finish within 60 s\n{}",
+                display_stages(&job)
+            ));
+            continue;
+        };
+        match run {
+            Ok(got) => {
+                if let Err(e) = same(&rows(&expected), &rows(&got.batches)) {
+                    failures.push(format!("q{n}: {e}\n{}", display_stages(&job)));
+                }
+            }
+            Err(e) => failures.push(format!("q{n}: {e}\n{}", display_stages(&job))),
+        }
+        for s in &teardown {
+            ctx.sql(s).await.unwrap().collect().await.unwrap();
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 22 queries differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        stages_seen > 44,
+        "queries were cut into stages ({stages_seen})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_are_cut_at_exchanges_and_fragments_round_trip() {
+    let data = tempfile::tempdir().unwrap();
+    let shuffle = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    let ctx = Arc::new(SessionContext::new_with_config(session_config(4)));
+    tpch::register_parquet(&ctx, data.path()).await.unwrap();
+    // q1: partial aggregate | hash exchange | final aggregate + sort | merge.
+    let plan = ctx
+        .sql(&tpch::statements(1)[0])
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let job = plan_stages("q1", plan, shuffle.path()).unwrap();
+    let shown = display_stages(&job);
+    assert_eq!(job.stages.len(), 3, "{shown}");
+    assert!(
+        shown.contains("ShuffleWriterExec: stage=0, partitioning=Hash"),
+        "{shown}"
+    );
+    assert_eq!(job.stages[0].tasks, 4);
+    assert_eq!(job.stages[2].inputs, vec![1]);
+    assert_eq!(job.final_stage().tasks, 1);
+    // Every stage survives serialisation unchanged.
+    for s in &job.stages {
+        let bytes = crate::codec::plan_to_bytes(s.plan.clone()).unwrap();
+        let back = crate::codec::plan_from_bytes(&bytes, &ctx.task_ctx()).unwrap();
+        let show = |p: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+            datafusion::physical_plan::displayable(p.as_ref())
+                .indent(true)
+                .to_string()
+        };
+        assert_eq!(show(&s.plan), show(&back));
+    }
+    // The shuffle files of the job are where the layout says.
+    let got = run_job(&job, ctx.task_ctx(), 2).await.unwrap();
+    assert_eq!(got.stages.len(), 3);
+    assert!(got.stages[0].bytes > 0);
+    assert!(shuffle.path().join("q1").join("s0").join("p0").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_equi_outer_and_semi_joins_match() {
+    let data = tempfile::tempdir().unwrap();
+    let shuffle = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    let ctx = Arc::new(SessionContext::new_with_config(session_config(4)));
+    tpch::register_parquet(&ctx, data.path()).await.unwrap();
+    let queries = [
+        "select n_name, count(r_name) from nation left join region on n_regionkey < r_regionkey group by n_name",
+        "select r_name, count(n_name) from region full join nation on n_regionkey > r_regionkey + 2 group by r_name",
+        "select n_name from nation where exists (select 1 from region where r_regionkey > n_regionkey + 1)",
+        "select n_name from nation where not exists (select 1 from region where r_regionkey > n_regionkey + 1)",
+        "select count(*) from nation, region",
+        // Multi-partition sides.
+        "select count(*), count(c_custkey) from (select o_orderkey from orders where o_orderkey < 400) o \
+         left join customer on o_orderkey > c_custkey + 1300",
+        "select count(*) from customer where exists (select 1 from orders where o_orderkey < 300 and o_custkey < c_custkey - 1400)",
+    ];
+    for (i, q) in queries.iter().enumerate() {
+        let expected = ctx.sql(q).await.unwrap().collect().await.unwrap();
+        let plan = ctx
+            .sql(q)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let job = plan_stages(&format!("nlj{i}"), plan, shuffle.path()).unwrap();
+        let got = run_job(&job, ctx.task_ctx(), 4).await.unwrap();
+        if let Err(e) = same(&rows(&expected), &rows(&got.batches)) {
+            panic!("{q}: {e}\n{}", display_stages(&job));
+        }
+    }
+}
