@@ -1,9 +1,10 @@
 //! # strata-executor
 //!
-//! The executor runtime of Strata's batch engine: it runs plan fragments,
-//! writes shuffle output as Arrow IPC and serves it over Arrow Flight. It is
-//! launched by an agent as a task of a batch driver. The batch engine is the
-//! next piece of work after the cluster kernel; this crate holds its place in
-//! the crate graph (`strata-proto ← strata-executor ← strata-framework`).
+//! The executor runtime of Strata's batch engine. An executor is launched by
+//! an agent as a task of a batch driver; it runs plan fragments and keeps
+//! their shuffle output (Arrow IPC files on its local disk), which other
+//! executors and the driver fetch over Arrow Flight ([`shuffle_service`]).
 
 #![warn(missing_docs)]
+
+pub mod shuffle_service;

@@ -1,0 +1,393 @@
+//! Serving shuffle output over Arrow Flight.
+//!
+//! Map tasks write one Arrow IPC stream file per (map task, output
+//! partition) under `{root}/{job}/s{stage}/p{partition}/`. A reader fetches
+//! one output partition of a stage with `DoGet` and a [`ShuffleTicket`]:
+//! the service streams every file of that partition, in name order. A
+//! partition no map task wrote to is empty, not an error.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Names one output partition of one stage of one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShuffleTicket {
+    /// The job.
+    pub job: String,
+    /// The stage.
+    pub stage: u32,
+    /// The output partition.
+    pub partition: u32,
+}
+
+/// Why a shuffle request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShuffleError {
+    /// A ticket that does not parse or names a path outside the root.
+    #[error("invalid shuffle ticket {ticket:?}: expected JOB/sSTAGE/pPARTITION")]
+    BadTicket {
+        /// The ticket as given.
+        ticket: String,
+    },
+    /// A shuffle file could not be read.
+    #[error("cannot read shuffle file {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The remote executor could not be reached or failed.
+    #[error("fetching {ticket} from {address}: {message}")]
+    Fetch {
+        /// The executor.
+        address: String,
+        /// The ticket.
+        ticket: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl ShuffleTicket {
+    /// The wire form: `JOB/sSTAGE/pPARTITION`.
+    pub fn encode(&self) -> String {
+        format!("{}/s{}/p{}", self.job, self.stage, self.partition)
+    }
+
+    /// Parses the wire form, refusing anything that could leave the root.
+    pub fn parse(text: &str) -> Result<ShuffleTicket, ShuffleError> {
+        let bad = || ShuffleError::BadTicket {
+            ticket: text.chars().take(200).collect(),
+        };
+        let mut parts = text.split('/');
+        let (Some(job), Some(stage), Some(partition), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let job_ok = !job.is_empty()
+            && job.len() <= 255
+            && job != "."
+            && job != ".."
+            && job
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let stage = stage.strip_prefix('s').and_then(|s| s.parse().ok());
+        let partition = partition.strip_prefix('p').and_then(|p| p.parse().ok());
+        match (job_ok, stage, partition) {
+            (true, Some(stage), Some(partition)) => Ok(ShuffleTicket {
+                job: job.to_owned(),
+                stage,
+                partition,
+            }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The directory holding this partition's files under `root`.
+    pub fn dir(&self, root: &Path) -> PathBuf {
+        root.join(&self.job)
+            .join(format!("s{}", self.stage))
+            .join(format!("p{}", self.partition))
+    }
+}
+
+/// Reads every batch of one output partition under `root`.
+pub fn read_partition(
+    root: &Path,
+    ticket: &ShuffleTicket,
+) -> Result<Vec<RecordBatch>, ShuffleError> {
+    let dir = ticket.dir(root);
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "arrow"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ShuffleError::Read {
+                path: dir,
+                message: e.to_string(),
+            });
+        }
+    };
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let read_err = |message: String| ShuffleError::Read {
+            path: path.clone(),
+            message,
+        };
+        let file = std::fs::File::open(&path).map_err(|e| read_err(e.to_string()))?;
+        let reader = StreamReader::try_new(std::io::BufReader::new(file), None)
+            .map_err(|e| read_err(e.to_string()))?;
+        for batch in reader {
+            out.push(batch.map_err(|e| read_err(e.to_string()))?);
+        }
+    }
+    Ok(out)
+}
+
+/// The Flight service of an executor's shuffle output.
+#[derive(Clone, Debug)]
+pub struct ShuffleService {
+    root: PathBuf,
+}
+
+impl ShuffleService {
+    /// Serves the shuffle files under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ShuffleService { root: root.into() }
+    }
+
+    /// As a tonic service.
+    pub fn into_server(self) -> FlightServiceServer<ShuffleService> {
+        FlightServiceServer::new(self)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn unsupported<T>(what: &str) -> Result<T, Status> {
+    Err(Status::unimplemented(format!(
+        "the shuffle service does not support {what}"
+    )))
+}
+
+#[tonic::async_trait]
+impl FlightService for ShuffleService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = BoxStream<FlightData>;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoExchangeStream = BoxStream<FlightData>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unsupported("handshake")
+    }
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unsupported("list_flights")
+    }
+    async fn get_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unsupported("get_flight_info")
+    }
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unsupported("poll_flight_info")
+    }
+    async fn get_schema(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unsupported("get_schema")
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let text = String::from_utf8_lossy(&request.into_inner().ticket).into_owned();
+        let ticket =
+            ShuffleTicket::parse(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let root = self.root.clone();
+        let batches = tokio::task::spawn_blocking(move || read_partition(&root, &ticket))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let input = futures::stream::iter(batches.into_iter().map(Ok::<_, FlightError>));
+        let stream = FlightDataEncoderBuilder::new()
+            .build(input)
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(Response::new(stream.boxed()))
+    }
+
+    async fn do_put(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        unsupported("do_put")
+    }
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported("do_exchange")
+    }
+    async fn do_action(
+        &self,
+        _: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        unsupported("do_action")
+    }
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unsupported("list_actions")
+    }
+}
+
+/// Fetches one output partition from the executor at `address` (`host:port`).
+pub async fn fetch(
+    address: &str,
+    ticket: &ShuffleTicket,
+) -> Result<Vec<RecordBatch>, ShuffleError> {
+    let fail = |message: String| ShuffleError::Fetch {
+        address: address.to_owned(),
+        ticket: ticket.encode(),
+        message,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| fail(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut client = arrow_flight::FlightClient::new(channel);
+    let stream = client
+        .do_get(Ticket::new(ticket.encode()))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    stream.try_collect().await.map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::ipc::writer::StreamWriter;
+    use std::sync::Arc;
+
+    fn batch(from: i64, n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(from..from + n)),
+                Arc::new(StringArray::from_iter_values(
+                    (from..from + n).map(|i| format!("row{i}")),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn write(path: &Path, batches: &[RecordBatch]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w =
+            StreamWriter::try_new(std::fs::File::create(path).unwrap(), &batches[0].schema())
+                .unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn tickets_parse_and_refuse_escapes() {
+        let t = ShuffleTicket::parse("q1/s0/p3").unwrap();
+        assert_eq!(
+            t,
+            ShuffleTicket {
+                job: "q1".into(),
+                stage: 0,
+                partition: 3
+            }
+        );
+        assert_eq!(ShuffleTicket::parse(&t.encode()).unwrap(), t);
+        for bad in [
+            "../etc/s0/p0",
+            "q1/s0",
+            "q1/0/p1",
+            "q1/s0/p1/x",
+            "a b/s0/p0",
+            "",
+            "../s0/p0",
+        ] {
+            assert!(ShuffleTicket::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn serves_partitions_over_flight() {
+        let root = tempfile::tempdir().unwrap();
+        let t = ShuffleTicket {
+            job: "j".into(),
+            stage: 1,
+            partition: 0,
+        };
+        write(
+            &t.dir(root.path()).join("from-0.arrow"),
+            &[batch(0, 10), batch(10, 5)],
+        );
+        write(&t.dir(root.path()).join("from-1.arrow"), &[batch(100, 3)]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ShuffleService::new(root.path()).into_server())
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let got = fetch(&addr, &t).await.unwrap();
+        let rows: usize = got.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 18);
+        assert_eq!(
+            got[0]
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0),
+            0
+        );
+        // A partition nobody wrote is empty.
+        let empty = ShuffleTicket {
+            partition: 7,
+            ..t.clone()
+        };
+        assert!(fetch(&addr, &empty).await.unwrap().is_empty());
+        // A bad ticket is refused with a clear error, and the service carries on.
+        let mut client = arrow_flight::FlightClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let Err(err) = client.do_get(Ticket::new("../../etc/s0/p0")).await else {
+            panic!("a ticket escaping the root must be refused");
+        };
+        assert!(err.to_string().contains("invalid shuffle ticket"), "{err}");
+        assert_eq!(fetch(&addr, &t).await.unwrap().len(), 3);
+        server.abort();
+    }
+}
