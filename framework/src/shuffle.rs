@@ -11,12 +11,11 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -32,6 +31,7 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
+use strata_executor::shuffle_service::{ShuffleTicket, read_partition};
 
 /// Where a stage's shuffle files live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,12 +45,19 @@ pub struct ShuffleLocation {
 }
 
 impl ShuffleLocation {
-    /// The directory of one output partition.
+    /// The Flight ticket of one output partition.
+    pub fn ticket(&self, output_partition: usize) -> ShuffleTicket {
+        ShuffleTicket {
+            job: self.job.clone(),
+            stage: self.stage,
+            partition: output_partition as u32,
+        }
+    }
+
+    /// The directory of one output partition (the layout the executor's
+    /// shuffle service serves).
     pub fn partition_dir(&self, output_partition: usize) -> PathBuf {
-        self.root
-            .join(&self.job)
-            .join(format!("s{}", self.stage))
-            .join(format!("p{output_partition}"))
+        self.ticket(output_partition).dir(&self.root)
     }
 
     /// The file one map task writes for one output partition.
@@ -369,27 +376,18 @@ impl ExecutionPlan for ShuffleReaderExec {
         partition: usize,
         _ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let dir = self.location.partition_dir(partition);
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "arrow"))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err("listing", &dir, e)),
-        };
-        files.sort();
+        let root = self.location.root.clone();
+        let ticket = self.location.ticket(partition);
         let schema = self.schema.clone();
-        let batches = futures::stream::iter(files).flat_map(move |path| {
-            let read = (|| -> Result<Vec<Result<RecordBatch>>> {
-                let file = File::open(&path).map_err(|e| io_err("opening", &path, e))?;
-                let reader = StreamReader::try_new(BufReader::new(file), None)?;
-                Ok(reader.map(|b| b.map_err(DataFusionError::from)).collect())
-            })();
-            match read {
-                Ok(v) => futures::stream::iter(v).boxed(),
-                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-            }
+        let batches = futures::stream::once(async move {
+            tokio::task::spawn_blocking(move || read_partition(&root, &ticket))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        })
+        .flat_map(|r: Result<Vec<RecordBatch>>| match r {
+            Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
