@@ -18,17 +18,7 @@ use strata_proto::resources::Resources;
 const AGENTS: usize = 10_000;
 const FRAMEWORKS: usize = 100;
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map(|p| p * 4096)
-        .unwrap_or(0)
-}
+use strata_manager::api::resident_bytes as rss_bytes;
 
 fn register(m: &mut Master, now: u64, i: usize) -> String {
     let reg = agent_message::Register {

@@ -8,6 +8,8 @@ pub mod convert;
 mod grpc;
 mod http;
 
+pub use http::resident_bytes;
+
 use crate::server::CoreHandle;
 
 /// Checks a bearer token in constant time.

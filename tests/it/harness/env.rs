@@ -177,8 +177,10 @@ impl Env {
             .unwrap_or_else(|e| panic!("cannot start {STRATA}: {e}"));
         let stdout: Log = Arc::default();
         let stderr: Log = Arc::default();
-        pump(child.stdout.take().unwrap(), stdout.clone());
-        pump(child.stderr.take().unwrap(), stderr.clone());
+        let pumps = vec![
+            pump(child.stdout.take().unwrap(), stdout.clone()),
+            pump(child.stderr.take().unwrap(), stderr.clone()),
+        ];
         self.keep_log(format!("{label} stdout"), stdout.clone());
         self.keep_log(format!("{label} stderr"), stderr.clone());
         Proc {
@@ -186,6 +188,7 @@ impl Env {
             child,
             stdout,
             stderr,
+            pumps,
         }
     }
 
@@ -367,7 +370,7 @@ impl Drop for Env {
 }
 
 /// Reads lines of `r` into `log` on a thread of its own.
-fn pump(r: impl Read + Send + 'static, log: Log) {
+fn pump(r: impl Read + Send + 'static, log: Log) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = BufReader::new(r);
         let mut line = Vec::new();
@@ -379,7 +382,7 @@ fn pump(r: impl Read + Send + 'static, log: Log) {
             log.lock().unwrap_or_else(|e| e.into_inner()).push_str(&s);
             line.clear();
         }
-    });
+    })
 }
 
 /// A finished client command.
@@ -409,6 +412,8 @@ pub struct Proc {
     pub stdout: Log,
     /// Its standard error so far.
     pub stderr: Log,
+    /// The threads reading its pipes (done once the pipes are closed).
+    pumps: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -451,8 +456,12 @@ impl Proc {
                 return line.to_owned();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                // Give the reader threads a moment to drain the pipes.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Wait (with a deadline) until the reader threads have
+                // drained the pipes to their end.
+                let drained = Instant::now() + Duration::from_secs(5);
+                while !self.pumps.iter().all(|p| p.is_finished()) && Instant::now() < drained {
+                    tokio::time::sleep(POLL).await;
+                }
                 if let Some(line) = text(log).lines().find(|l| l.contains(needle)) {
                     return line.to_owned();
                 }
