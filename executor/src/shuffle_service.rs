@@ -30,13 +30,15 @@ pub struct ShuffleTicket {
     pub stage: u32,
     /// The output partition.
     pub partition: u32,
+    /// Only these map tasks' files (all of them when `None`).
+    pub maps: Option<Vec<u32>>,
 }
 
 /// Why a shuffle request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ShuffleError {
     /// A ticket that does not parse or names a path outside the root.
-    #[error("invalid shuffle ticket {ticket:?}: expected JOB/sSTAGE/pPARTITION")]
+    #[error("invalid shuffle ticket {ticket:?}: expected JOB/sSTAGE/pPARTITION[/mMAP,MAP…]")]
     BadTicket {
         /// The ticket as given.
         ticket: String,
@@ -62,9 +64,20 @@ pub enum ShuffleError {
 }
 
 impl ShuffleTicket {
-    /// The wire form: `JOB/sSTAGE/pPARTITION`.
+    /// The wire form: `JOB/sSTAGE/pPARTITION`, then `/mMAP,MAP…` when it
+    /// names map tasks.
     pub fn encode(&self) -> String {
-        format!("{}/s{}/p{}", self.job, self.stage, self.partition)
+        let mut s = format!("{}/s{}/p{}", self.job, self.stage, self.partition);
+        if let Some(maps) = &self.maps {
+            s.push_str("/m");
+            for (i, m) in maps.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str(&m.to_string());
+            }
+        }
+        s
     }
 
     /// Parses the wire form, refusing anything that could leave the root.
@@ -73,10 +86,26 @@ impl ShuffleTicket {
             ticket: text.chars().take(200).collect(),
         };
         let mut parts = text.split('/');
-        let (Some(job), Some(stage), Some(partition), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(job), Some(stage), Some(partition), maps, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(bad());
+        };
+        let maps = match maps {
+            None => None,
+            Some(m) => {
+                let list = m.strip_prefix('m').ok_or_else(bad)?;
+                let parsed: Result<Vec<u32>, _> = if list.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    list.split(',').map(str::parse).collect()
+                };
+                Some(parsed.map_err(|_| bad())?)
+            }
         };
         let job_ok = !job.is_empty()
             && job.len() <= 255
@@ -92,6 +121,7 @@ impl ShuffleTicket {
                 job: job.to_owned(),
                 stage,
                 partition,
+                maps,
             }),
             _ => Err(bad()),
         }
@@ -105,7 +135,17 @@ impl ShuffleTicket {
     }
 }
 
-/// Reads every batch of one output partition under `root`.
+/// The map task that wrote a shuffle file (`from-{map}.arrow`).
+fn map_of(path: &Path) -> Option<u32> {
+    path.file_stem()?
+        .to_str()?
+        .strip_prefix("from-")?
+        .parse()
+        .ok()
+}
+
+/// Reads every batch of one output partition under `root` (only the named
+/// map tasks' files when the ticket names them).
 pub fn read_partition(
     root: &Path,
     ticket: &ShuffleTicket,
@@ -115,6 +155,10 @@ pub fn read_partition(
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "arrow"))
+            .filter(|p| match &ticket.maps {
+                None => true,
+                Some(maps) => map_of(p).is_some_and(|m| maps.contains(&m)),
+            })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
@@ -253,27 +297,58 @@ impl FlightService for ShuffleService {
     }
 }
 
-/// Fetches one output partition from the executor at `address` (`host:port`).
-pub async fn fetch(
+/// One channel per remote executor, shared by every fetch of this process
+/// (a tonic channel multiplexes requests over one HTTP/2 connection).
+fn channel(address: &str) -> Result<tonic::transport::Channel, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CHANNELS: OnceLock<Mutex<HashMap<String, tonic::transport::Channel>>> = OnceLock::new();
+    let mut map = CHANNELS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = map.get(address) {
+        return Ok(c.clone());
+    }
+    let c = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    map.insert(address.to_owned(), c.clone());
+    Ok(c)
+}
+
+/// A stream of one output partition's batches from the executor at
+/// `address` (`host:port`).
+pub async fn fetch_stream(
     address: &str,
     ticket: &ShuffleTicket,
-) -> Result<Vec<RecordBatch>, ShuffleError> {
-    let fail = |message: String| ShuffleError::Fetch {
-        address: address.to_owned(),
-        ticket: ticket.encode(),
-        message,
+) -> Result<impl Stream<Item = Result<RecordBatch, ShuffleError>> + Send + 'static, ShuffleError> {
+    let fail = {
+        let address = address.to_owned();
+        let ticket = ticket.encode();
+        move |message: String| ShuffleError::Fetch {
+            address: address.clone(),
+            ticket: ticket.clone(),
+            message,
+        }
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| fail(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let channel = channel(address).map_err(&fail)?;
     let mut client = arrow_flight::FlightClient::new(channel);
     let stream = client
         .do_get(Ticket::new(ticket.encode()))
         .await
         .map_err(|e| fail(e.to_string()))?;
-    stream.try_collect().await.map_err(|e| fail(e.to_string()))
+    Ok(stream.map_err(move |e| fail(e.to_string())))
+}
+
+/// Fetches one output partition from the executor at `address` (`host:port`).
+pub async fn fetch(
+    address: &str,
+    ticket: &ShuffleTicket,
+) -> Result<Vec<RecordBatch>, ShuffleError> {
+    fetch_stream(address, ticket).await?.try_collect().await
 }
 
 #[cfg(test)]
@@ -320,7 +395,8 @@ mod tests {
             ShuffleTicket {
                 job: "q1".into(),
                 stage: 0,
-                partition: 3
+                partition: 3,
+                maps: None,
             }
         );
         assert_eq!(ShuffleTicket::parse(&t.encode()).unwrap(), t);
@@ -344,6 +420,7 @@ mod tests {
             job: "j".into(),
             stage: 1,
             partition: 0,
+            maps: None,
         };
         write(
             &t.dir(root.path()).join("from-0.arrow"),
@@ -375,6 +452,19 @@ mod tests {
             ..t.clone()
         };
         assert!(fetch(&addr, &empty).await.unwrap().is_empty());
+        // Naming map tasks reads only their files.
+        let only = ShuffleTicket {
+            maps: Some(vec![1]),
+            ..t.clone()
+        };
+        assert_eq!(ShuffleTicket::parse(&only.encode()).unwrap(), only);
+        let rows: usize = fetch(&addr, &only)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 3);
         // A bad ticket is refused with a clear error, and the service carries on.
         let mut client = arrow_flight::FlightClient::new(
             tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

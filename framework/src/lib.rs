@@ -15,10 +15,13 @@
 
 #![warn(missing_docs)]
 
-pub mod codec;
+pub use strata_executor::{codec, shuffle};
+
+pub mod compare;
+pub mod driver;
 pub mod planner;
 pub mod runner;
-pub mod shuffle;
+pub mod session;
 pub mod tpch;
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
 
-use crate::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
+use strata_executor::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
 
 /// A stage of a job.
 #[derive(Debug, Clone)]
@@ -198,38 +198,4 @@ pub fn display_stages(job: &JobPlan) -> String {
     out
 }
 
-/// The session configuration for plans that will be cut into stages.
-///
-/// * File-stream work stealing is off: each task runs one partition of its
-///   own copy of the plan, so a partition must read only its own file
-///   group (with stealing on, every task would read every file).
-/// * Dynamic filters are off: a join's (or top-k's) dynamic filter ties the
-///   probe-side scan to the join at run time, and once a shuffle separates
-///   them into different stages the scan would wait for a join that runs
-///   only after it.
-/// * Hash joins are always partitioned (never `CollectLeft`): a collected
-///   build side tracks which of its rows matched across all output
-///   partitions of one plan instance, which isolated tasks cannot share
-///   (semi, anti and outer joins would lose rows).
-pub fn session_config(target_partitions: usize) -> datafusion::prelude::SessionConfig {
-    let mut config =
-        datafusion::prelude::SessionConfig::new().with_target_partitions(target_partitions.max(1));
-    config
-        .options_mut()
-        .execution
-        .enable_file_stream_work_stealing = false;
-    config
-        .options_mut()
-        .optimizer
-        .hash_join_single_partition_threshold = 0;
-    config
-        .options_mut()
-        .optimizer
-        .hash_join_single_partition_threshold_rows = 0;
-    let opt = &mut config.options_mut().optimizer;
-    opt.enable_dynamic_filter_pushdown = false;
-    opt.enable_join_dynamic_filter_pushdown = false;
-    opt.enable_topk_dynamic_filter_pushdown = false;
-    opt.enable_aggregate_dynamic_filter_pushdown = false;
-    config
-}
+pub use strata_executor::engine::session_config;

@@ -13,9 +13,9 @@ use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use futures::StreamExt;
 
-use crate::codec::{plan_from_bytes, plan_to_bytes};
 use crate::planner::JobPlan;
-use crate::shuffle::ShuffleWriterExec;
+use strata_executor::codec::{plan_from_bytes, plan_to_bytes};
+use strata_executor::shuffle::ShuffleWriterExec;
 
 /// What one stage did.
 #[derive(Clone, Debug, Default)]
@@ -77,8 +77,8 @@ pub async fn run_job(
                     let writer = plan.downcast_ref::<ShuffleWriterExec>().ok_or_else(|| {
                         DataFusionError::Internal("a map stage must end in a shuffle writer".into())
                     })?;
-                    let (rows, bytes) = writer.write(partition, ctx).await?;
-                    Ok((partition, Vec::new(), rows, bytes))
+                    let w = writer.write(partition, ctx).await?;
+                    Ok((partition, Vec::new(), w.rows, w.bytes))
                 }
             }
         });

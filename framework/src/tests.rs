@@ -4,76 +4,19 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
 
 use crate::planner::{display_stages, plan_stages, session_config};
 use crate::runner::run_job;
 use crate::tpch;
 
-#[derive(Debug, Clone)]
-enum Cell {
-    Num(f64),
-    Str(String),
+fn rows(b: &[RecordBatch]) -> Vec<RecordBatch> {
+    b.to_vec()
 }
 
-fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
-    let mut out = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let mut row = Vec::new();
-            for c in b.columns() {
-                let s = array_value_to_string(c, r).unwrap_or_default();
-                let numeric = matches!(
-                    c.data_type(),
-                    DataType::Float16
-                        | DataType::Float32
-                        | DataType::Float64
-                        | DataType::Decimal128(_, _)
-                        | DataType::Decimal256(_, _)
-                );
-                row.push(match (numeric, s.parse::<f64>()) {
-                    (true, Ok(v)) => Cell::Num(v),
-                    _ => Cell::Str(s),
-                });
-            }
-            out.push(row);
-        }
-    }
-    // Order-insensitive comparison (ties under ORDER BY may come out in
-    // any order): sort by a rounded rendering.
-    out.sort_by_key(|row| {
-        row.iter()
-            .map(|c| match c {
-                Cell::Num(v) => format!("{v:.2}"),
-                Cell::Str(s) => s.clone(),
-            })
-            .collect::<Vec<_>>()
-    });
-    out
-}
-
-fn same(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), String> {
-    if a.len() != b.len() {
-        return Err(format!("{} rows vs {} rows", a.len(), b.len()));
-    }
-    for (i, (ra, rb)) in a.iter().zip(b).enumerate() {
-        for (ca, cb) in ra.iter().zip(rb) {
-            let ok = match (ca, cb) {
-                (Cell::Num(x), Cell::Num(y)) => {
-                    (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0)
-                }
-                (Cell::Str(x), Cell::Str(y)) => x == y,
-                _ => false,
-            };
-            if !ok {
-                return Err(format!("row {i}: {ra:?} vs {rb:?}"));
-            }
-        }
-    }
-    Ok(())
+fn same(a: &[RecordBatch], b: &[RecordBatch]) -> Result<(), String> {
+    crate::compare::same_rows(a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,8 +114,8 @@ async fn stages_are_cut_at_exchanges_and_fragments_round_trip() {
     assert_eq!(job.final_stage().tasks, 1);
     // Every stage survives serialisation unchanged.
     for s in &job.stages {
-        let bytes = crate::codec::plan_to_bytes(s.plan.clone()).unwrap();
-        let back = crate::codec::plan_from_bytes(&bytes, &ctx.task_ctx()).unwrap();
+        let bytes = strata_executor::codec::plan_to_bytes(s.plan.clone()).unwrap();
+        let back = strata_executor::codec::plan_from_bytes(&bytes, &ctx.task_ctx()).unwrap();
         let show = |p: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
             datafusion::physical_plan::displayable(p.as_ref())
                 .indent(true)

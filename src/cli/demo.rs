@@ -1,212 +1,201 @@
-//! `strata demo`: a whole cluster in this process (a manager and three
-//! agents on ephemeral loopback ports, state in a temporary directory), a
-//! handful of tasks run across its agents through the scheduler SDK, a
-//! table of what ran where, and exit.
+//! `strata demo`: a whole cluster in this process (a manager and two
+//! agents on ephemeral loopback ports, state in a temporary directory),
+//! TPC-H data generated at a small scale factor, the TPC-H queries run as
+//! distributed jobs on executors the agents start, their results with
+//! per-stage timings, and exit.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use strata_framework::session::Session;
+use strata_framework::tpch;
 use strata_proto::resources::Resources;
-use strata_sdk::{Ask, Event, FrameworkConfig, Scheduler, SchedulerConfig, TaskBuilder};
 
-use crate::http;
+use super::batch::{ExecutorOpts, stage_lines};
+use super::output::{self, Format};
 use crate::local::{LocalCluster, LocalOptions};
 
 /// Arguments of `strata demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Number of agents.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     agents: usize,
-    /// Number of tasks.
-    #[arg(long, default_value_t = 6)]
-    tasks: usize,
-}
-
-struct Ran {
-    agent: String,
-    host: String,
-    address: String,
-    state: String,
-    exit: Option<i32>,
-    output: String,
-    started: Instant,
-    took: Duration,
+    /// TPC-H scale factor of the generated data.
+    #[arg(long, default_value_t = 0.05)]
+    sf: f64,
+    /// Queries to run (1-22, comma separated). Default: all 22.
+    #[arg(long, value_delimiter = ',')]
+    queries: Vec<usize>,
+    /// Result rows shown per query.
+    #[arg(long, default_value_t = 5)]
+    rows: usize,
+    #[command(flatten)]
+    executors: ExecutorOpts,
 }
 
 /// `strata demo`.
 pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    if a.tasks == 0 {
-        bail!("--tasks must be at least 1");
+    if !(a.sf.is_finite() && a.sf > 0.0 && a.sf <= 10.0) {
+        bail!("--sf must be in (0, 10]");
+    }
+    let queries: Vec<usize> = if a.queries.is_empty() {
+        (1..=22).collect()
+    } else {
+        a.queries.clone()
+    };
+    if let Some(q) = queries.iter().find(|q| !(1..=22).contains(*q)) {
+        bail!("--queries: there is no TPC-H query {q} (1-22)");
     }
     let dir = tempdir()?;
-    let mut opts = LocalOptions::new(a.agents, dir.clone());
-    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    // Each agent gets an equal slice of a modest machine, so the demo behaves
-    // the same on any host.
-    opts.machine = Some(Resources::parse(&format!(
-        "cpus:{};mem:{};disk:1024;ports:[31000-31999]",
-        a.agents * 2,
-        a.agents * 1024
-    ))?);
-    eprintln!(
-        "starting a manager and {} agents in this process ({})",
-        a.agents,
-        dir.display()
-    );
+    let result = demo(&a, &queries, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn demo(a: &DemoArgs, queries: &[usize], dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let data = dir.join("tpch");
     let t0 = Instant::now();
+    eprintln!(
+        "generating TPC-H data at scale factor {} in {}",
+        a.sf,
+        data.display()
+    );
+    let sf = a.sf;
+    let d = data.clone();
+    tokio::task::spawn_blocking(move || tpch::generate_parquet(sf, &d))
+        .await?
+        .context("generating TPC-H data")?;
+    eprintln!("  done in {:.1}s", t0.elapsed().as_secs_f64());
+
+    let mut opts = LocalOptions::new(a.agents, dir.join("cluster"));
+    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    // Each agent gets an equal slice of a modest machine, so the demo
+    // behaves the same on any host.
+    let per_agent_cpus = a.executors.executor_cpus.ceil().max(1.0) as usize;
+    let per_agent_mem = (a.executors.executor_mem.ceil() as usize).max(512) + 256;
+    opts.machine = Some(Resources::parse(&format!(
+        "cpus:{};mem:{};disk:4096;ports:[31000-31999]",
+        a.agents * per_agent_cpus,
+        a.agents * per_agent_mem
+    ))?);
+    let t1 = Instant::now();
     let cluster = LocalCluster::start(opts).await?;
     let address = cluster.address().to_string();
-    eprintln!("cluster up in {:?}: manager at {address}", t0.elapsed());
-
-    let result = run_tasks(&address, a.tasks).await;
-    cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let ran = result?;
-
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY);
-    t.set_header(vec![
-        "task", "agent", "host", "state", "exit", "took", "output",
-    ]);
-    let mut failed = 0;
-    for (id, r) in &ran {
-        if r.state != "TASK_FINISHED" {
-            failed += 1;
-        }
-        t.add_row(vec![
-            id.clone(),
-            r.agent.clone(),
-            r.host.clone(),
-            r.state.clone(),
-            r.exit.map(|c| c.to_string()).unwrap_or_default(),
-            format!("{:.0?}", r.took),
-            r.output.trim().to_owned(),
-        ]);
-    }
-    println!("{t}");
-    let agents: std::collections::BTreeSet<&str> = ran.values().map(|r| r.agent.as_str()).collect();
-    println!(
-        "{} tasks ran on {} agents in {:.1?}",
-        ran.len(),
-        agents.len(),
-        t0.elapsed()
+    eprintln!(
+        "cluster up in {:.0} ms: manager at {address}, {} agents",
+        t1.elapsed().as_secs_f64() * 1000.0,
+        a.agents
     );
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
+    let outcome = run_queries(a, queries, &address, &data).await;
+    cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
+    outcome
+}
+
+async fn run_queries(
+    a: &DemoArgs,
+    queries: &[usize],
+    address: &str,
+    data: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let t = Instant::now();
+    let driver = a
+        .executors
+        .start_driver(address, None, "strata-demo")
+        .await?;
+    let executors = driver.executors().await;
+    eprintln!(
+        "{} executors up in {:.0} ms: {}",
+        executors.len(),
+        t.elapsed().as_secs_f64() * 1000.0,
+        executors
+            .iter()
+            .map(|e| format!("{} (pid {})", e.id, e.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let session = Session::new(driver.clone(), a.executors.partitions())?;
+    tpch::register_parquet(session.context(), data).await?;
+    let mut stdout = std::io::stdout().lock();
+    let mut total = Duration::ZERO;
+    let mut failed = Vec::new();
+    for &n in queries {
+        use std::io::Write;
+        let started = Instant::now();
+        let mut shown = false;
+        for statement in tpch::statements(n) {
+            let is_query = statement.trim_start().to_lowercase().starts_with("select");
+            if !is_query {
+                if let Err(e) = session.query(&statement).await {
+                    failed.push(format!("q{n}: {e}"));
+                }
+                continue;
+            }
+            let job = match session
+                .submit_dataframe(session.context().sql(&statement).await?)
+                .await
+            {
+                Ok(j) => j,
+                Err(e) => {
+                    failed.push(format!("q{n}: {e}"));
+                    continue;
+                }
+            };
+            match job.result().await {
+                Ok(out) => {
+                    let rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+                    writeln!(
+                        stdout,
+                        "\nq{n}: {rows} rows in {:.0} ms",
+                        out.elapsed.as_secs_f64() * 1000.0
+                    )?;
+                    for l in stage_lines(&out.stages) {
+                        writeln!(stdout, "  {l}")?;
+                    }
+                    let mut head = Vec::new();
+                    let mut left = a.rows;
+                    for b in &out.batches {
+                        if left == 0 {
+                            break;
+                        }
+                        let take = left.min(b.num_rows());
+                        head.push(b.slice(0, take));
+                        left -= take;
+                    }
+                    output::write(&mut stdout, Format::Table, &out.schema, &head)?;
+                    if rows > a.rows {
+                        writeln!(stdout, "  … {} more rows", rows - a.rows)?;
+                    }
+                    shown = true;
+                }
+                Err(e) => failed.push(format!("q{n}: {e}")),
+            }
+        }
+        if shown {
+            total += started.elapsed();
+        }
+    }
+    driver.shutdown().await;
+    println!(
+        "\n{} of {} queries ran on the cluster in {:.2} s",
+        queries.len() - failed.len(),
+        queries.len(),
+        total.as_secs_f64()
+    );
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
     } else {
-        ExitCode::from(1)
-    })
+        for f in &failed {
+            eprintln!("error: {f}");
+        }
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     let base = std::env::temp_dir().join(format!("strata-demo-{}", std::process::id()));
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
     Ok(base)
-}
-
-async fn run_tasks(address: &str, n: usize) -> anyhow::Result<BTreeMap<String, Ran>> {
-    let task_res = Resources::new(0.5, 64.0);
-    let mut cfg = SchedulerConfig::new(address.to_owned(), FrameworkConfig::new("strata-demo"));
-    // Spread the tasks: at most two per agent.
-    cfg.demand = vec![
-        Ask::new("batch", task_res.clone(), n as u32)
-            .constraint(strata_sdk::Constraint::max_per("hostname", 2)),
-    ];
-    let (handle, mut events) = Scheduler::subscribe(cfg).await?;
-    let mut ran: BTreeMap<String, Ran> = BTreeMap::new();
-    let mut next = 0usize;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ran
-        .values()
-        .filter(|r| r.state.starts_with("TASK_") && is_terminal(&r.state))
-        .count()
-        < n
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            bail!("demo tasks did not finish within 60s");
-        }
-        let Ok(Some(event)) = tokio::time::timeout(left, events.next()).await else {
-            bail!("the manager stopped answering");
-        };
-        match event {
-            Event::Offers(offers) => {
-                for offer in offers {
-                    let mut left = offer.resources.clone();
-                    let mut tasks = Vec::new();
-                    while next < n && left.subtract(&task_res) {
-                        let id = format!("demo-{next}");
-                        next += 1;
-                        let script = format!(
-                            "echo \"task {id} ran on $HOST as pid $$, agent $STRATA_AGENT_ID\"; i=0; s=0; while [ $i -lt 20000 ]; do s=$((s+i)); i=$((i+1)); done; echo \"sum 0..20000 = $s\""
-                        );
-                        tasks.push(
-                            TaskBuilder::shell(id.clone(), script)
-                                .resources(task_res.clone())
-                                .build(),
-                        );
-                        ran.insert(
-                            id,
-                            Ran {
-                                agent: offer.agent_id.to_string(),
-                                host: offer.hostname.clone(),
-                                address: offer.agent_address.clone().unwrap_or_default(),
-                                state: "launched".into(),
-                                exit: None,
-                                output: String::new(),
-                                started: Instant::now(),
-                                took: Duration::ZERO,
-                            },
-                        );
-                    }
-                    if tasks.is_empty() {
-                        handle
-                            .decline(vec![offer.id.clone()], Some(Duration::from_secs(60)))
-                            .await?;
-                    } else {
-                        handle.launch(offer.id.clone(), tasks).await?;
-                    }
-                }
-                if next >= n {
-                    handle.suppress().await?;
-                }
-            }
-            Event::Update(s) => {
-                if let Some(r) = ran.get_mut(s.task_id.as_str()) {
-                    r.state = s.state.as_str_name().to_owned();
-                    r.exit = s.exit_code;
-                    if s.is_terminal() {
-                        r.took = r.started.elapsed();
-                        if !s.message.is_empty()
-                            && s.state != strata_proto::pb::TaskState::TaskFinished
-                        {
-                            r.output = s.message.clone();
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let fid = handle.framework_id();
-    for (id, r) in ran.iter_mut() {
-        if r.output.is_empty() {
-            let path = format!("/v1/sandbox/{fid}/{id}/stdout");
-            r.output = match http::get(&r.address, &path, None, Duration::from_secs(5)).await {
-                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                Err(e) => format!("(stdout unavailable: {e})"),
-            };
-        }
-    }
-    handle.teardown().await?;
-    Ok(ran)
-}
-
-fn is_terminal(state: &str) -> bool {
-    strata_proto::pb::TaskState::from_str_name(state).is_some_and(|s| s.is_terminal())
 }

@@ -2,9 +2,13 @@
 //! has `--help`; settings come from flags, then `STRATA_*` variables, then a
 //! TOML file given with `--config`, then defaults.
 
+mod batch;
 mod daemons;
 mod demo;
+mod executor;
+mod output;
 mod run;
+mod sql;
 mod status;
 
 use std::path::PathBuf;
@@ -38,6 +42,10 @@ enum Command {
     Run(run::RunArgs),
     /// Show agents, frameworks, roles and tasks.
     Status(status::StatusArgs),
+    /// Run SQL on the cluster (the driver runs in this process).
+    Sql(sql::SqlArgs),
+    /// Run a batch executor (started by an agent as a task of a driver).
+    Executor(executor::ExecutorArgs),
     /// (internal) Supervise one task; started by the agent.
     #[command(hide = true)]
     Supervise {
@@ -128,7 +136,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     // The demo prints a table; keep its logs to warnings unless asked.
-    let quiet = matches!(cli.command, Command::Demo(_))
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Sql(_))
         && std::env::var_os("STRATA_LOG").is_none()
         && cli.log == "info";
     init_tracing(if quiet { "warn" } else { &cli.log });
@@ -150,6 +158,8 @@ pub fn main() -> ExitCode {
             Command::Agent(a) => daemons::agent(a).await,
             Command::Run(a) => run::run(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Sql(a) => sql::run(a).await,
+            Command::Executor(a) => executor::run(a).await,
             Command::Supervise { .. } => unreachable!("handled above"),
         }
     });

@@ -60,7 +60,7 @@ struct AgentRow {
 
 /// Waits (bounded) for a registered agent, and refuses at once an ask that
 /// no registered agent could ever hold.
-async fn check_capacity(
+pub(crate) async fn check_capacity(
     address: &str,
     token: Option<&str>,
     ask: &Resources,

@@ -3,6 +3,8 @@
 //!
 //! * [`harness`]: temp dirs, child processes, polling, HTTP, signals, SDK
 //!   and raw gRPC frameworks, cleanup;
+//! * [`batch`]: the batch engine on a real cluster: TPC-H against
+//!   single-process DataFusion, an executor killed mid-query, `strata sql`;
 //! * [`cli`]: `strata run`, `strata local` + discovery + `strata status`,
 //!   the shared token;
 //! * [`cluster`]: launching and killing tasks, an agent killed with `-9` and
@@ -10,6 +12,7 @@
 //! * [`failover`]: a manager restart, framework failover within and after
 //!   its timeout.
 
+mod batch;
 mod cli;
 mod cluster;
 mod failover;

@@ -32,6 +32,13 @@ pub mod pb {
     tonic::include_proto!("strata.v1");
 }
 
+/// The batch engine's driver ↔ executor protocol (package `strata.exec.v1`):
+/// the `ExecutorLink` service the driver hosts, task launches and statuses.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod exec {
+    tonic::include_proto!("strata.exec.v1");
+}
+
 /// The protocol version spoken by this build. A peer with another version is
 /// refused at its handshake with a clear error.
 pub const PROTOCOL_VERSION: u32 = 1;

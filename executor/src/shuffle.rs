@@ -30,8 +30,55 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties, ReplaceChildrenOptions,
 };
-use futures::StreamExt;
-use strata_executor::shuffle_service::{ShuffleTicket, read_partition};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::shuffle_service::{ShuffleTicket, fetch_stream, read_partition};
+
+/// Where one map task's output lives, as a reading task sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapOutputLocation {
+    /// The map task (input partition of the map stage).
+    pub map_partition: u32,
+    /// The executor that holds it.
+    pub executor_id: String,
+    /// That executor's Flight address (`host:port`).
+    pub flight_address: String,
+}
+
+/// The shuffle environment of one task on an executor, carried in its
+/// [`TaskContext`]'s session config as an extension. Without it (the
+/// in-process runner) writers and readers use the plan's own root and read
+/// every file there.
+#[derive(Debug, Default)]
+pub struct ShuffleEnv {
+    /// This executor's shuffle root.
+    pub root: PathBuf,
+    /// This executor's id: outputs it holds are read from disk, not fetched.
+    pub executor_id: String,
+    /// The attempt, so that concurrent attempts never share a temporary file.
+    pub attempt: u32,
+    /// Per input stage, where its map outputs are.
+    pub inputs: std::collections::HashMap<u32, Vec<MapOutputLocation>>,
+    /// Set by a reader whose fetch failed: (stage, executor).
+    pub fetch_failure: std::sync::Mutex<Option<(u32, String)>>,
+}
+
+impl ShuffleEnv {
+    fn of(ctx: &TaskContext) -> Option<Arc<ShuffleEnv>> {
+        ctx.session_config().get_extension::<ShuffleEnv>()
+    }
+}
+
+/// What a map task wrote.
+#[derive(Clone, Debug, Default)]
+pub struct WriteStats {
+    /// Rows written.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Bytes per output partition.
+    pub partition_bytes: Vec<u64>,
+}
 
 /// Where a stage's shuffle files live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +98,7 @@ impl ShuffleLocation {
             job: self.job.clone(),
             stage: self.stage,
             partition: output_partition as u32,
+            maps: None,
         }
     }
 
@@ -126,8 +174,22 @@ impl ShuffleWriterExec {
         }
     }
 
-    /// Runs map task `input_partition` to completion; returns rows and bytes written.
-    pub async fn write(&self, input_partition: usize, ctx: Arc<TaskContext>) -> Result<(u64, u64)> {
+    /// Runs map task `input_partition` to completion.
+    pub async fn write(&self, input_partition: usize, ctx: Arc<TaskContext>) -> Result<WriteStats> {
+        let env = ShuffleEnv::of(&ctx);
+        let location = match &env {
+            Some(env) => ShuffleLocation {
+                root: env.root.clone(),
+                ..self.location.clone()
+            },
+            None => self.location.clone(),
+        };
+        static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp_suffix = format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mut stream = self.input.execute(input_partition, ctx)?;
         let schema = self.input.schema();
         let n = self.output_partitions();
@@ -149,10 +211,10 @@ impl ShuffleWriterExec {
                 }
                 rows += batch.num_rows() as u64;
                 if writers[out].is_none() {
-                    let path = self.location.file(out, input_partition);
+                    let path = location.file(out, input_partition);
                     let dir = path.parent().expect("shuffle file has a directory");
                     std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
-                    let tmp = path.with_extension("arrow.tmp");
+                    let tmp = path.with_extension(&tmp_suffix);
                     let file = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
                     writers[out] =
                         Some((path, StreamWriter::try_new(BufWriter::new(file), &schema)?));
@@ -168,15 +230,22 @@ impl ShuffleWriterExec {
                 None => push(input_partition, batch, &mut writers)?,
             }
         }
-        let mut bytes = 0u64;
-        for (path, mut w) in writers.into_iter().flatten() {
+        let mut stats = WriteStats {
+            rows,
+            bytes: 0,
+            partition_bytes: vec![0; n],
+        };
+        for (out, w) in writers.into_iter().enumerate() {
+            let Some((path, mut w)) = w else { continue };
             w.finish()?;
             drop(w);
-            let tmp = path.with_extension("arrow.tmp");
+            let tmp = path.with_extension(&tmp_suffix);
             std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming", &tmp, e))?;
-            bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            stats.partition_bytes[out] = len;
+            stats.bytes += len;
         }
-        Ok((rows, bytes))
+        Ok(stats)
     }
 }
 
@@ -280,6 +349,60 @@ impl ExecutionPlan for ShuffleWriterExec {
     }
 }
 
+/// Where a reader's batches come from.
+enum Source {
+    Local {
+        root: PathBuf,
+        ticket: ShuffleTicket,
+    },
+    Remote {
+        executor_id: String,
+        address: String,
+        ticket: ShuffleTicket,
+    },
+}
+
+/// The sources of output partition `partition` of `location`'s stage: one
+/// per executor holding map outputs, naming exactly the map tasks whose
+/// output it holds (so a speculative copy's duplicate is never read).
+fn sources(env: &ShuffleEnv, location: &ShuffleLocation, partition: usize) -> Result<Vec<Source>> {
+    let outputs = env.inputs.get(&location.stage).ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "task has no locations for its input stage {}",
+            location.stage
+        ))
+    })?;
+    let mut by_executor: std::collections::BTreeMap<(&str, &str), Vec<u32>> = Default::default();
+    for o in outputs {
+        by_executor
+            .entry((o.executor_id.as_str(), o.flight_address.as_str()))
+            .or_default()
+            .push(o.map_partition);
+    }
+    Ok(by_executor
+        .into_iter()
+        .map(|((executor_id, address), mut maps)| {
+            maps.sort_unstable();
+            let ticket = ShuffleTicket {
+                maps: Some(maps),
+                ..location.ticket(partition)
+            };
+            if executor_id == env.executor_id {
+                Source::Local {
+                    root: env.root.clone(),
+                    ticket,
+                }
+            } else {
+                Source::Remote {
+                    executor_id: executor_id.to_owned(),
+                    address: address.to_owned(),
+                    ticket,
+                }
+            }
+        })
+        .collect())
+}
+
 /// Starts a stage: output partition `p` is every map task's file for `p`.
 #[derive(Debug)]
 pub struct ShuffleReaderExec {
@@ -374,21 +497,56 @@ impl ExecutionPlan for ShuffleReaderExec {
     fn execute(
         &self,
         partition: usize,
-        _ctx: Arc<TaskContext>,
+        ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let root = self.location.root.clone();
-        let ticket = self.location.ticket(partition);
         let schema = self.schema.clone();
-        let batches = futures::stream::once(async move {
-            tokio::task::spawn_blocking(move || read_partition(&root, &ticket))
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .map_err(|e| DataFusionError::External(Box::new(e)))
-        })
-        .flat_map(|r: Result<Vec<RecordBatch>>| match r {
-            Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
-            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-        });
+        let sources = match ShuffleEnv::of(&ctx) {
+            None => vec![Source::Local {
+                root: self.location.root.clone(),
+                ticket: self.location.ticket(partition),
+            }],
+            Some(env) => sources(&env, &self.location, partition)?,
+        };
+        let env = ShuffleEnv::of(&ctx);
+        let stage = self.location.stage;
+        let batches = futures::stream::iter(sources)
+            .then(move |source| {
+                let env = env.clone();
+                async move {
+                    match source {
+                        Source::Local { root, ticket } => {
+                            let v =
+                                tokio::task::spawn_blocking(move || read_partition(&root, &ticket))
+                                    .await
+                                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                            Ok(futures::stream::iter(v.into_iter().map(Ok)).boxed())
+                        }
+                        Source::Remote {
+                            executor_id,
+                            address,
+                            ticket,
+                        } => {
+                            let failed = {
+                                let env = env.clone();
+                                let executor_id = executor_id.clone();
+                                move |e: crate::shuffle_service::ShuffleError| {
+                                    if let Some(env) = &env {
+                                        *env.fetch_failure
+                                            .lock()
+                                            .unwrap_or_else(|p| p.into_inner()) =
+                                            Some((stage, executor_id.clone()));
+                                    }
+                                    DataFusionError::External(Box::new(e))
+                                }
+                            };
+                            let s = fetch_stream(&address, &ticket).await.map_err(&failed)?;
+                            Ok::<_, DataFusionError>(s.map_err(failed).boxed())
+                        }
+                    }
+                }
+            })
+            .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }

@@ -1,0 +1,48 @@
+//! The DataFusion settings every process of the batch engine shares: the
+//! session configuration plans are made and run with, and an executor's
+//! runtime (memory pool, spill directory, object stores).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionConfig;
+
+/// The session configuration for plans that will be cut into stages.
+///
+/// * File-stream work stealing is off: each task runs one partition of its
+///   own copy of the plan, so a partition must read only its own file
+///   group (with stealing on, every task would read every file).
+/// * Dynamic filters are off: a join's (or top-k's) dynamic filter ties the
+///   probe-side scan to the join at run time, and once a shuffle separates
+///   them into different stages the scan would wait for a join that runs
+///   only after it.
+/// * Hash joins are always partitioned (never `CollectLeft` by size): a
+///   collected build side tracks which of its rows matched across all
+///   output partitions of one plan instance, which isolated tasks cannot
+///   share (semi, anti and outer joins would lose rows).
+pub fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new().with_target_partitions(target_partitions.max(1));
+    let options = config.options_mut();
+    options.execution.enable_file_stream_work_stealing = false;
+    options.optimizer.hash_join_single_partition_threshold = 0;
+    options.optimizer.hash_join_single_partition_threshold_rows = 0;
+    let opt = &mut options.optimizer;
+    opt.enable_dynamic_filter_pushdown = false;
+    opt.enable_join_dynamic_filter_pushdown = false;
+    opt.enable_topk_dynamic_filter_pushdown = false;
+    opt.enable_aggregate_dynamic_filter_pushdown = false;
+    config
+}
+
+/// An executor's runtime: a fair spilling memory pool of `memory_bytes`
+/// shared by its tasks, spill files under `spill_dir`, and the object
+/// stores of [`crate::storage`] (local files and `s3://`).
+pub fn runtime_env(memory_bytes: u64, spill_dir: &Path) -> Result<Arc<RuntimeEnv>> {
+    crate::storage::runtime_env_builder()
+        .with_memory_pool(Arc::new(FairSpillPool::new(memory_bytes as usize)))
+        .with_temp_file_path(spill_dir)
+        .build_arc()
+}

@@ -1,0 +1,76 @@
+//! Comparing result sets: the same rows in any order, exact for integers
+//! and strings, within a relative 1e-6 for floats and decimals. How the
+//! tests and `strata bench tpch` hold the cluster to single-process
+//! DataFusion.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+
+#[derive(Debug, Clone)]
+enum Cell {
+    Num(f64),
+    Str(String),
+}
+
+fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let mut row = Vec::new();
+            for c in b.columns() {
+                let s = array_value_to_string(c, r).unwrap_or_default();
+                let numeric = matches!(
+                    c.data_type(),
+                    DataType::Float16
+                        | DataType::Float32
+                        | DataType::Float64
+                        | DataType::Decimal128(_, _)
+                        | DataType::Decimal256(_, _)
+                );
+                row.push(match (numeric, s.parse::<f64>()) {
+                    (true, Ok(v)) => Cell::Num(v),
+                    _ => Cell::Str(s),
+                });
+            }
+            out.push(row);
+        }
+    }
+    // Order-insensitive comparison (ties under ORDER BY may come out in
+    // any order): sort by a rounded rendering.
+    out.sort_by_key(|row| {
+        row.iter()
+            .map(|c| match c {
+                Cell::Num(v) => format!("{v:.2}"),
+                Cell::Str(s) => s.clone(),
+            })
+            .collect::<Vec<_>>()
+    });
+    out
+}
+
+/// Whether two result sets hold the same rows; the first difference if not.
+pub fn same_rows(a: &[RecordBatch], b: &[RecordBatch]) -> Result<(), String> {
+    same(&rows(a), &rows(b))
+}
+
+fn same(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} rows vs {} rows", a.len(), b.len()));
+    }
+    for (i, (ra, rb)) in a.iter().zip(b).enumerate() {
+        for (ca, cb) in ra.iter().zip(rb) {
+            let ok = match (ca, cb) {
+                (Cell::Num(x), Cell::Num(y)) => {
+                    (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0)
+                }
+                (Cell::Str(x), Cell::Str(y)) => x == y,
+                _ => false,
+            };
+            if !ok {
+                return Err(format!("row {i}: {ra:?} vs {rb:?}"));
+            }
+        }
+    }
+    Ok(())
+}

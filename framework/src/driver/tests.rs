@@ -1,0 +1,150 @@
+//! The driver with in-process executors (real gRPC links, real Flight
+//! shuffle over 127.0.0.1), held to single-process DataFusion.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::prelude::SessionContext;
+use strata_executor::runtime::Straggle;
+
+use super::*;
+use crate::session::Session;
+use crate::tpch;
+
+async fn driver(dir: &std::path::Path, n: usize, straggle: Vec<Straggle>) -> Arc<Driver> {
+    let mut config = DriverConfig::new(ExecutorSource::InProcess(dir.to_path_buf()));
+    config.executors.min = n;
+    config.executors.max = n;
+    config.executors.mem_mib = 256.0;
+    config.straggle = straggle;
+    let d = Driver::start(config).await.unwrap();
+    d.wait_for_executors(n, Duration::from_secs(20))
+        .await
+        .unwrap();
+    Arc::new(d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_on_two_executors_matches_single_process_datafusion() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    let reference = SessionContext::new();
+    tpch::register_parquet(&reference, data.path())
+        .await
+        .unwrap();
+    let d = driver(work.path(), 2, vec![]).await;
+    let session = Session::new(d.clone(), 3).unwrap();
+    tpch::register_parquet(session.context(), data.path())
+        .await
+        .unwrap();
+    let mut failures = Vec::new();
+    for n in 1..=22 {
+        let mut expected = Vec::new();
+        for s in tpch::statements(n) {
+            expected = reference.sql(&s).await.unwrap().collect().await.unwrap();
+            let is_query = s.trim_start().to_lowercase().starts_with("select");
+            if is_query {
+                break;
+            }
+        }
+        let mut got = Vec::new();
+        for s in tpch::statements(n) {
+            match session.query(&s).await {
+                Ok(b) => {
+                    if s.trim_start().to_lowercase().starts_with("select") {
+                        got = b;
+                    }
+                }
+                Err(e) => failures.push(format!("q{n}: {e}")),
+            }
+        }
+        if let Err(e) = crate::compare::same_rows(&expected, &got) {
+            failures.push(format!("q{n}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Each job's files are removed at its end (the last job's removal
+    // may still be on its way).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for e in d.executors().await {
+        let dir = work.path().join(&e.id.0).join("shuffle");
+        loop {
+            let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}: {left:?}", dir.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_straggler_gets_a_speculative_copy_that_wins() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    // The first attempt of stage 0's partition 1 sleeps 20 s.
+    let d = driver(
+        work.path(),
+        2,
+        vec![Straggle {
+            stage: 0,
+            partition: 1,
+            delay: Duration::from_secs(20),
+        }],
+    )
+    .await;
+    let session = Session::new(d.clone(), 4).unwrap();
+    tpch::register_parquet(session.context(), data.path())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let df = session
+        .context()
+        .sql("select l_returnflag, count(*) from lineitem group by l_returnflag")
+        .await
+        .unwrap();
+    let out = session.collect(df).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15), "the copy won");
+    let rows: usize = out.batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 3);
+    let s0 = &out.stages[0];
+    assert_eq!((s0.speculative, s0.speculative_wins), (1, 1), "{s0:?}");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_query_fails_clearly_and_the_driver_carries_on() {
+    let work = tempfile::tempdir().unwrap();
+    let d = driver(work.path(), 1, vec![]).await;
+    let session = Session::new(d.clone(), 2).unwrap();
+    let err = session.query("selec 1").await.unwrap_err().to_string();
+    assert!(err.contains("Expected") || err.contains("syntax"), "{err}");
+    let err = session
+        .query("select * from missing")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
+    // Fails at run time on an executor: retried, then the job fails.
+    let err = session
+        .query("select cast(column1 as int) from (values ('1'), ('x'))")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("failed") && err.contains("'x'"), "{err}");
+    let ok = session.query("select 40 + 2 as x").await.unwrap();
+    assert_eq!(
+        datafusion::arrow::util::pretty::pretty_format_batches(&ok)
+            .unwrap()
+            .to_string()
+            .lines()
+            .nth(3)
+            .unwrap(),
+        "| 42 |"
+    );
+    d.shutdown().await;
+}

@@ -1,0 +1,198 @@
+//! A SQL session over the cluster: DataFusion's catalog, parser and
+//! planner in the driver process; every query runs as a distributed job.
+//!
+//! * `CREATE EXTERNAL TABLE … STORED AS PARQUET|CSV|JSON LOCATION '…'`
+//!   (local paths, `file://`, `s3://`) and other DDL change the session's
+//!   catalog and print nothing. Tables live as long as the session.
+//! * Queries are planned by DataFusion, cut into stages ([`crate::planner`])
+//!   and submitted to the [`Driver`]; results come back to the session.
+//! * `EXPLAIN` shows DataFusion's plans and the stages the query would run as.
+//! * Statements that write (`INSERT`, `COPY`) run in the driver process.
+//!
+//! [`Session::dataframe`] gives DataFusion's DataFrame API: build a
+//! DataFrame with the session's context, then [`Session::collect`] runs it
+//! on the cluster.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+
+use crate::driver::{Driver, DriverError, JobHandle, JobOutput};
+use crate::planner::{display_stages, plan_stages, session_config};
+
+/// Why a statement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The SQL did not parse or plan (syntax, unknown table or column…).
+    #[error("{0}")]
+    Sql(#[from] DataFusionError),
+    /// The job failed on the cluster.
+    #[error("{0}")]
+    Job(#[from] DriverError),
+}
+
+/// A statement, ready to run.
+pub enum Prepared {
+    /// DDL or a setting: done, nothing to show.
+    Done,
+    /// Rows computed in the driver (`EXPLAIN`, `SHOW`, writes).
+    Rows(SchemaRef, Vec<RecordBatch>),
+    /// A query running on the cluster.
+    Job(JobHandle),
+}
+
+/// A SQL session whose queries run on the cluster.
+pub struct Session {
+    ctx: SessionContext,
+    driver: Arc<Driver>,
+    partitions: usize,
+}
+
+impl Session {
+    /// A session whose plans have `partitions` partitions per stage.
+    pub fn new(driver: Arc<Driver>, partitions: usize) -> Result<Session> {
+        let runtime = strata_executor::storage::runtime_env_builder().build_arc()?;
+        let state = datafusion::execution::session_state::SessionStateBuilder::new()
+            .with_config(session_config(partitions))
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        Ok(Session {
+            ctx: SessionContext::new_with_state(state),
+            driver,
+            partitions,
+        })
+    }
+
+    /// The DataFusion context: its catalog, and DataFrames to [`Session::collect`].
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &Arc<Driver> {
+        &self.driver
+    }
+
+    /// Partitions per stage.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    /// Splits a script into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, SessionError> {
+        let name = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .sql_parser
+            .dialect
+            .to_string();
+        let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(&name)
+            .unwrap_or_else(|| Box::new(datafusion::sql::sqlparser::dialect::GenericDialect {}));
+        Ok(DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?.into())
+    }
+
+    /// Plans one statement and starts it.
+    pub async fn prepare(&self, statement: Statement) -> Result<Prepared, SessionError> {
+        let state = self.ctx.state();
+        let plan = state.statement_to_plan(statement).await?;
+        match plan {
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
+                self.ctx.execute_logical_plan(plan).await?.collect().await?;
+                Ok(Prepared::Done)
+            }
+            LogicalPlan::Explain(e) if !e.logical_optimization_succeeded || e.verbose => {
+                let df = self
+                    .ctx
+                    .execute_logical_plan(LogicalPlan::Explain(e))
+                    .await?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                Ok(Prepared::Rows(schema, df.collect().await?))
+            }
+            LogicalPlan::Explain(e) => {
+                let df = self.ctx.execute_logical_plan((*e.plan).clone()).await?;
+                let logical = df.logical_plan().display_indent().to_string();
+                let physical = df.create_physical_plan().await?;
+                let job = plan_stages("explain", physical, std::path::Path::new(""))?;
+                let (schema, batch) = explain_batch(&logical, &display_stages(&job))?;
+                Ok(Prepared::Rows(schema, vec![batch]))
+            }
+            LogicalPlan::Analyze(_) => Err(SessionError::Sql(DataFusionError::NotImplemented(
+                "EXPLAIN ANALYZE does not run on the cluster; a job's per-stage figures \
+                 (rows, bytes, tasks, time) are in its result (`strata sql --metrics`)"
+                    .into(),
+            ))),
+            LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::DescribeTable(_) => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                Ok(Prepared::Rows(schema, df.collect().await?))
+            }
+            plan => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                Ok(Prepared::Job(self.submit_dataframe(df).await?))
+            }
+        }
+    }
+
+    /// Runs a DataFrame built on [`Session::context`] on the cluster.
+    pub async fn submit_dataframe(&self, df: DataFrame) -> Result<JobHandle, SessionError> {
+        let physical = df.create_physical_plan().await?;
+        self.submit_plan(physical)
+    }
+
+    /// Runs a physical plan on the cluster.
+    pub fn submit_plan(&self, plan: Arc<dyn ExecutionPlan>) -> Result<JobHandle, SessionError> {
+        let id = self.driver.next_job_id();
+        let job = plan_stages(&id, plan, std::path::Path::new(""))?;
+        Ok(self.driver.submit(job)?)
+    }
+
+    /// Runs a DataFrame on the cluster and returns its rows.
+    pub async fn collect(&self, df: DataFrame) -> Result<JobOutput, SessionError> {
+        Ok(self.submit_dataframe(df).await?.result().await?)
+    }
+
+    /// Runs every statement of a script; returns each one's rows (empty
+    /// for DDL).
+    pub async fn sql(&self, sql: &str) -> Result<Vec<Vec<RecordBatch>>, SessionError> {
+        let mut out = Vec::new();
+        for s in self.parse(sql)? {
+            out.push(match self.prepare(s).await? {
+                Prepared::Done => Vec::new(),
+                Prepared::Rows(_, b) => b,
+                Prepared::Job(j) => j.result().await?.batches,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs one query; returns its rows.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SessionError> {
+        let mut all = self.sql(sql).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+}
+
+fn explain_batch(logical: &str, stages: &str) -> Result<(SchemaRef, RecordBatch)> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["logical_plan", "distributed_plan"])),
+            Arc::new(StringArray::from(vec![logical, stages])),
+        ],
+    )?;
+    Ok((schema, batch))
+}

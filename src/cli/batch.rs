@@ -1,0 +1,198 @@
+//! What the batch commands (`sql`, `demo`, `bench`) share: executor
+//! options, starting a driver on a cluster, and showing a job's progress
+//! and figures.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use strata_framework::driver::dag::StageMetrics;
+use strata_framework::driver::{
+    ClusterSource, Driver, DriverConfig, ExecutorSource, JobHandle, JobProgress,
+};
+
+use super::parse_mib;
+
+/// Executor options of the batch commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecutorOpts {
+    /// Executors to run.
+    #[arg(long, default_value_t = 2)]
+    pub executors: usize,
+    /// CPUs per executor (its task slots).
+    #[arg(long, default_value_t = 1.0)]
+    pub executor_cpus: f64,
+    /// Memory per executor, MiB or with a unit (`1g`).
+    #[arg(long, default_value = "1g", value_parser = parse_mib)]
+    pub executor_mem: f64,
+    /// Partitions per stage (default: executors × CPUs).
+    #[arg(long)]
+    pub partitions: Option<usize>,
+    /// The driver framework's role.
+    #[arg(long, default_value = "*")]
+    pub role: String,
+    /// The executors' priority class.
+    #[arg(long, default_value = "batch")]
+    pub class: String,
+    /// How long to wait for the executors to start.
+    #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
+    pub executor_wait: Duration,
+}
+
+impl ExecutorOpts {
+    /// Partitions per stage.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+            .unwrap_or_else(|| self.executors.max(1) * (self.executor_cpus.ceil() as usize).max(1))
+    }
+
+    /// Starts a driver whose executors are `strata executor` tasks on the
+    /// cluster at `manager`, and waits for them.
+    pub async fn start_driver(
+        &self,
+        manager: &str,
+        token: Option<&str>,
+        name: &str,
+    ) -> anyhow::Result<Arc<Driver>> {
+        if self.executors == 0 {
+            anyhow::bail!("--executors must be at least 1");
+        }
+        if !(self.executor_cpus.is_finite() && self.executor_cpus > 0.0) {
+            anyhow::bail!("--executor-cpus must be a number > 0");
+        }
+        let ask = strata_proto::resources::Resources::new(self.executor_cpus, self.executor_mem);
+        super::run::check_capacity(manager, token, &ask, self.executor_wait).await?;
+        let program = std::env::current_exe().context("locating the strata binary")?;
+        let mut source = ClusterSource::new(manager, program);
+        source.token = token.map(str::to_owned);
+        source.name = name.to_owned();
+        source.role = self.role.clone();
+        source.class = self.class.clone();
+        source.env = forwarded_env();
+        let mut config = DriverConfig::new(ExecutorSource::Cluster(Box::new(source)));
+        config.executors.min = self.executors;
+        config.executors.max = self.executors;
+        config.executors.cpus = self.executor_cpus;
+        config.executors.mem_mib = self.executor_mem;
+        config.executor_wait = self.executor_wait;
+        let driver = Driver::start(config).await?;
+        if let Err(e) = driver
+            .wait_for_executors(self.executors, self.executor_wait)
+            .await
+        {
+            driver.shutdown().await;
+            return Err(e).context("starting executors");
+        }
+        Ok(Arc::new(driver))
+    }
+}
+
+/// Object-store credentials and log settings executors inherit.
+fn forwarded_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_") || k == "STRATA_LOG" || k == "RUST_LOG")
+        .collect()
+}
+
+/// Shows a job's progress on stderr while it runs, only on a terminal.
+pub fn show_progress(job: &JobHandle) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let mut rx = job.progress();
+    Some(tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let mut shown = false;
+        loop {
+            let line = progress_line(&rx.borrow(), started.elapsed());
+            // Only long queries get a bar.
+            if started.elapsed() > Duration::from_millis(300) {
+                eprint!("\r\x1b[2K{line}");
+                shown = true;
+            }
+            let done = matches!(
+                rx.borrow().state.as_str(),
+                "succeeded" | "failed" | "cancelled"
+            );
+            if done
+                || tokio::time::timeout(Duration::from_millis(200), rx.changed())
+                    .await
+                    .is_ok_and(|r| r.is_err())
+            {
+                break;
+            }
+        }
+        if shown {
+            eprint!("\r\x1b[2K");
+        }
+    }))
+}
+
+fn progress_line(p: &JobProgress, elapsed: Duration) -> String {
+    let total: u32 = p.stages.iter().map(|s| s.tasks).sum();
+    let done: u32 = p.stages.iter().map(|s| s.done).sum();
+    let running: u32 = p.stages.iter().map(|s| s.running).sum();
+    let stages_done = p.stages.iter().filter(|s| s.done == s.tasks).count();
+    let width = 30usize;
+    let filled = if total == 0 {
+        0
+    } else {
+        (done as usize * width) / total as usize
+    };
+    format!(
+        "[{}{}] stages {}/{} tasks {}/{} ({} running) {:.1}s",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        stages_done,
+        p.stages.len(),
+        done,
+        total,
+        running,
+        elapsed.as_secs_f64()
+    )
+}
+
+/// One line per stage: tasks, rows, bytes, time, and re-runs.
+pub fn stage_lines(stages: &[StageMetrics]) -> Vec<String> {
+    stages
+        .iter()
+        .map(|s| {
+            let mut line = format!(
+                "stage {}: {} tasks, {} rows, {}, {:.0} ms",
+                s.stage,
+                s.tasks,
+                s.rows,
+                human_bytes(s.bytes),
+                s.elapsed.as_secs_f64() * 1000.0
+            );
+            if s.recomputed > 0 {
+                line.push_str(&format!(", {} recomputed", s.recomputed));
+            }
+            if s.failed > 0 {
+                line.push_str(&format!(", {} failed attempts", s.failed));
+            }
+            if s.speculative > 0 {
+                line.push_str(&format!(
+                    ", {} speculative ({} won)",
+                    s.speculative, s.speculative_wins
+                ));
+            }
+            line
+        })
+        .collect()
+}
+
+/// `1.2 MiB`.
+pub fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}

@@ -1,0 +1,95 @@
+//! `strata sql`: runs SQL statements on the cluster with the driver in
+//! this process. DDL prints nothing; each query's rows go to stdout as a
+//! table, CSV or JSON; errors go to stderr and the exit code is non-zero
+//! (the script stops at the first failing statement).
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use strata_framework::session::{Prepared, Session};
+
+use super::ClientArgs;
+use super::batch::{ExecutorOpts, show_progress, stage_lines};
+use super::output::{self, Format};
+
+/// Arguments of `strata sql`.
+#[derive(clap::Args, Debug)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    executors: ExecutorOpts,
+    /// SQL to run (several statements separated by `;`).
+    #[arg(short = 'e', long = "execute", conflicts_with = "file")]
+    execute: Option<String>,
+    /// A SQL script to run.
+    #[arg(short = 'f', long = "file")]
+    file: Option<std::path::PathBuf>,
+    /// Output format of result sets.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Print each query's per-stage figures on stderr.
+    #[arg(long)]
+    metrics: bool,
+}
+
+/// `strata sql`.
+pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
+    let sql = match (&a.execute, &a.file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        (None, None) => bail!("give SQL with -e \"…\" or a script with -f FILE"),
+    };
+    let target = a.client.target();
+    let driver = a
+        .executors
+        .start_driver(&target.address, target.token.as_deref(), "strata-sql")
+        .await?;
+    let session = Session::new(driver.clone(), a.executors.partitions())?;
+    let result = run_script(&session, &sql, a.format, a.metrics).await;
+    driver.shutdown().await;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Runs every statement of `sql`, printing results; stops at the first error.
+pub async fn run_script(
+    session: &Session,
+    sql: &str,
+    format: Format,
+    metrics: bool,
+) -> anyhow::Result<()> {
+    let statements = session.parse(sql)?;
+    let mut stdout = std::io::stdout().lock();
+    for statement in statements {
+        match session.prepare(statement).await? {
+            Prepared::Done => {}
+            Prepared::Rows(schema, batches) => {
+                output::write(&mut stdout, format, &schema, &batches)?;
+            }
+            Prepared::Job(job) => {
+                let progress = show_progress(&job);
+                let result = job.result().await;
+                if let Some(p) = progress {
+                    let _ = p.await;
+                }
+                let out = result?;
+                output::write(&mut stdout, format, &out.schema, &out.batches)?;
+                if metrics {
+                    eprintln!("{}: {:.0} ms", out.job, out.elapsed.as_secs_f64() * 1000.0);
+                    for l in stage_lines(&out.stages) {
+                        eprintln!("  {l}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
