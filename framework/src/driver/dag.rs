@@ -71,6 +71,11 @@ pub struct Policy {
     pub max_fetch_failures: u32,
     /// Speculative execution, if on.
     pub speculation: Option<Speculation>,
+    /// Attempts an executor may hold per slot once a stage's tasks are
+    /// known to be short (the extra ones queue on the executor).
+    pub pipeline: u32,
+    /// Tasks shorter than this on average are short.
+    pub short_task: Duration,
 }
 
 impl Default for Policy {
@@ -79,6 +84,8 @@ impl Default for Policy {
             max_attempts: 4,
             max_fetch_failures: 8,
             speculation: Some(Speculation::default()),
+            pipeline: 4,
+            short_task: Duration::from_millis(20),
         }
     }
 }
@@ -371,7 +378,7 @@ impl TaskScheduler {
                 if req[s] {
                     n += st.pending.len() as u32;
                 }
-                n += st.running.iter().map(|r| r.len() as u32).sum::<u32>();
+                n += st.metrics.running;
             }
         }
         n
@@ -544,6 +551,7 @@ impl TaskScheduler {
             return effects;
         };
         let attempt = st.running[p].remove(pos);
+        st.metrics.running -= 1;
         if let Some(e) = self.executors.get_mut(from) {
             e.busy = e.busy.saturating_sub(1);
         }
@@ -572,6 +580,7 @@ impl TaskScheduler {
                     }
                     // The other copies lost the race.
                     for other in st.running[p].drain(..) {
+                        st.metrics.running -= 1;
                         if let Some(e) = self.executors.get_mut(&other.executor) {
                             e.busy = e.busy.saturating_sub(1);
                         }
@@ -626,12 +635,10 @@ impl TaskScheduler {
             }
             input.metrics.done = input.done;
         }
-        for st in &mut job.stages {
-            st.metrics.done = st.done;
-            st.metrics.running = st.running.iter().map(|r| r.len() as u32).sum();
-            if let (Some(a), Some(b)) = (st.first_launch, st.last_finish) {
-                st.metrics.elapsed = b.saturating_duration_since(a);
-            }
+        let st = &mut job.stages[task.stage as usize];
+        st.metrics.done = st.done;
+        if let (Some(a), Some(b)) = (st.first_launch, st.last_finish) {
+            st.metrics.elapsed = b.saturating_duration_since(a);
         }
         if let Some(why) = fail_job {
             let id = job.id.clone();
@@ -649,12 +656,8 @@ impl TaskScheduler {
     /// Places runnable tasks on free slots.
     pub fn assign(&mut self, now: Instant) -> Vec<Launch> {
         let mut launches = Vec::new();
-        let mut free: u32 = self
-            .executors
-            .values()
-            .map(|e| e.slots.saturating_sub(e.busy))
-            .sum();
-        if free == 0 {
+        let deepest = self.policy.pipeline.max(1);
+        if self.executors.values().all(|e| e.busy >= e.slots * deepest) {
             return launches;
         }
         for j in 0..self.jobs.len() {
@@ -670,20 +673,17 @@ impl TaskScheduler {
                     continue;
                 }
                 let inputs = self.inputs_of(j, s);
-                while free > 0 {
+                let depth = self.depth(j, s);
+                loop {
                     let Some(p) = self.jobs[j].stages[s].pending.pop_first() else {
                         break;
                     };
-                    let executor = self.place(j, s, p, None);
+                    let executor = self.place(j, s, p, None, depth);
                     let Some(executor) = executor else {
                         self.jobs[j].stages[s].pending.insert(p);
                         break;
                     };
-                    free -= 1;
                     launches.push(self.start(j, s, p, executor, &inputs, now, false));
-                }
-                if free == 0 {
-                    return launches;
                 }
             }
         }
@@ -703,7 +703,10 @@ impl TaskScheduler {
             for s in 0..self.jobs[j].stages.len() {
                 let st = &self.jobs[j].stages[s];
                 let tasks = st.spec.tasks as f64;
-                if st.durations.is_empty() || (st.done as f64) < (spec.quantile * tasks).ceil() {
+                if st.metrics.running == 0
+                    || st.durations.is_empty()
+                    || (st.done as f64) < (spec.quantile * tasks).ceil()
+                {
                     continue;
                 }
                 let mut d = st.durations.clone();
@@ -726,7 +729,7 @@ impl TaskScheduler {
                 }
                 let inputs = self.inputs_of(j, s);
                 for (p, busy_on) in stragglers {
-                    if let Some(executor) = self.place(j, s, p, Some(&busy_on)) {
+                    if let Some(executor) = self.place(j, s, p, Some(&busy_on), 1) {
                         launches.push(self.start(j, s, p, executor, &inputs, now, true));
                     }
                 }
@@ -758,9 +761,34 @@ impl TaskScheduler {
             .collect()
     }
 
-    /// The free executor for partition `p` of stage `s`: most input bytes
-    /// first, then most free slots; never `avoid`.
-    fn place(&self, j: usize, s: usize, p: u32, avoid: Option<&ExecutorId>) -> Option<ExecutorId> {
+    /// Attempts an executor may hold per slot for stage `s` of job `j`:
+    /// more than one (queued behind the running one, hiding the round
+    /// trip to the driver) only once the stage's tasks are known to be short.
+    fn depth(&self, j: usize, s: usize) -> u32 {
+        let st = &self.jobs[j].stages[s];
+        let n = st.durations.len() as u32;
+        if n < 8 {
+            return 1;
+        }
+        let mean = st.durations.iter().sum::<Duration>() / n;
+        if mean < self.policy.short_task {
+            self.policy.pipeline.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// The executor with a free slot (of `depth` per slot) for partition
+    /// `p` of stage `s`: most input bytes first, then most free slots;
+    /// never `avoid`.
+    fn place(
+        &self,
+        j: usize,
+        s: usize,
+        p: u32,
+        avoid: Option<&ExecutorId>,
+        depth: u32,
+    ) -> Option<ExecutorId> {
         let job = &self.jobs[j];
         let mut local: BTreeMap<&ExecutorId, u64> = BTreeMap::new();
         for &i in &job.stages[s].spec.inputs {
@@ -771,11 +799,11 @@ impl TaskScheduler {
         }
         self.executors
             .iter()
-            .filter(|(id, e)| e.busy < e.slots && Some(*id) != avoid)
+            .filter(|(id, e)| e.busy < e.slots * depth && Some(*id) != avoid)
             .max_by_key(|(id, e)| {
                 (
                     local.get(id).copied().unwrap_or(0),
-                    e.slots - e.busy,
+                    e.slots * depth - e.busy,
                     std::cmp::Reverse(*id),
                 )
             })

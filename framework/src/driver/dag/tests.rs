@@ -336,6 +336,7 @@ fn random_executor_churn_always_completes() {
                 min_runtime: Duration::from_millis(10),
                 ..Speculation::default()
             }),
+            ..Policy::default()
         });
         let mut names = 0;
         for _ in 0..3 {
@@ -357,7 +358,7 @@ fn random_executor_churn_always_completes() {
             running.extend(s.assign(now));
             running.extend(s.speculate(now));
             for e in s.executors().cloned().collect::<Vec<_>>() {
-                let slots = 2;
+                let slots = 2 * Policy::default().pipeline;
                 assert!(s.busy(&e) <= slots, "seed {seed}: over-used {e}");
             }
             match next(10) {
@@ -412,5 +413,43 @@ fn random_executor_churn_always_completes() {
             .final_outputs(&job())
             .expect("final outputs on live executors");
         assert_eq!(outs.len(), 2, "seed {seed}");
+    }
+}
+
+#[test]
+fn short_tasks_are_queued_on_executors_to_hide_the_round_trip() {
+    let t0 = Instant::now();
+    let mut s = sched(&[("a", 1), ("b", 1)]);
+    s.submit(job(), two_stage(100, 1));
+    let mut done = 0;
+    // Until tasks are known to be short, one per slot.
+    while done < 8 {
+        let l = s.assign(t0);
+        assert_eq!(l.len(), 2, "one per slot");
+        done += 2;
+        for x in &l {
+            s.on_status(
+                &x.executor,
+                &x.task,
+                finished(1, 1),
+                t0 + Duration::from_millis(1),
+            );
+        }
+    }
+    // Then several per slot.
+    let l = s.assign(t0);
+    assert_eq!(l.len(), 2 * Policy::default().pipeline as usize);
+    // Long tasks never queue.
+    let mut s = sched(&[("a", 1)]);
+    s.submit(job(), two_stage(100, 1));
+    for _ in 0..10 {
+        let l = s.assign(t0);
+        assert_eq!(l.len(), 1);
+        s.on_status(
+            &l[0].executor,
+            &l[0].task,
+            finished(1, 1),
+            t0 + Duration::from_secs(1),
+        );
     }
 }
