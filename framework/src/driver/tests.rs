@@ -148,3 +148,87 @@ async fn a_failing_query_fails_clearly_and_the_driver_carries_on() {
     );
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_its_memory_limit_fails_clearly() {
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    let mut config = DriverConfig::new(ExecutorSource::InProcess(work.path().to_path_buf()));
+    config.executors.min = 1;
+    config.executors.max = 1;
+    config.executors.mem_mib = 1.0;
+    let d = Arc::new(Driver::start(config).await.unwrap());
+    d.wait_for_executors(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let session = Session::new(d.clone(), 1).unwrap();
+    tpch::register_parquet(session.context(), data.path())
+        .await
+        .unwrap();
+    // A hash join's build side cannot spill: 1 MiB is not enough.
+    let err = session
+        .query(
+            "select count(*) from lineitem a join lineitem b \
+             on a.l_orderkey = b.l_orderkey and a.l_comment <> b.l_comment",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("esources exhausted"), "{err}");
+    // The executor carries on.
+    assert_eq!(session.query("select 1").await.unwrap()[0].num_rows(), 1);
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_are_added_for_a_backlog_and_released_when_idle() {
+    let work = tempfile::tempdir().unwrap();
+    let mut config = DriverConfig::new(ExecutorSource::InProcess(work.path().to_path_buf()));
+    config.executors.min = 1;
+    config.executors.max = 3;
+    config.executors.mem_mib = 64.0;
+    config.executors.idle_timeout = Duration::from_millis(300);
+    // Long tasks, so the backlog lasts: every first attempt of stage 0 sleeps.
+    config.straggle = (0..6)
+        .map(|p| Straggle {
+            stage: 0,
+            partition: p,
+            delay: Duration::from_millis(700),
+        })
+        .collect();
+    config.policy.speculation = None;
+    let d = Arc::new(Driver::start(config).await.unwrap());
+    d.wait_for_executors(1, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::empty());
+    let plan =
+        Arc::new(datafusion::physical_plan::empty::EmptyExec::new(schema).with_partitions(6));
+    let job = d
+        .submit(crate::planner::JobPlan {
+            job: d.next_job_id(),
+            stages: vec![crate::planner::Stage {
+                id: 0,
+                plan,
+                inputs: vec![],
+                tasks: 6,
+            }],
+        })
+        .unwrap();
+    // Six partitions of one-slot work: more executors, up to the maximum.
+    d.wait_for_executors(3, Duration::from_secs(20))
+        .await
+        .unwrap();
+    job.result().await.unwrap();
+    // Idle above the minimum: released.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.executors().await.len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "idle executors were not released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.shutdown().await;
+}
