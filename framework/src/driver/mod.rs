@@ -301,7 +301,9 @@ impl Driver {
                     .max_decoding_message_size(256 << 20)
                     .max_encoding_message_size(256 << 20),
             )
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            );
         let server = tokio::spawn(server);
         let slots = config.executors.slots();
         let mem_bytes = (config.executors.mem_mib * 1024.0 * 1024.0) as u64;

@@ -221,6 +221,12 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     let join = tokio::spawn(async move {
         let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
         let mut serve = tokio::spawn(async move {
+            // Small messages (offers, calls, updates) must not wait for
+            // Nagle's algorithm.
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
                 let _ = graceful_rx.await;
             });
