@@ -45,6 +45,8 @@ struct ReaderProto {
     schema: Option<protobuf::Schema>,
     #[prost(uint64, tag = "3")]
     partitions: u64,
+    #[prost(uint64, repeated, tag = "4")]
+    constant_columns: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -118,10 +120,11 @@ impl PhysicalExtensionCodec for StrataCodec {
                     DataFusionError::Internal("shuffle reader without a schema".into())
                 })?;
                 let schema: Schema = schema.try_into()?;
-                Ok(Arc::new(ShuffleReaderExec::new(
+                Ok(Arc::new(ShuffleReaderExec::with_constant_columns(
                     location_from_proto(r.location)?,
                     Arc::new(schema),
                     r.partitions as usize,
+                    r.constant_columns.iter().map(|&c| c as usize).collect(),
                 )))
             }
             None => internal_err!("empty strata plan node"),
@@ -148,7 +151,12 @@ impl PhysicalExtensionCodec for StrataCodec {
                 location: Some(location_to_proto(r.location())),
                 schema: Some(r.schema().as_ref().try_into()?),
                 partitions: r.partitions() as u64,
+                constant_columns: r.constant_columns().iter().map(|&c| c as u64).collect(),
             })
+        } else if matches!(node.name(), "WorkTableExec" | "RecursiveQueryExec") {
+            return Err(DataFusionError::NotImplemented(
+                "recursive queries (WITH RECURSIVE) do not run on the cluster yet".into(),
+            ));
         } else {
             return internal_err!("strata codec cannot encode {}", node.name());
         };

@@ -23,6 +23,7 @@
 
 pub mod codec;
 pub mod engine;
+pub mod functions;
 pub mod runtime;
 pub mod shuffle;
 pub mod shuffle_service;

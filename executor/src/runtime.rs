@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::plan_from_bytes;
 use crate::engine;
+use crate::functions::WithJobFunctions;
 use crate::shuffle::{MapOutputLocation, ShuffleEnv, ShuffleWriterExec};
 use crate::shuffle_service::ShuffleService;
 
@@ -190,7 +191,9 @@ pub async fn start(config: ExecutorConfig) -> Result<ExecutorHandle, ExecutorErr
                 .into_server()
                 .max_encoding_message_size(64 << 20),
         )
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            );
     let server = tokio::spawn(server);
     let ex = Executor {
         config: Arc::new(config),
@@ -375,6 +378,7 @@ impl Executor {
             .with_config(engine::session_config(self.config.slots))
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            .with_job_functions()
             .build();
         state.task_ctx()
     }

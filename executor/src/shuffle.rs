@@ -409,14 +409,42 @@ pub struct ShuffleReaderExec {
     location: ShuffleLocation,
     schema: SchemaRef,
     partitions: usize,
+    constants: Vec<usize>,
     properties: Arc<PlanProperties>,
 }
 
 impl ShuffleReaderExec {
     /// A reader of `partitions` output partitions of a stage.
     pub fn new(location: ShuffleLocation, schema: SchemaRef, partitions: usize) -> Self {
+        Self::with_constant_columns(location, schema, partitions, Vec::new())
+    }
+
+    /// A reader whose columns `constants` are known to hold one value (a
+    /// filter below the exchange fixed them): operators above rely on it,
+    /// e.g. a window partitioned by such a column needs no sort on it.
+    pub fn with_constant_columns(
+        location: ShuffleLocation,
+        schema: SchemaRef,
+        partitions: usize,
+        constants: Vec<usize>,
+    ) -> Self {
+        let mut eq = EquivalenceProperties::new(schema.clone());
+        let consts = constants
+            .iter()
+            .filter(|&&i| i < schema.fields().len())
+            .map(|&i| {
+                let col: Arc<dyn PhysicalExpr> = Arc::new(
+                    datafusion::physical_expr::expressions::Column::new(schema.field(i).name(), i),
+                );
+                datafusion::physical_expr::ConstExpr::new(
+                    col,
+                    datafusion::physical_expr::AcrossPartitions::Heterogeneous,
+                )
+            });
+        // Adding constants to fresh properties cannot fail.
+        let _ = eq.add_constants(consts);
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            eq,
             Partitioning::UnknownPartitioning(partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -425,8 +453,14 @@ impl ShuffleReaderExec {
             location,
             schema,
             partitions,
+            constants,
             properties,
         }
+    }
+
+    /// Columns known to be constant.
+    pub fn constant_columns(&self) -> &[usize] {
+        &self.constants
     }
 
     /// Where it reads.

@@ -19,6 +19,7 @@ pub use strata_executor::{codec, shuffle};
 
 pub mod compare;
 pub mod driver;
+pub mod mapreduce;
 pub mod planner;
 pub mod runner;
 pub mod session;

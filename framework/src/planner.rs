@@ -113,6 +113,17 @@ impl Cutter<'_> {
         let location = self.location(id);
         let schema = input.schema();
         let tasks = input.output_partitioning().partition_count();
+        // Columns a filter below fixed stay fixed above the exchange.
+        let constants: Vec<usize> = input
+            .equivalence_properties()
+            .constants()
+            .iter()
+            .filter_map(|c| {
+                c.expr
+                    .downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                    .map(|col| col.index())
+            })
+            .collect();
         let writer = ShuffleWriterExec::new(input, location.clone(), partitioning);
         let outputs = writer.output_partitions();
         self.stages.push(Stage {
@@ -121,7 +132,9 @@ impl Cutter<'_> {
             inputs,
             tasks,
         });
-        Arc::new(ShuffleReaderExec::new(location, schema, outputs))
+        Arc::new(ShuffleReaderExec::with_constant_columns(
+            location, schema, outputs, constants,
+        ))
     }
 
     /// Rewrites `plan`, returning it and the stages it reads.
@@ -129,6 +142,7 @@ impl Cutter<'_> {
         &mut self,
         plan: Arc<dyn ExecutionPlan>,
     ) -> Result<(Arc<dyn ExecutionPlan>, Vec<u32>)> {
+        let plan = single_probe_for_global_build_tracking(plan)?;
         let mut children = Vec::new();
         let mut inputs = Vec::new();
         // A scalar subquery's expressions (in its main input) share their
@@ -170,6 +184,45 @@ impl Cutter<'_> {
         let p = plan.replace_children(children, recompute())?;
         Ok((p, inputs))
     }
+}
+
+/// A join that collects its build (left) side once and tracks which build
+/// rows matched across *all* probe partitions of one plan instance (left,
+/// full, left semi, left anti and left mark joins: DataFusion emits the
+/// unmatched build rows when the last probe partition ends) cannot be split
+/// into tasks by probe partition: each task would see only its own matches.
+/// Such a join gets its probe side merged into one partition, so one task
+/// sees every probe row.
+fn single_probe_for_global_build_tracking(
+    plan: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::JoinType;
+    use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+    let tracks = |t: &JoinType| {
+        matches!(
+            t,
+            JoinType::Left
+                | JoinType::Full
+                | JoinType::LeftSemi
+                | JoinType::LeftAnti
+                | JoinType::LeftMark
+        )
+    };
+    let needs = if let Some(h) = plan.downcast_ref::<HashJoinExec>() {
+        *h.partition_mode() == PartitionMode::CollectLeft && tracks(h.join_type())
+    } else if let Some(n) = plan.downcast_ref::<NestedLoopJoinExec>() {
+        tracks(n.join_type())
+    } else {
+        false
+    };
+    let children = plan.children();
+    if !needs || children.len() != 2 || children[1].output_partitioning().partition_count() <= 1 {
+        return Ok(plan);
+    }
+    let left = children[0].clone();
+    let right: Arc<dyn ExecutionPlan> =
+        Arc::new(CoalescePartitionsExec::new(children[1].clone()));
+    plan.replace_children(vec![left, right], recompute())
 }
 
 /// A human-readable rendering of the stages (what `EXPLAIN` shows).

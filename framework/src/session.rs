@@ -9,7 +9,7 @@
 //! * `EXPLAIN` shows DataFusion's plans and the stages the query would run as.
 //! * Statements that write (`INSERT`, `COPY`) run in the driver process.
 //!
-//! [`Session::dataframe`] gives DataFusion's DataFrame API: build a
+//! [`Session::context`] gives DataFusion's DataFrame API: build a
 //! DataFrame with the session's context, then [`Session::collect`] runs it
 //! on the cluster.
 
@@ -23,6 +23,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
+use strata_executor::functions::WithJobFunctions;
 
 use crate::driver::{Driver, DriverError, JobHandle, JobOutput};
 use crate::planner::{display_stages, plan_stages, session_config};
@@ -63,6 +64,7 @@ impl Session {
             .with_config(session_config(partitions))
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_job_functions()
             .build();
         Ok(Session {
             ctx: SessionContext::new_with_state(state),

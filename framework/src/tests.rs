@@ -147,6 +147,12 @@ async fn non_equi_outer_and_semi_joins_match() {
         "select count(*), count(c_custkey) from (select o_orderkey from orders where o_orderkey < 400) o \
          left join customer on o_orderkey > c_custkey + 1300",
         "select count(*) from customer where exists (select 1 from orders where o_orderkey < 300 and o_custkey < c_custkey - 1400)",
+        // Null-aware anti join (collected build side) over a multi-partition probe.
+        "select n_name from nation where n_nationkey not in (select c_nationkey from customer where c_acctbal > 9000)",
+        "select count(*) from orders where o_custkey not in (select c_custkey from customer where c_acctbal > 0)",
+        // A window partitioned by a column a filter below the exchange fixed.
+        "select o_orderkey, sum(o_totalprice) over (partition by o_orderstatus order by o_orderkey) \
+         from orders where o_orderstatus = 'F' order by o_orderkey limit 20",
     ];
     for (i, q) in queries.iter().enumerate() {
         let expected = ctx.sql(q).await.unwrap().collect().await.unwrap();

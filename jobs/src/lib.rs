@@ -1,7 +1,106 @@
 //! # strata-jobs
 //!
-//! Packaged jobs built into the `strata` binary (the TPC-H suite, an ETL
-//! pipeline, word count). They arrive with the batch engine; this crate holds
-//! their place in the crate graph (`strata-framework ← strata-jobs ← strata`).
+//! Packaged jobs, built into the `strata` binary (`strata submit NAME`).
+//! The crate graph is `strata-proto ← strata-executor ← strata-framework ←
+//! strata-jobs ← strata`.
+//!
+//! ## Writing a job
+//!
+//! A Rust job is a binary built against `strata-framework` that is both
+//! its driver and its own executors: the driver plans the job and sends
+//! plan fragments to executors started from the same binary. Functions of
+//! the job's own (mappers, UDFs) travel in the plans **by name**, so the
+//! one rule is:
+//!
+//! > Register every function the job uses at process start, in `main`,
+//! > before starting the driver or the executor.
+//!
+//! For a packaged job, `strata`'s `main` calls [`register_all`]. A job
+//! here is a module with
+//!
+//! 1. a `register()` that registers its mappers
+//!    ([`strata_framework::mapreduce::register_mapper`]) or UDFs
+//!    ([`strata_framework::mapreduce`] and `strata_executor::functions`);
+//! 2. an `async fn run(session: &Session, …)` that builds its
+//!    computation on the session — with the MapReduce API
+//!    ([`strata_framework::mapreduce::MapReduce`]), or with DataFusion
+//!    DataFrames or SQL on [`Session::context`] run through
+//!    [`Session::collect`] — and returns its result;
+//! 3. a [`Job`] entry (name, description, usage, `register`, and a `run`
+//!    adapter that parses its arguments and returns record batches), listed
+//!    in [`JOBS`].
+//!
+//! [`wordcount`] is the example.
 
 #![warn(missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use strata_framework::session::Session;
+
+pub mod wordcount;
+
+/// Why a job failed.
+pub type JobError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running job: its result sets, or why it failed.
+pub type JobFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>, JobError>> + Send + 'a>>;
+
+/// Runs a job on a session with its arguments (after the job's name on the
+/// command line).
+pub type RunFn = for<'a> fn(&'a Session, &'a [String]) -> JobFuture<'a>;
+
+/// A packaged job.
+pub struct Job {
+    /// The name `strata submit NAME` knows it by.
+    pub name: &'static str,
+    /// What it does, in one line.
+    pub description: &'static str,
+    /// Its arguments, e.g. `INPUT` (a path, a directory or a glob).
+    pub usage: &'static str,
+    /// Registers its functions; called by [`register_all`] at process start.
+    pub register: fn(),
+    /// Runs it.
+    pub run: RunFn,
+}
+
+/// The packaged jobs.
+pub const JOBS: &[Job] = &[wordcount::JOB];
+
+/// The packaged jobs ([`JOBS`]).
+pub fn registry() -> &'static [Job] {
+    JOBS
+}
+
+/// The packaged job named `name`.
+pub fn find(name: &str) -> Option<&'static Job> {
+    JOBS.iter().find(|j| j.name == name)
+}
+
+/// Registers the functions of every packaged job. Call it first thing in
+/// `main`, before starting a driver or an executor.
+pub fn register_all() {
+    for job in JOBS {
+        (job.register)();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_knows_wordcount() {
+        let job = find("wordcount").unwrap();
+        assert_eq!(job.usage, "INPUT");
+        assert!(find("nope").is_none());
+        let mut names: Vec<_> = registry().iter().map(|j| j.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), JOBS.len(), "unique names");
+        register_all();
+        assert!(strata_framework::mapreduce::mappers().contains(&wordcount::MAPPER.to_string()));
+    }
+}

@@ -42,6 +42,10 @@ pub struct ClusterSource {
     pub user: Option<String>,
     /// How long the manager keeps executors after the driver is gone.
     pub failover_timeout: Duration,
+    /// An existing framework to take over (Mesos failover: subscribing
+    /// with its id), instead of registering a new one. Its tasks keep
+    /// running; the driver launches executors into it.
+    pub framework_id: Option<String>,
 }
 
 impl ClusterSource {
@@ -58,6 +62,7 @@ impl ClusterSource {
             env: Vec::new(),
             user: current_user(),
             failover_timeout: Duration::from_secs(10),
+            framework_id: None,
         }
     }
 }
@@ -96,6 +101,10 @@ pub(crate) async fn start(
     fw.role = Role::new(source.role.clone());
     fw.default_class = source.class.clone();
     fw.failover_timeout = source.failover_timeout;
+    fw.framework_id = source
+        .framework_id
+        .as_ref()
+        .map(|id| strata_sdk::FrameworkId::new(id.clone()));
     let mut cfg = SchedulerConfig::new(source.manager.clone(), fw);
     cfg.token = source.token.clone();
     let (handle, events) = Scheduler::subscribe(cfg)

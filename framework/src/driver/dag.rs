@@ -674,10 +674,7 @@ impl TaskScheduler {
                 }
                 let inputs = self.inputs_of(j, s);
                 let depth = self.depth(j, s);
-                loop {
-                    let Some(p) = self.jobs[j].stages[s].pending.pop_first() else {
-                        break;
-                    };
+                while let Some(p) = self.jobs[j].stages[s].pending.pop_first() {
                     let executor = self.place(j, s, p, None, depth);
                     let Some(executor) = executor else {
                         self.jobs[j].stages[s].pending.insert(p);

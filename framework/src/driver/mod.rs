@@ -4,7 +4,7 @@
 //!
 //! The driver is one actor (its *core*) fed by commands: job submissions
 //! and cancellations from [`Driver`]'s methods, registrations, statuses
-//! and stream ends from the `ExecutorLink` service ([`link`]), executor
+//! and stream ends from the `ExecutorLink` service (`link.rs`), executor
 //! task ends from the launcher ([`cluster`]), result fetches, and a timer
 //! for speculation and idle executors. Its decisions come from the pure
 //! [`dag::TaskScheduler`].

@@ -136,6 +136,13 @@ async fn a_failing_query_fails_clearly_and_the_driver_carries_on() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("failed") && err.contains("'x'"), "{err}");
+    // Recursive CTEs do not run on the cluster yet: a clear error.
+    let err = session
+        .query("with recursive n(x) as (select 1 union all select x + 1 from n where x < 5) select sum(x) from n")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("WITH RECURSIVE"), "{err}");
     let ok = session.query("select 40 + 2 as x").await.unwrap();
     assert_eq!(
         datafusion::arrow::util::pretty::pretty_format_batches(&ok)
