@@ -192,8 +192,8 @@ pub async fn start(config: ExecutorConfig) -> Result<ExecutorHandle, ExecutorErr
                 .max_encoding_message_size(64 << 20),
         )
         .serve_with_incoming(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            );
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+        );
     let server = tokio::spawn(server);
     let ex = Executor {
         config: Arc::new(config),

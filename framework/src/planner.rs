@@ -220,8 +220,7 @@ fn single_probe_for_global_build_tracking(
         return Ok(plan);
     }
     let left = children[0].clone();
-    let right: Arc<dyn ExecutionPlan> =
-        Arc::new(CoalescePartitionsExec::new(children[1].clone()));
+    let right: Arc<dyn ExecutionPlan> = Arc::new(CoalescePartitionsExec::new(children[1].clone()));
     plan.replace_children(vec![left, right], recompute())
 }
 
