@@ -112,7 +112,7 @@ impl Session {
                 self.ctx.execute_logical_plan(plan).await?.collect().await?;
                 Ok(Prepared::Done)
             }
-            LogicalPlan::Explain(e) if !e.logical_optimization_succeeded || e.verbose => {
+            LogicalPlan::Explain(e) if e.verbose => {
                 let df = self
                     .ctx
                     .execute_logical_plan(LogicalPlan::Explain(e))
@@ -122,7 +122,11 @@ impl Session {
             }
             LogicalPlan::Explain(e) => {
                 let df = self.ctx.execute_logical_plan((*e.plan).clone()).await?;
-                let logical = df.logical_plan().display_indent().to_string();
+                let logical = df
+                    .clone()
+                    .into_optimized_plan()?
+                    .display_indent()
+                    .to_string();
                 let physical = df.create_physical_plan().await?;
                 let job = plan_stages("explain", physical, std::path::Path::new(""))?;
                 let (schema, batch) = explain_batch(&logical, &display_stages(&job))?;

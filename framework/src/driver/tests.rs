@@ -136,6 +136,19 @@ async fn a_failing_query_fails_clearly_and_the_driver_carries_on() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("failed") && err.contains("'x'"), "{err}");
+    // EXPLAIN shows the stages the query would run as.
+    let explain = session
+        .query("explain select column1, count(*) from (values (1), (2), (1)) group by column1")
+        .await
+        .unwrap();
+    let shown = datafusion::arrow::util::pretty::pretty_format_batches(&explain)
+        .unwrap()
+        .to_string();
+    assert!(
+        shown.contains("distributed_plan") && shown.contains("Stage 0"),
+        "{shown}"
+    );
+    assert!(shown.contains("ShuffleWriterExec"), "{shown}");
     // Recursive CTEs do not run on the cluster yet: a clear error.
     let err = session
         .query("with recursive n(x) as (select 1 union all select x + 1 from n where x < 5) select sum(x) from n")
