@@ -3,13 +3,16 @@
 //! TOML file given with `--config`, then defaults.
 
 mod batch;
+mod bench;
 mod daemons;
 mod demo;
 mod executor;
+mod jobs;
 mod output;
 mod run;
 mod sql;
 mod status;
+mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,8 +47,17 @@ enum Command {
     Status(status::StatusArgs),
     /// Run SQL on the cluster (the driver runs in this process).
     Sql(sql::SqlArgs),
+    /// Benchmarks: TPC-H against single-process DataFusion, tiny-task throughput.
+    Bench(bench::BenchArgs),
     /// Run a batch executor (started by an agent as a task of a driver).
     Executor(executor::ExecutorArgs),
+    /// Submit a job (a SQL script or a packaged job) to run with its driver as a task on the cluster.
+    Submit(submit::SubmitArgs),
+    /// List the jobs submitted with `strata submit` (state, progress, duration), or cancel one.
+    Jobs(jobs::JobsArgs),
+    /// (internal) A submitted job's driver; started by an agent as the job's task.
+    #[command(hide = true)]
+    JobDriver(submit::JobDriverArgs),
     /// (internal) Supervise one task; started by the agent.
     #[command(hide = true)]
     Supervise {
@@ -131,13 +143,18 @@ pub fn read_config<T: serde::de::DeserializeOwned + Default>(
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The packaged jobs' functions (mappers) must be known to every driver
+    // and executor of this binary before either starts.
+    strata_jobs::register_all();
     if let Command::Supervise { args } = cli.command {
         let code = strata_manager::agent::supervisor::main(args);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     // The demo prints a table; keep its logs to warnings unless asked.
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Sql(_))
-        && std::env::var_os("STRATA_LOG").is_none()
+    let quiet = matches!(
+        cli.command,
+        Command::Demo(_) | Command::Sql(_) | Command::Bench(_)
+    ) && std::env::var_os("STRATA_LOG").is_none()
         && cli.log == "info";
     init_tracing(if quiet { "warn" } else { &cli.log });
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -159,7 +176,11 @@ pub fn main() -> ExitCode {
             Command::Run(a) => run::run(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Sql(a) => sql::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
             Command::Executor(a) => executor::run(a).await,
+            Command::Submit(a) => submit::run(a).await,
+            Command::Jobs(a) => jobs::run(a).await,
+            Command::JobDriver(a) => submit::job_driver(a).await,
             Command::Supervise { .. } => unreachable!("handled above"),
         }
     });

@@ -11,9 +11,15 @@
 //!   restarted, malformed scheduler requests;
 //! * [`failover`]: a manager restart, framework failover within and after
 //!   its timeout.
+//! * [`jobs`]: `strata submit`, `strata jobs`, cancellation, a killed and a
+//!   supervised driver;
+//! * [`slt`]: the sqllogictest files of `tests/slt` on a real cluster (and
+//!   on single-process DataFusion, the reference).
 
 mod batch;
 mod cli;
 mod cluster;
 mod failover;
 mod harness;
+mod jobs;
+mod slt;

@@ -1,0 +1,40 @@
+//! `strata bench`: whole-system benchmarks that print their figures.
+//!
+//! * `strata bench tpch --sf 1`: the 22 TPC-H queries on a local cluster
+//!   (a manager and two agents as processes, executors as their tasks) and
+//!   in single-process DataFusion, in the same run: per-query times,
+//!   totals, the ratio, and peak memory per process.
+//! * `strata bench tasks`: tiny tasks per second through driver →
+//!   executors.
+
+mod tasks;
+mod tpch;
+
+use std::process::ExitCode;
+
+/// Arguments of `strata bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Which {
+    /// TPC-H on a local cluster against single-process DataFusion.
+    Tpch(tpch::TpchArgs),
+    /// Tiny tasks per second through the driver and executors.
+    Tasks(tasks::TasksArgs),
+    /// (internal) One side of the TPC-H benchmark in its own process.
+    #[command(hide = true)]
+    TpchWorker(tpch::WorkerArgs),
+}
+
+/// `strata bench`.
+pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    match a.which {
+        Which::Tpch(a) => tpch::run(a).await,
+        Which::Tasks(a) => tasks::run(a).await,
+        Which::TpchWorker(a) => tpch::worker(a).await,
+    }
+}

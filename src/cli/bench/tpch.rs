@@ -1,0 +1,1218 @@
+//! `strata bench tpch`: the 22 TPC-H queries on a local cluster and in
+//! single-process DataFusion, in the same run, on the same Parquet files.
+//!
+//! What runs where, so that each process's peak memory is its own:
+//!
+//! * the data: `--data DIR` (default `$HOME/.cache/strata/tpch-sf{SF}`),
+//!   generated once by a child process (`strata bench tpch-worker
+//!   --generate`) when missing, and reused afterwards;
+//! * DataFusion: a child process (`strata bench tpch-worker`) with
+//!   DataFusion's default configuration except `target_partitions`
+//!   (`--partitions`, default 2: this machine's cores, the cluster's total
+//!   CPUs). It prints its timings and peak memory as JSON on stdout and
+//!   writes each query's rows as an Arrow IPC file;
+//! * Strata: a `strata manager` and two `strata agent` child processes
+//!   (1 CPU each), the driver in this process (as `strata sql` runs it),
+//!   and one `strata executor` per agent, launched by the driver through
+//!   offers as the agents' tasks.
+//!
+//! Timing: each query runs once untimed (warm-up), then `--runs` times
+//! timed; the best (minimum) wall time is reported. A query's time is from
+//! its SQL text to its last row in the caller's hands (planning included),
+//! for every statement of the query (q15: create view, select, drop view).
+//! Both sides run the queries one after the other, DataFusion first.
+//!
+//! Peak memory is `VmHWM` of `/proc/<pid>/status`, read for every cluster
+//! process just before it is shut down; this process's high-water mark is
+//! reset (`/proc/self/clear_refs`) before the cluster starts, so the
+//! driver's figure covers the cluster run only.
+//!
+//! Results: each query's rows on the cluster are compared with
+//! DataFusion's (`compare::same_rows`); a mismatch or any error makes the
+//! exit code non-zero. The two floors (time and memory) are reported as
+//! PASS/FAIL and do not change the exit code: this is a measurement.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::{Deserialize, Serialize};
+use strata_framework::compare::same_rows;
+use strata_framework::driver::Driver;
+use strata_framework::driver::dag::StageMetrics;
+use strata_framework::session::{Prepared, Session};
+use strata_framework::tpch;
+
+use crate::cli::batch::{ExecutorOpts, stage_lines};
+use crate::cli::parse_mib;
+
+/// Strata's total time may be at most this many times DataFusion's.
+const TIME_FLOOR: f64 = 1.25;
+/// The cluster's summed peak memory may be at most this many times
+/// DataFusion's peak.
+const MEMORY_FLOOR: f64 = 2.0;
+/// How long a daemon has to print its address, and to stop.
+const DAEMON_WAIT: Duration = Duration::from_secs(30);
+
+/// Arguments of `strata bench tpch`.
+#[derive(clap::Args, Debug)]
+pub struct TpchArgs {
+    /// TPC-H scale factor.
+    #[arg(long, default_value_t = 1.0)]
+    sf: f64,
+    /// Directory of the Parquet data (generated there if missing)
+    /// [default: $HOME/.cache/strata/tpch-sf{SF}].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Queries to run (1-22, comma separated) [default: all 22].
+    #[arg(long, value_delimiter = ',')]
+    queries: Vec<usize>,
+    /// Timed runs per query after one untimed warm-up run; the best is
+    /// reported.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Partitions per stage on the cluster, and DataFusion's
+    /// `target_partitions`.
+    #[arg(long, default_value_t = 2)]
+    partitions: usize,
+    /// Memory of each executor (and its pool), MiB or with a unit (`4g`).
+    #[arg(long, default_value = "4g", value_parser = parse_mib)]
+    executor_mem: f64,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print each cluster query's per-stage figures (tasks, rows, bytes,
+    /// time) under the table.
+    #[arg(long)]
+    stages: bool,
+    /// Directory for the cluster's state, logs and sandboxes (kept
+    /// afterwards) [default: a temporary directory, removed afterwards].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+/// Arguments of the hidden worker (`strata bench tpch-worker`): either
+/// generates the data (`--generate`), or runs the queries in
+/// single-process DataFusion and prints a JSON report on stdout.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// Directory of the Parquet data.
+    #[arg(long)]
+    data: PathBuf,
+    /// Generate the data at `--sf` into `--data` (which must not exist)
+    /// and exit.
+    #[arg(long)]
+    generate: bool,
+    /// Scale factor (with `--generate`).
+    #[arg(long, default_value_t = 1.0)]
+    sf: f64,
+    /// DataFusion's `target_partitions`.
+    #[arg(long, default_value_t = 2)]
+    partitions: usize,
+    /// Timed runs per query after the warm-up run.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Queries to run (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    queries: Vec<usize>,
+    /// Where to write each query's rows (`q{N}.arrow`, Arrow IPC files).
+    #[arg(long)]
+    results: Option<PathBuf>,
+}
+
+/// One query's figures on one side.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+struct QueryRun {
+    query: usize,
+    /// Best timed run, ms.
+    best_ms: f64,
+    /// Every timed run, ms.
+    runs_ms: Vec<f64>,
+    /// The warm-up run, ms.
+    warmup_ms: f64,
+    /// Rows of the result.
+    rows: usize,
+    /// Why it failed, if it did.
+    error: Option<String>,
+}
+
+/// What the DataFusion worker prints.
+#[derive(Serialize, Deserialize, Debug)]
+struct WorkerReport {
+    pid: u32,
+    peak_rss_bytes: u64,
+    queries: Vec<QueryRun>,
+}
+
+/// A cluster query's figures beyond its time.
+struct ClusterQuery {
+    run: QueryRun,
+    batches: Vec<RecordBatch>,
+    /// The best run's stages (of the query's one job).
+    stages: Vec<StageMetrics>,
+    /// The best run's job time as the driver measured it, ms.
+    job_ms: f64,
+}
+
+/// A process's peak memory.
+#[derive(Serialize, Debug, Clone)]
+struct ProcPeak {
+    role: String,
+    pid: u32,
+    peak_rss_bytes: u64,
+}
+
+// ------------------------------------------------------------------ run
+
+/// `strata bench tpch`.
+pub async fn run(a: TpchArgs) -> anyhow::Result<ExitCode> {
+    if !(a.sf.is_finite() && a.sf > 0.0 && a.sf <= 1000.0) {
+        bail!("--sf must be a number in (0, 1000]");
+    }
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if a.partitions == 0 {
+        bail!("--partitions must be at least 1");
+    }
+    if a.executor_mem.is_nan() || a.executor_mem < 64.0 {
+        bail!("--executor-mem must be at least 64 MiB");
+    }
+    let queries = query_list(&a.queries)?;
+    let exe =
+        std::env::current_exe().context("cannot locate the strata binary to run its children")?;
+    if !exe.is_file() {
+        bail!(
+            "the strata binary {} is gone (rebuilt or removed while running?); cannot start children",
+            exe.display()
+        );
+    }
+
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => default_data_dir(a.sf),
+    };
+    let data = ensure_data(&exe, a.sf, &data).await?;
+
+    let (work, temporary) = match &a.work_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("strata-bench-tpch-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let work = work.canonicalize()?;
+    let outcome = bench(&a, &exe, &queries, &data, &work).await;
+    if temporary {
+        if outcome.is_ok() {
+            let _ = std::fs::remove_dir_all(&work);
+        } else {
+            eprintln!("logs kept in {}", work.display());
+        }
+    }
+    outcome
+}
+
+fn query_list(given: &[usize]) -> anyhow::Result<Vec<usize>> {
+    if let Some(q) = given.iter().find(|q| !(1..=22).contains(*q)) {
+        bail!("--queries: there is no TPC-H query {q} (1-22)");
+    }
+    Ok(if given.is_empty() {
+        (1..=22).collect()
+    } else {
+        given.to_vec()
+    })
+}
+
+fn default_data_dir(sf: f64) -> PathBuf {
+    let base = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache").join("strata"))
+        .unwrap_or_else(|| std::env::temp_dir().join("strata-cache"));
+    base.join(format!("tpch-sf{sf}"))
+}
+
+/// Checks the data under `dir`, generating it in a child process if the
+/// directory does not exist; returns its absolute path.
+async fn ensure_data(exe: &Path, sf: f64, dir: &Path) -> anyhow::Result<PathBuf> {
+    if !dir.exists() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        eprintln!(
+            "generating TPC-H data at scale factor {sf} in {} (once; reused by later runs)",
+            dir.display()
+        );
+        let t = Instant::now();
+        let status = tokio::process::Command::new(exe)
+            .args([
+                "bench",
+                "tpch-worker",
+                "--generate",
+                "--sf",
+                &sf.to_string(),
+                "--data",
+            ])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await
+            .with_context(|| format!("cannot start {} to generate the data", exe.display()))?;
+        if !status.success() {
+            bail!("generating the TPC-H data failed ({status})");
+        }
+        eprintln!("  generated in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    let missing: Vec<&str> = tpch::TABLES
+        .iter()
+        .copied()
+        .filter(|t| !dir.join(t).is_dir())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} is not a complete TPC-H data directory (missing {}); remove it to have it generated",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(dir.canonicalize()?)
+}
+
+async fn bench(
+    a: &TpchArgs,
+    exe: &Path,
+    queries: &[usize],
+    data: &Path,
+    work: &Path,
+) -> anyhow::Result<ExitCode> {
+    // 1. DataFusion, in a process of its own.
+    let df_results = work.join("datafusion-results");
+    std::fs::create_dir_all(&df_results)?;
+    eprintln!(
+        "datafusion: {} queries, target_partitions {}, data {}",
+        queries.len(),
+        a.partitions,
+        data.display()
+    );
+    let df = run_worker(a, exe, queries, data, &df_results).await?;
+
+    // 2. The cluster: manager and agents as children, driver here.
+    let run = ClusterRun::start(a, exe, work).await?;
+    let cluster = run.run_queries(a, queries, data).await;
+    let peaks = run.peaks().await;
+    run.stop().await;
+    let (cluster, driver_pid) = cluster?;
+
+    // 3. Compare, report.
+    let mut errors = Vec::new();
+    let mut mismatches = Vec::new();
+    let df_by_query: BTreeMap<usize, &QueryRun> = df.queries.iter().map(|q| (q.query, q)).collect();
+    let mut matched = BTreeMap::new();
+    for c in &cluster {
+        let n = c.run.query;
+        let d = df_by_query.get(&n);
+        if let Some(e) = d.and_then(|d| d.error.as_ref()) {
+            errors.push(format!("q{n} (datafusion): {e}"));
+        }
+        if let Some(e) = &c.run.error {
+            errors.push(format!("q{n} (strata): {e}"));
+        }
+        if c.run.error.is_some() || d.is_none_or(|d| d.error.is_some()) {
+            continue;
+        }
+        let expected = read_ipc(&df_results.join(format!("q{n}.arrow")))
+            .with_context(|| format!("reading DataFusion's result of q{n}"))?;
+        match same_rows(&c.batches, &expected) {
+            Ok(()) => {
+                matched.insert(n, true);
+            }
+            Err(e) => {
+                matched.insert(n, false);
+                mismatches.push(format!("q{n}: {e}"));
+            }
+        }
+    }
+    let report = Report {
+        a,
+        queries,
+        df: &df,
+        cluster: &cluster,
+        peaks: &peaks,
+        driver_pid,
+        matched: &matched,
+    };
+    report.print()?;
+    if a.stages {
+        let mut out = std::io::stdout().lock();
+        for c in &cluster {
+            writeln!(
+                out,
+                "\nq{}: {:.0} ms end to end, job {:.0} ms",
+                c.run.query, c.run.best_ms, c.job_ms
+            )?;
+            for l in stage_lines(&c.stages) {
+                writeln!(out, "  {l}")?;
+            }
+        }
+    }
+    if let Some(path) = &a.json {
+        let v = report.json(&errors, &mismatches);
+        std::fs::write(path, serde_json::to_vec_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("figures written to {}", path.display());
+    }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    for m in &mismatches {
+        eprintln!("error: results differ from DataFusion's: {m}");
+    }
+    Ok(if errors.is_empty() && mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Runs the DataFusion worker; returns its report.
+async fn run_worker(
+    a: &TpchArgs,
+    exe: &Path,
+    queries: &[usize],
+    data: &Path,
+    results: &Path,
+) -> anyhow::Result<WorkerReport> {
+    let list: Vec<String> = queries.iter().map(usize::to_string).collect();
+    let out = tokio::process::Command::new(exe)
+        .args(["bench", "tpch-worker", "--data"])
+        .arg(data)
+        .arg("--results")
+        .arg(results)
+        .args(["--partitions", &a.partitions.to_string()])
+        .args(["--runs", &a.runs.to_string()])
+        .args(["--queries", &list.join(",")])
+        .env("STRATA_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start the DataFusion worker ({})", exe.display()))?
+        .wait_with_output()
+        .await
+        .context("waiting for the DataFusion worker")?;
+    if !out.status.success() {
+        bail!("the DataFusion worker failed ({})", out.status);
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "the DataFusion worker printed no report: {:?}",
+            String::from_utf8_lossy(&out.stdout)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        )
+    })
+}
+
+// ------------------------------------------------------------- cluster
+
+/// A daemon child (`strata manager` or `strata agent`), its output in a
+/// log file. Dropping it kills it.
+struct Daemon {
+    role: String,
+    child: std::process::Child,
+    log: PathBuf,
+    stopped: bool,
+}
+
+impl Daemon {
+    /// Starts `strata args…` with its output in `log`, and waits for the
+    /// line that starts with `ready` (the rest of whose first word is
+    /// returned: the address).
+    async fn start(
+        role: &str,
+        exe: &Path,
+        args: &[String],
+        home: &Path,
+        log: PathBuf,
+        ready: &str,
+    ) -> anyhow::Result<(Daemon, String)> {
+        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(args);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("STRATA_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .env("STRATA_HOME", home)
+            .env("STRATA_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {} {}", exe.display(), args.join(" ")))?;
+        let mut d = Daemon {
+            role: role.to_owned(),
+            child,
+            log,
+            stopped: false,
+        };
+        let deadline = Instant::now() + DAEMON_WAIT;
+        loop {
+            let text = std::fs::read_to_string(&d.log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|l| l.split(ready).nth(1))
+                .and_then(|r| r.split_whitespace().next())
+            {
+                return Ok((d, addr.to_owned()));
+            }
+            if let Some(status) = d.child.try_wait()? {
+                d.stopped = true;
+                bail!(
+                    "{role} exited ({status}) before it was ready; its log ({}):\n{}",
+                    d.log.display(),
+                    tail(&text)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{role} did not print {ready:?} within {DAEMON_WAIT:?}; its log ({}):\n{}",
+                    d.log.display(),
+                    tail(&text)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within [`DAEMON_WAIT`].
+    async fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        signal(self.pid(), libc::SIGTERM);
+        let deadline = Instant::now() + DAEMON_WAIT;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                self.stopped = true;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("warning: {} did not stop on SIGTERM; killing it", self.role);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stopped = true;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a process this bench started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The cluster of one bench run.
+struct ClusterRun {
+    manager: Daemon,
+    agents: Vec<Daemon>,
+    driver: Arc<Driver>,
+    session: Session,
+}
+
+impl ClusterRun {
+    async fn start(a: &TpchArgs, exe: &Path, work: &Path) -> anyhow::Result<ClusterRun> {
+        // The driver's peak should cover the cluster run only.
+        reset_peak_rss();
+        let t = Instant::now();
+        let s = |x: &str| x.to_owned();
+        let (manager, address) = Daemon::start(
+            "manager",
+            exe,
+            &[
+                s("manager"),
+                s("--listen"),
+                s("127.0.0.1:0"),
+                s("--work-dir"),
+                work.join("manager").display().to_string(),
+                s("--allocation-interval"),
+                s("100ms"),
+            ],
+            work,
+            work.join("manager.log"),
+            "strata manager listening on ",
+        )
+        .await?;
+        let agent_mem = a.executor_mem.ceil() + 512.0;
+        let mut agents = Vec::new();
+        for i in 0..2 {
+            let (agent, _) = Daemon::start(
+                &format!("agent-{i}"),
+                exe,
+                &[
+                    s("agent"),
+                    s("--manager"),
+                    address.clone(),
+                    s("--listen"),
+                    s("127.0.0.1:0"),
+                    s("--work-dir"),
+                    work.join(format!("agent-{i}")).display().to_string(),
+                    s("--resources"),
+                    format!(
+                        "cpus:1;mem:{agent_mem};disk:100000;ports:[{}-{}]",
+                        31000 + 100 * i,
+                        31099 + 100 * i
+                    ),
+                ],
+                work,
+                work.join(format!("agent-{i}.log")),
+                "strata agent serving on ",
+            )
+            .await?;
+            agents.push(agent);
+        }
+        wait_registered(&address, 2).await?;
+        eprintln!(
+            "cluster up in {:.0} ms: manager {address} (pid {}), agents pids {}, {}",
+            t.elapsed().as_secs_f64() * 1000.0,
+            manager.pid(),
+            agents[0].pid(),
+            agents[1].pid()
+        );
+        let opts = ExecutorOpts {
+            executors: 2,
+            executor_cpus: 1.0,
+            executor_mem: a.executor_mem,
+            partitions: Some(a.partitions),
+            role: "*".into(),
+            class: "batch".into(),
+            executor_wait: Duration::from_secs(60),
+        };
+        let t = Instant::now();
+        let driver = opts
+            .start_driver(&address, None, "strata-bench-tpch")
+            .await
+            .with_context(|| format!("starting executors (agent logs in {})", work.display()))?;
+        let executors = driver.executors().await;
+        eprintln!(
+            "{} executors up in {:.0} ms: {}",
+            executors.len(),
+            t.elapsed().as_secs_f64() * 1000.0,
+            executors
+                .iter()
+                .map(|e| format!("{} (pid {})", e.id, e.pid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let session = match Session::new(driver.clone(), a.partitions) {
+            Ok(s) => s,
+            Err(e) => {
+                driver.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        Ok(ClusterRun {
+            manager,
+            agents,
+            driver,
+            session,
+        })
+    }
+
+    /// Runs the queries; returns their figures and the driver's pid.
+    async fn run_queries(
+        &self,
+        a: &TpchArgs,
+        queries: &[usize],
+        data: &Path,
+    ) -> anyhow::Result<(Vec<ClusterQuery>, u32)> {
+        tpch::register_parquet(self.session.context(), data).await?;
+        let mut out = Vec::new();
+        for &n in queries {
+            let mut q = ClusterQuery {
+                run: QueryRun {
+                    query: n,
+                    ..QueryRun::default()
+                },
+                batches: Vec::new(),
+                stages: Vec::new(),
+                job_ms: 0.0,
+            };
+            for i in 0..=a.runs {
+                let label = if i == 0 {
+                    "warm-up".to_owned()
+                } else {
+                    format!("run {i}/{}", a.runs)
+                };
+                eprint!("strata     q{n:<2} {label} …");
+                let t = Instant::now();
+                match self.query(n).await {
+                    Ok((batches, stages, job)) => {
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        eprintln!(" {ms:.0} ms");
+                        if i == 0 {
+                            q.run.warmup_ms = ms;
+                        } else {
+                            q.run.runs_ms.push(ms);
+                            if q.run.runs_ms.len() == 1 || ms < q.run.best_ms {
+                                q.run.best_ms = ms;
+                                q.stages = stages;
+                                q.job_ms = job.as_secs_f64() * 1000.0;
+                            }
+                        }
+                        q.run.rows = batches.iter().map(RecordBatch::num_rows).sum();
+                        q.batches = batches;
+                    }
+                    Err(e) => {
+                        eprintln!(" failed");
+                        q.run.error = Some(format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+            out.push(q);
+        }
+        Ok((out, std::process::id()))
+    }
+
+    /// Runs every statement of query `n`; returns the rows, stages and job
+    /// time of its query statement.
+    async fn query(
+        &self,
+        n: usize,
+    ) -> anyhow::Result<(Vec<RecordBatch>, Vec<StageMetrics>, Duration)> {
+        let mut result = (Vec::new(), Vec::new(), Duration::ZERO);
+        for sql in tpch::statements(n) {
+            for statement in self.session.parse(&sql)? {
+                match self.session.prepare(statement).await? {
+                    Prepared::Done => {}
+                    Prepared::Rows(_, b) => result = (b, Vec::new(), Duration::ZERO),
+                    Prepared::Job(job) => {
+                        let o = job.result().await?;
+                        result = (o.batches, o.stages, o.elapsed);
+                    }
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Every cluster process's peak memory, now.
+    async fn peaks(&self) -> Vec<ProcPeak> {
+        let mut out = Vec::new();
+        let mut add = |role: String, pid: u32| {
+            out.push(ProcPeak {
+                role,
+                pid,
+                peak_rss_bytes: peak_rss(pid).unwrap_or(0),
+            })
+        };
+        add("manager".into(), self.manager.pid());
+        for a in &self.agents {
+            add(a.role.clone(), a.pid());
+        }
+        let agent_pids: Vec<u32> = self.agents.iter().map(Daemon::pid).collect();
+        let mut executors = self.driver.executors().await;
+        executors.sort_by_key(|e| e.id.0.clone());
+        for (i, e) in executors.iter().enumerate() {
+            add(format!("executor-{i}"), e.pid);
+            // What stands between the executor and its agent: the task's
+            // supervisor (and any wrapper).
+            let mut p = parent_pid(e.pid);
+            while let Some(pid) = p.filter(|&p| p > 1 && !agent_pids.contains(&p)) {
+                if pid == std::process::id() {
+                    break;
+                }
+                let name = if cmdline(pid).contains("supervise") {
+                    format!("supervisor-{i}")
+                } else {
+                    format!("task-wrapper-{i}")
+                };
+                add(name, pid);
+                p = parent_pid(pid);
+            }
+        }
+        add("driver (this process)".into(), std::process::id());
+        out
+    }
+
+    async fn stop(mut self) {
+        self.driver.shutdown().await;
+        for a in &mut self.agents {
+            a.stop().await;
+        }
+        self.manager.stop().await;
+    }
+}
+
+/// Waits until `n` agents have registered with the manager at `address`.
+async fn wait_registered(address: &str, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DAEMON_WAIT;
+    loop {
+        let registered = match crate::http::get(address, "/api/v1/agents", None, DAEMON_WAIT).await
+        {
+            Ok(body) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
+                .map(|v| {
+                    v.iter()
+                        .filter(|a| a.get("state").and_then(|s| s.as_str()) == Some("registered"))
+                        .count()
+                })
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if registered >= n {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{registered} of {n} agents registered with the manager within {DAEMON_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// --------------------------------------------------------------- /proc
+
+/// A process's peak resident memory (`VmHWM`), bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    status_kib(&format!("/proc/{pid}/status"), "VmHWM:").map(|k| k * 1024)
+}
+
+fn status_kib(path: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Resets this process's `VmHWM` to its current resident size.
+fn reset_peak_rss() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        eprintln!(
+            "warning: cannot reset this process's peak memory ({e}); the driver's figure includes what ran before the cluster"
+        );
+    }
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+// -------------------------------------------------------------- report
+
+struct Report<'a> {
+    a: &'a TpchArgs,
+    queries: &'a [usize],
+    df: &'a WorkerReport,
+    cluster: &'a [ClusterQuery],
+    peaks: &'a [ProcPeak],
+    driver_pid: u32,
+    matched: &'a BTreeMap<usize, bool>,
+}
+
+impl Report<'_> {
+    fn df_ms(&self, n: usize) -> Option<f64> {
+        self.df
+            .queries
+            .iter()
+            .find(|q| q.query == n && q.error.is_none())
+            .map(|q| q.best_ms)
+    }
+
+    fn strata_ms(&self, n: usize) -> Option<f64> {
+        self.cluster
+            .iter()
+            .find(|q| q.run.query == n && q.run.error.is_none())
+            .map(|q| q.run.best_ms)
+    }
+
+    /// Totals over the queries both sides ran.
+    fn totals(&self) -> (f64, f64) {
+        self.queries
+            .iter()
+            .filter_map(|&n| Some((self.df_ms(n)?, self.strata_ms(n)?)))
+            .fold((0.0, 0.0), |(d, s), (a, b)| (d + a, s + b))
+    }
+
+    fn cluster_peak(&self) -> u64 {
+        self.peaks.iter().map(|p| p.peak_rss_bytes).sum()
+    }
+
+    fn print(&self) -> anyhow::Result<()> {
+        use comfy_table::{CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "\nTPC-H SF {} — {} partitions; best of {} timed run(s) after a warm-up run; DataFusion: one process, target_partitions {}; Strata: manager + 2 agents + 2 executors (1 CPU, {} each) + driver",
+            self.a.sf,
+            self.a.partitions,
+            self.a.runs,
+            self.a.partitions,
+            mib(self.a.executor_mem)
+        )?;
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(vec![
+            "query",
+            "DataFusion ms",
+            "Strata ms",
+            "Strata/DF",
+            "rows",
+            "results",
+        ]);
+        let fmt = |v: Option<f64>| v.map_or("error".to_owned(), |v| format!("{v:.1}"));
+        for &n in self.queries {
+            let d = self.df_ms(n);
+            let s = self.strata_ms(n);
+            let rows = self
+                .cluster
+                .iter()
+                .find(|q| q.run.query == n)
+                .map_or(0, |q| q.run.rows);
+            t.add_row(vec![
+                format!("q{n}"),
+                fmt(d),
+                fmt(s),
+                match (d, s) {
+                    (Some(d), Some(s)) if d > 0.0 => format!("{:.2}", s / d),
+                    _ => "-".into(),
+                },
+                rows.to_string(),
+                match self.matched.get(&n) {
+                    Some(true) => "match".into(),
+                    Some(false) => "MISMATCH".into(),
+                    None => "-".into(),
+                },
+            ]);
+        }
+        let (d, s) = self.totals();
+        t.add_row(vec![
+            "total".to_owned(),
+            format!("{d:.1}"),
+            format!("{s:.1}"),
+            if d > 0.0 {
+                format!("{:.2}", s / d)
+            } else {
+                "-".into()
+            },
+            String::new(),
+            String::new(),
+        ]);
+        for i in 1..=3 {
+            if let Some(c) = t.column_mut(i) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        writeln!(out, "{t}")?;
+
+        let mut m = Table::new();
+        m.load_preset(UTF8_FULL_CONDENSED);
+        m.set_header(vec!["process", "pid", "peak RSS"]);
+        for p in self.peaks {
+            m.add_row(vec![
+                p.role.clone(),
+                p.pid.to_string(),
+                mib_bytes(p.peak_rss_bytes),
+            ]);
+        }
+        m.add_row(vec![
+            "Strata cluster, sum".to_owned(),
+            String::new(),
+            mib_bytes(self.cluster_peak()),
+        ]);
+        m.add_row(vec![
+            "DataFusion (one process)".to_owned(),
+            self.df.pid.to_string(),
+            mib_bytes(self.df.peak_rss_bytes),
+        ]);
+        if let Some(c) = m.column_mut(2) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+        writeln!(out, "{m}")?;
+        for (ok, line) in self.checks() {
+            writeln!(out, "{} {line}", if ok { "PASS" } else { "FAIL" })?;
+        }
+        Ok(())
+    }
+
+    fn checks(&self) -> Vec<(bool, String)> {
+        let (d, s) = self.totals();
+        let time_ratio = if d > 0.0 { s / d } else { f64::INFINITY };
+        let (cm, dm) = (self.cluster_peak() as f64, self.df.peak_rss_bytes as f64);
+        let mem_ratio = if dm > 0.0 { cm / dm } else { f64::INFINITY };
+        vec![
+            (
+                time_ratio <= TIME_FLOOR,
+                format!(
+                    "time:   Strata {:.2} s vs DataFusion {:.2} s = {time_ratio:.2}x (floor {TIME_FLOOR}x)",
+                    s / 1000.0,
+                    d / 1000.0
+                ),
+            ),
+            (
+                mem_ratio <= MEMORY_FLOOR,
+                format!(
+                    "memory: Strata cluster {} vs DataFusion {} = {mem_ratio:.2}x (floor {MEMORY_FLOOR}x)",
+                    mib_bytes(cm as u64),
+                    mib_bytes(dm as u64)
+                ),
+            ),
+        ]
+    }
+
+    fn json(&self, errors: &[String], mismatches: &[String]) -> serde_json::Value {
+        let (d, s) = self.totals();
+        let queries: Vec<serde_json::Value> = self
+            .queries
+            .iter()
+            .map(|&n| {
+                let c = self.cluster.iter().find(|q| q.run.query == n);
+                serde_json::json!({
+                    "query": n,
+                    "datafusion": self.df.queries.iter().find(|q| q.query == n),
+                    "strata": c.map(|c| &c.run),
+                    "strata_job_ms": c.map(|c| c.job_ms),
+                    "strata_stages": c.map(|c| c.stages.iter().map(|s| serde_json::json!({
+                        "stage": s.stage,
+                        "tasks": s.tasks,
+                        "rows": s.rows,
+                        "bytes": s.bytes,
+                        "ms": s.elapsed.as_secs_f64() * 1000.0,
+                        "failed": s.failed,
+                        "recomputed": s.recomputed,
+                        "speculative": s.speculative,
+                    })).collect::<Vec<_>>()),
+                    "ratio": match (self.df_ms(n), self.strata_ms(n)) {
+                        (Some(d), Some(s)) if d > 0.0 => Some(s / d),
+                        _ => None,
+                    },
+                    "results_match": self.matched.get(&n),
+                })
+            })
+            .collect();
+        let checks: Vec<serde_json::Value> = self
+            .checks()
+            .into_iter()
+            .map(|(ok, line)| serde_json::json!({ "pass": ok, "what": line }))
+            .collect();
+        serde_json::json!({
+            "sf": self.a.sf,
+            "partitions": self.a.partitions,
+            "runs": self.a.runs,
+            "timing": "best of `runs` timed runs after one warm-up run, ms, SQL text to last row",
+            "executor_mem_mib": self.a.executor_mem,
+            "queries": queries,
+            "total_ms": { "datafusion": d, "strata": s, "ratio": if d > 0.0 { Some(s / d) } else { None } },
+            "memory": {
+                "strata_processes": self.peaks,
+                "strata_sum_bytes": self.cluster_peak(),
+                "driver_pid": self.driver_pid,
+                "datafusion_pid": self.df.pid,
+                "datafusion_bytes": self.df.peak_rss_bytes,
+            },
+            "checks": checks,
+            "errors": errors,
+            "mismatches": mismatches,
+        })
+    }
+}
+
+fn mib(v: f64) -> String {
+    if v >= 1024.0 && v % 1024.0 == 0.0 {
+        format!("{} GiB", v / 1024.0)
+    } else {
+        format!("{v} MiB")
+    }
+}
+
+fn mib_bytes(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+// -------------------------------------------------------------- worker
+
+/// The hidden worker: generates the data, or runs the queries in
+/// single-process DataFusion.
+pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if a.generate {
+        generate(a.sf, &a.data).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let queries = query_list(&a.queries)?;
+    if a.runs == 0 || a.partitions == 0 {
+        bail!("--runs and --partitions must be at least 1");
+    }
+    // DataFusion's defaults, but for the partitions.
+    let ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(a.partitions));
+    tpch::register_parquet(&ctx, &a.data).await?;
+    let mut report = WorkerReport {
+        pid: std::process::id(),
+        peak_rss_bytes: 0,
+        queries: Vec::new(),
+    };
+    for n in queries {
+        let mut q = QueryRun {
+            query: n,
+            ..QueryRun::default()
+        };
+        let mut last = None;
+        for i in 0..=a.runs {
+            let label = if i == 0 {
+                "warm-up".to_owned()
+            } else {
+                format!("run {i}/{}", a.runs)
+            };
+            eprint!("datafusion q{n:<2} {label} …");
+            let t = Instant::now();
+            match df_query(&ctx, n).await {
+                Ok(r) => {
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    eprintln!(" {ms:.0} ms");
+                    if i == 0 {
+                        q.warmup_ms = ms;
+                    } else {
+                        q.runs_ms.push(ms);
+                        if q.runs_ms.len() == 1 || ms < q.best_ms {
+                            q.best_ms = ms;
+                        }
+                    }
+                    last = Some(r);
+                }
+                Err(e) => {
+                    eprintln!(" failed");
+                    q.error = Some(format!("{e:#}"));
+                    last = None;
+                    break;
+                }
+            }
+        }
+        if let (Some((schema, batches)), Some(dir)) = (last, &a.results) {
+            q.rows = batches.iter().map(RecordBatch::num_rows).sum();
+            write_ipc(&dir.join(format!("q{n}.arrow")), &schema, &batches)?;
+        }
+        report.queries.push(q);
+    }
+    report.peak_rss_bytes = peak_rss(std::process::id()).unwrap_or(0);
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs every statement of query `n`; returns its query statement's rows.
+async fn df_query(ctx: &SessionContext, n: usize) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut result = None;
+    for sql in tpch::statements(n) {
+        let df = ctx.sql(&sql).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        let lower = sql.trim_start().to_ascii_lowercase();
+        if lower.starts_with("select") || lower.starts_with("with") {
+            result = Some((schema, batches));
+        }
+    }
+    result.ok_or_else(|| anyhow::anyhow!("q{n} has no query statement"))
+}
+
+/// Generates the data into `dir` through a temporary sibling directory, so
+/// that `dir` exists only when complete.
+async fn generate(sf: f64, dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        bail!("{} exists already", dir.display());
+    }
+    let name = dir
+        .file_name()
+        .context("--data must name a directory")?
+        .to_string_lossy()
+        .into_owned();
+    let partial = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let p = partial.clone();
+    let r = tokio::task::spawn_blocking(move || tpch::generate_parquet(sf, &p)).await?;
+    if let Err(e) = r {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e).context("generating TPC-H data");
+    }
+    std::fs::rename(&partial, dir)
+        .with_context(|| format!("cannot move {} to {}", partial.display(), dir.display()))?;
+    Ok(())
+}
+
+fn write_ipc(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<()> {
+    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = FileWriter::try_new(f, schema)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+fn read_ipc(path: &Path) -> anyhow::Result<Vec<RecordBatch>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let r = FileReader::try_new(f, None)?;
+    Ok(r.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_and_stat() {
+        assert!(peak_rss(std::process::id()).is_some_and(|b| b > 0));
+        assert!(parent_pid(std::process::id()).is_some());
+        assert!(query_list(&[23]).is_err());
+        assert_eq!(query_list(&[]).unwrap().len(), 22);
+        assert!(default_data_dir(0.1).ends_with("tpch-sf0.1"));
+        assert!(default_data_dir(1.0).ends_with("tpch-sf1"));
+    }
+}

@@ -1,0 +1,496 @@
+//! `strata jobs`: the jobs submitted with `strata submit`, and
+//! `strata jobs cancel`.
+//!
+//! A job is a framework named `strata-job:<NAME>` whose one task of its
+//! own, the job's driver, has the job's id as its task id (and the
+//! framework's name as its name). Its executors are further tasks of the
+//! same framework. The driver keeps `job.json` ([`JobFile`]) in its sandbox;
+//! the list reads it through the agent's HTTP API and combines it with the
+//! driver task's state in the manager: a driver that ended without
+//! recording an outcome failed (or was cancelled, when its framework was
+//! torn down).
+//!
+//! Cancelling takes the job's framework over (subscribing with its id, as
+//! a failed-over scheduler would) and tears it down: the manager kills the
+//! driver and the executors, and their resources return.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde::{Deserialize, Serialize};
+use strata_manager::master::view::{StateView, TaskView};
+use strata_proto::pb::TaskState;
+use strata_sdk::{FrameworkConfig, FrameworkId, Role, Scheduler, SchedulerConfig, SdkError};
+
+use super::ClientArgs;
+use crate::http;
+
+/// The prefix of a job's framework name and of its driver task's name.
+pub(crate) const JOB_PREFIX: &str = "strata-job:";
+
+/// The job's status file, in its driver's sandbox.
+pub(crate) const JOB_FILE: &str = "job.json";
+
+/// Jobs that ended longer ago than this are listed only with `--all`.
+const RECENT: Duration = Duration::from_secs(3600);
+
+/// What a job's driver records in `job.json` in its sandbox (written
+/// atomically, updated as the job progresses).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobFile {
+    /// The job's id (also its driver's task id).
+    pub id: String,
+    /// The job's name.
+    pub name: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// Stages done, over the script's queries so far.
+    pub stages_done: u64,
+    /// Stages, over the script's queries so far.
+    pub stages: u64,
+    /// Tasks (partitions) done.
+    pub tasks_done: u64,
+    /// Tasks (partitions).
+    pub tasks: u64,
+    /// When the driver first started (ms since the Unix epoch).
+    pub started_unix_ms: u64,
+    /// When the job ended, once it has.
+    pub ended_unix_ms: Option<u64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How many times a supervised driver was restarted.
+    pub restarts: u32,
+}
+
+impl JobFile {
+    /// Whether the recorded state is final.
+    pub fn is_terminal(&self) -> bool {
+        is_terminal_state(&self.state)
+    }
+}
+
+/// Whether a job state is final.
+pub(crate) fn is_terminal_state(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "cancelled")
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A job as `strata jobs` shows it: its driver's record and task combined.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobStatus {
+    /// The job's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its framework.
+    pub framework_id: String,
+    /// `starting`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// Stages done.
+    pub stages_done: u64,
+    /// Stages.
+    pub stages: u64,
+    /// Tasks done.
+    pub tasks_done: u64,
+    /// Tasks.
+    pub tasks: u64,
+    /// When the driver first started.
+    pub started_unix_ms: Option<u64>,
+    /// When the job ended.
+    pub ended_unix_ms: Option<u64>,
+    /// How long it ran (so far).
+    pub duration_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Restarts of a supervised driver.
+    pub restarts: u32,
+    /// The driver task's state in the manager, e.g. `TASK_RUNNING`.
+    pub driver_task_state: String,
+    /// The HTTP address of the driver's agent.
+    #[serde(skip)]
+    pub agent_address: Option<String>,
+    /// Whether the job's framework is still registered.
+    #[serde(skip)]
+    pub framework_alive: bool,
+    /// The framework's role.
+    #[serde(skip)]
+    pub role: Option<String>,
+}
+
+impl JobStatus {
+    /// Whether the job has ended.
+    pub fn is_terminal(&self) -> bool {
+        is_terminal_state(&self.state)
+    }
+}
+
+/// Arguments of `strata jobs`.
+#[derive(clap::Args, Debug)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Also list jobs that ended more than an hour ago (every job the manager remembers).
+    #[arg(long)]
+    all: bool,
+    /// Print one JSON object per job instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    action: Option<JobsAction>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum JobsAction {
+    /// Cancel a job: its framework is torn down, which kills its driver and executors and returns their resources.
+    Cancel {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The job's id (as `strata submit` printed it).
+        id: String,
+    },
+}
+
+/// `strata jobs`.
+pub async fn run(a: JobsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(JobsAction::Cancel { client, id }) = a.action {
+        let client = ClientArgs {
+            manager: client.manager.or(a.client.manager),
+            token: client.token.or(a.client.token),
+        };
+        return cancel(&client, &id).await;
+    }
+    let target = a.client.target();
+    let token = target.token.as_deref();
+    let state = fetch_state(&target.address, token).await?;
+    let now = unix_ms();
+    let jobs: Vec<JobStatus> = statuses(&state, token)
+        .await
+        .into_iter()
+        .filter(|j| {
+            a.all
+                || !j.is_terminal()
+                || j.ended_unix_ms
+                    .is_none_or(|e| now.saturating_sub(e) < RECENT.as_millis() as u64)
+        })
+        .collect();
+    if a.json {
+        for j in &jobs {
+            println!("{}", serde_json::to_string(j)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if jobs.is_empty() {
+        println!(
+            "no jobs{}",
+            if a.all {
+                ""
+            } else {
+                " (in the last hour; --all for every job)"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", render(&jobs));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The jobs as a table, followed by the errors of those that failed.
+fn render(jobs: &[JobStatus]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(vec!["ID", "NAME", "STATE", "PROGRESS", "DURATION"]);
+    for j in jobs {
+        let mut state = j.state.clone();
+        if j.restarts > 0 {
+            state.push_str(&format!(
+                " ({} restart{})",
+                j.restarts,
+                if j.restarts == 1 { "" } else { "s" }
+            ));
+        }
+        t.add_row(vec![
+            j.id.clone(),
+            j.name.clone(),
+            state,
+            if j.stages == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "stages {}/{}, tasks {}/{}",
+                    j.stages_done, j.stages, j.tasks_done, j.tasks
+                )
+            },
+            j.duration_ms.map_or_else(|| "-".to_owned(), human_duration),
+        ]);
+    }
+    let mut out = format!("{t}\n");
+    for j in jobs {
+        if let Some(e) = j.error.as_deref().filter(|_| j.state != "succeeded") {
+            out.push_str(&format!("{} {}: {e}\n", j.id, j.state));
+        }
+    }
+    out
+}
+
+/// `1.2s`, `3m04s`, `2h05m`.
+fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// `GET /api/v1/state`.
+pub(crate) async fn fetch_state(address: &str, token: Option<&str>) -> anyhow::Result<StateView> {
+    let body = http::get(address, "/api/v1/state", token, Duration::from_secs(10))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach the manager at {address} (is a cluster running? try `strata local`)"
+            )
+        })?;
+    serde_json::from_slice(&body).context("malformed state from the manager")
+}
+
+/// The driver tasks of jobs in the state (active first, then completed;
+/// one per job).
+fn driver_tasks(state: &StateView) -> Vec<&TaskView> {
+    let mut seen = std::collections::HashSet::new();
+    state
+        .tasks
+        .iter()
+        .chain(state.completed_tasks.iter().rev())
+        .filter(|t| t.name.starts_with(JOB_PREFIX) && t.id.starts_with("job-"))
+        .filter(|t| seen.insert((t.framework_id.clone(), t.id.clone())))
+        .collect()
+}
+
+/// Reads a file of a task's sandbox through its agent; `None` when it
+/// cannot be read (no such file yet, agent gone).
+pub(crate) async fn read_sandbox_file(
+    agent: &str,
+    framework_id: &str,
+    task_id: &str,
+    file: &str,
+    token: Option<&str>,
+) -> Option<Vec<u8>> {
+    let path = format!("/v1/sandbox/{framework_id}/{task_id}/{file}");
+    http::get(agent, &path, token, Duration::from_secs(10))
+        .await
+        .ok()
+}
+
+/// Combines a driver task, its framework and its `job.json`.
+fn resolve(state: &StateView, task: &TaskView, file: Option<JobFile>, now_ms: u64) -> JobStatus {
+    let framework = state.frameworks.iter().find(|f| f.id == task.framework_id);
+    let agent_address = state
+        .agents
+        .iter()
+        .find(|a| a.id == task.agent_id)
+        .map(|a| a.address.clone());
+    let task_state = TaskState::from_str_name(&task.state).unwrap_or(TaskState::TaskLost);
+    let ended_task = task_state.is_terminal() || task_state == TaskState::TaskLost;
+    let f = file.unwrap_or_default();
+    let (state_name, error) = if f.is_terminal() {
+        (f.state.clone(), f.error.clone())
+    } else if ended_task {
+        let msg = if task.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", task.message)
+        };
+        if task_state == TaskState::TaskKilled && task.reason == "REASON_FRAMEWORK_REMOVED" {
+            (
+                "cancelled".to_owned(),
+                Some("the job's framework was torn down (cancelled)".to_owned()),
+            )
+        } else {
+            (
+                "failed".to_owned(),
+                Some(format!(
+                    "the driver task ended {} ({}){msg} without recording an outcome",
+                    task.state, task.reason
+                )),
+            )
+        }
+    } else if f.state == "running" || task_state == TaskState::TaskRunning {
+        ("running".to_owned(), f.error.clone())
+    } else {
+        ("starting".to_owned(), None)
+    };
+    let started = (f.started_unix_ms > 0).then_some(f.started_unix_ms);
+    let terminal = is_terminal_state(&state_name);
+    // A driver killed before recording its end has no known end time.
+    let ended = if terminal { f.ended_unix_ms } else { None };
+    let duration_ms = match (started, ended) {
+        (Some(s), Some(e)) => Some(e.saturating_sub(s)),
+        (Some(s), None) if !terminal => Some(now_ms.saturating_sub(s)),
+        _ => None,
+    };
+    JobStatus {
+        id: task.id.clone(),
+        name: task
+            .name
+            .strip_prefix(JOB_PREFIX)
+            .unwrap_or(&task.name)
+            .to_owned(),
+        framework_id: task.framework_id.clone(),
+        state: state_name,
+        stages_done: f.stages_done,
+        stages: f.stages,
+        tasks_done: f.tasks_done,
+        tasks: f.tasks,
+        started_unix_ms: started,
+        ended_unix_ms: ended,
+        duration_ms,
+        error,
+        restarts: f.restarts,
+        driver_task_state: task.state.clone(),
+        agent_address,
+        framework_alive: framework.is_some(),
+        role: framework.map(|f| f.role.clone()),
+    }
+}
+
+/// Every job the state knows, oldest first.
+async fn statuses(state: &StateView, token: Option<&str>) -> Vec<JobStatus> {
+    let tasks = driver_tasks(state);
+    let files =
+        futures::future::join_all(tasks.iter().map(|t| read_job_file(state, t, token))).await;
+    let now = unix_ms();
+    let mut jobs: Vec<JobStatus> = tasks
+        .into_iter()
+        .zip(files)
+        .map(|(t, f)| resolve(state, t, f, now))
+        .collect();
+    jobs.sort_by_key(|j| (j.started_unix_ms.unwrap_or(u64::MAX), j.id.clone()));
+    jobs
+}
+
+async fn read_job_file(state: &StateView, task: &TaskView, token: Option<&str>) -> Option<JobFile> {
+    let agent = state.agents.iter().find(|a| a.id == task.agent_id)?;
+    let bytes = read_sandbox_file(
+        &agent.address,
+        &task.framework_id,
+        &task.id,
+        JOB_FILE,
+        token,
+    )
+    .await?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The job `id`, if the manager knows its driver task.
+pub(crate) async fn find(
+    address: &str,
+    token: Option<&str>,
+    id: &str,
+) -> anyhow::Result<Option<JobStatus>> {
+    let state = fetch_state(address, token).await?;
+    let Some(task) = driver_tasks(&state).into_iter().find(|t| t.id == id) else {
+        return Ok(None);
+    };
+    let file = read_job_file(&state, task, token).await;
+    Ok(Some(resolve(&state, task, file, unix_ms())))
+}
+
+/// Takes the framework over and tears it down (retrying when its old
+/// scheduler takes it back in between).
+pub(crate) async fn teardown_framework(
+    address: &str,
+    token: Option<&str>,
+    framework_id: &str,
+    name: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let mut last: Option<SdkError> = None;
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        }
+        let mut fw = FrameworkConfig::new(name);
+        fw.role = Role::new(role);
+        fw.framework_id = Some(FrameworkId::new(framework_id));
+        let mut cfg = SchedulerConfig::new(address, fw);
+        cfg.token = token.map(str::to_owned);
+        cfg.suppressed = true;
+        cfg.reconnect = false;
+        let (handle, events) = match Scheduler::subscribe(cfg).await {
+            Ok(s) => s,
+            Err(e) if is_removed(&e) => return Ok(()),
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let result = handle.teardown().await;
+        drop(events);
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || anyhow::anyhow!("cannot tear down framework {framework_id}"),
+        |e| anyhow::Error::new(e).context(format!("tearing down framework {framework_id}")),
+    ))
+}
+
+fn is_removed(e: &SdkError) -> bool {
+    e.to_string().contains("has been removed")
+}
+
+/// `strata jobs cancel ID`.
+async fn cancel(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
+    let target = client.target();
+    let token = target.token.as_deref();
+    let Some(job) = find(&target.address, token, id).await? else {
+        bail!("unknown job {id:?} (`strata jobs --all` lists the jobs the manager knows)");
+    };
+    if job.is_terminal() || !job.framework_alive {
+        bail!("job {id} has already ended ({})", job.state);
+    }
+    teardown_framework(
+        &target.address,
+        token,
+        &job.framework_id,
+        &format!("{JOB_PREFIX}{}", job.name),
+        job.role.as_deref().unwrap_or("*"),
+    )
+    .await?;
+    println!("cancelled {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(1234), "1.2s");
+        assert_eq!(human_duration(184_000), "3m04s");
+        assert_eq!(human_duration(7_500_000), "2h05m");
+    }
+
+    #[test]
+    fn job_files_tolerate_missing_fields() {
+        let f: JobFile = serde_json::from_str(r#"{"id":"job-1","state":"running"}"#).unwrap();
+        assert_eq!(f.id, "job-1");
+        assert!(!f.is_terminal());
+        assert_eq!(f.restarts, 0);
+    }
+}
