@@ -13,6 +13,8 @@
 //!   its timeout.
 //! * [`jobs`]: `strata submit`, `strata jobs`, cancellation, a killed and a
 //!   supervised driver;
+//! * [`s3`]: `s3://` tables on a real S3-compatible server, read by
+//!   executors on the cluster;
 //! * [`slt`]: the sqllogictest files of `tests/slt` on a real cluster (and
 //!   on single-process DataFusion, the reference).
 
@@ -22,4 +24,5 @@ mod cluster;
 mod failover;
 mod harness;
 mod jobs;
+mod s3;
 mod slt;
