@@ -521,7 +521,11 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
         Ok(w) => {
             s.rows = w.rows;
             s.bytes = w.bytes;
-            s.partition_bytes = w.partition_bytes;
+            s.partition_bytes = w
+                .partition_bytes
+                .into_iter()
+                .map(|(partition, bytes)| strata_proto::exec::PartitionBytes { partition, bytes })
+                .collect();
         }
         Err(e) => {
             let fetch = env

@@ -76,8 +76,8 @@ pub struct WriteStats {
     pub rows: u64,
     /// Bytes written.
     pub bytes: u64,
-    /// Bytes per output partition.
-    pub partition_bytes: Vec<u64>,
+    /// Bytes per non-empty output partition: (partition, bytes).
+    pub partition_bytes: Vec<(u32, u64)>,
 }
 
 /// Where a stage's shuffle files live.
@@ -233,7 +233,7 @@ impl ShuffleWriterExec {
         let mut stats = WriteStats {
             rows,
             bytes: 0,
-            partition_bytes: vec![0; n],
+            partition_bytes: Vec::new(),
         };
         for (out, w) in writers.into_iter().enumerate() {
             let Some((path, mut w)) = w else { continue };
@@ -242,7 +242,7 @@ impl ShuffleWriterExec {
             let tmp = path.with_extension(&tmp_suffix);
             std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming", &tmp, e))?;
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            stats.partition_bytes[out] = len;
+            stats.partition_bytes.push((out as u32, len));
             stats.bytes += len;
         }
         Ok(stats)

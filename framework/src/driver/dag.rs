@@ -129,8 +129,8 @@ pub struct StageSpec {
 pub struct Output {
     /// The executor holding it.
     pub executor: ExecutorId,
-    /// Bytes per output partition.
-    pub partition_bytes: Vec<u64>,
+    /// Bytes per non-empty output partition: (partition, bytes).
+    pub partition_bytes: Vec<(u32, u64)>,
 }
 
 /// Figures of one stage.
@@ -302,8 +302,8 @@ pub enum Effect {
 pub enum Outcome {
     /// Finished, with bytes per output partition, rows and bytes.
     Finished {
-        /// Bytes per output partition.
-        partition_bytes: Vec<u64>,
+        /// Bytes per non-empty output partition: (partition, bytes).
+        partition_bytes: Vec<(u32, u64)>,
         /// Rows written.
         rows: u64,
         /// Bytes written.
@@ -790,7 +790,11 @@ impl TaskScheduler {
         let mut local: BTreeMap<&ExecutorId, u64> = BTreeMap::new();
         for &i in &job.stages[s].spec.inputs {
             for o in job.stages[i as usize].outputs.iter().flatten() {
-                let b = o.partition_bytes.get(p as usize).copied().unwrap_or(0);
+                let b = o
+                    .partition_bytes
+                    .iter()
+                    .find(|(q, _)| *q == p)
+                    .map_or(0, |(_, b)| *b);
                 *local.entry(&o.executor).or_default() += b;
             }
         }

@@ -666,7 +666,11 @@ impl Core {
                     };
                     let outcome = match TaskOutcome::try_from(s.outcome) {
                         Ok(TaskOutcome::Finished) => Outcome::Finished {
-                            partition_bytes: s.partition_bytes,
+                            partition_bytes: s
+                                .partition_bytes
+                                .into_iter()
+                                .map(|p| (p.partition, p.bytes))
+                                .collect(),
                             rows: s.rows,
                             bytes: s.bytes,
                         },

@@ -30,7 +30,7 @@ fn two_stage(maps: u32, reduces: u32) -> Vec<StageSpec> {
 
 fn finished(bytes: u64, parts: usize) -> Outcome {
     Outcome::Finished {
-        partition_bytes: vec![bytes; parts],
+        partition_bytes: (0..parts as u32).map(|p| (p, bytes)).collect(),
         rows: 1,
         bytes,
     }
@@ -293,7 +293,11 @@ fn tasks_go_where_their_input_is() {
             &l.executor,
             &l.task,
             Outcome::Finished {
-                partition_bytes: pb,
+                partition_bytes: pb
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, b)| (p as u32, b))
+                    .collect(),
                 rows: 1,
                 bytes: 100,
             },
