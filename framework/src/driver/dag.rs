@@ -84,8 +84,8 @@ impl Default for Policy {
             max_attempts: 4,
             max_fetch_failures: 8,
             speculation: Some(Speculation::default()),
-            pipeline: 4,
-            short_task: Duration::from_millis(20),
+            pipeline: 16,
+            short_task: Duration::from_millis(10),
         }
     }
 }
