@@ -81,6 +81,27 @@ fn start_moto() -> Moto {
     }
 }
 
+/// `strata sql ARGS…` on the cluster of `manager`, with the S3 settings of
+/// `moto` in its environment.
+async fn sql_with_s3(env: &Env, manager: &str, moto: &Moto, args: &[&str]) -> std::process::Output {
+    let mut argv = vec!["sql", "--manager", manager, "--executor-mem", "256"];
+    argv.extend_from_slice(args);
+    let mut c = env.command(&argv);
+    c.env("AWS_ENDPOINT_URL", format!("http://{}", moto.addr))
+        .env("AWS_ACCESS_KEY_ID", "strata-test")
+        .env("AWS_SECRET_ACCESS_KEY", "strata-test-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ALLOW_HTTP", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut c = tokio::process::Command::from(c);
+    c.kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(120), c.output())
+        .await
+        .expect("strata sql finishes")
+        .expect("strata sql runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_tables_are_read_by_executors_on_the_cluster() {
     let env = Env::new("s3");
@@ -101,32 +122,12 @@ async fn s3_tables_are_read_by_executors_on_the_cluster() {
     let sql = "CREATE EXTERNAL TABLE sales STORED AS CSV LOCATION 's3://sales/2026/' \
                OPTIONS ('format.has_header' 'true'); \
                SELECT region, sum(amount) AS total FROM sales GROUP BY region ORDER BY region";
-    let mut c = env.command(&[
-        "sql",
-        "--manager",
-        &m.addr,
-        "--executors",
-        "2",
-        "--executor-mem",
-        "256",
-        "--format",
-        "csv",
-        "-e",
-        sql,
-    ]);
-    c.env("AWS_ENDPOINT_URL", format!("http://{}", moto.addr))
-        .env("AWS_ACCESS_KEY_ID", "strata-test")
-        .env("AWS_SECRET_ACCESS_KEY", "strata-test-secret")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ALLOW_HTTP", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut c = tokio::process::Command::from(c);
-    c.kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
-        .await
-        .expect("strata sql finishes")
-        .unwrap();
+    let out = sql_with_s3(
+        &env,
+        &moto,
+        &["--executors", "2", "--format", "csv", "-e", sql],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -135,30 +136,8 @@ async fn s3_tables_are_read_by_executors_on_the_cluster() {
         "{stderr}"
     );
     // A missing bucket is a clear error, and the process says which.
-    let mut c = env.command(&[
-        "sql",
-        "--manager",
-        &m.addr,
-        "--executors",
-        "1",
-        "--executor-mem",
-        "256",
-        "-e",
-        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 's3://no-such-bucket/x/'",
-    ]);
-    c.env("AWS_ENDPOINT_URL", format!("http://{}", moto.addr))
-        .env("AWS_ACCESS_KEY_ID", "strata-test")
-        .env("AWS_SECRET_ACCESS_KEY", "strata-test-secret")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ALLOW_HTTP", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut c = tokio::process::Command::from(c);
-    c.kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
-        .await
-        .expect("strata sql finishes")
-        .unwrap();
+    let create = "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 's3://no-such-bucket/x/'";
+    let out = sql_with_s3(&env, &m.addr, &moto, &["--executors", "1", "-e", create]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no-such-bucket"), "{stderr}");
