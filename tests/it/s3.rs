@@ -124,6 +124,7 @@ async fn s3_tables_are_read_by_executors_on_the_cluster() {
                SELECT region, sum(amount) AS total FROM sales GROUP BY region ORDER BY region";
     let out = sql_with_s3(
         &env,
+        &m.addr,
         &moto,
         &["--executors", "2", "--format", "csv", "-e", sql],
     )
