@@ -9,23 +9,38 @@
 //! * DataFusion: a child process (`strata bench tpch-worker`) with
 //!   DataFusion's default configuration except `target_partitions`
 //!   (`--partitions`, default 2: this machine's cores, the cluster's total
-//!   CPUs). It prints its timings and peak memory as JSON on stdout and
-//!   writes each query's rows as an Arrow IPC file;
+//!   CPUs). It takes query numbers on stdin and answers each with its
+//!   times as a line of JSON, writes each query's rows as an Arrow IPC
+//!   file, and reports its peak memory at the end;
 //! * Strata: a `strata manager` and two `strata agent` child processes
 //!   (1 CPU each), the driver in this process (as `strata sql` runs it),
-//!   and one `strata executor` per agent, launched by the driver through
-//!   offers as the agents' tasks.
+//!   and one `strata executor` per agent (`--executor-mem`, default 4 GiB),
+//!   launched by the driver through offers as the agents' tasks.
 //!
 //! Timing: each query runs once untimed (warm-up), then `--runs` times
 //! timed; the best (minimum) wall time is reported. A query's time is from
 //! its SQL text to its last row in the caller's hands (planning included),
 //! for every statement of the query (q15: create view, select, drop view).
-//! Both sides run the queries one after the other, DataFusion first.
+//! The sides alternate query by query (DataFusion's runs of q1, the
+//! cluster's runs of q1, DataFusion's runs of q2, …), so that both see the
+//! same machine; CPU time used by other processes during the run is
+//! reported, and a busy machine is warned about.
 //!
-//! Peak memory is `VmHWM` of `/proc/<pid>/status`, read for every cluster
-//! process just before it is shut down; this process's high-water mark is
+//! Peak memory is `VmHWM` of `/proc/<pid>/status`: the floor compares the
+//! sum of the peaks of the cluster's processes (manager, agents,
+//! executors, their supervisors, the driver) with DataFusion's process's
+//! peak. Executors' figures are read every 200 ms while queries run and
+//! at the end; executors that exited during the run (replaced after a
+//! failure) are shown but not summed. This process's high-water mark is
 //! reset (`/proc/self/clear_refs`) before the cluster starts, so the
-//! driver's figure covers the cluster run only.
+//! driver's figure covers the cluster run only. The largest sampled sum of
+//! the cluster's resident memory is shown too.
+//!
+//! Guards: a query on the cluster is stopped, and the driver restarted
+//! with fresh executors, when an executor's resident memory passes
+//! `--executor-rss-limit` or the machine runs out of memory, or when it
+//! runs past `--query-timeout`. The daemons get SIGTERM if this process
+//! dies; SIGINT and SIGTERM stop the run cleanly.
 //!
 //! Results: each query's rows on the cluster are compared with
 //! DataFusion's (`compare::same_rows`); a mismatch or any error makes the
@@ -99,11 +114,40 @@ pub struct TpchArgs {
     /// afterwards) [default: a temporary directory, removed afterwards].
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// A query on the cluster is stopped (and the driver and its executors
+    /// restarted for the next query) when an executor's resident memory
+    /// exceeds this, MiB or with a unit [default: 1.5 × --executor-mem].
+    /// Executors' memory pools do not bound all their memory; this keeps
+    /// a runaway query from exhausting the machine.
+    #[arg(long, value_parser = parse_mib)]
+    executor_rss_limit: Option<f64>,
+    /// A query on the cluster is stopped likewise when it runs longer
+    /// than this.
+    #[arg(long, default_value = "10m", value_parser = crate::cli::parse_duration)]
+    query_timeout: Duration,
+    /// DataFusion's settings: `default` (the baseline), or `strata` (the
+    /// settings the cluster plans with: partitioned joins only, no dynamic
+    /// filters; to tell their cost from that of distribution).
+    #[arg(long, value_enum, default_value = "default")]
+    datafusion_config: DfConfig,
+}
+
+/// The settings of the single-process DataFusion side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum DfConfig {
+    /// DataFusion's defaults but for `target_partitions`.
+    Default,
+    /// `strata_executor::engine::session_config`.
+    Strata,
 }
 
 /// Arguments of the hidden worker (`strata bench tpch-worker`): either
-/// generates the data (`--generate`), or runs the queries in
-/// single-process DataFusion and prints a JSON report on stdout.
+/// generates the data (`--generate`), or runs queries in single-process
+/// DataFusion: it reads query numbers on stdin, one a line, and answers
+/// each with a line of JSON (its times) on stdout; at the end of its
+/// input it prints a last line of JSON (its pid, peak memory and CPU time)
+/// and exits.
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
     /// Directory of the Parquet data.
@@ -122,12 +166,12 @@ pub struct WorkerArgs {
     /// Timed runs per query after the warm-up run.
     #[arg(long, default_value_t = 1)]
     runs: usize,
-    /// Queries to run (comma separated).
-    #[arg(long, value_delimiter = ',')]
-    queries: Vec<usize>,
     /// Where to write each query's rows (`q{N}.arrow`, Arrow IPC files).
     #[arg(long)]
     results: Option<PathBuf>,
+    /// Plan with the cluster's settings instead of DataFusion's defaults.
+    #[arg(long)]
+    strata_config: bool,
 }
 
 /// One query's figures on one side.
@@ -151,6 +195,15 @@ struct QueryRun {
 struct WorkerReport {
     pid: u32,
     peak_rss_bytes: u64,
+    /// CPU time it used (user + system), seconds.
+    #[serde(default)]
+    cpu_s: f64,
+    /// Resident memory at the end: anonymous (heap) and file-backed
+    /// (the binary's pages, shared with other `strata` processes).
+    #[serde(default)]
+    rss_anon_bytes: u64,
+    #[serde(default)]
+    rss_file_bytes: u64,
     queries: Vec<QueryRun>,
 }
 
@@ -170,6 +223,15 @@ struct ProcPeak {
     role: String,
     pid: u32,
     peak_rss_bytes: u64,
+    /// Resident memory when the peak was read: anonymous (heap) and
+    /// file-backed (mostly the binary's pages, shared between processes).
+    rss_anon_bytes: u64,
+    rss_file_bytes: u64,
+    /// It exited before the end of the run (an executor replaced after a
+    /// failure): shown, but not in the cluster's sum.
+    exited: bool,
+    /// CPU time it used (user + system), seconds.
+    cpu_s: f64,
 }
 
 // ------------------------------------------------------------------ run
@@ -188,6 +250,11 @@ pub async fn run(a: TpchArgs) -> anyhow::Result<ExitCode> {
     if a.executor_mem.is_nan() || a.executor_mem < 64.0 {
         bail!("--executor-mem must be at least 64 MiB");
     }
+    if a.executor_rss_limit
+        .is_some_and(|l| l.is_nan() || l < a.executor_mem)
+    {
+        bail!("--executor-rss-limit must be at least --executor-mem");
+    }
     let queries = query_list(&a.queries)?;
     let exe =
         std::env::current_exe().context("cannot locate the strata binary to run its children")?;
@@ -202,7 +269,7 @@ pub async fn run(a: TpchArgs) -> anyhow::Result<ExitCode> {
         Some(d) => d.clone(),
         None => default_data_dir(a.sf),
     };
-    let data = ensure_data(&exe, a.sf, &data).await?;
+    let data = with_interrupt(ensure_data(&exe, a.sf, &data)).await?;
 
     let (work, temporary) = match &a.work_dir {
         Some(d) => (d.clone(), false),
@@ -216,7 +283,13 @@ pub async fn run(a: TpchArgs) -> anyhow::Result<ExitCode> {
     let outcome = bench(&a, &exe, &queries, &data, &work).await;
     if temporary {
         if outcome.is_ok() {
-            let _ = std::fs::remove_dir_all(&work);
+            // Executors may still be exiting (and writing) for a moment.
+            for _ in 0..10 {
+                if std::fs::remove_dir_all(&work).is_ok() || !work.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
         } else {
             eprintln!("logs kept in {}", work.display());
         }
@@ -256,7 +329,9 @@ async fn ensure_data(exe: &Path, sf: f64, dir: &Path) -> anyhow::Result<PathBuf>
             dir.display()
         );
         let t = Instant::now();
-        let status = tokio::process::Command::new(exe)
+        let mut cmd = std::process::Command::new(exe);
+        die_with_parent(&mut cmd);
+        let status = tokio::process::Command::from(cmd)
             .args([
                 "bench",
                 "tpch-worker",
@@ -299,23 +374,54 @@ async fn bench(
     data: &Path,
     work: &Path,
 ) -> anyhow::Result<ExitCode> {
-    // 1. DataFusion, in a process of its own.
+    // DataFusion in a process of its own, the cluster's daemons as
+    // children, the driver here; each query runs on one side, then on the
+    // other, so that both see the same machine.
     let df_results = work.join("datafusion-results");
     std::fs::create_dir_all(&df_results)?;
+    let busy_before = cpu_busy(Duration::from_secs(1));
+    if busy_before > 0.1 {
+        eprintln!(
+            "warning: other processes keep {:.0}% of this machine's CPUs busy; timings will be noisy",
+            busy_before * 100.0
+        );
+    }
+    let machine_before = machine_cpu_seconds();
+    let started = Instant::now();
     eprintln!(
-        "datafusion: {} queries, target_partitions {}, data {}",
-        queries.len(),
+        "datafusion: target_partitions {}, {} settings; data {}",
         a.partitions,
+        match a.datafusion_config {
+            DfConfig::Default => "default",
+            DfConfig::Strata => "the cluster's",
+        },
         data.display()
     );
-    let df = run_worker(a, exe, queries, data, &df_results).await?;
-
-    // 2. The cluster: manager and agents as children, driver here.
-    let run = ClusterRun::start(a, exe, work).await?;
-    let cluster = run.run_queries(a, queries, data).await;
-    let peaks = run.peaks().await;
+    let mut df = with_interrupt(DfWorker::start(a, exe, data, &df_results)).await?;
+    let mut run = with_interrupt(ClusterRun::start(a, exe, work, data)).await?;
+    let outcome = with_interrupt(async {
+        let mut cluster = Vec::new();
+        let mut df_runs = Vec::new();
+        for &n in queries {
+            df_runs.push(df.run(n).await?);
+            cluster.push(run.run_query(a, n, data).await?);
+        }
+        let mut report = df.finish().await?;
+        report.queries = df_runs;
+        Ok((report, cluster))
+    })
+    .await;
+    let (peaks, sampled_total) = run.peaks().await;
     run.stop().await;
-    let (cluster, driver_pid) = cluster?;
+    let (df, cluster) = outcome?;
+    let driver_pid = std::process::id();
+    // CPU used by processes other than the benchmark's while it ran.
+    let ours: f64 = peaks.iter().map(|p| p.cpu_s).sum::<f64>() + df.cpu_s;
+    let others = (machine_cpu_seconds() - machine_before - ours).max(0.0);
+    // The kernel's own threads (page-cache writeback of shuffle files…)
+    // count as others too: only a share above 5% of the machine is noise.
+    let capacity = started.elapsed().as_secs_f64()
+        * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
 
     // 3. Compare, report.
     let mut errors = Vec::new();
@@ -352,10 +458,18 @@ async fn bench(
         df: &df,
         cluster: &cluster,
         peaks: &peaks,
+        sampled_total,
+        others_cpu_s: others,
         driver_pid,
         matched: &matched,
     };
     report.print()?;
+    if others > 0.05 * capacity {
+        eprintln!(
+            "warning: other processes used {others:.1} CPU-seconds ({:.0}% of the machine) while the benchmark ran; timings are noisy",
+            100.0 * others / capacity
+        );
+    }
     if a.stages {
         let mut out = std::io::stdout().lock();
         for c in &cluster {
@@ -388,45 +502,82 @@ async fn bench(
     })
 }
 
-/// Runs the DataFusion worker; returns its report.
-async fn run_worker(
-    a: &TpchArgs,
-    exe: &Path,
-    queries: &[usize],
-    data: &Path,
-    results: &Path,
-) -> anyhow::Result<WorkerReport> {
-    let list: Vec<String> = queries.iter().map(usize::to_string).collect();
-    let out = tokio::process::Command::new(exe)
-        .args(["bench", "tpch-worker", "--data"])
-        .arg(data)
-        .arg("--results")
-        .arg(results)
-        .args(["--partitions", &a.partitions.to_string()])
-        .args(["--runs", &a.runs.to_string()])
-        .args(["--queries", &list.join(",")])
-        .env("STRATA_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start the DataFusion worker ({})", exe.display()))?
-        .wait_with_output()
-        .await
-        .context("waiting for the DataFusion worker")?;
-    if !out.status.success() {
-        bail!("the DataFusion worker failed ({})", out.status);
+/// The DataFusion worker process.
+struct DfWorker {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl DfWorker {
+    async fn start(
+        a: &TpchArgs,
+        exe: &Path,
+        data: &Path,
+        results: &Path,
+    ) -> anyhow::Result<DfWorker> {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = std::process::Command::new(exe);
+        die_with_parent(&mut cmd);
+        let mut child = tokio::process::Command::from(cmd)
+            .args(["bench", "tpch-worker", "--data"])
+            .arg(data)
+            .arg("--results")
+            .arg(results)
+            .args(["--partitions", &a.partitions.to_string()])
+            .args(["--runs", &a.runs.to_string()])
+            .args(if a.datafusion_config == DfConfig::Strata {
+                &["--strata-config"][..]
+            } else {
+                &[]
+            })
+            .env("STRATA_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start the DataFusion worker ({})", exe.display()))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("the worker's stdout")?;
+        Ok(DfWorker {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        })
     }
-    serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "the DataFusion worker printed no report: {:?}",
-            String::from_utf8_lossy(&out.stdout)
-                .chars()
-                .take(300)
-                .collect::<String>()
-        )
-    })
+
+    /// Its next line of JSON.
+    async fn read<T: serde::de::DeserializeOwned>(&mut self) -> anyhow::Result<T> {
+        match self.lines.next_line().await? {
+            Some(line) => serde_json::from_str(&line)
+                .with_context(|| format!("the DataFusion worker printed {line:?}")),
+            None => {
+                let status = self.child.wait().await?;
+                bail!("the DataFusion worker exited ({status})")
+            }
+        }
+    }
+
+    /// Runs query `n` there.
+    async fn run(&mut self, n: usize) -> anyhow::Result<QueryRun> {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.stdin.as_mut().context("the worker's stdin")?;
+        stdin.write_all(format!("{n}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        self.read().await
+    }
+
+    /// Ends it; returns its report (without queries).
+    async fn finish(mut self) -> anyhow::Result<WorkerReport> {
+        drop(self.stdin.take());
+        let report = self.read().await?;
+        let status = self.child.wait().await?;
+        if !status.success() {
+            bail!("the DataFusion worker failed ({status})");
+        }
+        Ok(report)
+    }
 }
 
 // ------------------------------------------------------------- cluster
@@ -456,6 +607,7 @@ impl Daemon {
         let err = out.try_clone()?;
         let mut cmd = std::process::Command::new(exe);
         cmd.args(args);
+        die_with_parent(&mut cmd);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("STRATA_") {
                 cmd.env_remove(k);
@@ -539,6 +691,22 @@ impl Drop for Daemon {
     }
 }
 
+/// Has the child get SIGTERM when this process dies, so that no daemon
+/// outlives a bench that was killed. (The signal follows the spawning
+/// thread: children are spawned from the runtime's worker threads, which
+/// live as long as the process.)
+fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a process this bench started.
     unsafe {
@@ -555,12 +723,23 @@ fn tail(text: &str) -> String {
 struct ClusterRun {
     manager: Daemon,
     agents: Vec<Daemon>,
+    address: String,
+    opts: ExecutorOpts,
     driver: Arc<Driver>,
     session: Session,
+    sampler: Sampler,
 }
 
+/// Why a query on the cluster was stopped by the bench.
+struct Stopped(String);
+
 impl ClusterRun {
-    async fn start(a: &TpchArgs, exe: &Path, work: &Path) -> anyhow::Result<ClusterRun> {
+    async fn start(
+        a: &TpchArgs,
+        exe: &Path,
+        work: &Path,
+        data: &Path,
+    ) -> anyhow::Result<ClusterRun> {
         // The driver's peak should cover the cluster run only.
         reset_peak_rss();
         let t = Instant::now();
@@ -627,152 +806,157 @@ impl ClusterRun {
             class: "batch".into(),
             executor_wait: Duration::from_secs(60),
         };
-        let t = Instant::now();
-        let driver = opts
-            .start_driver(&address, None, "strata-bench-tpch")
-            .await
-            .with_context(|| format!("starting executors (agent logs in {})", work.display()))?;
-        let executors = driver.executors().await;
-        eprintln!(
-            "{} executors up in {:.0} ms: {}",
-            executors.len(),
-            t.elapsed().as_secs_f64() * 1000.0,
-            executors
-                .iter()
-                .map(|e| format!("{} (pid {})", e.id, e.pid))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let session = match Session::new(driver.clone(), a.partitions) {
-            Ok(s) => s,
-            Err(e) => {
-                driver.shutdown().await;
-                return Err(e.into());
-            }
-        };
+        let (driver, session) = start_driver(&opts, &address, work).await?;
+        tpch::register_parquet(session.context(), data).await?;
+        let daemons: Vec<u32> = std::iter::once(manager.pid())
+            .chain(agents.iter().map(Daemon::pid))
+            .collect();
+        let limit_mib = a.executor_rss_limit.unwrap_or(a.executor_mem * 1.5);
         Ok(ClusterRun {
             manager,
             agents,
+            address,
+            opts,
             driver,
             session,
+            sampler: Sampler {
+                seen: BTreeMap::new(),
+                executors_seen: 0,
+                rss_limit: (limit_mib * 1024.0 * 1024.0) as u64,
+                daemons,
+                total_peak: 0,
+            },
         })
     }
 
-    /// Runs the queries; returns their figures and the driver's pid.
-    async fn run_queries(
-        &self,
+    /// Runs query `n` (a warm-up run, then the timed runs); returns its
+    /// figures.
+    async fn run_query(
+        &mut self,
         a: &TpchArgs,
-        queries: &[usize],
-        data: &Path,
-    ) -> anyhow::Result<(Vec<ClusterQuery>, u32)> {
-        tpch::register_parquet(self.session.context(), data).await?;
-        let mut out = Vec::new();
-        for &n in queries {
-            let mut q = ClusterQuery {
-                run: QueryRun {
-                    query: n,
-                    ..QueryRun::default()
-                },
-                batches: Vec::new(),
-                stages: Vec::new(),
-                job_ms: 0.0,
-            };
-            for i in 0..=a.runs {
-                let label = if i == 0 {
-                    "warm-up".to_owned()
-                } else {
-                    format!("run {i}/{}", a.runs)
-                };
-                eprint!("strata     q{n:<2} {label} …");
-                let t = Instant::now();
-                match self.query(n).await {
-                    Ok((batches, stages, job)) => {
-                        let ms = t.elapsed().as_secs_f64() * 1000.0;
-                        eprintln!(" {ms:.0} ms");
-                        if i == 0 {
-                            q.run.warmup_ms = ms;
-                        } else {
-                            q.run.runs_ms.push(ms);
-                            if q.run.runs_ms.len() == 1 || ms < q.run.best_ms {
-                                q.run.best_ms = ms;
-                                q.stages = stages;
-                                q.job_ms = job.as_secs_f64() * 1000.0;
-                            }
-                        }
-                        q.run.rows = batches.iter().map(RecordBatch::num_rows).sum();
-                        q.batches = batches;
-                    }
-                    Err(e) => {
-                        eprintln!(" failed");
-                        q.run.error = Some(format!("{e:#}"));
-                        break;
-                    }
-                }
-            }
-            out.push(q);
-        }
-        Ok((out, std::process::id()))
-    }
-
-    /// Runs every statement of query `n`; returns the rows, stages and job
-    /// time of its query statement.
-    async fn query(
-        &self,
         n: usize,
-    ) -> anyhow::Result<(Vec<RecordBatch>, Vec<StageMetrics>, Duration)> {
-        let mut result = (Vec::new(), Vec::new(), Duration::ZERO);
-        for sql in tpch::statements(n) {
-            for statement in self.session.parse(&sql)? {
-                match self.session.prepare(statement).await? {
-                    Prepared::Done => {}
-                    Prepared::Rows(_, b) => result = (b, Vec::new(), Duration::ZERO),
-                    Prepared::Job(job) => {
-                        let o = job.result().await?;
-                        result = (o.batches, o.stages, o.elapsed);
-                    }
-                }
-            }
-        }
-        Ok(result)
-    }
-
-    /// Every cluster process's peak memory, now.
-    async fn peaks(&self) -> Vec<ProcPeak> {
-        let mut out = Vec::new();
-        let mut add = |role: String, pid: u32| {
-            out.push(ProcPeak {
-                role,
-                pid,
-                peak_rss_bytes: peak_rss(pid).unwrap_or(0),
-            })
+        data: &Path,
+    ) -> anyhow::Result<ClusterQuery> {
+        let mut q = ClusterQuery {
+            run: QueryRun {
+                query: n,
+                ..QueryRun::default()
+            },
+            batches: Vec::new(),
+            stages: Vec::new(),
+            job_ms: 0.0,
         };
-        add("manager".into(), self.manager.pid());
-        for a in &self.agents {
-            add(a.role.clone(), a.pid());
-        }
-        let agent_pids: Vec<u32> = self.agents.iter().map(Daemon::pid).collect();
-        let mut executors = self.driver.executors().await;
-        executors.sort_by_key(|e| e.id.0.clone());
-        for (i, e) in executors.iter().enumerate() {
-            add(format!("executor-{i}"), e.pid);
-            // What stands between the executor and its agent: the task's
-            // supervisor (and any wrapper).
-            let mut p = parent_pid(e.pid);
-            while let Some(pid) = p.filter(|&p| p > 1 && !agent_pids.contains(&p)) {
-                if pid == std::process::id() {
+        for i in 0..=a.runs {
+            let label = if i == 0 {
+                "warm-up".to_owned()
+            } else {
+                format!("run {i}/{}", a.runs)
+            };
+            eprint!("strata     q{n:<2} {label} …");
+            let t = Instant::now();
+            match self.guarded_query(n, a.query_timeout).await {
+                Ok(Ok((batches, stages, job))) => {
+                    let ms = t.elapsed().as_secs_f64() * 1000.0;
+                    eprintln!(" {ms:.0} ms");
+                    if i == 0 {
+                        q.run.warmup_ms = ms;
+                    } else {
+                        q.run.runs_ms.push(ms);
+                        if q.run.runs_ms.len() == 1 || ms < q.run.best_ms {
+                            q.run.best_ms = ms;
+                            q.stages = stages;
+                            q.job_ms = job.as_secs_f64() * 1000.0;
+                        }
+                    }
+                    q.run.rows = batches.iter().map(RecordBatch::num_rows).sum();
+                    q.batches = batches;
+                }
+                Ok(Err(e)) => {
+                    eprintln!(" failed");
+                    q.run.error = Some(format!("{e:#}"));
                     break;
                 }
-                let name = if cmdline(pid).contains("supervise") {
-                    format!("supervisor-{i}")
-                } else {
-                    format!("task-wrapper-{i}")
-                };
-                add(name, pid);
-                p = parent_pid(pid);
+                Err(Stopped(why)) => {
+                    eprintln!(" stopped: {why}");
+                    q.run.error = Some(format!("stopped by the bench: {why}"));
+                    eprintln!("restarting the driver and its executors");
+                    self.restart(data).await?;
+                    break;
+                }
             }
         }
-        add("driver (this process)".into(), std::process::id());
-        out
+        self.sample().await;
+        Ok(q)
+    }
+
+    /// Runs query `n`, watching the executors' memory and the time.
+    async fn guarded_query(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<anyhow::Result<(Vec<RecordBatch>, Vec<StageMetrics>, Duration)>, Stopped> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let query = query(&self.session, n);
+        tokio::pin!(query);
+        loop {
+            tokio::select! {
+                r = &mut query => return Ok(r),
+                _ = tick.tick() => {
+                    if let Some(why) = self.sampler.sample(&self.driver, true).await {
+                        return Err(Stopped(why));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Stopped(format!("still running after {timeout:?} (--query-timeout)")));
+                }
+            }
+        }
+    }
+
+    /// Reads the cluster's figures now.
+    async fn sample(&mut self) {
+        self.sampler.sample(&self.driver, false).await;
+    }
+
+    /// Replaces the driver (and so its executors) after a stopped query.
+    async fn restart(&mut self, data: &Path) -> anyhow::Result<()> {
+        self.sample().await;
+        self.driver.shutdown().await;
+        let work = self.agents[0]
+            .log
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let (driver, session) = start_driver(&self.opts, &self.address, &work).await?;
+        tpch::register_parquet(session.context(), data).await?;
+        self.driver = driver;
+        self.session = session;
+        self.sample().await;
+        Ok(())
+    }
+
+    /// Every cluster process's peak memory, now (executors that have
+    /// exited with the figures last read), and the sampled peak of their
+    /// summed resident memory.
+    async fn peaks(&mut self) -> (Vec<ProcPeak>, u64) {
+        self.sample().await;
+        let mut out = vec![read_peak("manager".into(), self.manager.pid())];
+        for a in &self.agents {
+            out.push(read_peak(a.role.clone(), a.pid()));
+        }
+        let mut seen: Vec<&ProcPeak> = self.sampler.seen.values().collect();
+        seen.sort_by_key(|p| {
+            let (kind, n) = p.role.rsplit_once('-').unwrap_or((&p.role, ""));
+            (p.exited, kind.to_owned(), n.parse::<usize>().unwrap_or(0))
+        });
+        out.extend(seen.into_iter().cloned());
+        out.push(read_peak(
+            "driver (this process)".into(),
+            std::process::id(),
+        ));
+        (out, self.sampler.total_peak)
     }
 
     async fn stop(mut self) {
@@ -782,6 +966,183 @@ impl ClusterRun {
         }
         self.manager.stop().await;
     }
+}
+
+/// Starts a driver, waits for its executors, and opens a session.
+async fn start_driver(
+    opts: &ExecutorOpts,
+    address: &str,
+    work: &Path,
+) -> anyhow::Result<(Arc<Driver>, Session)> {
+    let t = Instant::now();
+    let driver = opts
+        .start_driver(address, None, "strata-bench-tpch")
+        .await
+        .with_context(|| format!("starting executors (logs under {})", work.display()))?;
+    let executors = driver.executors().await;
+    eprintln!(
+        "{} executors up in {:.0} ms: {}",
+        executors.len(),
+        t.elapsed().as_secs_f64() * 1000.0,
+        executors
+            .iter()
+            .map(|e| format!("{} (pid {})", e.id, e.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    match Session::new(driver.clone(), opts.partitions()) {
+        Ok(s) => Ok((driver, s)),
+        Err(e) => {
+            driver.shutdown().await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Runs every statement of query `n` on the cluster; returns the rows,
+/// stages and job time of its query statement.
+async fn query(
+    session: &Session,
+    n: usize,
+) -> anyhow::Result<(Vec<RecordBatch>, Vec<StageMetrics>, Duration)> {
+    let mut result = (Vec::new(), Vec::new(), Duration::ZERO);
+    for sql in tpch::statements(n) {
+        for statement in session.parse(&sql)? {
+            match session.prepare(statement).await? {
+                Prepared::Done => {}
+                Prepared::Rows(_, b) => result = (b, Vec::new(), Duration::ZERO),
+                Prepared::Job(job) => {
+                    let o = job.result().await?;
+                    result = (o.batches, o.stages, o.elapsed);
+                }
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Watches the cluster's processes while queries run.
+struct Sampler {
+    /// Executors (and their supervisors) seen so far, by pid, with the
+    /// figures last read: executors replaced during the run are kept.
+    seen: BTreeMap<u32, ProcPeak>,
+    /// How many executors have been seen (to name them).
+    executors_seen: usize,
+    /// An executor's resident memory that stops a query, bytes.
+    rss_limit: u64,
+    /// The manager's and agents' pids.
+    daemons: Vec<u32>,
+    /// The largest summed resident memory of the cluster's processes
+    /// (driver included) seen at a sample.
+    total_peak: u64,
+}
+
+impl Sampler {
+    /// Reads the figures of the driver's executors (and of the processes
+    /// between each and its agent: its supervisor) and the cluster's
+    /// summed resident memory. With `guard`, returns why the running
+    /// query must stop if an executor's resident memory exceeds the limit
+    /// or the machine is nearly out of memory.
+    async fn sample(&mut self, driver: &Driver, guard: bool) -> Option<String> {
+        let mut executors = driver.executors().await;
+        executors.sort_by_key(|e| e.id.0.clone());
+        let mut stop = None;
+        for e in &executors {
+            if !self.seen.contains_key(&e.pid) {
+                let i = self.executors_seen;
+                self.executors_seen += 1;
+                self.seen
+                    .insert(e.pid, read_peak(format!("executor-{i}"), e.pid));
+                let mut p = parent_pid(e.pid);
+                while let Some(pid) = p.filter(|&p| p > 1 && !self.daemons.contains(&p)) {
+                    if pid == std::process::id() || self.seen.contains_key(&pid) {
+                        break;
+                    }
+                    let role = if cmdline(pid).contains("supervise") {
+                        format!("supervisor-{i}")
+                    } else {
+                        format!("task-wrapper-{i}")
+                    };
+                    self.seen.insert(pid, read_peak(role, pid));
+                    p = parent_pid(pid);
+                }
+            }
+            let rss = rss_kind(e.pid, "VmRSS:");
+            if guard && rss > self.rss_limit && stop.is_none() {
+                stop = Some(format!(
+                    "executor {} (pid {}) reached {} resident, over the limit of {} (--executor-rss-limit)",
+                    e.id,
+                    e.pid,
+                    mib_bytes(rss),
+                    mib_bytes(self.rss_limit)
+                ));
+            }
+        }
+        // Refresh what is still alive; keep the last figures of the rest.
+        let mut total = 0;
+        for (pid, p) in self.seen.iter_mut() {
+            match peak_rss(*pid) {
+                Some(hwm) if !p.exited => {
+                    *p = ProcPeak {
+                        peak_rss_bytes: hwm.max(p.peak_rss_bytes),
+                        ..read_peak(p.role.clone(), *pid)
+                    };
+                    total += rss_kind(*pid, "VmRSS:");
+                }
+                _ => p.exited = true,
+            }
+        }
+        for pid in self.daemons.iter().copied().chain([std::process::id()]) {
+            total += rss_kind(pid, "VmRSS:");
+        }
+        self.total_peak = self.total_peak.max(total);
+        if guard
+            && stop.is_none()
+            && let Some(avail) = status_kib("/proc/meminfo", "MemAvailable:")
+            && avail < 1024 * 1024
+        {
+            stop = Some(format!(
+                "the machine has only {} MiB of memory available",
+                avail / 1024
+            ));
+        }
+        stop
+    }
+}
+
+/// A process's memory figures now.
+fn read_peak(role: String, pid: u32) -> ProcPeak {
+    ProcPeak {
+        role,
+        pid,
+        peak_rss_bytes: peak_rss(pid).unwrap_or(0),
+        rss_anon_bytes: rss_kind(pid, "RssAnon:"),
+        rss_file_bytes: rss_kind(pid, "RssFile:"),
+        exited: false,
+        cpu_s: cpu_seconds(pid).unwrap_or(0.0),
+    }
+}
+
+/// Runs `f`, or fails when this process is interrupted (SIGINT, SIGTERM);
+/// dropping `f` stops what it started.
+async fn with_interrupt<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let why = tokio::select! {
+        r = f => return r,
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = terminated => "terminated",
+    };
+    // End a progress line in flight.
+    eprintln!();
+    bail!(why)
 }
 
 /// Waits until `n` agents have registered with the manager at `address`.
@@ -816,6 +1177,12 @@ fn peak_rss(pid: u32) -> Option<u64> {
     status_kib(&format!("/proc/{pid}/status"), "VmHWM:").map(|k| k * 1024)
 }
 
+/// A process's current resident memory of one kind (`RssAnon:`,
+/// `RssFile:`), bytes.
+fn rss_kind(pid: u32, field: &str) -> u64 {
+    status_kib(&format!("/proc/{pid}/status"), field).map_or(0, |k| k * 1024)
+}
+
 fn status_kib(path: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     status
@@ -834,6 +1201,49 @@ fn reset_peak_rss() {
             "warning: cannot reset this process's peak memory ({e}); the driver's figure includes what ran before the cluster"
         );
     }
+}
+
+/// CPU time (user + system) of a process, seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state(0) … utime(11) stime(12).
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// CPU time the whole machine has used (not idle, not waiting), seconds.
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy: u64 = v.iter().take(8).sum::<u64>()
+        - v.get(3).unwrap_or(&0)
+        - v.get(4).unwrap_or(&0)
+        - v.get(7).unwrap_or(&0);
+    busy as f64 / clock_ticks()
+}
+
+/// The fraction of the machine's CPUs busy over `over`.
+fn cpu_busy(over: Duration) -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let before = machine_cpu_seconds();
+    std::thread::sleep(over);
+    (machine_cpu_seconds() - before) / (over.as_secs_f64() * cpus)
 }
 
 fn parent_pid(pid: u32) -> Option<u32> {
@@ -856,6 +1266,11 @@ struct Report<'a> {
     df: &'a WorkerReport,
     cluster: &'a [ClusterQuery],
     peaks: &'a [ProcPeak],
+    /// The largest summed resident memory of the cluster's processes seen
+    /// at a sample (every 200 ms while queries run).
+    sampled_total: u64,
+    /// CPU time used by other processes of the machine during the run.
+    others_cpu_s: f64,
     driver_pid: u32,
     matched: &'a BTreeMap<usize, bool>,
 }
@@ -884,8 +1299,19 @@ impl Report<'_> {
             .fold((0.0, 0.0), |(d, s), (a, b)| (d + a, s + b))
     }
 
+    /// The cluster's peak memory: the sum of the peaks of its processes
+    /// alive at the end, or the largest sampled sum of their resident
+    /// memory if that is larger (when executors were replaced during the
+    /// run, theirs are in the samples only).
     fn cluster_peak(&self) -> u64 {
-        self.peaks.iter().map(|p| p.peak_rss_bytes).sum()
+        self.live()
+            .map(|p| p.peak_rss_bytes)
+            .sum::<u64>()
+            .max(self.sampled_total)
+    }
+
+    fn live(&self) -> impl Iterator<Item = &ProcPeak> {
+        self.peaks.iter().filter(|p| !p.exited)
     }
 
     fn print(&self) -> anyhow::Result<()> {
@@ -957,26 +1383,52 @@ impl Report<'_> {
 
         let mut m = Table::new();
         m.load_preset(UTF8_FULL_CONDENSED);
-        m.set_header(vec!["process", "pid", "peak RSS"]);
+        m.set_header(vec![
+            "process",
+            "pid",
+            "peak RSS (VmHWM)",
+            "RSS at end: anon",
+            "file-backed",
+        ]);
         for p in self.peaks {
             m.add_row(vec![
-                p.role.clone(),
+                if p.exited {
+                    format!("{} (exited; not summed)", p.role)
+                } else {
+                    p.role.clone()
+                },
                 p.pid.to_string(),
                 mib_bytes(p.peak_rss_bytes),
+                mib_bytes(p.rss_anon_bytes),
+                mib_bytes(p.rss_file_bytes),
             ]);
         }
+        let sum = |f: fn(&ProcPeak) -> u64| self.live().map(f).sum::<u64>();
         m.add_row(vec![
             "Strata cluster, sum".to_owned(),
             String::new(),
-            mib_bytes(self.cluster_peak()),
+            mib_bytes(self.live().map(|p| p.peak_rss_bytes).sum()),
+            mib_bytes(sum(|p| p.rss_anon_bytes)),
+            mib_bytes(sum(|p| p.rss_file_bytes)),
+        ]);
+        m.add_row(vec![
+            "Strata cluster, summed RSS (sampled max)".to_owned(),
+            String::new(),
+            mib_bytes(self.sampled_total),
+            String::new(),
+            String::new(),
         ]);
         m.add_row(vec![
             "DataFusion (one process)".to_owned(),
             self.df.pid.to_string(),
             mib_bytes(self.df.peak_rss_bytes),
+            mib_bytes(self.df.rss_anon_bytes),
+            mib_bytes(self.df.rss_file_bytes),
         ]);
-        if let Some(c) = m.column_mut(2) {
-            c.set_cell_alignment(CellAlignment::Right);
+        for i in 2..=4 {
+            if let Some(c) = m.column_mut(i) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
         }
         writeln!(out, "{m}")?;
         for (ok, line) in self.checks() {
@@ -990,11 +1442,26 @@ impl Report<'_> {
         let time_ratio = if d > 0.0 { s / d } else { f64::INFINITY };
         let (cm, dm) = (self.cluster_peak() as f64, self.df.peak_rss_bytes as f64);
         let mem_ratio = if dm > 0.0 { cm / dm } else { f64::INFINITY };
+        // A query that failed on either side leaves the totals incomparable.
+        let missing: Vec<String> = self
+            .queries
+            .iter()
+            .filter(|&&n| self.df_ms(n).is_none() || self.strata_ms(n).is_none())
+            .map(|n| format!("q{n}"))
+            .collect();
+        let time_note = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not comparable: {} failed, the totals leave it out",
+                missing.join(", ")
+            )
+        };
         vec![
             (
-                time_ratio <= TIME_FLOOR,
+                missing.is_empty() && time_ratio <= TIME_FLOOR,
                 format!(
-                    "time:   Strata {:.2} s vs DataFusion {:.2} s = {time_ratio:.2}x (floor {TIME_FLOOR}x)",
+                    "time:   Strata {:.2} s vs DataFusion {:.2} s = {time_ratio:.2}x (floor {TIME_FLOOR}x){time_note}",
                     s / 1000.0,
                     d / 1000.0
                 ),
@@ -1002,7 +1469,7 @@ impl Report<'_> {
             (
                 mem_ratio <= MEMORY_FLOOR,
                 format!(
-                    "memory: Strata cluster {} vs DataFusion {} = {mem_ratio:.2}x (floor {MEMORY_FLOOR}x)",
+                    "memory: Strata cluster {} (sum of its processes' peaks, or the sampled sum if larger) vs DataFusion {} = {mem_ratio:.2}x (floor {MEMORY_FLOOR}x)",
                     mib_bytes(cm as u64),
                     mib_bytes(dm as u64)
                 ),
@@ -1056,13 +1523,17 @@ impl Report<'_> {
             "memory": {
                 "strata_processes": self.peaks,
                 "strata_sum_bytes": self.cluster_peak(),
+                "strata_sampled_summed_rss_bytes": self.sampled_total,
                 "driver_pid": self.driver_pid,
                 "datafusion_pid": self.df.pid,
                 "datafusion_bytes": self.df.peak_rss_bytes,
+                "datafusion_rss_anon_at_end_bytes": self.df.rss_anon_bytes,
+                "datafusion_rss_file_at_end_bytes": self.df.rss_file_bytes,
             },
             "checks": checks,
             "errors": errors,
             "mismatches": mismatches,
+            "other_processes_cpu_s": self.others_cpu_s,
         })
     }
 }
@@ -1088,64 +1559,98 @@ pub async fn worker(a: WorkerArgs) -> anyhow::Result<ExitCode> {
         generate(a.sf, &a.data).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let queries = query_list(&a.queries)?;
     if a.runs == 0 || a.partitions == 0 {
         bail!("--runs and --partitions must be at least 1");
     }
-    // DataFusion's defaults, but for the partitions.
-    let ctx =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(a.partitions));
+    // DataFusion's defaults, but for the partitions (or the cluster's
+    // settings, to compare).
+    let config = if a.strata_config {
+        strata_executor::engine::session_config(a.partitions)
+    } else {
+        SessionConfig::new().with_target_partitions(a.partitions)
+    };
+    let ctx = SessionContext::new_with_config(config);
     tpch::register_parquet(&ctx, &a.data).await?;
-    let mut report = WorkerReport {
-        pid: std::process::id(),
-        peak_rss_bytes: 0,
+    loop {
+        // Blocking reads of stdin, one line at a time, off the runtime.
+        let (read, line) = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|n| (n, line))
+        })
+        .await??;
+        if read == 0 {
+            break;
+        }
+        let n: usize = line
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=22).contains(n))
+            .with_context(|| format!("not a TPC-H query number: {:?}", line.trim()))?;
+        let q = df_run(&ctx, n, a.runs, a.results.as_deref()).await?;
+        println!("{}", serde_json::to_string(&q)?);
+    }
+    let me = std::process::id();
+    let report = WorkerReport {
+        pid: me,
+        peak_rss_bytes: peak_rss(me).unwrap_or(0),
+        cpu_s: cpu_seconds(me).unwrap_or(0.0),
+        rss_anon_bytes: rss_kind(me, "RssAnon:"),
+        rss_file_bytes: rss_kind(me, "RssFile:"),
         queries: Vec::new(),
     };
-    for n in queries {
-        let mut q = QueryRun {
-            query: n,
-            ..QueryRun::default()
-        };
-        let mut last = None;
-        for i in 0..=a.runs {
-            let label = if i == 0 {
-                "warm-up".to_owned()
-            } else {
-                format!("run {i}/{}", a.runs)
-            };
-            eprint!("datafusion q{n:<2} {label} …");
-            let t = Instant::now();
-            match df_query(&ctx, n).await {
-                Ok(r) => {
-                    let ms = t.elapsed().as_secs_f64() * 1000.0;
-                    eprintln!(" {ms:.0} ms");
-                    if i == 0 {
-                        q.warmup_ms = ms;
-                    } else {
-                        q.runs_ms.push(ms);
-                        if q.runs_ms.len() == 1 || ms < q.best_ms {
-                            q.best_ms = ms;
-                        }
-                    }
-                    last = Some(r);
-                }
-                Err(e) => {
-                    eprintln!(" failed");
-                    q.error = Some(format!("{e:#}"));
-                    last = None;
-                    break;
-                }
-            }
-        }
-        if let (Some((schema, batches)), Some(dir)) = (last, &a.results) {
-            q.rows = batches.iter().map(RecordBatch::num_rows).sum();
-            write_ipc(&dir.join(format!("q{n}.arrow")), &schema, &batches)?;
-        }
-        report.queries.push(q);
-    }
-    report.peak_rss_bytes = peak_rss(std::process::id()).unwrap_or(0);
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs query `n` in DataFusion: a warm-up run, then `runs` timed runs;
+/// writes its rows under `results`.
+async fn df_run(
+    ctx: &SessionContext,
+    n: usize,
+    runs: usize,
+    results: Option<&Path>,
+) -> anyhow::Result<QueryRun> {
+    let mut q = QueryRun {
+        query: n,
+        ..QueryRun::default()
+    };
+    let mut last = None;
+    for i in 0..=runs {
+        let label = if i == 0 {
+            "warm-up".to_owned()
+        } else {
+            format!("run {i}/{runs}")
+        };
+        eprint!("datafusion q{n:<2} {label} …");
+        let t = Instant::now();
+        match df_query(ctx, n).await {
+            Ok(r) => {
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                eprintln!(" {ms:.0} ms");
+                if i == 0 {
+                    q.warmup_ms = ms;
+                } else {
+                    q.runs_ms.push(ms);
+                    if q.runs_ms.len() == 1 || ms < q.best_ms {
+                        q.best_ms = ms;
+                    }
+                }
+                last = Some(r);
+            }
+            Err(e) => {
+                eprintln!(" failed");
+                q.error = Some(format!("{e:#}"));
+                last = None;
+                break;
+            }
+        }
+    }
+    if let (Some((schema, batches)), Some(dir)) = (last, results) {
+        q.rows = batches.iter().map(RecordBatch::num_rows).sum();
+        write_ipc(&dir.join(format!("q{n}.arrow")), &schema, &batches)?;
+    }
+    Ok(q)
 }
 
 /// Runs every statement of query `n`; returns its query statement's rows.
