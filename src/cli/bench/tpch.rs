@@ -76,6 +76,11 @@ const TIME_FLOOR: f64 = 1.25;
 /// The cluster's summed peak memory may be at most this many times
 /// DataFusion's peak.
 const MEMORY_FLOOR: f64 = 2.0;
+/// A query on the cluster is stopped when the disk of its shuffle files
+/// has less than this free.
+const MIN_FREE_DISK: u64 = 4 << 30;
+/// The file of a generated data directory that holds its scale factor.
+const SF_MARKER: &str = "scale-factor";
 /// How long a daemon has to print its address, and to stop.
 const DAEMON_WAIT: Duration = Duration::from_secs(30);
 
@@ -281,20 +286,44 @@ pub async fn run(a: TpchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let work = work.canonicalize()?;
     let outcome = bench(&a, &exe, &queries, &data, &work).await;
-    if temporary {
-        if outcome.is_ok() {
-            // Executors may still be exiting (and writing) for a moment.
-            for _ in 0..10 {
-                if std::fs::remove_dir_all(&work).is_ok() || !work.exists() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+    let clean = matches!(&outcome, Ok(code) if *code == ExitCode::SUCCESS);
+    if temporary && clean {
+        // Executors may still be exiting (and writing) for a moment.
+        for _ in 0..10 {
+            if std::fs::remove_dir_all(&work).is_ok() || !work.exists() {
+                break;
             }
-        } else {
-            eprintln!("logs kept in {}", work.display());
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    } else if !clean {
+        // Keep the logs (daemons', executors' sandboxes) but not the
+        // shuffle and spill files.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        prune_work_files(&work);
+        eprintln!("logs kept in {}", work.display());
     }
     outcome
+}
+
+/// Removes the executors' work directories (shuffle and spill files)
+/// under the agents' sandboxes in `dir`.
+fn prune_work_files(dir: &Path) {
+    let Ok(agents) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for agent in agents.flatten() {
+        let Ok(frameworks) = std::fs::read_dir(agent.path().join("sandboxes")) else {
+            continue;
+        };
+        for framework in frameworks.flatten() {
+            let Ok(tasks) = std::fs::read_dir(framework.path()) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let _ = std::fs::remove_dir_all(task.path().join("work"));
+            }
+        }
+    }
 }
 
 fn query_list(given: &[usize]) -> anyhow::Result<Vec<usize>> {
@@ -362,6 +391,15 @@ async fn ensure_data(exe: &Path, sf: f64, dir: &Path) -> anyhow::Result<PathBuf>
             "{} is not a complete TPC-H data directory (missing {}); remove it to have it generated",
             dir.display(),
             missing.join(", ")
+        );
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join(SF_MARKER))
+        && let Ok(generated) = text.trim().parse::<f64>()
+        && generated != sf
+    {
+        bail!(
+            "{} holds TPC-H data at scale factor {generated}, not {sf}",
+            dir.display()
         );
     }
     Ok(dir.canonicalize()?)
@@ -464,9 +502,9 @@ async fn bench(
         matched: &matched,
     };
     report.print()?;
-    if others > 0.05 * capacity {
+    if others > (0.05 * capacity).max(1.0) {
         eprintln!(
-            "warning: other processes used {others:.1} CPU-seconds ({:.0}% of the machine) while the benchmark ran; timings are noisy",
+            "warning: other processes (or the kernel's threads, e.g. writing shuffle files back) used {others:.1} CPU-seconds ({:.0}% of the machine) while the benchmark ran; timings may be noisy",
             100.0 * others / capacity
         );
     }
@@ -824,6 +862,7 @@ impl ClusterRun {
                 executors_seen: 0,
                 rss_limit: (limit_mib * 1024.0 * 1024.0) as u64,
                 daemons,
+                work: work.to_path_buf(),
                 total_peak: 0,
             },
         })
@@ -1032,6 +1071,8 @@ struct Sampler {
     rss_limit: u64,
     /// The manager's and agents' pids.
     daemons: Vec<u32>,
+    /// The directory of the executors' sandboxes (shuffle files).
+    work: PathBuf,
     /// The largest summed resident memory of the cluster's processes
     /// (driver included) seen at a sample.
     total_peak: u64,
@@ -1104,6 +1145,17 @@ impl Sampler {
             stop = Some(format!(
                 "the machine has only {} MiB of memory available",
                 avail / 1024
+            ));
+        }
+        if guard
+            && stop.is_none()
+            && let Some(free) = free_disk(&self.work)
+            && free < MIN_FREE_DISK
+        {
+            stop = Some(format!(
+                "only {} left on the disk of {} (shuffle files)",
+                mib_bytes(free),
+                self.work.display()
             ));
         }
         stop
@@ -1201,6 +1253,18 @@ fn reset_peak_rss() {
             "warning: cannot reset this process's peak memory ({e}); the driver's figure includes what ran before the cluster"
         );
     }
+}
+
+/// Bytes free (for unprivileged users) on the file system of `path`.
+fn free_disk(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) with a valid C string and a zeroed out-struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// CPU time (user + system) of a process, seconds.
@@ -1681,7 +1745,12 @@ async fn generate(sf: f64, dir: &Path) -> anyhow::Result<()> {
         .into_owned();
     let partial = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let p = partial.clone();
-    let r = tokio::task::spawn_blocking(move || tpch::generate_parquet(sf, &p)).await?;
+    let r = tokio::task::spawn_blocking(move || {
+        tpch::generate_parquet(sf, &p)?;
+        std::fs::write(p.join(SF_MARKER), format!("{sf}\n"))
+            .map_err(|e| datafusion::common::DataFusionError::External(Box::new(e)))
+    })
+    .await?;
     if let Err(e) = r {
         let _ = std::fs::remove_dir_all(&partial);
         return Err(e).context("generating TPC-H data");
@@ -1715,6 +1784,9 @@ mod tests {
     fn parses_status_and_stat() {
         assert!(peak_rss(std::process::id()).is_some_and(|b| b > 0));
         assert!(parent_pid(std::process::id()).is_some());
+        assert!(cpu_seconds(std::process::id()).is_some());
+        assert!(free_disk(Path::new("/")).is_some_and(|b| b > 0));
+        assert!(machine_cpu_seconds() > 0.0);
         assert!(query_list(&[23]).is_err());
         assert_eq!(query_list(&[]).unwrap().len(), 22);
         assert!(default_data_dir(0.1).ends_with("tpch-sf0.1"));
