@@ -220,7 +220,7 @@ impl ShuffleWriterExec {
                         Some((path, StreamWriter::try_new(BufWriter::new(file), &schema)?));
                 }
                 let (_, w) = writers[out].as_mut().expect("writer just created");
-                w.write(&batch)?;
+                w.write(&compact_views(batch)?)?;
                 Ok(())
             };
         while let Some(batch) = stream.next().await {
@@ -247,6 +247,38 @@ impl ShuffleWriterExec {
         }
         Ok(stats)
     }
+}
+
+/// A batch whose string and binary *view* columns hold only the bytes of
+/// its own rows. A view array taken (filtered, partitioned) from a larger
+/// one still points into all of the larger one's buffers, and IPC would
+/// write them whole: a 2,000-row shuffle batch could carry 30 MB.
+fn compact_views(batch: RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array, ArrayRef, BinaryViewArray, StringViewArray};
+    use datafusion::arrow::datatypes::DataType;
+    if !batch
+        .columns()
+        .iter()
+        .any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView))
+    {
+        return Ok(batch);
+    }
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8View => c
+                .as_any()
+                .downcast_ref::<StringViewArray>()
+                .map_or_else(|| c.clone(), |a| Arc::new(a.gc()) as ArrayRef),
+            DataType::BinaryView => c
+                .as_any()
+                .downcast_ref::<BinaryViewArray>()
+                .map_or_else(|| c.clone(), |a| Arc::new(a.gc()) as ArrayRef),
+            _ => c.clone(),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> DataFusionError {
@@ -582,5 +614,39 @@ impl ExecutionPlan for ShuffleReaderExec {
             })
             .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, StringViewArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn view_columns_keep_only_their_rows_bytes() {
+        let long: Vec<String> = (0..1000).map(|i| format!("{i:0>200}")).collect();
+        let all = StringViewArray::from_iter_values(long.iter());
+        let one = all.slice(7, 1);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "s",
+            DataType::Utf8View,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(one)]).unwrap();
+        let before = batch.get_array_memory_size();
+        let after = compact_views(batch.clone()).unwrap();
+        assert!(
+            after.get_array_memory_size() * 100 < before,
+            "{before} -> {}",
+            after.get_array_memory_size()
+        );
+        assert_eq!(after.column(0).len(), 1);
+        let s = after
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringViewArray>()
+            .unwrap();
+        assert_eq!(s.value(0), long[7]);
     }
 }

@@ -335,7 +335,10 @@ pub async fn fetch_stream(
         }
     };
     let channel = channel(address).map_err(&fail)?;
-    let mut client = arrow_flight::FlightClient::new(channel);
+    // One batch may exceed tonic's default 4 MiB message limit.
+    let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+        .max_decoding_message_size(1 << 30);
+    let mut client = arrow_flight::FlightClient::new_from_inner(inner);
     let stream = client
         .do_get(Ticket::new(ticket.encode()))
         .await
