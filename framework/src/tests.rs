@@ -4,20 +4,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
+use crate::compare::same_rows;
 use crate::planner::{display_stages, plan_stages, session_config};
 use crate::runner::run_job;
 use crate::tpch;
-
-fn rows(b: &[RecordBatch]) -> Vec<RecordBatch> {
-    b.to_vec()
-}
-
-fn same(a: &[RecordBatch], b: &[RecordBatch]) -> Result<(), String> {
-    crate::compare::same_rows(a, b)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tpch_queries_match_single_process_datafusion() {
@@ -65,7 +57,7 @@ async fn tpch_queries_match_single_process_datafusion() {
         };
         match run {
             Ok(got) => {
-                if let Err(e) = same(&rows(&expected), &rows(&got.batches)) {
+                if let Err(e) = same_rows(&expected, &got.batches) {
                     failures.push(format!("q{n}: {e}\n{}", display_stages(&job)));
                 }
             }
@@ -165,7 +157,7 @@ async fn non_equi_outer_and_semi_joins_match() {
             .unwrap();
         let job = plan_stages(&format!("nlj{i}"), plan, shuffle.path()).unwrap();
         let got = run_job(&job, ctx.task_ctx(), 4).await.unwrap();
-        if let Err(e) = same(&rows(&expected), &rows(&got.batches)) {
+        if let Err(e) = same_rows(&expected, &got.batches) {
             panic!("{q}: {e}\n{}", display_stages(&job));
         }
     }

@@ -198,6 +198,8 @@ struct Stage {
     done: u32,
     fetch_failures: u32,
     durations: Vec<Duration>,
+    /// Sum of `durations` (kept, not recomputed on every placement).
+    duration_sum: Duration,
     metrics: StageMetrics,
     first_launch: Option<Instant>,
     last_finish: Option<Instant>,
@@ -436,6 +438,7 @@ impl TaskScheduler {
                     done: 0,
                     fetch_failures: 0,
                     durations: Vec::new(),
+                    duration_sum: Duration::ZERO,
                     first_launch: None,
                     last_finish: None,
                     spec,
@@ -572,8 +575,9 @@ impl TaskScheduler {
                     st.ever_done[p] = true;
                     st.metrics.rows += rows;
                     st.metrics.bytes += bytes;
-                    st.durations
-                        .push(now.saturating_duration_since(attempt.started));
+                    let took = now.saturating_duration_since(attempt.started);
+                    st.durations.push(took);
+                    st.duration_sum += took;
                     st.last_finish = Some(now);
                     if attempt.speculative {
                         st.metrics.speculative_wins += 1;
@@ -767,7 +771,7 @@ impl TaskScheduler {
         if n < 8 {
             return 1;
         }
-        let mean = st.durations.iter().sum::<Duration>() / n;
+        let mean = st.duration_sum / n;
         if mean < self.policy.short_task {
             self.policy.pipeline.max(1)
         } else {
