@@ -156,7 +156,7 @@ fn main() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut registered = false;
         while Instant::now() < deadline {
-            let body = strata::http::get(&address, "/api/v1/agents", None, Duration::from_secs(5)).await?;
+            let body = strata_sdk::http::get(&address, "/api/v1/agents", None, Duration::from_secs(5)).await?;
             let agents: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
             if agents.iter().filter(|a| a["state"] == "registered").count() >= 3 {
                 registered = true;

@@ -18,5 +18,5 @@
 
 pub mod cli;
 pub mod discovery;
-pub mod http;
+
 pub mod local;

@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod args;
 pub mod codec;
 pub mod engine;
 pub mod functions;

@@ -19,7 +19,9 @@ pub use strata_executor::{codec, shuffle};
 
 pub mod compare;
 pub mod driver;
+pub mod job;
 pub mod mapreduce;
+pub mod output;
 pub mod planner;
 pub mod runner;
 pub mod session;

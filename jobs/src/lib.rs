@@ -30,42 +30,16 @@
 //!    adapter that parses its arguments and returns record batches), listed
 //!    in [`JOBS`].
 //!
-//! [`wordcount`] is the example.
+//! [`wordcount`] is the example. The same [`Job`] entry makes a job binary
+//! of its own with [`strata_framework::job::main`]: `jobs/examples` holds
+//! word count built that way (`strata-wordcount`), which `strata submit`
+//! runs from a path or an `http://` URL.
 
 #![warn(missing_docs)]
 
-use std::future::Future;
-use std::pin::Pin;
-
-use datafusion::arrow::record_batch::RecordBatch;
-use strata_framework::session::Session;
+pub use strata_framework::job::{Job, JobFnError as JobError, JobFuture, RunFn};
 
 pub mod wordcount;
-
-/// Why a job failed.
-pub type JobError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A running job: its result sets, or why it failed.
-pub type JobFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<RecordBatch>, JobError>> + Send + 'a>>;
-
-/// Runs a job on a session with its arguments (after the job's name on the
-/// command line).
-pub type RunFn = for<'a> fn(&'a Session, &'a [String]) -> JobFuture<'a>;
-
-/// A packaged job.
-pub struct Job {
-    /// The name `strata submit NAME` knows it by.
-    pub name: &'static str,
-    /// What it does, in one line.
-    pub description: &'static str,
-    /// Its arguments, e.g. `INPUT` (a path, a directory or a glob).
-    pub usage: &'static str,
-    /// Registers its functions; called by [`register_all`] at process start.
-    pub register: fn(),
-    /// Runs it.
-    pub run: RunFn,
-}
 
 /// The packaged jobs.
 pub const JOBS: &[Job] = &[wordcount::JOB];

@@ -8,91 +8,36 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_framework::driver::dag::StageMetrics;
-use strata_framework::driver::{
-    ClusterSource, Driver, DriverConfig, ExecutorSource, JobHandle, JobProgress,
-};
+use strata_framework::driver::{ClusterSource, Driver, JobHandle, JobProgress};
+use strata_framework::job::forwarded_env;
 
-use super::parse_mib;
+pub use strata_framework::job::ExecutorOpts;
 
-/// Executor options of the batch commands.
-#[derive(clap::Args, Debug, Clone)]
-pub struct ExecutorOpts {
-    /// Executors to run.
-    #[arg(long, default_value_t = 2)]
-    pub executors: usize,
-    /// CPUs per executor (its task slots).
-    #[arg(long, default_value_t = 1.0)]
-    pub executor_cpus: f64,
-    /// Memory per executor, MiB or with a unit (`1g`).
-    #[arg(long, default_value = "1g", value_parser = parse_mib)]
-    pub executor_mem: f64,
-    /// Partitions per stage (default: executors × CPUs).
-    #[arg(long)]
-    pub partitions: Option<usize>,
-    /// The driver framework's role.
-    #[arg(long, default_value = "*")]
-    pub role: String,
-    /// The executors' priority class.
-    #[arg(long, default_value = "batch")]
-    pub class: String,
-    /// How long to wait for the executors to start.
-    #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
-    pub executor_wait: Duration,
-}
-
-impl ExecutorOpts {
-    /// Partitions per stage.
-    pub fn partitions(&self) -> usize {
-        self.partitions
-            .unwrap_or_else(|| self.executors.max(1) * (self.executor_cpus.ceil() as usize).max(1))
+/// Starts a driver whose executors are `strata executor` tasks on the
+/// cluster at `manager`, and waits for them.
+pub async fn start_driver(
+    opts: &ExecutorOpts,
+    manager: &str,
+    token: Option<&str>,
+    name: &str,
+) -> anyhow::Result<Arc<Driver>> {
+    opts.validate()?;
+    let ask = strata_proto::resources::Resources::new(opts.executor_cpus, opts.executor_mem);
+    super::run::check_capacity(manager, token, &ask, opts.executor_wait).await?;
+    let program = std::env::current_exe().context("locating the strata binary")?;
+    let mut source = ClusterSource::new(manager, program);
+    source.token = token.map(str::to_owned);
+    source.name = name.to_owned();
+    source.env = forwarded_env();
+    let driver = Driver::start(opts.driver_config(source)).await?;
+    if let Err(e) = driver
+        .wait_for_executors(opts.executors, opts.executor_wait)
+        .await
+    {
+        driver.shutdown().await;
+        return Err(e).context("starting executors");
     }
-
-    /// Starts a driver whose executors are `strata executor` tasks on the
-    /// cluster at `manager`, and waits for them.
-    pub async fn start_driver(
-        &self,
-        manager: &str,
-        token: Option<&str>,
-        name: &str,
-    ) -> anyhow::Result<Arc<Driver>> {
-        if self.executors == 0 {
-            anyhow::bail!("--executors must be at least 1");
-        }
-        if !(self.executor_cpus.is_finite() && self.executor_cpus > 0.0) {
-            anyhow::bail!("--executor-cpus must be a number > 0");
-        }
-        let ask = strata_proto::resources::Resources::new(self.executor_cpus, self.executor_mem);
-        super::run::check_capacity(manager, token, &ask, self.executor_wait).await?;
-        let program = std::env::current_exe().context("locating the strata binary")?;
-        let mut source = ClusterSource::new(manager, program);
-        source.token = token.map(str::to_owned);
-        source.name = name.to_owned();
-        source.role = self.role.clone();
-        source.class = self.class.clone();
-        source.env = forwarded_env();
-        let mut config = DriverConfig::new(ExecutorSource::Cluster(Box::new(source)));
-        config.executors.min = self.executors;
-        config.executors.max = self.executors;
-        config.executors.cpus = self.executor_cpus;
-        config.executors.mem_mib = self.executor_mem;
-        config.executor_wait = self.executor_wait;
-        let driver = Driver::start(config).await?;
-        if let Err(e) = driver
-            .wait_for_executors(self.executors, self.executor_wait)
-            .await
-        {
-            driver.shutdown().await;
-            return Err(e).context("starting executors");
-        }
-        Ok(Arc::new(driver))
-    }
-}
-
-/// Object-store credentials and log settings executors inherit.
-fn forwarded_env() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_") || k == "STRATA_LOG" || k == "RUST_LOG")
-        .collect()
+    Ok(Arc::new(driver))
 }
 
 /// Shows a job's progress on stderr while it runs, only on a terminal.

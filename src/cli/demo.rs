@@ -14,8 +14,8 @@ use strata_framework::tpch;
 use strata_proto::resources::Resources;
 
 use super::batch::{ExecutorOpts, stage_lines};
-use super::output::{self, Format};
 use crate::local::{LocalCluster, LocalOptions};
+use strata_framework::output::{self, Format};
 
 /// Arguments of `strata demo`.
 #[derive(clap::Args, Debug)]
@@ -101,10 +101,7 @@ async fn run_queries(
     data: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
-    let driver = a
-        .executors
-        .start_driver(address, None, "strata-demo")
-        .await?;
+    let driver = super::batch::start_driver(&a.executors, address, None, "strata-demo").await?;
     let executors = driver.executors().await;
     eprintln!(
         "{} executors up in {:.0} ms: {}",

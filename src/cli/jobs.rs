@@ -15,74 +15,21 @@
 //! driver and the executors, and their resources return.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use strata_framework::job::record::{JOB_FILE, JOB_PREFIX, JobFile, is_terminal_state, unix_ms};
+use strata_framework::job::teardown_framework;
 use strata_manager::master::view::{StateView, TaskView};
 use strata_proto::pb::TaskState;
-use strata_sdk::{FrameworkConfig, FrameworkId, Role, Scheduler, SchedulerConfig, SdkError};
 
 use super::ClientArgs;
-use crate::http;
-
-/// The prefix of a job's framework name and of its driver task's name.
-pub(crate) const JOB_PREFIX: &str = "strata-job:";
-
-/// The job's status file, in its driver's sandbox.
-pub(crate) const JOB_FILE: &str = "job.json";
+use strata_sdk::http;
 
 /// Jobs that ended longer ago than this are listed only with `--all`.
 const RECENT: Duration = Duration::from_secs(3600);
-
-/// What a job's driver records in `job.json` in its sandbox (written
-/// atomically, updated as the job progresses).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct JobFile {
-    /// The job's id (also its driver's task id).
-    pub id: String,
-    /// The job's name.
-    pub name: String,
-    /// `running`, `succeeded`, `failed` or `cancelled`.
-    pub state: String,
-    /// Stages done, over the script's queries so far.
-    pub stages_done: u64,
-    /// Stages, over the script's queries so far.
-    pub stages: u64,
-    /// Tasks (partitions) done.
-    pub tasks_done: u64,
-    /// Tasks (partitions).
-    pub tasks: u64,
-    /// When the driver first started (ms since the Unix epoch).
-    pub started_unix_ms: u64,
-    /// When the job ended, once it has.
-    pub ended_unix_ms: Option<u64>,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
-    /// How many times a supervised driver was restarted.
-    pub restarts: u32,
-}
-
-impl JobFile {
-    /// Whether the recorded state is final.
-    pub fn is_terminal(&self) -> bool {
-        is_terminal_state(&self.state)
-    }
-}
-
-/// Whether a job state is final.
-pub(crate) fn is_terminal_state(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "cancelled")
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// A job as `strata jobs` shows it: its driver's record and task combined.
 #[derive(Clone, Debug, Serialize)]
@@ -407,52 +354,6 @@ pub(crate) async fn find(
     Ok(Some(resolve(&state, task, file, unix_ms())))
 }
 
-/// Takes the framework over and tears it down (retrying when its old
-/// scheduler takes it back in between).
-pub(crate) async fn teardown_framework(
-    address: &str,
-    token: Option<&str>,
-    framework_id: &str,
-    name: &str,
-    role: &str,
-) -> anyhow::Result<()> {
-    let mut last: Option<SdkError> = None;
-    for attempt in 0..5u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-        }
-        let mut fw = FrameworkConfig::new(name);
-        fw.role = Role::new(role);
-        fw.framework_id = Some(FrameworkId::new(framework_id));
-        let mut cfg = SchedulerConfig::new(address, fw);
-        cfg.token = token.map(str::to_owned);
-        cfg.suppressed = true;
-        cfg.reconnect = false;
-        let (handle, events) = match Scheduler::subscribe(cfg).await {
-            Ok(s) => s,
-            Err(e) if is_removed(&e) => return Ok(()),
-            Err(e) => {
-                last = Some(e);
-                continue;
-            }
-        };
-        let result = handle.teardown().await;
-        drop(events);
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.map_or_else(
-        || anyhow::anyhow!("cannot tear down framework {framework_id}"),
-        |e| anyhow::Error::new(e).context(format!("tearing down framework {framework_id}")),
-    ))
-}
-
-fn is_removed(e: &SdkError) -> bool {
-    e.to_string().contains("has been removed")
-}
-
 /// `strata jobs cancel ID`.
 async fn cancel(client: &ClientArgs, id: &str) -> anyhow::Result<ExitCode> {
     let target = client.target();
@@ -484,13 +385,5 @@ mod tests {
         assert_eq!(human_duration(1234), "1.2s");
         assert_eq!(human_duration(184_000), "3m04s");
         assert_eq!(human_duration(7_500_000), "2h05m");
-    }
-
-    #[test]
-    fn job_files_tolerate_missing_fields() {
-        let f: JobFile = serde_json::from_str(r#"{"id":"job-1","state":"running"}"#).unwrap();
-        assert_eq!(f.id, "job-1");
-        assert!(!f.is_terminal());
-        assert_eq!(f.restarts, 0);
     }
 }

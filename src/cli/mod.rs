@@ -8,7 +8,6 @@ mod daemons;
 mod demo;
 mod executor;
 mod jobs;
-mod output;
 mod run;
 mod sql;
 mod status;
@@ -16,7 +15,6 @@ mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -51,13 +49,13 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a batch executor (started by an agent as a task of a driver).
     Executor(executor::ExecutorArgs),
-    /// Submit a job (a SQL script or a packaged job) to run with its driver as a task on the cluster.
+    /// Submit a job (a SQL script, a packaged job or a job binary) to run with its driver as a task on the cluster.
     Submit(submit::SubmitArgs),
     /// List the jobs submitted with `strata submit` (state, progress, duration), or cancel one.
     Jobs(jobs::JobsArgs),
     /// (internal) A submitted job's driver; started by an agent as the job's task.
     #[command(hide = true)]
-    JobDriver(submit::JobDriverArgs),
+    JobDriver(strata_framework::job::JobDriverArgs),
     /// (internal) Supervise one task; started by the agent.
     #[command(hide = true)]
     Supervise {
@@ -85,38 +83,7 @@ impl ClientArgs {
     }
 }
 
-/// Parses a duration: `500ms`, `15s`, `5m`, `1h`, `7d`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (num, mult_ms) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1_000.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000.0)
-    } else if let Some(n) = t.strip_suffix('h') {
-        (n, 3_600_000.0)
-    } else if let Some(n) = t.strip_suffix('d') {
-        (n, 86_400_000.0)
-    } else {
-        (t, 1_000.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (use e.g. 500ms, 15s, 5m, 1h, 7d)"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("invalid duration {text:?}: must be >= 0"));
-    }
-    Ok(Duration::from_millis((v * mult_ms) as u64))
-}
-
-/// Parses a size in MiB (`512`, `4g`, `1.5GiB`).
-pub fn parse_mib(text: &str) -> Result<f64, String> {
-    strata_proto::resources::parse_mib(text)
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .ok_or_else(|| format!("invalid size {text:?} (use MiB like 512, or units like 4g)"))
-}
+pub use strata_proto::units::{duration as parse_duration, mib as parse_mib};
 
 fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -180,7 +147,9 @@ pub fn main() -> ExitCode {
             Command::Executor(a) => executor::run(a).await,
             Command::Submit(a) => submit::run(a).await,
             Command::Jobs(a) => jobs::run(a).await,
-            Command::JobDriver(a) => submit::job_driver(a).await,
+            Command::JobDriver(a) => {
+                Ok(strata_framework::job::run_driver(a, strata_jobs::JOBS).await)
+            }
             Command::Supervise { .. } => unreachable!("handled above"),
         }
     });
@@ -196,19 +165,6 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_mib("4g").unwrap(), 4096.0);
-        assert_eq!(parse_mib("64").unwrap(), 64.0);
-        assert!(parse_mib("lots").is_err());
-    }
 
     #[test]
     fn cli_is_well_formed() {

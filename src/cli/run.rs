@@ -12,7 +12,7 @@ use strata_proto::resources::Resources;
 use strata_sdk::{Ask, Event, FrameworkConfig, Scheduler, SchedulerConfig, TaskBuilder};
 
 use super::{ClientArgs, parse_duration, parse_mib};
-use crate::http;
+use strata_sdk::http;
 
 /// Arguments of `strata run`.
 #[derive(clap::Args, Debug)]

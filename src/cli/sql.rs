@@ -10,7 +10,7 @@ use strata_framework::session::{Prepared, Session};
 
 use super::ClientArgs;
 use super::batch::{ExecutorOpts, show_progress, stage_lines};
-use super::output::{self, Format};
+use strata_framework::output::{self, Format};
 
 /// Arguments of `strata sql`.
 #[derive(clap::Args, Debug)]
@@ -43,10 +43,13 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
         (None, None) => bail!("give SQL with -e \"…\" or a script with -f FILE"),
     };
     let target = a.client.target();
-    let driver = a
-        .executors
-        .start_driver(&target.address, target.token.as_deref(), "strata-sql")
-        .await?;
+    let driver = super::batch::start_driver(
+        &a.executors,
+        &target.address,
+        target.token.as_deref(),
+        "strata-sql",
+    )
+    .await?;
     let session = Session::new(driver.clone(), a.executors.partitions())?;
     let result = run_script(&session, &sql, a.format, a.metrics).await;
     driver.shutdown().await;

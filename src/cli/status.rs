@@ -9,7 +9,7 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use strata_manager::master::view::StateView;
 
 use super::ClientArgs;
-use crate::http;
+use strata_sdk::http;
 
 /// Arguments of `strata status`.
 #[derive(clap::Args, Debug)]

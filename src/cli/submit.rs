@@ -1,64 +1,40 @@
 //! `strata submit`: runs a job with its driver as a task on the cluster
-//! (Spark's cluster deploy mode on Mesos), and the hidden `strata
-//! job-driver` that is that task.
+//! (Spark's cluster deploy mode on Mesos). The driver's side is
+//! [`strata_framework::job`] (`strata job-driver`, or `JOB job-driver` for
+//! a job binary).
 //!
 //! * The CLI subscribes as a framework named `strata-job:<NAME>`, launches
-//!   one task, the job's driver (`strata job-driver …`, task id = the job's
-//!   id), closes its subscription **without** tearing the framework down,
-//!   and exits (or, with `--wait`, follows the job over HTTP).
-//! * The driver takes the framework over (subscribing with its id, as a
-//!   failed-over scheduler does), launches its executors into it, runs the
-//!   job, and records its progress in `job.json` in its sandbox
-//!   ([`JobFile`]). When the job ends it tears the framework down, which
-//!   ends the executors and itself.
-//! * A job is a SQL script (`FILE.sql`), or a packaged job of
-//!   `strata_jobs` by name with its arguments (`wordcount INPUT`), which
-//!   the driver runs with `strata job-driver --job NAME -- ARGS…`.
-//! * A SQL script reaches the driver in its task's environment
-//!   (`STRATA_JOB_SQL`, split over `STRATA_JOB_SQL_1`, `_2`, … as one
-//!   variable may hold 128 KiB at most); the driver writes it to
-//!   `sql.sql` in its sandbox and runs it from there.
-//! * With `--supervise`, the task's command is `strata job-driver
-//!   --supervise …`, which runs the driver as a child process and restarts
-//!   it (up to 3 times, with backoff) when it dies before the job has
-//!   ended; the restarted driver kills the executors of its predecessor and
-//!   runs the job again.
+//!   one task, the job's driver (task id = the job's id), closes its
+//!   subscription **without** tearing the framework down, and exits (or,
+//!   with `--wait`, follows the job over HTTP).
+//! * A job is a SQL script (`FILE.sql`, carried to the driver in its
+//!   environment), a packaged job of `strata_jobs` by name with its
+//!   arguments (`wordcount INPUT`), or a job binary by path or `http://`
+//!   URL with its arguments: the agent fetches the binary into the
+//!   driver's sandbox and starts it as `./NAME job-driver …`, and the
+//!   driver launches its executors from the same URI.
 
-use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use strata_framework::driver::dag::StageMetrics;
-use strata_framework::driver::{ClusterSource, Driver, DriverConfig, ExecutorSource};
-use strata_framework::session::{Prepared, Session};
+use strata_framework::job::record::JOB_PREFIX;
+use strata_framework::job::{ExecutorOpts, forwarded_env, run::sql_env};
+use strata_framework::output::Format;
 use strata_proto::pb::TaskState;
 use strata_proto::resources::Resources;
 use strata_sdk::{
-    Ask, Event, FrameworkConfig, FrameworkId, Role, Scheduler, SchedulerConfig, TaskBuilder, TaskId,
+    Ask, Event, FrameworkConfig, Role, Scheduler, SchedulerConfig, TaskBuilder, TaskId, Uri,
 };
-use tokio::signal::unix::{SignalKind, signal};
 
-use super::batch::ExecutorOpts;
-use super::jobs::{self, JOB_FILE, JOB_PREFIX, JobFile, JobStatus, unix_ms};
-use super::output::{self, Format};
+use super::jobs::{self, JobStatus};
 use super::{ClientArgs, parse_duration, parse_mib};
-
-/// The environment variable that carries a SQL job's script to its driver.
-pub const SQL_ENV: &str = "STRATA_JOB_SQL";
 
 /// The largest SQL script `strata submit` accepts.
 pub const MAX_SQL_BYTES: usize = 1 << 20;
-
-/// One environment variable's share of the script (Linux refuses to
-/// `execve` a single variable over 128 KiB).
-const SQL_CHUNK_BYTES: usize = 64 << 10;
-
-/// Restarts of a supervised driver at most.
-const MAX_RESTARTS: u32 = 3;
 
 /// Arguments of `strata submit`.
 #[derive(clap::Args, Debug)]
@@ -91,10 +67,11 @@ pub struct SubmitArgs {
     /// (tests) The executors' `--driver-timeout`.
     #[arg(long, hide = true, value_parser = parse_duration)]
     executor_driver_timeout: Option<Duration>,
-    /// The job: a SQL script (`FILE.sql`) or the name of a packaged job.
-    #[arg(value_name = "NAME|FILE.sql")]
+    /// The job: a SQL script (`FILE.sql`), the name of a packaged job, or a
+    /// job binary (a path the agents can read, or an `http://` URL).
+    #[arg(value_name = "NAME|FILE.sql|BINARY-PATH-OR-URL")]
     job: String,
-    /// The packaged job's arguments (e.g. `wordcount INPUT`).
+    /// The job's arguments (e.g. `wordcount INPUT`).
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,
@@ -103,52 +80,14 @@ pub struct SubmitArgs {
     args: Vec<String>,
 }
 
-/// Arguments of the hidden `strata job-driver` (a submitted job's driver,
-/// started by an agent as the job's task, in its sandbox).
-#[derive(clap::Args, Debug)]
-pub struct JobDriverArgs {
-    #[command(flatten)]
-    client: ClientArgs,
-    #[command(flatten)]
-    executors: ExecutorOpts,
-    /// The job's id (its task id).
-    #[arg(long)]
-    job_id: String,
-    /// The job's framework, to take over.
-    #[arg(long)]
-    framework_id: String,
-    /// The job's name.
-    #[arg(long)]
-    name: String,
-    /// The SQL script; written from `STRATA_JOB_SQL` first if it does not exist.
-    #[arg(long, required_unless_present = "job", conflicts_with = "job")]
-    sql_file: Option<PathBuf>,
-    /// The packaged job to run (its arguments follow `--`).
-    #[arg(long)]
-    job: Option<String>,
-    /// The packaged job's arguments.
-    #[arg(last = true)]
-    job_args: Vec<String>,
-    /// Output format of result sets.
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
-    /// Run the driver as a child process, restarting it if it dies before the job has ended.
-    #[arg(long)]
-    supervise: bool,
-    /// The framework's failover timeout.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    failover_timeout: Duration,
-    /// The executors' `--driver-timeout`.
-    #[arg(long, value_parser = parse_duration)]
-    executor_driver_timeout: Option<Duration>,
-}
-
 /// What a submission runs.
 enum JobSpec {
     /// A SQL script and its default name.
     Sql { text: String, name: String },
     /// A packaged job (`strata_jobs`), by name.
     Packaged(&'static strata_jobs::Job),
+    /// A job binary: the URI agents fetch it from, and its file name.
+    Binary { uri: String, file: String },
 }
 
 fn resolve_job(arg: &str, args: &[String]) -> anyhow::Result<JobSpec> {
@@ -185,11 +124,45 @@ fn resolve_job(arg: &str, args: &[String]) -> anyhow::Result<JobSpec> {
     if let Some(job) = strata_jobs::find(arg) {
         return Ok(JobSpec::Packaged(job));
     }
-    if arg.contains("://") || arg.contains('/') || Path::new(arg).is_file() {
-        bail!(
-            "{arg:?}: running a job binary or a URL is not supported yet; \
-             give a SQL script (FILE.sql) or the name of a packaged job"
-        );
+    if arg.contains("://") {
+        let Some(rest) = arg.strip_prefix("http://") else {
+            bail!(
+                "{arg:?}: agents fetch job binaries from local paths and http:// URLs only \
+                 (serve it over http:// inside the cluster, or give a path the agents can read)"
+            );
+        };
+        let path = rest.split(['?', '#']).next().unwrap_or("");
+        let file = path.rsplit('/').next().unwrap_or("");
+        if !path.contains('/') || file.is_empty() {
+            bail!("{arg:?} names no file (expected http://HOST/…/NAME)");
+        }
+        return Ok(JobSpec::Binary {
+            uri: arg.to_owned(),
+            file: file.to_owned(),
+        });
+    }
+    let path = Path::new(arg);
+    if arg.contains('/') || path.is_file() {
+        let meta = std::fs::metadata(path).with_context(|| format!("cannot read {arg}"))?;
+        if !meta.is_file() {
+            bail!("{arg} is not a file");
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            bail!(
+                "{arg} is not executable (a job binary is a program built against strata-framework)"
+            );
+        }
+        let abs = path
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {arg}"))?;
+        let file = abs
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("the binary's path names no file")?;
+        return Ok(JobSpec::Binary {
+            uri: abs.to_string_lossy().into_owned(),
+            file,
+        });
     }
     let known: Vec<String> = strata_jobs::registry()
         .iter()
@@ -200,59 +173,16 @@ fn resolve_job(arg: &str, args: &[String]) -> anyhow::Result<JobSpec> {
     } else {
         known.join("; ")
     };
-    bail!("unknown job {arg:?}; packaged jobs: {known}; or give a SQL script (FILE.sql)")
+    bail!(
+        "unknown job {arg:?}; packaged jobs: {known}; or give a SQL script (FILE.sql) \
+         or a job binary (./PATH or http://URL)"
+    )
 }
 
 /// `job-<12 hex digits>`.
 fn new_job_id() -> String {
     let r = strata_proto::ids::random_id("job");
     r.chars().take(4 + 12).collect()
-}
-
-/// The script as task environment variables.
-fn sql_env(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() || out.is_empty() {
-        let mut cut = rest.len().min(SQL_CHUNK_BYTES);
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let key = if out.is_empty() {
-            SQL_ENV.to_owned()
-        } else {
-            format!("{SQL_ENV}_{}", out.len())
-        };
-        out.push((key, rest[..cut].to_owned()));
-        rest = &rest[cut..];
-    }
-    out
-}
-
-/// The script from the task's environment.
-fn sql_from_env() -> Option<String> {
-    let mut text = std::env::var(SQL_ENV).ok()?;
-    for i in 1.. {
-        match std::env::var(format!("{SQL_ENV}_{i}")) {
-            Ok(part) => text.push_str(&part),
-            Err(_) => break,
-        }
-    }
-    Some(text)
-}
-
-/// Object-store credentials and log settings the driver (and its
-/// executors) inherit.
-fn forwarded_env() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_") || k == "STRATA_LOG" || k == "RUST_LOG")
-        .collect()
-}
-
-fn format_name(f: Format) -> String {
-    clap::ValueEnum::to_possible_value(&f)
-        .map(|v| v.get_name().to_owned())
-        .unwrap_or_else(|| "table".into())
 }
 
 fn duration_arg(d: Duration) -> String {
@@ -265,6 +195,7 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let name = a.name.clone().unwrap_or_else(|| match &spec {
         JobSpec::Sql { name, .. } => name.clone(),
         JobSpec::Packaged(job) => job.name.to_owned(),
+        JobSpec::Binary { file, .. } => file.clone(),
     });
     if name.trim().is_empty() {
         bail!("--name must not be empty");
@@ -272,12 +203,7 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     if !(a.driver_cpus.is_finite() && a.driver_cpus > 0.0) {
         bail!("--driver-cpus must be a number > 0");
     }
-    if a.executors.executors == 0 {
-        bail!("--executors must be at least 1");
-    }
-    if !(a.executors.executor_cpus.is_finite() && a.executors.executor_cpus > 0.0) {
-        bail!("--executor-cpus must be a number > 0");
-    }
+    a.executors.validate()?;
     let target = a.client.target();
     let token = target.token.as_deref();
     let wait = a.executors.executor_wait;
@@ -303,7 +229,13 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         .context("subscribing the job's framework")?;
     let fid = handle.framework_id();
 
-    let program = std::env::current_exe().context("locating the strata binary")?;
+    let program = match &spec {
+        JobSpec::Binary { file, .. } => format!("./{file}"),
+        _ => std::env::current_exe()
+            .context("locating the strata binary")?
+            .to_string_lossy()
+            .into_owned(),
+    };
     let mut args: Vec<String> = vec!["job-driver".into()];
     if a.supervise {
         args.push("--supervise".into());
@@ -331,13 +263,14 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         "--executor-wait".into(),
         duration_arg(e.executor_wait),
         "--format".into(),
-        format_name(a.format),
+        a.format.name().into(),
         "--failover-timeout".into(),
         duration_arg(a.failover_timeout),
     ]);
     match &spec {
         JobSpec::Sql { .. } => args.extend(["--sql-file".into(), "sql.sql".into()]),
         JobSpec::Packaged(job) => args.extend(["--job".into(), job.name.to_owned()]),
+        JobSpec::Binary { uri, .. } => args.extend(["--executor-uri".into(), uri.clone()]),
     }
     if let Some(p) = e.partitions {
         args.extend(["--partitions".into(), p.to_string()]);
@@ -345,26 +278,25 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = a.executor_driver_timeout {
         args.extend(["--executor-driver-timeout".into(), duration_arg(t)]);
     }
-    if let JobSpec::Packaged(_) = &spec {
+    if !matches!(spec, JobSpec::Sql { .. }) {
         args.push("--".into());
         args.extend(a.args.iter().cloned());
     }
     let task_id = TaskId::new(job_id.clone());
-    let mut task = TaskBuilder::exec(
-        task_id.clone(),
-        program.to_string_lossy().into_owned(),
-        args,
-    )
-    .name(fw_name.clone())
-    .resources(driver_res.clone())
-    .class(class.clone())
-    .kill_grace(Duration::from_secs(5));
+    let mut task = TaskBuilder::exec(task_id.clone(), program, args)
+        .name(fw_name.clone())
+        .resources(driver_res.clone())
+        .class(class.clone())
+        .kill_grace(Duration::from_secs(5));
     if let Some(u) = strata_framework::driver::cluster::current_user() {
         task = task.user(u);
     }
+    if let JobSpec::Binary { uri, .. } = &spec {
+        task = task.uri(Uri::executable(uri.clone()));
+    }
     let script = match &spec {
         JobSpec::Sql { text, .. } => sql_env(text),
-        JobSpec::Packaged(_) => Vec::new(),
+        _ => Vec::new(),
     };
     for (k, v) in script.into_iter().chain(forwarded_env()) {
         task = task.env(k, v);
@@ -530,515 +462,9 @@ async fn print_stdout(status: &JobStatus, token: Option<&str>) {
     let _ = out.flush();
 }
 
-// ---------------------------------------------------------------- job-driver
-
-/// `strata job-driver`.
-pub async fn job_driver(a: JobDriverArgs) -> anyhow::Result<ExitCode> {
-    if a.supervise {
-        supervise(a).await
-    } else {
-        drive(a).await
-    }
-}
-
-/// `job.json`, kept up to date and written atomically.
-struct Recorder {
-    path: PathBuf,
-    file: Mutex<JobFile>,
-}
-
-impl Recorder {
-    /// Continues the record in `path` (a restarted driver keeps the start
-    /// time and the restarts), or starts one.
-    fn open(path: PathBuf, id: &str, name: &str) -> Recorder {
-        let mut f: JobFile = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        f.id = id.to_owned();
-        f.name = name.to_owned();
-        if f.started_unix_ms == 0 {
-            f.started_unix_ms = unix_ms();
-        }
-        f.state = "running".into();
-        f.ended_unix_ms = None;
-        f.error = None;
-        f.stages_done = 0;
-        f.stages = 0;
-        f.tasks_done = 0;
-        f.tasks = 0;
-        let r = Recorder {
-            path,
-            file: Mutex::new(f.clone()),
-        };
-        r.write(&f);
-        r
-    }
-
-    fn write(&self, f: &JobFile) {
-        if let Err(e) = write_job_file(&self.path, f) {
-            eprintln!("job-driver: cannot write {}: {e}", self.path.display());
-        }
-    }
-
-    fn update(&self, change: impl FnOnce(&mut JobFile)) {
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let before = f.clone();
-        change(&mut f);
-        if *f != before {
-            self.write(&f);
-        }
-    }
-
-    /// Records the outcome, unless one is recorded already.
-    fn finish(&self, state: &str, error: Option<String>) {
-        self.update(|f| {
-            if !f.is_terminal() {
-                f.state = state.into();
-                f.error = error;
-                f.ended_unix_ms = Some(unix_ms());
-            }
-        });
-    }
-
-    fn state(&self) -> String {
-        self.file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state
-            .clone()
-    }
-}
-
-/// Writes `job.json` atomically (temporary file + rename).
-fn write_job_file(path: &Path, f: &JobFile) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let body = serde_json::to_vec_pretty(f).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, path)
-}
-
-fn read_job_file(path: &Path) -> Option<JobFile> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-/// The script: from `--sql-file`, written first from the environment.
-fn load_sql(path: &Path) -> anyhow::Result<String> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return Ok(text);
-    }
-    let text = sql_from_env().with_context(|| {
-        format!(
-            "no SQL script: {} does not exist and {SQL_ENV} is not set",
-            path.display()
-        )
-    })?;
-    let tmp = path.with_extension("sql.tmp");
-    std::fs::write(&tmp, &text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(text)
-}
-
-/// The driver proper: takes the framework over, runs the script, records
-/// the outcome, tears the framework down.
-async fn drive(a: JobDriverArgs) -> anyhow::Result<ExitCode> {
-    let recorder = Arc::new(Recorder::open(PathBuf::from(JOB_FILE), &a.job_id, &a.name));
-    // Killed (a cancellation tears the framework down, and the agent
-    // signals its tasks): record it, unless the job had ended.
-    {
-        let recorder = recorder.clone();
-        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-        tokio::spawn(async move {
-            term.recv().await;
-            recorder.finish(
-                "cancelled",
-                Some("the driver was stopped (SIGTERM): the job was cancelled".into()),
-            );
-            let _ = std::io::stdout().flush();
-            std::process::exit(if recorder.state() == "succeeded" {
-                0
-            } else {
-                1
-            });
-        });
-    }
-    let result = drive_inner(&a, &recorder).await;
-    let _ = std::io::stdout().flush();
-    match result {
-        Ok(driver) => {
-            recorder.finish("succeeded", None);
-            driver.shutdown().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Err((driver, e)) => {
-            let message = format!("{e:#}");
-            eprintln!("error: {message}");
-            // A job whose framework was torn down under it was cancelled.
-            let target = a.client.target();
-            let removed = jobs::fetch_state(&target.address, target.token.as_deref())
-                .await
-                .is_ok_and(|s| s.frameworks.iter().all(|f| f.id != a.framework_id));
-            if removed {
-                recorder.finish(
-                    "cancelled",
-                    Some("the job's framework was torn down: the job was cancelled".into()),
-                );
-            } else {
-                recorder.finish("failed", Some(message));
-            }
-            // End the framework (and so the executors and this task).
-            match driver {
-                Some(d) => d.shutdown().await,
-                None if !removed => {
-                    let _ = jobs::teardown_framework(
-                        &target.address,
-                        target.token.as_deref(),
-                        &a.framework_id,
-                        &format!("{JOB_PREFIX}{}", a.name),
-                        &a.executors.role,
-                    )
-                    .await;
-                }
-                None => {}
-            }
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
-type DriveError = (Option<Arc<Driver>>, anyhow::Error);
-
-async fn drive_inner(
-    a: &JobDriverArgs,
-    recorder: &Arc<Recorder>,
-) -> Result<Arc<Driver>, DriveError> {
-    // What to run, checked before anything starts.
-    let work = match (&a.job, &a.sql_file) {
-        (Some(name), _) => match strata_jobs::find(name) {
-            Some(job) => Work::Packaged(job),
-            None => return Err((None, anyhow::anyhow!("unknown packaged job {name:?}"))),
-        },
-        (None, Some(path)) => Work::Sql(load_sql(path).map_err(|e| (None, e))?),
-        (None, None) => return Err((None, anyhow::anyhow!("give --sql-file or --job"))),
-    };
-    let target = a.client.target();
-    let token = target.token.as_deref();
-    kill_leftovers(a, &target.address, token)
-        .await
-        .map_err(|e| (None, e.context("cleaning up after the previous driver")))?;
-    let e = &a.executors;
-    if e.executors == 0 || !(e.executor_cpus.is_finite() && e.executor_cpus > 0.0) {
-        return Err((
-            None,
-            anyhow::anyhow!("--executors and --executor-cpus must be > 0"),
-        ));
-    }
-    let program = std::env::current_exe()
-        .context("locating the strata binary")
-        .map_err(|e| (None, e))?;
-    let mut source = ClusterSource::new(target.address.clone(), program);
-    source.token = target.token.clone();
-    source.name = format!("{JOB_PREFIX}{}", a.name);
-    source.role = e.role.clone();
-    source.class = e.class.clone();
-    source.env = forwarded_env();
-    source.failover_timeout = a.failover_timeout;
-    source.framework_id = Some(a.framework_id.clone());
-    if let Some(t) = a.executor_driver_timeout {
-        source
-            .program_args
-            .extend(["--driver-timeout".into(), duration_arg(t)]);
-    }
-    let mut config = DriverConfig::new(ExecutorSource::Cluster(Box::new(source)));
-    config.executors.min = e.executors;
-    config.executors.max = e.executors;
-    config.executors.cpus = e.executor_cpus;
-    config.executors.mem_mib = e.executor_mem;
-    config.executor_wait = e.executor_wait;
-    let driver = Arc::new(
-        Driver::start(config)
-            .await
-            .context("starting the driver")
-            .map_err(|e| (None, e))?,
-    );
-    let fail = |e: anyhow::Error| (Some(driver.clone()), e);
-    driver
-        .wait_for_executors(e.executors, e.executor_wait)
-        .await
-        .context("starting executors")
-        .map_err(fail)?;
-    let session = Session::new(driver.clone(), e.partitions())
-        .map_err(anyhow::Error::from)
-        .map_err(fail)?;
-    match work {
-        Work::Sql(sql) => run_statements(&session, &sql, a.format, recorder)
-            .await
-            .map_err(fail)?,
-        Work::Packaged(job) => {
-            let batches = (job.run)(&session, &a.job_args)
-                .await
-                .map_err(|e| anyhow::anyhow!(e).context(format!("job {}", job.name)))
-                .map_err(fail)?;
-            if let Some(first) = batches.first() {
-                let mut out = std::io::stdout().lock();
-                output::write(&mut out, a.format, &first.schema(), &batches)
-                    .and_then(|()| out.flush().map_err(anyhow::Error::from))
-                    .map_err(fail)?;
-            }
-        }
-    }
-    Ok(driver)
-}
-
-/// What a driver runs.
-enum Work {
-    /// A SQL script.
-    Sql(String),
-    /// A packaged job, with `--`'s arguments.
-    Packaged(&'static strata_jobs::Job),
-}
-
-/// Stages done, stages, tasks done, tasks.
-#[derive(Clone, Copy, Default)]
-struct Counts(u64, u64, u64, u64);
-
-impl Counts {
-    fn of(stages: &[StageMetrics]) -> Counts {
-        Counts(
-            stages.iter().filter(|s| s.done >= s.tasks).count() as u64,
-            stages.len() as u64,
-            stages.iter().map(|s| u64::from(s.done.min(s.tasks))).sum(),
-            stages.iter().map(|s| u64::from(s.tasks)).sum(),
-        )
-    }
-
-    fn plus(self, o: Counts) -> Counts {
-        Counts(self.0 + o.0, self.1 + o.1, self.2 + o.2, self.3 + o.3)
-    }
-
-    fn record(self, f: &mut JobFile) {
-        f.stages_done = self.0;
-        f.stages = self.1;
-        f.tasks_done = self.2;
-        f.tasks = self.3;
-    }
-}
-
-/// Runs every statement, printing result sets on stdout and recording
-/// progress (summed over the script's queries).
-async fn run_statements(
-    session: &Session,
-    sql: &str,
-    format: Format,
-    recorder: &Arc<Recorder>,
-) -> anyhow::Result<()> {
-    let statements = session.parse(sql)?;
-    let mut done = Counts::default();
-    for statement in statements {
-        match session.prepare(statement).await? {
-            Prepared::Done => {}
-            Prepared::Rows(schema, batches) => {
-                let mut out = std::io::stdout().lock();
-                output::write(&mut out, format, &schema, &batches)?;
-                out.flush()?;
-            }
-            Prepared::Job(job) => {
-                let mut rx = job.progress();
-                let rec = recorder.clone();
-                let watcher = tokio::spawn(async move {
-                    loop {
-                        let now = Counts::of(&rx.borrow_and_update().stages);
-                        rec.update(|f| done.plus(now).record(f));
-                        if rx.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                let result = job.result().await;
-                watcher.abort();
-                let out = result?;
-                done = done.plus(Counts::of(&out.stages));
-                recorder.update(|f| done.record(f));
-                let mut stdout = std::io::stdout().lock();
-                output::write(&mut stdout, format, &out.schema, &out.batches)?;
-                stdout.flush()?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A restarted driver: kills the tasks its predecessor left in the
-/// framework (executors, whose task ids the new driver reuses) and waits
-/// until the manager has forgotten them.
-async fn kill_leftovers(
-    a: &JobDriverArgs,
-    address: &str,
-    token: Option<&str>,
-) -> anyhow::Result<()> {
-    let leftovers = |s: &strata_manager::master::view::StateView| -> Vec<(String, String)> {
-        s.tasks
-            .iter()
-            .filter(|t| t.framework_id == a.framework_id && t.id != a.job_id)
-            .map(|t| (t.id.clone(), t.agent_id.clone()))
-            .collect()
-    };
-    let state = jobs::fetch_state(address, token).await?;
-    let left = leftovers(&state);
-    if left.is_empty() {
-        return Ok(());
-    }
-    eprintln!(
-        "job-driver: killing {} task(s) left by a previous driver",
-        left.len()
-    );
-    let mut fw = FrameworkConfig::new(format!("{JOB_PREFIX}{}", a.name));
-    fw.role = Role::new(a.executors.role.clone());
-    fw.default_class = a.executors.class.clone();
-    fw.failover_timeout = a.failover_timeout;
-    fw.framework_id = Some(FrameworkId::new(a.framework_id.clone()));
-    let mut cfg = SchedulerConfig::new(address, fw);
-    cfg.token = token.map(str::to_owned);
-    cfg.suppressed = true;
-    cfg.reconnect = false;
-    let (handle, mut events) = Scheduler::subscribe(cfg)
-        .await
-        .context("taking the framework over")?;
-    for (task, agent) in &left {
-        let agent = (!agent.is_empty()).then(|| strata_sdk::AgentId::new(agent.clone()));
-        if let Err(e) = handle.kill(TaskId::new(task.clone()), agent).await {
-            eprintln!("job-driver: cannot kill {task}: {e}");
-        }
-    }
-    // Read (and so acknowledge) the updates until the manager has
-    // forgotten every leftover.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = jobs::fetch_state(address, token).await?;
-        if leftovers(&state).is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            bail!("the previous driver's tasks did not end within 60 s");
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            while let Some(e) = events.next().await {
-                if matches!(e, Event::Disconnected { .. }) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    drop(events);
-    drop(handle);
-    Ok(())
-}
-
-/// `job-driver --supervise`: runs the driver as a child process and
-/// restarts it when it dies before the job has ended.
-async fn supervise(a: JobDriverArgs) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("locating the strata binary")?;
-    // The same arguments, less `--supervise` (not among the job's own,
-    // after `--`).
-    let mut args: Vec<OsString> = Vec::new();
-    let mut own = true;
-    for arg in std::env::args_os().skip(1) {
-        if own && arg == "--" {
-            own = false;
-        } else if own && arg == "--supervise" {
-            continue;
-        }
-        args.push(arg);
-    }
-    let job_file = PathBuf::from(JOB_FILE);
-    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut restarts = read_job_file(&job_file).map_or(0, |f| f.restarts);
-    loop {
-        let mut child = tokio::process::Command::new(&exe)
-            .args(&args)
-            .spawn()
-            .context("starting the driver")?;
-        let status = tokio::select! {
-            s = child.wait() => s.context("waiting for the driver")?,
-            _ = term.recv() => {
-                // The job is being killed (its process group got the
-                // signal too): let the driver record it.
-                let _ = tokio::time::timeout(Duration::from_secs(4), child.wait()).await;
-                return Ok(ExitCode::from(1));
-            }
-        };
-        if status.success() {
-            return Ok(ExitCode::SUCCESS);
-        }
-        let recorded = read_job_file(&job_file).unwrap_or_default();
-        match recorded.state.as_str() {
-            "succeeded" => return Ok(ExitCode::SUCCESS),
-            "failed" | "cancelled" => return Ok(ExitCode::from(1)),
-            _ => {}
-        }
-        if restarts >= MAX_RESTARTS {
-            let message = format!(
-                "the driver died {} times before the job ended; last: {status}",
-                restarts + 1
-            );
-            eprintln!("job-driver: {message}; giving up");
-            let mut f = recorded;
-            f.state = "failed".into();
-            f.error = Some(message);
-            f.ended_unix_ms = Some(unix_ms());
-            let _ = write_job_file(&job_file, &f);
-            // End the executors now (this ends this task too).
-            let target = a.client.target();
-            let _ = jobs::teardown_framework(
-                &target.address,
-                target.token.as_deref(),
-                &a.framework_id,
-                &format!("{JOB_PREFIX}{}", a.name),
-                &a.executors.role,
-            )
-            .await;
-            return Ok(ExitCode::from(1));
-        }
-        restarts += 1;
-        let backoff = Duration::from_secs(1 << (restarts - 1));
-        eprintln!(
-            "job-driver: the driver exited ({status}) before the job ended; restart {restarts}/{MAX_RESTARTS} in {backoff:?}"
-        );
-        // A fresh stdout for the new attempt; the old one is kept.
-        let _ = std::fs::copy("stdout", format!("stdout.attempt-{restarts}"));
-        if let Ok(f) = std::fs::OpenOptions::new().write(true).open("stdout") {
-            let _ = f.set_len(0);
-        }
-        let mut f = recorded;
-        f.restarts = restarts;
-        let _ = write_job_file(&job_file, &f);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = term.recv() => return Ok(ExitCode::from(1)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scripts_split_over_variables_at_char_boundaries() {
-        let text = "é".repeat(SQL_CHUNK_BYTES); // 2 bytes each
-        let env = sql_env(&text);
-        assert_eq!(env.len(), 2);
-        assert_eq!(env[0].0, SQL_ENV);
-        assert_eq!(env[1].0, format!("{SQL_ENV}_1"));
-        assert!(env.iter().all(|(_, v)| v.len() <= SQL_CHUNK_BYTES));
-        let joined: String = env.iter().map(|(_, v)| v.as_str()).collect();
-        assert_eq!(joined, text);
-        assert_eq!(sql_env("SELECT 1").len(), 1);
-    }
 
     #[test]
     fn job_arguments_are_checked() {
@@ -1058,8 +484,23 @@ mod tests {
             unknown.contains("unknown job \"nope\"; packaged jobs: wordcount INPUT"),
             "{unknown}"
         );
-        assert!(err("./bin/myjob", &[]).contains("not supported"));
-        assert!(err("https://x/job", &[]).contains("not supported"));
+        assert!(err("./bin/myjob", &[]).contains("cannot read ./bin/myjob"));
+        assert!(err("https://x/job", &[]).contains("http:// URLs only"));
+        assert!(err("http://x", &[]).contains("names no file"));
+        assert!(matches!(
+            resolve_job("http://h:8/a/job?x=1", &[]),
+            Ok(JobSpec::Binary { uri, file }) if uri == "http://h:8/a/job?x=1" && file == "job"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("myjob");
+        std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
+        let bin_arg = bin.to_string_lossy().into_owned();
+        assert!(err(&bin_arg, &[]).contains("is not executable"));
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(
+            resolve_job(&bin_arg, &["in".into()]),
+            Ok(JobSpec::Binary { file, .. }) if file == "myjob"
+        ));
         assert!(err("/no/such/file.sql", &[]).contains("cannot read /no/such/file.sql"));
         assert!(err("/no/such/file.sql", &["x"]).contains("takes no arguments"));
         assert!(new_job_id().starts_with("job-") && new_job_id().len() == 16);

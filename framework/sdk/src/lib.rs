@@ -141,6 +141,7 @@ pub mod dedup;
 mod driver;
 mod error;
 mod event;
+pub mod http;
 mod task;
 
 pub use client::{EventStream, Scheduler, SchedulerHandle};
@@ -148,7 +149,7 @@ pub use config::{DEFAULT_FAILOVER_TIMEOUT, DEFAULT_ROLE, FrameworkConfig, Schedu
 pub use error::SdkError;
 pub use event::{ConversionError, Event, Offer, TaskStatus};
 pub use task::{
-    Ask, Command, Constraint, Docker, Filters, Operator, PortMapping, TaskBuilder, TaskInfo,
+    Ask, Command, Constraint, Docker, Filters, Operator, PortMapping, TaskBuilder, TaskInfo, Uri,
 };
 
 /// The wire protocol crate, re-exported so a framework needs no direct

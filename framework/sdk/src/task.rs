@@ -54,10 +54,51 @@ pub struct Command {
     /// Environment variables set for the command.
     pub env: BTreeMap<String, String>,
     /// Files or URLs fetched into the sandbox before the command starts.
-    pub uris: Vec<String>,
+    pub uris: Vec<Uri>,
     /// Run as this user (when the agent runs as root); `None`: the agent's
     /// default.
     pub user: Option<String>,
+}
+
+/// A file the agent fetches into a task's sandbox before the command
+/// starts: a local path, `file://…` or `http://…` (Mesos's
+/// `CommandInfo.URI`). It keeps the last segment of its path as its name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Uri {
+    /// The path or URL.
+    pub value: String,
+    /// Make the fetched file executable (a program the task runs).
+    pub executable: bool,
+}
+
+impl Uri {
+    /// A file to fetch.
+    pub fn new(value: impl Into<String>) -> Self {
+        Uri {
+            value: value.into(),
+            executable: false,
+        }
+    }
+
+    /// A program to fetch and make executable.
+    pub fn executable(value: impl Into<String>) -> Self {
+        Uri {
+            value: value.into(),
+            executable: true,
+        }
+    }
+}
+
+impl From<&str> for Uri {
+    fn from(value: &str) -> Self {
+        Uri::new(value)
+    }
+}
+
+impl From<String> for Uri {
+    fn from(value: String) -> Self {
+        Uri::new(value)
+    }
 }
 
 /// A Docker container for a task.
@@ -100,7 +141,15 @@ impl TaskInfo {
                 shell: self.command.shell,
                 arguments: self.command.arguments,
                 environment: self.command.env.into_iter().collect(),
-                uris: self.command.uris,
+                uris: self
+                    .command
+                    .uris
+                    .into_iter()
+                    .map(|u| pb::Uri {
+                        value: u.value,
+                        executable: u.executable,
+                    })
+                    .collect(),
                 user: self.command.user.unwrap_or_default(),
             }),
             container: self.docker.map(|d| pb::ContainerInfo {
@@ -255,7 +304,7 @@ impl TaskBuilder {
 
     /// Adds a file or URL to fetch into the sandbox before the command
     /// starts.
-    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+    pub fn uri(mut self, uri: impl Into<Uri>) -> Self {
         self.task.command.uris.push(uri.into());
         self
     }
@@ -481,7 +530,9 @@ mod tests {
         assert!(cmd.arguments.is_empty());
         assert_eq!(cmd.environment.len(), 2);
         assert_eq!(cmd.environment["B"], "2");
-        assert_eq!(cmd.uris, vec!["https://example.invalid/f.tgz"]);
+        assert_eq!(cmd.uris.len(), 1);
+        assert_eq!(cmd.uris[0].value, "https://example.invalid/f.tgz");
+        assert!(!cmd.uris[0].executable);
         assert_eq!(cmd.user, "nobody");
         assert_eq!(p.labels["team"], "data");
         assert_eq!(p.labels["x"], "y");

@@ -35,6 +35,9 @@ pub struct ClusterSource {
     pub program: PathBuf,
     /// Arguments before the executor's own (`["executor"]` for `strata`).
     pub program_args: Vec<String>,
+    /// Files the agent fetches into each executor's sandbox first (a job
+    /// binary, when `program` is `./NAME`).
+    pub uris: Vec<strata_sdk::Uri>,
     /// Environment for executors (object store credentials, log filters).
     pub env: Vec<(String, String)>,
     /// The user executors run as (as Mesos's `FrameworkInfo.user`): by
@@ -59,6 +62,7 @@ impl ClusterSource {
             class: "batch".into(),
             program: program.into(),
             program_args: vec!["executor".into()],
+            uris: Vec::new(),
             env: Vec::new(),
             user: current_user(),
             failover_timeout: Duration::from_secs(10),
@@ -264,6 +268,9 @@ impl Launcher {
                 }
                 for (k, v) in &self.source.env {
                     b = b.env(k.clone(), v.clone());
+                }
+                for uri in &self.source.uris {
+                    b = b.uri(uri.clone());
                 }
                 tasks.push((id, b.build()));
                 if self.missing() > tasks.len() && !tasks.is_empty() && self.launched.is_empty() {

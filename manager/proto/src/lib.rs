@@ -25,6 +25,7 @@ pub mod class;
 pub mod ids;
 pub mod resources;
 pub mod state;
+pub mod units;
 
 /// The generated protobuf types and gRPC stubs (package `strata.v1`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

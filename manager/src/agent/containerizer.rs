@@ -11,6 +11,7 @@
 
 use super::cgroup::{self, Cgroups};
 use super::checkpoint::write_json;
+use super::fetch::FetchUri;
 use super::layout::files;
 use super::process::{self, KillStep};
 use super::supervisor::{self, ExitRecord, LAUNCH_VERSION, LaunchSpec, TaskUser};
@@ -216,7 +217,15 @@ impl Containerizer for ProcessContainerizer {
                 .task
                 .command
                 .as_ref()
-                .map(|c| c.uris.clone())
+                .map(|c| {
+                    c.uris
+                        .iter()
+                        .map(|u| FetchUri {
+                            value: u.value.clone(),
+                            executable: u.executable,
+                        })
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         let cleanup_cgroup = |e| {

@@ -98,6 +98,7 @@ pub mod config;
 pub mod containerizer;
 mod core;
 pub mod error;
+pub mod fetch;
 pub mod gc;
 pub mod http;
 mod kill;

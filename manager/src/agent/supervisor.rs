@@ -14,8 +14,9 @@
 //! 1. becomes a child subreaper, so every orphaned descendant of the task is
 //!    re-parented to it and reaped, and writes `supervisor.pid` next to
 //!    `launch.json`;
-//! 2. copies the task's local URIs (`/path` or `file:///path`) into the
-//!    sandbox (as the task's user, so it fetches only what that user may read);
+//! 2. fetches the task's URIs into the sandbox ([`super::fetch`]: local
+//!    paths as the task's user, so it fetches only what that user may read,
+//!    and `http://` URLs);
 //! 3. starts the command in its own process group, in the sandbox, with
 //!    `stdout`/`stderr` appended to the sandbox files of those names, inside
 //!    the task's cgroup when there is one, as the task's user when one is
@@ -35,6 +36,7 @@
 //! a usage error.
 
 use super::checkpoint::write_atomic;
+use super::fetch::FetchUri;
 use super::layout::files;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -51,7 +53,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const LAUNCH_FLAG: &str = "--launch";
 
 /// The current [`LaunchSpec::version`].
-pub const LAUNCH_VERSION: u32 = 1;
+pub const LAUNCH_VERSION: u32 = 2;
 
 /// The user a task runs as (resolved by the agent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,9 +90,9 @@ pub struct LaunchSpec {
     /// The task's cgroup v2 directory, when limits are enforced.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
-    /// Local files to copy into the sandbox first.
+    /// Files to fetch into the sandbox first.
     #[serde(default)]
-    pub uris: Vec<String>,
+    pub uris: Vec<FetchUri>,
 }
 
 /// How a task ended: `exit_status.json`.
@@ -243,10 +245,17 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
         return failed("the command is empty".to_owned(), None);
     };
     for uri in &spec.uris {
-        if let Err(e) = fetch(uri, spec) {
-            return failed(format!("cannot fetch {uri}: {e}"), None);
+        if let Err(e) = super::fetch::fetch(uri, &spec.sandbox, spec.user.as_ref()) {
+            return failed(format!("cannot fetch {}: {e}", uri.value), None);
         }
     }
+    // A relative program with a directory (`./job`, a fetched binary) is
+    // the sandbox's.
+    let program = if program.contains('/') && !program.starts_with('/') {
+        spec.sandbox.join(program).into_os_string()
+    } else {
+        program.into()
+    };
     let open = |name: &str| {
         OpenOptions::new()
             .append(true)
@@ -260,7 +269,7 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
             return failed(format!("cannot open the sandbox output files: {e}"), None);
         }
     };
-    let mut cmd = Command::new(program);
+    let mut cmd = Command::new(&program);
     cmd.args(&spec.argv[1..])
         .env_clear()
         .envs(&spec.env)
@@ -286,7 +295,12 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
     }
     let child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return failed(format!("cannot start {program}: {e}"), None),
+        Err(e) => {
+            return failed(
+                format!("cannot start {}: {e}", program.to_string_lossy()),
+                None,
+            );
+        }
     };
     let pid = child.id() as i32;
     // The child is reaped below with waitpid(-1); the handle is not used.
@@ -318,7 +332,7 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
     }
 }
 
-fn child_setup(
+pub(super) fn child_setup(
     procs_file: Option<&CString>,
     ids: Option<&(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     parent: libc::pid_t,
@@ -407,56 +421,6 @@ fn cleanup(pgid: i32, cgroup: Option<&Path>) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Copies a local URI (`/path` or `file:///path`) into the sandbox. With a
-/// task user the copy runs as that user (`/bin/cp` with dropped
-/// privileges), so a task can only fetch what its user may read.
-fn fetch(uri: &str, spec: &LaunchSpec) -> std::io::Result<()> {
-    let path = match uri.strip_prefix("file://") {
-        Some(p) => p,
-        None if uri.starts_with('/') => uri,
-        None => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "only local paths and file:// URIs are supported",
-            ));
-        }
-    };
-    let src = Path::new(path);
-    let name = src.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the URI names no file")
-    })?;
-    let Some(user) = &spec.user else {
-        fs::copy(src, spec.sandbox.join(name))?;
-        return Ok(());
-    };
-    let groups: Vec<libc::gid_t> = user.groups.iter().map(|g| *g as libc::gid_t).collect();
-    let ids = (user.uid as libc::uid_t, user.gid as libc::gid_t, groups);
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    let mut cmd = Command::new("/bin/cp");
-    cmd.arg("--")
-        .arg(src)
-        .arg(Path::new(".").join(name))
-        .current_dir(&spec.sandbox)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: as for the task: only system calls on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || child_setup(None, Some(&ids), parent));
-    }
-    let out = cmd.output()?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "{} ({})",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            out.status
-        )))
     }
 }
 

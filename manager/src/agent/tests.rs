@@ -595,13 +595,19 @@ async fn tasks_run_as_nobody_under_root() {
         .to_owned();
     let mut task = shell_task("who", &format!("id -u; echo x > written; cat {name}"));
     let uri = format!("file://{}", readable.path().display());
-    task.command.as_mut().unwrap().uris = vec![uri];
+    task.command.as_mut().unwrap().uris = vec![pb::Uri {
+        value: uri,
+        executable: false,
+    }];
     conn.run("fw", task);
     let s = conn.expect("who", TaskState::TaskFinished).await;
     conn.ack("fw", &s);
     let mut task = shell_task("thief", "true");
     let uri = secret.path().display().to_string();
-    task.command.as_mut().unwrap().uris = vec![uri];
+    task.command.as_mut().unwrap().uris = vec![pb::Uri {
+        value: uri,
+        executable: false,
+    }];
     conn.run("fw", task);
     let s = conn.expect("thief", TaskState::TaskFailed).await;
     assert!(s.message.starts_with("cannot fetch"), "{s:?}");

@@ -57,10 +57,8 @@ pub async fn run(a: TasksArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(a: &TasksArgs, address: &str) -> anyhow::Result<ExitCode> {
-    let driver = a
-        .executors
-        .start_driver(address, None, "strata-bench-tasks")
-        .await?;
+    let driver =
+        crate::cli::batch::start_driver(&a.executors, address, None, "strata-bench-tasks").await?;
     let slots: u32 = driver.executors().await.iter().map(|e| e.slots).sum();
     eprintln!(
         "{} executors, {slots} task slots; {} jobs of {} tiny tasks",

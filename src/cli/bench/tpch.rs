@@ -1014,8 +1014,7 @@ async fn start_driver(
     work: &Path,
 ) -> anyhow::Result<(Arc<Driver>, Session)> {
     let t = Instant::now();
-    let driver = opts
-        .start_driver(address, None, "strata-bench-tpch")
+    let driver = crate::cli::batch::start_driver(opts, address, None, "strata-bench-tpch")
         .await
         .with_context(|| format!("starting executors (logs under {})", work.display()))?;
     let executors = driver.executors().await;
@@ -1201,7 +1200,8 @@ async fn with_interrupt<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow
 async fn wait_registered(address: &str, n: usize) -> anyhow::Result<()> {
     let deadline = Instant::now() + DAEMON_WAIT;
     loop {
-        let registered = match crate::http::get(address, "/api/v1/agents", None, DAEMON_WAIT).await
+        let registered = match strata_sdk::http::get(address, "/api/v1/agents", None, DAEMON_WAIT)
+            .await
         {
             Ok(body) => serde_json::from_slice::<Vec<serde_json::Value>>(&body)
                 .map(|v| {

@@ -30,7 +30,7 @@ pub async fn http(
     body: Option<&[u8]>,
 ) -> (u16, Vec<u8>) {
     let (status, _, body) =
-        strata::http::request(method, addr, path, token, body, Duration::from_secs(10))
+        strata_sdk::http::request(method, addr, path, token, body, Duration::from_secs(10))
             .await
             .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"));
     (status, body)

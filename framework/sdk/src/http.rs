@@ -1,7 +1,7 @@
-//! A minimal HTTP/1.1 client for the CLI: GET and PUT of JSON or bytes
-//! from the manager's and agents' HTTP APIs, with a bearer token and a
-//! deadline. (The CLI needs nothing more, and this keeps its dependencies
-//! to the workspace's own.)
+//! A minimal HTTP/1.1 client for the manager's and agents' HTTP APIs
+//! (operator state, sandbox files): one request per connection, a bearer
+//! token and a deadline. Clients and drivers need nothing more, and it
+//! keeps the SDK's dependencies to the workspace's own.
 
 use std::time::Duration;
 
