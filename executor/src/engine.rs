@@ -10,6 +10,12 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
 
+/// Estimated bytes of a join side at most for it to be broadcast.
+pub const BROADCAST_BYTES: usize = 32 << 20;
+
+/// Estimated rows of a join side at most for it to be broadcast.
+pub const BROADCAST_ROWS: usize = 1 << 20;
+
 /// The session configuration for plans that will be cut into stages.
 ///
 /// * File-stream work stealing is off: each task runs one partition of its
@@ -19,16 +25,21 @@ use datafusion::prelude::SessionConfig;
 ///   probe-side scan to the join at run time, and once a shuffle separates
 ///   them into different stages the scan would wait for a join that runs
 ///   only after it.
-/// * Hash joins are always partitioned (never `CollectLeft` by size): a
-///   collected build side tracks which of its rows matched across all
-///   output partitions of one plan instance, which isolated tasks cannot
-///   share (semi, anti and outer joins would lose rows).
+/// * Hash joins collect a small build side (`CollectLeft`, up to
+///   [`BROADCAST_BYTES`] or [`BROADCAST_ROWS`] by estimate), which the
+///   stage cutter turns into a broadcast; the
+///   driver's planner makes the joins that track build-side matches across
+///   probe partitions (outer, semi, anti) partitioned again, as isolated
+///   tasks could not share that tracking.
 pub fn session_config(target_partitions: usize) -> SessionConfig {
     let mut config = SessionConfig::new().with_target_partitions(target_partitions.max(1));
     let options = config.options_mut();
     options.execution.enable_file_stream_work_stealing = false;
-    options.optimizer.hash_join_single_partition_threshold = 0;
-    options.optimizer.hash_join_single_partition_threshold_rows = 0;
+    // Broadcasting a build side costs a copy per task; shuffling both
+    // sides costs writing and reading the (larger) probe side through
+    // disk and the network. Broadcast up to Spark's order of size.
+    options.optimizer.hash_join_single_partition_threshold = BROADCAST_BYTES;
+    options.optimizer.hash_join_single_partition_threshold_rows = BROADCAST_ROWS;
     let opt = &mut options.optimizer;
     opt.enable_dynamic_filter_pushdown = false;
     opt.enable_join_dynamic_filter_pushdown = false;

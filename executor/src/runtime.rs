@@ -311,6 +311,9 @@ impl Executor {
         let mut plans: HashMap<(String, u32), Arc<Vec<u8>>> = HashMap::new();
         let mut running: HashMap<KeyId, AbortHandle> = HashMap::new();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+        let slots_n = self.config.slots.max(1);
+        let mut pending: Vec<TaskStatus> = Vec::new();
+        let mut linger: Option<tokio::time::Instant> = None;
         let exit = loop {
             tokio::select! {
                 msg = inbound.message() => {
@@ -335,6 +338,9 @@ impl Executor {
                         Some(DriverKind::EndJob(e)) => {
                             plans.retain(|(job, _), _| *job != e.job);
                             remove_job_files(&self.shuffle_root, &e.job);
+                            if running.is_empty() {
+                                release_free_memory();
+                            }
                         }
                         Some(DriverKind::Shutdown(s)) => {
                             info!(reason = %s.reason, "driver shut the executor down");
@@ -344,17 +350,31 @@ impl Executor {
                     }
                 }
                 Some(first) = status_rx.recv() => {
-                    let mut batch = vec![first];
+                    pending.push(first);
                     while let Ok(s) = status_rx.try_recv() {
-                        batch.push(s);
+                        pending.push(s);
                     }
-                    for s in &batch {
+                    for s in &pending {
                         if let Some(k) = &s.key {
                             running.remove(&KeyId::of(k));
                         }
                     }
-                    let msg = ExecutorMessage { kind: Some(ExecKind::Statuses(TaskStatuses { statuses: batch })) };
-                    if out.send(msg).await.is_err() {
+                    // A slot with nothing queued for it, or a full batch:
+                    // tell the driver now. Otherwise the queue keeps the
+                    // slots busy, and statuses wait a moment to share a
+                    // message.
+                    if running.len() < slots_n || pending.len() >= STATUS_BATCH {
+                        if !flush(&out, &mut pending).await {
+                            break Exit::Lost("stream to the driver closed".into());
+                        }
+                        linger = None;
+                    } else if linger.is_none() {
+                        linger = Some(tokio::time::Instant::now() + STATUS_LINGER);
+                    }
+                }
+                _ = sleep_until_some(linger) => {
+                    linger = None;
+                    if !flush(&out, &mut pending).await {
                         break Exit::Lost("stream to the driver closed".into());
                     }
                 }
@@ -428,6 +448,34 @@ impl Executor {
             });
             running.insert(id, handle.abort_handle());
         }
+    }
+}
+
+/// Statuses sent in one message at most before the executor stops
+/// waiting for more.
+const STATUS_BATCH: usize = 8;
+
+/// How long a status may wait for others to share its message while the
+/// executor's slots are all busy.
+const STATUS_LINGER: Duration = Duration::from_millis(2);
+
+/// Sends the pending statuses as one message; false if the stream is gone.
+async fn flush(out: &mpsc::Sender<ExecutorMessage>, pending: &mut Vec<TaskStatus>) -> bool {
+    if pending.is_empty() {
+        return true;
+    }
+    let statuses = std::mem::take(pending);
+    let msg = ExecutorMessage {
+        kind: Some(ExecKind::Statuses(TaskStatuses { statuses })),
+    };
+    out.send(msg).await.is_ok()
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -556,6 +604,17 @@ fn remove_job_files(root: &std::path::Path, job: &str) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         warn!(dir = %dir.display(), error = %e, "cannot remove a job's shuffle files");
+    }
+}
+
+/// Hands the heap's free memory back to the system between jobs: glibc's
+/// allocator keeps what a job's hash tables and batches freed, and an
+/// executor that ran a large job would otherwise stay that large.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -9,6 +9,7 @@
 //! under a temporary name and renamed when complete, so a reader never sees
 //! half a file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::BufWriter;
@@ -192,8 +193,10 @@ impl ShuffleWriterExec {
         );
         let mut stream = self.input.execute(input_partition, ctx)?;
         let schema = self.input.schema();
-        let n = self.output_partitions();
-        let mut writers: Vec<Option<OpenFile>> = (0..n).map(|_| None).collect();
+        // Only the outputs this task writes to (without a partitioning,
+        // just its own): a stage of many partitions must not cost each
+        // task a slot per partition.
+        let mut writers: BTreeMap<usize, OpenFile> = BTreeMap::new();
         let mut partitioner = match &self.partitioning {
             Some(p) => Some(BatchPartitioner::try_new(
                 p.clone(),
@@ -204,25 +207,28 @@ impl ShuffleWriterExec {
             None => None,
         };
         let mut rows = 0u64;
-        let mut push =
-            |out: usize, batch: RecordBatch, writers: &mut Vec<Option<OpenFile>>| -> Result<()> {
-                if batch.num_rows() == 0 {
-                    return Ok(());
-                }
-                rows += batch.num_rows() as u64;
-                if writers[out].is_none() {
+        let mut push = |out: usize,
+                        batch: RecordBatch,
+                        writers: &mut BTreeMap<usize, OpenFile>|
+         -> Result<()> {
+            if batch.num_rows() == 0 {
+                return Ok(());
+            }
+            rows += batch.num_rows() as u64;
+            let (_, w) = match writers.entry(out) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
                     let path = location.file(out, input_partition);
                     let dir = path.parent().expect("shuffle file has a directory");
                     std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
                     let tmp = path.with_extension(&tmp_suffix);
                     let file = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
-                    writers[out] =
-                        Some((path, StreamWriter::try_new(BufWriter::new(file), &schema)?));
+                    e.insert((path, StreamWriter::try_new(BufWriter::new(file), &schema)?))
                 }
-                let (_, w) = writers[out].as_mut().expect("writer just created");
-                w.write(&compact_views(batch)?)?;
-                Ok(())
             };
+            w.write(&compact_views(batch)?)?;
+            Ok(())
+        };
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             match partitioner.as_mut() {
@@ -235,8 +241,7 @@ impl ShuffleWriterExec {
             bytes: 0,
             partition_bytes: Vec::new(),
         };
-        for (out, w) in writers.into_iter().enumerate() {
-            let Some((path, mut w)) = w else { continue };
+        for (out, (path, mut w)) in writers {
             w.finish()?;
             drop(w);
             let tmp = path.with_extension(&tmp_suffix);

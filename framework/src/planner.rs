@@ -196,18 +196,8 @@ impl Cutter<'_> {
 fn single_probe_for_global_build_tracking(
     plan: Arc<dyn ExecutionPlan>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    use datafusion::common::JoinType;
     use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
-    let tracks = |t: &JoinType| {
-        matches!(
-            t,
-            JoinType::Left
-                | JoinType::Full
-                | JoinType::LeftSemi
-                | JoinType::LeftAnti
-                | JoinType::LeftMark
-        )
-    };
+    let tracks = tracks_build_matches;
     let needs = if let Some(h) = plan.downcast_ref::<HashJoinExec>() {
         *h.partition_mode() == PartitionMode::CollectLeft && tracks(h.join_type())
     } else if let Some(n) = plan.downcast_ref::<NestedLoopJoinExec>() {
@@ -251,3 +241,91 @@ pub fn display_stages(job: &JobPlan) -> String {
 }
 
 pub use strata_executor::engine::session_config;
+
+/// A join that tracks which build rows matched across all of its probe
+/// partitions (left, full, left semi, left anti, left mark).
+fn tracks_build_matches(t: &datafusion::common::JoinType) -> bool {
+    use datafusion::common::JoinType;
+    matches!(
+        t,
+        JoinType::Left
+            | JoinType::Full
+            | JoinType::LeftSemi
+            | JoinType::LeftAnti
+            | JoinType::LeftMark
+    )
+}
+
+/// A physical optimizer rule, run right after DataFusion's join selection:
+/// a hash join that collects a small build side (`CollectLeft`, a
+/// broadcast once cut into stages) but tracks build-side matches across
+/// all probe partitions is made `Partitioned` again, so that each task
+/// sees all the rows of its key range on both sides. Joins that only need
+/// their own probe rows keep the broadcast. (Null-aware anti joins, `NOT
+/// IN`, must stay collected; the cutter then gives them a single probe
+/// task.)
+#[derive(Debug, Default)]
+pub struct PartitionTrackingJoins;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for PartitionTrackingJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+        plan.transform_up(|node| {
+            let Some(h) = node.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            if *h.partition_mode() != PartitionMode::CollectLeft
+                || !tracks_build_matches(h.join_type())
+                || h.null_aware
+            {
+                return Ok(Transformed::no(node));
+            }
+            let partitioned = h
+                .builder()
+                .with_partition_mode(PartitionMode::Partitioned)
+                .build()?;
+            Ok(Transformed::yes(
+                Arc::new(partitioned) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "strata_partition_tracking_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The session state plans are made in: [`session_config`], DataFusion's
+/// default features and physical optimizer with
+/// [`PartitionTrackingJoins`] after its join selection, and the job
+/// functions.
+pub fn session_state(
+    target_partitions: usize,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> datafusion::execution::SessionState {
+    use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+    use strata_executor::functions::WithJobFunctions;
+    let mut rules = PhysicalOptimizer::new().rules;
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "join_selection")
+        .map_or(rules.len(), |i| i + 1);
+    rules.insert(at, Arc::new(PartitionTrackingJoins));
+    datafusion::execution::session_state::SessionStateBuilder::new()
+        .with_config(session_config(target_partitions))
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .with_job_functions()
+        .build()
+}

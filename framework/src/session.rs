@@ -23,10 +23,9 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
-use strata_executor::functions::WithJobFunctions;
 
 use crate::driver::{Driver, DriverError, JobHandle, JobOutput};
-use crate::planner::{display_stages, plan_stages, session_config};
+use crate::planner::{display_stages, plan_stages, session_state};
 
 /// Why a statement failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +59,7 @@ impl Session {
     /// A session whose plans have `partitions` partitions per stage.
     pub fn new(driver: Arc<Driver>, partitions: usize) -> Result<Session> {
         let runtime = strata_executor::storage::runtime_env_builder().build_arc()?;
-        let state = datafusion::execution::session_state::SessionStateBuilder::new()
-            .with_config(session_config(partitions))
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .with_job_functions()
-            .build();
+        let state = session_state(partitions, runtime);
         Ok(Session {
             ctx: SessionContext::new_with_state(state),
             driver,

@@ -267,6 +267,11 @@ struct Executor {
     flight: String,
     slots: u32,
     busy: u32,
+    /// Whether it takes queued attempts in this assignment round: it has a
+    /// free slot, or at most half of its deepest queue is taken. Refilling
+    /// a queue only once it is half empty sends launches in batches
+    /// instead of one message per finished task.
+    open: bool,
 }
 
 /// The map outputs a task reads: per input stage, (map partition,
@@ -352,6 +357,7 @@ impl TaskScheduler {
                 flight,
                 slots: slots.max(1),
                 busy: 0,
+                open: true,
             },
         );
     }
@@ -472,18 +478,22 @@ impl TaskScheduler {
             .unwrap_or_default()
     }
 
-    /// Where each final partition's output is, in partition order.
-    pub fn final_outputs(&self, id: &JobId) -> Option<Vec<(ExecutorId, String)>> {
+    /// Where each non-empty final partition's output is (partition,
+    /// executor, Flight address), in partition order; `None` while one is
+    /// missing.
+    pub fn final_outputs(&self, id: &JobId) -> Option<Vec<(u32, ExecutorId, String)>> {
         let job = self.job(id)?;
         let f = &job.stages[job.final_stage() as usize];
-        f.outputs
-            .iter()
-            .map(|o| {
-                let o = o.as_ref()?;
-                let flight = self.executors.get(&o.executor)?.flight.clone();
-                Some((o.executor.clone(), flight))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (p, o) in f.outputs.iter().enumerate() {
+            let o = o.as_ref()?;
+            let flight = self.executors.get(&o.executor)?.flight.clone();
+            // A task that wrote no rows left nothing to fetch.
+            if o.partition_bytes.iter().any(|(_, b)| *b > 0) {
+                out.push((p as u32, o.executor.clone(), flight));
+            }
+        }
+        Some(out)
     }
 
     /// The driver has the job's results: it is done and forgotten.
@@ -661,7 +671,10 @@ impl TaskScheduler {
     pub fn assign(&mut self, now: Instant) -> Vec<Launch> {
         let mut launches = Vec::new();
         let deepest = self.policy.pipeline.max(1);
-        if self.executors.values().all(|e| e.busy >= e.slots * deepest) {
+        for e in self.executors.values_mut() {
+            e.open = e.busy < e.slots || e.busy <= e.slots * deepest / 2;
+        }
+        if self.executors.values().all(|e| !e.open) {
             return launches;
         }
         for j in 0..self.jobs.len() {
@@ -804,7 +817,9 @@ impl TaskScheduler {
         }
         self.executors
             .iter()
-            .filter(|(id, e)| e.busy < e.slots * depth && Some(*id) != avoid)
+            .filter(|(id, e)| {
+                e.busy < e.slots * depth && (depth == 1 || e.open) && Some(*id) != avoid
+            })
             .max_by_key(|(id, e)| {
                 (
                     local.get(id).copied().unwrap_or(0),

@@ -493,6 +493,9 @@ struct Core {
     core_tx: mpsc::UnboundedSender<Command>,
 }
 
+/// Final partitions fetched from executors at once.
+const RESULT_FETCHES: usize = 8;
+
 fn key(t: &TaskRef) -> TaskKey {
     TaskKey {
         job: t.job.0.clone(),
@@ -795,15 +798,23 @@ impl Core {
         let stage = entry.plan.final_stage().id;
         let core = self.core_tx.clone();
         tokio::spawn(async move {
+            use futures::StreamExt;
+            let job_name = job.0.clone();
+            // A few fetches at once, results kept in partition order.
+            let mut fetches = futures::stream::iter(outputs)
+                .map(|(p, executor, flight)| {
+                    let ticket = ShuffleTicket {
+                        job: job_name.clone(),
+                        stage,
+                        partition: p,
+                        maps: Some(vec![p]),
+                    };
+                    async move { (executor, fetch(&flight, &ticket).await) }
+                })
+                .buffered(RESULT_FETCHES);
             let mut batches = Vec::new();
-            for (p, (executor, flight)) in outputs.into_iter().enumerate() {
-                let ticket = ShuffleTicket {
-                    job: job.0.clone(),
-                    stage,
-                    partition: p as u32,
-                    maps: Some(vec![p as u32]),
-                };
-                match fetch(&flight, &ticket).await {
+            while let Some((executor, result)) = fetches.next().await {
+                match result {
                     Ok(b) => batches.extend(b),
                     Err(e) => {
                         let _ = core.send(Command::Fetched {

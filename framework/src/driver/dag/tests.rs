@@ -457,3 +457,58 @@ fn short_tasks_are_queued_on_executors_to_hide_the_round_trip() {
         );
     }
 }
+
+#[test]
+fn queues_are_refilled_in_batches_once_half_empty() {
+    let t0 = Instant::now();
+    let deep = Policy::default().pipeline as usize;
+    let mut s = sched(&[("a", 1)]);
+    s.submit(job(), two_stage(1000, 1));
+    // Learn that the tasks are short.
+    for _ in 0..8 {
+        let l = s.assign(t0);
+        assert_eq!(l.len(), 1);
+        s.on_status(&l[0].executor, &l[0].task, finished(1, 1), t0);
+    }
+    let mut queued = s.assign(t0);
+    assert_eq!(queued.len(), deep, "a full queue");
+    // Finishing fewer than half sends nothing more...
+    for _ in 0..deep / 2 - 1 {
+        let x = queued.remove(0);
+        s.on_status(&x.executor, &x.task, finished(1, 1), t0);
+        assert!(
+            s.assign(t0).is_empty(),
+            "no refill of a queue over half full"
+        );
+    }
+    // ...the half-way mark refills it whole, in one batch.
+    let x = queued.remove(0);
+    s.on_status(&x.executor, &x.task, finished(1, 1), t0);
+    let refill = s.assign(t0);
+    assert_eq!(refill.len(), deep / 2);
+    assert_eq!(s.busy(&ex("a")) as usize, deep);
+}
+
+#[test]
+fn empty_final_partitions_are_not_fetched() {
+    let t0 = Instant::now();
+    let mut s = sched(&[("a", 4)]);
+    s.submit(
+        job(),
+        vec![StageSpec {
+            id: 0,
+            inputs: vec![],
+            tasks: 3,
+            plan: Arc::new(vec![0]),
+        }],
+    );
+    let l = s.assign(t0);
+    assert_eq!(l.len(), 3);
+    s.on_status(&l[0].executor, &l[0].task, finished(5, 1), t0);
+    s.on_status(&l[1].executor, &l[1].task, finished(0, 0), t0);
+    let effects = s.on_status(&l[2].executor, &l[2].task, finished(7, 1), t0);
+    assert_eq!(effects, vec![Effect::OutputsReady(job())]);
+    let outs = s.final_outputs(&job()).unwrap();
+    let parts: Vec<u32> = outs.iter().map(|(p, _, _)| *p).collect();
+    assert_eq!(parts, vec![l[0].task.partition, l[2].task.partition]);
+}
