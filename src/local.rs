@@ -26,6 +26,8 @@ pub struct LocalOptions {
     pub machine: Option<Resources>,
     /// The argv prefix that starts a task supervisor (`[strata, supervise]`).
     pub supervisor: Option<Vec<String>>,
+    /// The manager's preemption grace period (its default when `None`).
+    pub preemption_grace: Option<std::time::Duration>,
 }
 
 impl LocalOptions {
@@ -38,6 +40,7 @@ impl LocalOptions {
             token: None,
             machine: None,
             supervisor: None,
+            preemption_grace: None,
         }
     }
 }
@@ -111,6 +114,9 @@ impl LocalCluster {
         let mut mcfg = ManagerConfig::new(opts.work_dir.join("manager"));
         mcfg.listen = opts.listen;
         mcfg.token = opts.token.clone();
+        if let Some(g) = opts.preemption_grace {
+            mcfg.master.preemption_grace = g.as_millis() as u64;
+        }
         let manager = server::spawn(mcfg).await?;
         let address = manager.address().to_string();
         let machine = opts

@@ -33,7 +33,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::shuffle_service::{ShuffleTicket, fetch_stream, read_partition};
+use crate::shuffle_service::{ShuffleTicket, fetch_stream, partition_stream};
 
 /// Where one map task's output lives, as a reading task sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,18 +272,30 @@ fn compact_views(batch: RecordBatch) -> Result<RecordBatch> {
         .columns()
         .iter()
         .map(|c| match c.data_type() {
-            DataType::Utf8View => c
-                .as_any()
-                .downcast_ref::<StringViewArray>()
-                .map_or_else(|| c.clone(), |a| Arc::new(a.gc()) as ArrayRef),
-            DataType::BinaryView => c
-                .as_any()
-                .downcast_ref::<BinaryViewArray>()
-                .map_or_else(|| c.clone(), |a| Arc::new(a.gc()) as ArrayRef),
+            DataType::Utf8View => match c.as_any().downcast_ref::<StringViewArray>() {
+                Some(a) if bloated(a.data_buffers(), a.total_buffer_bytes_used()) => {
+                    Arc::new(a.gc()) as ArrayRef
+                }
+                _ => c.clone(),
+            },
+            DataType::BinaryView => match c.as_any().downcast_ref::<BinaryViewArray>() {
+                Some(a) if bloated(a.data_buffers(), a.total_buffer_bytes_used()) => {
+                    Arc::new(a.gc()) as ArrayRef
+                }
+                _ => c.clone(),
+            },
             _ => c.clone(),
         })
         .collect();
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// Whether view data buffers hold much more than the views use (then the
+/// copy that compacts them is worth it; otherwise the batch is written as
+/// it is).
+fn bloated(buffers: &[datafusion::arrow::buffer::Buffer], used: usize) -> bool {
+    let held: usize = buffers.iter().map(|b| b.len()).sum();
+    held > 2 * used + 64 * 1024
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> DataFusionError {
@@ -585,14 +597,9 @@ impl ExecutionPlan for ShuffleReaderExec {
                 let env = env.clone();
                 async move {
                     match source {
-                        Source::Local { root, ticket } => {
-                            let v =
-                                tokio::task::spawn_blocking(move || read_partition(&root, &ticket))
-                                    .await
-                                    .map_err(|e| DataFusionError::External(Box::new(e)))?
-                                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                            Ok(futures::stream::iter(v.into_iter().map(Ok)).boxed())
-                        }
+                        Source::Local { root, ticket } => Ok(partition_stream(root, ticket)
+                            .map_err(|e| DataFusionError::External(Box::new(e)))
+                            .boxed()),
                         Source::Remote {
                             executor_id,
                             address,

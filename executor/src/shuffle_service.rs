@@ -144,12 +144,9 @@ fn map_of(path: &Path) -> Option<u32> {
         .ok()
 }
 
-/// Reads every batch of one output partition under `root` (only the named
-/// map tasks' files when the ticket names them).
-pub fn read_partition(
-    root: &Path,
-    ticket: &ShuffleTicket,
-) -> Result<Vec<RecordBatch>, ShuffleError> {
+/// The files of one output partition under `root` (only the named map
+/// tasks' when the ticket names them), in order.
+fn partition_files(root: &Path, ticket: &ShuffleTicket) -> Result<Vec<PathBuf>, ShuffleError> {
     let dir = ticket.dir(root);
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd
@@ -169,20 +166,58 @@ pub fn read_partition(
         }
     };
     files.sort();
-    let mut out = Vec::new();
-    for path in files {
-        let read_err = |message: String| ShuffleError::Read {
-            path: path.clone(),
-            message,
+    Ok(files)
+}
+
+/// Batches read ahead of their consumer, per partition being read.
+const READ_AHEAD: usize = 2;
+
+/// Streams every batch of one output partition under `root` (only the
+/// named map tasks' files when the ticket names them). A blocking thread
+/// reads the files a batch at a time, at most [`READ_AHEAD`] batches ahead
+/// of the consumer, so a partition is never held whole in memory.
+pub fn partition_stream(
+    root: PathBuf,
+    ticket: ShuffleTicket,
+) -> futures::stream::BoxStream<'static, Result<RecordBatch, ShuffleError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let files = match partition_files(&root, &ticket) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
         };
-        let file = std::fs::File::open(&path).map_err(|e| read_err(e.to_string()))?;
-        let reader = StreamReader::try_new(std::io::BufReader::new(file), None)
-            .map_err(|e| read_err(e.to_string()))?;
-        for batch in reader {
-            out.push(batch.map_err(|e| read_err(e.to_string()))?);
+        for path in files {
+            let read_err = |message: String| ShuffleError::Read {
+                path: path.clone(),
+                message,
+            };
+            let reader = std::fs::File::open(&path)
+                .map_err(|e| read_err(e.to_string()))
+                .and_then(|file| {
+                    StreamReader::try_new(std::io::BufReader::new(file), None)
+                        .map_err(|e| read_err(e.to_string()))
+                });
+            let reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            for batch in reader {
+                let item = batch.map_err(|e| read_err(e.to_string()));
+                let failed = item.is_err();
+                // A consumer that went away stops the reading.
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
         }
-    }
-    Ok(out)
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }
 
 /// The Flight service of an executor's shuffle output.
@@ -259,12 +294,8 @@ impl FlightService for ShuffleService {
         let text = String::from_utf8_lossy(&request.into_inner().ticket).into_owned();
         let ticket =
             ShuffleTicket::parse(&text).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let root = self.root.clone();
-        let batches = tokio::task::spawn_blocking(move || read_partition(&root, &ticket))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let input = futures::stream::iter(batches.into_iter().map(Ok::<_, FlightError>));
+        let input = partition_stream(self.root.clone(), ticket)
+            .map_err(|e| FlightError::ExternalError(Box::new(e)));
         let stream = FlightDataEncoderBuilder::new()
             .build(input)
             .map_err(|e| Status::internal(e.to_string()));

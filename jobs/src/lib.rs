@@ -34,8 +34,14 @@
 //! of its own with [`strata_framework::job::main`]: `jobs/examples` holds
 //! word count built that way (`strata-wordcount`), which `strata submit`
 //! runs from a path or an `http://` URL.
+//!
+//! [`web`] is the packaged example of a service (`strata web`): a small
+//! HTTP server with a health endpoint and a load metric, which the
+//! services scheduler runs as a Marathon-style app.
 
 #![warn(missing_docs)]
+
+pub mod web;
 
 pub use strata_framework::job::{Job, JobFnError as JobError, JobFuture, RunFn};
 

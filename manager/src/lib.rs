@@ -20,6 +20,9 @@
 //!   the gRPC streams and a timer, and carries out its actions, persisting
 //!   before it acknowledges.
 //! * [`api`]: the gRPC services and the HTTP operator API on one address.
+//! * [`services`]: the built-in services scheduler (Marathon-style apps
+//!   with health checks, rolling deploys and autoscaling), a framework
+//!   inside the manager process, with Marathon's REST API v2.
 //! * [`agent`]: the agent daemon with its containerizers.
 //! * [`sim`]: the deterministic simulator used by tests and benchmarks.
 //!
@@ -33,4 +36,5 @@ pub mod api;
 pub mod master;
 pub mod registry;
 pub mod server;
+pub mod services;
 pub mod sim;

@@ -28,7 +28,7 @@ pub struct ManagerArgs {
     /// Shared secret required of agents, frameworks and clients (required for a non-loopback address).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes.
+    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, services (true or false).
     #[arg(long)]
     config: Option<PathBuf>,
     /// An agent silent this long is unreachable [default: 15s].
@@ -46,6 +46,12 @@ pub struct ManagerArgs {
     /// Priority classes, e.g. `system=1000,service=100,batch=10,best-effort=0`.
     #[arg(long)]
     classes: Option<String>,
+    /// Time a preempted task gets between SIGTERM and SIGKILL [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    preemption_grace: Option<Duration>,
+    /// Do not run the built-in services scheduler (Marathon's `/v2` API).
+    #[arg(long)]
+    no_services: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,6 +65,8 @@ struct ManagerFile {
     failover_timeout: Option<String>,
     allocation_interval: Option<String>,
     classes: Option<String>,
+    preemption_grace: Option<String>,
+    services: Option<bool>,
 }
 
 fn parse_classes(text: &str) -> anyhow::Result<PriorityClasses> {
@@ -131,6 +139,13 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
     if let Some(c) = a.classes.or(f.classes) {
         m.classes = parse_classes(&c)?;
     }
+    if let Some(d) = a
+        .preemption_grace
+        .or(file_duration(f.preemption_grace, "preemption_grace")?)
+    {
+        m.preemption_grace = ms(d);
+    }
+    cfg.services = !a.no_services && f.services.unwrap_or(true);
     m.instance = format!(
         "{:x}",
         std::process::id() as u64
@@ -313,6 +328,9 @@ pub struct LocalArgs {
     /// Resources of the machine to split among the agents [default: detected].
     #[arg(long)]
     resources: Option<String>,
+    /// Time a preempted task gets between SIGTERM and SIGKILL [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    preemption_grace: Option<Duration>,
 }
 
 /// `strata local`.
@@ -326,6 +344,7 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
     if let Some(r) = &a.resources {
         opts.machine = Some(Resources::parse(r)?);
     }
+    opts.preemption_grace = a.preemption_grace;
     let cluster = LocalCluster::start(opts).await?;
     let address = cluster.address().to_string();
     let path = discovery::write(&Discovery {

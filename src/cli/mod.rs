@@ -2,6 +2,7 @@
 //! has `--help`; settings come from flags, then `STRATA_*` variables, then a
 //! TOML file given with `--config`, then defaults.
 
+mod apps;
 mod batch;
 mod bench;
 mod daemons;
@@ -53,6 +54,10 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// List the jobs submitted with `strata submit` (state, progress, duration), or cancel one.
     Jobs(jobs::JobsArgs),
+    /// Long-running services (Marathon apps): list, create, show, update, scale, restart, delete, tasks, deployments.
+    Apps(apps::AppsArgs),
+    /// Serve the packaged example HTTP service (health check and load metric).
+    Web(apps::WebArgs),
     /// (internal) A submitted job's driver; started by an agent as the job's task.
     #[command(hide = true)]
     JobDriver(strata_framework::job::JobDriverArgs),
@@ -147,6 +152,8 @@ pub fn main() -> ExitCode {
             Command::Executor(a) => executor::run(a).await,
             Command::Submit(a) => submit::run(a).await,
             Command::Jobs(a) => jobs::run(a).await,
+            Command::Apps(a) => apps::run(a).await,
+            Command::Web(a) => apps::web(a).await,
             Command::JobDriver(a) => {
                 Ok(strata_framework::job::run_driver(a, strata_jobs::JOBS).await)
             }

@@ -15,6 +15,9 @@
 //!   supervised driver;
 //! * [`s3`]: `s3://` tables on a real S3-compatible server, read by
 //!   executors on the cluster;
+//! * [`services`]: the built-in services scheduler through Marathon's
+//!   `/v2` API (deploy, scale, health checks, restarts, rolling update,
+//!   delete) and a service preempting batch tasks;
 //! * [`slt`]: the sqllogictest files of `tests/slt` on a real cluster (and
 //!   on single-process DataFusion, the reference).
 
@@ -25,4 +28,5 @@ mod failover;
 mod harness;
 mod jobs;
 mod s3;
+mod services;
 mod slt;

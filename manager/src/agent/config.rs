@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// How often task supervisors are polled for exits.
     pub poll_interval: Duration,
+    /// The Docker Engine that runs Docker tasks, `unix:///path` (only unix
+    /// sockets are supported).
+    pub docker_host: String,
 }
 
 impl AgentConfig {
@@ -60,7 +63,8 @@ impl AgentConfig {
     /// resources ([`detect_resources`]) and hostname, no token, supervisor
     /// `[current_exe, "supervise"]`, sandboxes kept a week (GC every
     /// minute), status retry 1 s, reconnect backoff 200 ms, heartbeat 1 s,
-    /// exit polling every 100 ms.
+    /// exit polling every 100 ms, Docker at `DOCKER_HOST` or
+    /// `unix:///var/run/docker.sock`.
     pub fn new(manager: impl Into<String>, work_dir: PathBuf) -> Self {
         let exe = std::env::current_exe()
             .map(|p| p.to_string_lossy().into_owned())
@@ -83,6 +87,7 @@ impl AgentConfig {
             reconnect_backoff: Duration::from_millis(200),
             heartbeat_interval: Duration::from_secs(1),
             poll_interval: Duration::from_millis(100),
+            docker_host: super::docker::host_from_env(),
         }
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! [`ProcessContainerizer`] runs the task as a plain process tree under a
 //! per-task supervisor (see [`super::supervisor`]), in a cgroup v2 when
-//! available. [`DockerContainerizer`] is the slot for Docker; it refuses
-//! every launch for now.
+//! available. [`DockerContainerizer`] runs the task's image through the
+//! Docker Engine, under the same kind of supervisor in docker mode (see
+//! [`super::docker`]): it only builds the [`DockerSpec`] the supervisor
+//! runs; starting the supervisor, watching it, its exit record and cleanup
+//! are the process containerizer's, which handles both kinds of record.
 //!
 //! A containerizer is stateless as far as recovery goes: everything needed
 //! to find a container again is in its [`ContainerRecord`], which the agent
@@ -11,6 +14,7 @@
 
 use super::cgroup::{self, Cgroups};
 use super::checkpoint::write_json;
+use super::docker::{self, DockerError, DockerSpec};
 use super::fetch::FetchUri;
 use super::layout::files;
 use super::process::{self, KillStep};
@@ -22,19 +26,19 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 
 /// Why a container could not be launched.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    /// This kind of container is not available on this agent.
-    #[error("{kind} containerizer not enabled")]
-    NotEnabled {
-        /// The container type asked for.
-        kind: &'static str,
-    },
+    /// The task cannot run in a container of this kind.
+    #[error("invalid docker task: {0}")]
+    Invalid(String),
+    /// The Docker Engine refused or cannot be reached.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
     /// A file could not be written.
     #[error("{action} {path}: {source}")]
     Io {
@@ -96,6 +100,42 @@ pub enum ContainerRecord {
         #[serde(default)]
         cgroup: Option<PathBuf>,
     },
+    /// A Docker container run by a supervisor in docker mode.
+    Docker {
+        /// The supervisor's pid.
+        supervisor_pid: i32,
+        /// Its start time (clock ticks since boot), against pid reuse.
+        #[serde(default)]
+        supervisor_start_time: Option<u64>,
+        /// Its launch file (also its argument, so its identity).
+        launch_file: PathBuf,
+        /// The Docker Engine's address.
+        host: String,
+        /// The container's name.
+        container: String,
+        /// The launch's id (the container's [`docker::LABEL_LAUNCH`] label).
+        launch_id: String,
+    },
+}
+
+impl ContainerRecord {
+    /// The supervisor of the container: its pid, start time and launch file.
+    pub fn supervisor(&self) -> (i32, Option<u64>, &Path) {
+        match self {
+            ContainerRecord::Process {
+                supervisor_pid,
+                supervisor_start_time,
+                launch_file,
+                ..
+            }
+            | ContainerRecord::Docker {
+                supervisor_pid,
+                supervisor_start_time,
+                launch_file,
+                ..
+            } => (*supervisor_pid, *supervisor_start_time, launch_file),
+        }
+    }
 }
 
 /// What a container is doing.
@@ -183,26 +223,26 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> C
     }
 }
 
-impl Containerizer for ProcessContainerizer {
-    fn kind(&self) -> &'static str {
-        "process"
-    }
+/// A supervisor just started.
+struct Supervised {
+    pid: i32,
+    start_time: Option<u64>,
+    launch_file: PathBuf,
+}
 
-    fn launch(&self, req: &LaunchRequest<'_>) -> Result<ContainerRecord, ContainerError> {
+impl ProcessContainerizer {
+    /// Writes `launch.json` for a task and starts its supervisor, in a
+    /// session of its own with its output going to `supervisor.log`.
+    fn spawn_supervisor(
+        &self,
+        req: &LaunchRequest<'_>,
+        cgroup: Option<PathBuf>,
+        docker: Option<DockerSpec>,
+    ) -> Result<Supervised, ContainerError> {
         let (program, prefix_args) = self
             .supervisor
             .split_first()
             .ok_or(ContainerError::NoSupervisor)?;
-        let cgroup = match &self.cgroups {
-            Some(cg) => {
-                let path = cg.task_path(req.framework_id, &req.task.task_id);
-                Some(
-                    cg.create_task(req.framework_id, &req.task.task_id, req.resources)
-                        .map_err(io_err("creating the cgroup", &path))?,
-                )
-            }
-            None => None,
-        };
         let launch_file = req.meta_dir.join(files::LAUNCH);
         let spec = LaunchSpec {
             version: LAUNCH_VERSION,
@@ -212,7 +252,7 @@ impl Containerizer for ProcessContainerizer {
             env: req.env.clone(),
             sandbox: req.sandbox.to_owned(),
             user: req.user.clone(),
-            cgroup: cgroup.clone(),
+            cgroup,
             uris: req
                 .task
                 .command
@@ -227,19 +267,12 @@ impl Containerizer for ProcessContainerizer {
                         .collect()
                 })
                 .unwrap_or_default(),
+            docker,
         };
-        let cleanup_cgroup = |e| {
-            if let Some(cg) = &cgroup {
-                cgroup::remove(cg);
-            }
-            e
-        };
-        write_json(&launch_file, &spec).map_err(|e| {
-            cleanup_cgroup(ContainerError::Io {
-                action: "writing",
-                path: launch_file.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })
+        write_json(&launch_file, &spec).map_err(|e| ContainerError::Io {
+            action: "writing",
+            path: launch_file.clone(),
+            source: std::io::Error::other(e.to_string()),
         })?;
         let log_path = req.sandbox.join(files::SUPERVISOR_LOG);
         let log = OpenOptions::new()
@@ -247,10 +280,8 @@ impl Containerizer for ProcessContainerizer {
             .create(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&log_path)
-            .map_err(|e| cleanup_cgroup(io_err("opening", &log_path)(e)))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| cleanup_cgroup(io_err("opening", &log_path)(e)))?;
+            .map_err(io_err("opening", &log_path))?;
+        let log2 = log.try_clone().map_err(io_err("opening", &log_path))?;
         let mut cmd = Command::new(program);
         cmd.args(prefix_args)
             .args(supervisor::command_line(&[], &launch_file))
@@ -268,37 +299,64 @@ impl Containerizer for ProcessContainerizer {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| {
-            cleanup_cgroup(ContainerError::Spawn {
-                program: program.clone(),
-                source,
-            })
+        let child = cmd.spawn().map_err(|source| ContainerError::Spawn {
+            program: program.clone(),
+            source,
         })?;
         let pid = child.id() as i32;
-        let start = process::proc_stat(pid).map(|s| s.start_time);
+        let start_time = process::proc_stat(pid).map(|s| s.start_time);
         if let Ok(mut children) = self.children.lock() {
             children.push(child);
         }
-        Ok(ContainerRecord::Process {
-            supervisor_pid: pid,
-            supervisor_start_time: start,
+        Ok(Supervised {
+            pid,
+            start_time,
             launch_file,
-            cgroup,
         })
     }
+}
 
+impl Containerizer for ProcessContainerizer {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    fn launch(&self, req: &LaunchRequest<'_>) -> Result<ContainerRecord, ContainerError> {
+        let cgroup = match &self.cgroups {
+            Some(cg) => {
+                let path = cg.task_path(req.framework_id, &req.task.task_id);
+                Some(
+                    cg.create_task(req.framework_id, &req.task.task_id, req.resources)
+                        .map_err(io_err("creating the cgroup", &path))?,
+                )
+            }
+            None => None,
+        };
+        match self.spawn_supervisor(req, cgroup.clone(), None) {
+            Ok(s) => Ok(ContainerRecord::Process {
+                supervisor_pid: s.pid,
+                supervisor_start_time: s.start_time,
+                launch_file: s.launch_file,
+                cgroup,
+            }),
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cgroup::remove(cg);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The same for both kinds of record: the supervisor's exit record,
+    /// its liveness and `task.pid`.
     fn status(&self, record: &ContainerRecord) -> ContainerStatus {
-        let ContainerRecord::Process {
-            supervisor_pid,
-            supervisor_start_time,
-            launch_file,
-            ..
-        } = record;
+        let (supervisor_pid, supervisor_start_time, launch_file) = record.supervisor();
         let dir = status_dir(launch_file);
         let needle = launch_file.to_string_lossy();
         // Liveness first: a supervisor writes its record before it exits,
         // so a dead supervisor without a record (read after) never recorded.
-        let alive = process::is_alive(*supervisor_pid, *supervisor_start_time, Some(&needle));
+        let alive = process::is_alive(supervisor_pid, supervisor_start_time, Some(&needle));
         if let Some(exit) = supervisor::read_exit(dir) {
             return ContainerStatus::Exited(exit);
         }
@@ -316,12 +374,11 @@ impl Containerizer for ProcessContainerizer {
     }
 
     fn signal(&self, record: &ContainerRecord, step: KillStep) -> Signalled {
-        let ContainerRecord::Process {
-            launch_file,
-            cgroup,
-            ..
-        } = record;
-        let dir = status_dir(launch_file);
+        let cgroup = match record {
+            ContainerRecord::Process { cgroup, .. } => cgroup,
+            ContainerRecord::Docker { .. } => return signal_docker(record, step),
+        };
+        let dir = status_dir(record.supervisor().2);
         if supervisor::read_exit(dir).is_some() {
             return Signalled::Gone;
         }
@@ -348,23 +405,23 @@ impl Containerizer for ProcessContainerizer {
     }
 
     fn cleanup(&self, record: &ContainerRecord) {
-        let ContainerRecord::Process {
-            launch_file,
-            cgroup,
-            ..
-        } = record;
-        let dir = status_dir(launch_file);
-        if supervisor::read_exit(dir).is_none() {
-            // The supervisor is gone without cleaning up: kill what is left.
-            if let Some(pgid) = supervisor::read_pid(&dir.join(files::TASK_PID)) {
-                let _ = process::signal_group(pgid, KillStep::Kill.signal());
+        let dir = status_dir(record.supervisor().2);
+        match record {
+            ContainerRecord::Process { cgroup, .. } => {
+                if supervisor::read_exit(dir).is_none() {
+                    // The supervisor is gone without cleaning up: kill what is left.
+                    if let Some(pgid) = supervisor::read_pid(&dir.join(files::TASK_PID)) {
+                        let _ = process::signal_group(pgid, KillStep::Kill.signal());
+                    }
+                    if let Some(cg) = cgroup {
+                        cgroup::kill_all(cg);
+                    }
+                }
+                if let Some(cg) = cgroup {
+                    cgroup::remove(cg);
+                }
             }
-            if let Some(cg) = cgroup {
-                cgroup::kill_all(cg);
-            }
-        }
-        if let Some(cg) = cgroup {
-            cgroup::remove(cg);
+            ContainerRecord::Docker { .. } => remove_docker(record),
         }
     }
 
@@ -375,51 +432,172 @@ impl Containerizer for ProcessContainerizer {
     }
 }
 
-/// The place for the Docker containerizer; refuses every launch for now.
-#[derive(Debug, Default)]
-pub struct DockerContainerizer;
+/// One step of the kill of a Docker task: the supervisor is asked to stop
+/// ([`docker::STOP_SIGNAL`]) or kill ([`docker::KILL_SIGNAL`]) its
+/// container, once it has started it (`task.pid`).
+fn signal_docker(record: &ContainerRecord, step: KillStep) -> Signalled {
+    let (pid, start_time, launch_file) = record.supervisor();
+    let dir = status_dir(launch_file);
+    if supervisor::read_exit(dir).is_some() {
+        return Signalled::Gone;
+    }
+    let needle = launch_file.to_string_lossy();
+    if !process::is_alive(pid, start_time, Some(&needle)) {
+        // Its container is removed when the task is cleaned up.
+        return Signalled::Gone;
+    }
+    if supervisor::read_pid(&dir.join(files::TASK_PID)).is_none() {
+        return Signalled::NotYet;
+    }
+    let signal = match step {
+        KillStep::Term => docker::STOP_SIGNAL,
+        KillStep::Kill => docker::KILL_SIGNAL,
+    };
+    match process::signal_pid(pid, signal) {
+        Ok(true) => Signalled::Sent,
+        Ok(false) => Signalled::Gone,
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "cannot signal the task's supervisor");
+            Signalled::Gone
+        }
+    }
+}
+
+/// Removes what is left of a Docker task: a supervisor still running
+/// without a record is killed, and the launch's container is force-removed
+/// (in the background; nothing when the supervisor removed it already).
+pub(crate) fn remove_docker(record: &ContainerRecord) {
+    let ContainerRecord::Docker {
+        host,
+        container,
+        launch_id,
+        ..
+    } = record
+    else {
+        return;
+    };
+    let (pid, start_time, launch_file) = record.supervisor();
+    let needle = launch_file.to_string_lossy();
+    if supervisor::read_exit(status_dir(launch_file)).is_none()
+        && process::is_alive(pid, start_time, Some(&needle))
+    {
+        let _ = process::signal_pid(pid, KillStep::Kill.signal());
+    }
+    docker::remove_in_background(host.clone(), launch_id.clone(), container.clone());
+}
+
+/// Runs tasks' images through the Docker Engine, each under a supervisor in
+/// docker mode; everything but the launch is the shared supervisor path of
+/// [`ProcessContainerizer`].
+pub struct DockerContainerizer {
+    process: Arc<ProcessContainerizer>,
+    host: String,
+}
+
+impl DockerContainerizer {
+    /// A containerizer starting supervisors through `process`, for the
+    /// engine at `host` (`unix:///var/run/docker.sock`).
+    pub fn new(process: Arc<ProcessContainerizer>, host: impl Into<String>) -> Self {
+        DockerContainerizer {
+            process,
+            host: host.into(),
+        }
+    }
+
+    /// The Docker Engine's address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
 
 impl Containerizer for DockerContainerizer {
     fn kind(&self) -> &'static str {
         "docker"
     }
 
-    fn launch(&self, _request: &LaunchRequest<'_>) -> Result<ContainerRecord, ContainerError> {
-        Err(ContainerError::NotEnabled { kind: "docker" })
+    /// Builds the task's [`DockerSpec`] and starts its supervisor; fails at
+    /// once when the engine's socket is missing.
+    fn launch(&self, req: &LaunchRequest<'_>) -> Result<ContainerRecord, ContainerError> {
+        let launch_id = uuid::Uuid::new_v4().simple().to_string();
+        let spec = DockerSpec::from_task(
+            &self.host,
+            req.framework_id,
+            req.task,
+            req.resources,
+            &launch_id,
+        )
+        .map_err(ContainerError::Invalid)?;
+        docker::check_socket(&self.host)?;
+        let container = spec.name.clone();
+        let s = self.process.spawn_supervisor(req, None, Some(spec))?;
+        Ok(ContainerRecord::Docker {
+            supervisor_pid: s.pid,
+            supervisor_start_time: s.start_time,
+            launch_file: s.launch_file,
+            host: self.host.clone(),
+            container,
+            launch_id,
+        })
     }
 
-    fn status(&self, _record: &ContainerRecord) -> ContainerStatus {
-        ContainerStatus::Lost {
-            message: "docker containerizer not enabled".into(),
-        }
+    fn status(&self, record: &ContainerRecord) -> ContainerStatus {
+        self.process.status(record)
     }
 
-    fn signal(&self, _record: &ContainerRecord, _step: KillStep) -> Signalled {
-        Signalled::Gone
+    fn signal(&self, record: &ContainerRecord, step: KillStep) -> Signalled {
+        self.process.signal(record, step)
     }
 
-    fn cleanup(&self, _record: &ContainerRecord) {}
+    fn cleanup(&self, record: &ContainerRecord) {
+        self.process.cleanup(record)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn docker_task(image: &str) -> pb::TaskInfo {
+        pb::TaskInfo {
+            task_id: "t".into(),
+            container: Some(pb::ContainerInfo {
+                r#type: pb::container_info::Type::Docker as i32,
+                docker: Some(pb::DockerInfo {
+                    image: image.into(),
+                    port_mappings: vec![],
+                }),
+            }),
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn docker_is_refused_with_a_clear_message() {
-        let task = pb::TaskInfo::default();
-        let req = LaunchRequest {
-            framework_id: "fw",
-            task: &task,
-            resources: &Resources::default(),
-            sandbox: Path::new("/nonexistent"),
-            meta_dir: Path::new("/nonexistent"),
-            argv: vec![],
-            env: BTreeMap::new(),
-            user: None,
+    fn docker_launches_fail_clearly_without_an_engine_or_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let process = Arc::new(ProcessContainerizer::new(vec!["/bin/false".into()], None));
+        let c = DockerContainerizer::new(process, "unix:///nonexistent/docker.sock");
+        assert_eq!(c.kind(), "docker");
+        let launch = |task: &pb::TaskInfo| {
+            c.launch(&LaunchRequest {
+                framework_id: "fw",
+                task,
+                resources: &Resources::default(),
+                sandbox: dir.path(),
+                meta_dir: dir.path(),
+                argv: vec![],
+                env: BTreeMap::new(),
+                user: None,
+            })
         };
-        let err = DockerContainerizer.launch(&req).unwrap_err();
-        assert_eq!(err.to_string(), "docker containerizer not enabled");
+        let err = launch(&docker_task("strata-test/busybox")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot reach the Docker Engine at unix:///nonexistent/docker.sock: "),
+            "{err}"
+        );
+        let err = launch(&docker_task("")).unwrap_err();
+        assert!(matches!(err, ContainerError::Invalid(_)), "{err}");
+        assert!(!dir.path().join(files::LAUNCH).exists());
     }
 
     #[test]
@@ -433,6 +611,36 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains(r#""kind":"process""#));
         assert_eq!(serde_json::from_str::<ContainerRecord>(&text).unwrap(), r);
+        let d = ContainerRecord::Docker {
+            supervisor_pid: 43,
+            supervisor_start_time: None,
+            launch_file: "/w/meta/tasks/f/t/launch.json".into(),
+            host: docker::DEFAULT_DOCKER_HOST.into(),
+            container: "strata-f-t-0123abcd".into(),
+            launch_id: "L".into(),
+        };
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(text.contains(r#""kind":"docker""#), "{text}");
+        assert_eq!(serde_json::from_str::<ContainerRecord>(&text).unwrap(), d);
+        assert_eq!(d.supervisor().0, 43);
+    }
+
+    #[test]
+    fn a_docker_task_whose_supervisor_died_is_lost_and_not_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ProcessContainerizer::new(vec!["/bin/false".into()], None);
+        let record = ContainerRecord::Docker {
+            supervisor_pid: i32::MAX - 1,
+            supervisor_start_time: None,
+            launch_file: dir.path().join(files::LAUNCH),
+            host: "unix:///nonexistent/docker.sock".into(),
+            container: "strata-f-t-0123abcd".into(),
+            launch_id: "L".into(),
+        };
+        assert!(matches!(c.status(&record), ContainerStatus::Lost { .. }));
+        std::fs::write(dir.path().join(files::TASK_PID), "4242\n").unwrap();
+        assert_eq!(c.signal(&record, KillStep::Term), Signalled::Gone);
+        assert_eq!(c.signal(&record, KillStep::Kill), Signalled::Gone);
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl Core {
         layout: Layout,
         shared: Arc<Shared>,
         process: Arc<ProcessContainerizer>,
+        docker: DockerContainerizer,
         agent_id: Option<AgentId>,
         tasks: BTreeMap<TaskKey, Task>,
     ) -> Self {
@@ -190,7 +191,7 @@ impl Core {
             layout,
             shared,
             process,
-            docker: DockerContainerizer,
+            docker,
             agent_id,
             tasks,
             link: None,
@@ -529,6 +530,7 @@ impl Core {
         }
         let status = match record {
             ContainerRecord::Process { .. } => self.process.status(record),
+            ContainerRecord::Docker { .. } => self.docker.status(record),
         };
         let kill_reason = t.kill.as_ref().map(|k| k.reason);
         match status {
@@ -581,9 +583,15 @@ impl Core {
 
     fn cleanup_container(&mut self, key: &TaskKey) {
         if let Some(record) = self.tasks.get(key).and_then(|t| t.container.as_ref()) {
-            match record {
-                ContainerRecord::Process { .. } => self.process.cleanup(record),
-            }
+            self.containerizer(record).cleanup(record);
+        }
+    }
+
+    /// The containerizer of a container.
+    fn containerizer(&self, record: &ContainerRecord) -> &dyn Containerizer {
+        match record {
+            ContainerRecord::Process { .. } => self.process.as_ref(),
+            ContainerRecord::Docker { .. } => &self.docker,
         }
     }
 }

@@ -96,6 +96,7 @@ impl Core {
         };
         let c: &dyn Containerizer = match record {
             ContainerRecord::Process { .. } => self.process.as_ref(),
+            ContainerRecord::Docker { .. } => &self.docker,
         };
         match c.signal(record, step) {
             Signalled::Sent => {

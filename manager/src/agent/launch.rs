@@ -2,12 +2,12 @@
 //! then the containerizer.
 
 use super::checkpoint::{TaskCheckpoint, write_json};
-use super::containerizer::{ContainerRecord, Containerizer, LaunchRequest};
+use super::containerizer::{ContainerError, ContainerRecord, Containerizer, LaunchRequest};
 use super::core::{Core, Task, TaskKey};
+use super::docker::{CONTAINER_SANDBOX, DockerSpec};
 use super::layout::{files, validate_id};
 use super::supervisor::{TaskUser, unix_now};
 use super::task::{self, TaskContext};
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use strata_proto::pb::{self, Reason, TaskState};
@@ -115,35 +115,18 @@ impl Core {
         let failed = |m: String| (TaskState::TaskFailed, Reason::ContainerLaunchFailed, m);
         let resources = Resources::from_proto(&info.resources)
             .map_err(|e| invalid(format!("invalid resources: {e}")))?;
+        let docker = info
+            .container
+            .as_ref()
+            .is_some_and(|c| c.r#type() == pb::container_info::Type::Docker);
+        if docker {
+            return self.launch_docker(framework_id, info, &resources, meta_dir, sandbox);
+        }
         let command = info
             .command
             .as_ref()
             .ok_or_else(|| invalid("the task has no command".into()))?;
         let argv = task::argv(command).map_err(|m| invalid(m.to_owned()))?;
-        let docker = info
-            .container
-            .as_ref()
-            .is_some_and(|c| c.r#type() == pb::container_info::Type::Docker);
-        let containerizer: &dyn Containerizer = if docker {
-            &self.docker
-        } else {
-            self.process.as_ref()
-        };
-        // Docker is refused before anything is created for it.
-        if docker {
-            return containerizer
-                .launch(&LaunchRequest {
-                    framework_id,
-                    task: info,
-                    resources: &resources,
-                    sandbox,
-                    meta_dir,
-                    argv,
-                    env: BTreeMap::new(),
-                    user: None,
-                })
-                .map_err(|e| failed(e.to_string()));
-        }
         let user = self.task_user(&command.user).map_err(failed)?;
         prepare_sandbox(sandbox, user.as_ref()).map_err(|e| {
             failed(format!(
@@ -169,7 +152,7 @@ impl Core {
             info,
             &ctx,
         );
-        containerizer
+        self.process
             .launch(&LaunchRequest {
                 framework_id,
                 task: info,
@@ -181,6 +164,55 @@ impl Core {
                 user,
             })
             .map_err(|e| failed(e.to_string()))
+    }
+
+    /// Launches a Docker task: its command is optional (the image's own
+    /// otherwise), it runs as the image's user, its sandbox (owned by the
+    /// agent's user) is mounted in the container, and its environment is
+    /// only Strata's variables and the command's (none of the agent's).
+    fn launch_docker(
+        &mut self,
+        framework_id: &str,
+        info: &pb::TaskInfo,
+        resources: &Resources,
+        meta_dir: &Path,
+        sandbox: &Path,
+    ) -> Result<ContainerRecord, (TaskState, Reason, String)> {
+        let invalid = |m: String| (TaskState::TaskError, Reason::TaskInvalid, m);
+        let failed = |m: String| (TaskState::TaskFailed, Reason::ContainerLaunchFailed, m);
+        // Checked before anything is created for it.
+        DockerSpec::from_task(self.docker.host(), framework_id, info, resources, "check")
+            .map_err(invalid)?;
+        prepare_sandbox(sandbox, None).map_err(|e| {
+            failed(format!(
+                "cannot create the sandbox {}: {e}",
+                sandbox.display()
+            ))
+        })?;
+        let agent_id = self.agent_id_str();
+        let ctx = TaskContext {
+            framework_id,
+            agent_id: &agent_id,
+            sandbox: Path::new(CONTAINER_SANDBOX),
+            hostname: &self.settings.hostname,
+            user: None,
+        };
+        let env = task::environment(std::iter::empty(), info, &ctx);
+        self.docker
+            .launch(&LaunchRequest {
+                framework_id,
+                task: info,
+                resources,
+                sandbox,
+                meta_dir,
+                argv: Vec::new(),
+                env,
+                user: None,
+            })
+            .map_err(|e| match e {
+                ContainerError::Invalid(m) => invalid(m),
+                e => failed(e.to_string()),
+            })
     }
 
     /// The user to switch to for a task (`None`: stay the agent's user).

@@ -19,7 +19,9 @@
 //!   token is set, reconnecting with a doubling backoff capped at 5 s.
 //! * **containerizers** ([`containerizer`]): the [`containerizer::Containerizer`]
 //!   trait, the process containerizer (supervisor + process group + optional
-//!   cgroup v2, [`cgroup`]) and a Docker slot that refuses launches for now.
+//!   cgroup v2, [`cgroup`]) and the Docker containerizer ([`docker`]: the
+//!   task's image run through the Docker Engine by the same supervisor, in
+//!   docker mode).
 //! * **supervisor** ([`supervisor`]): a tiny synchronous program, one per
 //!   task, started in its own session so that tasks outlive an agent restart
 //!   or `kill -9`. Its command line is
@@ -34,9 +36,10 @@
 //! <work_dir>/meta/tasks/<framework_id>/<task_id>/
 //!     task.json        the TaskInfo, written before anything is launched
 //!     updates.json     the latest state + unacknowledged updates, oldest first
-//!     container.json   how to find the container (supervisor pid + start time, cgroup)
+//!     container.json   how to find the container (supervisor pid + start time, cgroup;
+//!                      for Docker the container's name and launch id)
 //!     kill.json        a kill in progress (reason, grace, when asked)
-//!     launch.json      what the supervisor runs (argv, env, user, cgroup)
+//!     launch.json      what the supervisor runs (argv, env, user, cgroup, or a Docker spec)
 //!     supervisor.pid, task.pid, exit_status.json   written by the supervisor
 //! <work_dir>/sandboxes/<framework_id>/<task_id>/
 //!     stdout, stderr, supervisor.log, exit_status.json (a copy), task files
@@ -50,13 +53,22 @@
 //!
 //! `RunTask` → ids validated (no `/`, `..`, NUL, not empty; else `TASK_ERROR`)
 //! → `task.json` checkpointed → task validated (resources, command; else
-//! `TASK_ERROR`) → containerizer chosen by `container.type` (Docker: `TASK_FAILED`
-//! "docker containerizer not enabled") → sandbox created (owned by the task
-//! user) → cgroup created when available → `launch.json` written →
-//! supervisor started (`container.json`). The supervisor writes `task.pid`
-//! once the command runs; the agent then sends `TASK_RUNNING` ("pid N").
-//! Tasks run as `CommandInfo.user`, else `AgentConfig::task_user`, else
-//! `nobody` when the agent is root; as the agent's user otherwise.
+//! `TASK_ERROR`) → containerizer chosen by `container.type` → sandbox created
+//! (owned by the task user) → cgroup created when available → `launch.json`
+//! written → supervisor started (`container.json`). The supervisor writes
+//! `task.pid` once the command runs; the agent then sends `TASK_RUNNING`
+//! ("pid N"). Tasks run as `CommandInfo.user`, else `AgentConfig::task_user`,
+//! else `nobody` when the agent is root; as the agent's user otherwise.
+//!
+//! A Docker task (`container.type` `DOCKER`) needs an image and host ports
+//! among its `ports` (else `TASK_ERROR`); its command is optional. Its
+//! sandbox is the agent user's and is mounted at `/mnt/mesos/sandbox`, the
+//! container's working directory; its environment is Strata's variables and
+//! the command's only; it runs as the image's user, limited to its `cpus`
+//! and `mem`. The supervisor creates, starts, waits for and removes the
+//! container (see [`docker`]); a missing image, an unreachable engine or a
+//! refused container is `TASK_FAILED` (`REASON_CONTAINER_LAUNCH_FAILED`)
+//! with the engine's reason.
 //!
 //! ## Exits and kills
 //!
@@ -70,7 +82,10 @@
 //! grace (the kill's override, else the task's kill policy, else 3 s); the
 //! final state is `TASK_KILLED` whatever the exit. When the command exits,
 //! the supervisor SIGKILLs whatever is left of its process group, its cgroup
-//! and its re-parented descendants.
+//! and its re-parented descendants. A Docker task's kill signals its
+//! supervisor instead: SIGTERM (`docker stop` with the remaining grace), then
+//! SIGUSR1 (`docker kill`). A Docker task whose supervisor is gone without a
+//! record has its container force-removed when it is cleaned up.
 //!
 //! ## Status updates
 //!
@@ -97,6 +112,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod containerizer;
 mod core;
+pub mod docker;
+#[cfg(test)]
+mod docker_tests;
 pub mod error;
 pub mod fetch;
 pub mod gc;
@@ -116,7 +134,7 @@ pub use core::TaskSummary;
 pub use error::AgentError;
 
 use self::core::{Core, CoreSettings, LinkState, Shared};
-use containerizer::ProcessContainerizer;
+use containerizer::{DockerContainerizer, ProcessContainerizer};
 use layout::Layout;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -348,6 +366,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         config.supervisor.clone(),
         cgroups,
     ));
+    let docker = DockerContainerizer::new(process.clone(), config.docker_host.clone());
     let settings = CoreSettings {
         hostname: config.hostname.clone(),
         advertise: advertise.clone(),
@@ -364,6 +383,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         layout.clone(),
         shared.clone(),
         process,
+        docker,
         recovered.agent_id.clone(),
         recovered.tasks,
     );

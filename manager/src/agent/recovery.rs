@@ -11,14 +11,16 @@
 //!   wrote) and a kill in progress (`kill.json`). The core's first tick then
 //!   polls the container: a task whose supervisor still runs is supervised
 //!   as before, one that ended (even while the agent was down) gets its final
-//!   update, one whose supervisor vanished without a record fails;
+//!   update, one whose supervisor vanished without a record fails (a Docker
+//!   task's container, which outlives its supervisor, is then removed);
 //! * a task whose checkpoint cannot be read is reported `TASK_FAILED` (its
 //!   ids are known from the directory names) and whatever is left of its
 //!   container is killed.
 
 use super::checkpoint::{self, list_dirs, read_json};
-use super::containerizer::ContainerRecord;
+use super::containerizer::{ContainerRecord, remove_docker};
 use super::core::{KillState, Task, TaskKey};
+use super::docker::LABEL_LAUNCH;
 use super::kill::{kill_grace, resumed_escalation};
 use super::layout::{Layout, files};
 use super::supervisor::{LaunchSpec, read_pid};
@@ -178,11 +180,21 @@ fn read_container(dir: &Path) -> Option<ContainerRecord> {
     let launch_file = dir.join(files::LAUNCH);
     let spec = read_json::<LaunchSpec>(&launch_file).ok().flatten()?;
     let pid = read_pid(&dir.join(files::SUPERVISOR_PID))?;
-    Some(ContainerRecord::Process {
-        supervisor_pid: pid,
-        supervisor_start_time: None,
-        launch_file,
-        cgroup: spec.cgroup,
+    Some(match spec.docker {
+        Some(d) => ContainerRecord::Docker {
+            supervisor_pid: pid,
+            supervisor_start_time: None,
+            launch_file,
+            launch_id: d.labels.get(LABEL_LAUNCH).cloned().unwrap_or_default(),
+            host: d.host,
+            container: d.name,
+        },
+        None => ContainerRecord::Process {
+            supervisor_pid: pid,
+            supervisor_start_time: None,
+            launch_file,
+            cgroup: spec.cgroup,
+        },
     })
 }
 
@@ -192,7 +204,12 @@ fn kill_leftovers(record: &ContainerRecord) {
         supervisor_start_time,
         launch_file,
         cgroup,
-    } = record;
+    } = record
+    else {
+        // The supervisor is killed and the container removed.
+        remove_docker(record);
+        return;
+    };
     let needle = launch_file.to_string_lossy();
     if super::process::is_alive(*supervisor_pid, *supervisor_start_time, Some(&needle)) {
         let _ = super::process::signal_pid(*supervisor_pid, nix::sys::signal::Signal::SIGKILL);

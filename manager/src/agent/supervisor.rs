@@ -30,12 +30,21 @@
 //!    as `exit_status.json` ([`ExitRecord`]) next to `launch.json` (which the
 //!    agent trusts) and in the sandbox (for people and for the sandbox GC).
 //!
-//! It needs no async runtime and no tracing; its own diagnostics go to its
-//! standard error, which the agent points at `supervisor.log` in the sandbox.
+//! When the launch file has a [`LaunchSpec::docker`] part (a Docker task),
+//! steps 3 and 4 are replaced by running the task's container through the
+//! Docker Engine ([`super::docker::supervise`]): `task.pid` is the
+//! container's main process, SIGTERM stops the container (`docker stop` with
+//! the kill's remaining grace) and SIGUSR1 kills it; the exit code is
+//! recorded in step 5 the same way.
+//!
+//! It needs no async runtime (but for a Docker task) and no tracing; its own
+//! diagnostics go to its standard error, which the agent points at
+//! `supervisor.log` in the sandbox.
 //! Exit code: 0 when the outcome was recorded, 1 when it could not be, 2 on
 //! a usage error.
 
 use super::checkpoint::write_atomic;
+use super::docker::DockerSpec;
 use super::fetch::FetchUri;
 use super::layout::files;
 use serde::{Deserialize, Serialize};
@@ -52,8 +61,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The flag that names the launch file on the supervisor's command line.
 pub const LAUNCH_FLAG: &str = "--launch";
 
-/// The current [`LaunchSpec::version`].
-pub const LAUNCH_VERSION: u32 = 2;
+/// The current [`LaunchSpec::version`] (3: the `docker` part, which an
+/// older supervisor would ignore).
+pub const LAUNCH_VERSION: u32 = 3;
+
+/// The oldest [`LaunchSpec::version`] still run (2 has no `docker` part).
+pub const MIN_LAUNCH_VERSION: u32 = 2;
 
 /// The user a task runs as (resolved by the agent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +106,10 @@ pub struct LaunchSpec {
     /// Files to fetch into the sandbox first.
     #[serde(default)]
     pub uris: Vec<FetchUri>,
+    /// Run this Docker container instead of `argv` (then `argv` is unused,
+    /// `env` is the container's environment and there is no cgroup or user).
+    #[serde(default)]
+    pub docker: Option<DockerSpec>,
 }
 
 /// How a task ended: `exit_status.json`.
@@ -201,7 +218,8 @@ pub fn main(args: Vec<String>) -> i32 {
     record(&status_dir, Some(&spec.sandbox), outcome)
 }
 
-fn failed(error: String, pid: Option<i32>) -> ExitRecord {
+/// The record of a task that could not be started (or lost track of).
+pub(super) fn failed(error: String, pid: Option<i32>) -> ExitRecord {
     ExitRecord {
         exit_code: None,
         signal: None,
@@ -235,20 +253,23 @@ fn record(status_dir: &Path, sandbox: Option<&Path>, outcome: ExitRecord) -> i32
 }
 
 fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
-    if spec.version != LAUNCH_VERSION {
+    if !(MIN_LAUNCH_VERSION..=LAUNCH_VERSION).contains(&spec.version) {
         return failed(
             format!("unsupported launch file version {}", spec.version),
             None,
         );
     }
-    let Some(program) = spec.argv.first() else {
-        return failed("the command is empty".to_owned(), None);
-    };
     for uri in &spec.uris {
         if let Err(e) = super::fetch::fetch(uri, &spec.sandbox, spec.user.as_ref()) {
             return failed(format!("cannot fetch {}: {e}", uri.value), None);
         }
     }
+    if let Some(docker) = &spec.docker {
+        return super::docker::supervise(spec, docker, status_dir);
+    }
+    let Some(program) = spec.argv.first() else {
+        return failed("the command is empty".to_owned(), None);
+    };
     // A relative program with a directory (`./job`, a fetched binary) is
     // the sandbox's.
     let program = if program.contains('/') && !program.starts_with('/') {
@@ -444,6 +465,21 @@ mod tests {
         assert_eq!(
             command_line(&a(&["/bin/strata", "supervise"]), Path::new("/m/l.json")),
             a(&["/bin/strata", "supervise", "--launch", "/m/l.json"])
+        );
+    }
+
+    #[test]
+    fn version_2_launch_files_are_still_run_and_older_ones_refused() {
+        let v2 = r#"{"version":2,"framework_id":"f","task_id":"t","argv":["true"],"env":{},"sandbox":"/s"}"#;
+        let spec: LaunchSpec = serde_json::from_str(v2).unwrap();
+        assert_eq!(spec.docker, None);
+        assert!((MIN_LAUNCH_VERSION..=LAUNCH_VERSION).contains(&spec.version));
+        let dir = tempfile::tempdir().unwrap();
+        let old = LaunchSpec { version: 1, ..spec };
+        let e = run(&old, dir.path());
+        assert_eq!(
+            e.error.as_deref(),
+            Some("unsupported launch file version 1")
         );
     }
 }

@@ -24,7 +24,7 @@ fn supervisor_entry() {
     }
 }
 
-fn supervisor_prefix() -> Vec<String> {
+pub(super) fn supervisor_prefix() -> Vec<String> {
     let exe = std::env::current_exe()
         .unwrap()
         .to_string_lossy()
@@ -218,6 +218,18 @@ fn shell_task(id: &str, script: &str) -> pb::TaskInfo {
     }
 }
 
+fn docker_task(id: &str, script: &str, image: &str) -> pb::TaskInfo {
+    let mut task = shell_task(id, script);
+    task.container = Some(pb::ContainerInfo {
+        r#type: pb::container_info::Type::Docker as i32,
+        docker: Some(pb::DockerInfo {
+            image: image.into(),
+            port_mappings: vec![],
+        }),
+    });
+    task
+}
+
 /// Polls `cond` until it holds or the deadline passes.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -399,18 +411,36 @@ async fn bad_tasks_are_refused_with_a_reason() {
     assert_eq!(s.reason(), Reason::TaskInvalid);
     conn.ack("fw", &s);
 
-    let mut docker = shell_task("d1", "true");
-    docker.container = Some(pb::ContainerInfo {
-        r#type: pb::container_info::Type::Docker as i32,
-        docker: Some(pb::DockerInfo {
-            image: "busybox".into(),
-            port_mappings: vec![],
-        }),
-    });
-    conn.run("fw", docker);
+    // Whether or not this machine has Docker, a missing image (or engine)
+    // fails the task with a clear message.
+    let image = "strata-test/no-such-image:never";
+    conn.run("fw", docker_task("d1", "true", image));
     let s = conn.expect("d1", TaskState::TaskFailed).await;
     assert_eq!(s.reason(), Reason::ContainerLaunchFailed);
-    assert_eq!(s.message, "docker containerizer not enabled");
+    assert!(
+        s.message
+            .starts_with(&format!("image {image} not found locally"))
+            || s.message.starts_with("cannot reach the Docker Engine at "),
+        "{s:?}"
+    );
+    conn.ack("fw", &s);
+    let mut bad_port = docker_task("d2", "true", image);
+    bad_port
+        .container
+        .as_mut()
+        .unwrap()
+        .docker
+        .as_mut()
+        .unwrap()
+        .port_mappings = vec![pb::docker_info::PortMapping {
+        container_port: 80,
+        host_port: 31009,
+        protocol: "tcp".into(),
+    }];
+    conn.run("fw", bad_port);
+    let s = conn.expect("d2", TaskState::TaskError).await;
+    assert_eq!(s.reason(), Reason::TaskInvalid);
+    assert!(s.message.contains("31009"), "{s:?}");
     conn.ack("fw", &s);
 
     let mut empty = shell_task("e1", "");
@@ -436,6 +466,55 @@ async fn bad_tasks_are_refused_with_a_reason() {
     let s = conn.expect("s1", TaskState::TaskFailed).await;
     assert_eq!(s.message, "killed by signal 9");
     conn.ack("fw", &s);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_task_runs_and_is_killed_after_its_grace() {
+    use super::docker_tests::{Cleanup, IMAGE, engine, exists};
+    let Some((host, client)) = engine().await else {
+        return;
+    };
+    let cleanup = Cleanup::new(&host);
+    let name = super::docker::container_name("fw", "dk1");
+    cleanup.add(&name);
+    let dir = tempfile::tempdir().unwrap();
+    let mut mgr = Manager::start().await;
+    let mut cfg = config(mgr.addr, dir.path());
+    cfg.docker_host = host;
+    let agent = spawn(cfg).await.unwrap();
+    let mut conn = mgr.conn().await;
+    conn.register().await;
+    conn.registered("agent-1");
+    // `sleep` as the container's PID 1 has no SIGTERM handler, so the
+    // kernel ignores SIGTERM: `docker stop` kills it after the grace.
+    let script = "echo \"hi $STRATA_TASK_ID in $MESOS_SANDBOX\"; exec sleep 1000";
+    conn.run("fw", docker_task("dk1", script, IMAGE));
+    let running = conn.expect("dk1", TaskState::TaskRunning).await;
+    assert!(pid_of(&running) > 1);
+    conn.ack("fw", &running);
+    let sandbox = agent.tasks()[0].sandbox.clone().unwrap();
+    until("the greeting is in the sandbox", || {
+        std::fs::read_to_string(sandbox.join(files::STDOUT))
+            .is_ok_and(|s| s.contains("hi dk1 in /mnt/mesos/sandbox"))
+    })
+    .await;
+    assert!(exists(&client, &name).await);
+    let asked = Instant::now();
+    conn.send(manager_message::Message::KillTask(
+        manager_message::KillTask {
+            framework_id: "fw".into(),
+            task_id: "dk1".into(),
+            grace_period_seconds: Some(1.0),
+            reason: Reason::Unspecified as i32,
+        },
+    ));
+    let killed = conn.expect("dk1", TaskState::TaskKilled).await;
+    assert_eq!(killed.reason(), Reason::KilledByFramework);
+    assert_eq!(killed.exit_code, Some(137), "{killed:?}");
+    assert!(asked.elapsed() >= Duration::from_secs(1), "after the grace");
+    assert!(!exists(&client, &name).await, "{name} was not removed");
+    conn.ack("fw", &killed);
     agent.shutdown().await;
 }
 

@@ -58,8 +58,18 @@ pub fn select_victims<K: Clone>(
     need: &Resources,
     agents: &[AgentCandidates<K>],
 ) -> Option<Victims<K>> {
+    select_among(classes, class, need, agents, |_| true)
+}
+
+fn select_among<K: Clone>(
+    classes: &PriorityClasses,
+    class: ClassIdx,
+    need: &Resources,
+    agents: &[AgentCandidates<K>],
+    allowed: impl Fn(AgentIdx) -> bool,
+) -> Option<Victims<K>> {
     let mut best: Option<((i32, usize, u128), Victims<K>)> = None;
-    for a in agents {
+    for a in agents.iter().filter(|a| allowed(a.agent)) {
         if a.free.fits_shape(need) {
             // Room without preemption: nothing to do here.
             return None;
@@ -101,6 +111,53 @@ pub fn select_victims<K: Clone>(
         }
     }
     best.map(|(_, v)| v)
+}
+
+/// Plans room for `count` tasks of class `class` needing `need` each.
+///
+/// Each task first takes room that is free (or being freed by earlier
+/// preemptions) on an agent `allowed` admits; only when there is none are
+/// victims chosen with [`select_victims`]. The candidates are updated as
+/// the plan goes: chosen victims leave their agent's task list and the
+/// room they free (less what the planned task takes) joins its free
+/// resources. Stops at the first task no agent can make room for.
+pub fn plan<K: Clone + PartialEq>(
+    classes: &PriorityClasses,
+    class: ClassIdx,
+    need: &Resources,
+    count: u32,
+    agents: &mut [AgentCandidates<K>],
+    allowed: impl Fn(AgentIdx) -> bool,
+) -> Vec<Victims<K>> {
+    let mut out = Vec::new();
+    for _ in 0..count {
+        if let Some(a) = agents
+            .iter_mut()
+            .find(|a| allowed(a.agent) && a.free.fits_shape(need))
+        {
+            a.free.subtract_saturating(need);
+            continue;
+        }
+        let Some(v) = select_among(classes, class, need, agents, &allowed) else {
+            break;
+        };
+        let a = agents
+            .iter_mut()
+            .find(|a| a.agent == v.agent)
+            .expect("victims are on a candidate agent");
+        let mut freed = a.free.clone();
+        a.tasks.retain(|t| {
+            let victim = v.tasks.contains(&t.key);
+            if victim {
+                freed.add(&t.resources);
+            }
+            !victim
+        });
+        freed.subtract_saturating(need);
+        a.free = freed;
+        out.push(v);
+    }
+    out
 }
 
 fn work<K>(t: &Candidate<K>) -> u128 {
@@ -176,5 +233,74 @@ mod tests {
             tasks: vec![cand(1, "best-effort", 4.0, 1)],
         }];
         assert_eq!(select_victims(&classes, batch, &need, &agents), None);
+    }
+
+    #[test]
+    fn a_plan_uses_room_being_freed_before_choosing_more_victims() {
+        let classes = PriorityClasses::default();
+        let service = classes.lookup("service").unwrap();
+        let need = Resources::new(1.0, 0.0);
+        let mut agents = vec![
+            AgentCandidates {
+                agent: 0,
+                // One cpu already being freed by an earlier preemption.
+                free: Resources::new(1.0, 0.0),
+                tasks: vec![cand(1, "batch", 2.0, 10)],
+            },
+            AgentCandidates {
+                agent: 1,
+                free: Resources::default(),
+                tasks: vec![cand(2, "batch", 1.0, 5), cand(3, "service", 4.0, 5)],
+            },
+        ];
+        let plan = plan(&classes, service, &need, 4, &mut agents, |_| true);
+        // First task: the free cpu. Second: one victim on agent 1 (less
+        // work lost). Third: agent 0's victim, whose second cpu serves the
+        // fourth. A service task is never chosen.
+        assert_eq!(
+            plan,
+            vec![
+                Victims {
+                    agent: 1,
+                    tasks: vec![2]
+                },
+                Victims {
+                    agent: 0,
+                    tasks: vec![1]
+                },
+            ]
+        );
+        assert!(agents[0].tasks.is_empty());
+        assert_eq!(agents[1].tasks.len(), 1);
+        // A fifth task finds nothing more to preempt.
+        let more = super::plan(&classes, service, &need, 1, &mut agents, |_| true);
+        assert!(more.is_empty());
+    }
+
+    #[test]
+    fn a_plan_respects_the_agents_allowed() {
+        let classes = PriorityClasses::default();
+        let service = classes.lookup("service").unwrap();
+        let need = Resources::new(1.0, 0.0);
+        let mut agents = vec![
+            AgentCandidates {
+                agent: 0,
+                free: Resources::new(1.0, 0.0),
+                tasks: vec![],
+            },
+            AgentCandidates {
+                agent: 1,
+                free: Resources::default(),
+                tasks: vec![cand(7, "best-effort", 1.0, 5)],
+            },
+        ];
+        let plan = plan(&classes, service, &need, 1, &mut agents, |a| a == 1);
+        assert_eq!(
+            plan,
+            vec![Victims {
+                agent: 1,
+                tasks: vec![7]
+            }]
+        );
     }
 }

@@ -32,8 +32,10 @@ pub(super) fn router(core: CoreHandle) -> Router {
         .route("/api/v1/roles", get(roles))
         .route("/api/v1/roles/{role}", put(set_role))
         .route("/metrics", get(metrics))
+        .merge(crate::services::http::routes())
         .route_layer(middleware::from_fn_with_state(core.clone(), auth))
-        .route("/health", get(health));
+        .route("/health", get(health))
+        .route("/ping", get(crate::services::http::ping));
     api.with_state(core)
 }
 

@@ -238,6 +238,7 @@ impl Master {
                     class,
                     status,
                     kill_requested: false,
+                    preempted_at: None,
                     launched_at: now,
                     released,
                 },

@@ -26,6 +26,7 @@ mod agents;
 pub mod error;
 mod frameworks;
 mod offers;
+mod preempt;
 pub mod records;
 mod tasks;
 pub mod view;
@@ -76,6 +77,8 @@ pub struct MasterConfig {
     pub min_offer: Resources,
     /// How many finished tasks are kept for the state API.
     pub completed_tasks_kept: usize,
+    /// Time a preempted task gets between SIGTERM and SIGKILL.
+    pub preemption_grace: Millis,
 }
 
 impl Default for MasterConfig {
@@ -94,6 +97,7 @@ impl Default for MasterConfig {
             update_retry: 10_000,
             min_offer: Resources::new(0.01, 32.0),
             completed_tasks_kept: 1_000,
+            preemption_grace: 5_000,
         }
     }
 }
@@ -184,6 +188,8 @@ struct Task {
     class: ClassIdx,
     status: pb::TaskStatus,
     kill_requested: bool,
+    /// When the manager chose it as a preemption victim.
+    preempted_at: Option<Millis>,
     launched_at: Millis,
     /// Resources are released once the task is terminal.
     released: bool,
@@ -229,6 +235,10 @@ pub struct Counters {
     pub agents_unreachable: u64,
     /// Frameworks removed (teardown or failover timeout).
     pub frameworks_removed: u64,
+    /// Tasks chosen as preemption victims.
+    pub tasks_preempted: u64,
+    /// Offers rescinded to make room for a higher class.
+    pub offers_preempted: u64,
 }
 
 /// The master state machine.
@@ -254,6 +264,10 @@ pub struct Master {
     completed: VecDeque<view::TaskView>,
     counters: Counters,
     last_cycle: Option<CycleStats>,
+    /// Agents where preempted tasks are dying.
+    preempting_agents: std::collections::BTreeSet<AgentIdx>,
+    /// Where the next preemption search starts.
+    preempt_cursor: usize,
 }
 
 /// Figures of the last allocation cycle.
@@ -266,6 +280,11 @@ pub struct CycleStats {
     /// Time spent in the pure allocator (the rest is offer bookkeeping).
     #[serde(skip)]
     pub solve: std::time::Duration,
+    /// Preemption victims chosen for asks the cycle left unplaced.
+    pub victims: usize,
+    /// Time spent choosing them (zero when nothing was left unplaced).
+    #[serde(skip)]
+    pub preempt: std::time::Duration,
 }
 
 impl Master {
@@ -293,6 +312,8 @@ impl Master {
             completed: VecDeque::new(),
             counters: Counters::default(),
             last_cycle: None,
+            preempting_agents: std::collections::BTreeSet::new(),
+            preempt_cursor: 0,
         }
     }
 

@@ -49,6 +49,7 @@ impl Master {
             offers: solution.offers.len(),
             placements: solution.placements,
             solve: solve_started.elapsed(),
+            ..CycleStats::default()
         };
         self.counters.placements += solution.placements as u64;
         let mut per_fw: BTreeMap<FrameworkIdx, Vec<pb::Offer>> = BTreeMap::new();
@@ -105,6 +106,12 @@ impl Master {
                     event: Some(pb::event::Event::Offers(pb::event::Offers { offers })),
                 },
             });
+        }
+        let mut stats = stats;
+        if !solution.unplaced.is_empty() {
+            let started = Instant::now();
+            stats.victims = self.preempt_for(now, &solution.unplaced);
+            stats.preempt = started.elapsed();
         }
         self.last_cycle = Some(stats.clone());
         stats
@@ -207,7 +214,7 @@ impl Master {
         self.dirty = true;
     }
 
-    fn rescind(&mut self, id: &OfferId) {
+    pub(super) fn rescind(&mut self, id: &OfferId) {
         let o = self.take_offer(id);
         self.counters.offers_rescinded += 1;
         let fw = &self.frameworks[o.framework as usize];

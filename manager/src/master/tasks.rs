@@ -212,6 +212,7 @@ impl Master {
                     ..Default::default()
                 },
                 kill_requested: false,
+                preempted_at: None,
                 launched_at: now,
                 released: false,
             },

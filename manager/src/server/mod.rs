@@ -37,6 +37,8 @@ pub struct ManagerConfig {
     pub master: MasterConfig,
     /// How often timers run.
     pub tick: Duration,
+    /// Run the built-in services scheduler (Marathon's `/v2` API).
+    pub services: bool,
 }
 
 impl ManagerConfig {
@@ -48,6 +50,7 @@ impl ManagerConfig {
             token: None,
             master: MasterConfig::default(),
             tick: Duration::from_millis(100),
+            services: true,
         }
     }
 }
@@ -131,6 +134,8 @@ pub(crate) enum Input {
 pub(crate) struct CoreHandle {
     pub(crate) tx: mpsc::Sender<Input>,
     pub(crate) token: Option<Arc<str>>,
+    /// The services scheduler, when it runs.
+    pub(crate) services: Option<crate::services::ServicesHandle>,
 }
 
 /// A running manager.
@@ -202,9 +207,16 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         source,
     })?;
     let (tx, rx) = mpsc::channel(65_536);
+    let (services, services_rx) = if cfg.services {
+        let (h, rx) = crate::services::ServicesHandle::channel();
+        (Some(h), Some(rx))
+    } else {
+        (None, None)
+    };
     let core = CoreHandle {
         tx,
         token: cfg.token.as_deref().map(Arc::from),
+        services,
     };
     let router = crate::api::router(core);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -218,6 +230,15 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         core_stop_rx,
     ));
     info!(address = %addr, "manager listening (grpc and http)");
+    let services_task = services_rx.map(|rx| {
+        let rc = crate::services::RunnerConfig {
+            manager: addr.to_string(),
+            token: cfg.token.clone(),
+            state_file: cfg.work_dir.join("services.json"),
+            classes: cfg.master.classes.clone(),
+        };
+        tokio::spawn(crate::services::runner::run(rc, rx))
+    });
     let join = tokio::spawn(async move {
         let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
         let mut serve = tokio::spawn(async move {
@@ -237,6 +258,11 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         tokio::select! {
             _ = stop_rx => {}
             _ = &mut serve => {}
+        }
+        // The services scheduler goes first: it is a client of the core.
+        if let Some(t) = services_task {
+            t.abort();
+            let _ = t.await;
         }
         // Stop the core first: it owns every agent link and subscription
         // stream, and dropping them ends those long-lived responses, so the

@@ -7,6 +7,7 @@
 //! * `strata bench tasks`: tiny tasks per second through driver →
 //!   executors.
 
+mod procfs;
 mod tasks;
 mod tpch;
 

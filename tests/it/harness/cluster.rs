@@ -36,6 +36,8 @@ pub struct ManagerSpec {
     pub failover_timeout: Option<String>,
     /// `--allocation-interval`.
     pub allocation_interval: String,
+    /// `--preemption-grace`.
+    pub preemption_grace: Option<String>,
 }
 
 impl Default for ManagerSpec {
@@ -47,6 +49,7 @@ impl Default for ManagerSpec {
             agent_timeout: "5s".into(),
             failover_timeout: None,
             allocation_interval: "100ms".into(),
+            preemption_grace: None,
         }
     }
 }

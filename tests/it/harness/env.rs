@@ -245,6 +245,9 @@ impl Env {
         if let Some(f) = &spec.failover_timeout {
             args.extend(["--failover-timeout".into(), f.clone()]);
         }
+        if let Some(g) = &spec.preemption_grace {
+            args.extend(["--preemption-grace".into(), g.clone()]);
+        }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut proc = self.spawn("manager", &argv);
         let line = proc.wait_stderr("strata manager listening on ", LONG).await;
@@ -272,6 +275,7 @@ impl Env {
     /// (not until it has registered).
     pub async fn start_agent(&self, manager: &str, work_dir: &Path, token: Option<&str>) -> Agent {
         let wd = work_dir.display().to_string();
+        let resources = format!("{AGENT_RESOURCES};{}", agent_ports());
         let mut args = vec![
             "agent",
             "--manager",
@@ -281,7 +285,7 @@ impl Env {
             "--work-dir",
             &wd,
             "--resources",
-            AGENT_RESOURCES,
+            &resources,
         ];
         if let Some(t) = token {
             args.extend(["--token", t]);

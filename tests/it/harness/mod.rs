@@ -44,7 +44,26 @@ use tokio::sync::mpsc;
 pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 /// What each test agent advertises unless told otherwise.
-pub const AGENT_RESOURCES: &str = "cpus:2;mem:1024;disk:100;ports:[31000-31099]";
+pub const AGENT_RESOURCES: &str = "cpus:2;mem:1024;disk:100";
+
+/// A block of 100 host ports for one agent, distinct from other agents'
+/// (tests run in parallel processes, and services bind their ports): a
+/// block below the ephemeral range whose ports are free now.
+pub fn agent_ports() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let salt = std::process::id().wrapping_mul(2_654_435_761);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let block = salt.wrapping_add(n.wrapping_mul(97)) % 200;
+        let first = 11_000 + block * 100;
+        let free = (first..first + 100)
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok());
+        if free {
+            return format!("ports:[{first}-{}]", first + 99);
+        }
+    }
+}
 
 /// The generous deadline for anything that should happen "soon".
 pub const LONG: Duration = Duration::from_secs(30);

@@ -1,0 +1,741 @@
+//! Marathon's app definition: the JSON a user posts to `/v2/apps`, its
+//! defaults, and its validation into per-field errors (Marathon's 422
+//! `details`).
+//!
+//! Strata's own settings ride in `labels`, so requests and responses stay
+//! valid Marathon JSON: [`CLASS_LABEL`] names the app's priority class, and
+//! the `strata.autoscale.*` labels its autoscaling policy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use strata_proto::class::PriorityClasses;
+use strata_proto::resources::Resources;
+use strata_sdk::{Constraint, Operator};
+
+/// The label that sets an app's priority class (default `service`).
+pub const CLASS_LABEL: &str = "strata.class";
+/// The class of apps that name none.
+pub const DEFAULT_APP_CLASS: &str = "service";
+
+/// An app's id: a normalised absolute path such as `/shop/web`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AppId(String);
+
+impl AppId {
+    /// Parses and normalises an id: lowercase segments of `[a-z0-9-.]`
+    /// (each starting and ending alphanumeric), joined by `/`, made
+    /// absolute. Empty segments (double slashes) are dropped, as Marathon's
+    /// clients sometimes send them.
+    pub fn parse(text: &str) -> Result<AppId, String> {
+        let segments: Vec<&str> = text.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.is_empty() {
+            return Err("an app id must not be empty".into());
+        }
+        for s in &segments {
+            let ok = s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+            if !ok || *s == "." || *s == ".." {
+                return Err(format!(
+                    "path segment {s:?} must be lowercase letters, digits, '-' or '.', \
+                     starting and ending with a letter or digit"
+                ));
+            }
+        }
+        let id = format!("/{}", segments.join("/"));
+        if id.len() > 200 {
+            return Err("an app id must be at most 200 characters".into());
+        }
+        Ok(AppId(id))
+    }
+
+    /// The id as a path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The prefix of the app's task ids: the path with `/` as `_`, without
+    /// the leading one (Marathon's `shop_web.<instance>`).
+    pub fn task_prefix(&self) -> String {
+        self.0[1..].replace('/', "_")
+    }
+}
+
+impl fmt::Display for AppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One app, as posted (camelCase JSON, Marathon's defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppDefinition {
+    /// The app's id (normalised on validation).
+    pub id: String,
+    /// A shell command (`/bin/sh -c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    /// A command executed directly (or the Docker image's arguments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// How many instances to run.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Cpus per instance.
+    #[serde(default = "one_f")]
+    pub cpus: f64,
+    /// Memory per instance, MiB.
+    #[serde(default = "default_mem")]
+    pub mem: f64,
+    /// Disk per instance, MiB.
+    #[serde(default)]
+    pub disk: f64,
+    /// GPUs (must be 0: Strata does not schedule GPUs yet).
+    #[serde(default)]
+    pub gpus: f64,
+    /// A Docker container to run in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// Host ports to reserve (`port: 0` for any).
+    #[serde(default)]
+    pub port_definitions: Vec<PortDefinition>,
+    /// Use the host ports named in `portDefinitions` exactly.
+    #[serde(default)]
+    pub require_ports: bool,
+    /// Environment of every instance.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Free-form labels (and Strata's `strata.*` settings).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Health checks.
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    /// Placement constraints, `[field, operator, value?]`.
+    #[serde(default)]
+    pub constraints: Vec<Vec<String>>,
+    /// How deployments replace instances.
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
+    /// First restart delay after a failure, seconds.
+    #[serde(default = "one_f")]
+    pub backoff_seconds: f64,
+    /// Growth of the restart delay per failure.
+    #[serde(default = "default_backoff_factor")]
+    pub backoff_factor: f64,
+    /// The longest restart delay, seconds.
+    #[serde(default = "default_max_launch_delay")]
+    pub max_launch_delay_seconds: f64,
+    /// Which instances go first when scaling down.
+    #[serde(default)]
+    pub kill_selection: KillSelection,
+    /// Files fetched into each instance's sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fetch: Vec<Fetch>,
+    /// The user instances run as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Time between SIGTERM and SIGKILL when an instance is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_kill_grace_period_seconds: Option<f64>,
+    /// Set by the server: when this definition was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn default_mem() -> f64 {
+    128.0
+}
+fn default_backoff_factor() -> f64 {
+    1.15
+}
+fn default_max_launch_delay() -> f64 {
+    300.0
+}
+
+/// A Docker container (Marathon's `container`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// `DOCKER` (or `MESOS` with a docker image).
+    #[serde(rename = "type", default = "docker_type")]
+    pub kind: String,
+    /// The image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerSpec>,
+    /// Container ports published on host ports.
+    #[serde(default)]
+    pub port_mappings: Vec<PortMappingSpec>,
+}
+
+fn docker_type() -> String {
+    "DOCKER".into()
+}
+
+/// `container.docker`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerSpec {
+    /// The image, present on the agents (no registry is used).
+    pub image: String,
+    /// Accepted for compatibility; images are never pulled.
+    #[serde(default)]
+    pub force_pull_image: bool,
+}
+
+/// `container.portMappings[i]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMappingSpec {
+    /// The port inside the container.
+    pub container_port: u16,
+    /// The host port (`0`: any of the offer's).
+    #[serde(default)]
+    pub host_port: u16,
+    /// `tcp` or `udp`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// A name for the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// `portDefinitions[i]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortDefinition {
+    /// The host port (`0`: any).
+    #[serde(default)]
+    pub port: u16,
+    /// `tcp` or `udp`.
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// A name for the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A health check (Marathon's `healthChecks[i]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `HTTP`, `TCP` or `COMMAND` (`MESOS_HTTP`, `MESOS_TCP` are read as
+    /// `HTTP`, `TCP`).
+    #[serde(default = "http_protocol")]
+    pub protocol: String,
+    /// The HTTP path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Which of the instance's host ports to check.
+    #[serde(default)]
+    pub port_index: usize,
+    /// A fixed port to check instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// For `COMMAND`: `{"value": "..."}`, run with `sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandCheck>,
+    /// Failures are ignored this long after the instance starts, until it
+    /// is first healthy.
+    #[serde(default = "default_grace")]
+    pub grace_period_seconds: f64,
+    /// Time between checks.
+    #[serde(default = "default_interval")]
+    pub interval_seconds: f64,
+    /// A check not answered within this long fails.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: f64,
+    /// The instance is killed after this many failures in a row (0: never).
+    #[serde(default = "default_max_failures")]
+    pub max_consecutive_failures: u32,
+    /// Marathon's initial delay; accepted, checks start at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<f64>,
+}
+
+fn http_protocol() -> String {
+    "HTTP".into()
+}
+fn default_grace() -> f64 {
+    300.0
+}
+fn default_interval() -> f64 {
+    60.0
+}
+fn default_timeout() -> f64 {
+    20.0
+}
+fn default_max_failures() -> u32 {
+    3
+}
+
+/// A `COMMAND` check's command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandCheck {
+    /// The shell command; exit 0 is healthy.
+    pub value: String,
+}
+
+/// The kind of a health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `GET path` answering 2xx or 3xx.
+    Http,
+    /// A TCP connection accepted.
+    Tcp,
+    /// A command exiting 0.
+    Command,
+}
+
+impl HealthCheck {
+    /// The check's kind, if its protocol is known.
+    pub fn kind(&self) -> Option<CheckKind> {
+        match self.protocol.as_str() {
+            "HTTP" | "MESOS_HTTP" => Some(CheckKind::Http),
+            "TCP" | "MESOS_TCP" => Some(CheckKind::Tcp),
+            "COMMAND" => Some(CheckKind::Command),
+            _ => None,
+        }
+    }
+}
+
+/// Marathon's `upgradeStrategy`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStrategy {
+    /// The share of `instances` that stays healthy during a deployment.
+    #[serde(default = "one_f")]
+    pub minimum_health_capacity: f64,
+    /// The share of `instances` that may run beyond it during one.
+    #[serde(default = "one_f")]
+    pub maximum_over_capacity: f64,
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> Self {
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+        }
+    }
+}
+
+/// Which instances a scale-down kills first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KillSelection {
+    /// The newest first (Marathon's default).
+    #[default]
+    YoungestFirst,
+    /// The oldest first.
+    OldestFirst,
+}
+
+/// `fetch[i]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fetch {
+    /// A path or `http://` URL.
+    pub uri: String,
+    /// Make the fetched file executable.
+    #[serde(default)]
+    pub executable: bool,
+}
+
+/// One invalid field: Marathon's 422 `details[i]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// A JSON path such as `/healthChecks(0)/protocol`.
+    pub path: String,
+    /// What is wrong with it.
+    pub errors: Vec<String>,
+}
+
+/// Parses an app definition from JSON; a value of the wrong type is
+/// reported at its path.
+pub fn parse(body: &[u8]) -> Result<AppDefinition, Vec<FieldError>> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = marathon_path(&e.path().to_string());
+        vec![FieldError {
+            path,
+            errors: vec![e.inner().to_string()],
+        }]
+    })
+}
+
+/// `a.b[0].c` (serde_path_to_error) as `/a/b(0)/c` (Marathon).
+fn marathon_path(p: &str) -> String {
+    if p == "." || p == "?" || p.is_empty() {
+        return "/".into();
+    }
+    let mut out = String::new();
+    for seg in p.split('.') {
+        out.push('/');
+        out.push_str(&seg.replace('[', "(").replace(']', ")"));
+    }
+    out
+}
+
+impl AppDefinition {
+    /// The app's priority class (its `strata.class` label).
+    pub fn class(&self) -> &str {
+        self.labels
+            .get(CLASS_LABEL)
+            .map(String::as_str)
+            .unwrap_or(DEFAULT_APP_CLASS)
+    }
+
+    /// Resources of one instance (ports counted, not chosen).
+    pub fn resources(&self) -> Resources {
+        let mut r = Resources::new(self.cpus, self.mem).with_disk(self.disk);
+        let n = self.host_ports() as u64;
+        if n > 0 {
+            r = r.with_ports(strata_proto::resources::Ranges::from_ranges([(1, n)]));
+        }
+        r
+    }
+
+    /// How many host ports an instance needs.
+    pub fn host_ports(&self) -> usize {
+        match &self.container {
+            Some(c) if !c.port_mappings.is_empty() => c.port_mappings.len(),
+            _ => self.port_definitions.len(),
+        }
+    }
+
+    /// The Docker image, if the app runs in a container.
+    pub fn image(&self) -> Option<&str> {
+        self.container
+            .as_ref()
+            .and_then(|c| c.docker.as_ref())
+            .map(|d| d.image.as_str())
+    }
+
+    /// The placement constraints in the SDK's form (valid definitions only).
+    pub fn sdk_constraints(&self) -> Vec<Constraint> {
+        self.constraints
+            .iter()
+            .filter_map(|c| {
+                let op = parse_operator(c.get(1)?)?;
+                Some(Constraint {
+                    field: c[0].clone(),
+                    operator: op,
+                    value: c.get(2).cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether two definitions differ in more than `instances` and
+    /// `version` (a change that replaces instances).
+    pub fn config_differs(&self, other: &AppDefinition) -> bool {
+        let strip = |a: &AppDefinition| AppDefinition {
+            instances: 0,
+            version: None,
+            ..a.clone()
+        };
+        strip(self) != strip(other)
+    }
+
+    /// Checks every field; returns the normalised id or every error found.
+    pub fn validate(&self, classes: &PriorityClasses) -> Result<AppId, Vec<FieldError>> {
+        let mut errs: Vec<FieldError> = Vec::new();
+        let mut err = |path: &str, msg: String| match errs.iter_mut().find(|e| e.path == path) {
+            Some(e) => e.errors.push(msg),
+            None => errs.push(FieldError {
+                path: path.into(),
+                errors: vec![msg],
+            }),
+        };
+        let id = AppId::parse(&self.id).map_err(|e| err("/id", e)).ok();
+        match (&self.cmd, &self.args, self.image()) {
+            (Some(_), Some(_), _) => err("/", "cmd and args are mutually exclusive".into()),
+            (None, None, None) => err("/", "an app needs cmd, args or a container image".into()),
+            (Some(c), _, _) if c.trim().is_empty() => err("/cmd", "must not be empty".into()),
+            _ => {}
+        }
+        if self.instances > 10_000 {
+            err("/instances", "must be at most 10000".into());
+        }
+        for (path, v, min) in [
+            ("/cpus", self.cpus, 0.01),
+            ("/mem", self.mem, 1.0),
+            ("/disk", self.disk, 0.0),
+        ] {
+            if !v.is_finite() || v < min {
+                err(path, format!("must be a number at least {min}"));
+            }
+        }
+        if self.gpus != 0.0 {
+            err(
+                "/gpus",
+                "GPUs are not scheduled by Strata; must be 0".into(),
+            );
+        }
+        if let Err(e) = classes.lookup(self.class()) {
+            err(&format!("/labels/{CLASS_LABEL}"), e.to_string());
+        }
+        if let Some(c) = &self.container {
+            if !matches!(c.kind.as_str(), "DOCKER" | "MESOS") {
+                err("/container/type", "must be DOCKER or MESOS".into());
+            }
+            match &c.docker {
+                Some(d) if d.image.trim().is_empty() => {
+                    err("/container/docker/image", "must not be empty".into())
+                }
+                None if c.kind == "DOCKER" => err(
+                    "/container/docker",
+                    "a DOCKER container needs an image".into(),
+                ),
+                _ => {}
+            }
+            for (i, m) in c.port_mappings.iter().enumerate() {
+                if m.container_port == 0 {
+                    err(
+                        &format!("/container/portMappings({i})/containerPort"),
+                        "must be 1-65535".into(),
+                    );
+                }
+                if !matches!(m.protocol.as_str(), "tcp" | "udp") {
+                    err(
+                        &format!("/container/portMappings({i})/protocol"),
+                        "must be tcp or udp".into(),
+                    );
+                }
+            }
+        }
+        for (i, p) in self.port_definitions.iter().enumerate() {
+            if !matches!(p.protocol.as_str(), "tcp" | "udp" | "udp,tcp" | "tcp,udp") {
+                err(
+                    &format!("/portDefinitions({i})/protocol"),
+                    "must be tcp or udp".into(),
+                );
+            }
+        }
+        if self.require_ports {
+            err(
+                "/requirePorts",
+                "fixed host ports are not supported yet; use port 0".into(),
+            );
+        }
+        for (i, h) in self.health_checks.iter().enumerate() {
+            let at = |f: &str| format!("/healthChecks({i})/{f}");
+            match h.kind() {
+                None => err(
+                    &at("protocol"),
+                    format!(
+                        "unknown protocol {:?}: use HTTP, TCP or COMMAND",
+                        h.protocol
+                    ),
+                ),
+                Some(CheckKind::Command) if h.command.is_none() => {
+                    err(&at("command"), "a COMMAND check needs a command".into())
+                }
+                Some(CheckKind::Http | CheckKind::Tcp)
+                    if h.port.is_none() && h.port_index >= self.host_ports() =>
+                {
+                    err(
+                        &at("portIndex"),
+                        format!(
+                            "the app has {} host port(s); portIndex {} names none",
+                            self.host_ports(),
+                            h.port_index
+                        ),
+                    )
+                }
+                _ => {}
+            }
+            for (f, v) in [
+                ("gracePeriodSeconds", h.grace_period_seconds),
+                ("intervalSeconds", h.interval_seconds),
+                ("timeoutSeconds", h.timeout_seconds),
+            ] {
+                if !v.is_finite() || v < 0.0 || (f != "gracePeriodSeconds" && v == 0.0) {
+                    err(&at(f), "must be a positive number of seconds".into());
+                }
+            }
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            let path = format!("/constraints({i})");
+            match c.as_slice() {
+                [field, op, rest @ ..] if !field.is_empty() && rest.len() <= 1 => {
+                    match parse_operator(op) {
+                        None => err(&path, format!("unknown operator {op:?}")),
+                        Some(Operator::Unique) if !rest.is_empty() => {
+                            err(&path, "UNIQUE takes no value".into())
+                        }
+                        Some(Operator::MaxPer | Operator::GroupBy)
+                            if rest.first().is_some_and(|v| v.parse::<u32>().is_err()) =>
+                        {
+                            err(&path, format!("{op} takes a number"))
+                        }
+                        Some(
+                            Operator::MaxPer
+                            | Operator::Cluster
+                            | Operator::Like
+                            | Operator::Unlike,
+                        ) if rest.is_empty() => err(&path, format!("{op} needs a value")),
+                        _ => {}
+                    }
+                }
+                _ => err(&path, "a constraint is [field, operator, value?]".into()),
+            }
+        }
+        let u = &self.upgrade_strategy;
+        if !(0.0..=1.0).contains(&u.minimum_health_capacity) {
+            err(
+                "/upgradeStrategy/minimumHealthCapacity",
+                "must be between 0 and 1".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&u.maximum_over_capacity) {
+            err(
+                "/upgradeStrategy/maximumOverCapacity",
+                "must be between 0 and 1".into(),
+            );
+        }
+        if !(self.backoff_seconds.is_finite() && self.backoff_seconds >= 0.0) {
+            err("/backoffSeconds", "must be at least 0".into());
+        }
+        if !(self.backoff_factor.is_finite() && self.backoff_factor >= 1.0) {
+            err("/backoffFactor", "must be at least 1".into());
+        }
+        if !(self.max_launch_delay_seconds.is_finite() && self.max_launch_delay_seconds >= 0.0) {
+            err("/maxLaunchDelaySeconds", "must be at least 0".into());
+        }
+        if let Err(e) = super::autoscale::Policy::from_labels(&self.labels) {
+            err(&format!("/labels/{}", e.label), e.message);
+        }
+        match (id, errs.is_empty()) {
+            (Some(id), true) => Ok(id),
+            _ => Err(errs),
+        }
+    }
+}
+
+/// Marathon's constraint operator names.
+pub fn parse_operator(op: &str) -> Option<Operator> {
+    Some(match op {
+        "UNIQUE" => Operator::Unique,
+        "CLUSTER" | "IS" => Operator::Cluster,
+        "GROUP_BY" => Operator::GroupBy,
+        "LIKE" => Operator::Like,
+        "UNLIKE" => Operator::Unlike,
+        "MAX_PER" => Operator::MaxPer,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(json: &str) -> AppDefinition {
+        parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn defaults_follow_marathon() {
+        let a = app(r#"{"id":"/web","cmd":"sleep 1"}"#);
+        assert_eq!((a.instances, a.cpus, a.mem, a.disk), (1, 1.0, 128.0, 0.0));
+        assert_eq!(a.backoff_factor, 1.15);
+        assert_eq!(a.upgrade_strategy, UpgradeStrategy::default());
+        assert_eq!(a.kill_selection, KillSelection::YoungestFirst);
+        assert_eq!(a.class(), "service");
+        let id = a.validate(&PriorityClasses::default()).unwrap();
+        assert_eq!(id.as_str(), "/web");
+    }
+
+    #[test]
+    fn ids_are_normalised_and_checked() {
+        assert_eq!(AppId::parse("shop//web/").unwrap().as_str(), "/shop/web");
+        assert_eq!(AppId::parse("/shop/web").unwrap().task_prefix(), "shop_web");
+        assert!(AppId::parse("/Shop").is_err());
+        assert!(AppId::parse("/-x").is_err());
+        assert!(AppId::parse("//").is_err());
+        assert!(AppId::parse("/a/../b").is_err());
+    }
+
+    #[test]
+    fn every_invalid_field_is_reported_at_its_path() {
+        let a = app(r#"{"id":"/Bad","cmd":"x","args":["y"],"cpus":-1,"gpus":1,
+                "labels":{"strata.class":"gold"},
+                "healthChecks":[{"protocol":"UDP"},{"protocol":"HTTP","portIndex":2}],
+                "constraints":[["hostname","SOMETIMES"],["rack","MAX_PER","x"]],
+                "upgradeStrategy":{"minimumHealthCapacity":2}}"#);
+        let errs = a.validate(&PriorityClasses::default()).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for p in [
+            "/id",
+            "/",
+            "/cpus",
+            "/gpus",
+            "/labels/strata.class",
+            "/healthChecks(0)/protocol",
+            "/healthChecks(1)/portIndex",
+            "/constraints(0)",
+            "/constraints(1)",
+            "/upgradeStrategy/minimumHealthCapacity",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_reported_at_its_path() {
+        let errs = parse(br#"{"id":"/a","cmd":"x","healthChecks":[{"intervalSeconds":"soon"}]}"#)
+            .unwrap_err();
+        assert_eq!(errs[0].path, "/healthChecks(0)/intervalSeconds");
+        let errs = parse(b"{not json").unwrap_err();
+        assert_eq!(errs[0].path, "/");
+    }
+
+    #[test]
+    fn resources_count_host_ports_and_constraints_convert() {
+        let a = app(r#"{"id":"/a","cmd":"x","cpus":0.5,"mem":64,
+                "portDefinitions":[{"port":0},{"port":0}],
+                "constraints":[["hostname","UNIQUE"],["rack","GROUP_BY","2"]]}"#);
+        assert_eq!(a.resources().ports.count(), 2);
+        let c = a.sdk_constraints();
+        assert_eq!(c[0], Constraint::unique("hostname"));
+        assert_eq!(c[1], Constraint::group_by("rack", 2));
+        let mut b = a.clone();
+        b.instances = 9;
+        assert!(!a.config_differs(&b));
+        b.cmd = Some("y".into());
+        assert!(a.config_differs(&b));
+    }
+
+    #[test]
+    fn a_definition_round_trips_as_marathon_json() {
+        let a = app(
+            r#"{"id":"/a","container":{"type":"DOCKER","docker":{"image":"busybox"},
+                "portMappings":[{"containerPort":80}]},
+                "healthChecks":[{"protocol":"HTTP","path":"/"}]}"#,
+        );
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(
+            text.contains(r#""portMappings":[{"containerPort":80,"hostPort":0,"protocol":"tcp"}]"#)
+        );
+        assert!(text.contains(r#""maxConsecutiveFailures":3"#));
+        assert_eq!(parse(text.as_bytes()).unwrap(), a);
+        a.validate(&PriorityClasses::default()).unwrap();
+    }
+}

@@ -1,0 +1,810 @@
+//! The services scheduler's state machine, sans IO.
+//!
+//! [`Services`] holds the apps, their instances and deployments. Every input
+//! is a method call with the current wall-clock time in milliseconds; the
+//! effects it wants carried out (launches, kills, declines, demand, a
+//! snapshot write) are appended to an outbox that the runner drains with
+//! [`Services::drain`]. After each input the runner calls
+//! [`Services::step`], which re-plans every app with [`plan::step`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strata_proto::class::PriorityClasses;
+use strata_proto::ids::{AgentId, OfferId, TaskId};
+use strata_proto::pb::{Reason, TaskState};
+use strata_sdk::{Ask, Offer, TaskInfo, TaskStatus};
+use tracing::{info, warn};
+
+use super::app::{AppDefinition, AppId};
+use super::autoscale::Policy;
+use super::error::ServiceError;
+use super::launch;
+use super::plan::{self, Live, Target};
+use super::view::iso8601;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// An instance that has run healthy this long after the last failure
+/// resets the app's restart backoff.
+pub const BACKOFF_RESET_MS: Millis = 10_000;
+
+/// Something the runner must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Launch tasks on an offer.
+    Launch {
+        /// The offer used.
+        offer: OfferId,
+        /// The tasks.
+        tasks: Vec<TaskInfo>,
+    },
+    /// Decline offers that no app can use now.
+    Decline(Vec<OfferId>),
+    /// Kill a task.
+    Kill {
+        /// The task.
+        task: TaskId,
+        /// Its agent, when known.
+        agent: Option<AgentId>,
+    },
+    /// Replace the framework's demand (empty: suppress offers).
+    Demand(Vec<Ask>),
+    /// The state changed: write a snapshot.
+    Persist,
+}
+
+/// What a deployment does (Marathon's action names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// A new app.
+    StartApplication,
+    /// A new instance count.
+    ScaleApplication,
+    /// A new configuration (or a restart): instances replaced.
+    RestartApplication,
+    /// The app deleted.
+    StopApplication,
+}
+
+/// One deployment: an app moving to a version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Its id.
+    pub id: String,
+    /// The app.
+    pub app: AppId,
+    /// The version being deployed.
+    pub version: String,
+    /// What it does.
+    pub action: Action,
+}
+
+/// One instance (a task) of an app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The task id.
+    pub task_id: TaskId,
+    /// The app configuration it runs.
+    pub config_version: String,
+    /// Its agent.
+    pub agent_id: AgentId,
+    /// The agent's host name.
+    pub host: String,
+    /// The address probes connect to (the agent's IP).
+    #[serde(default)]
+    pub ip: String,
+    /// Its host ports.
+    pub ports: Vec<u16>,
+    /// Its last state.
+    #[serde(with = "state_name")]
+    pub state: TaskState,
+    /// When it was launched.
+    pub staged_at: Millis,
+    /// When it first ran.
+    pub started_at: Option<Millis>,
+    /// The last health verdict (`None`: unknown, or no checks).
+    pub healthy: Option<bool>,
+    /// Whether it ever passed its checks.
+    pub ever_healthy: bool,
+    /// Failed checks in a row.
+    pub failures: u32,
+    /// The last check's message.
+    pub last_check: Option<String>,
+    /// Whether it is being killed.
+    pub killing: bool,
+}
+
+mod state_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use strata_proto::pb::TaskState;
+
+    pub fn serialize<S: Serializer>(s: &TaskState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.as_str_name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<TaskState, D::Error> {
+        let s = String::deserialize(de)?;
+        TaskState::from_str_name(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown task state {s}")))
+    }
+}
+
+/// The last unexpected end of an app's instance (Marathon's
+/// `lastTaskFailure`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its final state.
+    pub state: String,
+    /// Why.
+    pub message: String,
+    /// When.
+    pub at: Millis,
+}
+
+/// One app and what runs for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// The definition (with its `version`).
+    pub def: AppDefinition,
+    /// The version of the last change that replaces instances.
+    pub config_version: String,
+    /// Its instances, by task id.
+    pub instances: BTreeMap<TaskId, Instance>,
+    /// The deployment holding it.
+    pub deployment: Option<String>,
+    /// Being deleted.
+    pub deleting: bool,
+    /// Unexpected ends since the last healthy run.
+    pub failures: u32,
+    /// No launches before this time (restart backoff).
+    pub delay_until: Millis,
+    /// The last unexpected end.
+    pub last_failure: Option<Failure>,
+    /// The autoscaler wants fewer instances since this time.
+    #[serde(default)]
+    pub scale_down_since: Option<Millis>,
+}
+
+impl App {
+    fn live(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.values().filter(|i| !i.killing)
+    }
+
+    /// Whether an instance counts as healthy.
+    pub fn is_healthy(&self, i: &Instance) -> bool {
+        i.state == TaskState::TaskRunning
+            && (self.def.health_checks.is_empty() || i.healthy == Some(true))
+    }
+
+    /// The autoscaling policy of the app, if it has one.
+    pub fn policy(&self) -> Option<Policy> {
+        Policy::from_labels(&self.def.labels).ok().flatten()
+    }
+}
+
+/// What survives a manager restart.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The apps with their instances.
+    pub apps: Vec<App>,
+    /// Open deployments.
+    pub deployments: Vec<Deployment>,
+    /// The id counter.
+    pub seq: u64,
+    /// The time of the latest version given out (versions never repeat).
+    #[serde(default)]
+    pub last_version: Millis,
+}
+
+/// The services scheduler's state.
+pub struct Services {
+    classes: PriorityClasses,
+    apps: BTreeMap<AppId, App>,
+    deployments: BTreeMap<String, Deployment>,
+    seq: u64,
+    last_version: Millis,
+    outbox: Vec<Effect>,
+    demand: Vec<Ask>,
+    default_user: Option<String>,
+}
+
+impl Services {
+    /// Empty state, or the state of a snapshot.
+    pub fn new(classes: PriorityClasses, snapshot: Snapshot) -> Self {
+        let apps = snapshot
+            .apps
+            .into_iter()
+            .filter_map(|a| Some((AppId::parse(&a.def.id).ok()?, a)))
+            .collect();
+        Services {
+            classes,
+            apps,
+            deployments: snapshot
+                .deployments
+                .into_iter()
+                .map(|d| (d.id.clone(), d))
+                .collect(),
+            seq: snapshot.seq,
+            last_version: snapshot.last_version,
+            outbox: Vec::new(),
+            demand: Vec::new(),
+            default_user: None,
+        }
+    }
+
+    /// The user instances of apps that name none run as (Marathon's
+    /// framework user: the manager's own).
+    pub fn set_default_user(&mut self, user: Option<String>) {
+        self.default_user = user;
+    }
+
+    /// The state to persist.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            apps: self.apps.values().cloned().collect(),
+            deployments: self.deployments.values().cloned().collect(),
+            seq: self.seq,
+            last_version: self.last_version,
+        }
+    }
+
+    /// Takes the effects produced so far, in order.
+    pub fn drain(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The apps.
+    pub fn apps(&self) -> impl Iterator<Item = (&AppId, &App)> {
+        self.apps.iter()
+    }
+
+    /// One app.
+    pub fn app(&self, id: &AppId) -> Option<&App> {
+        self.apps.get(id)
+    }
+
+    /// Open deployments.
+    pub fn deployments(&self) -> impl Iterator<Item = &Deployment> {
+        self.deployments.values()
+    }
+
+    /// The priority classes.
+    pub fn classes(&self) -> &PriorityClasses {
+        &self.classes
+    }
+
+    fn next_id(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}{:08x}", self.seq)
+    }
+
+    /// A new version: the time, made later than every earlier version.
+    fn new_version(&mut self, now: Millis) -> String {
+        self.last_version = now.max(self.last_version + 1);
+        iso8601(self.last_version)
+    }
+
+    fn check_lock(&self, app: &App, force: bool) -> Result<(), ServiceError> {
+        match &app.deployment {
+            Some(d) if !force => Err(ServiceError::Locked {
+                deployments: vec![d.clone()],
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn start_deployment(&mut self, app: &AppId, version: String, action: Action) -> String {
+        let id = self.next_id("deployment-");
+        if let Some(old) = self.apps[app].deployment.clone() {
+            // A forced change supersedes the deployment holding the app.
+            self.deployments.remove(&old);
+        }
+        self.deployments.insert(
+            id.clone(),
+            Deployment {
+                id: id.clone(),
+                app: app.clone(),
+                version,
+                action,
+            },
+        );
+        if let Some(a) = self.apps.get_mut(app) {
+            a.deployment = Some(id.clone());
+        }
+        info!(app_id = %app, deployment_id = %id, action = ?action, "deployment started");
+        self.outbox.push(Effect::Persist);
+        id
+    }
+
+    fn validated(&self, def: &AppDefinition) -> Result<AppId, ServiceError> {
+        def.validate(&self.classes)
+            .map_err(|details| ServiceError::Invalid { details })
+    }
+
+    /// Creates an app; returns its id and deployment.
+    pub fn create(
+        &mut self,
+        now: Millis,
+        mut def: AppDefinition,
+    ) -> Result<(AppId, String), ServiceError> {
+        let id = self.validated(&def)?;
+        if self.apps.contains_key(&id) {
+            return Err(ServiceError::AppExists { id });
+        }
+        def.id = id.to_string();
+        let version = self.new_version(now);
+        def.version = Some(version.clone());
+        self.apps.insert(
+            id.clone(),
+            App {
+                def,
+                config_version: version.clone(),
+                instances: BTreeMap::new(),
+                deployment: None,
+                deleting: false,
+                failures: 0,
+                delay_until: 0,
+                last_failure: None,
+                scale_down_since: None,
+            },
+        );
+        let d = self.start_deployment(&id, version, Action::StartApplication);
+        Ok((id, d))
+    }
+
+    /// Replaces an app's definition (creating it if new). A change of
+    /// more than `instances` replaces the instances (a rolling update).
+    /// Returns the deployment id, the version, and whether it was created.
+    pub fn put(
+        &mut self,
+        now: Millis,
+        mut def: AppDefinition,
+        force: bool,
+    ) -> Result<(String, String, bool), ServiceError> {
+        let id = self.validated(&def)?;
+        let Some(app) = self.apps.get(&id) else {
+            let (_, d) = self.create(now, def)?;
+            let v = self.apps[&id].config_version.clone();
+            return Ok((d, v, true));
+        };
+        if app.deleting {
+            return Err(ServiceError::UnknownApp { id: id.to_string() });
+        }
+        self.check_lock(app, force)?;
+        def.id = id.to_string();
+        let replaces = app.def.config_differs(&def);
+        let version = self.new_version(now);
+        def.version = Some(version.clone());
+        let app = self.apps.get_mut(&id).expect("app exists");
+        app.def = def;
+        app.scale_down_since = None;
+        let action = if replaces {
+            app.config_version = version.clone();
+            // A new configuration gets a fresh start.
+            app.failures = 0;
+            app.delay_until = 0;
+            Action::RestartApplication
+        } else {
+            Action::ScaleApplication
+        };
+        let d = self.start_deployment(&id, version.clone(), action);
+        Ok((d, version, false))
+    }
+
+    /// Restarts every instance (a rolling replacement with the same
+    /// definition).
+    pub fn restart(
+        &mut self,
+        now: Millis,
+        id: &AppId,
+        force: bool,
+    ) -> Result<(String, String), ServiceError> {
+        let app = self.live_app(id)?;
+        self.check_lock(app, force)?;
+        let version = self.new_version(now);
+        let app = self.apps.get_mut(id).expect("app exists");
+        app.config_version = version.clone();
+        app.def.version = Some(version.clone());
+        let d = self.start_deployment(id, version.clone(), Action::RestartApplication);
+        Ok((d, version))
+    }
+
+    /// Deletes an app: its instances are killed, then it is forgotten.
+    pub fn delete(
+        &mut self,
+        now: Millis,
+        id: &AppId,
+        force: bool,
+    ) -> Result<(String, String), ServiceError> {
+        let app = self.live_app(id)?;
+        self.check_lock(app, force)?;
+        let version = self.new_version(now);
+        self.apps.get_mut(id).expect("app exists").deleting = true;
+        let d = self.start_deployment(id, version.clone(), Action::StopApplication);
+        Ok((d, version))
+    }
+
+    /// Kills some of an app's instances; with `scale`, the app's instance
+    /// count drops by as many (otherwise they are replaced).
+    pub fn kill_tasks(
+        &mut self,
+        now: Millis,
+        id: &AppId,
+        tasks: &[TaskId],
+        scale: bool,
+    ) -> Result<Vec<Instance>, ServiceError> {
+        let app = self.live_app(id)?;
+        for t in tasks {
+            if !app.instances.contains_key(t) {
+                return Err(ServiceError::UnknownTask { id: t.to_string() });
+            }
+        }
+        let mut killed = Vec::new();
+        for t in tasks {
+            if let Some(i) = self.kill_instance(id, t, "killed by an operator") {
+                killed.push(i);
+            }
+        }
+        if scale {
+            let version = self.new_version(now);
+            let app = self.apps.get_mut(id).expect("app exists");
+            app.def.instances = app.def.instances.saturating_sub(killed.len() as u32);
+            app.def.version = Some(version);
+        }
+        self.outbox.push(Effect::Persist);
+        Ok(killed)
+    }
+
+    /// Cancels a deployment: the app keeps the definition it has and the
+    /// deployment is dropped (`force`), as Marathon's `DELETE
+    /// /v2/deployments/{id}?force=true` does.
+    pub fn cancel_deployment(&mut self, id: &str) -> Result<(), ServiceError> {
+        let d = self
+            .deployments
+            .remove(id)
+            .ok_or_else(|| ServiceError::UnknownDeployment { id: id.into() })?;
+        if let Some(a) = self.apps.get_mut(&d.app) {
+            a.deployment = None;
+        }
+        self.outbox.push(Effect::Persist);
+        Ok(())
+    }
+
+    fn live_app(&self, id: &AppId) -> Result<&App, ServiceError> {
+        match self.apps.get(id) {
+            Some(a) if !a.deleting => Ok(a),
+            _ => Err(ServiceError::UnknownApp { id: id.to_string() }),
+        }
+    }
+
+    fn kill_instance(&mut self, app: &AppId, task: &TaskId, why: &str) -> Option<Instance> {
+        let i = self.apps.get_mut(app)?.instances.get_mut(task)?;
+        if !i.killing {
+            i.killing = true;
+            info!(app_id = %app, task_id = %task, reason = why, "killing instance");
+            self.outbox.push(Effect::Kill {
+                task: task.clone(),
+                agent: Some(i.agent_id.clone()),
+            });
+        }
+        Some(i.clone())
+    }
+
+    fn find_task(&self, task: &TaskId) -> Option<AppId> {
+        self.apps
+            .iter()
+            .find(|(_, a)| a.instances.contains_key(task))
+            .map(|(id, _)| id.clone())
+    }
+
+    /// A task's status changed.
+    pub fn status(&mut self, now: Millis, s: &TaskStatus) {
+        let Some(app_id) = self.find_task(&s.task_id) else {
+            if !s.is_terminal() {
+                // Not ours (any more): an instance replaced while its agent
+                // was unreachable, or left by an earlier manager.
+                warn!(task_id = %s.task_id, state = s.state.as_str_name(), "killing an unknown task");
+                self.outbox.push(Effect::Kill {
+                    task: s.task_id.clone(),
+                    agent: s.agent_id.clone(),
+                });
+            }
+            return;
+        };
+        let app = self.apps.get_mut(&app_id).expect("found");
+        let gone = s.is_terminal() || s.state == TaskState::TaskUnreachable;
+        if !gone {
+            let i = app.instances.get_mut(&s.task_id).expect("found");
+            i.state = s.state;
+            if s.state == TaskState::TaskRunning && i.started_at.is_none() {
+                i.started_at = Some(now);
+            }
+            self.outbox.push(Effect::Persist);
+            return;
+        }
+        let i = app.instances.remove(&s.task_id).expect("found");
+        let expected = i.killing && s.reason != Reason::Preempted;
+        info!(app_id = %app_id, task_id = %s.task_id, state = s.state.as_str_name(),
+            reason = s.reason.as_str_name(), expected, "instance ended");
+        // The instance's own failures back off; losing its agent does not.
+        let its_fault = matches!(
+            s.state,
+            TaskState::TaskFailed
+                | TaskState::TaskFinished
+                | TaskState::TaskError
+                | TaskState::TaskKilled
+        );
+        if !expected && its_fault && !app.deleting {
+            let delay = backoff_delay(&app.def, app.failures);
+            app.failures += 1;
+            app.delay_until = now + delay;
+            app.last_failure = Some(Failure {
+                task_id: s.task_id.clone(),
+                state: s.state.as_str_name().to_owned(),
+                message: s.message.clone(),
+                at: now,
+            });
+        }
+        // An unreachable instance is replaced now; should it come back,
+        // its status names a task no app knows, and it is killed.
+        self.outbox.push(Effect::Persist);
+    }
+
+    /// A health check's verdict on a task.
+    pub fn health(&mut self, now: Millis, task: &TaskId, ok: bool, message: String) {
+        let Some(app_id) = self.find_task(task) else {
+            return;
+        };
+        let app = self.apps.get_mut(&app_id).expect("found");
+        let Some(check) = app.def.health_checks.first().cloned() else {
+            return;
+        };
+        let i = app.instances.get_mut(task).expect("found");
+        if i.killing || i.state != TaskState::TaskRunning {
+            return;
+        }
+        let before = i.healthy;
+        i.last_check = Some(message);
+        if ok {
+            i.healthy = Some(true);
+            i.ever_healthy = true;
+            i.failures = 0;
+        } else {
+            let started = i.started_at.unwrap_or(now);
+            let in_grace =
+                !i.ever_healthy && now < started + (check.grace_period_seconds * 1000.0) as u64;
+            if in_grace {
+                return;
+            }
+            i.failures += 1;
+            i.healthy = Some(false);
+            let max = check.max_consecutive_failures;
+            if max > 0 && i.failures >= max {
+                let why = format!("failed {} health checks in a row", i.failures);
+                self.kill_instance(&app_id, task, &why);
+            }
+        }
+        let app = &self.apps[&app_id];
+        if app.instances.get(task).map(|i| i.healthy) != Some(before) {
+            self.outbox.push(Effect::Persist);
+        }
+    }
+
+    /// New offers: launches what the apps want now, declines the rest.
+    pub fn offers(&mut self, now: Millis, offers: Vec<Offer>) {
+        let mut decline = Vec::new();
+        for offer in offers {
+            let mut remaining = offer.resources.clone();
+            let mut tasks = Vec::new();
+            let ids: Vec<AppId> = self.launch_order();
+            for id in ids {
+                loop {
+                    let want = self.wanted_launches(&id, now);
+                    if want == 0 {
+                        break;
+                    }
+                    let app = &self.apps[&id];
+                    if !launch::fits(app, &offer, &remaining) {
+                        break;
+                    }
+                    let seq = self.next_id("");
+                    let app = &self.apps[&id];
+                    let Some((task, inst)) = launch::build(
+                        &id,
+                        app,
+                        &offer,
+                        &mut remaining,
+                        &seq,
+                        now,
+                        self.default_user.as_deref(),
+                    ) else {
+                        break;
+                    };
+                    info!(app_id = %id, task_id = %task.task_id, agent_id = %offer.agent_id,
+                        "launching instance");
+                    let app = self.apps.get_mut(&id).expect("app exists");
+                    app.instances.insert(inst.task_id.clone(), inst);
+                    tasks.push(task);
+                }
+            }
+            if tasks.is_empty() {
+                decline.push(offer.id);
+            } else {
+                self.outbox.push(Effect::Launch {
+                    offer: offer.id,
+                    tasks,
+                });
+                self.outbox.push(Effect::Persist);
+            }
+        }
+        if !decline.is_empty() {
+            self.outbox.push(Effect::Decline(decline));
+        }
+        self.step(now);
+    }
+
+    /// Apps by class (highest first), then id.
+    fn launch_order(&self) -> Vec<AppId> {
+        let mut ids: Vec<(u8, AppId)> = self
+            .apps
+            .iter()
+            .map(|(id, a)| {
+                let class = self
+                    .classes
+                    .lookup(a.def.class())
+                    .map(|c| c.0)
+                    .unwrap_or(u8::MAX);
+                (class, id.clone())
+            })
+            .collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn target(&self, app: &App, now: Millis) -> Target {
+        Target {
+            instances: if app.deleting { 0 } else { app.def.instances },
+            strategy: app.def.upgrade_strategy,
+            kill_selection: app.def.kill_selection,
+            backing_off: now < app.delay_until,
+        }
+    }
+
+    fn plan_app(&self, id: &AppId, now: Millis) -> plan::Step<TaskId> {
+        let app = &self.apps[id];
+        let live: Vec<Live<TaskId>> = app
+            .live()
+            .map(|i| Live {
+                key: i.task_id.clone(),
+                current: i.config_version == app.config_version,
+                healthy: app.is_healthy(i),
+                running: i.state == TaskState::TaskRunning,
+                staged_at: i.staged_at,
+            })
+            .collect();
+        plan::step(&self.target(app, now), &live)
+    }
+
+    /// How many instances of an app to launch on offers now.
+    fn wanted_launches(&self, id: &AppId, now: Millis) -> u32 {
+        self.plan_app(id, now).launch
+    }
+
+    /// Re-plans every app: kills what must go, finishes deployments that
+    /// are done, applies the autoscaler's wish, and declares demand for the
+    /// launches wanted now.
+    pub fn step(&mut self, now: Millis) {
+        let ids: Vec<AppId> = self.apps.keys().cloned().collect();
+        let mut asks: BTreeMap<(String, String), Ask> = BTreeMap::new();
+        for id in ids {
+            let plan = self.plan_app(&id, now);
+            for t in &plan.kill {
+                self.kill_instance(&id, t, "replaced by the app's plan");
+            }
+            self.reset_backoff(&id, now);
+            let app = &self.apps[&id];
+            if app.deleting && app.instances.is_empty() {
+                info!(app_id = %id, "app deleted");
+                if let Some(d) = &app.deployment {
+                    self.deployments.remove(d);
+                }
+                self.apps.remove(&id);
+                self.outbox.push(Effect::Persist);
+                continue;
+            }
+            self.finish_deployment(&id);
+            if plan.launch > 0 {
+                let app = &self.apps[&id];
+                let res = app.def.resources();
+                let key = (app.def.class().to_owned(), format!("{id}"));
+                let mut ask = Ask::new(app.def.class(), res, plan.launch);
+                ask.constraints = app.def.sdk_constraints();
+                asks.insert(key, ask);
+            }
+        }
+        let asks: Vec<Ask> = asks.into_values().collect();
+        if asks != self.demand {
+            self.demand = asks.clone();
+            self.outbox.push(Effect::Demand(asks));
+        }
+    }
+
+    fn reset_backoff(&mut self, id: &AppId, now: Millis) {
+        let app = &self.apps[id];
+        if app.failures == 0 {
+            return;
+        }
+        let since = app.last_failure.as_ref().map_or(0, |f| f.at);
+        let recovered = app.live().any(|i| {
+            app.is_healthy(i)
+                && i.started_at
+                    .is_some_and(|s| s >= since && now >= s + BACKOFF_RESET_MS)
+        });
+        if recovered {
+            let app = self.apps.get_mut(id).expect("app exists");
+            app.failures = 0;
+            app.delay_until = 0;
+            self.outbox.push(Effect::Persist);
+        }
+    }
+
+    fn finish_deployment(&mut self, id: &AppId) {
+        let app = &self.apps[id];
+        let Some(d) = app.deployment.clone() else {
+            return;
+        };
+        let done = app
+            .instances
+            .values()
+            .all(|i| !i.killing && i.config_version == app.config_version && app.is_healthy(i))
+            && app.instances.len() == app.def.instances as usize;
+        if done {
+            info!(app_id = %id, deployment_id = %d, "deployment finished");
+            self.deployments.remove(&d);
+            self.apps.get_mut(id).expect("app exists").deployment = None;
+            self.outbox.push(Effect::Persist);
+        }
+    }
+
+    /// The autoscaler's samples for an app: scales it when the policy asks
+    /// for another count (down only after the cooldown).
+    pub fn autoscale(&mut self, now: Millis, id: &AppId, samples: &[f64]) -> Option<u32> {
+        let app = self.apps.get(id)?;
+        if app.deleting || app.deployment.is_some() {
+            return None;
+        }
+        let policy = app.policy()?;
+        let current = app.def.instances;
+        let want = policy.desired(current, samples);
+        let app = self.apps.get_mut(id).expect("app exists");
+        if want >= current {
+            app.scale_down_since = None;
+        }
+        let go = match want.cmp(&current) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => false,
+            std::cmp::Ordering::Less => {
+                let since = *app.scale_down_since.get_or_insert(now);
+                now >= since + policy.cooldown.as_millis() as u64
+            }
+        };
+        if !go {
+            return None;
+        }
+        info!(app_id = %id, from = current, to = want, "autoscaling");
+        let mut def = app.def.clone();
+        def.instances = want;
+        self.put(now, def, true).ok()?;
+        Some(want)
+    }
+}
+
+/// The restart delay after `failures` earlier unexpected ends.
+pub fn backoff_delay(def: &AppDefinition, failures: u32) -> Millis {
+    let secs = def.backoff_seconds * def.backoff_factor.powi(failures.min(64) as i32);
+    (secs.min(def.max_launch_delay_seconds) * 1000.0) as Millis
+}

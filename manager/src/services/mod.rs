@@ -1,0 +1,39 @@
+//! The built-in services scheduler: Marathon-style long-running apps.
+//!
+//! It runs inside the manager process as a framework like any other: it
+//! subscribes to the manager (over its own address), declares demand for
+//! the instances its apps want at each app's priority class (`service`
+//! unless the app's `strata.class` label says otherwise), launches them on
+//! the offers it gets, and keeps them up: failed instances are restarted
+//! with backoff, instances failing their health checks are killed and
+//! replaced, instances on lost agents are started elsewhere. When nothing
+//! free fits, the manager preempts lower classes for its demand.
+//!
+//! * `app.rs`: Marathon's app definition, defaults and validation.
+//! * `plan.rs`: the pure per-app decision (kills and launches) behind
+//!   creation, scaling, restarts, rolling updates and deletion.
+//! * `core.rs`: the sans-IO state machine (apps, instances, deployments,
+//!   backoff, health verdicts, autoscaling).
+//! * `launch.rs`: an instance's task from an app and an offer.
+//! * `autoscale.rs`: the autoscaling policy from `strata.autoscale.*`.
+//! * `probe.rs`: health checks and metric samples.
+//! * `runner.rs`: the effectful shell (SDK subscription, state file).
+//! * `http.rs`, `view.rs`, `error.rs`: Marathon's REST API v2.
+
+pub mod app;
+pub mod autoscale;
+pub mod core;
+pub mod error;
+pub(crate) mod http;
+pub mod launch;
+pub mod plan;
+pub mod probe;
+pub mod runner;
+pub mod view;
+
+pub use app::{AppDefinition, AppId};
+pub use error::ServiceError;
+pub use runner::{RunnerConfig, ServicesHandle};
+
+#[cfg(test)]
+mod tests;

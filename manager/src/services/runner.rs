@@ -1,0 +1,441 @@
+//! The services scheduler's effectful shell: a framework subscribed to the
+//! manager it runs in, around the sans-IO [`Services`].
+//!
+//! One tokio task owns the state. It takes API commands, scheduler events,
+//! probe results and a one-second tick; after each it re-plans, carries
+//! out the effects through the SDK, and writes the state to
+//! `services.json` (atomically) before answering the API call that changed
+//! it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use strata_proto::class::PriorityClasses;
+use strata_proto::ids::{FrameworkId, TaskId};
+use strata_proto::pb::TaskState;
+use strata_sdk::{Event, FrameworkConfig, Scheduler, SchedulerConfig, SchedulerHandle};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::app::{AppDefinition, AppId};
+use super::autoscale::Metric;
+use super::core::{Effect, Millis, Services, Snapshot};
+use super::error::ServiceError;
+use super::probe;
+
+/// The services framework's name.
+pub const FRAMEWORK_NAME: &str = "strata-services";
+
+/// Declined offers are not made again for this long.
+const DECLINE_REFUSE: Duration = Duration::from_secs(1);
+
+/// How the runner starts.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// The manager's gRPC address.
+    pub manager: String,
+    /// The manager's token, if any.
+    pub token: Option<String>,
+    /// Where the state is kept.
+    pub state_file: PathBuf,
+    /// The priority classes.
+    pub classes: PriorityClasses,
+}
+
+/// A read of the state, answered with JSON.
+pub type ReadFn = Box<dyn FnOnce(&Services) -> Result<Value, ServiceError> + Send>;
+/// A change of the state, answered with JSON.
+pub type WriteFn = Box<dyn FnOnce(&mut Services, Millis) -> Result<Value, ServiceError> + Send>;
+
+/// A request from the API.
+pub enum Command {
+    /// Read the state.
+    Read(ReadFn, oneshot::Sender<Result<Value, ServiceError>>),
+    /// Change the state (answered once the change is durable).
+    Write(WriteFn, oneshot::Sender<Result<Value, ServiceError>>),
+}
+
+/// How the API reaches the runner.
+#[derive(Clone)]
+pub struct ServicesHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl ServicesHandle {
+    /// A handle and the receiver the runner takes.
+    pub fn channel() -> (ServicesHandle, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(256);
+        (ServicesHandle { tx }, rx)
+    }
+
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<Value, ServiceError>>) -> Command,
+    ) -> Result<Value, ServiceError> {
+        let gone = || ServiceError::Unavailable {
+            reason: "the services scheduler is not running".into(),
+        };
+        let (reply, wait) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| gone())?;
+        wait.await.map_err(|_| gone())?
+    }
+
+    /// Reads the state.
+    pub async fn read(
+        &self,
+        f: impl FnOnce(&Services) -> Result<Value, ServiceError> + Send + 'static,
+    ) -> Result<Value, ServiceError> {
+        self.ask(|r| Command::Read(Box::new(f), r)).await
+    }
+
+    /// Changes the state.
+    pub async fn write(
+        &self,
+        f: impl FnOnce(&mut Services, Millis) -> Result<Value, ServiceError> + Send + 'static,
+    ) -> Result<Value, ServiceError> {
+        self.ask(|r| Command::Write(Box::new(f), r)).await
+    }
+}
+
+/// The state file.
+#[derive(Default, Serialize, Deserialize)]
+struct StateFile {
+    framework_id: Option<String>,
+    #[serde(default)]
+    services: Snapshot,
+}
+
+fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+enum Probe {
+    Health {
+        task: TaskId,
+        result: Result<String, String>,
+    },
+    Metric {
+        app: AppId,
+        samples: Vec<f64>,
+    },
+}
+
+struct Runner {
+    cfg: RunnerConfig,
+    core: Services,
+    framework_id: Option<FrameworkId>,
+    handle: Option<SchedulerHandle>,
+    probes_tx: mpsc::Sender<Probe>,
+    /// Tasks with a health check in flight, and when each was last checked.
+    checking: BTreeSet<TaskId>,
+    last_check: BTreeMap<TaskId, Millis>,
+    last_sample: BTreeMap<AppId, Millis>,
+    sampling: BTreeSet<AppId>,
+    dirty: bool,
+}
+
+/// Runs the services scheduler until `rx` closes.
+pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
+    let state: StateFile = match std::fs::read(&cfg.state_file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            warn!(path = %cfg.state_file.display(), error = %e,
+                "services state unreadable; starting empty (the file is kept as .bad)");
+            let _ = std::fs::rename(&cfg.state_file, cfg.state_file.with_extension("json.bad"));
+            StateFile::default()
+        }),
+        Err(_) => StateFile::default(),
+    };
+    let (probes_tx, mut probes_rx) = mpsc::channel(1024);
+    let mut core = Services::new(cfg.classes.clone(), state.services);
+    core.set_default_user(
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name),
+    );
+    let mut r = Runner {
+        core,
+        framework_id: state.framework_id.map(FrameworkId::new),
+        cfg,
+        handle: None,
+        probes_tx,
+        checking: BTreeSet::new(),
+        last_check: BTreeMap::new(),
+        last_sample: BTreeMap::new(),
+        sampling: BTreeSet::new(),
+        dirty: false,
+    };
+    let mut events = loop {
+        match r.subscribe().await {
+            Ok(events) => break events,
+            Err(e) => {
+                warn!(error = %e, "services scheduler cannot subscribe yet; retrying");
+                // Answer API calls meanwhile (reads work; writes wait).
+                let retry = tokio::time::sleep(Duration::from_millis(500));
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        _ = &mut retry => break,
+                        c = rx.recv() => match c {
+                            Some(c) => r.command(c).await,
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            c = rx.recv() => match c {
+                Some(c) => r.command(c).await,
+                None => break,
+            },
+            e = events.next() => match e {
+                Some(e) => r.event(e).await,
+                None => {
+                    warn!("services scheduler's subscription ended");
+                    break;
+                }
+            },
+            Some(p) = probes_rx.recv() => r.probe(p),
+            _ = tick.tick() => r.tick(),
+        }
+        r.settle().await;
+    }
+}
+
+impl Runner {
+    async fn subscribe(&mut self) -> Result<strata_sdk::EventStream, strata_sdk::SdkError> {
+        let mut fw = FrameworkConfig::new(FRAMEWORK_NAME);
+        fw.default_class = super::app::DEFAULT_APP_CLASS.into();
+        fw.framework_id = self.framework_id.clone();
+        let mut sc = SchedulerConfig::new(self.cfg.manager.clone(), fw);
+        sc.token = self.cfg.token.clone();
+        sc.suppressed = true;
+        let (handle, events) = Scheduler::subscribe(sc).await?;
+        let id = handle.framework_id();
+        info!(framework_id = %id, "services scheduler subscribed");
+        if self.framework_id.as_ref() != Some(&id) {
+            self.framework_id = Some(id);
+            self.dirty = true;
+        }
+        self.handle = Some(handle);
+        Ok(events)
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::Read(f, reply) => {
+                let _ = reply.send(f(&self.core));
+            }
+            Command::Write(f, reply) => {
+                if self.handle.is_none() {
+                    let _ = reply.send(Err(ServiceError::Unavailable {
+                        reason: "not subscribed to the manager yet".into(),
+                    }));
+                    return;
+                }
+                let result = f(&mut self.core, now_ms());
+                // Durable before answered.
+                self.settle().await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn event(&mut self, e: Event) {
+        let now = now_ms();
+        match e {
+            Event::Subscribed { .. } => {
+                // Learn the fate of every instance we know of.
+                let tasks: Vec<(TaskId, Option<strata_proto::ids::AgentId>)> = self
+                    .core
+                    .apps()
+                    .flat_map(|(_, a)| a.instances.values())
+                    .map(|i| (i.task_id.clone(), Some(i.agent_id.clone())))
+                    .collect();
+                if let Some(h) = &self.handle
+                    && let Err(e) = h.reconcile(tasks).await
+                {
+                    warn!(error = %e, "reconciliation failed");
+                }
+                // Re-declare demand after a re-subscription.
+                self.core.step(now);
+            }
+            Event::Offers(offers) => self.core.offers(now, offers),
+            Event::Update(s) => self.core.status(now, &s),
+            Event::Failure { agent_id, message } => {
+                info!(agent_id = ?agent_id.map(|a| a.to_string()), message, "failure reported");
+            }
+            Event::Error(m) => warn!(message = m, "manager reported an error"),
+            Event::Disconnected { reason } => warn!(reason, "services scheduler disconnected"),
+            Event::Rescind(_) | Event::Heartbeat => {}
+        }
+        self.core.step(now);
+    }
+
+    fn probe(&mut self, p: Probe) {
+        let now = now_ms();
+        match p {
+            Probe::Health { task, result } => {
+                self.checking.remove(&task);
+                match result {
+                    Ok(m) => self.core.health(now, &task, true, m),
+                    Err(m) => self.core.health(now, &task, false, m),
+                }
+            }
+            Probe::Metric { app, samples } => {
+                self.sampling.remove(&app);
+                self.core.autoscale(now, &app, &samples);
+            }
+        }
+        self.core.step(now);
+    }
+
+    /// Starts due health checks and metric samples, and re-plans.
+    fn tick(&mut self) {
+        let now = now_ms();
+        let mut live: BTreeSet<TaskId> = BTreeSet::new();
+        for (id, app) in self.core.apps() {
+            let check = app.def.health_checks.first();
+            for i in app.instances.values() {
+                live.insert(i.task_id.clone());
+                let Some(hc) = check else { continue };
+                if i.killing
+                    || i.state != TaskState::TaskRunning
+                    || self.checking.contains(&i.task_id)
+                {
+                    continue;
+                }
+                let last = self.last_check.get(&i.task_id).copied().unwrap_or(0);
+                if now < last + (hc.interval_seconds * 1000.0) as Millis {
+                    continue;
+                }
+                self.last_check.insert(i.task_id.clone(), now);
+                self.checking.insert(i.task_id.clone());
+                let (hc, tx, task) = (hc.clone(), self.probes_tx.clone(), i.task_id.clone());
+                let target = probe::Target {
+                    host: i.ip.clone(),
+                    ports: i.ports.clone(),
+                };
+                tokio::spawn(async move {
+                    let result = probe::check(&hc, &target).await;
+                    let _ = tx.send(Probe::Health { task, result }).await;
+                });
+            }
+            let Some(policy) = app.policy() else { continue };
+            if self.sampling.contains(id) {
+                continue;
+            }
+            let last = self.last_sample.get(id).copied().unwrap_or(0);
+            if now < last + policy.interval.as_millis() as Millis {
+                continue;
+            }
+            self.last_sample.insert(id.clone(), now);
+            self.sampling.insert(id.clone());
+            let targets: Vec<probe::Target> = app
+                .instances
+                .values()
+                .filter(|i| !i.killing && app.is_healthy(i))
+                .map(|i| probe::Target {
+                    host: i.ip.clone(),
+                    ports: i.ports.clone(),
+                })
+                .collect();
+            let (tx, app_id) = (self.probes_tx.clone(), id.clone());
+            let Metric::Http { path } = policy.metric;
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                for t in &targets {
+                    match probe::metric(&path, t, Duration::from_secs(2)).await {
+                        Ok(v) => samples.push(v),
+                        Err(e) => warn!(app_id = %app_id, error = e, "metric sample failed"),
+                    }
+                }
+                let _ = tx
+                    .send(Probe::Metric {
+                        app: app_id,
+                        samples,
+                    })
+                    .await;
+            });
+        }
+        self.last_check.retain(|t, _| live.contains(t));
+        self.core.step(now);
+    }
+
+    /// Carries out the effects of the last inputs, then writes the state.
+    async fn settle(&mut self) {
+        let effects = self.core.drain();
+        for e in effects {
+            let Some(h) = self.handle.clone() else {
+                if matches!(e, Effect::Persist) {
+                    self.dirty = true;
+                }
+                continue;
+            };
+            let result = match e {
+                Effect::Persist => {
+                    self.dirty = true;
+                    Ok(())
+                }
+                Effect::Launch { offer, tasks } => h.launch(offer, tasks).await,
+                Effect::Decline(offers) => h.decline(offers, Some(DECLINE_REFUSE)).await,
+                Effect::Kill { task, agent } => h.kill(task, agent).await,
+                Effect::Demand(asks) if asks.is_empty() => h.suppress().await,
+                Effect::Demand(asks) => h.declare_demand(asks).await,
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "services scheduler call failed");
+            }
+        }
+        if self.dirty {
+            self.dirty = false;
+            self.save();
+        }
+    }
+
+    fn save(&self) {
+        let state = StateFile {
+            framework_id: self.framework_id.as_ref().map(|f| f.to_string()),
+            services: self.core.snapshot(),
+        };
+        let bytes = match serde_json::to_vec_pretty(&state) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "services state not serialisable");
+                return;
+            }
+        };
+        if let Err(e) = crate::agent::checkpoint::write_atomic(&self.cfg.state_file, &bytes) {
+            warn!(path = %self.cfg.state_file.display(), error = %e, "cannot write services state");
+        }
+    }
+}
+
+/// Applies a JSON merge of `patch` over `app` (Marathon's partial `PUT`
+/// and `PATCH`): top-level keys of the patch replace the app's.
+pub fn merge(app: &AppDefinition, patch: Value) -> Result<AppDefinition, ServiceError> {
+    let mut base = serde_json::to_value(app).map_err(|e| ServiceError::Invalid {
+        details: vec![super::app::FieldError {
+            path: "/".into(),
+            errors: vec![e.to_string()],
+        }],
+    })?;
+    if let (Some(b), Value::Object(p)) = (base.as_object_mut(), patch) {
+        for (k, v) in p {
+            b.insert(k, v);
+        }
+    }
+    let bytes = serde_json::to_vec(&base).unwrap_or_default();
+    super::app::parse(&bytes).map_err(|details| ServiceError::Invalid { details })
+}

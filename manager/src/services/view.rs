@@ -1,0 +1,123 @@
+//! Marathon-shaped JSON views of apps, tasks and deployments, with only the
+//! keys Marathon's clients know.
+
+use serde_json::{Value, json};
+use strata_proto::pb::TaskState;
+
+use super::app::AppId;
+use super::core::{App, Deployment, Instance, Millis};
+
+/// Milliseconds since the epoch as `2026-11-24T21:38:00.000Z`.
+pub fn iso8601(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// An app with its counts, deployments and (with `tasks`) its tasks.
+pub fn app(id: &AppId, a: &App, tasks: bool) -> Value {
+    let mut v = serde_json::to_value(&a.def).unwrap_or_else(|_| json!({}));
+    let live: Vec<&Instance> = a.instances.values().collect();
+    let count = |f: &dyn Fn(&Instance) -> bool| live.iter().filter(|i| f(i)).count();
+    let has_checks = !a.def.health_checks.is_empty();
+    v["tasksStaged"] = json!(count(&|i| i.state != TaskState::TaskRunning));
+    v["tasksRunning"] = json!(count(&|i| i.state == TaskState::TaskRunning));
+    v["tasksHealthy"] = json!(if has_checks {
+        count(&|i| a.is_healthy(i))
+    } else {
+        0
+    });
+    v["tasksUnhealthy"] = json!(count(&|i| i.healthy == Some(false)));
+    v["deployments"] = json!(
+        a.deployment
+            .iter()
+            .map(|d| json!({"id": d}))
+            .collect::<Vec<_>>()
+    );
+    if let Some(f) = &a.last_failure {
+        v["lastTaskFailure"] = json!({
+            "appId": id.as_str(),
+            "taskId": f.task_id.as_str(),
+            "state": f.state,
+            "message": f.message,
+            "timestamp": iso8601(f.at),
+            "version": a.def.version,
+        });
+    }
+    if tasks {
+        v["tasks"] = json!(live.iter().map(|i| task(id, a, i)).collect::<Vec<_>>());
+    }
+    v
+}
+
+/// One task (instance) of an app.
+pub fn task(id: &AppId, a: &App, i: &Instance) -> Value {
+    let mut t = json!({
+        "id": i.task_id.as_str(),
+        "appId": id.as_str(),
+        "host": i.host,
+        "ports": i.ports,
+        "servicePorts": [],
+        "ipAddresses": [],
+        "slaveId": i.agent_id.as_str(),
+        "stagedAt": iso8601(i.staged_at),
+        "state": i.state.as_str_name(),
+        "version": i.config_version,
+    });
+    if let Some(s) = i.started_at {
+        t["startedAt"] = json!(iso8601(s));
+    }
+    if !a.def.health_checks.is_empty() {
+        t["healthCheckResults"] = json!([{
+            "taskId": i.task_id.as_str(),
+            "alive": a.is_healthy(i),
+            "consecutiveFailures": i.failures,
+            "lastFailureCause": if i.healthy == Some(false) { i.last_check.clone() } else { None },
+        }]);
+    }
+    t
+}
+
+/// One deployment.
+pub fn deployment(d: &Deployment) -> Value {
+    let action = json!({"action": d.action, "app": d.app.as_str()});
+    json!({
+        "id": d.id,
+        "version": d.version,
+        "affectedApps": [d.app.as_str()],
+        "affectedPods": [],
+        "steps": [{"actions": [action.clone()]}],
+        "currentActions": [action],
+        "currentStep": 1,
+        "totalSteps": 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_look_like_marathons() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(iso8601(1_795_556_280_000), "2026-11-24T21:38:00.000Z");
+    }
+}
