@@ -277,18 +277,9 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
     } else {
         program.into()
     };
-    let open = |name: &str| {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(spec.sandbox.join(name))
-    };
-    let (stdout, stderr) = match (open(files::STDOUT), open(files::STDERR)) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            return failed(format!("cannot open the sandbox output files: {e}"), None);
-        }
+    let (stdout, stderr) = match open_output(&spec.sandbox) {
+        Ok(files) => files,
+        Err(e) => return failed(e, None),
     };
     let mut cmd = Command::new(&program);
     cmd.args(&spec.argv[1..])
@@ -350,6 +341,22 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
         oom_killed,
         pid: Some(pid),
         finished_at: unix_now(),
+    }
+}
+
+/// Opens the sandbox's `stdout` and `stderr` for appending (never through a
+/// symbolic link).
+pub(super) fn open_output(sandbox: &Path) -> Result<(std::fs::File, std::fs::File), String> {
+    let open = |name: &str| {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(sandbox.join(name))
+    };
+    match (open(files::STDOUT), open(files::STDERR)) {
+        (Ok(o), Ok(e)) => Ok((o, e)),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot open the sandbox output files: {e}")),
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use strata_proto::class::PriorityClasses;
 use strata_proto::ids::{AgentId, OfferId, TaskId};
 use strata_proto::pb::{Reason, TaskState};
@@ -17,11 +16,12 @@ use strata_sdk::{Ask, Offer, TaskInfo, TaskStatus};
 use tracing::{info, warn};
 
 use super::app::{AppDefinition, AppId};
-use super::autoscale::Policy;
 use super::error::ServiceError;
 use super::launch;
 use super::plan::{self, Live, Target};
 use super::view::iso8601;
+
+pub use super::state::{Action, App, Deployment, Failure, Instance, Snapshot};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
@@ -53,151 +53,6 @@ pub enum Effect {
     Demand(Vec<Ask>),
     /// The state changed: write a snapshot.
     Persist,
-}
-
-/// What a deployment does (Marathon's action names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Action {
-    /// A new app.
-    StartApplication,
-    /// A new instance count.
-    ScaleApplication,
-    /// A new configuration (or a restart): instances replaced.
-    RestartApplication,
-    /// The app deleted.
-    StopApplication,
-}
-
-/// One deployment: an app moving to a version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Deployment {
-    /// Its id.
-    pub id: String,
-    /// The app.
-    pub app: AppId,
-    /// The version being deployed.
-    pub version: String,
-    /// What it does.
-    pub action: Action,
-}
-
-/// One instance (a task) of an app.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Instance {
-    /// The task id.
-    pub task_id: TaskId,
-    /// The app configuration it runs.
-    pub config_version: String,
-    /// Its agent.
-    pub agent_id: AgentId,
-    /// The agent's host name.
-    pub host: String,
-    /// The address probes connect to (the agent's IP).
-    #[serde(default)]
-    pub ip: String,
-    /// Its host ports.
-    pub ports: Vec<u16>,
-    /// Its last state.
-    #[serde(with = "state_name")]
-    pub state: TaskState,
-    /// When it was launched.
-    pub staged_at: Millis,
-    /// When it first ran.
-    pub started_at: Option<Millis>,
-    /// The last health verdict (`None`: unknown, or no checks).
-    pub healthy: Option<bool>,
-    /// Whether it ever passed its checks.
-    pub ever_healthy: bool,
-    /// Failed checks in a row.
-    pub failures: u32,
-    /// The last check's message.
-    pub last_check: Option<String>,
-    /// Whether it is being killed.
-    pub killing: bool,
-}
-
-mod state_name {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use strata_proto::pb::TaskState;
-
-    pub fn serialize<S: Serializer>(s: &TaskState, ser: S) -> Result<S::Ok, S::Error> {
-        ser.serialize_str(s.as_str_name())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<TaskState, D::Error> {
-        let s = String::deserialize(de)?;
-        TaskState::from_str_name(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown task state {s}")))
-    }
-}
-
-/// The last unexpected end of an app's instance (Marathon's
-/// `lastTaskFailure`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
-    /// The task.
-    pub task_id: TaskId,
-    /// Its final state.
-    pub state: String,
-    /// Why.
-    pub message: String,
-    /// When.
-    pub at: Millis,
-}
-
-/// One app and what runs for it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct App {
-    /// The definition (with its `version`).
-    pub def: AppDefinition,
-    /// The version of the last change that replaces instances.
-    pub config_version: String,
-    /// Its instances, by task id.
-    pub instances: BTreeMap<TaskId, Instance>,
-    /// The deployment holding it.
-    pub deployment: Option<String>,
-    /// Being deleted.
-    pub deleting: bool,
-    /// Unexpected ends since the last healthy run.
-    pub failures: u32,
-    /// No launches before this time (restart backoff).
-    pub delay_until: Millis,
-    /// The last unexpected end.
-    pub last_failure: Option<Failure>,
-    /// The autoscaler wants fewer instances since this time.
-    #[serde(default)]
-    pub scale_down_since: Option<Millis>,
-}
-
-impl App {
-    fn live(&self) -> impl Iterator<Item = &Instance> {
-        self.instances.values().filter(|i| !i.killing)
-    }
-
-    /// Whether an instance counts as healthy.
-    pub fn is_healthy(&self, i: &Instance) -> bool {
-        i.state == TaskState::TaskRunning
-            && (self.def.health_checks.is_empty() || i.healthy == Some(true))
-    }
-
-    /// The autoscaling policy of the app, if it has one.
-    pub fn policy(&self) -> Option<Policy> {
-        Policy::from_labels(&self.def.labels).ok().flatten()
-    }
-}
-
-/// What survives a manager restart.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The apps with their instances.
-    pub apps: Vec<App>,
-    /// Open deployments.
-    pub deployments: Vec<Deployment>,
-    /// The id counter.
-    pub seq: u64,
-    /// The time of the latest version given out (versions never repeat).
-    #[serde(default)]
-    pub last_version: Millis,
 }
 
 /// The services scheduler's state.
@@ -403,9 +258,7 @@ impl Services {
         id: &AppId,
         force: bool,
     ) -> Result<(String, String), ServiceError> {
-        let app = self.live_app(id)?;
-        self.check_lock(app, force)?;
-        let version = self.new_version(now);
+        let version = self.begin_change(now, id, force)?;
         let app = self.apps.get_mut(id).expect("app exists");
         app.config_version = version.clone();
         app.def.version = Some(version.clone());
@@ -420,9 +273,7 @@ impl Services {
         id: &AppId,
         force: bool,
     ) -> Result<(String, String), ServiceError> {
-        let app = self.live_app(id)?;
-        self.check_lock(app, force)?;
-        let version = self.new_version(now);
+        let version = self.begin_change(now, id, force)?;
         self.apps.get_mut(id).expect("app exists").deleting = true;
         let d = self.start_deployment(id, version.clone(), Action::StopApplication);
         Ok((d, version))
@@ -472,6 +323,19 @@ impl Services {
         }
         self.outbox.push(Effect::Persist);
         Ok(())
+    }
+
+    /// Checks a live, unlocked (or forced) app and gives the change its
+    /// version.
+    fn begin_change(
+        &mut self,
+        now: Millis,
+        id: &AppId,
+        force: bool,
+    ) -> Result<String, ServiceError> {
+        let app = self.live_app(id)?;
+        self.check_lock(app, force)?;
+        Ok(self.new_version(now))
     }
 
     fn live_app(&self, id: &AppId) -> Result<&App, ServiceError> {

@@ -14,6 +14,7 @@
 //!   creation, scaling, restarts, rolling updates and deletion.
 //! * `core.rs`: the sans-IO state machine (apps, instances, deployments,
 //!   backoff, health verdicts, autoscaling).
+//! * `state.rs`: the records (apps, instances, deployments, snapshot).
 //! * `launch.rs`: an instance's task from an app and an offer.
 //! * `autoscale.rs`: the autoscaling policy from `strata.autoscale.*`.
 //! * `probe.rs`: health checks and metric samples.
@@ -29,6 +30,7 @@ pub mod launch;
 pub mod plan;
 pub mod probe;
 pub mod runner;
+pub mod state;
 pub mod view;
 
 pub use app::{AppDefinition, AppId};

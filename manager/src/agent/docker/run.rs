@@ -14,9 +14,8 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use futures::StreamExt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -57,18 +56,9 @@ async fn run_container(spec: &LaunchSpec, d: &DockerSpec, status_dir: &Path) -> 
             return failed(format!("cannot handle signals: {e}"), None);
         }
     };
-    let open = |name: &str| {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(spec.sandbox.join(name))
-    };
-    let (stdout, stderr) = match (open(files::STDOUT), open(files::STDERR)) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            return failed(format!("cannot open the sandbox output files: {e}"), None);
-        }
+    let (stdout, stderr) = match super::super::supervisor::open_output(&spec.sandbox) {
+        Ok(files) => files,
+        Err(e) => return failed(e, None),
     };
     let docker = match connect(&d.host).await {
         Ok(c) => c,
