@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// How often task supervisors are polled for exits.
     pub poll_interval: Duration,
+    /// How often running tasks' usage is measured and reported.
+    pub usage_interval: Duration,
     /// The Docker Engine that runs Docker tasks, `unix:///path` (only unix
     /// sockets are supported).
     pub docker_host: String,
@@ -63,7 +65,7 @@ impl AgentConfig {
     /// resources ([`detect_resources`]) and hostname, no token, supervisor
     /// `[current_exe, "supervise"]`, sandboxes kept a week (GC every
     /// minute), status retry 1 s, reconnect backoff 200 ms, heartbeat 1 s,
-    /// exit polling every 100 ms, Docker at `DOCKER_HOST` or
+    /// exit polling every 100 ms, usage measured every 2 s, Docker at `DOCKER_HOST` or
     /// `unix:///var/run/docker.sock`.
     pub fn new(manager: impl Into<String>, work_dir: PathBuf) -> Self {
         let exe = std::env::current_exe()
@@ -87,6 +89,7 @@ impl AgentConfig {
             reconnect_backoff: Duration::from_millis(200),
             heartbeat_interval: Duration::from_secs(1),
             poll_interval: Duration::from_millis(100),
+            usage_interval: Duration::from_secs(2),
             docker_host: super::docker::host_from_env(),
         }
     }

@@ -268,6 +268,7 @@ impl ProcessContainerizer {
                 })
                 .unwrap_or_default(),
             docker,
+            low_priority: req.task.resources.iter().any(|r| r.revocable),
         };
         write_json(&launch_file, &spec).map_err(|e| ContainerError::Io {
             action: "writing",

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub link: watch::Sender<LinkState>,
     pub cgroups: bool,
     pub tasks: Mutex<Vec<TaskSummary>>,
+    /// The latest usage of running tasks.
+    pub usage: Mutex<Vec<super::usage::TaskUsage>>,
     pub pending_updates: AtomicUsize,
     pub layout: Layout,
     pub token: Option<String>,
@@ -152,6 +154,7 @@ pub(crate) struct CoreSettings {
     pub task_user: Option<String>,
     pub retry: RetryPolicy,
     pub heartbeat_interval: Duration,
+    pub usage_interval: Duration,
 }
 
 struct Link {
@@ -173,6 +176,8 @@ pub(crate) struct Core {
     heartbeat_interval: Duration,
     next_heartbeat: Instant,
     pub(super) is_root: bool,
+    sampler: super::usage::Sampler,
+    next_usage: Instant,
 }
 
 impl Core {
@@ -198,6 +203,8 @@ impl Core {
             heartbeat_interval,
             next_heartbeat: Instant::now(),
             is_root: super::process::euid() == 0,
+            sampler: super::usage::Sampler::default(),
+            next_usage: Instant::now(),
         };
         // Recovered tasks that ended while the agent was down get their
         // final update before the agent registers.
@@ -516,6 +523,55 @@ impl Core {
         for key in keys {
             self.step_kill(&key);
             self.poll_task(&key);
+        }
+        if Instant::now() >= self.next_usage {
+            self.next_usage = Instant::now() + self.settings.usage_interval;
+            self.measure_usage();
+        }
+    }
+
+    /// Measures running tasks, keeps the figures for the HTTP API and
+    /// reports them to the manager.
+    fn measure_usage(&mut self) {
+        use super::usage::{Root, scan};
+        let roots: Vec<(TaskKey, Root)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.state == TaskState::TaskRunning && t.kill.is_none())
+            .filter_map(|(k, t)| {
+                let root = match t.container.as_ref()? {
+                    ContainerRecord::Process { supervisor_pid, .. } => Root::Below(*supervisor_pid),
+                    ContainerRecord::Docker { .. } => Root::At(t.pid?),
+                };
+                Some((k.clone(), root))
+            })
+            .collect();
+        let procs = if roots.is_empty() {
+            Vec::new()
+        } else {
+            scan(Path::new("/proc"))
+        };
+        let usage = self.sampler.sample(unix_now(), &roots, &procs);
+        if let Some(link) = self.link.as_ref().filter(|l| l.registered)
+            && !usage.is_empty()
+        {
+            let msg = pb::AgentMessage {
+                message: Some(agent_message::Message::Usage(agent_message::Usage {
+                    tasks: usage
+                        .iter()
+                        .map(|u| pb::TaskUsage {
+                            framework_id: u.framework_id.clone(),
+                            task_id: u.task_id.clone(),
+                            cpus: u.cpus_used,
+                            mem: u.mem_rss_mib,
+                        })
+                        .collect(),
+                })),
+            };
+            let _ = link.tx.send(msg);
+        }
+        if let Ok(mut shown) = self.shared.usage.lock() {
+            *shown = usage;
         }
     }
 

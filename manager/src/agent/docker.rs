@@ -154,6 +154,9 @@ pub struct DockerSpec {
     /// Labels (framework, task and launch ids).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The lowest cpu weight (2), for tasks on revocable cpus.
+    #[serde(default)]
+    pub low_priority: bool,
 }
 
 /// The Docker host the agent uses: `DOCKER_HOST` when set, else
@@ -332,6 +335,7 @@ impl DockerSpec {
             memory_bytes,
             ports,
             labels,
+            low_priority: task.resources.iter().any(|r| r.revocable),
         })
     }
 
@@ -369,6 +373,7 @@ impl DockerSpec {
             attach_stderr: Some(true),
             host_config: Some(HostConfig {
                 nano_cpus: (self.nano_cpus > 0).then_some(self.nano_cpus),
+                cpu_shares: self.low_priority.then_some(2),
                 memory: (self.memory_bytes > 0).then_some(self.memory_bytes),
                 // No swap beyond the memory limit, as under the cgroup.
                 memory_swap: (self.memory_bytes > 0).then_some(self.memory_bytes),

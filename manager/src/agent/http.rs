@@ -38,6 +38,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/tasks", get(tasks))
+        .route("/v1/usage", get(usage))
         .route(
             "/v1/sandbox/{framework_id}/{task_id}/{file}",
             get(sandbox_file),
@@ -93,6 +94,12 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn tasks(State(shared): State<Arc<Shared>>) -> Response {
     let list: Vec<TaskSummary> = shared.tasks.lock().map(|t| t.clone()).unwrap_or_default();
+    axum::Json(list).into_response()
+}
+
+/// What running tasks used over the last sampling interval.
+async fn usage(State(shared): State<Arc<Shared>>) -> Response {
+    let list = shared.usage.lock().map(|u| u.clone()).unwrap_or_default();
     axum::Json(list).into_response()
 }
 
@@ -261,6 +268,7 @@ mod tests {
                 pending_updates: 1,
                 sandbox: None,
             }]),
+            usage: Mutex::new(Vec::new()),
             pending_updates: AtomicUsize::new(1),
             layout: Layout::new(dir),
             token: token.map(str::to_owned),

@@ -113,8 +113,11 @@ impl Core {
     ) -> Result<ContainerRecord, (TaskState, Reason, String)> {
         let invalid = |m: String| (TaskState::TaskError, Reason::TaskInvalid, m);
         let failed = |m: String| (TaskState::TaskFailed, Reason::ContainerLaunchFailed, m);
-        let resources = Resources::from_proto(&info.resources)
+        let (mut resources, revocable) = Resources::from_proto_split(&info.resources)
             .map_err(|e| invalid(format!("invalid resources: {e}")))?;
+        // Revocable cpus are the task's too (its limits); it runs at the
+        // lowest cpu priority so their lenders get them back at once.
+        resources.cpus += revocable.cpus;
         let docker = info
             .container
             .as_ref()

@@ -128,6 +128,7 @@ mod recovery;
 pub mod supervisor;
 pub mod task;
 pub mod updates;
+pub mod usage;
 
 pub use config::AgentConfig;
 pub use core::TaskSummary;
@@ -358,6 +359,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         link: link_state,
         cgroups: cgroups.is_some(),
         tasks: Mutex::new(Vec::new()),
+        usage: Mutex::new(Vec::new()),
         pending_updates: AtomicUsize::new(0),
         layout: layout.clone(),
         token: config.token.clone(),
@@ -377,6 +379,9 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         heartbeat_interval: config
             .heartbeat_interval
             .clamp(Duration::from_millis(10), Duration::from_secs(3600)),
+        usage_interval: config
+            .usage_interval
+            .clamp(Duration::from_millis(100), Duration::from_secs(3600)),
     };
     let core = Core::new(
         settings,

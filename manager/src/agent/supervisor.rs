@@ -110,6 +110,9 @@ pub struct LaunchSpec {
     /// `env` is the container's environment and there is no cgroup or user).
     #[serde(default)]
     pub docker: Option<DockerSpec>,
+    /// Run at the lowest cpu priority (the task runs on revocable cpus).
+    #[serde(default)]
+    pub low_priority: bool,
 }
 
 /// How a task ended: `exit_status.json`.
@@ -214,6 +217,13 @@ pub fn main(args: Vec<String>) -> i32 {
             return record(&status_dir, None, failed(msg, None));
         }
     };
+    if spec.low_priority {
+        // Inherited by the task and everything it starts. SAFETY: a plain
+        // system call with no memory arguments.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+    }
     let outcome = run(&spec, &status_dir);
     record(&status_dir, Some(&spec.sandbox), outcome)
 }

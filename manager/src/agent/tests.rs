@@ -701,3 +701,61 @@ async fn tasks_run_as_nobody_under_root() {
     assert!(sandbox.join("written").exists());
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_measured_and_revocable_tasks_run_at_the_lowest_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mgr = Manager::start().await;
+    let mut cfg = config(mgr.addr, dir.path());
+    cfg.usage_interval = Duration::from_millis(200);
+    let agent = spawn(cfg).await.unwrap();
+    let mut conn = mgr.conn().await;
+    conn.register().await;
+    conn.registered("agent-1");
+    // A busy loop on revocable cpus (one cpu lent, a little mem regular).
+    let mut busy = shell_task("busy", "while :; do :; done");
+    busy.resources = Resources::new(0.0, 32.0).to_proto(false);
+    busy.resources
+        .extend(Resources::new(1.0, 0.0).to_proto(true));
+    conn.run("fw", busy);
+    conn.run("fw", shell_task("idle", "sleep 100"));
+    let running = conn.expect("busy", TaskState::TaskRunning).await;
+    conn.ack("fw", &running);
+    let pid = pid_of(&running);
+    // Usage reports name both tasks: the loop near one cpu, sleep near none.
+    let deadline = Instant::now() + WAIT;
+    let (mut busy_cpus, mut idle_cpus) = (None, None);
+    while busy_cpus.is_none_or(|c: f64| c < 0.5) || idle_cpus.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no usage reports: {busy_cpus:?} {idle_cpus:?}"
+        );
+        if let agent_message::Message::Usage(u) = conn.recv().await {
+            for t in u.tasks {
+                assert_eq!(t.framework_id, "fw");
+                assert!(t.mem > 0.0, "{t:?}");
+                match t.task_id.as_str() {
+                    "busy" => busy_cpus = Some(t.cpus),
+                    "idle" => idle_cpus = Some(t.cpus),
+                    other => panic!("usage of unknown task {other}"),
+                }
+            }
+        }
+    }
+    assert!(idle_cpus.unwrap() < 0.2, "{idle_cpus:?}");
+    // The agent's API shows the same.
+    let (code, body) = http_get(agent.address(), "/v1/usage", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"task_id\":\"busy\""), "{body}");
+    // nice (field 19 of /proc/<pid>/stat) is 19 for the revocable task.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let nice: i32 = after
+        .split_whitespace()
+        .nth(19 - 3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(nice, 19, "{stat}");
+    agent.shutdown().await;
+}

@@ -22,6 +22,7 @@
 pub mod constraints;
 pub mod drf;
 pub mod preemption;
+mod revocable;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BinaryHeap;
@@ -51,6 +52,12 @@ pub struct AgentAlloc {
     pub total: Resources,
     /// What is allocated on it: tasks plus outstanding offers.
     pub allocated: Resources,
+    /// Idle cpus that running tasks of each class hold but do not use
+    /// (measured by the agent), lendable as revocable to classes at least
+    /// [`PREEMPTION_GAP`](strata_proto::class::PREEMPTION_GAP) below.
+    pub lent: Vec<(ClassIdx, Scalar)>,
+    /// Revocable cpus lent out: tasks plus outstanding offers.
+    pub revocable_allocated: Scalar,
 }
 
 impl AgentAlloc {
@@ -73,6 +80,8 @@ pub struct PendingAsk {
     pub count: u32,
     /// Where they may go.
     pub constraints: Vec<Constraint>,
+    /// Whether a task may run on revocable cpus when no regular room fits.
+    pub accept_revocable: bool,
 }
 
 /// A framework as the allocator sees it.
@@ -150,8 +159,10 @@ pub struct Problem<'a> {
 pub struct Placement {
     /// Index of the ask in the framework's demand.
     pub ask: usize,
-    /// Resources placed, with concrete ports.
+    /// Regular resources placed, with concrete ports.
     pub resources: Resources,
+    /// Revocable cpus placed (zero for a regular placement).
+    pub revocable: Scalar,
 }
 
 /// One offer decided by the allocator.
@@ -165,6 +176,8 @@ pub struct OfferDecision {
     pub class: ClassIdx,
     /// What is offered.
     pub resources: Resources,
+    /// Revocable cpus offered besides (placements that accept revocable).
+    pub revocable: Scalar,
     /// The demand placements it carries (empty for whole-agent offers).
     pub placements: Vec<Placement>,
 }
@@ -187,6 +200,7 @@ pub fn solve(p: &Problem<'_>) -> Solution {
         st.place_demand(class);
         st.offer_whole_agents(class);
     }
+    st.place_revocable();
     st.finish()
 }
 
@@ -213,6 +227,8 @@ struct CycleState<'p, 'a> {
     unplaced: Vec<(FrameworkIdx, usize, u32)>,
     /// Shapes (without constraints or filters) that fit no agent this cycle.
     failed_shapes: Vec<Resources>,
+    /// Extra revocable cpus lent per agent this cycle.
+    revocable_taken: HashMap<AgentIdx, Scalar>,
 }
 
 impl<'p, 'a> CycleState<'p, 'a> {
@@ -241,6 +257,7 @@ impl<'p, 'a> CycleState<'p, 'a> {
             placements: 0,
             unplaced: Vec::new(),
             failed_shapes: Vec::new(),
+            revocable_taken: HashMap::default(),
         }
     }
 
@@ -294,6 +311,7 @@ impl<'p, 'a> CycleState<'p, 'a> {
         a: AgentIdx,
         class: ClassIdx,
         res: Resources,
+        revocable: Scalar,
         ask: Option<usize>,
     ) {
         let role = self.p.frameworks[f as usize].role;
@@ -308,14 +326,20 @@ impl<'p, 'a> CycleState<'p, 'a> {
                 agent: a,
                 class,
                 resources: Resources::default(),
+                revocable: Scalar::ZERO,
                 placements: Vec::new(),
             }
         });
         offer.resources.add(&res);
+        offer.revocable += revocable;
+        if !revocable.is_zero() {
+            *self.revocable_taken.entry(a).or_default() += revocable;
+        }
         if let Some(ask) = ask {
             offer.placements.push(Placement {
                 ask,
                 resources: res,
+                revocable,
             });
             *self.fw_agent_count.entry((f, a)).or_default() += 1;
             self.placements += 1;
@@ -363,7 +387,7 @@ impl<'p, 'a> CycleState<'p, 'a> {
             let Some((ai, ask)) = next_ask else { continue };
             match self.find_agent(f, ask) {
                 Some((agent, res)) => {
-                    self.take(f, agent, class, res, Some(ai));
+                    self.take(f, agent, class, res, Scalar::ZERO, Some(ai));
                     if let Some(r) = remaining.get_mut(&(f, ai)) {
                         *r -= 1;
                     }
@@ -511,7 +535,7 @@ impl<'p, 'a> CycleState<'p, 'a> {
                 !fw.filters_agent(a, p.now) && self.within_quota(fw.role, &free)
             });
             if let Some(f) = chosen {
-                self.take(f, a, class, free, None);
+                self.take(f, a, class, free, Scalar::ZERO, None);
             }
         }
     }

@@ -12,6 +12,7 @@ fn agent(cpus: f64, mem: f64) -> AgentAlloc {
         attributes: vec![],
         total: Resources::new(cpus, mem).with_ports(Ranges::from_ranges([(31000, 31009)])),
         allocated: Resources::default(),
+        ..AgentAlloc::default()
     }
 }
 
@@ -21,6 +22,7 @@ fn ask(class: u8, cpus: f64, mem: f64, count: u32) -> PendingAsk {
         resources: Resources::new(cpus, mem),
         count,
         constraints: vec![],
+        accept_revocable: false,
     }
 }
 
@@ -175,6 +177,62 @@ fn unique_hostname_spreads() {
     assert_eq!(sol.unplaced, vec![(0, 0, 2)]);
 }
 
+#[test]
+fn revocable_cpus_only_after_regular_room_and_only_below_the_lender() {
+    // Agent 0: full, its service tasks (class 1) lend 3 idle cpus.
+    // Agent 1: one regular cpu free.
+    let mut lender = agent(4.0, 4096.0);
+    lender.allocated = Resources::new(4.0, 512.0);
+    lender.lent = vec![(ClassIdx(1), Scalar::from_milli(3_000))];
+    let mut small = agent(1.0, 4096.0);
+    small.allocated = Resources::default();
+    let agents = vec![lender, small];
+    let mut batch = ask(2, 1.0, 128.0, 5);
+    batch.accept_revocable = true;
+    let mut service = ask(1, 1.0, 128.0, 1);
+    service.accept_revocable = true;
+    let fws = vec![fw(0, vec![batch]), fw(0, vec![service])];
+    let sol = run(&agents, &fws, &[RoleAlloc::default()]);
+    // The service takes the regular cpu; batch gets the 3 lent cpus, no more.
+    let on = |f: FrameworkIdx, a: AgentIdx| {
+        sol.offers
+            .iter()
+            .find(|o| o.framework == f && o.agent == a)
+            .cloned()
+    };
+    let s = on(1, 1).expect("service placed on regular room");
+    assert_eq!(s.revocable, Scalar::ZERO);
+    let b = on(0, 0).expect("batch placed on lent cpus");
+    assert_eq!(b.revocable, Scalar::from_milli(3_000));
+    assert_eq!(b.resources.cpus, Scalar::ZERO);
+    assert_eq!(b.resources.mem, Resources::new(0.0, 384.0).mem);
+    assert_eq!(b.placements.len(), 3);
+    assert!(
+        b.placements
+            .iter()
+            .all(|p| p.revocable == Scalar::from_milli(1_000))
+    );
+    assert_eq!(sol.unplaced, vec![(0, 0, 2)]);
+    // Without the service's regular room, the service borrows nothing.
+    let fws = vec![
+        fw(0, vec![]),
+        fw(
+            0,
+            vec![{
+                let mut s = ask(1, 2.0, 128.0, 1);
+                s.accept_revocable = true;
+                s
+            }],
+        ),
+    ];
+    let sol = run(&agents, &fws, &[RoleAlloc::default()]);
+    assert!(
+        sol.offers.iter().all(|o| o.revocable.is_zero()),
+        "{:?}",
+        sol.offers
+    );
+}
+
 fn arb_agent() -> impl Strategy<Value = AgentAlloc> {
     (1u32..16, 1u32..64, 0u32..16, 0u32..64, any::<bool>()).prop_map(|(c, m, uc, um, active)| {
         let total = Resources::new(c as f64, m as f64 * 128.0);
@@ -185,6 +243,7 @@ fn arb_agent() -> impl Strategy<Value = AgentAlloc> {
             attributes: vec![],
             total,
             allocated,
+            ..AgentAlloc::default()
         }
     })
 }

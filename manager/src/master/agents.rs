@@ -37,6 +37,8 @@ impl Master {
             attributes: rec.attributes,
             total: rec.resources,
             allocated: Resources::default(),
+            lent: Vec::new(),
+            revocable_allocated: Default::default(),
         });
         if state == AgentState::Registered {
             self.set_agent_active(idx, true);
@@ -204,7 +206,9 @@ impl Master {
                 continue;
             }
             // A task the master did not know (it restarted): adopt it.
-            let resources = Resources::from_proto(&task.resources).unwrap_or_default();
+            let (resources, revocable) =
+                Resources::from_proto_split(&task.resources).unwrap_or_default();
+            let revocable = revocable.cpus;
             let class = self
                 .cfg
                 .classes
@@ -221,6 +225,7 @@ impl Master {
             let released = state.is_terminal();
             if !released {
                 self.hold(idx, fw, &resources);
+                self.hold_revocable(idx, revocable);
                 *self.alloc_fws[fw as usize]
                     .tasks_per_agent
                     .entry(idx)
@@ -235,12 +240,14 @@ impl Master {
                     agent: idx,
                     name: task.name,
                     resources,
+                    revocable,
                     class,
                     status,
                     kill_requested: false,
                     preempted_at: None,
                     launched_at: now,
                     released,
+                    usage: Default::default(),
                 },
             );
         }

@@ -293,6 +293,7 @@ impl Master {
                     .iter()
                     .map(crate::api::convert::constraint_from_proto)
                     .collect(),
+                accept_revocable: a.accept_revocable,
             });
         }
         Ok(out)

@@ -28,16 +28,18 @@ mod frameworks;
 mod offers;
 mod preempt;
 pub mod records;
+mod revocable;
 mod tasks;
 pub mod view;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::{BTreeMap, VecDeque};
 
+pub use revocable::RevocableConfig;
 use strata_proto::class::{ClassIdx, PriorityClasses};
 use strata_proto::ids::{AgentId, FrameworkId, OfferId, Role, StreamId, TaskId};
 use strata_proto::pb;
-use strata_proto::resources::Resources;
+use strata_proto::resources::{Resources, Scalar};
 
 use crate::allocator::{
     AgentAlloc, AgentIdx, FrameworkAlloc, FrameworkIdx, PendingAsk, RoleAlloc, RoleIdx,
@@ -79,6 +81,8 @@ pub struct MasterConfig {
     pub completed_tasks_kept: usize,
     /// Time a preempted task gets between SIGTERM and SIGKILL.
     pub preemption_grace: Millis,
+    /// How idle cpus are lent as revocable.
+    pub revocable: RevocableConfig,
 }
 
 impl Default for MasterConfig {
@@ -98,6 +102,7 @@ impl Default for MasterConfig {
             min_offer: Resources::new(0.01, 32.0),
             completed_tasks_kept: 1_000,
             preemption_grace: 5_000,
+            revocable: RevocableConfig::default(),
         }
     }
 }
@@ -185,6 +190,8 @@ struct Task {
     agent: AgentIdx,
     name: String,
     resources: Resources,
+    /// Revocable cpus it runs on (lent by higher classes' idle tasks).
+    revocable: Scalar,
     class: ClassIdx,
     status: pb::TaskStatus,
     kill_requested: bool,
@@ -193,6 +200,8 @@ struct Task {
     launched_at: Millis,
     /// Resources are released once the task is terminal.
     released: bool,
+    /// Recent usage reported by the agent (for lending its idle cpus).
+    usage: revocable::UsageWindow,
 }
 
 struct OfferEntry {
@@ -200,6 +209,8 @@ struct OfferEntry {
     agent: AgentIdx,
     class: ClassIdx,
     resources: Resources,
+    /// Revocable cpus offered besides.
+    revocable: Scalar,
     created: Millis,
     /// (ask index, placements) carried by the offer.
     placements: Vec<(usize, u32)>,
@@ -239,6 +250,8 @@ pub struct Counters {
     pub tasks_preempted: u64,
     /// Offers rescinded to make room for a higher class.
     pub offers_preempted: u64,
+    /// Revocable tasks killed because their lenders needed their cpus.
+    pub tasks_revoked: u64,
 }
 
 /// The master state machine.
@@ -412,6 +425,18 @@ impl Master {
         self.alloc_roles[role as usize].allocated.add(res);
     }
 
+    /// Adds revocable cpus to what an agent lends out.
+    fn hold_revocable(&mut self, agent: AgentIdx, cpus: Scalar) {
+        self.alloc_agents[agent as usize].revocable_allocated += cpus;
+    }
+
+    /// Removes revocable cpus from what an agent lends out.
+    fn release_revocable(&mut self, agent: AgentIdx, cpus: Scalar) {
+        let a = &mut self.alloc_agents[agent as usize];
+        a.revocable_allocated = a.revocable_allocated.saturating_sub(cpus);
+        self.dirty = true;
+    }
+
     /// Removes `res` from what an agent, a framework and its role hold.
     fn release(&mut self, agent: AgentIdx, fw: FrameworkIdx, res: &Resources) {
         self.alloc_agents[agent as usize]
@@ -436,13 +461,16 @@ impl Master {
     pub fn check_invariants(&self) -> Result<(), String> {
         // Allocation per agent equals tasks plus offers, and never exceeds total.
         let mut per_agent = vec![Resources::default(); self.agents.len()];
+        let mut revocable = vec![Scalar::ZERO; self.agents.len()];
         for t in self.tasks.values().filter(|t| !t.released) {
             per_agent[t.agent as usize].add(&t.resources);
+            revocable[t.agent as usize] += t.revocable;
         }
         let mut offered_ports: HashMap<AgentIdx, strata_proto::resources::Ranges> =
             HashMap::default();
         for (id, o) in &self.offers {
             per_agent[o.agent as usize].add(&o.resources);
+            revocable[o.agent as usize] += o.revocable;
             let seen = offered_ports.entry(o.agent).or_default();
             if seen.difference(&o.resources.ports) != *seen {
                 return Err(format!(
@@ -470,6 +498,12 @@ impl Master {
                 return Err(format!(
                     "agent {id} accounts {} but holds {}",
                     a.allocated, per_agent[i]
+                ));
+            }
+            if a.revocable_allocated != revocable[i] {
+                return Err(format!(
+                    "agent {id} accounts {} revocable cpus but lends {}",
+                    a.revocable_allocated, revocable[i]
                 ));
             }
             if !self.agents[i].offers.is_empty() && !a.total.contains(&per_agent[i]) {

@@ -56,6 +56,7 @@ impl Master {
         for d in solution.offers {
             let id = OfferId::new(self.next_id("offer"));
             self.hold(d.agent, d.framework, &d.resources);
+            self.hold_revocable(d.agent, d.revocable);
             let mut placements: Vec<(usize, u32)> = Vec::new();
             for p in &d.placements {
                 match placements.iter_mut().find(|(a, _)| *a == p.ask) {
@@ -92,6 +93,7 @@ impl Master {
                     agent: d.agent,
                     class: d.class,
                     resources: d.resources,
+                    revocable: d.revocable,
                     created: now,
                     placements,
                     demand_gen,
@@ -133,7 +135,17 @@ impl Master {
             framework_id: self.frameworks[d.framework as usize].id.to_string(),
             agent_id: e.id.to_string(),
             hostname: a.hostname.clone(),
-            resources: d.resources.to_proto(false),
+            resources: {
+                let mut list = d.resources.to_proto(false);
+                list.extend(
+                    Resources {
+                        cpus: d.revocable,
+                        ..Resources::default()
+                    }
+                    .to_proto(true),
+                );
+                list
+            },
             attributes: a
                 .attributes
                 .iter()
@@ -152,6 +164,7 @@ impl Master {
     pub(super) fn take_offer(&mut self, id: &OfferId) -> OfferEntry {
         let o = self.offers.remove(id).expect("offer exists");
         self.release(o.agent, o.framework, &o.resources);
+        self.release_revocable(o.agent, o.revocable);
         self.frameworks[o.framework as usize].offers.remove(id);
         self.agents[o.agent as usize].offers.remove(id);
         let placed: u32 = o.placements.iter().map(|p| p.1).sum();

@@ -4,7 +4,7 @@
 use rustc_hash::FxHashSet as HashSet;
 use strata_proto::ids::{AgentId, OfferId, TaskId};
 use strata_proto::pb::{self, Reason, Source, TaskState, call, manager_message};
-use strata_proto::resources::Resources;
+use strata_proto::resources::{Resources, Scalar};
 use tracing::{debug, info};
 
 use super::{Action, AgentState, Master, MasterError, Millis, Task, TaskKey, validate_id, view};
@@ -66,10 +66,12 @@ impl Master {
         }
         // Pool the offers' resources; the lowest class among them bounds tasks.
         let mut pool = Resources::default();
+        let mut revocable_pool = Scalar::ZERO;
         let mut offer_class = None;
         for oid in &valid_offers {
             let o = self.take_offer(oid);
             pool.add(&o.resources);
+            revocable_pool += o.revocable;
             offer_class = Some(
                 offer_class.map_or(o.class, |c: strata_proto::class::ClassIdx| c.max(o.class)),
             );
@@ -94,7 +96,7 @@ impl Master {
         let offer_class = offer_class.unwrap_or(strata_proto::class::ClassIdx(0));
         let mut batch_ids: HashSet<String> = HashSet::default();
         for t in tasks {
-            match self.validate_task(fw, &t, &pool, offer_class, &batch_ids) {
+            match self.validate_task(fw, &t, &pool, revocable_pool, offer_class, &batch_ids) {
                 Err(message) => {
                     self.refuse_task(
                         now,
@@ -105,10 +107,11 @@ impl Master {
                         message,
                     );
                 }
-                Ok((resources, class)) => {
+                Ok((resources, revocable, class)) => {
                     batch_ids.insert(t.task_id.clone());
                     pool.subtract(&resources);
-                    self.launch(now, fw, agent, t, resources, class);
+                    revocable_pool = revocable_pool.saturating_sub(revocable);
+                    self.launch(now, fw, agent, t, (resources, revocable), class);
                 }
             }
         }
@@ -123,9 +126,10 @@ impl Master {
         fw: FrameworkIdx,
         t: &pb::TaskInfo,
         pool: &Resources,
+        revocable_pool: Scalar,
         offer_class: strata_proto::class::ClassIdx,
         batch: &HashSet<String>,
-    ) -> Result<(Resources, strata_proto::class::ClassIdx), String> {
+    ) -> Result<(Resources, Scalar, strata_proto::class::ClassIdx), String> {
         validate_id("task", &t.task_id).map_err(|e| e.to_string())?;
         if batch.contains(&t.task_id)
             || self
@@ -137,8 +141,15 @@ impl Master {
                 t.task_id
             ));
         }
-        let resources = Resources::from_proto(&t.resources).map_err(|e| e.to_string())?;
-        if resources.cpus.is_zero() && resources.mem.is_zero() {
+        let (resources, revocable) =
+            Resources::from_proto_split(&t.resources).map_err(|e| e.to_string())?;
+        if !(revocable.mem.is_zero() && revocable.disk.is_zero() && revocable.ports.is_empty()) {
+            return Err(format!(
+                "only cpus can be revocable, but the task asks for revocable {revocable}"
+            ));
+        }
+        let revocable = revocable.cpus;
+        if resources.cpus.is_zero() && revocable.is_zero() && resources.mem.is_zero() {
             return Err("a task must ask for some cpus or mem".into());
         }
         let class = if t.priority_class.is_empty() {
@@ -168,7 +179,13 @@ impl Master {
                 "task asks for {resources} but the offers hold only {pool} (after earlier tasks)"
             ));
         }
-        Ok((resources, class))
+        if revocable > revocable_pool {
+            return Err(format!(
+                "task asks for {revocable} revocable cpus but the offers hold only \
+                 {revocable_pool} (after earlier tasks)"
+            ));
+        }
+        Ok((resources, revocable, class))
     }
 
     fn launch(
@@ -177,7 +194,7 @@ impl Master {
         fw: FrameworkIdx,
         agent: AgentIdx,
         mut info: pb::TaskInfo,
-        resources: Resources,
+        (resources, revocable): (Resources, Scalar),
         class: strata_proto::class::ClassIdx,
     ) {
         let tid = TaskId::new(info.task_id.clone());
@@ -185,11 +202,14 @@ impl Master {
         info.agent_id = agent_id.to_string();
         info.priority_class = self.cfg.classes.name(class).to_owned();
         self.hold(agent, fw, &resources);
+        self.hold_revocable(agent, revocable);
         *self.alloc_fws[fw as usize]
             .tasks_per_agent
             .entry(agent)
             .or_default() += 1;
-        self.consume_demand(fw, class, &resources);
+        let mut shape = resources.clone();
+        shape.cpus += revocable;
+        self.consume_demand(fw, class, &shape);
         let key = (fw, tid.clone());
         self.frameworks[fw as usize].tasks.insert(tid.clone());
         self.agents[agent as usize].tasks.insert(key.clone());
@@ -202,6 +222,7 @@ impl Master {
                 agent,
                 name: info.name.clone(),
                 resources,
+                revocable,
                 class,
                 status: pb::TaskStatus {
                     task_id: tid.to_string(),
@@ -215,6 +236,7 @@ impl Master {
                 preempted_at: None,
                 launched_at: now,
                 released: false,
+                usage: Default::default(),
             },
         );
         self.outbox.push(Action::ToAgent {
@@ -331,9 +353,15 @@ impl Master {
             return;
         }
         t.released = true;
-        let (agent, fw, res) = (t.agent, t.framework, t.resources.clone());
+        let (agent, fw, res, revocable) = (t.agent, t.framework, t.resources.clone(), t.revocable);
+        let lender = t.usage.is_lending();
         self.counters.tasks_terminal += 1;
         self.release(agent, fw, &res);
+        self.release_revocable(agent, revocable);
+        if lender {
+            // Its idle cpus are no longer lent (they are free again).
+            self.refresh_lent(now, agent);
+        }
         if let Some(c) = self.alloc_fws[fw as usize].tasks_per_agent.get_mut(&agent) {
             *c = c.saturating_sub(1);
             if *c == 0 {
@@ -550,6 +578,9 @@ impl Master {
             resources: t.resources.to_string(),
             exit_code: t.status.exit_code,
             message: t.status.message.clone(),
+            revocable_cpus: t.revocable.as_f64(),
+            cpus_used: t.usage.latest().map(|u| u.0),
+            mem_used: t.usage.latest().map(|u| u.1),
         }
     }
 }

@@ -35,6 +35,12 @@ pub struct AgentView {
     pub attributes: Vec<(String, String)>,
     /// Active tasks.
     pub tasks: usize,
+    /// Idle cpus its tasks lend as revocable (measured by the agent).
+    #[serde(default)]
+    pub cpus_lent: f64,
+    /// Revocable cpus borrowed by tasks and offers.
+    #[serde(default)]
+    pub cpus_revocable_allocated: f64,
 }
 
 /// A framework as the state API shows it.
@@ -106,6 +112,15 @@ pub struct TaskView {
     pub exit_code: Option<i32>,
     /// Latest message.
     pub message: String,
+    /// Revocable cpus it runs on.
+    #[serde(default)]
+    pub revocable_cpus: f64,
+    /// Cpus it used over the agent's last sampling interval.
+    #[serde(default)]
+    pub cpus_used: Option<f64>,
+    /// Resident memory at the last sample (MiB).
+    #[serde(default)]
+    pub mem_used: Option<f64>,
 }
 
 /// The whole state.
@@ -158,6 +173,8 @@ impl Master {
                     .iter()
                     .filter(|k| self.tasks.get(*k).is_some_and(|t| !t.released))
                     .count(),
+                cpus_lent: a.lent.iter().map(|(_, c)| c.as_f64()).sum(),
+                cpus_revocable_allocated: a.revocable_allocated.as_f64(),
             })
             .collect();
         let frameworks = self

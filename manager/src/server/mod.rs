@@ -402,6 +402,7 @@ fn handle_input(
             let r = match message {
                 pb::agent_message::Message::Heartbeat(_) => master.agent_heartbeat(now, &agent),
                 pb::agent_message::Message::Update(u) => master.agent_update(now, &agent, u),
+                pb::agent_message::Message::Usage(u) => master.agent_usage(now, &agent, u),
                 pb::agent_message::Message::Register(_) => Ok(()),
             };
             if let Err(e) = r {

@@ -243,6 +243,9 @@ impl Sim {
                     pb::agent_message::Message::Heartbeat(_) => {
                         self.master.agent_heartbeat(self.now, &id)
                     }
+                    pb::agent_message::Message::Usage(u) => {
+                        self.master.agent_usage(self.now, &id, u)
+                    }
                     pb::agent_message::Message::Register(_) => Ok(()),
                 };
                 if let Err(e) = r {

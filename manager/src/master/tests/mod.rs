@@ -725,3 +725,5 @@ fn a_batch_ask_never_preempts_batch() {
     assert!(kills(&t.m.drain_actions()).is_empty());
     assert_eq!(t.m.counters().tasks_preempted, 0);
 }
+
+mod revocable;
