@@ -28,7 +28,7 @@ pub struct ManagerArgs {
     /// Shared secret required of agents, frameworks and clients (required for a non-loopback address).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, services (true or false).
+    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, revocable_window, services (true or false).
     #[arg(long)]
     config: Option<PathBuf>,
     /// An agent silent this long is unreachable [default: 15s].
@@ -49,6 +49,10 @@ pub struct ManagerArgs {
     /// Time a preempted task gets between SIGTERM and SIGKILL [default: 5s].
     #[arg(long, value_parser = parse_duration)]
     preemption_grace: Option<Duration>,
+    /// Idle cpus of running tasks are lent as revocable by their peak use
+    /// over this window; `0s` lends none [default: 30s].
+    #[arg(long, value_parser = parse_duration)]
+    revocable_window: Option<Duration>,
     /// Do not run the built-in services scheduler (Marathon's `/v2` API).
     #[arg(long)]
     no_services: bool,
@@ -66,6 +70,7 @@ struct ManagerFile {
     allocation_interval: Option<String>,
     classes: Option<String>,
     preemption_grace: Option<String>,
+    revocable_window: Option<String>,
     services: Option<bool>,
 }
 
@@ -144,6 +149,13 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
         .or(file_duration(f.preemption_grace, "preemption_grace")?)
     {
         m.preemption_grace = ms(d);
+    }
+    if let Some(d) = a
+        .revocable_window
+        .or(file_duration(f.revocable_window, "revocable_window")?)
+    {
+        m.revocable.window = ms(d);
+        m.revocable.enabled = !d.is_zero();
     }
     cfg.services = !a.no_services && f.services.unwrap_or(true);
     m.instance = format!(

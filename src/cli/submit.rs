@@ -272,6 +272,9 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         JobSpec::Packaged(job) => args.extend(["--job".into(), job.name.to_owned()]),
         JobSpec::Binary { uri, .. } => args.extend(["--executor-uri".into(), uri.clone()]),
     }
+    if e.revocable {
+        args.push("--revocable".into());
+    }
     if let Some(p) = e.partitions {
         args.extend(["--partitions".into(), p.to_string()]);
     }

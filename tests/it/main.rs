@@ -13,6 +13,8 @@
 //!   its timeout.
 //! * [`jobs`]: `strata submit`, `strata jobs`, cancellation, a killed and a
 //!   supervised driver;
+//! * [`revocable`]: a service's idle cpus lent to batch and revoked when
+//!   it gets busy; a service autoscaled on the cpu its agent measures;
 //! * [`s3`]: `s3://` tables on a real S3-compatible server, read by
 //!   executors on the cluster;
 //! * [`services`]: the built-in services scheduler through Marathon's
@@ -27,6 +29,7 @@ mod cluster;
 mod failover;
 mod harness;
 mod jobs;
+mod revocable;
 mod s3;
 mod services;
 mod slt;

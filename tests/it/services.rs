@@ -10,7 +10,7 @@ use strata_sdk::{Ask, Event, Resources, TaskBuilder, TaskState};
 
 use crate::harness::*;
 
-async fn request(
+pub(crate) async fn request(
     m: &Manager,
     method: &str,
     path: &str,
@@ -31,7 +31,7 @@ async fn request(
     (code, headers, v)
 }
 
-async fn app(m: &Manager, id: &str) -> Value {
+pub(crate) async fn app(m: &Manager, id: &str) -> Value {
     let (code, _, v) = request(m, "GET", &format!("/v2/apps{id}"), None).await;
     assert_eq!(code, 200, "{v}");
     v["app"].clone()

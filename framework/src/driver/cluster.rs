@@ -49,6 +49,10 @@ pub struct ClusterSource {
     /// with its id), instead of registering a new one. Its tasks keep
     /// running; the driver launches executors into it.
     pub framework_id: Option<String>,
+    /// Whether executors may run on revocable cpus (idle cpus of
+    /// higher-class tasks) when no regular room fits. Revoked executors are
+    /// lost executors: their lost outputs run again.
+    pub revocable: bool,
 }
 
 impl ClusterSource {
@@ -67,6 +71,7 @@ impl ClusterSource {
             user: current_user(),
             failover_timeout: Duration::from_secs(10),
             framework_id: None,
+            revocable: false,
         }
     }
 }
@@ -227,7 +232,8 @@ impl Launcher {
                 self.source.class.clone(),
                 self.resources.clone(),
                 missing as u32,
-            );
+            )
+            .revocable(self.source.revocable);
             match self.handle.declare_demand(vec![ask]).await {
                 Ok(()) => self.handle.revive().await,
                 Err(e) => Err(e),
@@ -247,9 +253,32 @@ impl Launcher {
         for offer in offers {
             let mut tasks = Vec::new();
             let mut left = offer.resources.clone();
+            let mut left_revocable = offer.revocable.clone();
+            // Regular room first; revocable cpus (with regular mem) when
+            // allowed and nothing regular is left.
+            let mut on_lent_cpus = self.resources.clone();
+            on_lent_cpus.cpus = Default::default();
+            let lent_cpus = Resources {
+                cpus: self.resources.cpus,
+                ..Resources::default()
+            };
             // One executor per agent per round while others remain to be
             // offered; more only when this offer is all there is.
-            while self.missing() > tasks.len() && left.subtract(&self.resources) {
+            while self.missing() > tasks.len() {
+                let (regular, revocable) = if left.contains(&self.resources) {
+                    (self.resources.clone(), None)
+                } else if self.source.revocable
+                    && left_revocable.contains(&lent_cpus)
+                    && left.contains(&on_lent_cpus)
+                {
+                    (on_lent_cpus.clone(), Some(lent_cpus.clone()))
+                } else {
+                    break;
+                };
+                left.subtract(&regular);
+                if let Some(r) = &revocable {
+                    left_revocable.subtract(r);
+                }
                 self.next += 1;
                 let id = ExecutorId(format!("{}-exec-{}", self.handle.framework_id(), self.next));
                 let mut args = self.source.program_args.clone();
@@ -260,9 +289,12 @@ impl Launcher {
                     args,
                 )
                 .name(format!("executor {}", id))
-                .resources(self.resources.clone())
+                .resources(regular)
                 .class(self.source.class.clone())
                 .kill_grace(Duration::from_secs(2));
+                if let Some(r) = revocable {
+                    b = b.revocable(r);
+                }
                 if let Some(u) = &self.source.user {
                     b = b.user(u.clone());
                 }

@@ -116,6 +116,11 @@ pub struct ExecutorOpts {
     /// The executors' priority class.
     #[arg(long, default_value = "batch")]
     pub class: String,
+    /// Also run executors on revocable cpus (idle cpus of higher-class
+    /// tasks) when no regular room is free; they are killed when their
+    /// lenders need the cpus back, and lost work runs again.
+    #[arg(long)]
+    pub revocable: bool,
     /// How long to wait for the executors to start.
     #[arg(long, default_value = "60s", value_parser = strata_proto::units::duration)]
     pub executor_wait: Duration,
@@ -155,6 +160,7 @@ impl ExecutorOpts {
     pub fn driver_config(&self, mut source: ClusterSource) -> DriverConfig {
         source.role = self.role.clone();
         source.class = self.class.clone();
+        source.revocable = self.revocable;
         let mut config = DriverConfig::new(ExecutorSource::Cluster(Box::new(source)));
         self.size(&mut config);
         config

@@ -145,6 +145,23 @@ impl Master {
         Ok(())
     }
 
+    /// The cpus each running task of a framework used at its agent's last
+    /// sample (tasks not measured yet are left out).
+    pub fn task_cpus(&self, framework: &FrameworkId) -> std::collections::BTreeMap<TaskId, f64> {
+        let Some(&fw) = self.fw_index.get(framework) else {
+            return Default::default();
+        };
+        self.frameworks[fw as usize]
+            .tasks
+            .iter()
+            .filter_map(|tid| {
+                let t = self.tasks.get(&(fw, tid.clone()))?;
+                let (cpus, _) = t.usage.latest().filter(|_| !t.released)?;
+                Some((tid.clone(), cpus))
+            })
+            .collect()
+    }
+
     /// Recomputes what an agent's tasks lend, then revokes what no longer
     /// fits.
     pub(super) fn refresh_lent(&mut self, now: Millis, agent: AgentIdx) {

@@ -121,6 +121,10 @@ pub(crate) enum Input {
     State {
         reply: oneshot::Sender<(StateView, Vec<Gauge>)>,
     },
+    TaskCpus {
+        framework: strata_proto::ids::FrameworkId,
+        reply: oneshot::Sender<std::collections::BTreeMap<strata_proto::ids::TaskId, f64>>,
+    },
     SetRole {
         role: Role,
         weight: f64,
@@ -182,6 +186,20 @@ impl Clock {
     }
 }
 
+/// How the services scheduler reads its tasks' cpu use from the core.
+fn cpu_usage_source(tx: mpsc::Sender<Input>) -> crate::services::runner::CpuUsageFn {
+    std::sync::Arc::new(move |framework| {
+        let tx = tx.clone();
+        Box::pin(async move {
+            let (reply, wait) = oneshot::channel();
+            if tx.send(Input::TaskCpus { framework, reply }).await.is_err() {
+                return Default::default();
+            }
+            wait.await.unwrap_or_default()
+        })
+    })
+}
+
 /// Starts a manager: opens the registry, recovers the master from it, binds
 /// the listener and serves until shut down.
 pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
@@ -213,6 +231,7 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     } else {
         (None, None)
     };
+    let core_tx = tx.clone();
     let core = CoreHandle {
         tx,
         token: cfg.token.as_deref().map(Arc::from),
@@ -236,6 +255,7 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
             token: cfg.token.clone(),
             state_file: cfg.work_dir.join("services.json"),
             classes: cfg.master.classes.clone(),
+            cpu_usage: Some(cpu_usage_source(core_tx.clone())),
         };
         tokio::spawn(crate::services::runner::run(rc, rx))
     });
@@ -442,6 +462,9 @@ fn handle_input(
         }
         Input::State { reply } => {
             let _ = reply.send((master.state_view(now), master.gauges()));
+        }
+        Input::TaskCpus { framework, reply } => {
+            let _ = reply.send(master.task_cpus(&framework));
         }
         Input::SetRole {
             role,

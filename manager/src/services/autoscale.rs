@@ -4,7 +4,9 @@
 //! strata.autoscale.min      = 2        fewest instances
 //! strata.autoscale.max      = 8        most instances
 //! strata.autoscale.metric   = http:/load   a number each instance serves
-//!                                     over HTTP (on its first host port)
+//!                                     over HTTP (on its first host port),
+//!                           = cpu     or the percentage of its cpus it uses,
+//!                                     as its agent measures it
 //! strata.autoscale.target   = 10       wanted value of the metric per instance
 //! ```
 //!
@@ -28,6 +30,9 @@ pub enum Metric {
         /// The path, starting with `/`.
         path: String,
     },
+    /// The percentage of its cpus an instance uses (100 = all of them), as
+    /// measured by its agent over the last sampling interval.
+    Cpu,
 }
 
 /// An app's autoscaling policy.
@@ -104,15 +109,8 @@ impl Policy {
             Some(m) if m.starts_with("http:/") => Metric::Http {
                 path: m["http:".len()..].to_owned(),
             },
-            Some("cpu") => {
-                return Err(bad(
-                    "metric",
-                    "the cpu metric needs per-task usage from the agents, which they do not \
-                     report yet; serve a metric over HTTP (http:/path)"
-                        .into(),
-                ));
-            }
-            Some(m) => return Err(bad("metric", format!("{m:?}: use http:/path"))),
+            Some("cpu") => Metric::Cpu,
+            Some(m) => return Err(bad("metric", format!("{m:?}: use cpu or http:/path"))),
             None => return Err(bad("metric", "required by an autoscaling policy".into())),
         };
         let target = get("target")
@@ -180,9 +178,20 @@ mod tests {
     fn bad_labels_name_the_label() {
         let e = Policy::from_labels(&labels(&[("min", "3"), ("max", "2")])).unwrap_err();
         assert_eq!(e.label, "strata.autoscale.max");
-        let e = Policy::from_labels(&labels(&[("min", "1"), ("max", "2"), ("metric", "cpu")]))
+        let e = Policy::from_labels(&labels(&[("min", "1"), ("max", "2"), ("metric", "gpu")]))
             .unwrap_err();
         assert!(e.message.contains("http:/path"), "{e:?}");
+        let cpu = Policy::from_labels(&labels(&[
+            ("min", "1"),
+            ("max", "4"),
+            ("metric", "cpu"),
+            ("target", "50"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(cpu.metric, Metric::Cpu);
+        // Two instances at 90 % of their cpus, target 50 %: 180 / 50 → 4.
+        assert_eq!(cpu.desired(2, &[90.0, 90.0]), 4);
         let e = Policy::from_labels(&labels(&[("mni", "1")])).unwrap_err();
         assert_eq!(e.label, "strata.autoscale.mni");
     }

@@ -33,7 +33,7 @@ pub const FRAMEWORK_NAME: &str = "strata-services";
 const DECLINE_REFUSE: Duration = Duration::from_secs(1);
 
 /// How the runner starts.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunnerConfig {
     /// The manager's gRPC address.
     pub manager: String,
@@ -43,7 +43,21 @@ pub struct RunnerConfig {
     pub state_file: PathBuf,
     /// The priority classes.
     pub classes: PriorityClasses,
+    /// Reads the cpus the scheduler's tasks used (for the `cpu` autoscaling
+    /// metric); without it, that metric has no samples.
+    pub cpu_usage: Option<CpuUsageFn>,
 }
+
+/// Reads the cpus each running task of a framework used at its agent's
+/// last sample.
+pub type CpuUsageFn = std::sync::Arc<
+    dyn Fn(
+            FrameworkId,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = BTreeMap<TaskId, f64>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A read of the state, answered with JSON.
 pub type ReadFn = Box<dyn FnOnce(&Services) -> Result<Value, ServiceError> + Send>;
@@ -138,6 +152,19 @@ struct Runner {
     last_sample: BTreeMap<AppId, Millis>,
     sampling: BTreeSet<AppId>,
     dirty: bool,
+}
+
+/// Each instance's cpu use as a percentage of its `cpus` (instances not
+/// measured yet give no sample).
+fn cpu_percentages(tasks: &[TaskId], used: &BTreeMap<TaskId, f64>, cpus: f64) -> Vec<f64> {
+    if cpus <= 0.0 {
+        return Vec::new();
+    }
+    tasks
+        .iter()
+        .filter_map(|t| used.get(t))
+        .map(|u| u / cpus * 100.0)
+        .collect()
 }
 
 /// Runs the services scheduler until `rx` closes.
@@ -342,17 +369,39 @@ impl Runner {
             }
             self.last_sample.insert(id.clone(), now);
             self.sampling.insert(id.clone());
-            let targets: Vec<probe::Target> = app
+            let sampled = app
                 .instances
                 .values()
-                .filter(|i| !i.killing && app.is_healthy(i))
+                .filter(|i| !i.killing && app.is_healthy(i));
+            let (tx, app_id) = (self.probes_tx.clone(), id.clone());
+            let path = match policy.metric {
+                Metric::Http { path } => path,
+                Metric::Cpu => {
+                    let tasks: Vec<TaskId> = sampled.map(|i| i.task_id.clone()).collect();
+                    let read = self.cfg.cpu_usage.clone();
+                    let (fw, cpus) = (self.framework_id.clone(), app.def.cpus);
+                    tokio::spawn(async move {
+                        let used = match (read, fw) {
+                            (Some(read), Some(fw)) => read(fw).await,
+                            _ => BTreeMap::new(),
+                        };
+                        let samples = cpu_percentages(&tasks, &used, cpus);
+                        let _ = tx
+                            .send(Probe::Metric {
+                                app: app_id,
+                                samples,
+                            })
+                            .await;
+                    });
+                    continue;
+                }
+            };
+            let targets: Vec<probe::Target> = sampled
                 .map(|i| probe::Target {
                     host: i.ip.clone(),
                     ports: i.ports.clone(),
                 })
                 .collect();
-            let (tx, app_id) = (self.probes_tx.clone(), id.clone());
-            let Metric::Http { path } = policy.metric;
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 for t in &targets {
@@ -438,4 +487,18 @@ pub fn merge(app: &AppDefinition, patch: Value) -> Result<AppDefinition, Service
     }
     let bytes = serde_json::to_vec(&base).unwrap_or_default();
     super::app::parse(&bytes).map_err(|details| ServiceError::Invalid { details })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_samples_are_percentages_of_the_app_cpus() {
+        let (a, b, c) = (TaskId::new("a"), TaskId::new("b"), TaskId::new("c"));
+        let used = BTreeMap::from([(a.clone(), 0.25), (b.clone(), 0.5)]);
+        // c is not measured yet: no sample.
+        assert_eq!(cpu_percentages(&[a, b, c], &used, 0.5), vec![50.0, 100.0]);
+        assert!(cpu_percentages(&[TaskId::new("a")], &used, 0.0).is_empty());
+    }
 }

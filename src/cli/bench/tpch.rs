@@ -854,6 +854,7 @@ impl ClusterRun {
             partitions: Some(a.partitions),
             role: "*".into(),
             class: "batch".into(),
+            revocable: false,
             executor_wait: Duration::from_secs(60),
         };
         let (driver, session) = start_driver(&opts, &address, work).await?;

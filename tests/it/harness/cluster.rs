@@ -38,6 +38,8 @@ pub struct ManagerSpec {
     pub allocation_interval: String,
     /// `--preemption-grace`.
     pub preemption_grace: Option<String>,
+    /// `--revocable-window`.
+    pub revocable_window: Option<String>,
 }
 
 impl Default for ManagerSpec {
@@ -50,6 +52,7 @@ impl Default for ManagerSpec {
             failover_timeout: None,
             allocation_interval: "100ms".into(),
             preemption_grace: None,
+            revocable_window: None,
         }
     }
 }

@@ -245,6 +245,9 @@ impl Env {
         if let Some(f) = &spec.failover_timeout {
             args.extend(["--failover-timeout".into(), f.clone()]);
         }
+        if let Some(w) = &spec.revocable_window {
+            args.extend(["--revocable-window".into(), w.clone()]);
+        }
         if let Some(g) = &spec.preemption_grace {
             args.extend(["--preemption-grace".into(), g.clone()]);
         }
