@@ -339,6 +339,83 @@ async fn a_service_preempts_batch_tasks_and_batch_takes_the_room_back() {
     assert!(room >= 0.5, "offered {room} cpus");
 }
 
+/// Blue/green as the README describes it: the new version as a second app
+/// beside the old, scaled up while the old is scaled down, then the old
+/// deleted; the service never has fewer healthy instances than it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_switch_keeps_the_service_up() {
+    let env = Env::new("services-blue-green");
+    let m = env.start_manager(ManagerSpec::default()).await;
+    let _a = env.start_agent(&m.addr, &env.path("agent0"), None).await;
+    let _b = env.start_agent(&m.addr, &env.path("agent1"), None).await;
+    m.wait_registered_agents(2).await;
+    let (blue, green) = ("/shop/web-blue", "/shop/web-green");
+    let (code, _, v) = request(&m, "POST", "/v2/apps", Some(web_app(blue, 2))).await;
+    assert_eq!(code, 201, "{v}");
+    settled(&m, blue, 2).await;
+    // Healthy instances of both colours, and the fewest seen so far.
+    let mut least = u64::MAX;
+    let observe = async |least: &mut u64| {
+        let healthy = |a: &Value| a["tasksHealthy"].as_u64().unwrap_or(0);
+        let b = app(&m, blue).await;
+        let g = match request(&m, "GET", &format!("/v2/apps{green}"), None).await {
+            (200, _, v) => v["app"].clone(),
+            _ => Value::Null,
+        };
+        *least = (*least).min(healthy(&b) + healthy(&g));
+        (b, g)
+    };
+
+    // Green beside blue, then scaled across with the CLI.
+    let (code, _, v) = request(&m, "POST", "/v2/apps", Some(web_app(green, 1))).await;
+    assert_eq!(code, 201, "{v}");
+    wait_for("green healthy beside blue", LONG, async || {
+        let (_, g) = observe(&mut least).await;
+        (g["tasksHealthy"] == 1).then_some(())
+    })
+    .await;
+    let scale = async |id: &str, n: &str| {
+        let out = env
+            .cli(&["apps", "--manager", &m.addr, "scale", id, n])
+            .await;
+        assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    };
+    scale(green, "2").await;
+    wait_for("green at 2 healthy", LONG, async || {
+        let (_, g) = observe(&mut least).await;
+        (g["tasksHealthy"] == 2).then_some(())
+    })
+    .await;
+    scale(blue, "0").await;
+    wait_for("blue drained", LONG, async || {
+        let (b, _) = observe(&mut least).await;
+        (b["tasks"].as_array().is_some_and(Vec::is_empty) && b["deployments"] == json!([]))
+            .then_some(())
+    })
+    .await;
+    let (code, _, _) = request(&m, "DELETE", &format!("/v2/apps{blue}"), None).await;
+    assert_eq!(code, 200);
+    wait_until("blue gone", LONG, async || {
+        request(&m, "GET", &format!("/v2/apps{blue}"), None).await.0 == 404
+    })
+    .await;
+    assert!(
+        least >= 2,
+        "healthy instances fell to {least} during the switch"
+    );
+    // Green serves.
+    let g = settled(&m, green, 2).await;
+    for t in g["tasks"].as_array().unwrap() {
+        let (code, body) = http("GET", &task_addr(t), "/", None, None).await;
+        assert_eq!(code, 200);
+        assert!(
+            String::from_utf8_lossy(&body).contains("green"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
 /// marathon-python (a real Marathon client, installed by `.ci/run`) parses
 /// every answer of the API into its models.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
