@@ -224,6 +224,7 @@ impl Master {
             };
             let released = state.is_terminal();
             if !released {
+                self.count_live(class, true);
                 self.hold(idx, fw, &resources);
                 self.hold_revocable(idx, revocable);
                 *self.alloc_fws[fw as usize]

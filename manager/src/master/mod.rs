@@ -281,6 +281,9 @@ pub struct Master {
     preempting_agents: std::collections::BTreeSet<AgentIdx>,
     /// Where the next preemption search starts.
     preempt_cursor: usize,
+    /// Per class: unreleased tasks and outstanding offers, so a preemption
+    /// search is skipped when nothing it could take back exists.
+    live_by_class: Vec<u32>,
 }
 
 /// Figures of the last allocation cycle.
@@ -304,7 +307,6 @@ impl Master {
     /// A master with no state.
     pub fn new(cfg: MasterConfig) -> Self {
         Master {
-            cfg,
             seq: 0,
             agents: Vec::new(),
             alloc_agents: Vec::new(),
@@ -327,6 +329,19 @@ impl Master {
             last_cycle: None,
             preempting_agents: std::collections::BTreeSet::new(),
             preempt_cursor: 0,
+            live_by_class: vec![0; cfg.classes.len()],
+            cfg,
+        }
+    }
+
+    /// Counts a task or offer of `class` coming (`true`) or going.
+    fn count_live(&mut self, class: ClassIdx, coming: bool) {
+        if let Some(n) = self.live_by_class.get_mut(class.0 as usize) {
+            if coming {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 
@@ -512,6 +527,24 @@ impl Master {
                     a.total, per_agent[i]
                 ));
             }
+        }
+        let mut live = vec![0u32; self.live_by_class.len()];
+        for class in self
+            .tasks
+            .values()
+            .filter(|t| !t.released)
+            .map(|t| t.class)
+            .chain(self.offers.values().map(|o| o.class))
+        {
+            if let Some(n) = live.get_mut(class.0 as usize) {
+                *n += 1;
+            }
+        }
+        if live != self.live_by_class {
+            return Err(format!(
+                "live tasks and offers per class {live:?} but counted {:?}",
+                self.live_by_class
+            ));
         }
         for t in self.tasks.values().filter(|t| !t.released) {
             if let Some(p) = offered_ports.get(&t.agent)

@@ -78,6 +78,7 @@ impl Master {
                 self.sync_demand(d.framework);
             }
             let demand_gen = self.frameworks[d.framework as usize].demand_gen;
+            self.count_live(d.class, true);
             self.frameworks[d.framework as usize]
                 .offers
                 .insert(id.clone());
@@ -163,6 +164,7 @@ impl Master {
     /// caller decides what becomes of them).
     pub(super) fn take_offer(&mut self, id: &OfferId) -> OfferEntry {
         let o = self.offers.remove(id).expect("offer exists");
+        self.count_live(o.class, false);
         self.release(o.agent, o.framework, &o.resources);
         self.release_revocable(o.agent, o.revocable);
         self.frameworks[o.framework as usize].offers.remove(id);

@@ -15,6 +15,13 @@
 //! A decision compares the agents already freeing room and the first
 //! [`PREEMPTION_SAMPLE`] agents (from a rotating cursor) that could make
 //! room, not every agent: the victims are the best on those agents.
+//! Within one decision, room that is free or being freed is promised to
+//! one ask (the first that plans on it), so two asks never wait on the same
+//! victims. No search is made for an ask when no task or offer of a class
+//! it may preempt exists (the master counts them per class), which would
+//! otherwise look at every agent each cycle for a batch backlog.
+
+use std::collections::BTreeMap;
 
 use strata_proto::ids::OfferId;
 use strata_proto::pb::Reason;
@@ -43,6 +50,18 @@ enum Victim<'a> {
     Offer(&'a OfferId),
 }
 
+/// Room promised to asks during one preemption decision, per agent.
+type Claims = BTreeMap<AgentIdx, Resources>;
+
+/// Free room plus everything that could be taken back on a candidate agent.
+fn room_of<K>(a: &AgentCandidates<K>) -> Resources {
+    let mut room = a.free.clone();
+    for t in &a.tasks {
+        room.add(&t.resources);
+    }
+    room
+}
+
 /// A victim once the plan is made.
 enum Chosen {
     Task(TaskKey),
@@ -63,6 +82,10 @@ impl Master {
         };
         self.forget_finished_preemptions();
         let mut chosen = 0;
+        // Room promised to earlier asks of this decision, per agent: room
+        // that is free or being freed serves one ask only, the first (the
+        // allocator serves them in the same order once the room is free).
+        let mut claimed: Claims = BTreeMap::new();
         for &(f, ai, count) in unplaced {
             let Some(ask) = self.alloc_fws[f as usize].demand.get(ai) else {
                 continue;
@@ -70,8 +93,18 @@ impl Master {
             if !self.cfg.classes.may_preempt(ask.class, lowest) {
                 continue;
             }
-            // Each ask sees the room earlier asks' victims are freeing.
-            let (victims, cursor) = self.plan_for(now, f, ai, count);
+            // Nothing this ask could take back exists: no search (it would
+            // look at every agent and find nothing).
+            let preemptible =
+                self.live_by_class.iter().enumerate().any(|(c, &n)| {
+                    n > 0 && self.cfg.classes.may_preempt(ask.class, ClassIdx(c as u8))
+                });
+            if !preemptible {
+                continue;
+            }
+            // Each ask sees the room earlier victims are freeing, less what
+            // earlier asks of this decision were promised.
+            let (victims, cursor) = self.plan_for(now, f, ai, count, &mut claimed);
             self.preempt_cursor = cursor;
             chosen += victims.len();
             for v in victims {
@@ -89,6 +122,7 @@ impl Master {
         f: FrameworkIdx,
         ai: usize,
         count: u32,
+        claimed: &mut Claims,
     ) -> (Vec<Chosen>, usize) {
         let ask = &self.alloc_fws[f as usize].demand[ai];
         let fa = &self.alloc_fws[f as usize];
@@ -109,7 +143,8 @@ impl Master {
             )
         };
         let (mut agents, cursor) =
-            self.preemption_candidates(now, f, ask.class, &ask.resources, &allowed);
+            self.preemption_candidates(now, f, ask.class, &ask.resources, &allowed, claimed);
+        let room_before: Vec<Resources> = agents.iter().map(room_of).collect();
         let plan = preemption::plan(
             &self.cfg.classes,
             ask.class,
@@ -118,6 +153,15 @@ impl Master {
             &mut agents,
             allowed,
         );
+        // What the plan put on each agent (in free room or in room its
+        // victims free) is promised to this ask.
+        for (a, before) in agents.iter().zip(room_before) {
+            let mut taken = before;
+            taken.subtract_saturating(&room_of(a));
+            if !taken.is_empty() {
+                claimed.entry(a.agent).or_default().add(&taken);
+            }
+        }
         let chosen = plan
             .into_iter()
             .flat_map(|v| v.tasks)
@@ -158,10 +202,11 @@ impl Master {
         class: ClassIdx,
         need: &Resources,
         allowed: &dyn Fn(AgentIdx) -> bool,
+        claimed: &Claims,
     ) -> (Vec<AgentCandidates<Victim<'_>>>, usize) {
         let mut out = Vec::new();
         for &a in &self.preempting_agents {
-            if let Some(c) = self.candidates_on(now, a, f, class) {
+            if let Some(c) = self.candidates_on(now, a, f, class, claimed) {
                 out.push(c);
             }
         }
@@ -174,7 +219,7 @@ impl Master {
             if self.preempting_agents.contains(&a) || !allowed(a) {
                 continue;
             }
-            let Some(c) = self.candidates_on(now, a, f, class) else {
+            let Some(c) = self.candidates_on(now, a, f, class, claimed) else {
                 continue;
             };
             let mut room = c.free.clone();
@@ -189,13 +234,15 @@ impl Master {
         (out, (self.preempt_cursor + step) % n.max(1))
     }
 
-    /// One registered agent's room and victims for framework `f`.
+    /// One registered agent's room (less what is `claimed` there) and
+    /// victims for framework `f`.
     fn candidates_on(
         &self,
         now: Millis,
         agent: AgentIdx,
         f: FrameworkIdx,
         class: ClassIdx,
+        claimed: &Claims,
     ) -> Option<AgentCandidates<Victim<'_>>> {
         let classes = &self.cfg.classes;
         let a = &self.agents[agent as usize];
@@ -236,6 +283,9 @@ impl Master {
                 resources: o.resources.clone(),
                 running_ms: 0,
             });
+        }
+        if let Some(c) = claimed.get(&agent) {
+            free.subtract_saturating(c);
         }
         Some(AgentCandidates { agent, free, tasks })
     }

@@ -210,6 +210,7 @@ impl Master {
         let mut shape = resources.clone();
         shape.cpus += revocable;
         self.consume_demand(fw, class, &shape);
+        self.count_live(class, true);
         let key = (fw, tid.clone());
         self.frameworks[fw as usize].tasks.insert(tid.clone());
         self.agents[agent as usize].tasks.insert(key.clone());
@@ -353,8 +354,10 @@ impl Master {
             return;
         }
         t.released = true;
-        let (agent, fw, res, revocable) = (t.agent, t.framework, t.resources.clone(), t.revocable);
+        let (agent, fw, res, revocable, class) =
+            (t.agent, t.framework, t.resources.clone(), t.revocable, t.class);
         let lender = t.usage.is_lending();
+        self.count_live(class, false);
         self.counters.tasks_terminal += 1;
         self.release(agent, fw, &res);
         self.release_revocable(agent, revocable);
@@ -379,6 +382,9 @@ impl Master {
     /// Drops a task that is terminal and acknowledged.
     pub(super) fn forget_task(&mut self, key: &TaskKey) {
         if let Some(t) = self.tasks.remove(key) {
+            if !t.released {
+                self.count_live(t.class, false);
+            }
             self.frameworks[t.framework as usize].tasks.remove(&key.1);
             self.agents[t.agent as usize].tasks.remove(key);
         }
