@@ -15,8 +15,13 @@
 //! fault, drains, and checks that every launched task reached a terminal
 //! state that its framework was told about (or that its framework was
 //! removed and the task killed).
+//!
+//! [`colocation`] runs a mixed workload of services and batch jobs on one
+//! shared pool against two separate pools, to measure the agents sharing
+//! saves (no faults there: the figures are about capacity).
 
 mod actors;
+pub mod colocation;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

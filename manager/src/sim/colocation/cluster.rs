@@ -1,0 +1,297 @@
+//! One simulated cluster: the real [`Master`] and simulated agents of one
+//! shape that run tasks and report them.
+//!
+//! A task's command says how long it runs: `sleep SECONDS` ends by itself
+//! (`TASK_FINISHED`), anything else runs until killed. A launched task
+//! reports `TASK_RUNNING` after the start latency. A kill without a grace
+//! period (a framework's own kill) ends the task at once; a kill with one
+//! (preemption) ends it after the grace (or after the configured victim
+//! exit time, if shorter), with the kill's reason. Updates carry uuids; the
+//! agents send each once (no faults are injected, so nothing is lost) and
+//! ignore acknowledgements.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use rustc_hash::FxHashMap as HashMap;
+use strata_proto::ids::{AgentId, FrameworkId, TaskId};
+use strata_proto::pb::{self, Reason, Source, TaskState, agent_message, manager_message};
+use strata_proto::resources::Resources;
+
+use super::ColoConfig;
+use crate::master::{Master, MasterConfig, Millis};
+use crate::sim::SimFailure;
+
+/// What happens to a task at a due time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DueKind {
+    /// It has started: report `TASK_RUNNING`.
+    Run,
+    /// Its command exited: report `TASK_FINISHED`.
+    Finish,
+    /// It died of a kill: report `TASK_KILLED` with this reason.
+    Killed(Reason),
+}
+
+#[derive(Debug)]
+struct Due {
+    at: Millis,
+    seq: u64,
+    task: TaskId,
+    kind: DueKind,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Running,
+    Dying,
+}
+
+struct AgentTask {
+    agent: usize,
+    framework: FrameworkId,
+    resources: Resources,
+    /// How long it runs once started; `None` until killed.
+    run_ms: Option<Millis>,
+    phase: Phase,
+}
+
+/// A cluster of identical simulated agents around a real master.
+pub(super) struct Cluster {
+    /// The master under test.
+    pub master: Master,
+    agents: Vec<AgentId>,
+    agent_by_id: HashMap<AgentId, usize>,
+    tasks: HashMap<TaskId, AgentTask>,
+    due: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    start_ms: Millis,
+    victim_exit_ms: Option<Millis>,
+    /// What the agents advertise in all.
+    pub total: Resources,
+    /// What tasks hold now (from launch until their terminal report).
+    pub used: Resources,
+    seed: u64,
+}
+
+impl Cluster {
+    /// A master with `agents` agents of the configured shape registered at `now`.
+    pub fn new(
+        cfg: &ColoConfig,
+        agents: usize,
+        seed: u64,
+        now: Millis,
+    ) -> Result<Self, SimFailure> {
+        let master = Master::new(MasterConfig {
+            instance: "colo".into(),
+            // No faults are simulated: agents stay registered without heartbeats.
+            agent_timeout: 1 << 40,
+            framework_heartbeat_interval: 3_600_000,
+            allocation_interval: cfg.step_ms,
+            preemption_grace: cfg.preemption_grace_ms,
+            ..MasterConfig::default()
+        });
+        let mut c = Cluster {
+            master,
+            agents: Vec::with_capacity(agents),
+            agent_by_id: HashMap::default(),
+            tasks: HashMap::default(),
+            due: BinaryHeap::new(),
+            seq: 0,
+            start_ms: cfg.start_ms,
+            victim_exit_ms: cfg.victim_exit_ms,
+            total: Resources::default(),
+            used: Resources::default(),
+            seed,
+        };
+        for i in 0..agents {
+            let reg = agent_message::Register {
+                protocol_version: strata_proto::PROTOCOL_VERSION,
+                agent_id: String::new(),
+                info: Some(pb::AgentInfo {
+                    hostname: format!("host{i}"),
+                    address: format!("10.{}.{}.{}:5051", i / 65_536, (i / 256) % 256, i % 256),
+                    resources: cfg.agent.to_proto(false),
+                    attributes: vec![],
+                }),
+                tasks: vec![],
+            };
+            let id = c
+                .master
+                .agent_register(now, reg)
+                .map_err(|e| c.fail(now, format!("agent registration refused: {e}")))?;
+            c.agent_by_id.insert(id.clone(), i);
+            c.agents.push(id);
+            c.total.add(&cfg.agent);
+        }
+        Ok(c)
+    }
+
+    /// A failure at `now`.
+    pub fn fail(&self, now: Millis, what: impl Into<String>) -> SimFailure {
+        SimFailure {
+            seed: self.seed,
+            at_ms: now,
+            what: what.into(),
+        }
+    }
+
+    fn schedule(&mut self, at: Millis, task: TaskId, kind: DueKind) {
+        self.seq += 1;
+        self.due.push(Reverse(Due {
+            at,
+            seq: self.seq,
+            task,
+            kind,
+        }));
+    }
+
+    /// Agents report what came due by `now`: tasks started, finished, or
+    /// dead of a kill.
+    pub fn report_due(&mut self, now: Millis) -> Result<(), SimFailure> {
+        while self.due.peek().is_some_and(|d| d.0.at <= now) {
+            let Reverse(d) = self.due.pop().expect("peeked");
+            let Some(t) = self.tasks.get_mut(&d.task) else {
+                continue;
+            };
+            let report = match (d.kind, t.phase) {
+                (DueKind::Run, Phase::Starting) => {
+                    t.phase = Phase::Running;
+                    if let Some(ms) = t.run_ms {
+                        self.schedule(now + ms, d.task.clone(), DueKind::Finish);
+                    }
+                    Some((TaskState::TaskRunning, Reason::Unspecified))
+                }
+                (DueKind::Finish, Phase::Running | Phase::Dying) => {
+                    Some((TaskState::TaskFinished, Reason::CommandExited))
+                }
+                (DueKind::Killed(reason), Phase::Dying) => Some((TaskState::TaskKilled, reason)),
+                _ => None,
+            };
+            let Some((state, reason)) = report else {
+                continue;
+            };
+            let t = &self.tasks[&d.task];
+            let (agent, framework) = (t.agent, t.framework.clone());
+            if state != TaskState::TaskRunning {
+                let t = self.tasks.remove(&d.task).expect("present");
+                self.used.subtract_saturating(&t.resources);
+            }
+            self.seq += 1;
+            let mut uuid = (agent as u64).to_be_bytes().to_vec();
+            uuid.extend_from_slice(&self.seq.to_be_bytes());
+            let update = agent_message::StatusUpdate {
+                framework_id: framework.to_string(),
+                status: Some(pb::TaskStatus {
+                    task_id: d.task.to_string(),
+                    agent_id: self.agents[agent].to_string(),
+                    state: state as i32,
+                    reason: reason as i32,
+                    source: Source::Agent as i32,
+                    uuid,
+                    timestamp: now as f64 / 1e3,
+                    ..Default::default()
+                }),
+            };
+            let id = self.agents[agent].clone();
+            self.master
+                .agent_update(now, &id, update)
+                .map_err(|e| self.fail(now, format!("update refused: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// An agent receives a message from the master.
+    pub fn receive(&mut self, now: Millis, agent: &AgentId, m: pb::ManagerMessage) {
+        let Some(&agent) = self.agent_by_id.get(agent) else {
+            return;
+        };
+        match m.message {
+            Some(manager_message::Message::RunTask(r)) => {
+                let Some(info) = r.task else { return };
+                let tid = TaskId::new(info.task_id.clone());
+                if self.tasks.contains_key(&tid) {
+                    return;
+                }
+                let resources = Resources::from_proto(&info.resources).unwrap_or_default();
+                let run_ms = info
+                    .command
+                    .as_ref()
+                    .and_then(|c| c.value.strip_prefix("sleep "))
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .map(|s| (s * 1e3).round() as Millis);
+                self.used.add(&resources);
+                self.tasks.insert(
+                    tid.clone(),
+                    AgentTask {
+                        agent,
+                        framework: FrameworkId::new(r.framework_id),
+                        resources,
+                        run_ms,
+                        phase: Phase::Starting,
+                    },
+                );
+                self.schedule(now + self.start_ms, tid, DueKind::Run);
+            }
+            Some(manager_message::Message::KillTask(k)) => {
+                let tid = TaskId::new(k.task_id);
+                let reason = Reason::try_from(k.reason).unwrap_or(Reason::KilledByFramework);
+                let exit = match (k.grace_period_seconds, self.victim_exit_ms) {
+                    (None, _) => 0,
+                    (Some(g), None) => (g * 1e3).round() as Millis,
+                    (Some(g), Some(v)) => v.min((g * 1e3).round() as Millis),
+                };
+                self.kill(now, tid, exit, reason);
+            }
+            Some(manager_message::Message::ShutdownFramework(s)) => {
+                let f = FrameworkId::new(s.framework_id);
+                let ids: Vec<TaskId> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.agent == agent && t.framework == f)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for tid in ids {
+                    self.kill(now, tid, 0, Reason::FrameworkRemoved);
+                }
+            }
+            // Acknowledgements, registration replies and errors change nothing here.
+            _ => {}
+        }
+    }
+
+    fn kill(&mut self, now: Millis, tid: TaskId, exit_ms: Millis, reason: Reason) {
+        let Some(t) = self.tasks.get_mut(&tid) else {
+            return;
+        };
+        if t.phase == Phase::Dying {
+            return;
+        }
+        // A task that has not started yet dies at once.
+        let exit_ms = if t.phase == Phase::Starting {
+            0
+        } else {
+            exit_ms
+        };
+        t.phase = Phase::Dying;
+        self.schedule(now + exit_ms, tid, DueKind::Killed(reason));
+    }
+}
