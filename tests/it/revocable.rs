@@ -123,7 +123,11 @@ async fn idle_service_cpus_run_batch_until_the_service_needs_them() {
             .partition(|o| o.revocable.cpus.as_f64() >= 1.0);
         if !other.is_empty() {
             let ids = other.iter().map(|o| o.id.clone()).collect();
-            batch.handle.decline(ids, Some(Duration::ZERO)).await.unwrap();
+            batch
+                .handle
+                .decline(ids, Some(Duration::ZERO))
+                .await
+                .unwrap();
         }
         if let Some(o) = lent.into_iter().next() {
             break o;

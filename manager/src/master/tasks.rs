@@ -354,8 +354,13 @@ impl Master {
             return;
         }
         t.released = true;
-        let (agent, fw, res, revocable, class) =
-            (t.agent, t.framework, t.resources.clone(), t.revocable, t.class);
+        let (agent, fw, res, revocable, class) = (
+            t.agent,
+            t.framework,
+            t.resources.clone(),
+            t.revocable,
+            t.class,
+        );
         let lender = t.usage.is_lending();
         self.count_live(class, false);
         self.counters.tasks_terminal += 1;
