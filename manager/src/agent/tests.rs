@@ -712,20 +712,22 @@ async fn usage_is_measured_and_revocable_tasks_run_at_the_lowest_priority() {
     let mut conn = mgr.conn().await;
     conn.register().await;
     conn.registered("agent-1");
-    // A busy loop on revocable cpus (one cpu lent, a little mem regular).
-    let mut busy = shell_task("busy", "while :; do :; done");
-    busy.resources = Resources::new(0.0, 32.0).to_proto(false);
-    busy.resources
+    // A busy loop, and an idle task on revocable cpus (one cpu lent, a
+    // little mem regular).
+    conn.run("fw", shell_task("busy", "while :; do :; done"));
+    let mut idle = shell_task("idle", "sleep 100");
+    idle.resources = Resources::new(0.0, 32.0).to_proto(false);
+    idle.resources
         .extend(Resources::new(1.0, 0.0).to_proto(true));
-    conn.run("fw", busy);
-    conn.run("fw", shell_task("idle", "sleep 100"));
-    let running = conn.expect("busy", TaskState::TaskRunning).await;
+    conn.run("fw", idle);
+    let running = conn.expect("idle", TaskState::TaskRunning).await;
     conn.ack("fw", &running);
     let pid = pid_of(&running);
     // Usage reports name both tasks: the loop near one cpu, sleep near none.
     let deadline = Instant::now() + WAIT;
     let (mut busy_cpus, mut idle_cpus) = (None, None);
-    while busy_cpus.is_none_or(|c: f64| c < 0.5) || idle_cpus.is_none() {
+    // (The machine may be busy with other tests: a fifth of a cpu will do.)
+    while busy_cpus.is_none_or(|c: f64| c < 0.2) || idle_cpus.is_none() {
         assert!(
             Instant::now() < deadline,
             "no usage reports: {busy_cpus:?} {idle_cpus:?}"
@@ -742,7 +744,7 @@ async fn usage_is_measured_and_revocable_tasks_run_at_the_lowest_priority() {
             }
         }
     }
-    assert!(idle_cpus.unwrap() < 0.2, "{idle_cpus:?}");
+    assert!(idle_cpus.unwrap() < 0.1, "{idle_cpus:?}");
     // The agent's API shows the same.
     let (code, body) = http_get(agent.address(), "/v1/usage", None).await;
     assert_eq!(code, 200, "{body}");
