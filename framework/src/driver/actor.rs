@@ -1,0 +1,668 @@
+//! The driver's core: the actor that owns the executors' links, the jobs
+//! and the [`TaskScheduler`], handles [`Command`]s, carries out the
+//! scheduler's decisions and sizes the executor pool.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use strata_executor::runtime::{ExecutorConfig, ExecutorHandle, Straggle};
+use strata_executor::shuffle::ShuffleWriterExec;
+use strata_executor::shuffle_service::{ShuffleTicket, fetch};
+use strata_proto::exec::driver_message::Kind as Msg;
+use strata_proto::exec::{
+    CancelTasks, DriverMessage, EndJob, LaunchTasks, MapOutput, Registered, Shutdown, StageInput,
+    StagePlan, TaskKey, TaskOutcome, TaskSpec,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::cluster::LauncherCmd;
+use super::dag::{
+    Effect, ExecutorId, JobId, JobState, Launch, Outcome, StageSpec, TaskRef, TaskScheduler,
+};
+use super::{Command, DriverConfig, DriverError, ExecutorInfo, JobOutput, JobProgress, link};
+use crate::planner::JobPlan;
+
+pub(super) enum Launcher {
+    InProcess {
+        dir: PathBuf,
+        driver: String,
+        slots: u32,
+        mem_bytes: u64,
+        straggle: Vec<Straggle>,
+        running: HashMap<ExecutorId, ExecutorHandle>,
+        next: u64,
+    },
+    Cluster(mpsc::UnboundedSender<LauncherCmd>),
+}
+
+pub(super) struct Link {
+    tx: mpsc::Sender<link::Outbound>,
+    conn: u64,
+    plans: HashSet<(JobId, u32)>,
+    info: ExecutorInfo,
+}
+
+pub(super) struct JobEntry {
+    plan: JobPlan,
+    schema: SchemaRef,
+    progress: watch::Sender<JobProgress>,
+    result: Option<oneshot::Sender<Result<JobOutput, DriverError>>>,
+    submitted: Instant,
+    fetching: bool,
+}
+
+pub(super) struct Core {
+    pub(super) config: DriverConfig,
+    pub(super) sched: TaskScheduler,
+    pub(super) links: HashMap<ExecutorId, Link>,
+    pub(super) jobs: HashMap<JobId, JobEntry>,
+    pub(super) launcher: Launcher,
+    pub(super) want: usize,
+    pub(super) launch_failures: u32,
+    pub(super) last_launch_error: Option<String>,
+    pub(super) idle_since: HashMap<ExecutorId, Instant>,
+    pub(super) executors_tx: watch::Sender<usize>,
+    pub(super) server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    pub(super) core_tx: mpsc::UnboundedSender<Command>,
+}
+
+/// Final partitions fetched from executors at once.
+const RESULT_FETCHES: usize = 8;
+
+fn key(t: &TaskRef) -> TaskKey {
+    TaskKey {
+        job: t.job.0.clone(),
+        stage: t.stage,
+        partition: t.partition,
+        attempt: t.attempt,
+    }
+}
+
+impl Core {
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        self.sched = TaskScheduler::new(self.config.policy.clone());
+        self.rescale().await;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    if let Command::Shutdown(done) = cmd {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    self.handle(cmd).await;
+                    // Drain what else is queued before scheduling once.
+                    while let Ok(cmd) = rx.try_recv() {
+                        if let Command::Shutdown(done) = cmd {
+                            self.shutdown().await;
+                            let _ = done.send(());
+                            return;
+                        }
+                        self.handle(cmd).await;
+                    }
+                    self.schedule(false).await;
+                }
+                _ = tick.tick() => {
+                    self.schedule(true).await;
+                    self.release_idle().await;
+                    self.check_starved();
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Submit {
+                id,
+                plan,
+                schema,
+                progress,
+                result,
+            } => {
+                let mut specs = Vec::new();
+                let last = plan.stages.len() - 1;
+                for (i, s) in plan.stages.iter().enumerate() {
+                    let root = if i == last {
+                        // The final stage writes its partitions whole.
+                        Arc::new(ShuffleWriterExec::new(
+                            s.plan.clone(),
+                            strata_executor::shuffle::ShuffleLocation {
+                                root: PathBuf::new(),
+                                job: plan.job.clone(),
+                                stage: s.id,
+                            },
+                            None,
+                        ))
+                            as Arc<dyn datafusion::physical_plan::ExecutionPlan>
+                    } else {
+                        s.plan.clone()
+                    };
+                    let bytes = match strata_executor::codec::plan_to_bytes(root) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = result.send(Err(DriverError::Plan(e)));
+                            return;
+                        }
+                    };
+                    specs.push(StageSpec {
+                        id: s.id,
+                        inputs: s.inputs.clone(),
+                        tasks: s.tasks as u32,
+                        plan: Arc::new(bytes),
+                    });
+                }
+                info!(job = %id, stages = specs.len(), "job submitted");
+                self.sched.submit(id.clone(), specs);
+                self.jobs.insert(
+                    id,
+                    JobEntry {
+                        plan,
+                        schema,
+                        progress,
+                        result: Some(result),
+                        submitted: now,
+                        fetching: false,
+                    },
+                );
+            }
+            Command::Cancel(id) => {
+                let effects = self.sched.abort(&id, JobState::Cancelled);
+                self.apply(effects).await;
+                self.end_job(&id, Err(DriverError::Cancelled(id.0.clone())))
+                    .await;
+            }
+            Command::ExecutorUp { reg, tx, conn } => {
+                let id = ExecutorId(reg.executor_id.clone());
+                if self.links.contains_key(&id) {
+                    // A reconnection: its earlier incarnation's work is gone.
+                    self.sched.remove_executor(&id);
+                }
+                let info = ExecutorInfo {
+                    id: id.clone(),
+                    flight_address: reg.flight_address.clone(),
+                    slots: reg.slots.max(1),
+                    pid: reg.pid,
+                    host: reg.host.clone(),
+                };
+                info!(executor = %id, flight = %reg.flight_address, slots = reg.slots, "executor registered");
+                let _ = tx
+                    .send(Ok(DriverMessage {
+                        kind: Some(Msg::Registered(Registered {})),
+                    }))
+                    .await;
+                self.sched
+                    .add_executor(id.clone(), reg.flight_address, reg.slots);
+                self.links.insert(
+                    id.clone(),
+                    Link {
+                        tx,
+                        conn,
+                        plans: HashSet::new(),
+                        info,
+                    },
+                );
+                self.idle_since.insert(id, now);
+                self.launch_failures = 0;
+                self.executors_tx.send_replace(self.links.len());
+            }
+            Command::ExecutorDown { id, conn } => {
+                if self.links.get(&id).is_some_and(|l| l.conn == conn) {
+                    warn!(executor = %id, "executor lost");
+                    self.lose_executor(&id).await;
+                }
+            }
+            Command::ExecutorTaskEnded { id, message } => {
+                if self.links.contains_key(&id) {
+                    warn!(executor = %id, %message, "executor ended");
+                    self.lose_executor(&id).await;
+                } else {
+                    warn!(executor = %id, %message, "executor ended before registering");
+                    self.launch_failures += 1;
+                    self.last_launch_error = Some(message);
+                }
+                self.rescale().await;
+            }
+            Command::ClusterLost(why) => {
+                self.fail_all(&format!("lost the cluster: {why}")).await;
+            }
+            Command::Statuses { id, statuses } => {
+                for s in statuses {
+                    let Some(k) = s.key else { continue };
+                    let task = TaskRef {
+                        job: JobId(k.job),
+                        stage: k.stage,
+                        partition: k.partition,
+                        attempt: k.attempt,
+                    };
+                    let outcome = match TaskOutcome::try_from(s.outcome) {
+                        Ok(TaskOutcome::Finished) => Outcome::Finished {
+                            partition_bytes: s
+                                .partition_bytes
+                                .into_iter()
+                                .map(|p| (p.partition, p.bytes))
+                                .collect(),
+                            rows: s.rows,
+                            bytes: s.bytes,
+                        },
+                        Ok(TaskOutcome::FetchFailed) => Outcome::FetchFailed {
+                            stage: s.failed_stage,
+                            executor: ExecutorId(s.failed_executor),
+                            error: s.error,
+                        },
+                        Ok(TaskOutcome::Cancelled) => Outcome::Cancelled,
+                        _ => {
+                            debug!(task = ?task, error = %s.error, "task failed");
+                            Outcome::Failed(s.error)
+                        }
+                    };
+                    let effects = self.sched.on_status(&id, &task, outcome, now);
+                    self.apply(effects).await;
+                }
+            }
+            Command::Fetched { job, result } => match result {
+                Ok(batches) => {
+                    let stages = self.sched.metrics(&job);
+                    self.sched.finish(&job);
+                    if let Some(entry) = self.jobs.get(&job) {
+                        let out = JobOutput {
+                            job: job.clone(),
+                            batches,
+                            schema: entry.schema.clone(),
+                            stages,
+                            elapsed: entry.submitted.elapsed(),
+                        };
+                        info!(job = %job, elapsed = ?out.elapsed, "job succeeded");
+                        self.end_job(&job, Ok(out)).await;
+                    }
+                }
+                Err((executor, error)) => {
+                    warn!(job = %job, %executor, %error, "cannot fetch results; treating the executor as lost");
+                    if let Some(e) = self.jobs.get_mut(&job) {
+                        e.fetching = false;
+                    }
+                    if self.links.contains_key(&executor) {
+                        self.lose_executor(&executor).await;
+                    }
+                }
+            },
+            Command::Executors(reply) => {
+                let mut v: Vec<ExecutorInfo> =
+                    self.links.values().map(|l| l.info.clone()).collect();
+                v.sort_by(|a, b| a.id.cmp(&b.id));
+                let _ = reply.send(v);
+            }
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    async fn lose_executor(&mut self, id: &ExecutorId) {
+        self.sched.remove_executor(id);
+        if let Some(l) = self.links.remove(id) {
+            let _ =
+                l.tx.try_send(Err(tonic::Status::unavailable("executor written off")));
+        }
+        self.idle_since.remove(id);
+        self.executors_tx.send_replace(self.links.len());
+        match &mut self.launcher {
+            Launcher::Cluster(tx) => {
+                let _ = tx.send(LauncherCmd::Kill(id.clone()));
+            }
+            Launcher::InProcess { running, .. } => {
+                if let Some(h) = running.remove(id) {
+                    h.shutdown();
+                }
+            }
+        }
+        // Jobs whose outputs were ready may need them again.
+        let ids: Vec<JobId> = self.jobs.keys().cloned().collect();
+        for j in ids {
+            if self.sched.state(&j) == Some(&JobState::Running)
+                && let Some(e) = self.jobs.get_mut(&j)
+            {
+                e.fetching = false;
+            }
+        }
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Cancel(executor, task) => {
+                    if let Some(l) = self.links.get(&executor) {
+                        let _ =
+                            l.tx.send(Ok(DriverMessage {
+                                kind: Some(Msg::Cancel(CancelTasks {
+                                    tasks: vec![key(&task)],
+                                })),
+                            }))
+                            .await;
+                    }
+                }
+                Effect::OutputsReady(job) => self.fetch_results(job),
+                Effect::JobFailed(job, why) => {
+                    warn!(job = %job, error = %why, "job failed");
+                    self.end_job(
+                        &job,
+                        Err(DriverError::JobFailed {
+                            job: job.0.clone(),
+                            message: why,
+                        }),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    fn fetch_results(&mut self, job: JobId) {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        let Some(outputs) = self.sched.final_outputs(&job) else {
+            return;
+        };
+        entry.fetching = true;
+        let stage = entry.plan.final_stage().id;
+        let core = self.core_tx.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let job_name = job.0.clone();
+            // A few fetches at once, results kept in partition order.
+            let mut fetches = futures::stream::iter(outputs)
+                .map(|(p, executor, flight)| {
+                    let ticket = ShuffleTicket {
+                        job: job_name.clone(),
+                        stage,
+                        partition: p,
+                        maps: Some(vec![p]),
+                    };
+                    async move { (executor, fetch(&flight, &ticket).await) }
+                })
+                .buffered(RESULT_FETCHES);
+            let mut batches = Vec::new();
+            while let Some((executor, result)) = fetches.next().await {
+                match result {
+                    Ok(b) => batches.extend(b),
+                    Err(e) => {
+                        let _ = core.send(Command::Fetched {
+                            job,
+                            result: Err((executor, e.to_string())),
+                        });
+                        return;
+                    }
+                }
+            }
+            let _ = core.send(Command::Fetched {
+                job,
+                result: Ok(batches),
+            });
+        });
+    }
+
+    async fn end_job(&mut self, job: &JobId, result: Result<JobOutput, DriverError>) {
+        let Some(mut entry) = self.jobs.remove(job) else {
+            return;
+        };
+        let state = match &result {
+            Ok(_) => "succeeded",
+            Err(DriverError::Cancelled(_)) => "cancelled",
+            Err(_) => "failed",
+        };
+        entry.progress.send_modify(|p| p.state = state.into());
+        if let Some(tx) = entry.result.take() {
+            let _ = tx.send(result);
+        }
+        for l in self.links.values_mut() {
+            l.plans.retain(|(j, _)| j != job);
+            let _ =
+                l.tx.send(Ok(DriverMessage {
+                    kind: Some(Msg::EndJob(EndJob { job: job.0.clone() })),
+                }))
+                .await;
+        }
+    }
+
+    async fn fail_all(&mut self, why: &str) {
+        let ids: Vec<JobId> = self.jobs.keys().cloned().collect();
+        for id in ids {
+            let effects = self.sched.abort(&id, JobState::Failed(why.into()));
+            self.apply(effects).await;
+            self.end_job(
+                &id,
+                Err(DriverError::JobFailed {
+                    job: id.0.clone(),
+                    message: why.into(),
+                }),
+            )
+            .await;
+        }
+    }
+
+    /// Jobs fail when no executor can be had.
+    fn check_starved(&mut self) {
+        if !self.links.is_empty() || self.jobs.is_empty() {
+            return;
+        }
+        let waited_too_long = self
+            .jobs
+            .values()
+            .any(|j| j.submitted.elapsed() > self.config.executor_wait);
+        if self.launch_failures >= 3 || waited_too_long {
+            let why = match &self.last_launch_error {
+                Some(e) => format!(
+                    "no executor could start ({} attempts); last: {e}",
+                    self.launch_failures
+                ),
+                None => format!(
+                    "no executor registered within {:?} (is the cluster full, or are executors of {} cpus and {} MiB larger than any agent?)",
+                    self.config.executor_wait,
+                    self.config.executors.cpus,
+                    self.config.executors.mem_mib
+                ),
+            };
+            let tx = self.core_tx.clone();
+            let _ = tx.send(Command::ClusterLost(why));
+            self.launch_failures = 0;
+        }
+    }
+
+    /// Sends launches, then recomputes the executors wanted.
+    async fn schedule(&mut self, speculate: bool) {
+        let now = Instant::now();
+        let mut launches = self.sched.assign(now);
+        if speculate {
+            launches.extend(self.sched.speculate(now));
+        }
+        if !launches.is_empty() {
+            self.send_launches(launches).await;
+        }
+        // Progress of every active job.
+        for (id, entry) in &self.jobs {
+            let stages = self.sched.metrics(id);
+            let state = match self.sched.state(id) {
+                Some(JobState::OutputsReady) => "fetching",
+                _ => "running",
+            };
+            entry.progress.send_if_modified(|p| {
+                if p.stages != stages || p.state != state {
+                    p.stages = stages.clone();
+                    p.state = state.into();
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        for id in self.links.keys() {
+            if self.sched.busy(id) > 0 {
+                self.idle_since.remove(id);
+            } else {
+                self.idle_since.entry(id.clone()).or_insert(now);
+            }
+        }
+        self.rescale().await;
+    }
+
+    async fn send_launches(&mut self, launches: Vec<Launch>) {
+        let mut per: HashMap<ExecutorId, LaunchTasks> = HashMap::new();
+        for l in launches {
+            let Some(link) = self.links.get_mut(&l.executor) else {
+                continue;
+            };
+            let msg = per.entry(l.executor.clone()).or_default();
+            let pk = (l.task.job.clone(), l.task.stage);
+            if link.plans.insert(pk) {
+                msg.plans.push(StagePlan {
+                    job: l.task.job.0.clone(),
+                    stage: l.task.stage,
+                    plan: (*l.plan).clone(),
+                });
+            }
+            msg.tasks.push(TaskSpec {
+                key: Some(key(&l.task)),
+                inputs: l
+                    .inputs
+                    .into_iter()
+                    .map(|(stage, outs)| StageInput {
+                        stage,
+                        outputs: outs
+                            .into_iter()
+                            .map(|(m, e, flight)| MapOutput {
+                                map_partition: m,
+                                executor_id: e.0,
+                                flight_address: flight,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            });
+        }
+        for (id, msg) in per {
+            if let Some(link) = self.links.get(&id) {
+                let sent = link
+                    .tx
+                    .send(Ok(DriverMessage {
+                        kind: Some(Msg::Launch(msg)),
+                    }))
+                    .await;
+                if sent.is_err() {
+                    self.lose_executor(&id).await;
+                }
+            }
+        }
+    }
+
+    /// Executors wanted: enough slots for the outstanding tasks, within bounds.
+    async fn rescale(&mut self) {
+        let p = &self.config.executors;
+        let slots = p.slots().max(1) as usize;
+        let outstanding = self.sched.outstanding() as usize;
+        let want = outstanding.div_ceil(slots).clamp(p.min, p.max.max(p.min));
+        if want == self.want && !matches!(self.launcher, Launcher::InProcess { .. }) {
+            return;
+        }
+        self.want = want;
+        match &mut self.launcher {
+            Launcher::Cluster(tx) => {
+                let _ = tx.send(LauncherCmd::Want(want));
+            }
+            Launcher::InProcess {
+                dir,
+                driver,
+                slots,
+                mem_bytes,
+                straggle,
+                running,
+                next,
+            } => {
+                while running.len() < want {
+                    *next += 1;
+                    let id = ExecutorId(format!("local-exec-{next}"));
+                    let mut cfg =
+                        ExecutorConfig::new(driver.clone(), id.0.clone(), dir.join(&id.0));
+                    cfg.slots = *slots as usize;
+                    cfg.memory_bytes = *mem_bytes;
+                    cfg.straggle = straggle.clone();
+                    match strata_executor::runtime::start(cfg).await {
+                        Ok(h) => {
+                            running.insert(id, h);
+                        }
+                        Err(e) => {
+                            self.launch_failures += 1;
+                            self.last_launch_error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases executors idle past the timeout while more than wanted run.
+    async fn release_idle(&mut self) {
+        let timeout = self.config.executors.idle_timeout;
+        let mut live = self.links.len();
+        let idle: Vec<ExecutorId> = self
+            .idle_since
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            if live <= self.want {
+                break;
+            }
+            info!(executor = %id, "releasing an idle executor");
+            if let Some(l) = self.links.get(&id) {
+                let _ =
+                    l.tx.send(Ok(DriverMessage {
+                        kind: Some(Msg::Shutdown(Shutdown {
+                            reason: "idle".into(),
+                        })),
+                    }))
+                    .await;
+            }
+            self.lose_executor(&id).await;
+            live -= 1;
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.fail_all("the driver is shutting down").await;
+        for l in self.links.values() {
+            let _ =
+                l.tx.send(Ok(DriverMessage {
+                    kind: Some(Msg::Shutdown(Shutdown {
+                        reason: "driver shutting down".into(),
+                    })),
+                }))
+                .await;
+        }
+        match &mut self.launcher {
+            Launcher::Cluster(tx) => {
+                let (done, wait) = oneshot::channel();
+                if tx.send(LauncherCmd::Shutdown(done)).is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+                }
+            }
+            Launcher::InProcess { running, .. } => {
+                for (_, h) in running.drain() {
+                    h.shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), h.join()).await;
+                }
+            }
+        }
+        self.links.clear();
+        self.server.abort();
+    }
+}
