@@ -1,8 +1,12 @@
 //! One simulated cluster: the real [`Master`] and simulated agents of one
 //! shape that run tasks and report them.
 //!
-//! A task's command says how long it runs: `sleep SECONDS` ends by itself
-//! (`TASK_FINISHED`), anything else runs until killed. A launched task
+//! A task's command says how long it runs and what it uses: `sleep
+//! SECONDS` ends by itself (`TASK_FINISHED`) and keeps all its cpus busy;
+//! `serve MEAN SWING PHASE` runs until killed and uses the fraction of its
+//! cpus [`use_level`] gives; anything else runs until killed using all its
+//! cpus. With revocable capacity on, agents report every task's use every
+//! usage interval. A launched task
 //! reports `TASK_RUNNING` after the start latency. A kill without a grace
 //! period (a framework's own kill) ends the task at once; a kill with one
 //! (preemption) ends it after the grace (or after the configured victim
@@ -19,7 +23,8 @@ use strata_proto::pb::{self, Reason, Source, TaskState, agent_message, manager_m
 use strata_proto::resources::Resources;
 
 use super::ColoConfig;
-use crate::master::{Master, MasterConfig, Millis};
+use super::workload::use_level;
+use crate::master::{Master, MasterConfig, Millis, RevocableConfig};
 use crate::sim::SimFailure;
 
 /// What happens to a task at a due time.
@@ -68,9 +73,13 @@ enum Phase {
 struct AgentTask {
     agent: usize,
     framework: FrameworkId,
+    /// Regular and revocable together.
     resources: Resources,
     /// How long it runs once started; `None` until killed.
     run_ms: Option<Millis>,
+    /// Its use as (mean, swing, phase) for [`use_level`]; `None`: all its
+    /// cpus.
+    usage: Option<(f64, f64, f64)>,
     phase: Phase,
 }
 
@@ -107,6 +116,11 @@ impl Cluster {
             framework_heartbeat_interval: 3_600_000,
             allocation_interval: cfg.step_ms,
             preemption_grace: cfg.preemption_grace_ms,
+            revocable: RevocableConfig {
+                enabled: cfg.revocable,
+                window: cfg.revocable_window_ms,
+                ..RevocableConfig::default()
+            },
             ..MasterConfig::default()
         });
         let mut c = Cluster {
@@ -232,12 +246,21 @@ impl Cluster {
                     return;
                 }
                 let resources = Resources::from_proto(&info.resources).unwrap_or_default();
-                let run_ms = info
-                    .command
-                    .as_ref()
-                    .and_then(|c| c.value.strip_prefix("sleep "))
+                let command = info.command.as_ref().map_or("", |c| c.value.as_str());
+                let run_ms = command
+                    .strip_prefix("sleep ")
                     .and_then(|s| s.trim().parse::<f64>().ok())
                     .map(|s| (s * 1e3).round() as Millis);
+                let usage = command.strip_prefix("serve ").and_then(|s| {
+                    let v: Vec<f64> = s
+                        .split_whitespace()
+                        .map(|x| x.parse().ok())
+                        .collect::<Option<_>>()?;
+                    match v[..] {
+                        [mean, swing, phase] => Some((mean, swing, phase)),
+                        _ => None,
+                    }
+                });
                 self.used.add(&resources);
                 self.tasks.insert(
                     tid.clone(),
@@ -246,6 +269,7 @@ impl Cluster {
                         framework: FrameworkId::new(r.framework_id),
                         resources,
                         run_ms,
+                        usage,
                         phase: Phase::Starting,
                     },
                 );
@@ -276,6 +300,38 @@ impl Cluster {
             // Acknowledgements, registration replies and errors change nothing here.
             _ => {}
         }
+    }
+
+    /// Every agent reports what its running tasks use now (only agents
+    /// running something report).
+    pub fn report_usage(&mut self, now: Millis) -> Result<(), SimFailure> {
+        let mut per_agent: Vec<Vec<pb::TaskUsage>> = vec![Vec::new(); self.agents.len()];
+        for (tid, t) in &self.tasks {
+            if t.phase != Phase::Running {
+                continue;
+            }
+            let cpus = t.resources.cpus.as_f64();
+            let used = match t.usage {
+                Some((mean, swing, phase)) => cpus * use_level(mean, swing, phase, now),
+                None => cpus,
+            };
+            per_agent[t.agent].push(pb::TaskUsage {
+                framework_id: t.framework.to_string(),
+                task_id: tid.to_string(),
+                cpus: used,
+                mem: t.resources.mem.as_f64(),
+            });
+        }
+        for (i, tasks) in per_agent.into_iter().enumerate() {
+            if tasks.is_empty() {
+                continue;
+            }
+            let id = self.agents[i].clone();
+            self.master
+                .agent_usage(now, &id, agent_message::Usage { tasks })
+                .map_err(|e| self.fail(now, format!("usage refused: {e}")))?;
+        }
+        Ok(())
     }
 
     fn kill(&mut self, now: Millis, tid: TaskId, exit_ms: Millis, reason: Reason) {

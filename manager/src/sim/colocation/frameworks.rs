@@ -4,7 +4,11 @@
 //!
 //! Both declare their pending tasks as demand (one ask per task shape),
 //! accept the offers the allocator shapes for them, acknowledge every
-//! update, and suppress offers when they want nothing.
+//! update, and suppress offers when they want nothing. The batch framework
+//! may also accept revocable cpus (those services hold but leave idle):
+//! its asks accept them, and it launches a task on them, with regular
+//! memory, when an offer's regular cpus are too few; a task revoked
+//! (`REASON_RESOURCES_REVOKED`) is re-queued like a preempted one.
 
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -55,6 +59,8 @@ pub(super) fn subscribe_request(name: &str, class: &str) -> pb::SubscribeRequest
 #[derive(Default)]
 struct Declared {
     asks: Vec<(Resources, u32)>,
+    /// Whether the asks accept revocable cpus.
+    accept_revocable: bool,
 }
 
 impl Declared {
@@ -89,6 +95,7 @@ impl Declared {
                 priority_class: class.into(),
                 resources: shape.to_proto(false),
                 count: *n,
+                accept_revocable: self.accept_revocable,
                 ..Default::default()
             })
             .collect();
@@ -324,7 +331,10 @@ impl ServiceFw {
                 {
                     self.next += 1;
                     let tid = TaskId::new(format!("s{ai}-{}", self.next));
-                    tasks.push(task_info(&tid, &a.app.shape, "serve".into(), "service"));
+                    // Spread the instances' swings over the period.
+                    let phase = (self.next as f64 * 0.618_033_988_75).fract();
+                    let cmd = format!("serve {} {} {phase:.4}", a.app.usage, a.app.usage_swing);
+                    tasks.push(task_info(&tid, &a.app.shape, cmd, "service"));
                     self.declared.launched(&a.app.shape);
                     a.starting.push(tid.clone());
                     self.tasks.insert(tid, ai);
@@ -388,22 +398,36 @@ pub(super) struct BatchFw {
     first_unfinished: usize,
     /// Per shape: tasks waiting to run, as (job, task).
     queues: Vec<VecDeque<(u32, u32)>>,
-    /// Tasks launched: (job, task, launched or running since).
-    running: HashMap<TaskId, (u32, u32, Millis)>,
+    /// Tasks launched: (job, task, launched or running since, on
+    /// revocable cpus).
+    running: HashMap<TaskId, (u32, u32, Millis, bool)>,
     declared: Declared,
     next: u64,
     base: Millis,
     /// Tasks killed by preemption.
     pub preempted: u64,
-    /// Cpu-milliseconds of work lost to preemption.
+    /// Tasks killed because the cpus they borrowed were revoked.
+    pub revoked: u64,
+    /// Cpu-milliseconds of work lost to preemption and revocation.
     pub lost_cpu_ms: f64,
-    /// Tasks that ended otherwise than finished or preempted.
+    /// Cpu-milliseconds of tasks that finished.
+    pub done_cpu_ms: f64,
+    /// Of those, cpu-milliseconds that ran on revocable cpus.
+    pub revocable_cpu_ms: f64,
+    /// Tasks that ended otherwise than finished, preempted or revoked.
     pub failed: u64,
 }
 
 impl BatchFw {
-    /// A framework for `jobs` (in arrival order) of `shapes`.
-    pub fn new(handle: Handle, shapes: &[Resources], jobs: &[Job], base: Millis) -> Self {
+    /// A framework for `jobs` (in arrival order) of `shapes`; with
+    /// `revocable`, it also runs tasks on revocable cpus.
+    pub fn new(
+        handle: Handle,
+        shapes: &[Resources],
+        jobs: &[Job],
+        base: Millis,
+        revocable: bool,
+    ) -> Self {
         BatchFw {
             handle,
             shapes: shapes.to_vec(),
@@ -419,11 +443,17 @@ impl BatchFw {
             first_unfinished: 0,
             queues: vec![VecDeque::new(); shapes.len()],
             running: HashMap::default(),
-            declared: Declared::default(),
+            declared: Declared {
+                asks: Vec::new(),
+                accept_revocable: revocable,
+            },
             next: 0,
             base,
             preempted: 0,
+            revoked: 0,
             lost_cpu_ms: 0.0,
+            done_cpu_ms: 0.0,
+            revocable_cpu_ms: 0.0,
             failed: 0,
         }
     }
@@ -454,30 +484,60 @@ impl BatchFw {
     }
 
     /// Launches waiting tasks on offers, the oldest job's first among the
-    /// shapes that still fit.
+    /// shapes that still fit: on regular resources, or on revocable cpus
+    /// with regular memory when the regular cpus are too few.
     pub fn offers(&mut self, now: Millis, offers: &[pb::Offer]) -> Vec<pb::Call> {
         let mut out = Vec::new();
         for offer in offers {
-            let mut left = Resources::from_proto(&offer.resources).unwrap_or_default();
+            let (mut left, mut lent) =
+                Resources::from_proto_split(&offer.resources).unwrap_or_default();
             let mut tasks = Vec::new();
             loop {
+                // Where a shape fits: `Some(false)` regular, `Some(true)` on
+                // revocable cpus.
+                let fits = |shape: &Resources| {
+                    if left.fits_shape(shape) {
+                        Some(false)
+                    } else {
+                        let mut rest = shape.clone();
+                        rest.cpus = Default::default();
+                        (self.declared.accept_revocable
+                            && lent.cpus >= shape.cpus
+                            && left.fits_shape(&rest))
+                        .then_some(true)
+                    }
+                };
                 let next = self
                     .queues
                     .iter()
                     .enumerate()
-                    .filter(|(s, q)| !q.is_empty() && left.fits_shape(&self.shapes[*s]))
-                    .min_by_key(|(_, q)| q.front().map(|x| x.0))
-                    .map(|(s, _)| s);
-                let Some(s) = next else { break };
+                    .filter_map(|(s, q)| Some((s, q.front()?.0, fits(&self.shapes[s])?)))
+                    .min_by_key(|&(_, job, _)| job);
+                let Some((s, _, on_lent)) = next else { break };
                 let (job, task) = self.queues[s].pop_front().expect("nonempty");
-                left.subtract(&self.shapes[s]);
+                let shape = &self.shapes[s];
                 self.next += 1;
                 let tid = TaskId::new(format!("b{job}-{task}-{}", self.next));
                 let ms = self.jobs[job as usize].job.task_ms[task as usize];
                 let cmd = format!("sleep {}.{:03}", ms / 1_000, ms % 1_000);
-                tasks.push(task_info(&tid, &self.shapes[s], cmd, "batch"));
-                self.declared.launched(&self.shapes[s]);
-                self.running.insert(tid, (job, task, now));
+                let mut info = task_info(&tid, shape, cmd, "batch");
+                if on_lent {
+                    let mut regular = shape.clone();
+                    regular.cpus = Default::default();
+                    left.subtract(&regular);
+                    let cpus = Resources {
+                        cpus: shape.cpus,
+                        ..Resources::default()
+                    };
+                    lent.subtract(&cpus);
+                    info.resources = regular.to_proto(false);
+                    info.resources.extend(cpus.to_proto(true));
+                } else {
+                    left.subtract(shape);
+                }
+                tasks.push(info);
+                self.declared.launched(shape);
+                self.running.insert(tid, (job, task, now, on_lent));
             }
             out.push(answer_offer(&self.handle, offer, tasks));
         }
@@ -498,23 +558,30 @@ impl BatchFw {
         if !s.state().is_terminal() {
             return out;
         }
-        let Some((job, task, since)) = self.running.remove(&tid) else {
+        let Some((job, task, since, on_lent)) = self.running.remove(&tid) else {
             return out;
         };
         let j = &mut self.jobs[job as usize];
+        let shape = j.job.shape;
+        let cpu_ms = self.shapes[shape].cpus.as_f64() * (now - since) as f64;
         if s.state() == TaskState::TaskFinished {
             j.left -= 1;
             if j.left == 0 {
                 j.finished_at = Some(now);
             }
+            self.done_cpu_ms += cpu_ms;
+            if on_lent {
+                self.revocable_cpu_ms += cpu_ms;
+            }
             return out;
         }
-        let shape = j.job.shape;
-        if s.reason() == Reason::Preempted {
-            self.preempted += 1;
-            self.lost_cpu_ms += self.shapes[shape].cpus.as_f64() * (now - since) as f64;
-        } else {
-            self.failed += 1;
+        match s.reason() {
+            Reason::Preempted => self.preempted += 1,
+            Reason::ResourcesRevoked => self.revoked += 1,
+            _ => self.failed += 1,
+        }
+        if matches!(s.reason(), Reason::Preempted | Reason::ResourcesRevoked) {
+            self.lost_cpu_ms += cpu_ms;
         }
         // It runs again from zero, ahead of younger jobs' tasks.
         self.queues[shape].push_front((job, task));

@@ -42,10 +42,17 @@
 //! *and* p95 completion time no worse than the separate pool's: the p95
 //! binds, since jobs arriving at the services' peak wait longer).
 //!
-//! What the model leaves out: resources reserved but not used (the reason
-//! the Borg paper gives for its figure: services reserve for rare spikes
-//! and batch runs in what they leave idle; here services use exactly what
-//! they ask, and Strata has no revocable resources yet), failures and the headroom kept for them, placement
+//! **Revocable capacity** ([`ColoConfig::revocable`]): services reserve
+//! for their spikes and use less (each app a mean fraction of its cpus,
+//! [`WorkloadConfig::service_usage`], swinging around it). With lending
+//! on, agents report every task's use, the master lends the idle part of
+//! the services' cpus, and the batch framework runs tasks on it (with
+//! regular memory) when regular room is short; a task whose lender needs
+//! its cpus back is revoked and runs again. This is the reason the Borg
+//! paper gives for its figure. Off, services still use less than they
+//! hold but nobody borrows it.
+//!
+//! What the model leaves out: failures and the headroom kept for them, placement
 //! constraints, machines of several shapes, the autoscaler's lag (wanted
 //! counts are known exactly, every step), interference between co-located
 //! tasks, and the wall-clock cost of the manager (a cycle every step,
@@ -61,11 +68,11 @@ use std::fmt;
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 
-use crate::master::{Action, Millis};
+use crate::master::{Action, Millis, RevocableConfig};
 use crate::sim::SimFailure;
 use cluster::Cluster;
 use frameworks::{BatchFw, Handle, ServiceFw, subscribe_request};
-pub use sizing::{Sizing, Targets, Trial, size};
+pub use sizing::{Sizing, Targets, Trial, size, size_shared};
 pub use workload::{Workload, WorkloadConfig};
 
 /// How the simulation runs (as opposed to what it runs: the [`Workload`]).
@@ -84,6 +91,16 @@ pub struct ColoConfig {
     pub start_ms: Millis,
     /// Check the master's accounting invariants after every step.
     pub check_invariants: bool,
+    /// In a shared pool, whether the master lends the cpus services hold
+    /// but leave idle and the batch framework accepts them (revocable
+    /// capacity): agents report what each task uses every
+    /// [`usage_interval_ms`](Self::usage_interval_ms).
+    pub revocable: bool,
+    /// How often agents report use, in milliseconds (with `revocable`).
+    pub usage_interval_ms: Millis,
+    /// The master's lending window (its `--revocable-window`): a task lends
+    /// what it left idle at its peak over this long.
+    pub revocable_window_ms: Millis,
 }
 
 impl Default for ColoConfig {
@@ -95,6 +112,9 @@ impl Default for ColoConfig {
             victim_exit_ms: None,
             start_ms: 1_000,
             check_invariants: true,
+            revocable: false,
+            usage_interval_ms: 5_000,
+            revocable_window_ms: RevocableConfig::default().window,
         }
     }
 }
@@ -179,8 +199,14 @@ pub struct BatchFigures {
     pub ideal_mean_jct_s: f64,
     /// Tasks killed by preemption (and run again).
     pub tasks_preempted: u64,
-    /// Cpu-seconds of work lost to preemption.
+    /// Tasks on revocable cpus killed because their lenders needed them
+    /// (and run again).
+    pub tasks_revoked: u64,
+    /// Cpu-seconds of work lost to preemption and revocation.
     pub work_lost_cpu_s: f64,
+    /// The fraction of the batch work done (cpu-seconds of finished tasks,
+    /// over the whole run) that ran on revocable cpus.
+    pub revocable_share: f64,
 }
 
 /// What a run measured.
@@ -349,10 +375,12 @@ fn run_pool(
     };
     let batch = if batch {
         let h = subscribe(&mut cluster, now, "batch", "batch")?;
-        Some(BatchFw::new(h, &w.batch_shapes, &w.jobs, BASE))
+        let revocable = cfg.revocable && services;
+        Some(BatchFw::new(h, &w.batch_shapes, &w.jobs, BASE, revocable))
     } else {
         None
     };
+    let lending = cfg.revocable && service.is_some() && batch.is_some();
     let mut r = PoolRun {
         cluster,
         service,
@@ -368,10 +396,15 @@ fn run_pool(
         };
     let (mut cpu_sum, mut mem_sum, mut samples) = (0.0, 0.0, 0u64);
     let mut steps = 0;
+    let mut next_usage = now + cfg.usage_interval_ms;
     loop {
         now += cfg.step_ms;
         steps += 1;
         r.cluster.report_due(now)?;
+        if lending && now >= next_usage {
+            next_usage += cfg.usage_interval_ms.max(1);
+            r.cluster.report_usage(now)?;
+        }
         r.deliver(now)?;
         if let Some(s) = &mut r.service {
             let calls = s.step(now);
@@ -438,7 +471,13 @@ fn run_pool(
             p95_jct_s: percentile(&jct, 0.95),
             ideal_mean_jct_s: jobs.iter().map(|j| j.1 as f64 / 1e3).sum::<f64>() / n,
             tasks_preempted: b.preempted,
+            tasks_revoked: b.revoked,
             work_lost_cpu_s: b.lost_cpu_ms / 1e3,
+            revocable_share: if b.done_cpu_ms > 0.0 {
+                b.revocable_cpu_ms / b.done_cpu_ms
+            } else {
+                0.0
+            },
         }
     });
     let samples = samples.max(1) as f64;

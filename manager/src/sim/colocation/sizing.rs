@@ -4,10 +4,13 @@
 //!    meet the service targets ([`Targets::services_met`]).
 //! 2. The batch pool: the fewest agents on which the batch jobs alone meet
 //!    the batch target ([`Targets::batch_met`]).
-//! 3. The shared pool: the fewest agents on which both run together, the
-//!    services meet the same service targets, and batch completion is no
-//!    worse than on the separate batch pool of step 2: mean *and* p95 job
-//!    completion time at most the batch pool's, and no job unfinished.
+//! 3. The shared pool ([`size_shared`]): the fewest agents on which both
+//!    run together, the services meet the same service targets, and batch
+//!    completion is no worse than on the separate batch pool of step 2:
+//!    mean *and* p95 job completion time at most the batch pool's, and no
+//!    job unfinished. With [`ColoConfig::revocable`] the shared pool lends
+//!    idle service cpus to batch; the separate pools are the same either
+//!    way (nobody there could borrow).
 //!
 //! Each search starts from an estimate, grows it by a quarter until the
 //! target is met (or shrinks it by a quarter while it is), then bisects: it assumes
@@ -167,7 +170,7 @@ pub fn size(
     };
     let cpus = cfg.agent.cpus.as_f64();
     let mem = cfg.agent.mem.as_f64();
-    let (peak, mean) = workload.service_peak_and_mean();
+    let (peak, _) = workload.service_peak_and_mean();
     let batch = workload.batch_mean();
     let agents_for = |c: f64, m: f64| (c / cpus).max(m / mem);
 
@@ -192,25 +195,58 @@ pub fn size(
         &outcomes[&Pools::ServicesOnly(service_agents)],
         &outcomes[&Pools::BatchOnly(batch_agents)],
     );
+    let shared = size_shared(workload, cfg, targets, &separate, |t| {
+        on_trial(t);
+        trials.push(t.clone());
+    })?;
+    Ok(Sizing {
+        service_agents,
+        batch_agents,
+        shared_agents: shared.pools.agents(),
+        separate,
+        shared,
+        trials,
+    })
+}
+
+/// Sizes the shared pool alone against the `separate` pools already sized
+/// (their services' pool is the least it may have; their batch figures are
+/// the reference), reporting each run to `on_trial`; returns the chosen
+/// run's outcome.
+pub fn size_shared(
+    workload: &Workload,
+    cfg: &ColoConfig,
+    targets: &Targets,
+    separate: &Outcome,
+    mut on_trial: impl FnMut(&Trial),
+) -> Result<Outcome, SimFailure> {
+    let Pools::Separate {
+        service: service_agents,
+        ..
+    } = separate.pools
+    else {
+        panic!("size_shared needs the outcome of separate pools");
+    };
     let reference = separate.batch.clone().expect("batch figures");
-    let guess = ((agents_for(mean.0 + batch.0, mean.1 + batch.1) / 0.85).ceil() as usize)
-        .max(service_agents);
-    let shared_agents = smallest(guess, |n| {
+    let (cpus, mem) = (cfg.agent.cpus.as_f64(), cfg.agent.mem.as_f64());
+    let (_, mean) = workload.service_peak_and_mean();
+    let batch = workload.batch_mean();
+    let guess = (((mean.0 + batch.0) / cpus).max((mean.1 + batch.1) / mem) / 0.85).ceil() as usize;
+    let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let shared_agents = smallest(guess.max(service_agents), |n| {
         let o = run(workload, cfg, Pools::Shared(n))?;
         let meets = o.service.as_ref().is_some_and(|s| targets.services_met(s))
             && o.batch
                 .as_ref()
                 .is_some_and(|b| batch_no_worse(b, &reference));
-        outcomes.insert(o.pools, o.clone());
-        record(o, meets, &mut trials);
+        on_trial(&Trial {
+            outcome: o.clone(),
+            meets,
+        });
+        outcomes.insert(n, o);
         Ok(meets)
     })?;
-    Ok(Sizing {
-        service_agents,
-        batch_agents,
-        shared_agents,
-        separate,
-        shared: outcomes[&Pools::Shared(shared_agents)].clone(),
-        trials,
-    })
+    Ok(outcomes
+        .remove(&shared_agents)
+        .expect("the chosen size ran"))
 }

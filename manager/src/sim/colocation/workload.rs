@@ -50,7 +50,20 @@ pub struct WorkloadConfig {
     /// A job's mean task duration in seconds, drawn log-uniformly from this
     /// range; each of its tasks lasts 0.75–1.25 × that mean.
     pub task_s: (u64, u64),
+    /// The fraction of its cpus an app's instances use on average, drawn
+    /// uniformly per app from this range. Services are sized for their
+    /// spikes and use less; what they leave idle is what the master lends
+    /// as revocable (when [`ColoConfig::revocable`](super::ColoConfig::revocable)
+    /// is on). `(1.0, 1.0)`: they use all they hold.
+    pub service_usage: (f64, f64),
+    /// How far an instance's use swings around its app's mean, as a
+    /// fraction of that mean: use = mean × (1 + swing × sin), one cycle
+    /// every [`USAGE_PERIOD_MS`] with a phase of its own.
+    pub usage_swing: f64,
 }
+
+/// The period of an instance's swing in use, in milliseconds.
+pub const USAGE_PERIOD_MS: Millis = 10 * 60 * 1_000;
 
 impl Default for WorkloadConfig {
     /// The benchmark's workload: about 150 agents' worth of services at
@@ -71,6 +84,8 @@ impl Default for WorkloadConfig {
             batch_peak_at: 0.0,
             job_tasks: (1, 100),
             task_s: (60, 1_200),
+            service_usage: (0.3, 0.7),
+            usage_swing: 0.3,
         }
     }
 }
@@ -93,6 +108,8 @@ impl WorkloadConfig {
             batch_peak_at: 0.0,
             job_tasks: (1, 40),
             task_s: (30, 300),
+            service_usage: (0.3, 0.7),
+            usage_swing: 0.3,
         }
     }
 }
@@ -108,6 +125,10 @@ pub struct App {
     pub trough: u32,
     /// When in the day the peak comes, as a fraction of the day.
     pub peak_at: f64,
+    /// The fraction of its cpus an instance uses on average.
+    pub usage: f64,
+    /// How far an instance's use swings around that, as a fraction of it.
+    pub usage_swing: f64,
 }
 
 impl App {
@@ -119,6 +140,21 @@ impl App {
         let span = f64::from(self.peak - self.trough);
         self.trough + (span * level).round() as u32
     }
+
+    /// The cpus an instance whose swing starts at `phase` (a fraction of
+    /// the period) uses `t_ms` milliseconds after the start of the run:
+    /// never more than it holds.
+    pub fn cpus_used(&self, phase: f64, t_ms: Millis) -> f64 {
+        self.shape.cpus.as_f64() * use_level(self.usage, self.usage_swing, phase, t_ms)
+    }
+}
+
+/// The fraction of its cpus an instance uses at `t_ms`: `mean` swinging
+/// by `swing` × `mean` over [`USAGE_PERIOD_MS`], starting at `phase` (a
+/// fraction of the period); within 0..=1.
+pub fn use_level(mean: f64, swing: f64, phase: f64, t_ms: Millis) -> f64 {
+    let x = t_ms as f64 / USAGE_PERIOD_MS as f64 + phase;
+    (mean * (1.0 + swing * (2.0 * std::f64::consts::PI * x).sin())).clamp(0.0, 1.0)
 }
 
 /// A batch job: tasks of one shape that may all run at once.
@@ -185,7 +221,20 @@ impl Workload {
                 peak,
                 trough,
                 peak_at,
+                usage: 1.0,
+                usage_swing: config.usage_swing,
             });
+        }
+        // Use is drawn from a stream of its own, so the rest of the
+        // workload does not depend on it.
+        let mut usage_rng = StdRng::seed_from_u64(config.seed ^ 0x5eed_05a6e);
+        let (lo, hi) = config.service_usage;
+        for a in &mut apps {
+            a.usage = if hi > lo {
+                usage_rng.random_range(lo..=hi)
+            } else {
+                lo
+            };
         }
         // Batch: 1, 2 or 4 cpus with 1, 2 or 4 GiB per cpu.
         let mut batch_shapes = Vec::new();
@@ -303,6 +352,25 @@ impl Workload {
             t += 60_000;
         }
         (peak, (sum.0 / n.max(1.0), sum.1 / n.max(1.0)))
+    }
+
+    /// The mean over the window of the cpus the services use (their mean
+    /// use, leaving out the swing), sampled every minute.
+    pub fn service_mean_used_cpus(&self) -> f64 {
+        let (start, end) = self.window_ms();
+        let day = self.day_ms();
+        let (mut sum, mut n) = (0.0, 0.0f64);
+        let mut t = start;
+        while t < end {
+            sum += self
+                .apps
+                .iter()
+                .map(|a| f64::from(a.wanted(t, day)) * a.shape.cpus.as_f64() * a.usage)
+                .sum::<f64>();
+            n += 1.0;
+            t += 60_000;
+        }
+        sum / n.max(1.0)
     }
 
     /// Mean cpus and mem (MiB) of the batch work arriving in the window.
