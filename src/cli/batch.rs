@@ -13,6 +13,22 @@ use strata_framework::job::forwarded_env;
 
 pub use strata_framework::job::ExecutorOpts;
 
+/// Prints (on stderr) how many executors `driver` has up, their pids, and
+/// how long since `started` they took.
+pub async fn announce_executors(driver: &Driver, started: std::time::Instant) {
+    let executors = driver.executors().await;
+    eprintln!(
+        "{} executors up in {:.0} ms: {}",
+        executors.len(),
+        started.elapsed().as_secs_f64() * 1000.0,
+        executors
+            .iter()
+            .map(|e| format!("{} (pid {})", e.id, e.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
 /// Starts a driver whose executors are `strata executor` tasks on the
 /// cluster at `manager`, and waits for them.
 pub async fn start_driver(

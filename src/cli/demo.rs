@@ -102,17 +102,7 @@ async fn run_queries(
 ) -> anyhow::Result<ExitCode> {
     let t = Instant::now();
     let driver = super::batch::start_driver(&a.executors, address, None, "strata-demo").await?;
-    let executors = driver.executors().await;
-    eprintln!(
-        "{} executors up in {:.0} ms: {}",
-        executors.len(),
-        t.elapsed().as_secs_f64() * 1000.0,
-        executors
-            .iter()
-            .map(|e| format!("{} (pid {})", e.id, e.pid))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    super::batch::announce_executors(&driver, t).await;
     let session = Session::new(driver.clone(), a.executors.partitions())?;
     tpch::register_parquet(session.context(), data).await?;
     let mut stdout = std::io::stdout().lock();

@@ -420,17 +420,7 @@ async fn start_driver(
     let driver = crate::cli::batch::start_driver(opts, address, None, "strata-bench-tpch")
         .await
         .with_context(|| format!("starting executors (logs under {})", work.display()))?;
-    let executors = driver.executors().await;
-    eprintln!(
-        "{} executors up in {:.0} ms: {}",
-        executors.len(),
-        t.elapsed().as_secs_f64() * 1000.0,
-        executors
-            .iter()
-            .map(|e| format!("{} (pid {})", e.id, e.pid))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    crate::cli::batch::announce_executors(&driver, t).await;
     match Session::new(driver.clone(), opts.partitions()) {
         Ok(s) => Ok((driver, s)),
         Err(e) => {
