@@ -759,5 +759,17 @@ async fn usage_is_measured_and_revocable_tasks_run_at_the_lowest_priority() {
         .parse()
         .unwrap();
     assert_eq!(nice, 19, "{stat}");
+    // Tasks outlive their agent's shutdown (recovery): the busy loop is
+    // killed here, or it would spin after the test.
+    conn.send(manager_message::Message::KillTask(
+        manager_message::KillTask {
+            framework_id: "fw".into(),
+            task_id: "busy".into(),
+            grace_period_seconds: None,
+            reason: Reason::Unspecified as i32,
+        },
+    ));
+    let killed = conn.expect("busy", TaskState::TaskKilled).await;
+    conn.ack("fw", &killed);
     agent.shutdown().await;
 }
