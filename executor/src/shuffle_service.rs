@@ -169,61 +169,80 @@ fn partition_files(root: &Path, ticket: &ShuffleTicket) -> Result<Vec<PathBuf>, 
     Ok(files)
 }
 
-/// Batches read ahead of their consumer, per partition being read.
+/// Items read ahead of their consumer, per partition being read.
 const READ_AHEAD: usize = 2;
 
-/// Streams every batch of one output partition under `root` (only the
-/// named map tasks' files when the ticket names them). A blocking thread
-/// reads the files a batch at a time, at most [`READ_AHEAD`] batches ahead
-/// of the consumer, so a partition is never held whole in memory.
-pub fn partition_stream(
+/// Streams one output partition under `root` (only the named map tasks'
+/// files when the ticket names them): a blocking thread hands each file to
+/// `read_file`, which sends its items and returns `false` to stop (an
+/// error, or a consumer that went away). At most [`READ_AHEAD`] items wait
+/// for the consumer, so a partition is never held whole in memory.
+fn stream_partition<T: Send + 'static>(
     root: PathBuf,
     ticket: ShuffleTicket,
-) -> futures::stream::BoxStream<'static, Result<RecordBatch, ShuffleError>> {
+    mut read_file: impl FnMut(&Path, &Sender<T>) -> bool + Send + 'static,
+) -> futures::stream::BoxStream<'static, Result<T, ShuffleError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let files = match partition_files(&root, &ticket) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
-        for path in files {
-            let read_err = |message: String| ShuffleError::Read {
-                path: path.clone(),
-                message,
-            };
-            let reader = std::fs::File::open(&path)
-                .map_err(|e| read_err(e.to_string()))
-                .and_then(|file| {
-                    StreamReader::try_new(std::io::BufReader::with_capacity(1 << 16, file), None)
-                        .map_err(|e| read_err(e.to_string()))
-                        // SAFETY: shuffle files are written by this
-                        // executor's own shuffle writers (under a temporary
-                        // name, renamed when complete) from batches that
-                        // were valid; they are trusted like DataFusion's
-                        // own spill files, which it reads unvalidated too.
-                        .map(|r| unsafe { r.with_skip_validation(true) })
-                });
-            let reader = match reader {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            for batch in reader {
-                let item = batch.map_err(|e| read_err(e.to_string()));
-                let failed = item.is_err();
-                // A consumer that went away stops the reading.
-                if tx.blocking_send(item).is_err() || failed {
+    tokio::task::spawn_blocking(move || match partition_files(&root, &ticket) {
+        Ok(files) => {
+            for path in files {
+                if !read_file(&path, &tx) {
                     return;
                 }
             }
         }
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+        }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+/// Where a partition's reading thread sends what it reads.
+type Sender<T> = tokio::sync::mpsc::Sender<Result<T, ShuffleError>>;
+
+/// The error of reading shuffle file `path`.
+fn read_err(path: &Path, message: impl ToString) -> ShuffleError {
+    ShuffleError::Read {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Streams every batch of one output partition under `root`, decoded.
+pub fn partition_stream(
+    root: PathBuf,
+    ticket: ShuffleTicket,
+) -> futures::stream::BoxStream<'static, Result<RecordBatch, ShuffleError>> {
+    stream_partition(root, ticket, |path, tx| {
+        let reader = std::fs::File::open(path)
+            .map_err(|e| read_err(path, e))
+            .and_then(|file| {
+                StreamReader::try_new(std::io::BufReader::with_capacity(1 << 16, file), None)
+                    .map_err(|e| read_err(path, e))
+                    // SAFETY: shuffle files are written by this
+                    // executor's own shuffle writers (under a temporary
+                    // name, renamed when complete) from batches that
+                    // were valid; they are trusted like DataFusion's
+                    // own spill files, which it reads unvalidated too.
+                    .map(|r| unsafe { r.with_skip_validation(true) })
+            });
+        let reader = match reader {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return false;
+            }
+        };
+        for batch in reader {
+            let item = batch.map_err(|e| read_err(path, e));
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return false;
+            }
+        }
+        true
+    })
 }
 
 /// Streams one output partition as Flight messages cut straight from its
@@ -236,54 +255,38 @@ pub fn partition_flight_data(
     root: PathBuf,
     ticket: ShuffleTicket,
 ) -> futures::stream::BoxStream<'static, Result<FlightData, ShuffleError>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let files = match partition_files(&root, &ticket) {
-            Ok(f) => f,
+    let mut schema_sent = false;
+    stream_partition(root, ticket, move |path, tx| {
+        let mut reader = match std::fs::File::open(path) {
+            Ok(f) => std::io::BufReader::with_capacity(1 << 16, f),
             Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
+                let _ = tx.blocking_send(Err(read_err(path, e)));
+                return false;
             }
         };
-        let mut schema_sent = false;
-        for path in files {
-            let read_err = |message: String| ShuffleError::Read {
-                path: path.clone(),
-                message,
-            };
-            let mut reader = match std::fs::File::open(&path) {
-                Ok(f) => std::io::BufReader::with_capacity(1 << 16, f),
+        loop {
+            let message = match next_ipc_message(&mut reader) {
+                Ok(Some(m)) => m,
+                Ok(None) => return true,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(read_err(e.to_string())));
-                    return;
+                    let _ = tx.blocking_send(Err(read_err(path, e)));
+                    return false;
                 }
             };
-            loop {
-                let message = match next_ipc_message(&mut reader) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(read_err(e)));
-                        return;
-                    }
-                };
-                if message.is_schema {
-                    if schema_sent {
-                        continue;
-                    }
-                    schema_sent = true;
+            if message.is_schema {
+                if schema_sent {
+                    continue;
                 }
-                let data = FlightData::new()
-                    .with_data_header(message.header)
-                    .with_data_body(message.body);
-                // A consumer that went away stops the reading.
-                if tx.blocking_send(Ok(data)).is_err() {
-                    return;
-                }
+                schema_sent = true;
+            }
+            let data = FlightData::new()
+                .with_data_header(message.header)
+                .with_data_body(message.body);
+            if tx.blocking_send(Ok(data)).is_err() {
+                return false;
             }
         }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+    })
 }
 
 /// One encapsulated message of an Arrow IPC stream.

@@ -110,6 +110,18 @@ impl Conn {
         }
     }
 
+    /// Asks the agent to kill a task (the default grace, no reason).
+    fn kill(&self, framework_id: &str, task_id: &str) {
+        self.send(manager_message::Message::KillTask(
+            manager_message::KillTask {
+                framework_id: framework_id.into(),
+                task_id: task_id.into(),
+                grace_period_seconds: None,
+                reason: Reason::Unspecified as i32,
+            },
+        ));
+    }
+
     fn ack(&self, framework_id: &str, s: &pb::TaskStatus) {
         self.send(manager_message::Message::Ack(manager_message::AckUpdate {
             framework_id: framework_id.into(),
@@ -370,14 +382,7 @@ async fn a_kill_escalates_to_sigkill_and_takes_the_whole_group() {
         process::live_group_members(pgid).len() >= 3
     })
     .await;
-    conn.send(manager_message::Message::KillTask(
-        manager_message::KillTask {
-            framework_id: "fw".into(),
-            task_id: "stubborn".into(),
-            grace_period_seconds: None,
-            reason: Reason::Unspecified as i32,
-        },
-    ));
+    conn.kill("fw", "stubborn");
     let killed = conn.expect("stubborn", TaskState::TaskKilled).await;
     assert_eq!(killed.reason(), Reason::KilledByFramework);
     assert!(process::live_group_members(pgid).is_empty());
@@ -761,14 +766,7 @@ async fn usage_is_measured_and_revocable_tasks_run_at_the_lowest_priority() {
     assert_eq!(nice, 19, "{stat}");
     // Tasks outlive their agent's shutdown (recovery): the busy loop is
     // killed here, or it would spin after the test.
-    conn.send(manager_message::Message::KillTask(
-        manager_message::KillTask {
-            framework_id: "fw".into(),
-            task_id: "busy".into(),
-            grace_period_seconds: None,
-            reason: Reason::Unspecified as i32,
-        },
-    ));
+    conn.kill("fw", "busy");
     let killed = conn.expect("busy", TaskState::TaskKilled).await;
     conn.ack("fw", &killed);
     agent.shutdown().await;
