@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::common::Result;
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
@@ -15,6 +17,20 @@ pub const BROADCAST_BYTES: usize = 32 << 20;
 
 /// Estimated rows of a join side at most for it to be broadcast.
 pub const BROADCAST_ROWS: usize = 1 << 20;
+
+extensions_options! {
+    /// Strata's own settings of a session, under the `strata.` prefix
+    /// (`SET strata.key_filters = false`).
+    pub struct StrataOptions {
+        /// Filter a join's probe side by its build side's keys before the
+        /// probe side is shuffled (the planner's key filters).
+        pub key_filters: bool, default = true
+    }
+}
+
+impl ConfigExtension for StrataOptions {
+    const PREFIX: &'static str = "strata";
+}
 
 /// The session configuration for plans that will be cut into stages.
 ///
@@ -35,6 +51,7 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     let mut config = SessionConfig::new().with_target_partitions(target_partitions.max(1));
     let options = config.options_mut();
     options.execution.enable_file_stream_work_stealing = false;
+    options.extensions.insert(StrataOptions::default());
     // Broadcasting a build side costs a copy per task; shuffling both
     // sides costs writing and reading the (larger) probe side through
     // disk and the network. Broadcast up to Spark's order of size.

@@ -20,6 +20,7 @@ pub use strata_executor::{codec, shuffle};
 pub mod compare;
 pub mod driver;
 pub mod job;
+pub mod key_filter;
 pub mod mapreduce;
 pub mod output;
 pub mod planner;

@@ -24,7 +24,8 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
 };
 
-fn recompute() -> ReplaceChildrenOptions {
+/// Children replaced with the node's properties recomputed.
+pub(crate) fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
 
@@ -65,7 +66,15 @@ struct Cutter<'a> {
     root: &'a std::path::Path,
     job: &'a str,
     stages: Vec<Stage>,
+    /// Nodes already rewritten, by address: a node the plan holds twice
+    /// (a join's build side that is also its probe side's key filter,
+    /// [`crate::key_filter`]) is cut once. The original is kept so that its
+    /// address stays its own.
+    done: Vec<(Arc<dyn ExecutionPlan>, Rewritten)>,
 }
+
+/// A rewritten plan and the stages it reads.
+type Rewritten = (Arc<dyn ExecutionPlan>, Vec<u32>);
 
 /// Cuts `plan` into stages whose shuffle files go under `shuffle_root`.
 pub fn plan_stages(
@@ -77,6 +86,7 @@ pub fn plan_stages(
         root: shuffle_root,
         job,
         stages: Vec::new(),
+        done: Vec::new(),
     };
     let (root, inputs) = c.rewrite(plan)?;
     let id = c.stages.len() as u32;
@@ -137,11 +147,18 @@ impl Cutter<'_> {
         ))
     }
 
-    /// Rewrites `plan`, returning it and the stages it reads.
-    fn rewrite(
-        &mut self,
-        plan: Arc<dyn ExecutionPlan>,
-    ) -> Result<(Arc<dyn ExecutionPlan>, Vec<u32>)> {
+    /// Rewrites `plan`, returning it and the stages it reads; a node seen
+    /// before gives the same result again.
+    fn rewrite(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Rewritten> {
+        if let Some((_, done)) = self.done.iter().find(|(p, _)| Arc::ptr_eq(p, &plan)) {
+            return Ok(done.clone());
+        }
+        let rewritten = self.rewrite_new(plan.clone())?;
+        self.done.push((plan, rewritten.clone()));
+        Ok(rewritten)
+    }
+
+    fn rewrite_new(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Rewritten> {
         let plan = single_probe_for_global_build_tracking(plan)?;
         let mut children = Vec::new();
         let mut inputs = Vec::new();
@@ -156,8 +173,13 @@ impl Cutter<'_> {
             }
             let (c, i) = self.rewrite(child.clone())?;
             children.push(c);
-            inputs.extend(i);
+            for i in i {
+                if !inputs.contains(&i) {
+                    inputs.push(i);
+                }
+            }
         }
+        inputs.sort_unstable();
         if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
             let child = children.pop().expect("repartition has one child");
             let reader = self.cut(child, inputs, Some(r.partitioning().clone()));
@@ -168,8 +190,11 @@ impl Cutter<'_> {
             || plan.downcast_ref::<SortPreservingMergeExec>().is_some()
         {
             let child = children.pop().expect("merge has one child");
-            if child.output_partitioning().partition_count() <= 1 && inputs.is_empty() {
-                // Nothing to merge across tasks: keep it in this stage.
+            let nothing_to_merge =
+                child.output_partitioning().partition_count() <= 1 && inputs.is_empty();
+            if nothing_to_merge || child.downcast_ref::<ShuffleReaderExec>().is_some() {
+                // Nothing to merge across tasks, or a stage's outputs
+                // already: keep it in this stage (each task reads them all).
                 let p = plan.replace_children(vec![child], recompute())?;
                 return Ok((p, inputs));
             }
@@ -307,8 +332,8 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PartitionTracking
 
 /// The session state plans are made in: [`session_config`], DataFusion's
 /// default features and physical optimizer with
-/// [`PartitionTrackingJoins`] after its join selection, and the job
-/// functions.
+/// [`PartitionTrackingJoins`] after its join selection and
+/// [`crate::key_filter::KeyFilters`] at the end, and the job functions.
 pub fn session_state(
     target_partitions: usize,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
@@ -321,6 +346,13 @@ pub fn session_state(
         .position(|r| r.name() == "join_selection")
         .map_or(rules.len(), |i| i + 1);
     rules.insert(at, Arc::new(PartitionTrackingJoins));
+    // Last, on the plan with its exchanges in place (before the sanity
+    // check, which it must pass).
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "SanityCheckPlan")
+        .unwrap_or(rules.len());
+    rules.insert(at, Arc::new(crate::key_filter::KeyFilters));
     datafusion::execution::session_state::SessionStateBuilder::new()
         .with_config(session_config(target_partitions))
         .with_runtime_env(runtime)

@@ -67,6 +67,14 @@ impl Session {
         })
     }
 
+    /// Sets a configuration option of this session, as `SET key = value`
+    /// does (`datafusion.…` or `strata.…`).
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state.config_mut().options_mut().set(key, value)
+    }
+
     /// The DataFusion context: its catalog, and DataFrames to [`Session::collect`].
     pub fn context(&self) -> &SessionContext {
         &self.ctx

@@ -162,3 +162,90 @@ async fn non_equi_outer_and_semi_joins_match() {
         }
     }
 }
+
+/// Runs `sql` cut into stages; returns its rows, stages and per-stage figures.
+async fn run_cut(
+    ctx: &SessionContext,
+    sql: &str,
+    shuffle: &std::path::Path,
+    job: &str,
+) -> (
+    Vec<datafusion::arrow::record_batch::RecordBatch>,
+    crate::planner::JobPlan,
+    Vec<crate::runner::StageMetrics>,
+) {
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let job = plan_stages(job, plan, shuffle).unwrap();
+    let got = run_job(&job, ctx.task_ctx(), 4).await.unwrap();
+    (got.batches, job, got.stages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_filters_cut_the_probe_side_before_its_shuffle_and_keep_results() {
+    let data = tempfile::tempdir().unwrap();
+    let shuffle = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    let runtime = strata_executor::storage::runtime_env_builder()
+        .build_arc()
+        .unwrap();
+    let ctx = SessionContext::new_with_state(crate::planner::session_state(4, runtime));
+    tpch::register_parquet(&ctx, data.path()).await.unwrap();
+    let reference = SessionContext::new();
+    tpch::register_parquet(&reference, data.path())
+        .await
+        .unwrap();
+    // q4 (semi join), q21 (semi and anti joins on lineitem), q20 (a filter
+    // through an aggregation), q18 (through an inner join, into both
+    // sides), q17 (keys from a stage below the build side), and an inner
+    // join.
+    let mut queries: Vec<String> = [4, 21, 20, 18, 17]
+        .iter()
+        .map(|&n| tpch::statements(n)[0].clone())
+        .collect();
+    queries.push(
+        "select o_orderpriority, count(*) from orders join \
+         (select l_orderkey, count(*) n from lineitem group by l_orderkey) l \
+         on o_orderkey = l_orderkey where o_orderdate < date '1992-03-01' \
+         group by o_orderpriority"
+            .into(),
+    );
+    let mut filtered = 0;
+    for (i, q) in queries.iter().enumerate() {
+        let expected = reference.sql(q).await.unwrap().collect().await.unwrap();
+        ctx.sql("set strata.key_filters = true").await.unwrap();
+        let (on, job, on_stages) = run_cut(&ctx, q, shuffle.path(), &format!("kf{i}")).await;
+        let shown = display_stages(&job);
+        if let Err(e) = same_rows(&expected, &on) {
+            panic!("{q}: {e}\n{shown}");
+        }
+        ctx.sql("set strata.key_filters = false").await.unwrap();
+        let (off, off_job, off_stages) =
+            run_cut(&ctx, q, shuffle.path(), &format!("kf{i}-off")).await;
+        same_rows(&expected, &off).unwrap();
+        let off_shown = display_stages(&off_job);
+        let semis = |s: &str| s.matches("join_type=RightSemi").count();
+        if semis(&shown) == semis(&off_shown) {
+            continue;
+        }
+        filtered += 1;
+        // The build side is computed once: no more stages than without.
+        assert_eq!(job.stages.len(), off_job.stages.len(), "{shown}");
+        let shuffled = |m: &[crate::runner::StageMetrics]| m.iter().map(|s| s.rows).sum::<u64>();
+        assert!(
+            shuffled(&on_stages) < shuffled(&off_stages),
+            "{q}: filtered {} rows, unfiltered {}\n{shown}",
+            shuffled(&on_stages),
+            shuffled(&off_stages)
+        );
+    }
+    assert!(
+        filtered >= 3,
+        "key filters were planned in {filtered} queries"
+    );
+}

@@ -165,6 +165,7 @@ pub(super) struct ClusterRun {
     agents: Vec<Daemon>,
     address: String,
     opts: ExecutorOpts,
+    settings: Vec<(String, String)>,
     driver: Arc<Driver>,
     session: Session,
     sampler: Sampler,
@@ -247,7 +248,7 @@ impl ClusterRun {
             revocable: false,
             executor_wait: Duration::from_secs(60),
         };
-        let (driver, session) = start_driver(&opts, &address, work).await?;
+        let (driver, session) = start_driver(&opts, &a.settings, &address, work).await?;
         tpch::register_parquet(session.context(), data).await?;
         let daemons: Vec<u32> = std::iter::once(manager.pid())
             .chain(agents.iter().map(Daemon::pid))
@@ -258,6 +259,7 @@ impl ClusterRun {
             agents,
             address,
             opts,
+            settings: a.settings.clone(),
             driver,
             session,
             sampler: Sampler {
@@ -371,7 +373,8 @@ impl ClusterRun {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let (driver, session) = start_driver(&self.opts, &self.address, &work).await?;
+        let (driver, session) =
+            start_driver(&self.opts, &self.settings, &self.address, &work).await?;
         tpch::register_parquet(session.context(), data).await?;
         self.driver = driver;
         self.session = session;
@@ -410,9 +413,11 @@ impl ClusterRun {
     }
 }
 
-/// Starts a driver, waits for its executors, and opens a session.
+/// Starts a driver, waits for its executors, and opens a session with
+/// `settings`.
 async fn start_driver(
     opts: &ExecutorOpts,
+    settings: &[(String, String)],
     address: &str,
     work: &Path,
 ) -> anyhow::Result<(Arc<Driver>, Session)> {
@@ -421,7 +426,13 @@ async fn start_driver(
         .await
         .with_context(|| format!("starting executors (logs under {})", work.display()))?;
     crate::cli::batch::announce_executors(&driver, t).await;
-    match Session::new(driver.clone(), opts.partitions()) {
+    let session = Session::new(driver.clone(), opts.partitions()).and_then(|s| {
+        for (k, v) in settings {
+            s.set(k, v)?;
+        }
+        Ok(s)
+    });
+    match session {
         Ok(s) => Ok((driver, s)),
         Err(e) => {
             driver.shutdown().await;

@@ -142,6 +142,21 @@ pub struct TpchArgs {
     /// filters; to tell their cost from that of distribution).
     #[arg(long, value_enum, default_value = "default")]
     datafusion_config: DfConfig,
+    /// A configuration option of the cluster's SQL session, as `SET KEY =
+    /// VALUE` would set it (repeatable): for example
+    /// `--set strata.key_filters=false`, or
+    /// `--set datafusion.optimizer.hash_join_single_partition_threshold=67108864`
+    /// (the broadcast limit). DataFusion's side is not affected.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` of `--set`.
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 /// The settings of the single-process DataFusion side.
