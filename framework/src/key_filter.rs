@@ -247,7 +247,10 @@ fn below_exchange(
     stats: &StatisticsContext,
     crossed: bool,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let commuted = if plan.downcast_ref::<RepartitionExec>().is_some() {
+    let commuted = if plan.fetch().is_some() {
+        // A limit picks rows; filtering first would pick others.
+        None
+    } else if plan.downcast_ref::<RepartitionExec>().is_some() {
         Some((keys.to_vec(), true))
     } else if let Some(f) = plan.downcast_ref::<FilterExec>() {
         (!crossed && f.projection().is_none()).then(|| (keys.to_vec(), false))
@@ -255,6 +258,7 @@ fn below_exchange(
         commute(plan, keys).map(|(_, k)| (k, crossed))
     };
     if let Some(j) = plan.downcast_ref::<HashJoinExec>()
+        && j.fetch().is_none()
         && let Some(filtered) = through_inner_join(plan, j, keys, filter, stats, crossed)?
     {
         return Ok(Some(filtered));
@@ -352,7 +356,7 @@ fn commute(
             .collect::<Option<Vec<_>>>()?
     } else if let Some(a) = plan.downcast_ref::<AggregateExec>() {
         let group = a.group_expr();
-        if group.has_grouping_set() {
+        if group.has_grouping_set() || a.limit_options().is_some() {
             return None;
         }
         keys.iter()
