@@ -134,13 +134,11 @@ fn filtered_probe(join: &HashJoinExec, budget: Budget) -> Result<Option<Arc<dyn 
     else {
         return Ok(None);
     };
-    let mut keys = Vec::new();
-    for (_, r) in join.on() {
-        match r.downcast_ref::<Column>() {
-            Some(c) => keys.push(c.index()),
-            None => return Ok(None),
-        }
-    }
+    let keys: Vec<Option<usize>> = join
+        .on()
+        .iter()
+        .map(|(_, r)| r.downcast_ref::<Column>().map(Column::index))
+        .collect();
     below_exchange(join.right(), &keys, &filter, &stats, false)
 }
 
@@ -210,12 +208,17 @@ fn key_source(
     {
         return below(&plan.children()[0].clone(), &cols);
     }
-    if let Some((input, cols)) = commute(plan, &cols) {
-        return below(&input, &cols);
+    let every = |cols: Vec<Option<usize>>| cols.into_iter().collect::<Option<Vec<_>>>();
+    let some: Vec<Option<usize>> = cols.iter().copied().map(Some).collect();
+    if let Some((input, cols)) = commute(plan, &some) {
+        return match every(cols) {
+            Some(cols) => below(&input, &cols),
+            None => Ok(None),
+        };
     }
     if let Some(j) = plan.downcast_ref::<HashJoinExec>() {
-        for (side, cols) in inner_join_sides(j, &cols).into_iter().enumerate() {
-            if let Some(cols) = cols {
+        for (side, cols) in inner_join_sides(j, &some).into_iter().enumerate() {
+            if let Some(cols) = cols.and_then(every) {
                 let child = if side == 0 { j.left() } else { j.right() };
                 if let Some(found) = below(child, &cols)? {
                     return Ok(Some(found));
@@ -225,6 +228,10 @@ fn key_source(
     }
     Ok(None)
 }
+
+/// The probe side's key columns in some node's output, one per join key:
+/// `None` for a key that no column there holds.
+type Keys = Vec<Option<usize>>;
 
 /// What a key filter is made of.
 struct Filter {
@@ -236,13 +243,13 @@ struct Filter {
 
 /// `plan` with the filter put below its first exchange, reached through
 /// operators a filter on the columns `keys` (of `plan`'s output) commutes
-/// with; `None` if there is no such exchange. Below the exchange the
+/// with (`None` for a key lost on the way: the filter uses the others); `None` if there is no such exchange. Below the exchange the
 /// filter goes further down through aggregations (so that they see fewer
 /// rows too) and projections, and stops above anything else (a filter
 /// drops rows more cheaply than the key filter).
 fn below_exchange(
     plan: &Arc<dyn ExecutionPlan>,
-    keys: &[usize],
+    keys: &[Option<usize>],
     filter: &Filter,
     stats: &StatisticsContext,
     crossed: bool,
@@ -293,9 +300,10 @@ fn below_exchange(
         .left_keys
         .iter()
         .zip(keys)
-        .map(|(l, &k)| {
+        .filter_map(|(l, &k)| {
+            let k = k?;
             let r: Arc<dyn PhysicalExpr> = Arc::new(Column::new(schema.field(k).name(), k));
-            (l.clone(), r)
+            Some((l.clone(), r))
         })
         .collect();
     let semi = HashJoinExec::try_new(
@@ -319,7 +327,7 @@ fn below_exchange(
 fn through_inner_join(
     plan: &Arc<dyn ExecutionPlan>,
     join: &HashJoinExec,
-    keys: &[usize],
+    keys: &[Option<usize>],
     filter: &Filter,
     stats: &StatisticsContext,
     crossed: bool,
@@ -344,49 +352,52 @@ fn through_inner_join(
 /// The columns `keys` of `plan`'s output as columns of its input, when a
 /// key filter commutes with `plan`: a projection of plain columns, or an
 /// aggregation grouping by them (dropping a group's rows before it drops
-/// the group after it).
+/// the group after it). A key that is not such a column is lost (`None`);
+/// `None` if every key is.
 fn commute(
     plan: &Arc<dyn ExecutionPlan>,
-    keys: &[usize],
-) -> Option<(Arc<dyn ExecutionPlan>, Vec<usize>)> {
+    keys: &[Option<usize>],
+) -> Option<(Arc<dyn ExecutionPlan>, Keys)> {
     let column = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(Column::index);
-    let mapped = if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
-        keys.iter()
-            .map(|&k| column(&p.expr()[k].expr))
-            .collect::<Option<Vec<_>>>()?
+    let mapped: Vec<Option<usize>> = if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        keys.iter().map(|k| column(&p.expr()[(*k)?].expr)).collect()
     } else if let Some(a) = plan.downcast_ref::<AggregateExec>() {
         let group = a.group_expr();
         if group.has_grouping_set() || a.limit_options().is_some() {
             return None;
         }
         keys.iter()
-            .map(|&k| column(&group.expr().get(k)?.0))
-            .collect::<Option<Vec<_>>>()?
+            .map(|k| column(&group.expr().get((*k)?)?.0))
+            .collect()
     } else {
         return None;
     };
-    Some((plan.children()[0].clone(), mapped))
+    mapped
+        .iter()
+        .any(Option::is_some)
+        .then(|| (plan.children()[0].clone(), mapped))
 }
 
 /// The columns `keys` of an inner join's output as columns of its left
 /// and of its right side: a key from one side is on the other too where
-/// the join equates it with a column there. `None` for a side that does
-/// not hold every key, and for both if the join is not a plain inner join.
-fn inner_join_sides(join: &HashJoinExec, keys: &[usize]) -> [Option<Vec<usize>>; 2] {
+/// the join equates it with a column there, and lost (`None`) where not.
+/// `None` for a side that keeps no key, and for both if the join is not a
+/// plain inner join.
+fn inner_join_sides(join: &HashJoinExec, keys: &[Option<usize>]) -> [Option<Keys>; 2] {
     if *join.join_type() != JoinType::Inner || join.filter().is_some() {
         return [None, None];
     }
     let left_len = join.left().schema().fields().len();
     let column = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Column>().map(Column::index);
-    let sides: Vec<(usize, usize)> = keys
+    let sides: Vec<Option<(usize, usize)>> = keys
         .iter()
-        .map(|&k| {
-            let k = join.projection.as_ref().map_or(k, |p| p[k]);
-            if k < left_len {
+        .map(|k| {
+            let k = join.projection.as_ref().map_or(*k, |p| k.map(|k| p[k]))?;
+            Some(if k < left_len {
                 (0, k)
             } else {
                 (1, k - left_len)
-            }
+            })
         })
         .collect();
     // The same key on the other side, where the join equates them.
@@ -397,9 +408,13 @@ fn inner_join_sides(join: &HashJoinExec, keys: &[usize]) -> [Option<Vec<usize>>;
         })
     };
     [0, 1].map(|side| {
-        sides
+        let keys: Vec<Option<usize>> = sides
             .iter()
-            .map(|&(s, c)| if s == side { Some(c) } else { across(s, c) })
-            .collect()
+            .map(|k| {
+                let (s, c) = (*k)?;
+                if s == side { Some(c) } else { across(s, c) }
+            })
+            .collect();
+        keys.iter().any(Option::is_some).then_some(keys)
     })
 }
