@@ -8,7 +8,10 @@
 //!   becomes a stage whose map tasks keep their rows whole (one output per
 //!   input partition); the merge stays, above a reader of all those outputs.
 //!   When the merge feeds a join's build side, every task of the consuming
-//!   stage reads the whole (small) side: a broadcast.
+//!   stage reads the whole (small) side: a broadcast. A merge whose input
+//!   is already a stage's output (a key filter reading a stage whole,
+//!   [`crate::key_filter`]) stays in the consuming stage over its reader.
+//! * A node the plan holds twice is cut once.
 //!
 //! Stages come out in dependency order: a stage's inputs precede it. Each
 //! stage runs one task per partition of its root.
@@ -239,6 +242,19 @@ fn single_probe_for_global_build_tracking(
     plan.replace_children(vec![left, right], recompute())
 }
 
+/// Cuts a plan made in a [`session_state`] into stages, with key filters
+/// ([`crate::key_filter`]) first, as `config` has them.
+pub fn cut(
+    job: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    config: &datafusion::config::ConfigOptions,
+    shuffle_root: &std::path::Path,
+) -> Result<JobPlan> {
+    use datafusion::physical_optimizer::PhysicalOptimizerRule;
+    let plan = crate::key_filter::KeyFilters.optimize(plan, config)?;
+    plan_stages(job, plan, shuffle_root)
+}
+
 /// A human-readable rendering of the stages (what `EXPLAIN` shows).
 pub fn display_stages(job: &JobPlan) -> String {
     let mut out = String::new();
@@ -332,8 +348,9 @@ impl datafusion::physical_optimizer::PhysicalOptimizerRule for PartitionTracking
 
 /// The session state plans are made in: [`session_config`], DataFusion's
 /// default features and physical optimizer with
-/// [`PartitionTrackingJoins`] after its join selection and
-/// [`crate::key_filter::KeyFilters`] at the end, and the job functions.
+/// [`PartitionTrackingJoins`] after its join selection, and the job
+/// functions. (Plans to be cut into stages get
+/// [`crate::key_filter::KeyFilters`] too: [`cut`].)
 pub fn session_state(
     target_partitions: usize,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
@@ -346,13 +363,6 @@ pub fn session_state(
         .position(|r| r.name() == "join_selection")
         .map_or(rules.len(), |i| i + 1);
     rules.insert(at, Arc::new(PartitionTrackingJoins));
-    // Last, on the plan with its exchanges in place (before the sanity
-    // check, which it must pass).
-    let at = rules
-        .iter()
-        .position(|r| r.name() == "SanityCheckPlan")
-        .unwrap_or(rules.len());
-    rules.insert(at, Arc::new(crate::key_filter::KeyFilters));
     datafusion::execution::session_state::SessionStateBuilder::new()
         .with_config(session_config(target_partitions))
         .with_runtime_env(runtime)

@@ -25,7 +25,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 
 use crate::driver::{Driver, DriverError, JobHandle, JobOutput};
-use crate::planner::{display_stages, plan_stages, session_state};
+use crate::planner::{cut, display_stages, session_state};
 
 /// Why a statement failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +130,8 @@ impl Session {
                     .display_indent()
                     .to_string();
                 let physical = df.create_physical_plan().await?;
-                let job = plan_stages("explain", physical, std::path::Path::new(""))?;
+                let config = self.ctx.state().config_options().clone();
+                let job = cut("explain", physical, &config, std::path::Path::new(""))?;
                 let (schema, batch) = explain_batch(&logical, &display_stages(&job))?;
                 Ok(Prepared::Rows(schema, vec![batch]))
             }
@@ -160,7 +161,8 @@ impl Session {
     /// Runs a physical plan on the cluster.
     pub fn submit_plan(&self, plan: Arc<dyn ExecutionPlan>) -> Result<JobHandle, SessionError> {
         let id = self.driver.next_job_id();
-        let job = plan_stages(&id, plan, std::path::Path::new(""))?;
+        let config = self.ctx.state().config_options().clone();
+        let job = cut(&id, plan, &config, std::path::Path::new(""))?;
         Ok(self.driver.submit(job)?)
     }
 

@@ -181,7 +181,8 @@ async fn run_cut(
         .create_physical_plan()
         .await
         .unwrap();
-    let job = plan_stages(job, plan, shuffle).unwrap();
+    let config = ctx.state().config_options().clone();
+    let job = crate::planner::cut(job, plan, &config, shuffle).unwrap();
     let got = run_job(&job, ctx.task_ctx(), 4).await.unwrap();
     (got.batches, job, got.stages)
 }
@@ -248,4 +249,64 @@ async fn key_filters_cut_the_probe_side_before_its_shuffle_and_keep_results() {
         filtered >= 3,
         "key filters were planned in {filtered} queries"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_filters_keep_null_semantics_of_every_join_type() {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::datasource::MemTable;
+    let shuffle = tempfile::tempdir().unwrap();
+    let runtime = strata_executor::storage::runtime_env_builder()
+        .build_arc()
+        .unwrap();
+    let ctx = SessionContext::new_with_state(crate::planner::session_state(4, runtime));
+    let reference = SessionContext::new();
+    // A small and a large table; both hold null keys, and some keys of
+    // each are missing from the other.
+    let table = |n: i64, step: i64| {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let keys: Int64Array = (0..n)
+            .map(|i| (i % 17 != 0).then_some((i * step) % 5_000))
+            .collect();
+        let values = Int64Array::from_iter_values(0..n);
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(keys), Arc::new(values)]).unwrap();
+        let chunks = (0..4)
+            .map(|c| vec![batch.slice((c * n / 4) as usize, (n / 4) as usize)])
+            .collect();
+        Arc::new(MemTable::try_new(schema, chunks).unwrap())
+    };
+    let (small, large) = (table(200, 7), table(20_000, 3));
+    for c in [&ctx, &reference] {
+        c.register_table("small", small.clone()).unwrap();
+        c.register_table("large", large.clone()).unwrap();
+    }
+    let queries = [
+        "select count(*) from large where exists (select 1 from small where small.k = large.k)",
+        "select count(*) from large where not exists (select 1 from small where small.k = large.k)",
+        "select count(*) from small where not exists (select 1 from large where small.k = large.k)",
+        "select count(*) from large where k not in (select k from small)",
+        "select count(*) from small where k not in (select k from large where v < 100)",
+        "select count(*) from small where k in (select k from large)",
+        "select count(*), count(large.k) from small left join large on small.k = large.k",
+        "select count(*), count(small.k) from small right join large on small.k = large.k",
+        "select count(*), count(small.k), count(large.k) from small full join large on small.k = large.k",
+        "select count(*) from small join large on small.k is not distinct from large.k",
+        "select count(*) from (select k from large except select k from small)",
+        "select count(*) from (select k from large intersect select k from small)",
+        "select count(*) from (select k, count(*) c from large group by k) g join small on g.k = small.k",
+        "select k, sum(v) from large where k in (select k from small where v < 50) group by k order by k",
+    ];
+    for (i, q) in queries.iter().enumerate() {
+        let expected = reference.sql(q).await.unwrap().collect().await.unwrap();
+        let (got, job, _) = run_cut(&ctx, q, shuffle.path(), &format!("nulls{i}")).await;
+        if let Err(e) = same_rows(&expected, &got) {
+            panic!("{q}: {e}\n{}", display_stages(&job));
+        }
+    }
 }
