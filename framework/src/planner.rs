@@ -26,13 +26,12 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
 };
+use strata_executor::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
 
 /// Children replaced with the node's properties recomputed.
 pub(crate) fn recompute() -> ReplaceChildrenOptions {
     ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
 }
-
-use strata_executor::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
 
 /// A stage of a job.
 #[derive(Debug, Clone)]
