@@ -25,6 +25,10 @@ extensions_options! {
         /// Filter a join's probe side by its build side's keys before the
         /// probe side is shuffled (the planner's key filters).
         pub key_filters: bool, default = true
+        /// The largest key source of a key filter, as a multiple of the
+        /// broadcast limit (a filter holds only the distinct keys of its
+        /// source, where a broadcast holds every row of its side).
+        pub key_filter_source_factor: f64, default = 1.0
     }
 }
 

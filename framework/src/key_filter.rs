@@ -84,16 +84,15 @@ impl PhysicalOptimizerRule for KeyFilters {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let on = config
-            .extensions
-            .get::<StrataOptions>()
-            .is_none_or(|o| o.key_filters);
-        if !on {
+        let options = config.extensions.get::<StrataOptions>();
+        if options.is_some_and(|o| !o.key_filters) {
             return Ok(plan);
         }
+        let factor = options.map_or(1.0, |o| o.key_filter_source_factor.max(0.0));
+        let scale = |n: usize| (n as f64 * factor) as usize;
         let mut rewrite = Rewrite {
-            budget_bytes: config.optimizer.hash_join_single_partition_threshold,
-            budget_rows: config.optimizer.hash_join_single_partition_threshold_rows,
+            budget_bytes: scale(config.optimizer.hash_join_single_partition_threshold),
+            budget_rows: scale(config.optimizer.hash_join_single_partition_threshold_rows),
             stats: StatisticsContext::new(),
             sources: Vec::new(),
         };
