@@ -17,7 +17,7 @@ use strata_sdk::{
     Event, EventStream, Filters, FrameworkConfig, FrameworkId, Offer, Resources, Scheduler,
     SchedulerConfig, SchedulerHandle, TaskInfo, TaskState, TaskStatus,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 // ---------------------------------------------------------------- processes
 
@@ -34,6 +34,38 @@ pub fn signal(pid: i32, sig: libc::c_int) {
     // SAFETY: plain kill(2) on a pid this test started.
     unsafe {
         libc::kill(pid, sig);
+    }
+}
+
+/// A pidfd of `pid` (`pidfd_open(2)`): readable once the process has
+/// exited, whether or not it is this process's child; `None` if there is
+/// no such process (any more).
+fn pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative result is a fresh fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Blocks until process `pid` has exited, at most `timeout`; whether it has.
+fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(fd) = pidfd(pid) else { return true };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, owned for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) > 0 }
+}
+
+/// Waits until the process behind `fd` (from [`pidfd`]) has exited;
+/// `None` stands for one that already has.
+async fn exited(fd: &Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>) {
+    if let Some(fd) = fd {
+        let _ = fd.readable().await;
     }
 }
 
@@ -177,10 +209,10 @@ impl Env {
             .unwrap_or_else(|e| panic!("cannot start {STRATA}: {e}"));
         let stdout: Log = Arc::default();
         let stderr: Log = Arc::default();
-        let pumps = vec![
-            pump(child.stdout.take().unwrap(), stdout.clone()),
-            pump(child.stderr.take().unwrap(), stderr.clone()),
-        ];
+        let (sender, lines) = watch::channel(0);
+        let sender = Arc::new(sender);
+        pump(child.stdout.take().unwrap(), stdout.clone(), sender.clone());
+        pump(child.stderr.take().unwrap(), stderr.clone(), sender);
         self.keep_log(format!("{label} stdout"), stdout.clone());
         self.keep_log(format!("{label} stderr"), stderr.clone());
         Proc {
@@ -188,7 +220,7 @@ impl Env {
             child,
             stdout,
             stderr,
-            pumps,
+            lines,
         }
     }
 
@@ -343,11 +375,14 @@ impl Env {
             if left.is_empty() {
                 break;
             }
-            for pid in left {
+            for &pid in &left {
                 signal(pid, libc::SIGKILL);
-                killed.push(pid);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Then the next round, for what they started meanwhile.
+            for &pid in &left {
+                wait_gone(pid, Duration::from_secs(5));
+            }
+            killed.extend(left);
         }
         killed
     }
@@ -377,7 +412,10 @@ impl Drop for Env {
 }
 
 /// Reads lines of `r` into `log` on a thread of its own.
-fn pump(r: impl Read + Send + 'static, log: Log) -> std::thread::JoinHandle<()> {
+/// Reads `r` into `log` line by line, announcing each line on `lines`
+/// (whose sender is dropped, closing the channel, once every pump of a
+/// process has reached the end of its pipe).
+fn pump(r: impl Read + Send + 'static, log: Log, lines: Arc<watch::Sender<u64>>) {
     std::thread::spawn(move || {
         let mut r = BufReader::new(r);
         let mut line = Vec::new();
@@ -387,9 +425,10 @@ fn pump(r: impl Read + Send + 'static, log: Log) -> std::thread::JoinHandle<()> 
             }
             let s = String::from_utf8_lossy(&line);
             log.lock().unwrap_or_else(|e| e.into_inner()).push_str(&s);
+            lines.send_modify(|n| *n += 1);
             line.clear();
         }
-    })
+    });
 }
 
 /// A finished client command.
@@ -419,8 +458,8 @@ pub struct Proc {
     pub stdout: Log,
     /// Its standard error so far.
     pub stderr: Log,
-    /// The threads reading its pipes (done once the pipes are closed).
-    pumps: Vec<std::thread::JoinHandle<()>>,
+    /// A new line on either pipe; closed once both pipes are.
+    lines: watch::Receiver<u64>,
 }
 
 impl Proc {
@@ -457,32 +496,57 @@ impl Proc {
     }
 
     async fn wait_line(&mut self, log: &Log, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = text(log).lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                // Wait (with a deadline) until the reader threads have
-                // drained the pipes to their end.
-                let drained = Instant::now() + Duration::from_secs(5);
-                while !self.pumps.iter().all(|p| p.is_finished()) && Instant::now() < drained {
-                    tokio::time::sleep(POLL).await;
+        let find = || {
+            text(log)
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_owned)
+        };
+        let mut lines = self.lines.clone();
+        let exit = self.exit_fd();
+        let waited = tokio::time::timeout(timeout, async {
+            let mut open = true;
+            loop {
+                if let Some(line) = find() {
+                    return Some(line);
                 }
-                if let Some(line) = text(log).lines().find(|l| l.contains(needle)) {
-                    return line.to_owned();
+                tokio::select! {
+                    changed = lines.changed(), if open => open = changed.is_ok(),
+                    () = exited(&exit) => {
+                        // Let the pumps drain the pipes to their end (with
+                        // a deadline) before the last look.
+                        let drained = async { while lines.changed().await.is_ok() {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+                        return find();
+                    }
                 }
-                panic!(
-                    "{} exited ({status}) before printing {needle:?}; stderr:\n{}",
-                    self.label,
-                    self.stderr_text()
-                );
             }
-            if Instant::now() >= deadline {
-                panic!("{} did not print {needle:?} within {timeout:?}", self.label);
-            }
-            tokio::time::sleep(POLL).await;
+        })
+        .await;
+        match waited {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "{} exited ({:?}) before printing {needle:?}; stderr:\n{}",
+                self.label,
+                self.child.try_wait(),
+                self.stderr_text()
+            ),
+            Err(_) => panic!("{} did not print {needle:?} within {timeout:?}", self.label),
         }
+    }
+
+    /// A pidfd of the process to await its exit; `None` once it has been
+    /// reaped (only this handle reaps it, so the pid is never another's).
+    fn exit_fd(&mut self) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return None;
+        }
+        let fd = pidfd(self.pid())?;
+        let readable = tokio::io::Interest::READABLE;
+        // SAFETY: an OwnedFd stays open, and is the same fd, for as long as
+        // the AsyncFd that owns it.
+        let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, readable) };
+        Some(registered.unwrap_or_else(|e| panic!("cannot watch a pidfd: {e}")))
     }
 
     /// Sends a signal.
@@ -500,16 +564,12 @@ impl Proc {
 
     /// Waits for it to exit.
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!("{} did not exit within {timeout:?}", self.label);
-            }
-            tokio::time::sleep(POLL).await;
+        let exit = self.exit_fd();
+        if tokio::time::timeout(timeout, exited(&exit)).await.is_err() {
+            panic!("{} did not exit within {timeout:?}", self.label);
         }
+        // It has exited: this reaps it without blocking.
+        self.child.wait().unwrap()
     }
 }
 
