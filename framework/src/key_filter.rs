@@ -128,6 +128,9 @@ type Keys = Vec<Option<usize>>;
 struct Filter {
     /// The node whose rows hold the keys: a stage's whole output.
     build: Arc<dyn ExecutionPlan>,
+    /// The node of the plan `build` reads (itself, or the exchange it
+    /// merges), which must stay as it is.
+    shared: Arc<dyn ExecutionPlan>,
     build_rows: Option<usize>,
     /// The key expressions over `build`'s rows, one per join key.
     build_keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -210,13 +213,7 @@ impl Rewrite {
         let keys: Keys = keys.iter().map(column).collect();
         let done = self.below_exchange(filtered, &keys, &filter, false)?;
         if done.is_some() {
-            let source = match filter.build.downcast_ref::<CoalescePartitionsExec>() {
-                Some(c) if c.input().downcast_ref::<RepartitionExec>().is_some() => {
-                    c.input().clone()
-                }
-                _ => filter.build.clone(),
-            };
-            self.sources.push(source);
+            self.sources.push(filter.shared);
         }
         Ok(done)
     }
@@ -257,6 +254,7 @@ impl Rewrite {
             if small {
                 return Ok(Some(Filter {
                     build,
+                    shared: plan.clone(),
                     build_rows: rows,
                     build_keys: keys,
                     null_equality,

@@ -16,6 +16,7 @@
 //! Stages come out in dependency order: a stage's inputs precede it. Each
 //! stage runs one task per partition of its root.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::Result;
@@ -72,7 +73,7 @@ struct Cutter<'a> {
     /// (a join's build side that is also its probe side's key filter,
     /// [`crate::key_filter`]) is cut once. The original is kept so that its
     /// address stays its own.
-    done: Vec<(Arc<dyn ExecutionPlan>, Rewritten)>,
+    done: HashMap<*const (), (Arc<dyn ExecutionPlan>, Rewritten)>,
 }
 
 /// A rewritten plan and the stages it reads.
@@ -88,7 +89,7 @@ pub fn plan_stages(
         root: shuffle_root,
         job,
         stages: Vec::new(),
-        done: Vec::new(),
+        done: HashMap::new(),
     };
     let (root, inputs) = c.rewrite(plan)?;
     let id = c.stages.len() as u32;
@@ -152,11 +153,12 @@ impl Cutter<'_> {
     /// Rewrites `plan`, returning it and the stages it reads; a node seen
     /// before gives the same result again.
     fn rewrite(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Rewritten> {
-        if let Some((_, done)) = self.done.iter().find(|(p, _)| Arc::ptr_eq(p, &plan)) {
+        let address = Arc::as_ptr(&plan) as *const ();
+        if let Some((_, done)) = self.done.get(&address) {
             return Ok(done.clone());
         }
         let rewritten = self.rewrite_new(plan.clone())?;
-        self.done.push((plan, rewritten.clone()));
+        self.done.insert(address, (plan, rewritten.clone()));
         Ok(rewritten)
     }
 
@@ -175,13 +177,11 @@ impl Cutter<'_> {
             }
             let (c, i) = self.rewrite(child.clone())?;
             children.push(c);
-            for i in i {
-                if !inputs.contains(&i) {
-                    inputs.push(i);
-                }
-            }
+            inputs.extend(i);
         }
+        // A stage read twice (a key filter's and its join's) is one input.
         inputs.sort_unstable();
+        inputs.dedup();
         if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
             let child = children.pop().expect("repartition has one child");
             let reader = self.cut(child, inputs, Some(r.partitioning().clone()));

@@ -25,7 +25,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 
 use crate::driver::{Driver, DriverError, JobHandle, JobOutput};
-use crate::planner::{cut, display_stages, session_state};
+use crate::planner::{JobPlan, cut, display_stages, session_state};
 
 /// Why a statement failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,8 +130,7 @@ impl Session {
                     .display_indent()
                     .to_string();
                 let physical = df.create_physical_plan().await?;
-                let config = self.ctx.state().config_options().clone();
-                let job = cut("explain", physical, &config, std::path::Path::new(""))?;
+                let job = self.cut("explain", physical)?;
                 let (schema, batch) = explain_batch(&logical, &display_stages(&job))?;
                 Ok(Prepared::Rows(schema, vec![batch]))
             }
@@ -161,9 +160,14 @@ impl Session {
     /// Runs a physical plan on the cluster.
     pub fn submit_plan(&self, plan: Arc<dyn ExecutionPlan>) -> Result<JobHandle, SessionError> {
         let id = self.driver.next_job_id();
-        let config = self.ctx.state().config_options().clone();
-        let job = cut(&id, plan, &config, std::path::Path::new(""))?;
+        let job = self.cut(&id, plan)?;
         Ok(self.driver.submit(job)?)
+    }
+
+    /// Cuts a plan of this session into stages, with its settings.
+    fn cut(&self, job: &str, plan: Arc<dyn ExecutionPlan>) -> Result<JobPlan> {
+        let config = self.ctx.state_ref().read().config_options().clone();
+        cut(job, plan, &config, std::path::Path::new(""))
     }
 
     /// Runs a DataFrame on the cluster and returns its rows.
