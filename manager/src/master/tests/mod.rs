@@ -51,6 +51,16 @@ fn subscribe_req(id: &str) -> pb::SubscribeRequest {
     }
 }
 
+/// An ask for `count` instances of `cpus` × `mem` MiB in `class`.
+fn ask(class: &str, cpus: f64, mem: f64, count: u32) -> pb::Ask {
+    pb::Ask {
+        priority_class: class.into(),
+        resources: Resources::new(cpus, mem).to_proto(false),
+        count,
+        ..Default::default()
+    }
+}
+
 fn task(id: &str, cpus: f64) -> pb::TaskInfo {
     pb::TaskInfo {
         task_id: id.into(),
@@ -85,6 +95,15 @@ impl T {
         let r = self.m.subscribe(self.now, subscribe_req("")).unwrap();
         self.m.drain_actions();
         r
+    }
+
+    /// Declares `asks` as framework `f`'s demand.
+    fn demand(
+        &mut self,
+        f: &(FrameworkId, StreamId),
+        asks: Vec<pb::Ask>,
+    ) -> Result<(), MasterError> {
+        self.call(f, call::Call::Demand(call::Demand { asks }))
     }
 
     fn call(&mut self, f: &(FrameworkId, StreamId), c: call::Call) -> Result<(), MasterError> {
@@ -268,19 +287,7 @@ fn bad_protocol_version_and_impossible_ask() {
     assert!(t.m.agent_register(t.now, reg).is_err());
     t.agent(2.0);
     let f = t.framework();
-    let err = t
-        .call(
-            &f,
-            call::Call::Demand(call::Demand {
-                asks: vec![pb::Ask {
-                    priority_class: "batch".into(),
-                    resources: Resources::new(64.0, 1.0).to_proto(false),
-                    count: 1,
-                    ..Default::default()
-                }],
-            }),
-        )
-        .unwrap_err();
+    let err = t.demand(&f, vec![ask("batch", 64.0, 1.0, 1)]).unwrap_err();
     assert!(err.to_string().contains("can never be placed"), "{err}");
     // A stale stream id is refused.
     let stale = (f.0.clone(), StreamId::new("nope"));

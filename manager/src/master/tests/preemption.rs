@@ -32,18 +32,8 @@ fn a_service_ask_preempts_batch_once_and_gets_the_room() {
     t.call(&batch, call::Call::Suppress(call::Suppress {}))
         .unwrap();
     let service = t.framework();
-    t.call(
-        &service,
-        call::Call::Demand(call::Demand {
-            asks: vec![pb::Ask {
-                priority_class: "service".into(),
-                resources: Resources::new(1.0, 64.0).to_proto(false),
-                count: 2,
-                ..Default::default()
-            }],
-        }),
-    )
-    .unwrap();
+    t.demand(&service, vec![ask("service", 1.0, 64.0, 2)])
+        .unwrap();
     t.m.allocate_now(t.now);
     let k = kills(&t.m.drain_actions());
     // Two batch tasks go, with the grace.
@@ -101,19 +91,8 @@ fn asks_of_one_decision_do_not_share_the_room_victims_free() {
     t.m.drain_actions();
     // A 2-cpu and a 1-cpu instance, on a cluster full of batch tasks.
     let service = t.framework();
-    let ask = |cpus: f64| pb::Ask {
-        priority_class: "service".into(),
-        resources: Resources::new(cpus, 64.0).to_proto(false),
-        count: 1,
-        ..Default::default()
-    };
-    t.call(
-        &service,
-        call::Call::Demand(call::Demand {
-            asks: vec![ask(2.0), ask(1.0)],
-        }),
-    )
-    .unwrap();
+    let asks = vec![ask("service", 2.0, 64.0, 1), ask("service", 1.0, 64.0, 1)];
+    t.demand(&service, asks).unwrap();
     t.m.allocate_now(t.now);
     // The second ask does not count on the room the first ask's victims
     // free: it gets a victim of its own, on the other agent.
@@ -155,18 +134,8 @@ fn a_service_ask_takes_back_an_offer_made_to_batch() {
     // The batch framework holds the whole agent in an offer; no task runs.
     assert_eq!(t.offers(&batch.0).len(), 1);
     let service = t.framework();
-    t.call(
-        &service,
-        call::Call::Demand(call::Demand {
-            asks: vec![pb::Ask {
-                priority_class: "service".into(),
-                resources: Resources::new(1.0, 64.0).to_proto(false),
-                count: 1,
-                ..Default::default()
-            }],
-        }),
-    )
-    .unwrap();
+    t.demand(&service, vec![ask("service", 1.0, 64.0, 1)])
+        .unwrap();
     t.m.drain_actions();
     t.m.allocate_now(t.now);
     assert_eq!(t.m.counters().offers_preempted, 1);
@@ -192,18 +161,7 @@ fn a_batch_ask_never_preempts_batch() {
     t.launch(&f1, &offers[0], vec![x]);
     t.agent_says(&a, &f1.0, "b0", pb::TaskState::TaskRunning, 1);
     let f2 = t.framework();
-    t.call(
-        &f2,
-        call::Call::Demand(call::Demand {
-            asks: vec![pb::Ask {
-                priority_class: "batch".into(),
-                resources: Resources::new(1.0, 64.0).to_proto(false),
-                count: 1,
-                ..Default::default()
-            }],
-        }),
-    )
-    .unwrap();
+    t.demand(&f2, vec![ask("batch", 1.0, 64.0, 1)]).unwrap();
     t.m.drain_actions();
     t.m.allocate_now(t.now);
     assert!(kills(&t.m.drain_actions()).is_empty());

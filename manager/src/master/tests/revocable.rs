@@ -55,17 +55,12 @@ fn idle_service(t: &mut T) -> (AgentId, (FrameworkId, StreamId), (FrameworkId, S
     t.call(&s, call::Call::Suppress(call::Suppress {})).unwrap();
     t.m.drain_actions();
     let b = t.framework();
-    t.call(
+    t.demand(
         &b,
-        call::Call::Demand(call::Demand {
-            asks: vec![pb::Ask {
-                priority_class: "batch".into(),
-                resources: Resources::new(1.0, 256.0).to_proto(false),
-                count: 2,
-                accept_revocable: true,
-                ..Default::default()
-            }],
-        }),
+        vec![pb::Ask {
+            accept_revocable: true,
+            ..ask("batch", 1.0, 256.0, 2)
+        }],
     )
     .unwrap();
     t.m.drain_actions();
@@ -132,30 +127,14 @@ fn only_asks_that_accept_revocable_and_classes_below_borrow() {
     let mut t = T::new();
     let (a, s, b) = idle_service(&mut t);
     // Regular-only batch demand and service demand.
-    t.call(
-        &b,
-        call::Call::Demand(call::Demand {
-            asks: vec![pb::Ask {
-                priority_class: "batch".into(),
-                resources: Resources::new(1.0, 256.0).to_proto(false),
-                count: 2,
-                ..Default::default()
-            }],
-        }),
-    )
-    .unwrap();
+    t.demand(&b, vec![ask("batch", 1.0, 256.0, 2)]).unwrap();
     let s2 = t.framework();
-    t.call(
+    t.demand(
         &s2,
-        call::Call::Demand(call::Demand {
-            asks: vec![pb::Ask {
-                priority_class: "service".into(),
-                resources: Resources::new(1.0, 256.0).to_proto(false),
-                count: 1,
-                accept_revocable: true,
-                ..Default::default()
-            }],
-        }),
+        vec![pb::Ask {
+            accept_revocable: true,
+            ..ask("service", 1.0, 256.0, 1)
+        }],
     )
     .unwrap();
     t.m.drain_actions();
