@@ -99,6 +99,35 @@ def main():
             return True
 
     wait("the app to be deleted", gone)
+
+    # The common app a Marathon client sends: a command on $PORT0 with an
+    # HTTP health check on port index 0 and no port list. Marathon gives it
+    # one port of any number.
+    plain = MarathonApp(
+        cmd=f"exec {strata} web --port $PORT0 --bind 127.0.0.1",
+        cpus=0.1,
+        mem=32,
+        instances=1,
+        health_checks=[
+            MarathonHealthCheck(
+                protocol="HTTP",
+                path="/health",
+                port_index=0,
+                grace_period_seconds=30,
+                interval_seconds=1,
+                timeout_seconds=2,
+                max_consecutive_failures=3,
+            )
+        ],
+    )
+    assert "portDefinitions" not in plain.to_json(), plain.to_json()
+    created = c.create_app("py-plain", plain)
+    assert len(created.port_definitions) == 1, created.port_definitions
+    assert created.port_definitions[0].port == 0, created.port_definitions
+    wait("the plain app healthy", lambda: c.get_app("py-plain").tasks_healthy == 1)
+    (task,) = c.list_tasks("py-plain")
+    assert len(task.ports) == 1 and task.ports[0] > 0, task.ports
+    c.delete_app("py-plain", force=True)
     print("marathon-python: ok")
 
 

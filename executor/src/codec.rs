@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::Schema;
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
 use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
 use datafusion_proto::physical_plan::{
@@ -47,6 +47,10 @@ struct ReaderProto {
     partitions: u64,
     #[prost(uint64, repeated, tag = "4")]
     constant_columns: Vec<u64>,
+    /// How the stage's output is partitioned (absent: unknown, `partitions`
+    /// of them).
+    #[prost(message, optional, tag = "5")]
+    partitioning: Option<protobuf::Partitioning>,
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -120,10 +124,18 @@ impl PhysicalExtensionCodec for StrataCodec {
                     DataFusionError::Internal("shuffle reader without a schema".into())
                 })?;
                 let schema: Schema = schema.try_into()?;
-                Ok(Arc::new(ShuffleReaderExec::with_constant_columns(
+                let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+                let partitioning = parse_protobuf_partitioning(
+                    r.partitioning.as_ref(),
+                    &decode_ctx,
+                    &schema,
+                    proto_converter,
+                )?
+                .unwrap_or(Partitioning::UnknownPartitioning(r.partitions as usize));
+                Ok(Arc::new(ShuffleReaderExec::with_properties(
                     location_from_proto(r.location)?,
                     Arc::new(schema),
-                    r.partitions as usize,
+                    partitioning,
                     r.constant_columns.iter().map(|&c| c as usize).collect(),
                 )))
             }
@@ -147,7 +159,12 @@ impl PhysicalExtensionCodec for StrataCodec {
                 partitioning,
             })
         } else if let Some(r) = node.downcast_ref::<ShuffleReaderExec>() {
+            let partitioning = match r.partitioning() {
+                Partitioning::UnknownPartitioning(_) => None,
+                p => Some(serialize_partitioning(p, self, proto_converter)?),
+            };
             NodeKind::Reader(ReaderProto {
+                partitioning,
                 location: Some(location_to_proto(r.location())),
                 schema: Some(r.schema().as_ref().try_into()?),
                 partitions: r.partitions() as u64,

@@ -453,28 +453,41 @@ fn sources(env: &ShuffleEnv, location: &ShuffleLocation, partition: usize) -> Re
 }
 
 /// Starts a stage: output partition `p` is every map task's file for `p`.
+///
+/// It reports the partitioning its stage was written with (a hash
+/// repartition's, or its input's when the stage kept its partitions), as
+/// the exchange it replaces did: operators above that check their inputs'
+/// partitioning (an `InterleaveExec` over a union, a partitioned join)
+/// still see what the planner saw.
 #[derive(Debug)]
 pub struct ShuffleReaderExec {
     location: ShuffleLocation,
     schema: SchemaRef,
-    partitions: usize,
     constants: Vec<usize>,
     properties: Arc<PlanProperties>,
 }
 
 impl ShuffleReaderExec {
-    /// A reader of `partitions` output partitions of a stage.
+    /// A reader of `partitions` output partitions of a stage, partitioned
+    /// in no known way.
     pub fn new(location: ShuffleLocation, schema: SchemaRef, partitions: usize) -> Self {
-        Self::with_constant_columns(location, schema, partitions, Vec::new())
+        Self::with_properties(
+            location,
+            schema,
+            Partitioning::UnknownPartitioning(partitions),
+            Vec::new(),
+        )
     }
 
-    /// A reader whose columns `constants` are known to hold one value (a
-    /// filter below the exchange fixed them): operators above rely on it,
-    /// e.g. a window partitioned by such a column needs no sort on it.
-    pub fn with_constant_columns(
+    /// A reader whose output is partitioned by `partitioning` (a hash
+    /// partitioning's expressions name the reader's columns) and whose
+    /// columns `constants` are known to hold one value (a filter below the
+    /// exchange fixed them): operators above rely on both, e.g. a window
+    /// partitioned by such a column needs no sort on it.
+    pub fn with_properties(
         location: ShuffleLocation,
         schema: SchemaRef,
-        partitions: usize,
+        partitioning: Partitioning,
         constants: Vec<usize>,
     ) -> Self {
         let mut eq = EquivalenceProperties::new(schema.clone());
@@ -492,16 +505,20 @@ impl ShuffleReaderExec {
             });
         // Adding constants to fresh properties cannot fail.
         let _ = eq.add_constants(consts);
+        // Only a hash or range partitioning says where rows are.
+        let partitioning = match partitioning {
+            p @ (Partitioning::Hash(..) | Partitioning::Range(..)) => p,
+            other => Partitioning::UnknownPartitioning(other.partition_count()),
+        };
         let properties = Arc::new(PlanProperties::new(
             eq,
-            Partitioning::UnknownPartitioning(partitions),
+            partitioning,
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
         ShuffleReaderExec {
             location,
             schema,
-            partitions,
             constants,
             properties,
         }
@@ -519,7 +536,12 @@ impl ShuffleReaderExec {
 
     /// Number of partitions.
     pub fn partitions(&self) -> usize {
-        self.partitions
+        self.properties.partitioning.partition_count()
+    }
+
+    /// How its output is partitioned.
+    pub fn partitioning(&self) -> &Partitioning {
+        &self.properties.partitioning
     }
 }
 
@@ -528,7 +550,8 @@ impl DisplayAs for ShuffleReaderExec {
         write!(
             f,
             "ShuffleReaderExec: stage={}, partitions={}",
-            self.location.stage, self.partitions
+            self.location.stage,
+            self.partitions()
         )
     }
 }

@@ -137,16 +137,21 @@ impl Cutter<'_> {
                     .map(|col| col.index())
             })
             .collect();
+        // The reader is partitioned as the stage's output is: by the
+        // repartition it replaces, or as its input when the stage keeps its
+        // partitions.
+        let read_as = partitioning
+            .clone()
+            .unwrap_or_else(|| input.output_partitioning().clone());
         let writer = ShuffleWriterExec::new(input, location.clone(), partitioning);
-        let outputs = writer.output_partitions();
         self.stages.push(Stage {
             id,
             plan: Arc::new(writer),
             inputs,
             tasks,
         });
-        Arc::new(ShuffleReaderExec::with_constant_columns(
-            location, schema, outputs, constants,
+        Arc::new(ShuffleReaderExec::with_properties(
+            location, schema, read_as, constants,
         ))
     }
 

@@ -183,9 +183,14 @@ fn main() {
         now += 100;
         call(&mut m, now, &service, demand("service", 2.0, 1));
         m.drain_actions();
-        let stats = m.allocate_now(now);
-        decisions.push(stats.preempt);
-        victims_total += stats.victims;
+        // The cycle's steps, with the preemption decision timed.
+        let solution = m.solve_cycle(now);
+        let unplaced = solution.unplaced.clone();
+        m.offer_solution(now, solution);
+        let started = Instant::now();
+        let victims = m.preempt_unplaced(now, &unplaced);
+        decisions.push(started.elapsed());
+        victims_total += victims;
         // The victims die; the next cycle offers their room.
         for a in m.drain_actions() {
             if let Action::ToAgent {

@@ -158,14 +158,6 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
         m.revocable.enabled = !d.is_zero();
     }
     cfg.services = !a.no_services && f.services.unwrap_or(true);
-    m.instance = format!(
-        "{:x}",
-        std::process::id() as u64
-            ^ (ms(std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default())
-                & 0xffff_ffff)
-    );
     Ok(cfg)
 }
 

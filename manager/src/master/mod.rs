@@ -53,7 +53,9 @@ pub type Millis = u64;
 /// Tunables of the master. Defaults are safe without tuning.
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
-    /// A short string unique to this manager instance, used in generated ids.
+    /// A short string unique to this start of a manager, used in generated
+    /// ids (`fw-m3-1`). The server sets it from the registry's term, which
+    /// every start advances, so no id is issued twice.
     pub instance: String,
     /// The priority classes.
     pub classes: PriorityClasses,
@@ -293,14 +295,8 @@ pub struct CycleStats {
     pub offers: usize,
     /// Asks placed.
     pub placements: usize,
-    /// Time spent in the pure allocator (the rest is offer bookkeeping).
-    #[serde(skip)]
-    pub solve: std::time::Duration,
     /// Preemption victims chosen for asks the cycle left unplaced.
     pub victims: usize,
-    /// Time spent choosing them (zero when nothing was left unplaced).
-    #[serde(skip)]
-    pub preempt: std::time::Duration,
 }
 
 impl Master {

@@ -2,7 +2,6 @@
 //! declines with filters, rescinds and offer timeouts.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use strata_proto::ids::OfferId;
 use strata_proto::pb;
@@ -23,12 +22,26 @@ impl Master {
         Some(self.allocate_now(now))
     }
 
-    /// Runs one allocation cycle unconditionally.
+    /// Runs one allocation cycle unconditionally: its three steps, solve,
+    /// offer and preempt, in order.
     pub fn allocate_now(&mut self, now: Millis) -> CycleStats {
+        let solution = self.solve_cycle(now);
+        let unplaced = solution.unplaced.clone();
+        let stats = self.offer_solution(now, solution);
+        if unplaced.is_empty() {
+            return stats;
+        }
+        self.preempt_unplaced(now, &unplaced);
+        self.last_cycle.clone().unwrap_or(stats)
+    }
+
+    /// The first step of a cycle: starts it and runs the pure allocator
+    /// over the current state. The core reads no clock: a caller that
+    /// wants to know how long a step takes times it (the benchmarks do).
+    pub fn solve_cycle(&mut self, now: Millis) -> allocator::Solution {
         self.dirty = false;
         self.next_allocation = now + self.cfg.allocation_interval;
         self.counters.allocation_cycles += 1;
-        let solve_started = Instant::now();
         let solution = {
             let problem = Problem {
                 classes: &self.cfg.classes,
@@ -45,11 +58,16 @@ impl Master {
         if !self.agents.is_empty() {
             self.alloc_cursor = (self.alloc_cursor + 7919) % self.agents.len();
         }
+        solution
+    }
+
+    /// The second step: makes the solution's offers, batched per
+    /// framework.
+    pub fn offer_solution(&mut self, now: Millis, solution: allocator::Solution) -> CycleStats {
         let stats = CycleStats {
             offers: solution.offers.len(),
             placements: solution.placements,
-            solve: solve_started.elapsed(),
-            ..CycleStats::default()
+            victims: 0,
         };
         self.counters.placements += solution.placements as u64;
         let mut per_fw: BTreeMap<FrameworkIdx, Vec<pb::Offer>> = BTreeMap::new();
@@ -110,22 +128,25 @@ impl Master {
                 },
             });
         }
-        let mut stats = stats;
-        if !solution.unplaced.is_empty() {
-            let started = Instant::now();
-            stats.victims = self.preempt_for(now, &solution.unplaced);
-            stats.preempt = started.elapsed();
-        }
         self.last_cycle = Some(stats.clone());
         stats
     }
 
-    /// Runs one allocation cycle and reports how long the solve took,
-    /// for benchmarks.
-    pub fn allocate_timed(&mut self, now: Millis) -> (CycleStats, std::time::Duration) {
-        let t0 = Instant::now();
-        let s = self.allocate_now(now);
-        (s, t0.elapsed())
+    /// The third step: room for asks the cycle left unplaced, by
+    /// preempting lower classes. Returns the victims chosen.
+    pub fn preempt_unplaced(
+        &mut self,
+        now: Millis,
+        unplaced: &[(FrameworkIdx, usize, u32)],
+    ) -> usize {
+        if unplaced.is_empty() {
+            return 0;
+        }
+        let victims = self.preempt_for(now, unplaced);
+        if let Some(c) = &mut self.last_cycle {
+            c.victims = victims;
+        }
+        victims
     }
 
     fn offer_proto(&self, id: &OfferId, d: &allocator::OfferDecision) -> pb::Offer {

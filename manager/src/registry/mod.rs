@@ -91,6 +91,23 @@ impl Registry {
         Ok(Registry { db })
     }
 
+    /// Begins a new term: the number of this start of a manager on this
+    /// registry, one more than every earlier start's, durable before it is
+    /// returned. Ids the master issues carry it, so no id is issued twice
+    /// across restarts, including the ids of removed agents and frameworks.
+    pub fn begin_term(&self) -> Result<u64, RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let term = {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let last = meta.get("term").map_err(storage)?.map(|v| v.value());
+            let term = last.unwrap_or(0) + 1;
+            meta.insert("term", term).map_err(storage)?;
+            term
+        };
+        txn.commit().map_err(storage)?;
+        Ok(term)
+    }
+
     /// Reads everything.
     pub fn load(&self) -> Result<RegistrySnapshot, RegistryError> {
         let txn = self.db.begin_read().map_err(storage)?;
@@ -176,6 +193,18 @@ mod tests {
     use super::*;
     use crate::master::{AgentRecord, FrameworkRecord, RoleRecord};
     use strata_proto::resources::Resources;
+
+    #[test]
+    fn each_start_begins_a_later_term() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.redb");
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.begin_term().unwrap(), 1);
+        assert_eq!(reg.begin_term().unwrap(), 2);
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.begin_term().unwrap(), 3);
+    }
 
     #[test]
     fn round_trip_and_version() {

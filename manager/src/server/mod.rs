@@ -17,7 +17,7 @@ use strata_proto::ids::{AgentId, FrameworkId, Role, StreamId};
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{error, info, info_span, warn};
 
 use crate::master::{
     Action, Master, MasterConfig, MasterError, Millis, PersistOp, view::StateView,
@@ -208,9 +208,14 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     }
     let registry = Registry::open(&cfg.work_dir.join("registry.redb"))?;
     let snapshot = registry.load()?;
+    // Each start issues ids of its own term: never one an earlier start
+    // issued, whether or not its holder is still registered.
+    let term = registry.begin_term()?;
+    let mut master_cfg = cfg.master.clone();
+    master_cfg.instance = format!("m{term}");
     let clock = Clock::new();
     let recovered = !snapshot.agents.is_empty() || !snapshot.frameworks.is_empty();
-    let master = Master::recover(cfg.master.clone(), snapshot, clock.now());
+    let master = Master::recover(master_cfg, snapshot, clock.now());
     if recovered {
         info!("manager recovered state from its registry");
     }
@@ -440,17 +445,35 @@ fn handle_input(
             }
         }
         Input::Subscribe { req, tx, reply } => {
+            let (id, name) = req
+                .framework
+                .as_ref()
+                .map(|f| (f.framework_id.as_str(), f.name.as_str()))
+                .unwrap_or_default();
+            // A first subscription has no id yet: it is recorded once given.
+            let span = info_span!(
+                "framework",
+                framework_id = tracing::field::Empty,
+                name = name
+            );
+            if !id.is_empty() {
+                span.record("framework_id", id);
+            }
+            let _in = span.enter();
             let r = master.subscribe(now, req);
             if let Ok((id, stream)) = &r {
+                span.record("framework_id", id.as_str());
                 routes.frameworks.insert(id.clone(), (stream.clone(), tx));
             }
             replies.push(Reply::Subscribe(reply, r));
         }
         Input::Call { call, reply } => {
+            let _in = info_span!("framework", framework_id = call.framework_id.as_str()).entered();
             let r = master.call(now, call);
             replies.push(Reply::Unit(reply, r));
         }
         Input::StreamClosed { framework, stream } => {
+            let _in = info_span!("framework", framework_id = framework.as_str()).entered();
             if routes
                 .frameworks
                 .get(&framework)

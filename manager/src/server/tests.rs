@@ -172,3 +172,85 @@ async fn roles_are_validated_and_durable() {
     assert_eq!(eng["quota"], "cpus:4;mem:8192;disk:0");
     m.shutdown().await;
 }
+
+/// Subscribes a framework called `name`; returns its handle and events.
+async fn subscribe(
+    addr: SocketAddr,
+    name: &str,
+) -> (strata_sdk::SchedulerHandle, strata_sdk::EventStream) {
+    let fw = strata_sdk::FrameworkConfig::new(name);
+    let mut sc = strata_sdk::SchedulerConfig::new(addr.to_string(), fw);
+    sc.suppressed = true;
+    strata_sdk::Scheduler::subscribe(sc)
+        .await
+        .expect("framework subscribes")
+}
+
+/// The ids of the frameworks the manager knows, by name.
+async fn framework_ids(addr: SocketAddr) -> Vec<(String, String)> {
+    let (s, b) = http(addr, "GET", "/api/v1/state", None, "").await;
+    assert_eq!(s, 200, "{b}");
+    let state: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let mut ids: Vec<(String, String)> = state["frameworks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_owned(),
+                f["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_never_issued_twice_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = start(dir.path(), None).await;
+    let addr = m.address();
+    // One framework torn down (removed from the registry), one that stays.
+    let (gone, _events) = subscribe(addr, "gone").await;
+    let gone_id = gone.framework_id();
+    gone.teardown().await.unwrap();
+    let (kept, _kept_events) = subscribe(addr, "kept").await;
+    let kept_id = kept.framework_id();
+    assert_ne!(gone_id, kept_id);
+    m.shutdown().await;
+
+    // Restarted on its registry: the kept framework is recovered, and a new
+    // one gets an id no earlier start issued.
+    let m = start(dir.path(), None).await;
+    let addr = m.address();
+    let (fresh, _fresh_events) = subscribe(addr, "fresh").await;
+    let fresh_id = fresh.framework_id();
+    assert_ne!(
+        fresh_id, gone_id,
+        "a removed framework's id was issued again"
+    );
+    assert_ne!(
+        fresh_id, kept_id,
+        "a recovered framework's id was issued again"
+    );
+    let known = framework_ids(addr).await;
+    assert!(
+        known.contains(&("kept".into(), kept_id.to_string())),
+        "{known:?}"
+    );
+    assert!(
+        known.contains(&("fresh".into(), fresh_id.to_string())),
+        "{known:?}"
+    );
+    // And again after a second restart.
+    m.shutdown().await;
+    let m = start(dir.path(), None).await;
+    let (again, _again_events) = subscribe(m.address(), "again").await;
+    let again_id = again.framework_id();
+    assert!(
+        ![&gone_id, &kept_id, &fresh_id].contains(&&again_id),
+        "{again_id} was issued before"
+    );
+    m.shutdown().await;
+}

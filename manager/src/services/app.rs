@@ -102,8 +102,12 @@ pub struct AppDefinition {
     /// A Docker container to run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
-    /// Host ports to reserve (`port: 0` for any).
-    #[serde(default)]
+    /// Host ports to reserve (`port: 0` for any). Absent (or `null`), one
+    /// port of any number, as Marathon gives; `[]` for none.
+    #[serde(
+        default = "default_port_definitions",
+        deserialize_with = "port_definitions_or_default"
+    )]
     pub port_definitions: Vec<PortDefinition>,
     /// Use the host ports named in `portDefinitions` exactly.
     #[serde(default)]
@@ -151,6 +155,24 @@ pub struct AppDefinition {
 
 fn one() -> u32 {
     1
+}
+
+/// Marathon's port definitions of an app that names none: one port, any
+/// number, so that `$PORT0` is always set.
+fn default_port_definitions() -> Vec<PortDefinition> {
+    vec![PortDefinition {
+        port: 0,
+        protocol: tcp(),
+        name: Some("default".into()),
+    }]
+}
+
+fn port_definitions_or_default<'de, D>(d: D) -> Result<Vec<PortDefinition>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let defs: Option<Vec<PortDefinition>> = Deserialize::deserialize(d)?;
+    Ok(defs.unwrap_or_else(default_port_definitions))
 }
 fn one_f() -> f64 {
     1.0
@@ -661,6 +683,26 @@ mod tests {
         assert_eq!(a.class(), "service");
         let id = a.validate(&PriorityClasses::default()).unwrap();
         assert_eq!(id.as_str(), "/web");
+    }
+
+    #[test]
+    fn an_app_without_port_definitions_gets_one_port() {
+        // Marathon's common app: a command on $PORT0 and an HTTP check on
+        // port index 0, with no port list.
+        let a = app(r#"{"id":"/web","cmd":"serve $PORT0",
+                "healthChecks":[{"protocol":"HTTP","path":"/health","portIndex":0}]}"#);
+        assert_eq!(a.host_ports(), 1);
+        assert_eq!(a.port_definitions[0].port, 0);
+        assert_eq!(a.resources().ports.count(), 1);
+        a.validate(&PriorityClasses::default()).unwrap();
+        // `null` reads as absent; an empty list asks for no port.
+        let a = app(r#"{"id":"/web","cmd":"serve","portDefinitions":null}"#);
+        assert_eq!(a.host_ports(), 1);
+        let a = app(r#"{"id":"/web","cmd":"serve","portDefinitions":[]}"#);
+        assert_eq!(a.host_ports(), 0);
+        let a = app(r#"{"id":"/web","cmd":"serve","portDefinitions":[],
+                "healthChecks":[{"protocol":"HTTP","portIndex":0}]}"#);
+        assert!(a.validate(&PriorityClasses::default()).is_err());
     }
 
     #[test]
