@@ -49,14 +49,40 @@ fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
     out
 }
 
+/// How two result sets differ: the first difference found.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Mismatch {
+    /// They hold different numbers of rows.
+    #[error("{left} rows vs {right} rows")]
+    RowCount {
+        /// Rows of the first.
+        left: usize,
+        /// Rows of the second.
+        right: usize,
+    },
+    /// A row differs (rows compared in sorted order).
+    #[error("row {index}: {left} vs {right}")]
+    Row {
+        /// Its index in sorted order.
+        index: usize,
+        /// The first's row, as shown.
+        left: String,
+        /// The second's row, as shown.
+        right: String,
+    },
+}
+
 /// Whether two result sets hold the same rows; the first difference if not.
-pub fn same_rows(a: &[RecordBatch], b: &[RecordBatch]) -> Result<(), String> {
+pub fn same_rows(a: &[RecordBatch], b: &[RecordBatch]) -> Result<(), Mismatch> {
     same(&rows(a), &rows(b))
 }
 
-fn same(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), String> {
+fn same(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), Mismatch> {
     if a.len() != b.len() {
-        return Err(format!("{} rows vs {} rows", a.len(), b.len()));
+        return Err(Mismatch::RowCount {
+            left: a.len(),
+            right: b.len(),
+        });
     }
     for (i, (ra, rb)) in a.iter().zip(b).enumerate() {
         for (ca, cb) in ra.iter().zip(rb) {
@@ -68,7 +94,11 @@ fn same(a: &[Vec<Cell>], b: &[Vec<Cell>]) -> Result<(), String> {
                 _ => false,
             };
             if !ok {
-                return Err(format!("row {i}: {ra:?} vs {rb:?}"));
+                return Err(Mismatch::Row {
+                    index: i,
+                    left: format!("{ra:?}"),
+                    right: format!("{rb:?}"),
+                });
             }
         }
     }

@@ -1,24 +1,35 @@
-//! A minimal HTTP/1.1 client for the manager's and agents' HTTP APIs
-//! (operator state, sandbox files): one request per connection, a bearer
-//! token and a deadline. Clients and drivers need nothing more, and it
-//! keeps the SDK's dependencies to the workspace's own.
+//! A small HTTP client for the manager's and agents' HTTP APIs (operator
+//! state, sandbox files, Marathon's API) and the services' probes: one
+//! request, a bearer token and a deadline, over hyper's client (HTTP/1.1,
+//! chunked bodies and all), with no connection kept between requests.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 /// An HTTP failure.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// Could not connect or talk.
-    #[error("cannot reach {address}: {source}")]
+    /// Could not connect, send the request or read the answer's head.
+    #[error("cannot reach {address}: {}", causes(.source))]
     Io {
         /// The address.
         address: String,
         /// The error.
         #[source]
-        source: std::io::Error,
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The answer's body broke off.
+    #[error("cannot read the answer of {address}: {}", causes(.source))]
+    Body {
+        /// The address.
+        address: String,
+        /// The error.
+        #[source]
+        source: hyper::Error,
     },
     /// No answer in time.
     #[error("{address} did not answer within {after:?}")]
@@ -28,11 +39,14 @@ pub enum HttpError {
         /// The deadline.
         after: Duration,
     },
-    /// The answer was not HTTP.
-    #[error("malformed answer from {address}")]
+    /// The request could not be made (a method or path that is not HTTP).
+    #[error("malformed request to {address}: {source}")]
     Malformed {
         /// The address.
         address: String,
+        /// The error.
+        #[source]
+        source: http::Error,
     },
     /// A status other than 2xx.
     #[error("{address}{path} answered {status}: {body}")]
@@ -48,6 +62,19 @@ pub enum HttpError {
     },
 }
 
+/// An error and its causes, innermost last (hyper's own messages name
+/// only the stage that failed: "client error (Connect)").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
 /// A response: status, lower-cased headers, body.
 pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
 
@@ -60,85 +87,57 @@ pub async fn request(
     body: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Reply, HttpError> {
-    let fut = async {
-        let io = |source| HttpError::Io {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"))
+        .header(http::header::USER_AGENT, "strata");
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::copy_from_slice(body.unwrap_or_default())))
+        .map_err(|source| HttpError::Malformed {
             address: address.to_owned(),
             source,
-        };
-        let mut s = TcpStream::connect(address).await.map_err(io)?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nUser-Agent: strata\r\n"
-        );
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        if let Some(b) = body {
-            req.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).await.map_err(io)?;
-        if let Some(b) = body {
-            s.write_all(b).await.map_err(io)?;
-        }
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(io)?;
-        parse(address, &buf)
+        })?;
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let exchange = async {
+        let response = client.request(req).await.map_err(|source| HttpError::Io {
+            address: address.to_owned(),
+            source,
+        })?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|source| HttpError::Body {
+                address: address.to_owned(),
+                source,
+            })?
+            .to_bytes();
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        Ok((parts.status.as_u16(), headers, body.to_vec()))
     };
-    tokio::time::timeout(timeout, fut)
+    tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| HttpError::Timeout {
             address: address.to_owned(),
             after: timeout,
         })?
-}
-
-fn parse(address: &str, buf: &[u8]) -> Result<Reply, HttpError> {
-    let bad = || HttpError::Malformed {
-        address: address.to_owned(),
-    };
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(bad)?;
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad())?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(bad)?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let raw = &buf[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        dechunk(raw).ok_or_else(bad)?
-    } else {
-        raw.to_vec()
-    };
-    Ok((status, headers, body))
-}
-
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let nl = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&raw[..nl]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[nl + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
-    }
 }
 
 /// GET that must answer 2xx; returns the body.
@@ -163,14 +162,55 @@ pub async fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn parses_plain_and_chunked() {
-        let (s, h, b) = parse("x", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi").unwrap();
+    /// A one-shot server that answers `reply` to the first request.
+    async fn serve_once(reply: &'static [u8]) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(reply).await.unwrap();
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn reads_plain_and_chunked_bodies_and_statuses() {
+        let addr = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi").await;
+        let (s, h, b) = request("GET", &addr, "/", None, None, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!((s, b.as_slice()), (200, &b"hi"[..]));
-        assert_eq!(h[0].0, "content-length");
-        let (_, _, b) = parse("x", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n3\r\n!!!\r\n0\r\n\r\n").unwrap();
+        assert!(h.iter().any(|(k, v)| k == "content-length" && v == "2"));
+        let addr = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n3\r\n!!!\r\n0\r\n\r\n",
+        )
+        .await;
+        let b = get(&addr, "/", Some("t"), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(b, b"hi!!!");
-        assert!(parse("x", b"garbage").is_err());
+        let addr = serve_once(b"HTTP/1.1 404 Not Found\r\ncontent-length: 4\r\n\r\nnope").await;
+        let e = get(&addr, "/x", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::Status { status: 404, .. }), "{e}");
+        let addr = serve_once(b"garbage\r\n\r\n").await;
+        let e = get(&addr, "/", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::Io { .. }), "{e}");
+        // Nobody listens: the message names the cause.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let e = get(&closed, "/", None, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("refused"), "{e}");
     }
 }

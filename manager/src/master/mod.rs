@@ -469,7 +469,7 @@ impl Master {
 
     /// Checks internal invariants; returns a description of the first broken
     /// one. Used by the simulator after every step.
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), Violation> {
         // Allocation per agent equals tasks plus offers, and never exceeds total.
         let mut per_agent = vec![Resources::default(); self.agents.len()];
         let mut revocable = vec![Scalar::ZERO; self.agents.len()];
@@ -484,20 +484,14 @@ impl Master {
             revocable[o.agent as usize] += o.revocable;
             let seen = offered_ports.entry(o.agent).or_default();
             if seen.difference(&o.resources.ports) != *seen {
-                return Err(format!(
-                    "offer {id} repeats ports already offered on its agent"
-                ));
+                return Err(Violation::PortsOfferedTwice { offer: id.clone() });
             }
             *seen = seen.union(&o.resources.ports);
             if !matches!(self.agents[o.agent as usize].state, AgentState::Registered) {
-                return Err(format!(
-                    "offer {id} outstanding on an agent that is not registered"
-                ));
+                return Err(Violation::OfferOnUnregisteredAgent { offer: id.clone() });
             }
             if !self.frameworks[o.framework as usize].connected {
-                return Err(format!(
-                    "offer {id} outstanding to a disconnected framework"
-                ));
+                return Err(Violation::OfferToDisconnectedFramework { offer: id.clone() });
             }
         }
         for (i, a) in self.alloc_agents.iter().enumerate() {
@@ -506,22 +500,25 @@ impl Master {
                 || a.allocated.mem != per_agent[i].mem
                 || a.allocated.disk != per_agent[i].disk
             {
-                return Err(format!(
-                    "agent {id} accounts {} but holds {}",
-                    a.allocated, per_agent[i]
-                ));
+                return Err(Violation::Allocation {
+                    agent: id.clone(),
+                    accounted: a.allocated.clone(),
+                    held: per_agent[i].clone(),
+                });
             }
             if a.revocable_allocated != revocable[i] {
-                return Err(format!(
-                    "agent {id} accounts {} revocable cpus but lends {}",
-                    a.revocable_allocated, revocable[i]
-                ));
+                return Err(Violation::Revocable {
+                    agent: id.clone(),
+                    accounted: a.revocable_allocated,
+                    lent: revocable[i],
+                });
             }
             if !self.agents[i].offers.is_empty() && !a.total.contains(&per_agent[i]) {
-                return Err(format!(
-                    "agent {id} has offers while over-allocated: total {} < allocated {}",
-                    a.total, per_agent[i]
-                ));
+                return Err(Violation::OverAllocated {
+                    agent: id.clone(),
+                    total: a.total.clone(),
+                    allocated: per_agent[i].clone(),
+                });
             }
         }
         let mut live = vec![0u32; self.live_by_class.len()];
@@ -537,23 +534,90 @@ impl Master {
             }
         }
         if live != self.live_by_class {
-            return Err(format!(
-                "live tasks and offers per class {live:?} but counted {:?}",
-                self.live_by_class
-            ));
+            return Err(Violation::LiveCount {
+                actual: live,
+                counted: self.live_by_class.clone(),
+            });
         }
         for t in self.tasks.values().filter(|t| !t.released) {
             if let Some(p) = offered_ports.get(&t.agent)
                 && p.difference(&t.resources.ports) != *p
             {
-                return Err(format!(
-                    "ports of task {} are also offered",
-                    t.status.task_id
-                ));
+                return Err(Violation::TaskPortsOffered {
+                    task: TaskId::new(t.status.task_id.clone()),
+                });
             }
         }
         Ok(())
     }
+}
+
+/// A broken invariant of the master's accounting, as
+/// [`Master::check_invariants`] finds it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Violation {
+    /// An offer holds ports another offer on its agent holds.
+    #[error("offer {offer} repeats ports already offered on its agent")]
+    PortsOfferedTwice {
+        /// The offer.
+        offer: OfferId,
+    },
+    /// An offer is outstanding on an agent that is not registered.
+    #[error("offer {offer} outstanding on an agent that is not registered")]
+    OfferOnUnregisteredAgent {
+        /// The offer.
+        offer: OfferId,
+    },
+    /// An offer is outstanding to a disconnected framework.
+    #[error("offer {offer} outstanding to a disconnected framework")]
+    OfferToDisconnectedFramework {
+        /// The offer.
+        offer: OfferId,
+    },
+    /// An agent's allocation is not its tasks' and offers' resources.
+    #[error("agent {agent} accounts {accounted} but holds {held}")]
+    Allocation {
+        /// The agent.
+        agent: AgentId,
+        /// What it accounts.
+        accounted: Resources,
+        /// What its tasks and offers hold.
+        held: Resources,
+    },
+    /// An agent's revocable allocation is not what its borrowers hold.
+    #[error("agent {agent} accounts {accounted} revocable cpus but lends {lent}")]
+    Revocable {
+        /// The agent.
+        agent: AgentId,
+        /// What it accounts.
+        accounted: Scalar,
+        /// What borrowers hold.
+        lent: Scalar,
+    },
+    /// An over-allocated agent has offers.
+    #[error("agent {agent} has offers while over-allocated: total {total} < allocated {allocated}")]
+    OverAllocated {
+        /// The agent.
+        agent: AgentId,
+        /// Its total.
+        total: Resources,
+        /// What is allocated.
+        allocated: Resources,
+    },
+    /// The live tasks and offers per class are not what was counted.
+    #[error("live tasks and offers per class {actual:?} but counted {counted:?}")]
+    LiveCount {
+        /// Live per class.
+        actual: Vec<u32>,
+        /// Counted per class.
+        counted: Vec<u32>,
+    },
+    /// A running task's ports are also offered.
+    #[error("ports of task {task} are also offered")]
+    TaskPortsOffered {
+        /// The task.
+        task: TaskId,
+    },
 }
 
 /// Validates a framework-chosen id: 1–255 characters of `[A-Za-z0-9._:-]`.

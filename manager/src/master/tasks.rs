@@ -97,14 +97,14 @@ impl Master {
         let mut batch_ids: HashSet<String> = HashSet::default();
         for t in tasks {
             match self.validate_task(fw, &t, &pool, revocable_pool, offer_class, &batch_ids) {
-                Err(message) => {
+                Err(refusal) => {
                     self.refuse_task(
                         now,
                         fw,
                         &t,
                         TaskState::TaskError,
                         Reason::TaskInvalid,
-                        message,
+                        refusal.to_string(),
                     );
                 }
                 Ok((resources, revocable, class)) => {
@@ -129,61 +129,52 @@ impl Master {
         revocable_pool: Scalar,
         offer_class: strata_proto::class::ClassIdx,
         batch: &HashSet<String>,
-    ) -> Result<(Resources, Scalar, strata_proto::class::ClassIdx), String> {
-        validate_id("task", &t.task_id).map_err(|e| e.to_string())?;
+    ) -> Result<(Resources, Scalar, strata_proto::class::ClassIdx), TaskRefusal> {
+        validate_id("task", &t.task_id)?;
         if batch.contains(&t.task_id)
             || self
                 .tasks
                 .contains_key(&(fw, TaskId::new(t.task_id.clone())))
         {
-            return Err(format!(
-                "task id {} is already in use by this framework",
-                t.task_id
-            ));
+            return Err(TaskRefusal::IdInUse(t.task_id.clone()));
         }
-        let (resources, revocable) =
-            Resources::from_proto_split(&t.resources).map_err(|e| e.to_string())?;
+        let (resources, revocable) = Resources::from_proto_split(&t.resources)?;
         if !(revocable.mem.is_zero() && revocable.disk.is_zero() && revocable.ports.is_empty()) {
-            return Err(format!(
-                "only cpus can be revocable, but the task asks for revocable {revocable}"
-            ));
+            return Err(TaskRefusal::RevocableNotCpus(revocable));
         }
         let revocable = revocable.cpus;
         if resources.cpus.is_zero() && revocable.is_zero() && resources.mem.is_zero() {
-            return Err("a task must ask for some cpus or mem".into());
+            return Err(TaskRefusal::NothingAsked);
         }
         let class = if t.priority_class.is_empty() {
             offer_class
         } else {
-            self.cfg
-                .classes
-                .lookup(&t.priority_class)
-                .map_err(|e| e.to_string())?
+            self.cfg.classes.lookup(&t.priority_class)?
         };
         if !self.cfg.classes.may_launch(class, offer_class) {
-            return Err(format!(
-                "task class {} is above the offer's class {}",
-                self.cfg.classes.name(class),
-                self.cfg.classes.name(offer_class)
-            ));
+            return Err(TaskRefusal::ClassAboveOffer {
+                task: self.cfg.classes.name(class).to_owned(),
+                offer: self.cfg.classes.name(offer_class).to_owned(),
+            });
         }
         let has_command = t.command.as_ref().is_some_and(|c| !c.value.is_empty());
         let is_docker = t.container.as_ref().is_some_and(|c| {
             c.r#type == pb::container_info::Type::Docker as i32 && c.docker.is_some()
         });
         if !has_command && !is_docker {
-            return Err("a task needs a command (or a docker image)".into());
+            return Err(TaskRefusal::NoCommand);
         }
         if !pool.contains(&resources) {
-            return Err(format!(
-                "task asks for {resources} but the offers hold only {pool} (after earlier tasks)"
-            ));
+            return Err(TaskRefusal::TooLarge {
+                asked: resources,
+                held: pool.clone(),
+            });
         }
         if revocable > revocable_pool {
-            return Err(format!(
-                "task asks for {revocable} revocable cpus but the offers hold only \
-                 {revocable_pool} (after earlier tasks)"
-            ));
+            return Err(TaskRefusal::TooManyRevocable {
+                asked: revocable,
+                held: revocable_pool,
+            });
         }
         Ok((resources, revocable, class))
     }
@@ -594,4 +585,57 @@ impl Master {
             mem_used: t.usage.latest().map(|u| u.1),
         }
     }
+}
+
+/// Why a task in an accepted offer is refused (it ends `TASK_ERROR` with
+/// this as its message).
+#[derive(Debug, thiserror::Error)]
+enum TaskRefusal {
+    /// A task id that is not one.
+    #[error(transparent)]
+    InvalidId(#[from] super::MasterError),
+    /// The framework already has a task by that id.
+    #[error("task id {0} is already in use by this framework")]
+    IdInUse(String),
+    /// Resources that are not valid.
+    #[error(transparent)]
+    Resources(#[from] strata_proto::resources::ResourceError),
+    /// Revocable resources other than cpus.
+    #[error("only cpus can be revocable, but the task asks for revocable {0}")]
+    RevocableNotCpus(Resources),
+    /// Neither cpus nor memory.
+    #[error("a task must ask for some cpus or mem")]
+    NothingAsked,
+    /// An unknown priority class.
+    #[error(transparent)]
+    Class(#[from] strata_proto::class::UnknownClass),
+    /// A class above the offer's.
+    #[error("task class {task} is above the offer's class {offer}")]
+    ClassAboveOffer {
+        /// The task's class.
+        task: String,
+        /// The offer's class.
+        offer: String,
+    },
+    /// Nothing to run.
+    #[error("a task needs a command (or a docker image)")]
+    NoCommand,
+    /// More than the offers hold.
+    #[error("task asks for {asked} but the offers hold only {held} (after earlier tasks)")]
+    TooLarge {
+        /// What it asks for.
+        asked: Resources,
+        /// What is left in the offers.
+        held: Resources,
+    },
+    /// More revocable cpus than the offers hold.
+    #[error(
+        "task asks for {asked} revocable cpus but the offers hold only {held} (after earlier tasks)"
+    )]
+    TooManyRevocable {
+        /// What it asks for.
+        asked: Scalar,
+        /// What is left in the offers.
+        held: Scalar,
+    },
 }

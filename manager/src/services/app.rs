@@ -19,6 +19,23 @@ pub const CLASS_LABEL: &str = "strata.class";
 /// The class of apps that name none.
 pub const DEFAULT_APP_CLASS: &str = "service";
 
+/// Why an app id is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAppId {
+    /// No segment at all.
+    #[error("an app id must not be empty")]
+    Empty,
+    /// A segment with other characters.
+    #[error(
+        "path segment {0:?} must be lowercase letters, digits, '-' or '.', \
+         starting and ending with a letter or digit"
+    )]
+    Segment(String),
+    /// Longer than Marathon allows.
+    #[error("an app id must be at most 200 characters")]
+    TooLong,
+}
+
 /// An app's id: a normalised absolute path such as `/shop/web`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -29,10 +46,10 @@ impl AppId {
     /// (each starting and ending alphanumeric), joined by `/`, made
     /// absolute. Empty segments (double slashes) are dropped, as Marathon's
     /// clients sometimes send them.
-    pub fn parse(text: &str) -> Result<AppId, String> {
+    pub fn parse(text: &str) -> Result<AppId, InvalidAppId> {
         let segments: Vec<&str> = text.split('/').filter(|s| !s.is_empty()).collect();
         if segments.is_empty() {
-            return Err("an app id must not be empty".into());
+            return Err(InvalidAppId::Empty);
         }
         for s in &segments {
             let ok = s
@@ -41,15 +58,12 @@ impl AppId {
                 && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
             if !ok || *s == "." || *s == ".." {
-                return Err(format!(
-                    "path segment {s:?} must be lowercase letters, digits, '-' or '.', \
-                     starting and ending with a letter or digit"
-                ));
+                return Err(InvalidAppId::Segment((*s).to_owned()));
             }
         }
         let id = format!("/{}", segments.join("/"));
         if id.len() > 200 {
-            return Err("an app id must be at most 200 characters".into());
+            return Err(InvalidAppId::TooLong);
         }
         Ok(AppId(id))
     }
@@ -486,7 +500,9 @@ impl AppDefinition {
                 errors: vec![msg],
             }),
         };
-        let id = AppId::parse(&self.id).map_err(|e| err("/id", e)).ok();
+        let id = AppId::parse(&self.id)
+            .map_err(|e| err("/id", e.to_string()))
+            .ok();
         match (&self.cmd, &self.args, self.image()) {
             (Some(_), Some(_), _) => err("/", "cmd and args are mutually exclusive".into()),
             (None, None, None) => err("/", "an app needs cmd, args or a container image".into()),

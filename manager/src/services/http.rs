@@ -179,10 +179,10 @@ enum Target {
 }
 
 fn target(path: &str) -> Result<Target, ServiceError> {
-    let bad = |e: String| ServiceError::Invalid {
+    let bad = |e: app::InvalidAppId| ServiceError::Invalid {
         details: vec![app::FieldError {
             path: "/id".into(),
-            errors: vec![e],
+            errors: vec![e.to_string()],
         }],
     };
     let p = path.trim_end_matches('/');

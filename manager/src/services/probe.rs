@@ -19,29 +19,93 @@ pub struct Target {
     pub ports: Vec<u16>,
 }
 
-/// Runs one health check; `Ok` with a short note when healthy, `Err` with
-/// the cause otherwise.
-pub async fn check(hc: &HealthCheck, target: &Target) -> Result<String, String> {
+/// Why a probe failed: the cause a health verdict or a log line shows.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The check names a port index the instance does not have.
+    #[error("the instance has no such port")]
+    NoSuchPort,
+    /// A metric is read from the first host port, and there is none.
+    #[error("the instance has no host port")]
+    NoHostPort,
+    /// The HTTP request failed.
+    #[error(transparent)]
+    Http(#[from] strata_sdk::http::HttpError),
+    /// The answer's status says unhealthy (or, for a metric, not 200).
+    #[error("GET {path} answered {code}")]
+    Status {
+        /// The path asked.
+        path: String,
+        /// The status.
+        code: u16,
+    },
+    /// A TCP connection was refused or failed.
+    #[error("connect {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TCP connection did not complete in time.
+    #[error("connect {addr}: timed out after {after:?}")]
+    ConnectTimeout {
+        /// The address.
+        addr: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// A command check exited unsuccessfully.
+    #[error("command exited with {0}")]
+    CommandFailed(std::process::ExitStatus),
+    /// A command check could not be run.
+    #[error("cannot run the check: {0}")]
+    CommandNotRun(#[source] std::io::Error),
+    /// A command check did not finish in time.
+    #[error("command timed out after {0:?}")]
+    CommandTimeout(Duration),
+    /// The check's protocol is not one Strata runs.
+    #[error("unknown protocol {0}")]
+    UnknownProtocol(String),
+    /// A metric's body is not a finite number.
+    #[error("GET {path} answered {text:?}, not a number")]
+    NotANumber {
+        /// The path asked.
+        path: String,
+        /// What it answered, trimmed.
+        text: String,
+    },
+}
+
+/// Runs one health check; `Ok` with a short note when healthy, the cause
+/// otherwise.
+pub async fn check(hc: &HealthCheck, target: &Target) -> Result<String, ProbeError> {
     let timeout = Duration::from_secs_f64(hc.timeout_seconds.max(0.001));
     let port = hc.port.or_else(|| target.ports.get(hc.port_index).copied());
     match hc.kind() {
         Some(CheckKind::Http) => {
-            let port = port.ok_or("the instance has no such port")?;
+            let port = port.ok_or(ProbeError::NoSuchPort)?;
             let addr = format!("{}:{port}", target.host);
             let path = hc.path.clone().unwrap_or_else(|| "/".into());
-            match strata_sdk::http::request("GET", &addr, &path, None, None, timeout).await {
-                Ok((code, _, _)) if (200..400).contains(&code) => Ok(format!("HTTP {code}")),
-                Ok((code, _, _)) => Err(format!("GET {path} answered {code}")),
-                Err(e) => Err(e.to_string()),
+            let (code, _, _) =
+                strata_sdk::http::request("GET", &addr, &path, None, None, timeout).await?;
+            if (200..400).contains(&code) {
+                Ok(format!("HTTP {code}"))
+            } else {
+                Err(ProbeError::Status { path, code })
             }
         }
         Some(CheckKind::Tcp) => {
-            let port = port.ok_or("the instance has no such port")?;
+            let port = port.ok_or(ProbeError::NoSuchPort)?;
             let addr = format!("{}:{port}", target.host);
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
                 Ok(Ok(_)) => Ok("connected".into()),
-                Ok(Err(e)) => Err(format!("connect {addr}: {e}")),
-                Err(_) => Err(format!("connect {addr}: timed out after {timeout:?}")),
+                Ok(Err(source)) => Err(ProbeError::Connect { addr, source }),
+                Err(_) => Err(ProbeError::ConnectTimeout {
+                    addr,
+                    after: timeout,
+                }),
             }
         }
         Some(CheckKind::Command) => {
@@ -63,35 +127,37 @@ pub async fn check(hc: &HealthCheck, target: &Target) -> Result<String, String> 
             c.env("PORTS", ports.join(","));
             match tokio::time::timeout(timeout, c.status()).await {
                 Ok(Ok(s)) if s.success() => Ok("exit 0".into()),
-                Ok(Ok(s)) => Err(format!("command exited with {s}")),
-                Ok(Err(e)) => Err(format!("cannot run the check: {e}")),
-                Err(_) => Err(format!("command timed out after {timeout:?}")),
+                Ok(Ok(s)) => Err(ProbeError::CommandFailed(s)),
+                Ok(Err(e)) => Err(ProbeError::CommandNotRun(e)),
+                Err(_) => Err(ProbeError::CommandTimeout(timeout)),
             }
         }
-        None => Err(format!("unknown protocol {}", hc.protocol)),
+        None => Err(ProbeError::UnknownProtocol(hc.protocol.clone())),
     }
 }
 
 /// Reads a metric an instance serves: the body of `GET path` on its first
 /// host port, a number.
-pub async fn metric(path: &str, target: &Target, timeout: Duration) -> Result<f64, String> {
-    let port = target
-        .ports
-        .first()
-        .ok_or("the instance has no host port")?;
+pub async fn metric(path: &str, target: &Target, timeout: Duration) -> Result<f64, ProbeError> {
+    let port = target.ports.first().ok_or(ProbeError::NoHostPort)?;
     let addr = format!("{}:{port}", target.host);
-    let (code, _, body) = strata_sdk::http::request("GET", &addr, path, None, None, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (code, _, body) =
+        strata_sdk::http::request("GET", &addr, path, None, None, timeout).await?;
     if code != 200 {
-        return Err(format!("GET {path} answered {code}"));
+        return Err(ProbeError::Status {
+            path: path.to_owned(),
+            code,
+        });
     }
     let text = String::from_utf8_lossy(&body);
     text.trim()
         .parse::<f64>()
         .ok()
         .filter(|v| v.is_finite())
-        .ok_or_else(|| format!("GET {path} answered {:?}, not a number", text.trim()))
+        .ok_or_else(|| ProbeError::NotANumber {
+            path: path.to_owned(),
+            text: text.trim().to_owned(),
+        })
 }
 
 #[cfg(test)]
@@ -131,7 +197,7 @@ mod tests {
         let http = hc(r#"{"protocol":"HTTP","path":"/health","timeoutSeconds":2}"#);
         assert!(check(&http, &t(ok)).await.is_ok());
         let e = check(&http, &t(bad)).await.unwrap_err();
-        assert!(e.contains("503"), "{e}");
+        assert!(matches!(e, ProbeError::Status { code: 503, .. }), "{e}");
         let tcp = hc(r#"{"protocol":"TCP","timeoutSeconds":2}"#);
         assert!(check(&tcp, &t(ok)).await.is_ok());
         // A port nobody listens on: bind one, then drop it.
@@ -156,6 +222,6 @@ mod tests {
         assert_eq!(metric("/load", &t(n), timeout).await.unwrap(), 12.5);
         let words = serve("200 OK", "busy").await;
         let e = metric("/load", &t(words), timeout).await.unwrap_err();
-        assert!(e.contains("not a number"), "{e}");
+        assert!(e.to_string().contains("not a number"), "{e}");
     }
 }

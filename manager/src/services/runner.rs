@@ -132,7 +132,7 @@ fn now_ms() -> Millis {
 enum Probe {
     Health {
         task: TaskId,
-        result: Result<String, String>,
+        result: Result<String, probe::ProbeError>,
     },
     Metric {
         app: AppId,
@@ -317,7 +317,7 @@ impl Runner {
                 self.checking.remove(&task);
                 match result {
                     Ok(m) => self.core.health(now, &task, true, m),
-                    Err(m) => self.core.health(now, &task, false, m),
+                    Err(e) => self.core.health(now, &task, false, e.to_string()),
                 }
             }
             Probe::Metric { app, samples } => {
@@ -407,7 +407,7 @@ impl Runner {
                 for t in &targets {
                     match probe::metric(&path, t, Duration::from_secs(2)).await {
                         Ok(v) => samples.push(v),
-                        Err(e) => warn!(app_id = %app_id, error = e, "metric sample failed"),
+                        Err(e) => warn!(app_id = %app_id, error = %e, "metric sample failed"),
                     }
                 }
                 let _ = tx

@@ -269,7 +269,9 @@ impl Sim {
         } else {
             self.deliver()?;
         }
-        self.master.check_invariants().map_err(|e| self.fail(e))?;
+        self.master
+            .check_invariants()
+            .map_err(|e| self.fail(e.to_string()))?;
         Ok(())
     }
 

@@ -422,7 +422,7 @@ fn run_pool(
             r.cluster
                 .master
                 .check_invariants()
-                .map_err(|e| r.cluster.fail(now, e))?;
+                .map_err(|e| r.cluster.fail(now, e.to_string()))?;
         }
         if let Some(s) = &mut r.service {
             s.measure(now, cfg.step_ms);

@@ -152,10 +152,10 @@ pub struct TpchArgs {
 }
 
 /// `KEY=VALUE` of `--set`.
-fn parse_setting(s: &str) -> Result<(String, String), String> {
+fn parse_setting(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+        _ => anyhow::bail!("expected KEY=VALUE, got {s:?}"),
     }
 }
 
