@@ -119,7 +119,7 @@ pub fn main() -> ExitCode {
     // and executor of this binary before either starts.
     strata_jobs::register_all();
     if let Command::Supervise { args } = cli.command {
-        let code = strata_manager::agent::supervisor::main(args);
+        let code = strata_agent::supervisor::main(args);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     // The demo prints a table; keep its logs to warnings unless asked.
