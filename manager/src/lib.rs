@@ -24,7 +24,9 @@
 //! * [`services`]: the built-in services scheduler (Marathon-style apps
 //!   with health checks, rolling deploys and autoscaling), a framework
 //!   inside the manager process, with Marathon's REST API v2.
-//! * [`sim`]: the deterministic simulator used by tests and benchmarks.
+//! * `sim` (feature `sim`, off by default): the deterministic simulator
+//!   used by this crate's tests and benchmarks. The manager's own build
+//!   never includes it.
 //!
 //! The manager never depends on DataFusion: it stays small and fast to build.
 
@@ -36,4 +38,5 @@ pub mod master;
 pub mod registry;
 pub mod server;
 pub mod services;
+#[cfg(feature = "sim")]
 pub mod sim;
