@@ -4,7 +4,6 @@
 //! are told apart by protocol (gRPC is HTTP/2 with `content-type:
 //! application/grpc`), so one listener serves both.
 
-pub mod convert;
 mod grpc;
 mod http;
 
