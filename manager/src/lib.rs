@@ -34,6 +34,7 @@
 
 pub mod allocator;
 pub mod api;
+mod inbox;
 pub mod master;
 pub mod registry;
 pub mod server;
