@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `strata_manager=debug`.
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `strata_manager=debug` or `strata_agent=debug`.
     #[arg(long, global = true, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
     #[command(subcommand)]
