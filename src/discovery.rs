@@ -45,17 +45,9 @@ pub fn write(d: &Discovery) -> std::io::Result<PathBuf> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(d).map_err(std::io::Error::other)?,
-    )?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    // It holds the token: only its owner may read it.
+    let body = serde_json::to_vec_pretty(d).map_err(std::io::Error::other)?;
+    strata_proto::fsutil::write_atomic_mode(&path, &body, 0o600)?;
     Ok(path)
 }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use strata_manager::agent::{self, AgentConfig, AgentHandle};
+use strata_agent::{self as agent, AgentConfig, AgentHandle};
 use strata_manager::server::{self, ManagerConfig, ManagerHandle};
 use strata_proto::resources::{Ranges, Resources, Scalar};
 

@@ -1,8 +1,9 @@
 //! # strata-manager: the cluster kernel
 //!
 //! The manager pools the resources of many agents and offers them to
-//! frameworks (two-level scheduling, as Apache Mesos); the agent runs the
-//! tasks that frameworks launch on those offers.
+//! frameworks (two-level scheduling, as Apache Mesos); the agent (crate
+//! `strata-agent`, which this crate never depends on) runs the tasks that
+//! frameworks launch on those offers.
 //!
 //! Layers, from pure to effectful:
 //!
@@ -23,18 +24,20 @@
 //! * [`services`]: the built-in services scheduler (Marathon-style apps
 //!   with health checks, rolling deploys and autoscaling), a framework
 //!   inside the manager process, with Marathon's REST API v2.
-//! * [`agent`]: the agent daemon with its containerizers.
-//! * [`sim`]: the deterministic simulator used by tests and benchmarks.
+//! * `sim` (feature `sim`, off by default): the deterministic simulator
+//!   used by this crate's tests and benchmarks. The manager's own build
+//!   never includes it.
 //!
 //! The manager never depends on DataFusion: it stays small and fast to build.
 
 #![warn(missing_docs)]
 
-pub mod agent;
 pub mod allocator;
 pub mod api;
+mod inbox;
 pub mod master;
 pub mod registry;
 pub mod server;
 pub mod services;
+#[cfg(feature = "sim")]
 pub mod sim;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use strata_manager::agent::{self, AgentConfig};
+use strata_agent::{self as agent, AgentConfig};
 use strata_manager::server::{self, ManagerConfig};
 use strata_proto::class::{PriorityClass, PriorityClasses};
 use strata_proto::resources::{Resources, parse_attributes};

@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `strata_manager=debug`.
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `strata_manager=debug` or `strata_agent=debug`.
     #[arg(long, global = true, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
     #[command(subcommand)]
@@ -119,7 +119,7 @@ pub fn main() -> ExitCode {
     // and executor of this binary before either starts.
     strata_jobs::register_all();
     if let Command::Supervise { args } = cli.command {
-        let code = strata_manager::agent::supervisor::main(args);
+        let code = strata_agent::supervisor::main(args);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     // The demo prints a table; keep its logs to warnings unless asked.

@@ -57,12 +57,10 @@ impl JobFile {
             .and_then(|b| serde_json::from_slice(&b).ok())
     }
 
-    /// Writes it atomically (temporary file + rename).
+    /// Writes it atomically and durably ([`strata_proto::fsutil::write_atomic`]).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, body)?;
-        std::fs::rename(&tmp, path)
+        strata_proto::fsutil::write_atomic(path, &body)
     }
 }
 

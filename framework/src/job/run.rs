@@ -207,10 +207,7 @@ fn load_sql(path: &Path) -> Result<String, JobRunError> {
     let text = sql_from_env().ok_or_else(|| JobRunError::NoScript {
         path: path.to_owned(),
     })?;
-    let tmp = path.with_extension("sql.tmp");
-    std::fs::write(&tmp, &text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(io_err("writing", path))?;
+    strata_proto::fsutil::write_atomic(path, text.as_bytes()).map_err(io_err("writing", path))?;
     Ok(text)
 }
 
@@ -613,7 +610,9 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
             f.state = "failed".into();
             f.error = Some(message);
             f.ended_unix_ms = Some(unix_ms());
-            let _ = f.write(&job_file);
+            if let Err(e) = f.write(&job_file) {
+                tracing::warn!(path = %job_file.display(), error = %e, "cannot write the job file");
+            }
             // End the executors now (this ends this task too).
             let _ = teardown_framework(
                 &a.manager,
@@ -637,7 +636,9 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
         }
         let mut f = recorded;
         f.restarts = restarts;
-        let _ = f.write(&job_file);
+        if let Err(e) = f.write(&job_file) {
+            tracing::warn!(path = %job_file.display(), error = %e, "cannot write the job file");
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = term.recv() => return Ok(ExitCode::from(1)),

@@ -15,6 +15,9 @@
 //!   wire.
 //! * [`class`]: priority classes (`system` > `service` > `batch` >
 //!   `best-effort` by default).
+//! * [`fsutil`]: the durable atomic file write (temporary file, fsync,
+//!   rename, fsync of the directory) every crate uses for the small files
+//!   it must not lose or tear.
 //!
 //! The protocol is versioned by [`PROTOCOL_VERSION`], checked in every
 //! handshake (framework subscription and agent registration).
@@ -22,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod class;
+pub mod fsutil;
 pub mod ids;
 pub mod resources;
 pub mod state;

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::server::{CoreHandle, Input};
+use crate::inbox::{CoreHandle, Input};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 

@@ -19,10 +19,11 @@ use strata_proto::ids::Role;
 use strata_proto::resources::Resources;
 use tokio::sync::oneshot;
 
+use crate::inbox::{CoreHandle, Input};
 use crate::master::view::StateView;
-use crate::server::{CoreHandle, Input};
+use crate::services::ServicesHandle;
 
-pub(super) fn router(core: CoreHandle) -> Router {
+pub(super) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> Router {
     let api = Router::new()
         .route("/version", get(version))
         .route("/api/v1/state", get(state))
@@ -32,7 +33,7 @@ pub(super) fn router(core: CoreHandle) -> Router {
         .route("/api/v1/roles", get(roles))
         .route("/api/v1/roles/{role}", put(set_role))
         .route("/metrics", get(metrics))
-        .merge(crate::services::http::routes())
+        .merge(crate::services::http::routes(services))
         .route_layer(middleware::from_fn_with_state(core.clone(), auth))
         .route("/health", get(health))
         .route("/ping", get(crate::services::http::ping));

@@ -4,13 +4,13 @@
 //! are told apart by protocol (gRPC is HTTP/2 with `content-type:
 //! application/grpc`), so one listener serves both.
 
-pub mod convert;
 mod grpc;
 mod http;
 
 pub use http::resident_bytes;
 
-use crate::server::CoreHandle;
+use crate::inbox::CoreHandle;
+use crate::services::ServicesHandle;
 
 /// Checks a bearer token in constant time.
 pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
@@ -24,8 +24,9 @@ pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The combined router.
-pub(crate) fn router(core: CoreHandle) -> axum::Router {
+/// The combined router; Marathon's API over `services` when the manager
+/// runs the services scheduler.
+pub(crate) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> axum::Router {
     let grpc = grpc::routes(core.clone());
-    http::router(core).merge(grpc)
+    http::router(core, services).merge(grpc)
 }

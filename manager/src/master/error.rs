@@ -80,6 +80,14 @@ pub enum MasterError {
     /// An agent message before registration.
     #[error("agent is not registered")]
     AgentNotRegistered,
+    /// A placement constraint with an operator this manager does not know.
+    #[error("unknown operator {operator} in the constraint on {field:?}")]
+    UnknownConstraintOperator {
+        /// The constrained field.
+        field: String,
+        /// The operator's wire value.
+        operator: i32,
+    },
     /// An ask no agent could ever hold.
     #[error("ask for {ask} can never be placed: the largest agent offers {largest}")]
     ImpossibleAsk {
@@ -101,6 +109,7 @@ impl MasterError {
             | Resources(_)
             | Class(_)
             | InvalidWeight { .. }
+            | UnknownConstraintOperator { .. }
             | EmptyCall => tonic::Code::InvalidArgument,
             ImpossibleAsk { .. } => tonic::Code::InvalidArgument,
             NotSubscribed { .. } | AgentNotRegistered => tonic::Code::FailedPrecondition,

@@ -11,7 +11,7 @@ use tracing::info;
 use super::{
     Action, FrameworkEntry, FrameworkRecord, Master, MasterError, Millis, PersistOp, validate_id,
 };
-use crate::allocator::{FrameworkAlloc, FrameworkIdx, PendingAsk};
+use crate::allocator::{Constraint, ConstraintOp, FrameworkAlloc, FrameworkIdx, PendingAsk};
 
 impl Master {
     pub(super) fn insert_framework(&mut self, rec: FrameworkRecord) -> FrameworkIdx {
@@ -291,8 +291,8 @@ impl Master {
                 constraints: a
                     .constraints
                     .iter()
-                    .map(crate::api::convert::constraint_from_proto)
-                    .collect(),
+                    .map(constraint_from_proto)
+                    .collect::<Result<_, _>>()?,
                 accept_revocable: a.accept_revocable,
             });
         }
@@ -445,4 +445,29 @@ impl Master {
         self.tick_frameworks(now);
         self.expire_offers(now);
     }
+}
+
+/// A wire constraint as the allocator's. An operator this manager does not
+/// know (a newer peer's, or garbage) is refused, never read as another.
+pub(super) fn constraint_from_proto(c: &pb::Constraint) -> Result<Constraint, MasterError> {
+    use pb::constraint::Operator;
+    let op = match Operator::try_from(c.operator) {
+        Ok(Operator::Unique) => ConstraintOp::Unique,
+        Ok(Operator::Cluster) => ConstraintOp::Cluster,
+        Ok(Operator::GroupBy) => ConstraintOp::GroupBy,
+        Ok(Operator::Like) => ConstraintOp::Like,
+        Ok(Operator::Unlike) => ConstraintOp::Unlike,
+        Ok(Operator::MaxPer) => ConstraintOp::MaxPer,
+        Err(_) => {
+            return Err(MasterError::UnknownConstraintOperator {
+                field: c.field.clone(),
+                operator: c.operator,
+            });
+        }
+    };
+    Ok(Constraint {
+        field: c.field.clone(),
+        op,
+        value: c.value.clone(),
+    })
 }

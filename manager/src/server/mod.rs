@@ -13,15 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_proto::ids::{AgentId, FrameworkId, Role, StreamId};
+use strata_proto::ids::{AgentId, FrameworkId, StreamId};
 use strata_proto::pb;
-use strata_proto::resources::Resources;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, info_span, warn};
 
-use crate::master::{
-    Action, Master, MasterConfig, MasterError, Millis, PersistOp, view::StateView,
-};
+use crate::inbox::{AgentTx, CoreHandle, FrameworkTx, Input};
+use crate::master::{Action, Master, MasterConfig, MasterError, Millis, PersistOp};
 use crate::registry::{Registry, RegistryError};
 
 /// How the manager process is set up.
@@ -78,68 +76,6 @@ pub enum ServerError {
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
-}
-
-/// One Prometheus gauge: (name, help, value).
-pub(crate) type Gauge = (&'static str, &'static str, f64);
-
-/// Sender half of an agent link.
-pub(crate) type AgentTx = mpsc::Sender<Result<pb::ManagerMessage, tonic::Status>>;
-/// Sender half of a framework subscription.
-pub(crate) type FrameworkTx = mpsc::Sender<Result<pb::Event, tonic::Status>>;
-
-/// An input to the core.
-pub(crate) enum Input {
-    AgentRegister {
-        reg: pb::agent_message::Register,
-        conn: u64,
-        tx: AgentTx,
-        reply: oneshot::Sender<Result<AgentId, MasterError>>,
-    },
-    AgentMessage {
-        agent: AgentId,
-        conn: u64,
-        message: pb::agent_message::Message,
-    },
-    AgentGone {
-        agent: AgentId,
-        conn: u64,
-    },
-    Subscribe {
-        req: pb::SubscribeRequest,
-        tx: FrameworkTx,
-        reply: oneshot::Sender<Result<(FrameworkId, StreamId), MasterError>>,
-    },
-    Call {
-        call: pb::Call,
-        reply: oneshot::Sender<Result<(), MasterError>>,
-    },
-    StreamClosed {
-        framework: FrameworkId,
-        stream: StreamId,
-    },
-    State {
-        reply: oneshot::Sender<(StateView, Vec<Gauge>)>,
-    },
-    TaskCpus {
-        framework: strata_proto::ids::FrameworkId,
-        reply: oneshot::Sender<std::collections::BTreeMap<strata_proto::ids::TaskId, f64>>,
-    },
-    SetRole {
-        role: Role,
-        weight: f64,
-        quota: Option<Resources>,
-        reply: oneshot::Sender<Result<(), MasterError>>,
-    },
-}
-
-/// A cheap handle the API handlers use to reach the core.
-#[derive(Clone)]
-pub(crate) struct CoreHandle {
-    pub(crate) tx: mpsc::Sender<Input>,
-    pub(crate) token: Option<Arc<str>>,
-    /// The services scheduler, when it runs.
-    pub(crate) services: Option<crate::services::ServicesHandle>,
 }
 
 /// A running manager.
@@ -240,9 +176,8 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     let core = CoreHandle {
         tx,
         token: cfg.token.as_deref().map(Arc::from),
-        services,
     };
-    let router = crate::api::router(core);
+    let router = crate::api::router(core, services);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
     let core_task = tokio::spawn(run_core(

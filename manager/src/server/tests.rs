@@ -96,6 +96,13 @@ async fn tokens_are_required_when_configured() {
             .0,
         200
     );
+    // Marathon's API is behind the same token, except `/ping`.
+    assert_eq!(http(addr, "GET", "/v2/apps", None, "").await.0, 401);
+    assert_eq!(
+        http(addr, "GET", "/v2/apps", Some("s3cret"), "").await.0,
+        200
+    );
+    assert_eq!(http(addr, "GET", "/ping", None, "").await.0, 200);
     let mut client = SchedulerClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -30,10 +30,15 @@ use super::app::{self, AppId};
 use super::error::ServiceError;
 use super::runner::{ServicesHandle, merge};
 use super::view;
-use crate::server::CoreHandle;
 
-/// The routes that need the token (when one is set).
-pub(crate) fn routes() -> Router<CoreHandle> {
+/// What the handlers hold: the services scheduler, when the manager runs it.
+type Services = Option<ServicesHandle>;
+
+/// The routes that need the token (when one is set), over `services`.
+pub(crate) fn routes<S>(services: Services) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/v2/apps", get(list_apps).post(create_app))
         .route(
@@ -48,6 +53,7 @@ pub(crate) fn routes() -> Router<CoreHandle> {
         .route("/v2/deployments", get(list_deployments))
         .route("/v2/deployments/{id}", delete(cancel_deployment))
         .route("/v2/info", get(info))
+        .with_state(services)
 }
 
 /// `GET /ping`.
@@ -63,8 +69,8 @@ fn fail(e: ServiceError) -> Response {
     reply(e.status(), e.body())
 }
 
-fn handle(core: &CoreHandle) -> Result<&ServicesHandle, Response> {
-    core.services.as_ref().ok_or_else(|| {
+fn handle(services: &Services) -> Result<&ServicesHandle, Response> {
+    services.as_ref().ok_or_else(|| {
         fail(ServiceError::Unavailable {
             reason: "the manager runs without the services scheduler".into(),
         })
@@ -106,8 +112,8 @@ fn parse_app(body: &Bytes) -> Result<app::AppDefinition, Response> {
     app::parse(body).map_err(|details| fail(ServiceError::Invalid { details }))
 }
 
-async fn list_apps(State(core): State<CoreHandle>, Query(q): Query<Flags>) -> Response {
-    let svc = match handle(&core) {
+async fn list_apps(State(services): State<Services>, Query(q): Query<Flags>) -> Response {
+    let svc = match handle(&services) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -138,8 +144,8 @@ async fn list_apps(State(core): State<CoreHandle>, Query(q): Query<Flags>) -> Re
     }
 }
 
-async fn create_app(State(core): State<CoreHandle>, body: Bytes) -> Response {
-    let svc = match handle(&core) {
+async fn create_app(State(services): State<Services>, body: Bytes) -> Response {
+    let svc = match handle(&services) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -208,13 +214,13 @@ fn deployment_result(v: &Value) -> Value {
 }
 
 async fn app_path(
-    State(core): State<CoreHandle>,
+    State(services): State<Services>,
     method: Method,
     Path(path): Path<String>,
     Query(q): Query<Flags>,
     body: Bytes,
 ) -> Response {
-    let svc = match handle(&core) {
+    let svc = match handle(&services) {
         Ok(s) => s.clone(),
         Err(r) => return r,
     };
@@ -348,8 +354,8 @@ async fn app_path(
     }
 }
 
-async fn list_tasks(State(core): State<CoreHandle>) -> Response {
-    let svc = match handle(&core) {
+async fn list_tasks(State(services): State<Services>) -> Response {
+    let svc = match handle(&services) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -368,8 +374,8 @@ async fn list_tasks(State(core): State<CoreHandle>) -> Response {
     }
 }
 
-async fn list_deployments(State(core): State<CoreHandle>) -> Response {
-    let svc = match handle(&core) {
+async fn list_deployments(State(services): State<Services>) -> Response {
+    let svc = match handle(&services) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -386,8 +392,8 @@ async fn list_deployments(State(core): State<CoreHandle>) -> Response {
     }
 }
 
-async fn cancel_deployment(State(core): State<CoreHandle>, Path(id): Path<String>) -> Response {
-    let svc = match handle(&core) {
+async fn cancel_deployment(State(services): State<Services>, Path(id): Path<String>) -> Response {
+    let svc = match handle(&services) {
         Ok(s) => s,
         Err(r) => return r,
     };

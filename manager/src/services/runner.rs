@@ -465,7 +465,7 @@ impl Runner {
                 return;
             }
         };
-        if let Err(e) = crate::agent::checkpoint::write_atomic(&self.cfg.state_file, &bytes) {
+        if let Err(e) = strata_proto::fsutil::write_atomic(&self.cfg.state_file, &bytes) {
             warn!(path = %self.cfg.state_file.display(), error = %e, "cannot write services state");
         }
     }

@@ -274,6 +274,35 @@ fn launch_validation_errors_and_drops() {
 }
 
 #[test]
+fn a_constraint_with_an_unknown_operator_is_refused() {
+    let mut t = T::new();
+    t.agent(2.0);
+    let f = t.framework();
+    let constrained = |operator: i32| {
+        let mut a = ask("batch", 1.0, 1.0, 1);
+        a.constraints.push(pb::Constraint {
+            field: "hostname".into(),
+            operator,
+            value: String::new(),
+        });
+        a
+    };
+    let err = t.demand(&f, vec![constrained(99)]).unwrap_err();
+    assert_eq!(
+        err,
+        MasterError::UnknownConstraintOperator {
+            field: "hostname".into(),
+            operator: 99
+        }
+    );
+    assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.http_status(), 400);
+    // Not read as UNIQUE (the zero value): a known operator is taken.
+    let unique = pb::constraint::Operator::Unique as i32;
+    t.demand(&f, vec![constrained(unique)]).unwrap();
+}
+
+#[test]
 fn bad_protocol_version_and_impossible_ask() {
     let mut t = T::new();
     let mut req = subscribe_req("");

@@ -2,12 +2,12 @@
 //! gRPC server driven by the test), with real supervisors.
 //!
 //! The supervisor is this test binary itself: the agent runs
-//! `<test binary> --exact agent::tests::supervisor_entry … -- --launch <file>`,
+//! `<test binary> --exact tests::supervisor_entry … -- --launch <file>`,
 //! and the `supervisor_entry` "test" turns into `supervisor::main` when it
 //! sees `--launch` (it does nothing in a normal test run).
 
 use super::*;
-use crate::agent::layout::files;
+use crate::layout::files;
 use std::time::Instant;
 use strata_proto::pb::{
     self, Reason, TaskState, agent_link_server::AgentLink, agent_message, manager_message,

@@ -1,4 +1,4 @@
-//! # The agent: Strata's node daemon (the Mesos agent analogue)
+//! # strata-agent: Strata's node daemon (the Mesos agent analogue)
 //!
 //! One agent runs per node. It advertises the node's resources to the
 //! manager, launches the tasks the manager sends it, supervises them,
@@ -6,6 +6,11 @@
 //! task's state reliably. [`spawn`] starts one inside the current tokio
 //! runtime and returns an [`AgentHandle`]; `strata agent` is a thin wrapper
 //! around it, and `strata supervise` around [`supervisor::main`].
+//!
+//! The agent speaks to the manager only through the protocol: this crate
+//! depends on `strata-proto` and never on `strata-manager` (nor the manager
+//! on it). The Docker Engine client (bollard) and the process and user
+//! system calls (nix, libc) live here, out of the manager's build.
 //!
 //! ## Pieces
 //!
@@ -106,6 +111,8 @@
 //! whose checkpoint is unreadable are reported `TASK_FAILED`. The agent then
 //! registers with its id and every task it holds, so a task's final state
 //! reaches the manager even when the task ended while the agent was down.
+
+#![warn(missing_docs)]
 
 pub mod cgroup;
 pub mod checkpoint;

@@ -247,7 +247,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::layout::Layout;
+    use crate::layout::Layout;
     use axum::body::Body;
     use http_body_util::BodyExt;
     use std::sync::Mutex;

@@ -229,7 +229,7 @@ fn kill_leftovers(record: &ContainerRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::checkpoint::{StoredStatus, TaskCheckpoint, UpdatesCheckpoint, write_json};
+    use crate::checkpoint::{StoredStatus, TaskCheckpoint, UpdatesCheckpoint, write_json};
 
     fn layout() -> (tempfile::TempDir, Layout) {
         let d = tempfile::tempdir().unwrap();

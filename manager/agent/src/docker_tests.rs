@@ -44,7 +44,7 @@ pub(super) async fn engine() -> Option<(String, Docker)> {
         Ok(()) => {}
         Err(DockerError::ImageNotFound { .. }) => {
             let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/docker-test-image.sh");
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/docker-test-image.sh");
             let status = tokio::process::Command::new("bash")
                 .arg(&script)
                 .arg(IMAGE)

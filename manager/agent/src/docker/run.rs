@@ -5,9 +5,9 @@ use super::{
     DockerError, DockerSpec, KILL_SIGNAL, OUTPUT_DRAIN, REQUEST_TIMEOUT_SECS, STOP_SIGNAL,
     check_image, connect, container_err, force_remove,
 };
-use crate::agent::checkpoint::{KillCheckpoint, read_json, write_atomic};
-use crate::agent::layout::files;
-use crate::agent::supervisor::{ExitRecord, LaunchSpec, failed, unix_now};
+use crate::checkpoint::{KillCheckpoint, read_json, write_atomic};
+use crate::layout::files;
+use crate::supervisor::{ExitRecord, LaunchSpec, failed, unix_now};
 use bollard::Docker;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
@@ -26,7 +26,7 @@ fn remaining_grace(status_dir: &Path) -> i32 {
         Ok(Some(k)) if k.grace_seconds.is_finite() => {
             k.grace_seconds - (unix_now() - k.requested_at).max(0.0)
         }
-        _ => crate::agent::kill::DEFAULT_KILL_GRACE.as_secs_f64(),
+        _ => crate::kill::DEFAULT_KILL_GRACE.as_secs_f64(),
     };
     grace.clamp(0.0, f64::from(i32::MAX)).ceil() as i32
 }
@@ -230,20 +230,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
             remaining_grace(dir.path()),
-            crate::agent::kill::DEFAULT_KILL_GRACE.as_secs() as i32
+            crate::kill::DEFAULT_KILL_GRACE.as_secs() as i32
         );
         let k = KillCheckpoint {
             reason: "REASON_KILLED_BY_FRAMEWORK".into(),
             grace_seconds: 10.0,
             requested_at: unix_now() - 4.5,
         };
-        crate::agent::checkpoint::write_json(&dir.path().join(files::KILL), &k).unwrap();
+        crate::checkpoint::write_json(&dir.path().join(files::KILL), &k).unwrap();
         assert!((5..=6).contains(&remaining_grace(dir.path())));
         let late = KillCheckpoint {
             requested_at: unix_now() - 60.0,
             ..k
         };
-        crate::agent::checkpoint::write_json(&dir.path().join(files::KILL), &late).unwrap();
+        crate::checkpoint::write_json(&dir.path().join(files::KILL), &late).unwrap();
         assert_eq!(remaining_grace(dir.path()), 0);
     }
 }

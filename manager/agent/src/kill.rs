@@ -139,7 +139,7 @@ pub(crate) fn resumed_escalation(requested_at: f64, grace: Duration) -> Escalati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::process::KillStep;
+    use crate::process::KillStep;
 
     #[test]
     fn kill_grace_prefers_the_override_then_the_policy() {

@@ -1,0 +1,73 @@
+//! The core's inbox: the [`Input`]s that the API handlers (and the services
+//! scheduler's usage reads) send to the server's core, and the
+//! [`CoreHandle`] they send them through. The server consumes them, the API
+//! produces them; neither module imports the other for it.
+
+use std::sync::Arc;
+
+use strata_proto::ids::{AgentId, FrameworkId, Role, StreamId};
+use strata_proto::pb;
+use strata_proto::resources::Resources;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::master::{MasterError, view::StateView};
+
+/// One Prometheus gauge: (name, help, value).
+pub(crate) type Gauge = (&'static str, &'static str, f64);
+
+/// Sender half of an agent link.
+pub(crate) type AgentTx = mpsc::Sender<Result<pb::ManagerMessage, tonic::Status>>;
+/// Sender half of a framework subscription.
+pub(crate) type FrameworkTx = mpsc::Sender<Result<pb::Event, tonic::Status>>;
+
+/// An input to the core.
+pub(crate) enum Input {
+    AgentRegister {
+        reg: pb::agent_message::Register,
+        conn: u64,
+        tx: AgentTx,
+        reply: oneshot::Sender<Result<AgentId, MasterError>>,
+    },
+    AgentMessage {
+        agent: AgentId,
+        conn: u64,
+        message: pb::agent_message::Message,
+    },
+    AgentGone {
+        agent: AgentId,
+        conn: u64,
+    },
+    Subscribe {
+        req: pb::SubscribeRequest,
+        tx: FrameworkTx,
+        reply: oneshot::Sender<Result<(FrameworkId, StreamId), MasterError>>,
+    },
+    Call {
+        call: pb::Call,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
+    StreamClosed {
+        framework: FrameworkId,
+        stream: StreamId,
+    },
+    State {
+        reply: oneshot::Sender<(StateView, Vec<Gauge>)>,
+    },
+    TaskCpus {
+        framework: strata_proto::ids::FrameworkId,
+        reply: oneshot::Sender<std::collections::BTreeMap<strata_proto::ids::TaskId, f64>>,
+    },
+    SetRole {
+        role: Role,
+        weight: f64,
+        quota: Option<Resources>,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
+}
+
+/// A cheap handle the API handlers use to reach the core.
+#[derive(Clone)]
+pub(crate) struct CoreHandle {
+    pub(crate) tx: mpsc::Sender<Input>,
+    pub(crate) token: Option<Arc<str>>,
+}
