@@ -24,10 +24,10 @@ use anyhow::{Context, bail};
 use strata_framework::job::record::JOB_PREFIX;
 use strata_framework::job::{ExecutorOpts, forwarded_env, run::sql_env};
 use strata_framework::output::Format;
-use strata_proto::pb::TaskState;
 use strata_proto::resources::Resources;
 use strata_sdk::{
-    Ask, Event, FrameworkConfig, Role, Scheduler, SchedulerConfig, TaskBuilder, TaskId, Uri,
+    Ask, FrameworkConfig, LaunchError, Notice, OneTask, OneTaskOptions, Role, SchedulerConfig,
+    TaskBuilder, TaskId, Until, Uri,
 };
 
 use super::jobs::{self, JobStatus};
@@ -221,13 +221,16 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     fw.failover_timeout = a.failover_timeout;
     let mut cfg = SchedulerConfig::new(target.address.clone(), fw);
     cfg.token = target.token.clone();
-    cfg.demand = vec![Ask::new(class.clone(), driver_res.clone(), 1)];
     // The driver takes the framework over: never take it back.
     cfg.reconnect = false;
-    let (handle, mut events) = Scheduler::subscribe(cfg)
+    let mut one = OneTask::subscribe(cfg, Ask::new(class.clone(), driver_res.clone(), 1))
         .await
+        .map_err(|e| match e {
+            LaunchError::Subscribe(e) => anyhow::Error::new(e),
+            e => e.into(),
+        })
         .context("subscribing the job's framework")?;
-    let fid = handle.framework_id();
+    let fid = one.framework_id();
 
     let program = match &spec {
         JobSpec::Binary { file, .. } => format!("./{file}"),
@@ -307,83 +310,33 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &target.token {
         task = task.env("STRATA_TOKEN", t.clone());
     }
-    let mut task = Some(task.build());
-
     // Place the driver, and wait until it runs (or has taken over).
-    let placed_by = Instant::now() + wait;
-    let mut launched = false;
-    let outcome: anyhow::Result<()> = loop {
-        let next = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
-        let event = match next {
-            Err(_) => {
-                if Instant::now() >= placed_by {
-                    break Err(if launched {
-                        anyhow::anyhow!("the job's driver did not start within {wait:?}")
-                    } else {
-                        anyhow::anyhow!(
-                            "the job's driver ({driver_res}) could not be placed within {wait:?} (the cluster may be full)"
-                        )
-                    });
-                }
-                continue;
+    let options = OneTaskOptions::new(wait, Until::Running);
+    let started = one
+        .follow(task.build(), &options, |n| {
+            if let Notice::Warning(e) = n {
+                eprintln!("warning: {e}");
             }
-            // Closed: the driver has subscribed in our place.
-            Ok(None) | Ok(Some(Event::Disconnected { .. })) if launched => break Ok(()),
-            Ok(None) => break Err(anyhow::anyhow!("the manager closed the subscription")),
-            Ok(Some(e)) => e,
-        };
-        match event {
-            Event::Offers(offers) => {
-                let mut failed = None;
-                for offer in offers {
-                    if task.is_some() && offer.fits(&driver_res) {
-                        let t = task.take().into_iter().collect();
-                        match handle.launch(offer.id.clone(), t).await {
-                            Ok(()) => {
-                                launched = true;
-                                let _ = handle.suppress().await;
-                            }
-                            Err(e) => failed = Some(e),
-                        }
-                    } else {
-                        let _ = handle
-                            .decline(vec![offer.id.clone()], Some(Duration::from_secs(30)))
-                            .await;
-                    }
-                }
-                if let Some(e) = failed {
-                    break Err(anyhow::Error::new(e).context("launching the job's driver"));
-                }
+        })
+        .await;
+    if let Err(e) = started {
+        return Err(match e {
+            LaunchError::NotPlaced { .. } => anyhow::anyhow!(
+                "the job's driver ({driver_res}) could not be placed within {wait:?} (the cluster may be full)"
+            ),
+            LaunchError::NotStarted { .. } => {
+                anyhow::anyhow!("the job's driver did not start within {wait:?}")
             }
-            Event::Update(s) if s.task_id == task_id => {
-                if s.state == TaskState::TaskRunning {
-                    break Ok(());
-                }
-                if s.is_terminal() {
-                    let msg = if s.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", s.message)
-                    };
-                    break Err(anyhow::anyhow!(
-                        "the job's driver task ended {} ({}){msg}",
-                        s.state.as_str_name(),
-                        s.reason.as_str_name()
-                    ));
-                }
+            LaunchError::Launch(e) => anyhow::Error::new(e).context("launching the job's driver"),
+            LaunchError::Ended(s) => {
+                anyhow::anyhow!("the job's driver task ended {}", s.describe())
             }
-            Event::Error(e) => eprintln!("warning: {e}"),
-            _ => {}
-        }
-    };
-    if let Err(e) = outcome {
-        let _ = handle.teardown().await;
-        return Err(e);
+            e => e.into(),
+        });
     }
     // Close the subscription without tearing the framework down: the
     // driver has it (or takes it within its failover timeout).
-    drop(events);
-    drop(handle);
+    one.leave();
     if !a.wait {
         println!("{job_id}");
         return Ok(ExitCode::SUCCESS);
