@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use strata_framework::job::record::JOB_PREFIX;
-use strata_framework::job::{ExecutorOpts, forwarded_env, run::sql_env};
+use strata_framework::job::{ExecutorOpts, JobDriverArgs, forwarded_env, run::sql_env};
 use strata_framework::output::Format;
 use strata_proto::resources::Resources;
 use strata_sdk::{
     Ask, FrameworkConfig, LaunchError, Notice, OneTask, OneTaskOptions, Role, SchedulerConfig,
-    TaskBuilder, TaskId, Until, Uri,
+    TaskBuilder, TaskId, TaskInfo, Until, Uri,
 };
 
 use super::jobs::{self, JobStatus};
@@ -185,10 +185,6 @@ fn new_job_id() -> String {
     r.chars().take(4 + 12).collect()
 }
 
-fn duration_arg(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
 /// `strata submit`.
 pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = resolve_job(&a.job, &a.args)?;
@@ -215,7 +211,7 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let job_id = new_job_id();
     let fw_name = format!("{JOB_PREFIX}{name}");
     let class = a.executors.class.clone();
-    let mut fw = FrameworkConfig::new(fw_name.clone());
+    let mut fw = FrameworkConfig::new(fw_name);
     fw.role = Role::new(a.executors.role.clone());
     fw.default_class = class.clone();
     fw.failover_timeout = a.failover_timeout;
@@ -232,88 +228,34 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         .context("subscribing the job's framework")?;
     let fid = one.framework_id();
 
-    let program = match &spec {
-        JobSpec::Binary { file, .. } => format!("./{file}"),
-        _ => std::env::current_exe()
-            .context("locating the strata binary")?
-            .to_string_lossy()
-            .into_owned(),
+    let driver = JobDriverArgs {
+        manager: target.address.clone(),
+        // In the task's environment (STRATA_TOKEN), not on its command line.
+        token: None,
+        executors: a.executors.clone(),
+        job_id: job_id.clone(),
+        framework_id: fid.to_string(),
+        name: name.clone(),
+        sql_file: None,
+        job: None,
+        job_args: Vec::new(),
+        format: a.format,
+        supervise: a.supervise,
+        failover_timeout: a.failover_timeout,
+        executor_driver_timeout: a.executor_driver_timeout,
+        executor_uri: None,
     };
-    let mut args: Vec<String> = vec!["job-driver".into()];
-    if a.supervise {
-        args.push("--supervise".into());
-    }
-    let e = &a.executors;
-    args.extend([
-        "--job-id".into(),
-        job_id.clone(),
-        "--framework-id".into(),
-        fid.to_string(),
-        "--name".into(),
-        name.clone(),
-        "--manager".into(),
-        target.address.clone(),
-        "--executors".into(),
-        e.executors.to_string(),
-        "--executor-cpus".into(),
-        e.executor_cpus.to_string(),
-        "--executor-mem".into(),
-        e.executor_mem.to_string(),
-        "--role".into(),
-        e.role.clone(),
-        "--class".into(),
-        e.class.clone(),
-        "--executor-wait".into(),
-        duration_arg(e.executor_wait),
-        "--format".into(),
-        a.format.name().into(),
-        "--failover-timeout".into(),
-        duration_arg(a.failover_timeout),
-    ]);
-    match &spec {
-        JobSpec::Sql { .. } => args.extend(["--sql-file".into(), "sql.sql".into()]),
-        JobSpec::Packaged(job) => args.extend(["--job".into(), job.name.to_owned()]),
-        JobSpec::Binary { uri, .. } => args.extend(["--executor-uri".into(), uri.clone()]),
-    }
-    if e.revocable {
-        args.push("--revocable".into());
-    }
-    if let Some(p) = e.partitions {
-        args.extend(["--partitions".into(), p.to_string()]);
-    }
-    if let Some(t) = a.executor_driver_timeout {
-        args.extend(["--executor-driver-timeout".into(), duration_arg(t)]);
-    }
-    if !matches!(spec, JobSpec::Sql { .. }) {
-        args.push("--".into());
-        args.extend(a.args.iter().cloned());
-    }
-    let task_id = TaskId::new(job_id.clone());
-    let mut task = TaskBuilder::exec(task_id.clone(), program, args)
-        .name(fw_name.clone())
-        .resources(driver_res.clone())
-        .class(class.clone())
-        .kill_grace(Duration::from_secs(5));
-    if let Some(u) = strata_framework::driver::cluster::current_user() {
-        task = task.user(u);
-    }
-    if let JobSpec::Binary { uri, .. } = &spec {
-        task = task.uri(Uri::executable(uri.clone()));
-    }
-    let script = match &spec {
-        JobSpec::Sql { text, .. } => sql_env(text),
-        _ => Vec::new(),
-    };
-    for (k, v) in script.into_iter().chain(forwarded_env()) {
-        task = task.env(k, v);
-    }
-    if let Some(t) = &target.token {
-        task = task.env("STRATA_TOKEN", t.clone());
-    }
+    let task = driver_task(
+        &spec,
+        &a.args,
+        driver,
+        driver_res.clone(),
+        target.token.clone(),
+    )?;
     // Place the driver, and wait until it runs (or has taken over).
     let options = OneTaskOptions::new(wait, Until::Running);
     let started = one
-        .follow(task.build(), &options, |n| {
+        .follow(task, &options, |n| {
             if let Notice::Warning(e) = n {
                 eprintln!("warning: {e}");
             }
@@ -358,6 +300,59 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The task of the job's driver: `strata job-driver …` (or `./JOB
+/// job-driver …` for a job binary, fetched into its sandbox), with the
+/// script, the forwarded variables and the token in its environment.
+fn driver_task(
+    spec: &JobSpec,
+    job_args: &[String],
+    mut driver: JobDriverArgs,
+    resources: Resources,
+    token: Option<String>,
+) -> anyhow::Result<TaskInfo> {
+    let program = match spec {
+        JobSpec::Binary { file, .. } => format!("./{file}"),
+        _ => std::env::current_exe()
+            .context("locating the strata binary")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    match spec {
+        JobSpec::Sql { .. } => driver.sql_file = Some("sql.sql".into()),
+        JobSpec::Packaged(job) => driver.job = Some(job.name.to_owned()),
+        JobSpec::Binary { uri, .. } => driver.executor_uri = Some(uri.clone()),
+    }
+    if !matches!(spec, JobSpec::Sql { .. }) {
+        driver.job_args = job_args.to_vec();
+    }
+    let mut task = TaskBuilder::exec(
+        TaskId::new(driver.job_id.clone()),
+        program,
+        driver.to_args(),
+    )
+    .name(driver.framework_name())
+    .resources(resources)
+    .class(driver.executors.class.clone())
+    .kill_grace(Duration::from_secs(5));
+    if let Some(u) = strata_framework::driver::cluster::current_user() {
+        task = task.user(u);
+    }
+    if let JobSpec::Binary { uri, .. } = spec {
+        task = task.uri(Uri::executable(uri.clone()));
+    }
+    let script = match spec {
+        JobSpec::Sql { text, .. } => sql_env(text),
+        _ => Vec::new(),
+    };
+    for (k, v) in script.into_iter().chain(forwarded_env()) {
+        task = task.env(k, v);
+    }
+    if let Some(t) = token {
+        task = task.env("STRATA_TOKEN", t);
+    }
+    Ok(task.build())
 }
 
 /// Polls the job's state over HTTP until it has ended.

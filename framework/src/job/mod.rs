@@ -64,10 +64,12 @@ use crate::driver::{ClusterSource, Driver, DriverConfig, ExecutorSource};
 use crate::output::{self, Format};
 use crate::session::{Session, SessionError};
 
+pub mod args;
 pub mod record;
 pub mod run;
 
-pub use run::{JobDriverArgs, JobRunError, run_driver, teardown_framework};
+pub use args::JobDriverArgs;
+pub use run::{JobRunError, run_driver, teardown_framework};
 
 /// Why a job's own code failed.
 pub type JobFnError = Box<dyn std::error::Error + Send + Sync>;
@@ -96,7 +98,7 @@ pub struct Job {
 }
 
 /// Executor options of the batch commands and of job drivers.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, PartialEq)]
 pub struct ExecutorOpts {
     /// Executors to run.
     #[arg(long, default_value_t = 2)]

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use strata_sdk::{Event, FrameworkConfig, FrameworkId, Role, Scheduler, SchedulerConfig, SdkError};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::record::{Counts, JOB_FILE, JOB_PREFIX, JobFile, Recorder, unix_ms};
-use super::{ExecutorOpts, Job, JobFnError, forwarded_env};
+use super::args::JobDriverArgs;
+use super::record::{Counts, JOB_FILE, JobFile, Recorder, unix_ms};
+use super::{Job, JobFnError, forwarded_env};
 use crate::driver::{ClusterSource, Driver, DriverError};
 use crate::output::{self, Format, OutputError};
 use crate::session::{Prepared, Session, SessionError};
@@ -41,60 +42,6 @@ const SQL_CHUNK_BYTES: usize = 64 << 10;
 
 /// Restarts of a supervised driver at most.
 pub const MAX_RESTARTS: u32 = 3;
-
-/// The flags of a job's driver (`strata submit` sets them).
-#[derive(clap::Args, Debug, Clone)]
-pub struct JobDriverArgs {
-    /// The manager's address (host:port).
-    #[arg(long)]
-    pub manager: String,
-    /// Shared secret token (also STRATA_TOKEN).
-    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The executors.
-    #[command(flatten)]
-    pub executors: ExecutorOpts,
-    /// The job's id (its task id).
-    #[arg(long)]
-    pub job_id: String,
-    /// The job's framework, to take over.
-    #[arg(long)]
-    pub framework_id: String,
-    /// The job's name.
-    #[arg(long)]
-    pub name: String,
-    /// The SQL script; written from `STRATA_JOB_SQL` first if it does not exist.
-    #[arg(long, conflicts_with = "job")]
-    pub sql_file: Option<PathBuf>,
-    /// The packaged job to run (its arguments follow `--`).
-    #[arg(long)]
-    pub job: Option<String>,
-    /// The job's arguments.
-    #[arg(last = true)]
-    pub job_args: Vec<String>,
-    /// Output format of result sets.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
-    /// Run the driver as a child process, restarting it if it dies before the job has ended.
-    #[arg(long)]
-    pub supervise: bool,
-    /// The framework's failover timeout.
-    #[arg(long, default_value = "60s", value_parser = strata_proto::units::duration)]
-    pub failover_timeout: Duration,
-    /// The executors' `--driver-timeout`.
-    #[arg(long, value_parser = strata_proto::units::duration)]
-    pub executor_driver_timeout: Option<Duration>,
-    /// Where executors fetch the program from (a job binary's URI); the
-    /// program is then the fetched file. Default: this process's program.
-    #[arg(long)]
-    pub executor_uri: Option<String>,
-}
-
-impl JobDriverArgs {
-    fn framework_name(&self) -> String {
-        format!("{JOB_PREFIX}{}", self.name)
-    }
-}
 
 /// Why a job's driver failed.
 #[derive(Debug, thiserror::Error)]
