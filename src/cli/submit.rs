@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use strata_framework::job::record::JOB_PREFIX;
+use strata_framework::job::record::{JOB_PREFIX, JobState};
+use strata_framework::job::status::JobStatus;
 use strata_framework::job::{ExecutorOpts, JobDriverArgs, forwarded_env, run::sql_env};
 use strata_framework::output::Format;
 use strata_proto::resources::Resources;
@@ -30,7 +31,7 @@ use strata_sdk::{
     TaskBuilder, TaskId, TaskInfo, Until, Uri,
 };
 
-use super::jobs::{self, JobStatus};
+use super::jobs;
 use super::{ClientArgs, parse_duration, parse_mib};
 
 /// The largest SQL script `strata submit` accepts.
@@ -286,8 +287,8 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     eprintln!("submitted job {job_id} (framework {fid}); waiting for it to end");
     let status = follow(&target.address, token, &job_id).await?;
     print_stdout(&status, token).await;
-    match status.state.as_str() {
-        "succeeded" => Ok(ExitCode::SUCCESS),
+    match status.state {
+        JobState::Succeeded => Ok(ExitCode::SUCCESS),
         state => {
             eprintln!(
                 "error: job {job_id} {state}{}",

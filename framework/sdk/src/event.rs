@@ -335,7 +335,7 @@ impl TaskStatus {
     }
 
     /// `STATE (REASON)`, and `: message` when it has one, e.g.
-    /// `TASK_FAILED (REASON_COMMAND_EXECUTOR_FAILED): exited 1`.
+    /// `TASK_FAILED (REASON_COMMAND_EXITED): exited 1`.
     pub fn describe(&self) -> String {
         let msg = if self.message.is_empty() {
             String::new()

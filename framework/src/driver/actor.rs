@@ -23,7 +23,9 @@ use super::cluster::LauncherCmd;
 use super::dag::{
     Effect, ExecutorId, JobId, JobState, Launch, Outcome, StageSpec, TaskRef, TaskScheduler,
 };
-use super::{Command, DriverConfig, DriverError, ExecutorInfo, JobOutput, JobProgress, link};
+use super::{
+    Command, DriverConfig, DriverError, ExecutorInfo, JobOutput, JobPhase, JobProgress, link,
+};
 use crate::planner::JobPlan;
 
 pub(super) enum Launcher {
@@ -414,11 +416,11 @@ impl Core {
             return;
         };
         let state = match &result {
-            Ok(_) => "succeeded",
-            Err(DriverError::Cancelled(_)) => "cancelled",
-            Err(_) => "failed",
+            Ok(_) => JobPhase::Succeeded,
+            Err(DriverError::Cancelled(_)) => JobPhase::Cancelled,
+            Err(_) => JobPhase::Failed,
         };
-        entry.progress.send_modify(|p| p.state = state.into());
+        entry.progress.send_modify(|p| p.state = state);
         if let Some(tx) = entry.result.take() {
             let _ = tx.send(result);
         }
@@ -490,13 +492,13 @@ impl Core {
         for (id, entry) in &self.jobs {
             let stages = self.sched.metrics(id);
             let state = match self.sched.state(id) {
-                Some(JobState::OutputsReady) => "fetching",
-                _ => "running",
+                Some(JobState::OutputsReady) => JobPhase::Fetching,
+                _ => JobPhase::Running,
             };
             entry.progress.send_if_modified(|p| {
                 if p.stages != stages || p.state != state {
                     p.stages = stages.clone();
-                    p.state = state.into();
+                    p.state = state;
                     true
                 } else {
                     false

@@ -67,6 +67,7 @@ use crate::session::{Session, SessionError};
 pub mod args;
 pub mod record;
 pub mod run;
+pub mod status;
 
 pub use args::JobDriverArgs;
 pub use run::{JobRunError, run_driver, teardown_framework};

@@ -27,7 +27,7 @@ use strata_sdk::{Event, FrameworkConfig, FrameworkId, Role, Scheduler, Scheduler
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::args::JobDriverArgs;
-use super::record::{Counts, JOB_FILE, JobFile, Recorder, unix_ms};
+use super::record::{Counts, JOB_FILE, JobFile, JobState, Recorder, unix_ms};
 use super::{Job, JobFnError, forwarded_env};
 use crate::driver::{ClusterSource, Driver, DriverError};
 use crate::output::{self, Format, OutputError};
@@ -211,11 +211,11 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
         tokio::spawn(async move {
             term.recv().await;
             recorder.finish(
-                "cancelled",
+                JobState::Cancelled,
                 Some("the driver was stopped (SIGTERM): the job was cancelled".into()),
             );
             let _ = std::io::stdout().flush();
-            std::process::exit(if recorder.state() == "succeeded" {
+            std::process::exit(if recorder.state() == JobState::Succeeded {
                 0
             } else {
                 1
@@ -226,7 +226,7 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
     let _ = std::io::stdout().flush();
     match result {
         Ok(driver) => {
-            recorder.finish("succeeded", None);
+            recorder.finish(JobState::Succeeded, None);
             driver.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -237,11 +237,11 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
             let removed = framework_removed(&a).await;
             if removed {
                 recorder.finish(
-                    "cancelled",
+                    JobState::Cancelled,
                     Some("the job's framework was torn down: the job was cancelled".into()),
                 );
             } else {
-                recorder.finish("failed", Some(message));
+                recorder.finish(JobState::Failed, Some(message));
             }
             // End the framework (and so the executors and this task).
             match driver {
@@ -545,10 +545,10 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
             return Ok(ExitCode::SUCCESS);
         }
         let recorded = JobFile::read(&job_file).unwrap_or_default();
-        match recorded.state.as_str() {
-            "succeeded" => return Ok(ExitCode::SUCCESS),
-            "failed" | "cancelled" => return Ok(ExitCode::from(1)),
-            _ => {}
+        match recorded.state {
+            JobState::Succeeded => return Ok(ExitCode::SUCCESS),
+            JobState::Failed | JobState::Cancelled => return Ok(ExitCode::from(1)),
+            JobState::Starting | JobState::Running => {}
         }
         if restarts >= MAX_RESTARTS {
             let message = format!(
@@ -557,7 +557,7 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
             );
             eprintln!("job-driver: {message}; giving up");
             let mut f = recorded;
-            f.state = "failed".into();
+            f.state = JobState::Failed;
             f.error = Some(message);
             f.ended_unix_ms = Some(unix_ms());
             let _ = f.write(&job_file);
