@@ -366,7 +366,7 @@ impl Driver {
                         "--driver".to_owned(),
                         driver.clone(),
                         "--id".to_owned(),
-                        id.0.clone(),
+                        id.to_string(),
                         "--slots".to_owned(),
                         slots.to_string(),
                         "--memory-bytes".to_owned(),
@@ -418,7 +418,7 @@ impl Driver {
     /// like a map stage's (one output per partition) and fetched by the
     /// driver when every partition is done.
     pub fn submit(&self, plan: JobPlan) -> Result<JobHandle, DriverError> {
-        let id = JobId(plan.job.clone());
+        let id = JobId::new(plan.job.clone());
         let schema = plan.final_stage().plan.schema();
         let (progress_tx, progress) = watch::channel(JobProgress {
             job: id.clone(),
