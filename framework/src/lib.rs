@@ -24,6 +24,7 @@ pub mod key_filter;
 pub mod mapreduce;
 pub mod output;
 pub mod planner;
+pub mod process;
 pub mod runner;
 pub mod session;
 pub mod tpch;

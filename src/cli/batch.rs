@@ -72,10 +72,7 @@ pub fn show_progress(job: &JobHandle) -> Option<tokio::task::JoinHandle<()>> {
                 eprint!("\r\x1b[2K{line}");
                 shown = true;
             }
-            let done = matches!(
-                rx.borrow().state.as_str(),
-                "succeeded" | "failed" | "cancelled"
-            );
+            let done = rx.borrow().state.is_terminal();
             if done
                 || tokio::time::timeout(Duration::from_millis(200), rx.changed())
                     .await

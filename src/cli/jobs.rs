@@ -6,9 +6,10 @@
 //! framework's name as its name). Its executors are further tasks of the
 //! same framework. The driver keeps `job.json` ([`JobFile`]) in its sandbox;
 //! the list reads it through the agent's HTTP API and combines it with the
-//! driver task's state in the manager: a driver that ended without
-//! recording an outcome failed (or was cancelled, when its framework was
-//! torn down).
+//! driver task's state in the manager
+//! ([`strata_framework::job::status::resolve`]): a driver that ended
+//! without recording an outcome failed (or was cancelled, when its
+//! framework was torn down).
 //!
 //! Cancelling takes the job's framework over (subscribing with its id, as
 //! a failed-over scheduler would) and tears it down: the manager kills the
@@ -19,66 +20,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use serde::Serialize;
-use strata_framework::job::record::{JOB_FILE, JOB_PREFIX, JobFile, is_terminal_state, unix_ms};
+use strata_framework::job::record::{JOB_FILE, JOB_PREFIX, JobFile, JobState, unix_ms};
+use strata_framework::job::status::{self, DriverTask, JobStatus};
 use strata_framework::job::teardown_framework;
 use strata_manager::master::view::{StateView, TaskView};
-use strata_proto::pb::TaskState;
 
 use super::ClientArgs;
 use strata_sdk::http;
 
 /// Jobs that ended longer ago than this are listed only with `--all`.
 const RECENT: Duration = Duration::from_secs(3600);
-
-/// A job as `strata jobs` shows it: its driver's record and task combined.
-#[derive(Clone, Debug, Serialize)]
-pub struct JobStatus {
-    /// The job's id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-    /// Its framework.
-    pub framework_id: String,
-    /// `starting`, `running`, `succeeded`, `failed` or `cancelled`.
-    pub state: String,
-    /// Stages done.
-    pub stages_done: u64,
-    /// Stages.
-    pub stages: u64,
-    /// Tasks done.
-    pub tasks_done: u64,
-    /// Tasks.
-    pub tasks: u64,
-    /// When the driver first started.
-    pub started_unix_ms: Option<u64>,
-    /// When the job ended.
-    pub ended_unix_ms: Option<u64>,
-    /// How long it ran (so far).
-    pub duration_ms: Option<u64>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Restarts of a supervised driver.
-    pub restarts: u32,
-    /// The driver task's state in the manager, e.g. `TASK_RUNNING`.
-    pub driver_task_state: String,
-    /// The HTTP address of the driver's agent.
-    #[serde(skip)]
-    pub agent_address: Option<String>,
-    /// Whether the job's framework is still registered.
-    #[serde(skip)]
-    pub framework_alive: bool,
-    /// The framework's role.
-    #[serde(skip)]
-    pub role: Option<String>,
-}
-
-impl JobStatus {
-    /// Whether the job has ended.
-    pub fn is_terminal(&self) -> bool {
-        is_terminal_state(&self.state)
-    }
-}
 
 /// Arguments of `strata jobs`.
 #[derive(clap::Args, Debug)]
@@ -156,7 +107,7 @@ fn render(jobs: &[JobStatus]) -> String {
     t.load_preset(UTF8_BORDERS_ONLY);
     t.set_header(vec!["ID", "NAME", "STATE", "PROGRESS", "DURATION"]);
     for j in jobs {
-        let mut state = j.state.clone();
+        let mut state = j.state.to_string();
         if j.restarts > 0 {
             state.push_str(&format!(
                 " ({} restart{})",
@@ -181,7 +132,11 @@ fn render(jobs: &[JobStatus]) -> String {
     }
     let mut out = format!("{t}\n");
     for j in jobs {
-        if let Some(e) = j.error.as_deref().filter(|_| j.state != "succeeded") {
+        if let Some(e) = j
+            .error
+            .as_deref()
+            .filter(|_| j.state != JobState::Succeeded)
+        {
             out.push_str(&format!("{} {}: {e}\n", j.id, j.state));
         }
     }
@@ -220,7 +175,7 @@ fn driver_tasks(state: &StateView) -> Vec<&TaskView> {
         .tasks
         .iter()
         .chain(state.completed_tasks.iter().rev())
-        .filter(|t| t.name.starts_with(JOB_PREFIX) && t.id.starts_with("job-"))
+        .filter(|t| DriverTask::is_driver(&t.name, &t.id))
         .filter(|t| seen.insert((t.framework_id.clone(), t.id.clone())))
         .collect()
 }
@@ -242,74 +197,25 @@ pub(crate) async fn read_sandbox_file(
 
 /// Combines a driver task, its framework and its `job.json`.
 fn resolve(state: &StateView, task: &TaskView, file: Option<JobFile>, now_ms: u64) -> JobStatus {
-    let framework = state.frameworks.iter().find(|f| f.id == task.framework_id);
-    let agent_address = state
-        .agents
-        .iter()
-        .find(|a| a.id == task.agent_id)
-        .map(|a| a.address.clone());
-    let task_state = TaskState::from_str_name(&task.state).unwrap_or(TaskState::TaskLost);
-    let ended_task = task_state.is_terminal() || task_state == TaskState::TaskLost;
-    let f = file.unwrap_or_default();
-    let (state_name, error) = if f.is_terminal() {
-        (f.state.clone(), f.error.clone())
-    } else if ended_task {
-        let msg = if task.message.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", task.message)
-        };
-        if task_state == TaskState::TaskKilled && task.reason == "REASON_FRAMEWORK_REMOVED" {
-            (
-                "cancelled".to_owned(),
-                Some("the job's framework was torn down (cancelled)".to_owned()),
-            )
-        } else {
-            (
-                "failed".to_owned(),
-                Some(format!(
-                    "the driver task ended {} ({}){msg} without recording an outcome",
-                    task.state, task.reason
-                )),
-            )
-        }
-    } else if f.state == "running" || task_state == TaskState::TaskRunning {
-        ("running".to_owned(), f.error.clone())
-    } else {
-        ("starting".to_owned(), None)
+    let driver = DriverTask {
+        id: &task.id,
+        name: &task.name,
+        framework_id: &task.framework_id,
+        state: &task.state,
+        reason: &task.reason,
+        message: &task.message,
+        agent_address: state
+            .agents
+            .iter()
+            .find(|a| a.id == task.agent_id)
+            .map(|a| a.address.as_str()),
+        framework_role: state
+            .frameworks
+            .iter()
+            .find(|f| f.id == task.framework_id)
+            .map(|f| f.role.as_str()),
     };
-    let started = (f.started_unix_ms > 0).then_some(f.started_unix_ms);
-    let terminal = is_terminal_state(&state_name);
-    // A driver killed before recording its end has no known end time.
-    let ended = if terminal { f.ended_unix_ms } else { None };
-    let duration_ms = match (started, ended) {
-        (Some(s), Some(e)) => Some(e.saturating_sub(s)),
-        (Some(s), None) if !terminal => Some(now_ms.saturating_sub(s)),
-        _ => None,
-    };
-    JobStatus {
-        id: task.id.clone(),
-        name: task
-            .name
-            .strip_prefix(JOB_PREFIX)
-            .unwrap_or(&task.name)
-            .to_owned(),
-        framework_id: task.framework_id.clone(),
-        state: state_name,
-        stages_done: f.stages_done,
-        stages: f.stages,
-        tasks_done: f.tasks_done,
-        tasks: f.tasks,
-        started_unix_ms: started,
-        ended_unix_ms: ended,
-        duration_ms,
-        error,
-        restarts: f.restarts,
-        driver_task_state: task.state.clone(),
-        agent_address,
-        framework_alive: framework.is_some(),
-        role: framework.map(|f| f.role.clone()),
-    }
+    status::resolve(&driver, file, now_ms)
 }
 
 /// Every job the state knows, oldest first.

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use strata_framework::process;
 
 /// Strata: a cluster manager with a batch and SQL engine.
 #[derive(Parser, Debug)]
@@ -90,16 +91,6 @@ impl ClientArgs {
 
 pub use strata_proto::units::{duration as parse_duration, mib as parse_mib};
 
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
-
 /// Reads a TOML config file into `T`.
 pub fn read_config<T: serde::de::DeserializeOwned + Default>(
     path: Option<&PathBuf>,
@@ -128,44 +119,36 @@ pub fn main() -> ExitCode {
         Command::Demo(_) | Command::Sql(_) | Command::Bench(_)
     ) && std::env::var_os("STRATA_LOG").is_none()
         && cli.log == "info";
-    init_tracing(if quiet { "warn" } else { &cli.log });
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result: anyhow::Result<ExitCode> = rt.block_on(async move {
-        match cli.command {
-            Command::Demo(a) => demo::run(a).await,
-            Command::Local(a) => daemons::local(a).await,
-            Command::Manager(a) => daemons::manager(a).await,
-            Command::Agent(a) => daemons::agent(a).await,
-            Command::Run(a) => run::run(a).await,
-            Command::Status(a) => status::run(a).await,
-            Command::Sql(a) => sql::run(a).await,
-            Command::Bench(a) => bench::run(a).await,
-            Command::Executor(a) => executor::run(a).await,
-            Command::Submit(a) => submit::run(a).await,
-            Command::Jobs(a) => jobs::run(a).await,
-            Command::Apps(a) => apps::run(a).await,
-            Command::Web(a) => apps::web(a).await,
-            Command::JobDriver(a) => {
-                Ok(strata_framework::job::run_driver(a, strata_jobs::JOBS).await)
+    process::init_tracing(if quiet { "warn" } else { &cli.log }, "info");
+    process::block_on(async move {
+        match dispatch(cli.command).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
             }
-            Command::Supervise { .. } => unreachable!("handled above"),
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+    })
+}
+
+/// Runs a command (other than `supervise`).
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo(a) => demo::run(a).await,
+        Command::Local(a) => daemons::local(a).await,
+        Command::Manager(a) => daemons::manager(a).await,
+        Command::Agent(a) => daemons::agent(a).await,
+        Command::Run(a) => run::run(a).await,
+        Command::Status(a) => status::run(a).await,
+        Command::Sql(a) => sql::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
+        Command::Executor(a) => executor::run(a).await,
+        Command::Submit(a) => submit::run(a).await,
+        Command::Jobs(a) => jobs::run(a).await,
+        Command::Apps(a) => apps::run(a).await,
+        Command::Web(a) => apps::web(a).await,
+        Command::JobDriver(a) => Ok(strata_framework::job::run_driver(a, strata_jobs::JOBS).await),
+        Command::Supervise { .. } => anyhow::bail!("supervise runs without a runtime"),
     }
 }
 

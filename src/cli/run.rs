@@ -9,7 +9,10 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use strata_proto::pb::TaskState;
 use strata_proto::resources::Resources;
-use strata_sdk::{Ask, Event, FrameworkConfig, Scheduler, SchedulerConfig, TaskBuilder};
+use strata_sdk::{
+    Ask, End, FrameworkConfig, LaunchError, Notice, OneTask, OneTaskOptions, SchedulerConfig,
+    TaskBuilder, TaskId, TaskInfo, Until,
+};
 
 use super::{ClientArgs, parse_duration, parse_mib};
 use strata_sdk::http;
@@ -111,6 +114,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         resources.ports = strata_proto::resources::Ranges::from_ranges([(1, a.ports)]);
     }
     check_capacity(&target.address, token, &resources, a.wait).await?;
+    let task_id = TaskId::new(strata_proto::ids::random_id("run"));
+    let task = command_task(&a, task_id.clone(), resources.clone())?;
 
     let mut fw = FrameworkConfig::new("strata-run");
     fw.role = strata_proto::ids::Role::new(a.role.clone());
@@ -118,90 +123,48 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     fw.failover_timeout = Duration::from_secs(30);
     let mut cfg = SchedulerConfig::new(target.address.clone(), fw);
     cfg.token = target.token.clone();
-    cfg.demand = vec![Ask::new(a.class.clone(), resources.clone(), 1)];
-    let (handle, mut events) = Scheduler::subscribe(cfg).await?;
-    let task_id = strata_proto::ids::TaskId::new(strata_proto::ids::random_id("run"));
-    let mut launched: Option<String> = None; // agent address
-    let placed_by = Instant::now() + a.wait;
-    let outcome = loop {
-        let next = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
-        let event = match next {
-            Err(_) => {
-                if launched.is_none() && Instant::now() >= placed_by {
-                    let _ = handle.teardown().await;
-                    bail!(
-                        "the task could not be placed within {:?} (the cluster may be full)",
-                        a.wait
-                    );
-                }
-                continue;
+    let ask = Ask::new(a.class.clone(), resources, 1);
+    let mut one = OneTask::subscribe(cfg, ask).await.map_err(|e| match e {
+        LaunchError::Subscribe(e) => anyhow::Error::new(e),
+        e => e.into(),
+    })?;
+    let mut options = OneTaskOptions::new(a.wait, Until::Ended);
+    options.ports = a.ports;
+    let verbose = a.verbose;
+    let launched = one
+        .follow(task, &options, |n| match n {
+            Notice::Launching(offer) if verbose => {
+                eprintln!(
+                    "launching {task_id} on {} ({})",
+                    offer.hostname, offer.agent_id
+                );
             }
-            Ok(None) => bail!("the manager closed the subscription"),
-            Ok(Some(e)) => e,
-        };
-        match event {
-            Event::Offers(offers) => {
-                for offer in offers {
-                    if launched.is_none() && offer.fits(&resources) {
-                        let mut res = resources.clone();
-                        if a.ports > 0 {
-                            res.ports = offer.pick_ports(a.ports).context("offer lacks ports")?;
-                        }
-                        let mut b = if a.command.len() == 1 {
-                            TaskBuilder::shell(task_id.clone(), a.command[0].clone())
-                        } else {
-                            TaskBuilder::exec(
-                                task_id.clone(),
-                                a.command[0].clone(),
-                                a.command[1..].iter().cloned(),
-                            )
-                        };
-                        b = b
-                            .name(a.command.join(" "))
-                            .resources(res)
-                            .class(a.class.clone());
-                        for kv in &a.env {
-                            let (k, v) = kv
-                                .split_once('=')
-                                .with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
-                            b = b.env(k, v);
-                        }
-                        if a.verbose {
-                            eprintln!(
-                                "launching {task_id} on {} ({})",
-                                offer.hostname, offer.agent_id
-                            );
-                        }
-                        launched = Some(offer.agent_address.clone().unwrap_or_default());
-                        handle.launch(offer.id.clone(), vec![b.build()]).await?;
-                        let _ = handle.suppress().await;
-                    } else {
-                        handle
-                            .decline(vec![offer.id.clone()], Some(Duration::from_secs(30)))
-                            .await?;
-                    }
-                }
+            Notice::Update(s) if verbose => {
+                let msg = if s.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", s.message)
+                };
+                eprintln!("{} {}{msg}", s.task_id, s.state.as_str_name());
             }
-            Event::Update(s) if s.task_id == task_id => {
-                if a.verbose {
-                    let msg = if s.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", s.message)
-                    };
-                    eprintln!("{} {}{msg}", s.task_id, s.state.as_str_name());
-                }
-                if s.is_terminal() {
-                    break s;
-                }
-            }
-            Event::Error(e) => eprintln!("warning: {e}"),
+            Notice::Warning(e) => eprintln!("warning: {e}"),
             _ => {}
-        }
+        })
+        .await
+        .map_err(|e| match e {
+            LaunchError::NotPlaced { wait, .. } => anyhow::anyhow!(
+                "the task could not be placed within {wait:?} (the cluster may be full)"
+            ),
+            LaunchError::NoPorts(_) => anyhow::anyhow!("offer lacks ports"),
+            LaunchError::Launch(e) => anyhow::Error::new(e),
+            e => e.into(),
+        })?;
+    let End::Ended(outcome) = launched.end else {
+        bail!("the task did not end");
     };
     // Print the task's output from its sandbox.
-    let agent_addr = launched.unwrap_or_default();
-    let fid = handle.framework_id();
+    let agent_addr = launched.agent_address.unwrap_or_default();
+    let fid = one.framework_id();
     if !agent_addr.is_empty()
         && outcome.state != TaskState::TaskError
         && outcome.state != TaskState::TaskDropped
@@ -221,22 +184,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let _ = handle.teardown().await;
+    one.teardown().await;
     let code = match outcome.state {
         TaskState::TaskFinished => 0,
         TaskState::TaskFailed => outcome.exit_code.unwrap_or(1),
         _ => {
-            let msg = if outcome.message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", outcome.message)
-            };
-            eprintln!(
-                "task {} ended {} ({}){msg}",
-                task_id,
-                outcome.state.as_str_name(),
-                outcome.reason.as_str_name()
-            );
+            eprintln!("task {} ended {}", task_id, outcome.describe());
             if outcome.state == TaskState::TaskError || outcome.state == TaskState::TaskDropped {
                 2
             } else {
@@ -245,4 +198,28 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// The task of the command.
+fn command_task(a: &RunArgs, task_id: TaskId, resources: Resources) -> anyhow::Result<TaskInfo> {
+    let mut b = if a.command.len() == 1 {
+        TaskBuilder::shell(task_id, a.command[0].clone())
+    } else {
+        TaskBuilder::exec(
+            task_id,
+            a.command[0].clone(),
+            a.command[1..].iter().cloned(),
+        )
+    };
+    b = b
+        .name(a.command.join(" "))
+        .resources(resources)
+        .class(a.class.clone());
+    for kv in &a.env {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--env {kv:?}: expected KEY=VALUE"))?;
+        b = b.env(k, v);
+    }
+    Ok(b.build())
 }

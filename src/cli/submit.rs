@@ -21,16 +21,17 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use strata_framework::job::record::JOB_PREFIX;
-use strata_framework::job::{ExecutorOpts, forwarded_env, run::sql_env};
+use strata_framework::job::record::{JOB_PREFIX, JobState};
+use strata_framework::job::status::JobStatus;
+use strata_framework::job::{ExecutorOpts, JobDriverArgs, forwarded_env, run::sql_env};
 use strata_framework::output::Format;
-use strata_proto::pb::TaskState;
 use strata_proto::resources::Resources;
 use strata_sdk::{
-    Ask, Event, FrameworkConfig, Role, Scheduler, SchedulerConfig, TaskBuilder, TaskId, Uri,
+    Ask, FrameworkConfig, LaunchError, Notice, OneTask, OneTaskOptions, Role, SchedulerConfig,
+    TaskBuilder, TaskId, TaskInfo, Until, Uri,
 };
 
-use super::jobs::{self, JobStatus};
+use super::jobs;
 use super::{ClientArgs, parse_duration, parse_mib};
 
 /// The largest SQL script `strata submit` accepts.
@@ -185,10 +186,6 @@ fn new_job_id() -> String {
     r.chars().take(4 + 12).collect()
 }
 
-fn duration_arg(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
 /// `strata submit`.
 pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = resolve_job(&a.job, &a.args)?;
@@ -215,175 +212,74 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let job_id = new_job_id();
     let fw_name = format!("{JOB_PREFIX}{name}");
     let class = a.executors.class.clone();
-    let mut fw = FrameworkConfig::new(fw_name.clone());
+    let mut fw = FrameworkConfig::new(fw_name);
     fw.role = Role::new(a.executors.role.clone());
     fw.default_class = class.clone();
     fw.failover_timeout = a.failover_timeout;
     let mut cfg = SchedulerConfig::new(target.address.clone(), fw);
     cfg.token = target.token.clone();
-    cfg.demand = vec![Ask::new(class.clone(), driver_res.clone(), 1)];
     // The driver takes the framework over: never take it back.
     cfg.reconnect = false;
-    let (handle, mut events) = Scheduler::subscribe(cfg)
+    let mut one = OneTask::subscribe(cfg, Ask::new(class.clone(), driver_res.clone(), 1))
         .await
+        .map_err(|e| match e {
+            LaunchError::Subscribe(e) => anyhow::Error::new(e),
+            e => e.into(),
+        })
         .context("subscribing the job's framework")?;
-    let fid = handle.framework_id();
+    let fid = one.framework_id();
 
-    let program = match &spec {
-        JobSpec::Binary { file, .. } => format!("./{file}"),
-        _ => std::env::current_exe()
-            .context("locating the strata binary")?
-            .to_string_lossy()
-            .into_owned(),
+    let driver = JobDriverArgs {
+        manager: target.address.clone(),
+        // In the task's environment (STRATA_TOKEN), not on its command line.
+        token: None,
+        executors: a.executors.clone(),
+        job_id: job_id.clone(),
+        framework_id: fid.to_string(),
+        name: name.clone(),
+        sql_file: None,
+        job: None,
+        job_args: Vec::new(),
+        format: a.format,
+        supervise: a.supervise,
+        failover_timeout: a.failover_timeout,
+        executor_driver_timeout: a.executor_driver_timeout,
+        executor_uri: None,
     };
-    let mut args: Vec<String> = vec!["job-driver".into()];
-    if a.supervise {
-        args.push("--supervise".into());
-    }
-    let e = &a.executors;
-    args.extend([
-        "--job-id".into(),
-        job_id.clone(),
-        "--framework-id".into(),
-        fid.to_string(),
-        "--name".into(),
-        name.clone(),
-        "--manager".into(),
-        target.address.clone(),
-        "--executors".into(),
-        e.executors.to_string(),
-        "--executor-cpus".into(),
-        e.executor_cpus.to_string(),
-        "--executor-mem".into(),
-        e.executor_mem.to_string(),
-        "--role".into(),
-        e.role.clone(),
-        "--class".into(),
-        e.class.clone(),
-        "--executor-wait".into(),
-        duration_arg(e.executor_wait),
-        "--format".into(),
-        a.format.name().into(),
-        "--failover-timeout".into(),
-        duration_arg(a.failover_timeout),
-    ]);
-    match &spec {
-        JobSpec::Sql { .. } => args.extend(["--sql-file".into(), "sql.sql".into()]),
-        JobSpec::Packaged(job) => args.extend(["--job".into(), job.name.to_owned()]),
-        JobSpec::Binary { uri, .. } => args.extend(["--executor-uri".into(), uri.clone()]),
-    }
-    if e.revocable {
-        args.push("--revocable".into());
-    }
-    if let Some(p) = e.partitions {
-        args.extend(["--partitions".into(), p.to_string()]);
-    }
-    if let Some(t) = a.executor_driver_timeout {
-        args.extend(["--executor-driver-timeout".into(), duration_arg(t)]);
-    }
-    if !matches!(spec, JobSpec::Sql { .. }) {
-        args.push("--".into());
-        args.extend(a.args.iter().cloned());
-    }
-    let task_id = TaskId::new(job_id.clone());
-    let mut task = TaskBuilder::exec(task_id.clone(), program, args)
-        .name(fw_name.clone())
-        .resources(driver_res.clone())
-        .class(class.clone())
-        .kill_grace(Duration::from_secs(5));
-    if let Some(u) = strata_framework::driver::cluster::current_user() {
-        task = task.user(u);
-    }
-    if let JobSpec::Binary { uri, .. } = &spec {
-        task = task.uri(Uri::executable(uri.clone()));
-    }
-    let script = match &spec {
-        JobSpec::Sql { text, .. } => sql_env(text),
-        _ => Vec::new(),
-    };
-    for (k, v) in script.into_iter().chain(forwarded_env()) {
-        task = task.env(k, v);
-    }
-    if let Some(t) = &target.token {
-        task = task.env("STRATA_TOKEN", t.clone());
-    }
-    let mut task = Some(task.build());
-
+    let task = driver_task(
+        &spec,
+        &a.args,
+        driver,
+        driver_res.clone(),
+        target.token.clone(),
+    )?;
     // Place the driver, and wait until it runs (or has taken over).
-    let placed_by = Instant::now() + wait;
-    let mut launched = false;
-    let outcome: anyhow::Result<()> = loop {
-        let next = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
-        let event = match next {
-            Err(_) => {
-                if Instant::now() >= placed_by {
-                    break Err(if launched {
-                        anyhow::anyhow!("the job's driver did not start within {wait:?}")
-                    } else {
-                        anyhow::anyhow!(
-                            "the job's driver ({driver_res}) could not be placed within {wait:?} (the cluster may be full)"
-                        )
-                    });
-                }
-                continue;
+    let options = OneTaskOptions::new(wait, Until::Running);
+    let started = one
+        .follow(task, &options, |n| {
+            if let Notice::Warning(e) = n {
+                eprintln!("warning: {e}");
             }
-            // Closed: the driver has subscribed in our place.
-            Ok(None) | Ok(Some(Event::Disconnected { .. })) if launched => break Ok(()),
-            Ok(None) => break Err(anyhow::anyhow!("the manager closed the subscription")),
-            Ok(Some(e)) => e,
-        };
-        match event {
-            Event::Offers(offers) => {
-                let mut failed = None;
-                for offer in offers {
-                    if task.is_some() && offer.fits(&driver_res) {
-                        let t = task.take().into_iter().collect();
-                        match handle.launch(offer.id.clone(), t).await {
-                            Ok(()) => {
-                                launched = true;
-                                let _ = handle.suppress().await;
-                            }
-                            Err(e) => failed = Some(e),
-                        }
-                    } else {
-                        let _ = handle
-                            .decline(vec![offer.id.clone()], Some(Duration::from_secs(30)))
-                            .await;
-                    }
-                }
-                if let Some(e) = failed {
-                    break Err(anyhow::Error::new(e).context("launching the job's driver"));
-                }
+        })
+        .await;
+    if let Err(e) = started {
+        return Err(match e {
+            LaunchError::NotPlaced { .. } => anyhow::anyhow!(
+                "the job's driver ({driver_res}) could not be placed within {wait:?} (the cluster may be full)"
+            ),
+            LaunchError::NotStarted { .. } => {
+                anyhow::anyhow!("the job's driver did not start within {wait:?}")
             }
-            Event::Update(s) if s.task_id == task_id => {
-                if s.state == TaskState::TaskRunning {
-                    break Ok(());
-                }
-                if s.is_terminal() {
-                    let msg = if s.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", s.message)
-                    };
-                    break Err(anyhow::anyhow!(
-                        "the job's driver task ended {} ({}){msg}",
-                        s.state.as_str_name(),
-                        s.reason.as_str_name()
-                    ));
-                }
+            LaunchError::Launch(e) => anyhow::Error::new(e).context("launching the job's driver"),
+            LaunchError::Ended(s) => {
+                anyhow::anyhow!("the job's driver task ended {}", s.describe())
             }
-            Event::Error(e) => eprintln!("warning: {e}"),
-            _ => {}
-        }
-    };
-    if let Err(e) = outcome {
-        let _ = handle.teardown().await;
-        return Err(e);
+            e => e.into(),
+        });
     }
     // Close the subscription without tearing the framework down: the
     // driver has it (or takes it within its failover timeout).
-    drop(events);
-    drop(handle);
+    one.leave();
     if !a.wait {
         println!("{job_id}");
         return Ok(ExitCode::SUCCESS);
@@ -391,8 +287,8 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     eprintln!("submitted job {job_id} (framework {fid}); waiting for it to end");
     let status = follow(&target.address, token, &job_id).await?;
     print_stdout(&status, token).await;
-    match status.state.as_str() {
-        "succeeded" => Ok(ExitCode::SUCCESS),
+    match status.state {
+        JobState::Succeeded => Ok(ExitCode::SUCCESS),
         state => {
             eprintln!(
                 "error: job {job_id} {state}{}",
@@ -405,6 +301,59 @@ pub async fn run(a: SubmitArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The task of the job's driver: `strata job-driver …` (or `./JOB
+/// job-driver …` for a job binary, fetched into its sandbox), with the
+/// script, the forwarded variables and the token in its environment.
+fn driver_task(
+    spec: &JobSpec,
+    job_args: &[String],
+    mut driver: JobDriverArgs,
+    resources: Resources,
+    token: Option<String>,
+) -> anyhow::Result<TaskInfo> {
+    let program = match spec {
+        JobSpec::Binary { file, .. } => format!("./{file}"),
+        _ => std::env::current_exe()
+            .context("locating the strata binary")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    match spec {
+        JobSpec::Sql { .. } => driver.sql_file = Some("sql.sql".into()),
+        JobSpec::Packaged(job) => driver.job = Some(job.name.to_owned()),
+        JobSpec::Binary { uri, .. } => driver.executor_uri = Some(uri.clone()),
+    }
+    if !matches!(spec, JobSpec::Sql { .. }) {
+        driver.job_args = job_args.to_vec();
+    }
+    let mut task = TaskBuilder::exec(
+        TaskId::new(driver.job_id.clone()),
+        program,
+        driver.to_args(),
+    )
+    .name(driver.framework_name())
+    .resources(resources)
+    .class(driver.executors.class.clone())
+    .kill_grace(Duration::from_secs(5));
+    if let Some(u) = strata_framework::driver::cluster::current_user() {
+        task = task.user(u);
+    }
+    if let JobSpec::Binary { uri, .. } = spec {
+        task = task.uri(Uri::executable(uri.clone()));
+    }
+    let script = match spec {
+        JobSpec::Sql { text, .. } => sql_env(text),
+        _ => Vec::new(),
+    };
+    for (k, v) in script.into_iter().chain(forwarded_env()) {
+        task = task.env(k, v);
+    }
+    if let Some(t) = token {
+        task = task.env("STRATA_TOKEN", t);
+    }
+    Ok(task.build())
 }
 
 /// Polls the job's state over HTTP until it has ended.

@@ -23,7 +23,9 @@ use super::cluster::LauncherCmd;
 use super::dag::{
     Effect, ExecutorId, JobId, JobState, Launch, Outcome, StageSpec, TaskRef, TaskScheduler,
 };
-use super::{Command, DriverConfig, DriverError, ExecutorInfo, JobOutput, JobProgress, link};
+use super::{
+    Command, DriverConfig, DriverError, ExecutorInfo, JobOutput, JobPhase, JobProgress, link,
+};
 use crate::planner::JobPlan;
 
 pub(super) enum Launcher {
@@ -75,7 +77,7 @@ const RESULT_FETCHES: usize = 8;
 
 fn key(t: &TaskRef) -> TaskKey {
     TaskKey {
-        job: t.job.0.clone(),
+        job: t.job.to_string(),
         stage: t.stage,
         partition: t.partition,
         attempt: t.attempt,
@@ -178,11 +180,11 @@ impl Core {
             Command::Cancel(id) => {
                 let effects = self.sched.abort(&id, JobState::Cancelled);
                 self.apply(effects).await;
-                self.end_job(&id, Err(DriverError::Cancelled(id.0.clone())))
+                self.end_job(&id, Err(DriverError::Cancelled(id.to_string())))
                     .await;
             }
             Command::ExecutorUp { reg, tx, conn } => {
-                let id = ExecutorId(reg.executor_id.clone());
+                let id = ExecutorId::new(reg.executor_id.clone());
                 if self.links.contains_key(&id) {
                     // A reconnection: its earlier incarnation's work is gone.
                     self.sched.remove_executor(&id);
@@ -239,7 +241,7 @@ impl Core {
                 for s in statuses {
                     let Some(k) = s.key else { continue };
                     let task = TaskRef {
-                        job: JobId(k.job),
+                        job: JobId::new(k.job),
                         stage: k.stage,
                         partition: k.partition,
                         attempt: k.attempt,
@@ -256,7 +258,7 @@ impl Core {
                         },
                         Ok(TaskOutcome::FetchFailed) => Outcome::FetchFailed {
                             stage: s.failed_stage,
-                            executor: ExecutorId(s.failed_executor),
+                            executor: ExecutorId::new(s.failed_executor),
                             error: s.error,
                         },
                         Ok(TaskOutcome::Cancelled) => Outcome::Cancelled,
@@ -354,7 +356,7 @@ impl Core {
                     self.end_job(
                         &job,
                         Err(DriverError::JobFailed {
-                            job: job.0.clone(),
+                            job: job.to_string(),
                             message: why,
                         }),
                     )
@@ -376,7 +378,7 @@ impl Core {
         let core = self.core_tx.clone();
         tokio::spawn(async move {
             use futures::StreamExt;
-            let job_name = job.0.clone();
+            let job_name = job.to_string();
             // A few fetches at once, results kept in partition order.
             let mut fetches = futures::stream::iter(outputs)
                 .map(|(p, executor, flight)| {
@@ -414,11 +416,11 @@ impl Core {
             return;
         };
         let state = match &result {
-            Ok(_) => "succeeded",
-            Err(DriverError::Cancelled(_)) => "cancelled",
-            Err(_) => "failed",
+            Ok(_) => JobPhase::Succeeded,
+            Err(DriverError::Cancelled(_)) => JobPhase::Cancelled,
+            Err(_) => JobPhase::Failed,
         };
-        entry.progress.send_modify(|p| p.state = state.into());
+        entry.progress.send_modify(|p| p.state = state);
         if let Some(tx) = entry.result.take() {
             let _ = tx.send(result);
         }
@@ -426,7 +428,9 @@ impl Core {
             l.plans.retain(|(j, _)| j != job);
             let _ =
                 l.tx.send(Ok(DriverMessage {
-                    kind: Some(Msg::EndJob(EndJob { job: job.0.clone() })),
+                    kind: Some(Msg::EndJob(EndJob {
+                        job: job.to_string(),
+                    })),
                 }))
                 .await;
         }
@@ -440,7 +444,7 @@ impl Core {
             self.end_job(
                 &id,
                 Err(DriverError::JobFailed {
-                    job: id.0.clone(),
+                    job: id.to_string(),
                     message: why.into(),
                 }),
             )
@@ -490,13 +494,13 @@ impl Core {
         for (id, entry) in &self.jobs {
             let stages = self.sched.metrics(id);
             let state = match self.sched.state(id) {
-                Some(JobState::OutputsReady) => "fetching",
-                _ => "running",
+                Some(JobState::OutputsReady) => JobPhase::Fetching,
+                _ => JobPhase::Running,
             };
             entry.progress.send_if_modified(|p| {
                 if p.stages != stages || p.state != state {
                     p.stages = stages.clone();
-                    p.state = state.into();
+                    p.state = state;
                     true
                 } else {
                     false
@@ -523,7 +527,7 @@ impl Core {
             let pk = (l.task.job.clone(), l.task.stage);
             if link.plans.insert(pk) {
                 msg.plans.push(StagePlan {
-                    job: l.task.job.0.clone(),
+                    job: l.task.job.to_string(),
                     stage: l.task.stage,
                     plan: (*l.plan).clone(),
                 });
@@ -539,7 +543,7 @@ impl Core {
                             .into_iter()
                             .map(|(m, e, flight)| MapOutput {
                                 map_partition: m,
-                                executor_id: e.0,
+                                executor_id: e.into_string(),
                                 flight_address: flight,
                             })
                             .collect(),
@@ -587,9 +591,9 @@ impl Core {
             } => {
                 while running.len() < want {
                     *next += 1;
-                    let id = ExecutorId(format!("local-exec-{next}"));
+                    let id = ExecutorId::new(format!("local-exec-{next}"));
                     let mut cfg =
-                        ExecutorConfig::new(driver.clone(), id.0.clone(), dir.join(&id.0));
+                        ExecutorConfig::new(driver.clone(), id.to_string(), dir.join(id.as_str()));
                     cfg.slots = *slots as usize;
                     cfg.memory_bytes = *mem_bytes;
                     cfg.straggle = straggle.clone();

@@ -166,7 +166,7 @@ impl Launcher {
                     }
                     Some(LauncherCmd::Kill(id)) => {
                         let agent = self.launched.get(&id).cloned();
-                        if let Err(e) = self.handle.kill(TaskId::new(id.0.clone()), agent).await {
+                        if let Err(e) = self.handle.kill(TaskId::new(id.as_str()), agent).await {
                             warn!(executor = %id, error = %e, "cannot kill executor task");
                         }
                     }
@@ -184,7 +184,7 @@ impl Launcher {
                     Some(Event::Offers(offers)) => self.on_offers(offers).await,
                     Some(Event::Update(s)) => {
                         if s.is_terminal() {
-                            let id = ExecutorId(s.task_id.to_string());
+                            let id = ExecutorId::new(s.task_id.to_string());
                             if self.launched.remove(&id).is_some() {
                                 let message = format!(
                                     "executor task {} ended {} ({}){}",
@@ -280,11 +280,12 @@ impl Launcher {
                     left_revocable.subtract(r);
                 }
                 self.next += 1;
-                let id = ExecutorId(format!("{}-exec-{}", self.handle.framework_id(), self.next));
+                let id =
+                    ExecutorId::new(format!("{}-exec-{}", self.handle.framework_id(), self.next));
                 let mut args = self.source.program_args.clone();
                 args.extend((self.executor_args)(&id));
                 let mut b = TaskBuilder::exec(
-                    TaskId::new(id.0.clone()),
+                    TaskId::new(id.as_str()),
                     self.source.program.to_string_lossy().into_owned(),
                     args,
                 )

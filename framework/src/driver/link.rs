@@ -55,7 +55,7 @@ impl ExecutorLink for LinkService {
             ));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let id = ExecutorId(reg.executor_id.clone());
+        let id = ExecutorId::new(reg.executor_id.clone());
         let (tx, rx) = mpsc::channel::<Outbound>(1024);
         self.core
             .send(Command::ExecutorUp { reg, tx, conn })

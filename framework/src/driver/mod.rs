@@ -164,13 +164,59 @@ pub struct ExecutorInfo {
     pub host: String,
 }
 
+/// Where a job of the driver is (`queued`, `running`, `fetching`,
+/// `succeeded`, `failed` or `cancelled` when shown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobPhase {
+    /// Submitted, not yet scheduled.
+    Queued,
+    /// Running stages.
+    Running,
+    /// Every final partition is done; the driver is fetching them.
+    Fetching,
+    /// Done.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl JobPhase {
+    /// Whether the job has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled
+        )
+    }
+
+    /// Its name, in lower case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Queued => "queued",
+            JobPhase::Running => "running",
+            JobPhase::Fetching => "fetching",
+            JobPhase::Succeeded => "succeeded",
+            JobPhase::Failed => "failed",
+            JobPhase::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A job's progress.
 #[derive(Clone, Debug)]
 pub struct JobProgress {
     /// The job.
     pub job: JobId,
-    /// Running, fetching, succeeded, failed or cancelled.
-    pub state: String,
+    /// Where it is.
+    pub state: JobPhase,
     /// Per-stage figures.
     pub stages: Vec<StageMetrics>,
 }
@@ -320,7 +366,7 @@ impl Driver {
                         "--driver".to_owned(),
                         driver.clone(),
                         "--id".to_owned(),
-                        id.0.clone(),
+                        id.to_string(),
                         "--slots".to_owned(),
                         slots.to_string(),
                         "--memory-bytes".to_owned(),
@@ -372,11 +418,11 @@ impl Driver {
     /// like a map stage's (one output per partition) and fetched by the
     /// driver when every partition is done.
     pub fn submit(&self, plan: JobPlan) -> Result<JobHandle, DriverError> {
-        let id = JobId(plan.job.clone());
+        let id = JobId::new(plan.job.clone());
         let schema = plan.final_stage().plan.schema();
         let (progress_tx, progress) = watch::channel(JobProgress {
             job: id.clone(),
-            state: "queued".into(),
+            state: JobPhase::Queued,
             stages: Vec::new(),
         });
         let (result_tx, result) = oneshot::channel();

@@ -68,7 +68,7 @@ async fn tpch_on_two_executors_matches_single_process_datafusion() {
     // may still be on its way).
     let deadline = Instant::now() + Duration::from_secs(10);
     for e in d.executors().await {
-        let dir = work.path().join(&e.id.0).join("shuffle");
+        let dir = work.path().join(e.id.as_str()).join("shuffle");
         loop {
             let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
             if left.is_empty() {

@@ -64,10 +64,13 @@ use crate::driver::{ClusterSource, Driver, DriverConfig, ExecutorSource};
 use crate::output::{self, Format};
 use crate::session::{Session, SessionError};
 
+pub mod args;
 pub mod record;
 pub mod run;
+pub mod status;
 
-pub use run::{JobDriverArgs, JobRunError, run_driver, teardown_framework};
+pub use args::JobDriverArgs;
+pub use run::{JobRunError, run_driver, teardown_framework};
 
 /// Why a job's own code failed.
 pub type JobFnError = Box<dyn std::error::Error + Send + Sync>;
@@ -96,7 +99,7 @@ pub struct Job {
 }
 
 /// Executor options of the batch commands and of job drivers.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, PartialEq)]
 pub struct ExecutorOpts {
     /// Executors to run.
     #[arg(long, default_value_t = 2)]
@@ -239,18 +242,10 @@ pub fn main_from(job: &'static Job, args: impl IntoIterator<Item = OsString>) ->
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_tracing(cli.mode.is_some());
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    rt.block_on(async move {
+    let default = if cli.mode.is_some() { "info" } else { "warn" };
+    let filter = std::env::var("STRATA_LOG").unwrap_or_else(|_| default.to_owned());
+    crate::process::init_tracing(&filter, default);
+    crate::process::block_on(async move {
         match cli.mode {
             Some(Mode::Executor(a)) => {
                 let result = match a.into_config() {
@@ -310,18 +305,6 @@ fn print_batches(format: Format, batches: &[RecordBatch]) -> Result<(), JobRunEr
         output::write(&mut out, format, &first.schema(), batches)?;
     }
     Ok(())
-}
-
-fn init_tracing(cluster: bool) {
-    let default = if cluster { "info" } else { "warn" };
-    let filter = std::env::var("STRATA_LOG").unwrap_or_else(|_| default.to_owned());
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
 
 #[cfg(test)]

@@ -15,6 +15,52 @@ pub const JOB_PREFIX: &str = "strata-job:";
 /// The job's status file, in its driver's sandbox.
 pub const JOB_FILE: &str = "job.json";
 
+/// Where a submitted job is. Written in lower case (`running`) in
+/// `job.json`, in `strata jobs --json` and in what people read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Its driver has not started it yet (also: no state recorded).
+    #[default]
+    Starting,
+    /// Its driver runs it.
+    Running,
+    /// It ended successfully.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It was cancelled (its framework torn down, its driver stopped).
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    /// Its name: `starting`, `running`, `succeeded`, `failed` or
+    /// `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What a job's driver records in `job.json` in its sandbox (written
 /// atomically, updated as the job progresses).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,8 +70,8 @@ pub struct JobFile {
     pub id: String,
     /// The job's name.
     pub name: String,
-    /// `running`, `succeeded`, `failed` or `cancelled`.
-    pub state: String,
+    /// Where the job is (`running` until it ends).
+    pub state: JobState,
     /// Stages done, over the job's queries so far.
     pub stages_done: u64,
     /// Stages, over the job's queries so far.
@@ -47,7 +93,7 @@ pub struct JobFile {
 impl JobFile {
     /// Whether the recorded state is final.
     pub fn is_terminal(&self) -> bool {
-        is_terminal_state(&self.state)
+        self.state.is_terminal()
     }
 
     /// Reads a job file; `None` if it is missing or unreadable.
@@ -62,11 +108,6 @@ impl JobFile {
         let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         strata_proto::fsutil::write_atomic(path, &body)
     }
-}
-
-/// Whether a job state is final.
-pub fn is_terminal_state(state: &str) -> bool {
-    matches!(state, "succeeded" | "failed" | "cancelled")
 }
 
 /// Milliseconds since the Unix epoch.
@@ -92,7 +133,7 @@ impl Recorder {
         if f.started_unix_ms == 0 {
             f.started_unix_ms = unix_ms();
         }
-        f.state = "running".into();
+        f.state = JobState::Running;
         f.ended_unix_ms = None;
         f.error = None;
         Counts::default().record(&mut f);
@@ -121,10 +162,10 @@ impl Recorder {
     }
 
     /// Records the outcome, unless one is recorded already.
-    pub fn finish(&self, state: &str, error: Option<String>) {
+    pub fn finish(&self, state: JobState, error: Option<String>) {
         self.update(|f| {
             if !f.is_terminal() {
-                f.state = state.into();
+                f.state = state;
                 f.error = error;
                 f.ended_unix_ms = Some(unix_ms());
             }
@@ -132,12 +173,8 @@ impl Recorder {
     }
 
     /// The recorded state.
-    pub fn state(&self) -> String {
-        self.file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .state
-            .clone()
+    pub fn state(&self) -> JobState {
+        self.file.lock().unwrap_or_else(|e| e.into_inner()).state
     }
 }
 
@@ -178,8 +215,30 @@ mod tests {
     fn job_files_tolerate_missing_fields() {
         let f: JobFile = serde_json::from_str(r#"{"id":"job-1","state":"running"}"#).unwrap();
         assert_eq!(f.id, "job-1");
+        assert_eq!(f.state, JobState::Running);
         assert!(!f.is_terminal());
         assert_eq!(f.restarts, 0);
+        let f: JobFile = serde_json::from_str(r#"{"id":"job-1"}"#).unwrap();
+        assert_eq!(f.state, JobState::Starting);
+    }
+
+    #[test]
+    fn job_states_read_and_write_as_before() {
+        for (state, name, terminal) in [
+            (JobState::Starting, "starting", false),
+            (JobState::Running, "running", false),
+            (JobState::Succeeded, "succeeded", true),
+            (JobState::Failed, "failed", true),
+            (JobState::Cancelled, "cancelled", true),
+        ] {
+            assert_eq!(state.to_string(), name);
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{name}\"")
+            );
+            let back: JobState = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!((back, back.is_terminal()), (state, terminal));
+        }
     }
 
     #[test]
@@ -191,16 +250,18 @@ mod tests {
             f.restarts = 2;
             Counts(1, 2, 3, 4).record(f);
         });
-        r.finish("failed", Some("boom".into()));
-        r.finish("succeeded", None);
+        r.finish(JobState::Failed, Some("boom".into()));
+        r.finish(JobState::Succeeded, None);
         let f = JobFile::read(&path).unwrap();
         assert_eq!(
-            (f.state.as_str(), f.error.as_deref()),
-            ("failed", Some("boom"))
+            (f.state, f.error.as_deref()),
+            (JobState::Failed, Some("boom"))
         );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#""state": "failed""#), "{text}");
         let started = f.started_unix_ms;
         let r = Recorder::open(path.clone(), "job-1", "q");
-        assert_eq!(r.state(), "running");
+        assert_eq!(r.state(), JobState::Running);
         let f = JobFile::read(&path).unwrap();
         assert_eq!((f.started_unix_ms, f.restarts, f.tasks), (started, 2, 0));
         assert_eq!(f.ended_unix_ms, None);

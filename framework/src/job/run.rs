@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use strata_sdk::{Event, FrameworkConfig, FrameworkId, Role, Scheduler, SchedulerConfig, SdkError};
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::record::{Counts, JOB_FILE, JOB_PREFIX, JobFile, Recorder, unix_ms};
-use super::{ExecutorOpts, Job, JobFnError, forwarded_env};
+use super::args::JobDriverArgs;
+use super::record::{Counts, JOB_FILE, JobFile, JobState, Recorder, unix_ms};
+use super::{Job, JobFnError, forwarded_env};
 use crate::driver::{ClusterSource, Driver, DriverError};
 use crate::output::{self, Format, OutputError};
 use crate::session::{Prepared, Session, SessionError};
@@ -41,60 +42,6 @@ const SQL_CHUNK_BYTES: usize = 64 << 10;
 
 /// Restarts of a supervised driver at most.
 pub const MAX_RESTARTS: u32 = 3;
-
-/// The flags of a job's driver (`strata submit` sets them).
-#[derive(clap::Args, Debug, Clone)]
-pub struct JobDriverArgs {
-    /// The manager's address (host:port).
-    #[arg(long)]
-    pub manager: String,
-    /// Shared secret token (also STRATA_TOKEN).
-    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The executors.
-    #[command(flatten)]
-    pub executors: ExecutorOpts,
-    /// The job's id (its task id).
-    #[arg(long)]
-    pub job_id: String,
-    /// The job's framework, to take over.
-    #[arg(long)]
-    pub framework_id: String,
-    /// The job's name.
-    #[arg(long)]
-    pub name: String,
-    /// The SQL script; written from `STRATA_JOB_SQL` first if it does not exist.
-    #[arg(long, conflicts_with = "job")]
-    pub sql_file: Option<PathBuf>,
-    /// The packaged job to run (its arguments follow `--`).
-    #[arg(long)]
-    pub job: Option<String>,
-    /// The job's arguments.
-    #[arg(last = true)]
-    pub job_args: Vec<String>,
-    /// Output format of result sets.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
-    /// Run the driver as a child process, restarting it if it dies before the job has ended.
-    #[arg(long)]
-    pub supervise: bool,
-    /// The framework's failover timeout.
-    #[arg(long, default_value = "60s", value_parser = strata_proto::units::duration)]
-    pub failover_timeout: Duration,
-    /// The executors' `--driver-timeout`.
-    #[arg(long, value_parser = strata_proto::units::duration)]
-    pub executor_driver_timeout: Option<Duration>,
-    /// Where executors fetch the program from (a job binary's URI); the
-    /// program is then the fetched file. Default: this process's program.
-    #[arg(long)]
-    pub executor_uri: Option<String>,
-}
-
-impl JobDriverArgs {
-    fn framework_name(&self) -> String {
-        format!("{JOB_PREFIX}{}", self.name)
-    }
-}
 
 /// Why a job's driver failed.
 #[derive(Debug, thiserror::Error)]
@@ -261,11 +208,11 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
         tokio::spawn(async move {
             term.recv().await;
             recorder.finish(
-                "cancelled",
+                JobState::Cancelled,
                 Some("the driver was stopped (SIGTERM): the job was cancelled".into()),
             );
             let _ = std::io::stdout().flush();
-            std::process::exit(if recorder.state() == "succeeded" {
+            std::process::exit(if recorder.state() == JobState::Succeeded {
                 0
             } else {
                 1
@@ -276,7 +223,7 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
     let _ = std::io::stdout().flush();
     match result {
         Ok(driver) => {
-            recorder.finish("succeeded", None);
+            recorder.finish(JobState::Succeeded, None);
             driver.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -287,11 +234,11 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
             let removed = framework_removed(&a).await;
             if removed {
                 recorder.finish(
-                    "cancelled",
+                    JobState::Cancelled,
                     Some("the job's framework was torn down: the job was cancelled".into()),
                 );
             } else {
-                recorder.finish("failed", Some(message));
+                recorder.finish(JobState::Failed, Some(message));
             }
             // End the framework (and so the executors and this task).
             match driver {
@@ -595,10 +542,10 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
             return Ok(ExitCode::SUCCESS);
         }
         let recorded = JobFile::read(&job_file).unwrap_or_default();
-        match recorded.state.as_str() {
-            "succeeded" => return Ok(ExitCode::SUCCESS),
-            "failed" | "cancelled" => return Ok(ExitCode::from(1)),
-            _ => {}
+        match recorded.state {
+            JobState::Succeeded => return Ok(ExitCode::SUCCESS),
+            JobState::Failed | JobState::Cancelled => return Ok(ExitCode::from(1)),
+            JobState::Starting | JobState::Running => {}
         }
         if restarts >= MAX_RESTARTS {
             let message = format!(
@@ -607,7 +554,7 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
             );
             eprintln!("job-driver: {message}; giving up");
             let mut f = recorded;
-            f.state = "failed".into();
+            f.state = JobState::Failed;
             f.error = Some(message);
             f.ended_unix_ms = Some(unix_ms());
             if let Err(e) = f.write(&job_file) {

@@ -1,13 +1,25 @@
 //! Newtype identifiers. Each wraps a string on the wire and is its own type
 //! in Rust, so an agent id can never be passed where a task id is expected.
 
-use serde::{Deserialize, Serialize};
-use std::fmt;
-
+/// Declares a newtype id: a string on the wire (serde `transparent`), its
+/// own type in Rust, shown as the string. The crate using it needs `serde`
+/// as a dependency.
+///
+/// ```
+/// strata_proto::id_type!(
+///     /// Identifies a widget.
+///     WidgetId
+/// );
+/// let id = WidgetId::new("w-1");
+/// assert_eq!((id.as_str(), format!("{id:?}")), ("w-1", r#"WidgetId("w-1")"#.to_owned()));
+/// ```
+#[macro_export]
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Clone, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize,
+        )]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -33,14 +45,14 @@ macro_rules! id_type {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 write!(f, "{}({:?})", stringify!($name), self.0)
             }
         }

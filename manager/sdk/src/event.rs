@@ -333,6 +333,21 @@ impl TaskStatus {
     pub fn needs_ack(&self) -> bool {
         self.uuid.is_some()
     }
+
+    /// `STATE (REASON)`, and `: message` when it has one, e.g.
+    /// `TASK_FAILED (REASON_COMMAND_EXITED): exited 1`.
+    pub fn describe(&self) -> String {
+        let msg = if self.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", self.message)
+        };
+        format!(
+            "{} ({}){msg}",
+            self.state.as_str_name(),
+            self.reason.as_str_name()
+        )
+    }
 }
 
 /// The contents of a `Subscribed` event, validated.

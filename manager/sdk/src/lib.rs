@@ -142,12 +142,14 @@ mod driver;
 mod error;
 mod event;
 pub mod http;
+mod one_task;
 mod task;
 
 pub use client::{EventStream, Scheduler, SchedulerHandle};
 pub use config::{DEFAULT_FAILOVER_TIMEOUT, DEFAULT_ROLE, FrameworkConfig, SchedulerConfig};
 pub use error::SdkError;
 pub use event::{ConversionError, Event, Offer, TaskStatus};
+pub use one_task::{End, LaunchError, Launched, Notice, OneTask, OneTaskOptions, Until};
 pub use task::{
     Ask, Command, Constraint, Docker, Filters, Operator, PortMapping, TaskBuilder, TaskInfo, Uri,
 };

@@ -12,8 +12,8 @@ use strata_proto::pb::{
     scheduler_server::{Scheduler as SchedulerService, SchedulerServer},
 };
 use strata_sdk::{
-    Ask, Event, EventStream, FrameworkConfig, OfferId, Resources, Scheduler, SchedulerConfig,
-    SdkError, TaskBuilder, TaskState,
+    Ask, End, Event, EventStream, FrameworkConfig, LaunchError, Notice, OfferId, OneTask,
+    OneTaskOptions, Resources, Scheduler, SchedulerConfig, SdkError, TaskBuilder, TaskState, Until,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -557,4 +557,117 @@ async fn resubscribes_to_a_restarted_manager() {
         (kill.task_id.as_str(), kill.agent_id.as_str()),
         ("task-1", "")
     );
+}
+
+async fn one_task(h: &Harness, reconnect: bool) -> OneTask {
+    let mut config = h.config(None);
+    config.reconnect = reconnect;
+    let ask = Ask::new("batch", Resources::new(1.0, 64.0), 1);
+    OneTask::subscribe(config, ask).await.unwrap()
+}
+
+fn the_task() -> strata_sdk::TaskInfo {
+    TaskBuilder::shell("task-1", "true")
+        .resources(Resources::new(1.0, 64.0))
+        .build()
+}
+
+#[tokio::test]
+async fn one_task_declines_what_does_not_fit_and_follows_its_task() {
+    let mut h = start(None, strata_proto::PROTOCOL_VERSION, &[]).await;
+    let mut one = one_task(&h, true).await;
+    let (req, tx) = h.next_subscription().await;
+    assert_eq!(req.demand.len(), 1);
+    send(
+        &tx,
+        vec![
+            offers(vec![offer("offer-1", 0.5), offer("offer-2", 4.0)]),
+            update("task-2", TaskState::TaskFailed, vec![]),
+            update("task-1", TaskState::TaskRunning, vec![]),
+            update("task-1", TaskState::TaskFailed, vec![]),
+        ],
+    )
+    .await;
+    let mut seen = Vec::new();
+    let options = OneTaskOptions::new(DEADLINE, Until::Ended);
+    let launched = one
+        .follow(the_task(), &options, |n| match n {
+            Notice::Launching(o) => seen.push(format!("launching on {}", o.id)),
+            Notice::Update(s) => seen.push(s.state.as_str_name().to_owned()),
+            Notice::Warning(w) => seen.push(w.to_owned()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        ["launching on offer-2", "TASK_RUNNING", "TASK_FAILED"]
+    );
+    let End::Ended(status) = launched.end else {
+        panic!("expected the task's end, got {:?}", launched.end);
+    };
+    assert_eq!(status.state, TaskState::TaskFailed);
+    assert_eq!(status.describe(), "TASK_FAILED (REASON_UNSPECIFIED)");
+    assert!(
+        matches!(h.next_call().await, pb::call::Call::Decline(d) if d.offer_ids == ["offer-1"])
+    );
+    assert!(matches!(h.next_call().await, pb::call::Call::Accept(a) if a.offer_ids == ["offer-2"]));
+    assert!(matches!(h.next_call().await, pb::call::Call::Suppress(_)));
+    one.teardown().await;
+    assert!(matches!(h.next_call().await, pb::call::Call::Teardown(_)));
+}
+
+#[tokio::test]
+async fn one_task_until_running_ends_at_running_or_handover_and_fails_on_an_end() {
+    let mut h = start(None, strata_proto::PROTOCOL_VERSION, &[]).await;
+    let options = OneTaskOptions::new(DEADLINE, Until::Running);
+    // Running.
+    let mut one = one_task(&h, false).await;
+    let (_, tx) = h.next_subscription().await;
+    let events = vec![
+        offers(vec![offer("offer-1", 4.0)]),
+        update("task-1", TaskState::TaskRunning, vec![]),
+    ];
+    send(&tx, events).await;
+    let launched = one.follow(the_task(), &options, |_| {}).await.unwrap();
+    assert_eq!(launched.end, End::Running);
+    assert!(matches!(h.next_call().await, pb::call::Call::Accept(_)));
+    assert!(matches!(h.next_call().await, pb::call::Call::Suppress(_)));
+    one.leave();
+    // Handed over: the subscription closes after the launch.
+    let mut one = one_task(&h, false).await;
+    let (_, tx) = h.next_subscription().await;
+    send(&tx, vec![offers(vec![offer("offer-1", 4.0)])]).await;
+    let close_after_launch = async {
+        assert!(matches!(h.next_call().await, pb::call::Call::Accept(_)));
+        drop(tx);
+    };
+    let (launched, ()) = tokio::join!(one.follow(the_task(), &options, |_| {}), close_after_launch);
+    assert_eq!(launched.unwrap().end, End::HandedOver);
+    // Ended before it ran: an error, and the framework is torn down.
+    let mut one = one_task(&h, false).await;
+    let (_, tx) = h.next_subscription().await;
+    let events = vec![
+        offers(vec![offer("offer-1", 4.0)]),
+        update("task-1", TaskState::TaskError, vec![]),
+    ];
+    send(&tx, events).await;
+    let err = one.follow(the_task(), &options, |_| {}).await.unwrap_err();
+    assert!(matches!(err, LaunchError::Ended(ref s) if s.state == TaskState::TaskError));
+    assert_eq!(
+        err.to_string(),
+        "the task ended TASK_ERROR (REASON_UNSPECIFIED)"
+    );
+}
+
+#[tokio::test]
+async fn one_task_not_placed_in_time_is_an_error_and_a_teardown() {
+    let mut h = start(None, strata_proto::PROTOCOL_VERSION, &[]).await;
+    let mut one = one_task(&h, true).await;
+    let (_, tx) = h.next_subscription().await;
+    send(&tx, vec![offers(vec![offer("offer-1", 0.5)])]).await;
+    let options = OneTaskOptions::new(Duration::from_millis(300), Until::Ended);
+    let err = one.follow(the_task(), &options, |_| {}).await.unwrap_err();
+    assert!(matches!(err, LaunchError::NotPlaced { .. }), "{err}");
+    assert!(matches!(h.next_call().await, pb::call::Call::Decline(_)));
+    assert!(matches!(h.next_call().await, pb::call::Call::Teardown(_)));
 }

@@ -33,25 +33,15 @@ use std::time::{Duration, Instant};
 
 pub use scheduler::TaskScheduler;
 
-/// An executor's id (given by its driver).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ExecutorId(pub String);
+strata_proto::id_type!(
+    /// An executor's id (given by its driver; on a cluster, its task id).
+    ExecutorId
+);
 
-impl std::fmt::Display for ExecutorId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A job's id.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct JobId(pub String);
-
-impl std::fmt::Display for JobId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+strata_proto::id_type!(
+    /// A job's id.
+    JobId
+);
 
 /// One attempt of one task.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -3,11 +3,11 @@
 use super::*;
 
 fn ex(n: &str) -> ExecutorId {
-    ExecutorId(n.into())
+    ExecutorId::new(n)
 }
 
 fn job() -> JobId {
-    JobId("j".into())
+    JobId::new("j")
 }
 
 /// Stage 0 (`maps` tasks) → stage 1 (`reduces` tasks, the final stage).

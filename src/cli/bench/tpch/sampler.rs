@@ -57,7 +57,7 @@ impl Sampler {
     /// or the machine is nearly out of memory.
     pub(super) async fn sample(&mut self, driver: &Driver, guard: bool) -> Option<String> {
         let mut executors = driver.executors().await;
-        executors.sort_by_key(|e| e.id.0.clone());
+        executors.sort_by_key(|e| e.id.to_string());
         let mut stop = None;
         for e in &executors {
             if !self.seen.contains_key(&e.pid) {
