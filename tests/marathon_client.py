@@ -36,6 +36,19 @@ def wait(what, cond):
         time.sleep(0.2)
 
 
+def health_check(**extra):
+    """The HTTP check of `strata web`'s /health, checked every second."""
+    return MarathonHealthCheck(
+        protocol="HTTP",
+        path="/health",
+        grace_period_seconds=30,
+        interval_seconds=1,
+        timeout_seconds=2,
+        max_consecutive_failures=3,
+        **extra,
+    )
+
+
 def main():
     url, strata = sys.argv[1], sys.argv[2]
     c = MarathonClient(url)
@@ -47,16 +60,7 @@ def main():
         mem=32,
         instances=1,
         port_definitions=[PortDefinition(port=0, protocol="tcp")],
-        health_checks=[
-            MarathonHealthCheck(
-                protocol="HTTP",
-                path="/health",
-                grace_period_seconds=30,
-                interval_seconds=1,
-                timeout_seconds=2,
-                max_consecutive_failures=3,
-            )
-        ],
+        health_checks=[health_check()],
         labels={"strata.class": "service"},
     )
     created = c.create_app("py-web", app)
@@ -108,17 +112,7 @@ def main():
         cpus=0.1,
         mem=32,
         instances=1,
-        health_checks=[
-            MarathonHealthCheck(
-                protocol="HTTP",
-                path="/health",
-                port_index=0,
-                grace_period_seconds=30,
-                interval_seconds=1,
-                timeout_seconds=2,
-                max_consecutive_failures=3,
-            )
-        ],
+        health_checks=[health_check(port_index=0)],
     )
     assert "portDefinitions" not in plain.to_json(), plain.to_json()
     created = c.create_app("py-plain", plain)
