@@ -95,11 +95,16 @@ pub struct Straggle {
     pub delay: Duration,
 }
 
+/// A `--straggle` value that is not `STAGE:PARTITION:MILLIS`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid straggler {0:?}: expected STAGE:PARTITION:MILLIS")]
+pub struct InvalidStraggle(pub String);
+
 impl std::str::FromStr for Straggle {
-    type Err = String;
+    type Err = InvalidStraggle;
     /// `STAGE:PARTITION:MILLIS`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid straggler {s:?}: expected STAGE:PARTITION:MILLIS");
+    fn from_str(s: &str) -> Result<Self, InvalidStraggle> {
+        let bad = || InvalidStraggle(s.to_owned());
         let mut it = s.split(':');
         let (Some(a), Some(b), Some(c), None) = (it.next(), it.next(), it.next(), it.next()) else {
             return Err(bad());

@@ -301,7 +301,7 @@ struct IpcMessage {
 
 /// Reads the next message of an Arrow IPC stream; `None` at its
 /// end-of-stream marker (or at the end of the file).
-fn next_ipc_message(r: &mut impl std::io::Read) -> Result<Option<IpcMessage>, String> {
+fn next_ipc_message(r: &mut impl std::io::Read) -> Result<Option<IpcMessage>, IpcError> {
     use datafusion::arrow::ipc::{MessageHeader, root_as_message};
     let mut word = [0u8; 4];
     if !read_exact_or_eof(r, &mut word)? {
@@ -310,7 +310,7 @@ fn next_ipc_message(r: &mut impl std::io::Read) -> Result<Option<IpcMessage>, St
     if word == [0xff; 4] {
         // The continuation marker; the length follows.
         if !read_exact_or_eof(r, &mut word)? {
-            return Err("truncated message length".into());
+            return Err(IpcError::TruncatedLength);
         }
     }
     let len = u32::from_le_bytes(word) as usize;
@@ -319,14 +319,13 @@ fn next_ipc_message(r: &mut impl std::io::Read) -> Result<Option<IpcMessage>, St
     }
     let mut header = vec![0u8; len];
     r.read_exact(&mut header)
-        .map_err(|e| format!("truncated message header: {e}"))?;
-    let message = root_as_message(&header).map_err(|e| format!("invalid message header: {e}"))?;
+        .map_err(IpcError::TruncatedHeader)?;
+    let message = root_as_message(&header).map_err(|e| IpcError::InvalidHeader(e.to_string()))?;
     let is_schema = message.header_type() == MessageHeader::Schema;
     let body_len = usize::try_from(message.bodyLength())
-        .map_err(|_| format!("invalid body length {}", message.bodyLength()))?;
+        .map_err(|_| IpcError::BodyLength(message.bodyLength()))?;
     let mut body = vec![0u8; body_len];
-    r.read_exact(&mut body)
-        .map_err(|e| format!("truncated message body: {e}"))?;
+    r.read_exact(&mut body).map_err(IpcError::TruncatedBody)?;
     Ok(Some(IpcMessage {
         header: header.into(),
         body: body.into(),
@@ -335,18 +334,44 @@ fn next_ipc_message(r: &mut impl std::io::Read) -> Result<Option<IpcMessage>, St
 }
 
 /// Fills `buf`, or returns `false` at a clean end of file.
-fn read_exact_or_eof(r: &mut impl std::io::Read, buf: &mut [u8]) -> Result<bool, String> {
+fn read_exact_or_eof(r: &mut impl std::io::Read, buf: &mut [u8]) -> Result<bool, IpcError> {
     let mut read = 0;
     while read < buf.len() {
         match r.read(&mut buf[read..]) {
             Ok(0) if read == 0 => return Ok(false),
-            Ok(0) => return Err("truncated message".into()),
+            Ok(0) => return Err(IpcError::Truncated),
             Ok(n) => read += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(IpcError::Io(e)),
         }
     }
     Ok(true)
+}
+
+/// Why a shuffle file's IPC stream could not be read.
+#[derive(Debug, thiserror::Error)]
+enum IpcError {
+    /// The file ends inside a message's length.
+    #[error("truncated message length")]
+    TruncatedLength,
+    /// The file ends inside a message's first word.
+    #[error("truncated message")]
+    Truncated,
+    /// The file ends inside a message's header.
+    #[error("truncated message header: {0}")]
+    TruncatedHeader(#[source] std::io::Error),
+    /// A header that is not an Arrow IPC message.
+    #[error("invalid message header: {0}")]
+    InvalidHeader(String),
+    /// A negative body length.
+    #[error("invalid body length {0}")]
+    BodyLength(i64),
+    /// The file ends inside a message's body.
+    #[error("truncated message body: {0}")]
+    TruncatedBody(#[source] std::io::Error),
+    /// Reading failed.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
 }
 
 /// The Flight service of an executor's shuffle output.
@@ -456,7 +481,7 @@ impl FlightService for ShuffleService {
 
 /// One channel per remote executor, shared by every fetch of this process
 /// (a tonic channel multiplexes requests over one HTTP/2 connection).
-fn channel(address: &str) -> Result<tonic::transport::Channel, String> {
+fn channel(address: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static CHANNELS: OnceLock<Mutex<HashMap<String, tonic::transport::Channel>>> = OnceLock::new();
@@ -467,8 +492,7 @@ fn channel(address: &str) -> Result<tonic::transport::Channel, String> {
     if let Some(c) = map.get(address) {
         return Ok(c.clone());
     }
-    let c = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| e.to_string())?
+    let c = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect_lazy();
@@ -491,7 +515,7 @@ pub async fn fetch_stream(
             message,
         }
     };
-    let channel = channel(address).map_err(&fail)?;
+    let channel = channel(address).map_err(|e| fail(e.to_string()))?;
     // One batch may exceed tonic's default 4 MiB message limit.
     let inner = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
         .max_decoding_message_size(1 << 30);
