@@ -17,7 +17,7 @@ use strata_proto::exec::{
     StagePlan, TaskKey, TaskOutcome, TaskSpec,
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::cluster::LauncherCmd;
 use super::dag::{
@@ -121,7 +121,17 @@ impl Core {
         self.shutdown().await;
     }
 
+    /// Handles one command, in its job's span when it is about one job
+    /// (so that a job's lines can be followed).
     async fn handle(&mut self, cmd: Command) {
+        let span = match cmd.job() {
+            Some(job) => info_span!("job", job_id = %job),
+            None => Span::none(),
+        };
+        self.handle_command(cmd).instrument(span).await;
+    }
+
+    async fn handle_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
             Command::Submit {

@@ -301,6 +301,18 @@ pub(crate) enum Command {
     Shutdown(oneshot::Sender<()>),
 }
 
+impl Command {
+    /// The job a command is about, if one: its handling runs in that job's
+    /// tracing span.
+    pub(crate) fn job(&self) -> Option<&JobId> {
+        match self {
+            Command::Submit { id, .. } | Command::Cancel(id) => Some(id),
+            Command::Fetched { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+}
+
 /// A running driver.
 pub struct Driver {
     core: mpsc::UnboundedSender<Command>,

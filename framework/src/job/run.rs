@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use strata_sdk::{Event, FrameworkConfig, FrameworkId, Role, Scheduler, SchedulerConfig, SdkError};
 use tokio::signal::unix::{SignalKind, signal};
@@ -163,10 +164,13 @@ fn load_sql(path: &Path) -> Result<String, JobRunError> {
 /// `--job` nor `--sql-file`, a program that knows exactly one job (a job
 /// binary) runs it.
 pub async fn run_driver(a: JobDriverArgs, jobs: &'static [Job]) -> ExitCode {
+    // Every line of a job's driver (and of its supervisor) is in the job's
+    // span.
+    let span = tracing::info_span!("job", job_id = %a.job_id, name = %a.name);
     let result = if a.supervise {
-        supervise(a).await
+        supervise(a).instrument(span).await
     } else {
-        drive(a, jobs).await
+        drive(a, jobs).instrument(span).await
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
