@@ -7,17 +7,24 @@ use nix::unistd::Pid;
 use std::fs;
 use std::time::{Duration, Instant};
 
-/// What `/proc/<pid>/stat` says about a process.
+/// What `/proc/<pid>/stat` says about a process (read by the `procfs`
+/// crate, the one parser of it in Strata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
+    /// Its pid.
+    pub pid: i32,
     /// One-letter state (`R`, `S`, `Z` …).
     pub state: char,
     /// Parent pid.
     pub ppid: i32,
     /// Process group.
     pub pgrp: i32,
+    /// User plus system time, in clock ticks.
+    pub ticks: u64,
     /// Start time in clock ticks since boot (tells a reused pid apart).
     pub start_time: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
 }
 
 impl ProcStat {
@@ -27,18 +34,26 @@ impl ProcStat {
     }
 }
 
-/// Parses the text of `/proc/<pid>/stat`.
+impl From<procfs::process::Stat> for ProcStat {
+    fn from(s: procfs::process::Stat) -> Self {
+        ProcStat {
+            pid: s.pid,
+            state: s.state,
+            ppid: s.ppid,
+            pgrp: s.pgrp,
+            ticks: s.utime.saturating_add(s.stime),
+            start_time: s.starttime,
+            rss_pages: s.rss,
+        }
+    }
+}
+
+/// Parses the text of `/proc/<pid>/stat`; `None` if it is malformed.
 pub fn parse_stat(text: &str) -> Option<ProcStat> {
-    // The command name is in parentheses and may contain anything.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); start time is field 22.
-    Some(ProcStat {
-        state: fields.first()?.chars().next()?,
-        ppid: fields.get(1)?.parse().ok()?,
-        pgrp: fields.get(2)?.parse().ok()?,
-        start_time: fields.get(19)?.parse().ok()?,
-    })
+    use procfs::FromRead;
+    procfs::process::Stat::from_read(text.as_bytes())
+        .ok()
+        .map(ProcStat::from)
 }
 
 /// Reads `/proc/<pid>/stat`; `None` if there is no such process.
@@ -46,7 +61,8 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     if pid <= 0 {
         return None;
     }
-    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some(stat.into())
 }
 
 /// The arguments of a process, from `/proc/<pid>/cmdline`.
@@ -356,16 +372,20 @@ mod tests {
     #[test]
     fn stat_parsing_and_liveness() {
         let st = parse_stat(
-            "42 (a (weird) name) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0",
+            "42 (a (weird) name) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0 0 \
+             0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0",
         )
         .unwrap();
         assert_eq!(
             st,
             ProcStat {
+                pid: 42,
                 state: 'S',
                 ppid: 1,
                 pgrp: 42,
-                start_time: 12345
+                ticks: 0,
+                start_time: 12345,
+                rss_pages: 0,
             }
         );
         let me = std::process::id() as i32;

@@ -754,16 +754,12 @@ async fn usage_is_measured_and_revocable_tasks_run_at_the_lowest_priority() {
     let (code, body) = http_get(agent.address(), "/v1/usage", None).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"task_id\":\"busy\""), "{body}");
-    // nice (field 19 of /proc/<pid>/stat) is 19 for the revocable task.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let nice: i32 = after
-        .split_whitespace()
-        .nth(19 - 3)
+    // The revocable task runs at the lowest priority: nice 19.
+    let stat = procfs::process::Process::new(pid)
         .unwrap()
-        .parse()
+        .stat()
         .unwrap();
-    assert_eq!(nice, 19, "{stat}");
+    assert_eq!(stat.nice, 19, "{stat:?}");
     // Tasks outlive their agent's shutdown (recovery): the busy loop is
     // killed here, or it would spin after the test.
     conn.kill("fw", "busy");

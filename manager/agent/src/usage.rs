@@ -14,60 +14,18 @@
 
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::fs;
 use std::path::Path;
 
-/// One process as read from `/proc/<pid>/stat`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcStat {
-    /// Its pid.
-    pub pid: i32,
-    /// Its parent's pid.
-    pub ppid: i32,
-    /// User plus system time, in clock ticks.
-    pub ticks: u64,
-    /// Start time since boot, in clock ticks (against pid reuse).
-    pub start_time: u64,
-    /// Resident pages.
-    pub rss_pages: u64,
-}
-
-/// Parses the text of `/proc/<pid>/stat`; `None` if it is malformed.
-pub fn parse_stat(text: &str) -> Option<ProcStat> {
-    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so
-    // the fields after it start at the last ')'.
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let pid = text[..open].trim().parse().ok()?;
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] is field 3 (state); field n is rest[n - 3].
-    let field = |n: usize| rest.get(n - 3).and_then(|s| s.parse::<i64>().ok());
-    Some(ProcStat {
-        pid,
-        ppid: field(4)? as i32,
-        ticks: (field(14)? + field(15)?).max(0) as u64,
-        start_time: field(22)?.max(0) as u64,
-        rss_pages: field(24)?.max(0) as u64,
-    })
-}
+pub use crate::process::{ProcStat, parse_stat};
 
 /// Reads every process under `proc_root` (normally `/proc`). Processes
 /// that end while being read are skipped.
 pub fn scan(proc_root: &Path) -> Vec<ProcStat> {
-    let Ok(dir) = fs::read_dir(proc_root) else {
+    let Ok(all) = procfs::process::all_processes_with_root(proc_root) else {
         return Vec::new();
     };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let name = e.file_name();
-        let name = name.to_str()?;
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let text = fs::read_to_string(e.path().join("stat")).ok()?;
-        parse_stat(&text)
-    })
-    .collect()
+    all.filter_map(|p| Some(p.ok()?.stat().ok()?.into()))
+        .collect()
 }
 
 /// Where a task's processes are.
@@ -206,7 +164,9 @@ mod tests {
     fn p(pid: i32, ppid: i32, ticks: u64) -> ProcStat {
         ProcStat {
             pid,
+            state: 'S',
             ppid,
+            pgrp: pid,
             ticks,
             start_time: pid as u64,
             rss_pages: 256,
@@ -216,13 +176,16 @@ mod tests {
     #[test]
     fn stat_lines_parse_even_with_odd_names() {
         let line = "4242 (my (odd) prog) S 17 4242 4242 0 -1 4194560 100 0 0 0 \
-                    250 50 3 1 20 0 1 0 987654 10000000 300 18446744073709551615";
+                    250 50 3 1 20 0 1 0 987654 10000000 300 18446744073709551615 \
+                    0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
         let s = parse_stat(line).unwrap();
         assert_eq!(
             s,
             ProcStat {
                 pid: 4242,
+                state: 'S',
                 ppid: 17,
+                pgrp: 4242,
                 ticks: 300,
                 start_time: 987654,
                 rss_pages: 300,

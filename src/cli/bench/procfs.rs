@@ -52,36 +52,26 @@ pub(super) fn free_disk(path: &Path) -> Option<u64> {
 
 /// CPU time (user + system) of a process, seconds.
 pub(super) fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state(0) … utime(11) stime(12).
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / clock_ticks())
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?;
+    Some(stat.utime.saturating_add(stat.stime) as f64 / clock_ticks())
 }
 
 pub(super) fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    procfs::ticks_per_second().max(1) as f64
 }
 
 /// CPU time the whole machine has used (not idle, not waiting), seconds.
 pub(super) fn machine_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+    use procfs::CurrentSI;
+    let Ok(stat) = procfs::KernelStats::current() else {
         return 0.0;
     };
-    let v: Vec<u64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is in user).
-    let busy: u64 = v.iter().take(8).sum::<u64>()
-        - v.get(3).unwrap_or(&0)
-        - v.get(4).unwrap_or(&0)
-        - v.get(7).unwrap_or(&0);
+    let t = &stat.total;
+    // Guest time is counted in user time already.
+    let busy = t.user + t.nice + t.system + t.irq.unwrap_or(0) + t.softirq.unwrap_or(0);
     busy as f64 / clock_ticks()
 }
 
@@ -94,9 +84,11 @@ pub(super) fn cpu_busy(over: Duration) -> f64 {
 }
 
 pub(super) fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?)
+        .ok()?
+        .stat()
+        .ok()?;
+    u32::try_from(stat.ppid).ok()
 }
 
 pub(super) fn cmdline(pid: u32) -> String {

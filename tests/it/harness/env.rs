@@ -71,13 +71,8 @@ async fn exited(fd: &Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>) {
 
 /// `(state, ppid, pgrp)` from `/proc/<pid>/stat`.
 fn proc_stat(pid: i32) -> Option<(char, i32, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split_whitespace();
-    let state = f.next()?.chars().next()?;
-    let ppid = f.next()?.parse().ok()?;
-    let pgrp = f.next()?.parse().ok()?;
-    Some((state, ppid, pgrp))
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some((stat.state, stat.ppid, stat.pgrp))
 }
 
 fn proc_state(pid: i32) -> Option<char> {
