@@ -755,10 +755,7 @@ async fn usage_is_measured_and_revocable_tasks_run_at_the_lowest_priority() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"task_id\":\"busy\""), "{body}");
     // The revocable task runs at the lowest priority: nice 19.
-    let stat = procfs::process::Process::new(pid)
-        .unwrap()
-        .stat()
-        .unwrap();
+    let stat = procfs::process::Process::new(pid).unwrap().stat().unwrap();
     assert_eq!(stat.nice, 19, "{stat:?}");
     // Tasks outlive their agent's shutdown (recovery): the busy loop is
     // killed here, or it would spin after the test.
