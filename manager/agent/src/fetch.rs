@@ -5,7 +5,8 @@
 //!   the copy runs as that user (`/bin/cp` with dropped privileges), so a
 //!   task can fetch only what its user may read.
 //! * `http://host[:port]/path` is downloaded (HTTP/1.1, `Content-Length`,
-//!   chunked or read to the end; up to 5 redirects) into a temporary name
+//!   chunked or read to the end; up to 5 redirects; hyper's client) into a
+//!   temporary name
 //!   and renamed when complete, then handed to the task's user.
 //!
 //! The file keeps the last segment of the URI's path as its name. With
@@ -13,14 +14,18 @@
 //! binary) can be the task's command.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::future::Future;
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::supervisor::TaskUser;
@@ -78,6 +83,18 @@ pub enum FetchError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// The server could not be reached, or its answer's head was not HTTP.
+    #[error("cannot download: {}", causes(.source))]
+    Http {
+        /// The client's error.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The answer's body broke off.
+    #[error("the download broke off: {}", causes(.source))]
+    Body {
+        /// The error.
+        source: hyper::Error,
+    },
     /// More redirects than the fetcher follows.
     #[error("more than {MAX_REDIRECTS} redirects")]
     Redirects,
@@ -89,6 +106,19 @@ pub enum FetchError {
         /// Bytes announced.
         expected: u64,
     },
+}
+
+/// An error and its causes (hyper's own messages name only the stage that
+/// failed).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 fn io(action: &'static str) -> impl FnOnce(std::io::Error) -> FetchError {
@@ -229,41 +259,48 @@ fn download(url: &str, dest: &Path, user: Option<&TaskUser>) -> Result<(), Fetch
     result
 }
 
-/// GETs `url`, following redirects, and writes the body to `out`.
+/// GETs `url`, following redirects, and writes the body to `out`: hyper's
+/// client, on a runtime of its own (the supervisor is synchronous).
 fn get(url: &str, out: &mut File) -> Result<(), FetchError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("starting the download"))?;
+    runtime.block_on(get_async(url, out))
+}
+
+async fn get_async(url: &str, out: &mut File) -> Result<(), FetchError> {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Empty<Bytes>>();
+    let bad_url = || FetchError::Malformed {
+        reason: "not a valid URL",
+    };
     let mut url = url.to_owned();
     for _ in 0..=MAX_REDIRECTS {
         let (host_port, target) = split_url(&url)?;
-        let addr = host_port
-            .to_socket_addrs()
-            .map_err(io("resolving the host"))?
-            .next()
-            .ok_or(FetchError::Malformed {
-                reason: "the host has no address",
-            })?;
-        let stream = TcpStream::connect_timeout(&addr, NET_TIMEOUT).map_err(io("connecting"))?;
-        stream
-            .set_read_timeout(Some(NET_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(NET_TIMEOUT)))
-            .map_err(io("setting timeouts"))?;
-        let host = host_port.strip_suffix(":80").unwrap_or(&host_port);
-        (&stream)
-            .write_all(
-                format!(
-                    "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: strata-fetcher\r\n\
-                     Accept-Encoding: identity\r\nConnection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .map_err(io("sending the request"))?;
-        let mut reader = BufReader::new(stream);
-        let head = read_head(&mut reader)?;
-        if (300..400).contains(&head.status) && head.status != 304 {
-            let location = head.location.ok_or(FetchError::Protocol {
-                reason: "a redirect without a Location",
-            })?;
+        let uri: http::Uri = format!("http://{host_port}{target}")
+            .parse()
+            .map_err(|_| bad_url())?;
+        let request = http::Request::get(uri)
+            .header(http::header::USER_AGENT, "strata-fetcher")
+            .header(http::header::ACCEPT_ENCODING, "identity")
+            .body(Empty::new())
+            .map_err(|_| bad_url())?;
+        let response = within("connecting", client.request(request))
+            .await?
+            .map_err(|source| FetchError::Http { source })?;
+        let status = response.status();
+        if status.is_redirection() && status != http::StatusCode::NOT_MODIFIED {
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or(FetchError::Protocol {
+                    reason: "a redirect without a Location",
+                })?;
             url = if location.starts_with("http://") {
-                location
+                location.to_owned()
             } else if location.starts_with('/') {
                 format!("http://{host_port}{location}")
             } else {
@@ -273,132 +310,63 @@ fn get(url: &str, out: &mut File) -> Result<(), FetchError> {
             };
             continue;
         }
-        if head.status != 200 {
+        if status != http::StatusCode::OK {
             return Err(FetchError::Status {
-                status: head.status,
-                reason: head.reason,
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or("").to_owned(),
             });
         }
-        if head.chunked {
-            copy_chunked(&mut reader, out)?;
-        } else if let Some(expected) = head.length {
-            let got =
-                std::io::copy(&mut (&mut reader).take(expected), out).map_err(io("downloading"))?;
-            if got != expected {
-                return Err(FetchError::Truncated { got, expected });
+        let expected = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let mut body = response.into_body();
+        let mut got = 0u64;
+        while let Some(frame) = within("downloading", body.frame()).await? {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(_) if expected.is_some_and(|e| got < e) => {
+                    return Err(FetchError::Truncated {
+                        got,
+                        expected: expected.unwrap_or(got),
+                    });
+                }
+                Err(source) => return Err(FetchError::Body { source }),
+            };
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).map_err(io("writing the file"))?;
+                got += data.len() as u64;
             }
-        } else {
-            std::io::copy(&mut reader, out).map_err(io("downloading"))?;
         }
-        return Ok(());
+        return match expected {
+            Some(expected) if got != expected => Err(FetchError::Truncated { got, expected }),
+            _ => Ok(()),
+        };
     }
     Err(FetchError::Redirects)
 }
 
-/// The status line and the headers the fetcher needs.
-struct Head {
-    status: u16,
-    reason: String,
-    length: Option<u64>,
-    chunked: bool,
-    location: Option<String>,
-}
-
-fn read_line(r: &mut impl BufRead) -> Result<String, FetchError> {
-    let mut line = String::new();
-    let n = r
-        .by_ref()
-        .take(16 << 10)
-        .read_line(&mut line)
-        .map_err(io("reading the response"))?;
-    if n == 0 || !line.ends_with('\n') {
-        return Err(FetchError::Protocol {
-            reason: "the response head ended early or a line is too long",
-        });
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-fn read_head(r: &mut impl BufRead) -> Result<Head, FetchError> {
-    let status_line = read_line(r)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(FetchError::Protocol {
-            reason: "not an HTTP/1.x status line",
-        });
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or(FetchError::Protocol {
-            reason: "no status code",
-        })?;
-    let mut head = Head {
-        status,
-        reason: parts.next().unwrap_or("").to_owned(),
-        length: None,
-        chunked: false,
-        location: None,
-    };
-    for _ in 0..200 {
-        let line = read_line(r)?;
-        if line.is_empty() {
-            return Ok(head);
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "content-length" => {
-                head.length = Some(value.parse().map_err(|_| FetchError::Protocol {
-                    reason: "a bad Content-Length",
-                })?);
-            }
-            "transfer-encoding" => {
-                head.chunked = value.to_ascii_lowercase().contains("chunked");
-            }
-            "location" => head.location = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-    Err(FetchError::Protocol {
-        reason: "too many headers",
-    })
-}
-
-fn copy_chunked(r: &mut impl BufRead, out: &mut impl Write) -> Result<(), FetchError> {
-    loop {
-        let line = read_line(r)?;
-        let size = line.split(';').next().unwrap_or("").trim();
-        let size = u64::from_str_radix(size, 16).map_err(|_| FetchError::Protocol {
-            reason: "a bad chunk size",
-        })?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            while !read_line(r)?.is_empty() {}
-            return Ok(());
-        }
-        let got = std::io::copy(&mut r.by_ref().take(size), out).map_err(io("downloading"))?;
-        if got != size {
-            return Err(FetchError::Truncated {
-                got,
-                expected: size,
-            });
-        }
-        if !read_line(r)?.is_empty() {
-            return Err(FetchError::Protocol {
-                reason: "a chunk longer than its size",
-            });
-        }
-    }
+/// `f`, within the network timeout.
+async fn within<T>(action: &'static str, f: impl Future<Output = T>) -> Result<T, FetchError> {
+    tokio::time::timeout(NET_TIMEOUT, f)
+        .await
+        .map_err(|_| FetchError::Io {
+            action,
+            source: std::io::ErrorKind::TimedOut.into(),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
+
+    fn read_line(r: &mut impl BufRead) -> std::io::Result<String> {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
 
     /// Serves each response in `responses` to one connection, in order.
     fn serve(responses: Vec<Vec<u8>>) -> (String, std::thread::JoinHandle<Vec<String>>) {
