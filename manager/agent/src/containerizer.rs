@@ -35,7 +35,7 @@ use strata_proto::resources::Resources;
 pub enum ContainerError {
     /// The task cannot run in a container of this kind.
     #[error("invalid docker task: {0}")]
-    Invalid(String),
+    Invalid(#[from] docker::InvalidDockerTask),
     /// The Docker Engine refused or cannot be reached.
     #[error(transparent)]
     Docker(#[from] DockerError),
@@ -526,8 +526,7 @@ impl Containerizer for DockerContainerizer {
             req.task,
             req.resources,
             &launch_id,
-        )
-        .map_err(ContainerError::Invalid)?;
+        )?;
         docker::check_socket(&self.host)?;
         let container = spec.name.clone();
         let s = self.process.spawn_supervisor(req, None, Some(spec))?;

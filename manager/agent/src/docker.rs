@@ -222,16 +222,52 @@ pub struct ContainerCommand {
     pub cmd: Option<Vec<String>>,
 }
 
+/// Why a Docker task is invalid (it ends `TASK_ERROR` with this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDockerTask {
+    /// No `container.docker`.
+    #[error("a docker task needs container.docker with an image")]
+    NoImage,
+    /// An image name that is not one.
+    #[error("invalid docker image {0:?}")]
+    Image(String),
+    /// A NUL byte in the command or its arguments.
+    #[error("the command contains NUL")]
+    NulInCommand,
+    /// A port outside 1-65535.
+    #[error("invalid {side} port {port}")]
+    Port {
+        /// `host` or `container`.
+        side: &'static str,
+        /// The port given.
+        port: u32,
+    },
+    /// A protocol other than tcp and udp.
+    #[error("unsupported port protocol {0:?} (tcp or udp)")]
+    Protocol(String),
+    /// A host port the task does not hold.
+    #[error("host port {0} is not among the task's ports resources")]
+    PortNotOwned(u16),
+    /// A host port mapped twice.
+    #[error("host port {port}/{protocol} is mapped twice")]
+    MappedTwice {
+        /// The port.
+        port: u16,
+        /// Its protocol.
+        protocol: String,
+    },
+}
+
 /// The entrypoint and command of a task's container: a shell command runs
 /// as `/bin/sh -c <value>`; otherwise `<value> <arguments…>` (or just the
 /// arguments) are the command given to the image's entrypoint; nothing
 /// given: the image's own entrypoint and command.
-pub fn command(command: Option<&pb::CommandInfo>) -> Result<ContainerCommand, String> {
+pub fn command(command: Option<&pb::CommandInfo>) -> Result<ContainerCommand, InvalidDockerTask> {
     let Some(c) = command else {
         return Ok(ContainerCommand::default());
     };
     if c.value.contains('\0') || c.arguments.iter().any(|a| a.contains('\0')) {
-        return Err("the command contains NUL".into());
+        return Err(InvalidDockerTask::NulInCommand);
     }
     let value = c.value.trim();
     if c.shell && !value.is_empty() {
@@ -254,33 +290,37 @@ pub fn command(command: Option<&pb::CommandInfo>) -> Result<ContainerCommand, St
 /// The published ports of a task, checked: every host port must be one of
 /// the task's `ports` resources, ports in 1-65535, protocol `tcp` or `udp`
 /// (empty: `tcp`), no host port twice.
-pub fn ports(info: &pb::DockerInfo, resources: &Resources) -> Result<Vec<DockerPort>, String> {
+pub fn ports(
+    info: &pb::DockerInfo,
+    resources: &Resources,
+) -> Result<Vec<DockerPort>, InvalidDockerTask> {
     let owned: Vec<u64> = resources.ports.values().collect();
     let mut out: Vec<DockerPort> = Vec::new();
     for m in &info.port_mappings {
-        let port = |p: u32, what: &str| {
+        let port = |p: u32, side: &'static str| {
             u16::try_from(p)
                 .ok()
                 .filter(|p| *p > 0)
-                .ok_or_else(|| format!("invalid {what} port {p}"))
+                .ok_or(InvalidDockerTask::Port { side, port: p })
         };
         let host_port = port(m.host_port, "host")?;
         let container_port = port(m.container_port, "container")?;
         let protocol = match m.protocol.trim().to_ascii_lowercase().as_str() {
             "" | "tcp" => "tcp".to_owned(),
             "udp" => "udp".to_owned(),
-            other => return Err(format!("unsupported port protocol {other:?} (tcp or udp)")),
+            other => return Err(InvalidDockerTask::Protocol(other.to_owned())),
         };
         if !owned.contains(&u64::from(host_port)) {
-            return Err(format!(
-                "host port {host_port} is not among the task's ports resources"
-            ));
+            return Err(InvalidDockerTask::PortNotOwned(host_port));
         }
         if out
             .iter()
             .any(|p| p.host_port == host_port && p.protocol == protocol)
         {
-            return Err(format!("host port {host_port}/{protocol} is mapped twice"));
+            return Err(InvalidDockerTask::MappedTwice {
+                port: host_port,
+                protocol,
+            });
         }
         out.push(DockerPort {
             host_port,
@@ -302,15 +342,15 @@ impl DockerSpec {
         task: &pb::TaskInfo,
         resources: &Resources,
         launch_id: &str,
-    ) -> Result<DockerSpec, String> {
+    ) -> Result<DockerSpec, InvalidDockerTask> {
         let docker = task
             .container
             .as_ref()
             .and_then(|c| c.docker.as_ref())
-            .ok_or("a docker task needs container.docker with an image")?;
+            .ok_or(InvalidDockerTask::NoImage)?;
         let image = docker.image.trim();
         if image.is_empty() || image.contains(char::is_whitespace) || image.contains('\0') {
-            return Err(format!("invalid docker image {:?}", docker.image));
+            return Err(InvalidDockerTask::Image(docker.image.clone()));
         }
         let ContainerCommand { entrypoint, cmd } = command(task.command.as_ref())?;
         let ports = ports(docker, resources)?;
@@ -555,7 +595,7 @@ mod tests {
         }
     }
 
-    fn spec(t: &pb::TaskInfo) -> Result<DockerSpec, String> {
+    fn spec(t: &pb::TaskInfo) -> Result<DockerSpec, InvalidDockerTask> {
         let r = Resources::from_proto(&t.resources).unwrap();
         DockerSpec::from_task(DEFAULT_DOCKER_HOST, "fw-1", t, &r, "L1")
     }
@@ -678,7 +718,7 @@ mod tests {
 
     #[test]
     fn invalid_docker_tasks_are_refused() {
-        let err = |t: pb::TaskInfo| spec(&t).unwrap_err();
+        let err = |t: pb::TaskInfo| spec(&t).unwrap_err().to_string();
         assert!(err(task(None, vec![(80, 31005, "tcp")])).contains("not among the task's ports"));
         assert!(err(task(None, vec![(80, 31000, "sctp")])).contains("unsupported port protocol"));
         assert!(err(task(None, vec![(0, 31000, "")])).contains("invalid container port 0"));

@@ -185,7 +185,7 @@ impl Core {
         let failed = |m: String| (TaskState::TaskFailed, Reason::ContainerLaunchFailed, m);
         // Checked before anything is created for it.
         DockerSpec::from_task(self.docker.host(), framework_id, info, resources, "check")
-            .map_err(invalid)?;
+            .map_err(|e| invalid(e.to_string()))?;
         prepare_sandbox(sandbox, None).map_err(|e| {
             failed(format!(
                 "cannot create the sandbox {}: {e}",
@@ -213,7 +213,7 @@ impl Core {
                 user: None,
             })
             .map_err(|e| match e {
-                ContainerError::Invalid(m) => invalid(m),
+                ContainerError::Invalid(m) => invalid(m.to_string()),
                 e => failed(e.to_string()),
             })
     }
