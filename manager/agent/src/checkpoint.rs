@@ -169,16 +169,16 @@ pub struct KillCheckpoint {
 }
 
 /// Everything checkpointed for one task, as read back at recovery.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RecoveredTask {
     /// The framework (from the directory name).
     pub framework_id: String,
     /// The task id (from the directory name).
     pub task_id: String,
     /// The task, if `task.json` was readable.
-    pub task: Result<(TaskCheckpoint, pb::TaskInfo), String>,
+    pub task: Result<(TaskCheckpoint, pb::TaskInfo), AgentError>,
     /// The update queue (empty when absent).
-    pub updates: Result<(pb::TaskState, Vec<pb::TaskStatus>), String>,
+    pub updates: Result<(pb::TaskState, Vec<pb::TaskStatus>), AgentError>,
     /// A kill in progress.
     pub kill: Option<KillCheckpoint>,
 }
@@ -188,18 +188,18 @@ pub struct RecoveredTask {
 pub fn read_task_dir(dir: &Path, framework_id: &str, task_id: &str) -> RecoveredTask {
     let task_path = dir.join(files::TASK);
     let task = match read_json::<TaskCheckpoint>(&task_path) {
-        Ok(Some(cp)) => cp
-            .task_info(&task_path)
-            .map(|info| (cp, info))
-            .map_err(|e| e.to_string()),
-        Ok(None) => Err(format!("{} is missing", task_path.display())),
-        Err(e) => Err(e.to_string()),
+        Ok(Some(cp)) => cp.task_info(&task_path).map(|info| (cp, info)),
+        Ok(None) => Err(AgentError::CorruptCheckpoint {
+            path: task_path.clone(),
+            reason: "it is missing".into(),
+        }),
+        Err(e) => Err(e),
     };
     let updates_path = dir.join(files::UPDATES);
     let updates = match read_json::<UpdatesCheckpoint>(&updates_path) {
         Ok(None) => Ok((pb::TaskState::TaskStaging, Vec::new())),
-        Ok(Some(cp)) => decode_updates(&updates_path, &cp).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(Some(cp)) => decode_updates(&updates_path, &cp),
+        Err(e) => Err(e),
     };
     let kill = read_json::<KillCheckpoint>(&dir.join(files::KILL))
         .ok()
@@ -348,10 +348,10 @@ mod tests {
         .unwrap();
         let r = read_task_dir(d, "fw", "t1");
         assert!(r.task.is_err());
-        assert!(r.updates.unwrap_err().contains("TASK_BOGUS"));
+        assert!(r.updates.unwrap_err().to_string().contains("TASK_BOGUS"));
         let empty = tempfile::tempdir().unwrap();
         let r = read_task_dir(empty.path(), "fw", "t1");
-        assert!(r.task.unwrap_err().contains("missing"));
+        assert!(r.task.unwrap_err().to_string().contains("missing"));
         assert_eq!(r.updates.unwrap(), (pb::TaskState::TaskStaging, vec![]));
     }
 

@@ -130,7 +130,9 @@ impl Core {
             .as_ref()
             .ok_or_else(|| invalid("the task has no command".into()))?;
         let argv = task::argv(command).map_err(|m| invalid(m.to_owned()))?;
-        let user = self.task_user(&command.user).map_err(failed)?;
+        let user = self
+            .task_user(&command.user)
+            .map_err(|e| failed(e.to_string()))?;
         prepare_sandbox(sandbox, user.as_ref()).map_err(|e| {
             failed(format!(
                 "cannot create the sandbox {}: {e}",
@@ -219,7 +221,7 @@ impl Core {
     }
 
     /// The user to switch to for a task (`None`: stay the agent's user).
-    fn task_user(&self, asked: &str) -> Result<Option<TaskUser>, String> {
+    fn task_user(&self, asked: &str) -> Result<Option<TaskUser>, UserError> {
         if !self.is_root {
             if !asked.is_empty() {
                 debug!(user = asked, "not root: the task runs as the agent's user");
@@ -235,11 +237,31 @@ impl Core {
     }
 }
 
+/// Why a task's user cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UserError {
+    /// The user database could not be read.
+    #[error("cannot look up user {name:?}: {source}")]
+    Lookup {
+        /// The user asked for.
+        name: String,
+        /// The error.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// No such user.
+    #[error("unknown user {0:?}")]
+    Unknown(String),
+}
+
 /// Looks a user up; `None` when it is root (nothing to switch).
-pub(crate) fn resolve_user(name: &str) -> Result<Option<TaskUser>, String> {
+pub(crate) fn resolve_user(name: &str) -> Result<Option<TaskUser>, UserError> {
     let user = nix::unistd::User::from_name(name)
-        .map_err(|e| format!("cannot look up user {name:?}: {e}"))?
-        .ok_or_else(|| format!("unknown user {name:?}"))?;
+        .map_err(|source| UserError::Lookup {
+            name: name.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| UserError::Unknown(name.to_owned()))?;
     if user.uid.is_root() {
         return Ok(None);
     }
@@ -298,6 +320,7 @@ mod tests {
         assert!(
             resolve_user("no-such-user-strata")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown user")
         );
     }

@@ -289,7 +289,7 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
     };
     let (stdout, stderr) = match open_output(&spec.sandbox) {
         Ok(files) => files,
-        Err(e) => return failed(e, None),
+        Err(e) => return failed(e.to_string(), None),
     };
     let mut cmd = Command::new(&program);
     cmd.args(&spec.argv[1..])
@@ -356,7 +356,7 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
 
 /// Opens the sandbox's `stdout` and `stderr` for appending (never through a
 /// symbolic link).
-pub(super) fn open_output(sandbox: &Path) -> Result<(std::fs::File, std::fs::File), String> {
+pub(super) fn open_output(sandbox: &Path) -> Result<(std::fs::File, std::fs::File), OutputError> {
     let open = |name: &str| {
         OpenOptions::new()
             .append(true)
@@ -366,9 +366,14 @@ pub(super) fn open_output(sandbox: &Path) -> Result<(std::fs::File, std::fs::Fil
     };
     match (open(files::STDOUT), open(files::STDERR)) {
         (Ok(o), Ok(e)) => Ok((o, e)),
-        (Err(e), _) | (_, Err(e)) => Err(format!("cannot open the sandbox output files: {e}")),
+        (Err(e), _) | (_, Err(e)) => Err(OutputError(e)),
     }
 }
+
+/// The sandbox's output files could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the sandbox output files: {0}")]
+pub(super) struct OutputError(#[source] std::io::Error);
 
 pub(super) fn child_setup(
     procs_file: Option<&CString>,

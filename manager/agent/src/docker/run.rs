@@ -58,7 +58,7 @@ async fn run_container(spec: &LaunchSpec, d: &DockerSpec, status_dir: &Path) -> 
     };
     let (stdout, stderr) = match super::super::supervisor::open_output(&spec.sandbox) {
         Ok(files) => files,
-        Err(e) => return failed(e, None),
+        Err(e) => return failed(e.to_string(), None),
     };
     let docker = match connect(&d.host).await {
         Ok(c) => c,
