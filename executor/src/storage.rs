@@ -296,11 +296,25 @@ mod tests {
         log: tempfile::NamedTempFile,
     }
 
+    /// Why the S3 test server did not come up.
+    #[derive(Debug, thiserror::Error)]
+    enum NotReady {
+        /// It exited.
+        #[error("it exited with {status}; its log:\n{log}")]
+        Exited {
+            status: std::process::ExitStatus,
+            log: String,
+        },
+        /// It did not answer in time.
+        #[error("no answer on {addr} within {STARTUP_DEADLINE:?}; its log:\n{log}")]
+        Silent { addr: SocketAddr, log: String },
+    }
+
     impl S3Server {
         /// Starts the server on a free port and waits until it answers.
         fn start() -> Self {
             let program = std::env::var(SERVER_ENV).unwrap_or_else(|_| "moto_server".into());
-            let mut last_failure = String::new();
+            let mut last_failure = None;
             // A port found free can be taken by someone else before the
             // server binds it: then try another.
             for _ in 0..3 {
@@ -326,30 +340,33 @@ mod tests {
                 };
                 match server.wait_ready() {
                     Ok(()) => return server,
-                    Err(failure) => last_failure = failure,
+                    Err(failure) => last_failure = Some(failure),
                 }
             }
-            panic!("S3 test server `{program}` did not start: {last_failure}\n({INSTALL_HINT})")
+            let why = last_failure.map_or_else(String::new, |f| f.to_string());
+            panic!("S3 test server `{program}` did not start: {why}\n({INSTALL_HINT})")
         }
 
         /// Polls the server until it answers an S3 request, it exits, or the
         /// deadline passes.
-        fn wait_ready(&mut self) -> Result<(), String> {
+        fn wait_ready(&mut self) -> Result<(), NotReady> {
             let deadline = Instant::now() + STARTUP_DEADLINE;
             let mut delay = Duration::from_millis(20);
             loop {
                 if let Ok(Some(status)) = self.child.try_wait() {
-                    return Err(format!("it exited with {status}; its log:\n{}", self.log()));
+                    return Err(NotReady::Exited {
+                        status,
+                        log: self.log(),
+                    });
                 }
                 if http(self.addr, "GET", "/").is_ok_and(|code| code == 200) {
                     return Ok(());
                 }
                 if Instant::now() >= deadline {
-                    return Err(format!(
-                        "no answer on {} within {STARTUP_DEADLINE:?}; its log:\n{}",
-                        self.addr,
-                        self.log()
-                    ));
+                    return Err(NotReady::Silent {
+                        addr: self.addr,
+                        log: self.log(),
+                    });
                 }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_millis(250));
