@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use strata_agent::{self as agent, AgentConfig};
+use strata_manager::master::MasterConfig;
 use strata_manager::server::{self, ManagerConfig};
 use strata_proto::class::{PriorityClass, PriorityClasses};
 use strata_proto::resources::{Resources, parse_attributes};
+use strata_proto::units::format_duration;
 
 use super::{parse_duration, read_config};
 use crate::discovery::{self, Discovery};
@@ -19,8 +21,10 @@ use crate::local::{LocalCluster, LocalOptions};
 /// Arguments of `strata manager`.
 #[derive(clap::Args, Debug)]
 pub struct ManagerArgs {
-    /// Address to serve gRPC and HTTP on [default: 127.0.0.1:5050].
-    #[arg(long, env = "STRATA_LISTEN")]
+    #[arg(long, env = "STRATA_LISTEN", help = with_default(
+        "Address to serve gRPC and HTTP on",
+        ManagerConfig::new(PathBuf::new()).listen,
+    ))]
     listen: Option<SocketAddr>,
     /// Directory for the registry [default: $STRATA_HOME/manager].
     #[arg(long, env = "STRATA_WORK_DIR")]
@@ -31,27 +35,38 @@ pub struct ManagerArgs {
     /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, revocable_window, services (true or false).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// An agent silent this long is unreachable [default: 15s].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+        "An agent silent this long is unreachable",
+        MasterConfig::default().agent_timeout,
+    ))]
     agent_timeout: Option<Duration>,
-    /// Outstanding offers are rescinded after this long [default: 60s].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+        "Outstanding offers are rescinded after this long",
+        MasterConfig::default().offer_timeout,
+    ))]
     offer_timeout: Option<Duration>,
-    /// Failover timeout of frameworks that set none [default: 15m].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+        "Failover timeout of frameworks that set none",
+        MasterConfig::default().default_failover_timeout,
+    ))]
     failover_timeout: Option<Duration>,
-    /// Allocation runs at least this often [default: 1s].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+        "Allocation runs at least this often",
+        MasterConfig::default().allocation_interval,
+    ))]
     allocation_interval: Option<Duration>,
     /// Priority classes, e.g. `system=1000,service=100,batch=10,best-effort=0`.
     #[arg(long)]
     classes: Option<String>,
-    /// Time a preempted task gets between SIGTERM and SIGKILL [default: 5s].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+        "Time a preempted task gets between SIGTERM and SIGKILL",
+        MasterConfig::default().preemption_grace,
+    ))]
     preemption_grace: Option<Duration>,
-    /// Idle cpus of running tasks are lent as revocable by their peak use
-    /// over this window; `0s` lends none [default: 30s].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+        "Idle cpus of running tasks are lent as revocable by their peak use over this window; `0s` lends none",
+        MasterConfig::default().revocable.window,
+    ))]
     revocable_window: Option<Duration>,
     /// Do not run the built-in services scheduler (Marathon's `/v2` API).
     #[arg(long)]
@@ -72,6 +87,17 @@ struct ManagerFile {
     preemption_grace: Option<String>,
     revocable_window: Option<String>,
     services: Option<bool>,
+}
+
+/// A flag's help ending in its default, taken from the library that
+/// applies it (one source of defaults: the help cannot drift from it).
+fn with_default(text: &str, default: impl std::fmt::Display) -> String {
+    format!("{text} [default: {default}]")
+}
+
+/// [`with_default`] for a default in milliseconds, shown as a duration.
+fn with_default_ms(text: &str, default_ms: u64) -> String {
+    with_default(text, format_duration(Duration::from_millis(default_ms)))
 }
 
 fn parse_classes(text: &str) -> anyhow::Result<PriorityClasses> {
@@ -199,11 +225,15 @@ pub async fn manager(a: ManagerArgs) -> anyhow::Result<ExitCode> {
 /// Arguments of `strata agent`.
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
-    /// Manager address (host:port) [default: 127.0.0.1:5050].
-    #[arg(long, env = "STRATA_MANAGER")]
+    #[arg(long, env = "STRATA_MANAGER", help = with_default(
+        "Manager address (host:port)",
+        crate::discovery::DEFAULT_MANAGER,
+    ))]
     manager: Option<String>,
-    /// Address of the agent's HTTP API (sandbox files, health) [default: 127.0.0.1:5051].
-    #[arg(long, env = "STRATA_AGENT_LISTEN")]
+    #[arg(long, env = "STRATA_AGENT_LISTEN", help = with_default(
+        "Address of the agent's HTTP API (sandbox files, health)",
+        agent::DEFAULT_LISTEN,
+    ))]
     listen: Option<SocketAddr>,
     /// Address advertised to the manager [default: the bound address].
     #[arg(long)]
@@ -223,8 +253,10 @@ pub struct AgentArgs {
     /// User that tasks run as when the agent runs as root [default: nobody].
     #[arg(long)]
     task_user: Option<String>,
-    /// Remove sandboxes of finished tasks after this long [default: 1d].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default(
+        "Remove sandboxes of finished tasks after this long",
+        format_duration(agent::DEFAULT_SANDBOX_RETENTION),
+    ))]
     sandbox_retention: Option<Duration>,
     /// TOML file with any of: manager, listen, advertise, work_dir, resources, attributes, token, task_user, sandbox_retention.
     #[arg(long)]
@@ -321,7 +353,7 @@ pub struct LocalArgs {
     #[arg(long, default_value_t = 3)]
     agents: usize,
     /// Manager address.
-    #[arg(long, default_value = "127.0.0.1:5050")]
+    #[arg(long, default_value = crate::discovery::DEFAULT_MANAGER)]
     listen: SocketAddr,
     /// Directory for the cluster's state [default: $STRATA_HOME/local].
     #[arg(long)]
@@ -332,8 +364,10 @@ pub struct LocalArgs {
     /// Resources of the machine to split among the agents [default: detected].
     #[arg(long)]
     resources: Option<String>,
-    /// Time a preempted task gets between SIGTERM and SIGKILL [default: 5s].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+        "Time a preempted task gets between SIGTERM and SIGKILL",
+        MasterConfig::default().preemption_grace,
+    ))]
     preemption_grace: Option<Duration>,
 }
 

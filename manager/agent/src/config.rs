@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_proto::resources::{Ranges, Resources, Scalar};
 
+/// How long sandboxes of finished tasks are kept by default: a week.
+pub const DEFAULT_SANDBOX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The default HTTP API address.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5051);
@@ -83,7 +86,7 @@ impl AgentConfig {
             token: None,
             task_user: None,
             supervisor: vec![exe, "supervise".to_owned()],
-            sandbox_retention: Duration::from_secs(7 * 24 * 3600),
+            sandbox_retention: DEFAULT_SANDBOX_RETENTION,
             gc_interval: Duration::from_secs(60),
             status_retry: Duration::from_secs(1),
             reconnect_backoff: Duration::from_millis(200),

@@ -137,7 +137,7 @@ pub mod task;
 pub mod updates;
 pub mod usage;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, DEFAULT_LISTEN, DEFAULT_SANDBOX_RETENTION};
 pub use core::TaskSummary;
 pub use error::AgentError;
 

@@ -45,6 +45,23 @@ pub fn duration(text: &str) -> Result<Duration, UnitError> {
     Ok(Duration::from_millis((v * mult_ms) as u64))
 }
 
+/// A duration as [`duration`] reads it, in the largest whole unit:
+/// `15s`, `15m`, `7d`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// A size in MiB (`512`, `4g`, `1.5GiB`), at least 0.
 pub fn mib(text: &str) -> Result<f64, UnitError> {
     crate::resources::parse_mib(text)
@@ -59,6 +76,15 @@ pub fn mib(text: &str) -> Result<f64, UnitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_format_as_they_parse() {
+        for text in ["15s", "15m", "7d", "250ms", "1h", "90s", "0ms"] {
+            let d = duration(text).unwrap();
+            assert_eq!(format_duration(d), text);
+        }
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+    }
 
     #[test]
     fn durations_and_sizes() {
