@@ -134,7 +134,19 @@ async fn connect(config: &SchedulerConfig) -> Result<Client, SdkError> {
     let endpoint = endpoint
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true);
-    let channel = match tokio::time::timeout(config.connect_timeout, endpoint.connect()).await {
+    let connecting =
+        async {
+            match config.connector.streams() {
+                None => endpoint.connect().await,
+                Some(make) => endpoint
+                    .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                        let stream = make();
+                        async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream)) }
+                    }))
+                    .await,
+            }
+        };
+    let channel = match tokio::time::timeout(config.connect_timeout, connecting).await {
         Err(_) => {
             return Err(SdkError::Timeout {
                 operation: "connect",

@@ -2,6 +2,7 @@
 //! and [`FrameworkConfig`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use strata_proto::ids::{FrameworkId, Role};
@@ -129,6 +130,47 @@ pub struct SchedulerConfig {
     /// How many status-update uuids are remembered to drop duplicates
     /// (default 100 000).
     pub dedup_capacity: usize,
+    /// How the manager is reached: TCP to [`manager`](Self::manager) (the
+    /// default), or a stream the connector makes.
+    pub connector: Connector,
+}
+
+/// Makes one in-memory stream to a manager for each connection.
+pub type StreamFactory = dyn Fn() -> tokio::io::DuplexStream + Send + Sync;
+
+/// How the SDK reaches the manager: TCP (the default), or streams a
+/// function makes (an in-memory pipe to a manager in the same process:
+/// tests in paused time use it, since with real sockets the paused clock
+/// would jump ahead while bytes are on their way).
+#[derive(Clone, Default)]
+pub struct Connector(Option<Arc<StreamFactory>>);
+
+impl Connector {
+    /// Connections are streams `make` returns, one per connection.
+    pub fn in_memory(make: impl Fn() -> tokio::io::DuplexStream + Send + Sync + 'static) -> Self {
+        Connector(Some(Arc::new(make)))
+    }
+
+    /// The stream maker, if connections are in memory.
+    pub(crate) fn streams(&self) -> Option<Arc<StreamFactory>> {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "in-memory" } else { "tcp" })
+    }
+}
+
+impl PartialEq for Connector {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl SchedulerConfig {
@@ -146,6 +188,7 @@ impl SchedulerConfig {
             auto_acknowledge: true,
             reconnect: true,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
+            connector: Connector::default(),
         }
     }
 

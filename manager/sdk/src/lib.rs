@@ -146,7 +146,10 @@ mod one_task;
 mod task;
 
 pub use client::{EventStream, Scheduler, SchedulerHandle};
-pub use config::{DEFAULT_FAILOVER_TIMEOUT, DEFAULT_ROLE, FrameworkConfig, SchedulerConfig};
+pub use config::{
+    Connector, DEFAULT_FAILOVER_TIMEOUT, DEFAULT_ROLE, FrameworkConfig, SchedulerConfig,
+    StreamFactory,
+};
 pub use error::SdkError;
 pub use event::{ConversionError, Event, Offer, TaskStatus};
 pub use one_task::{End, LaunchError, Launched, Notice, OneTask, OneTaskOptions, Until};

@@ -16,6 +16,7 @@ use strata_sdk::{
     OneTaskOptions, Resources, Scheduler, SchedulerConfig, SdkError, TaskBuilder, TaskState, Until,
 };
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 
@@ -102,6 +103,8 @@ impl SchedulerService for Fake {
 
 struct Harness {
     address: String,
+    /// In-memory connections to the fake, when it serves no socket.
+    connector: Option<strata_sdk::Connector>,
     fake: Arc<Fake>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -109,11 +112,49 @@ struct Harness {
     calls: mpsc::UnboundedReceiver<pb::Call>,
 }
 
+/// A fake that serves in-memory connections only: for tests in paused
+/// time, whose clock must not jump while bytes are on a socket.
+async fn start_in_memory(heartbeats: &[f64]) -> Harness {
+    let (fake, subscribed, calls) = new_fake(None, strata_proto::PROTOCOL_VERSION, heartbeats);
+    let (conns_tx, conns_rx) = mpsc::unbounded_channel::<tokio::io::DuplexStream>();
+    let connector = strata_sdk::Connector::in_memory(move || {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let _ = conns_tx.send(server);
+        client
+    });
+    let incoming =
+        tokio_stream::wrappers::UnboundedReceiverStream::new(conns_rx).map(Ok::<_, std::io::Error>);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(SchedulerServer::from_arc(fake.clone()))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    Harness {
+        address: "in-memory:1".into(),
+        connector: Some(connector),
+        fake,
+        stop: Some(stop),
+        server,
+        subscribed,
+        calls,
+    }
+}
+
 async fn start(token: Option<&str>, version: u32, heartbeats: &[f64]) -> Harness {
     start_on("127.0.0.1:0", token, version, heartbeats).await
 }
 
-async fn start_on(bind: &str, token: Option<&str>, version: u32, heartbeats: &[f64]) -> Harness {
+type Subscriptions = mpsc::UnboundedReceiver<(pb::SubscribeRequest, EventTx)>;
+
+/// A fake and the receivers of what it is sent.
+fn new_fake(
+    token: Option<&str>,
+    version: u32,
+    heartbeats: &[f64],
+) -> (Arc<Fake>, Subscriptions, mpsc::UnboundedReceiver<pb::Call>) {
     let (subscribed_tx, subscribed) = mpsc::unbounded_channel();
     let (calls_tx, calls) = mpsc::unbounded_channel();
     let fake = Fake {
@@ -126,7 +167,11 @@ async fn start_on(bind: &str, token: Option<&str>, version: u32, heartbeats: &[f
         subscribed: subscribed_tx,
         calls: calls_tx,
     };
-    let fake = Arc::new(fake);
+    (Arc::new(fake), subscribed, calls)
+}
+
+async fn start_on(bind: &str, token: Option<&str>, version: u32, heartbeats: &[f64]) -> Harness {
+    let (fake, subscribed, calls) = new_fake(token, version, heartbeats);
     let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -139,6 +184,7 @@ async fn start_on(bind: &str, token: Option<&str>, version: u32, heartbeats: &[f
     );
     Harness {
         address,
+        connector: None,
         fake,
         stop: Some(stop),
         server,
@@ -153,6 +199,9 @@ impl Harness {
         c.token = token.map(str::to_owned);
         c.connect_timeout = DEADLINE;
         c.call_timeout = DEADLINE;
+        if let Some(connector) = &self.connector {
+            c.connector = connector.clone();
+        }
         c
     }
 
@@ -382,9 +431,11 @@ async fn refusals_at_subscription_are_typed_errors() {
     assert!(err.is_transient());
 }
 
-#[tokio::test]
+/// In paused time, over in-memory connections: the three missed
+/// heartbeats take no wall-clock time.
+#[tokio::test(start_paused = true)]
 async fn missed_heartbeats_lead_to_resubscription_with_the_same_id() {
-    let mut h = start(None, strata_proto::PROTOCOL_VERSION, &[0.3]).await;
+    let mut h = start_in_memory(&[0.3]).await;
     let (handle, mut events) = Scheduler::subscribe(h.config(None)).await.unwrap();
     assert!(matches!(
         next_event(&mut events).await,
