@@ -10,6 +10,7 @@
 //! share of the running tasks finishes, so cycles run on a busy cluster.
 
 use std::time::{Duration, Instant};
+use strata_proto::time::Timestamp;
 
 use strata_manager::master::{Action, Master, MasterConfig};
 use strata_proto::pb::{self, agent_message, call};
@@ -20,7 +21,7 @@ const FRAMEWORKS: usize = 100;
 
 use strata_manager::api::resident_bytes as rss_bytes;
 
-fn register(m: &mut Master, now: u64, i: usize) -> String {
+fn register(m: &mut Master, now: Timestamp, i: usize) -> String {
     let reg = agent_message::Register {
         protocol_version: strata_proto::PROTOCOL_VERSION,
         agent_id: String::new(),
@@ -46,7 +47,7 @@ struct Fw {
     next: u64,
 }
 
-fn subscribe(m: &mut Master, now: u64, i: usize) -> Fw {
+fn subscribe(m: &mut Master, now: Timestamp, i: usize) -> Fw {
     let (id, stream) = m
         .subscribe(
             now,
@@ -94,7 +95,7 @@ fn envelope(f: &Fw, c: call::Call) -> pb::Call {
 /// returns (agent, framework index, task id) of launched tasks.
 fn accept_all(
     m: &mut Master,
-    now: u64,
+    now: Timestamp,
     fws: &mut [Fw],
     actions: Vec<Action>,
     launched: &mut Vec<(String, usize, String)>,
@@ -146,7 +147,7 @@ fn accept_all(
     }
 }
 
-fn finish(m: &mut Master, now: u64, fws: &[Fw], task: &(String, usize, String)) {
+fn finish(m: &mut Master, now: Timestamp, fws: &[Fw], task: &(String, usize, String)) {
     let (agent, fi, tid) = task;
     let u = agent_message::StatusUpdate {
         framework_id: fws[*fi].id.clone(),
@@ -174,7 +175,7 @@ fn main() {
         instance: "bench".into(),
         ..MasterConfig::default()
     });
-    let mut now = 1_000_000u64;
+    let mut now = Timestamp::from_millis(1_000_000);
     let t0 = Instant::now();
     for i in 0..AGENTS {
         register(&mut m, now, i);
@@ -211,7 +212,7 @@ fn main() {
         let actions = m.drain_actions();
         accept_all(&mut m, now, &mut fws, actions, &mut running);
         m.drain_actions();
-        now += 1_000;
+        now += Duration::from_millis(1_000);
     }
     println!("filled: {} tasks running", running.len());
 
@@ -222,7 +223,7 @@ fn main() {
     let mut seed = 12345u64;
     let mut warmup = 3;
     for _ in 0..cycles + warmup {
-        now += 100;
+        now += Duration::from_millis(100);
         // New demand from every framework.
         for (i, f) in fws.iter().enumerate() {
             let ask = pb::Ask {
@@ -316,7 +317,7 @@ fn main() {
         let before = running.len();
         accept_all(&mut m, now, &mut fws, actions, &mut running);
         m.drain_actions();
-        now += 1_000;
+        now += Duration::from_millis(1_000);
         if running.len() == before {
             break;
         }

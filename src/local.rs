@@ -115,7 +115,7 @@ impl LocalCluster {
         mcfg.listen = opts.listen;
         mcfg.token = opts.token.clone();
         if let Some(g) = opts.preemption_grace {
-            mcfg.master.preemption_grace = g.as_millis() as u64;
+            mcfg.master.preemption_grace = g;
         }
         let manager = server::spawn(mcfg).await?;
         let address = manager.address().to_string();

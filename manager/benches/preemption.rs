@@ -13,6 +13,7 @@
 //! the decision; the floor is p99 ≤ 5 ms.
 
 use std::time::{Duration, Instant};
+use strata_proto::time::Timestamp;
 
 use strata_manager::master::{Action, Master, MasterConfig};
 use strata_proto::pb::{self, agent_message, call, manager_message};
@@ -21,7 +22,7 @@ use strata_proto::resources::Resources;
 const AGENTS: usize = 10_000;
 const BATCH_FWS: usize = 10;
 
-fn register(m: &mut Master, now: u64, i: usize) {
+fn register(m: &mut Master, now: Timestamp, i: usize) {
     let reg = agent_message::Register {
         protocol_version: strata_proto::PROTOCOL_VERSION,
         agent_id: String::new(),
@@ -36,7 +37,7 @@ fn register(m: &mut Master, now: u64, i: usize) {
     m.agent_register(now, reg).unwrap();
 }
 
-fn subscribe(m: &mut Master, now: u64, name: &str, class: &str) -> (String, String) {
+fn subscribe(m: &mut Master, now: Timestamp, name: &str, class: &str) -> (String, String) {
     let (id, stream) = m
         .subscribe(
             now,
@@ -55,7 +56,7 @@ fn subscribe(m: &mut Master, now: u64, name: &str, class: &str) -> (String, Stri
     (id.to_string(), stream.to_string())
 }
 
-fn call(m: &mut Master, now: u64, fw: &(String, String), c: call::Call) {
+fn call(m: &mut Master, now: Timestamp, fw: &(String, String), c: call::Call) {
     m.call(
         now,
         pb::Call {
@@ -81,7 +82,7 @@ fn demand(class: &str, cpus: f64, count: u32) -> call::Call {
 /// Launches `cpus`-sized tasks filling every offer to `fw` in `actions`.
 fn launch_all(
     m: &mut Master,
-    now: u64,
+    now: Timestamp,
     fw: &(String, String),
     actions: &[Action],
     cpus: f64,
@@ -140,7 +141,7 @@ fn main() {
         instance: "bench".into(),
         ..MasterConfig::default()
     });
-    let mut now = 1_000_000u64;
+    let mut now = Timestamp::from_millis(1_000_000);
     for i in 0..AGENTS {
         register(&mut m, now, i);
     }
@@ -165,7 +166,7 @@ fn main() {
             running += launch_all(&mut m, now, fw, &actions, 2.0, &mut next);
         }
         m.drain_actions();
-        now += 1_000;
+        now += Duration::from_millis(1_000);
     }
     for fw in &batch {
         call(&mut m, now, fw, call::Call::Suppress(call::Suppress {}));
@@ -180,7 +181,7 @@ fn main() {
     let mut victims_total = 0usize;
     let mut snext = 0u64;
     for _ in 0..rounds {
-        now += 100;
+        now += Duration::from_millis(100);
         call(&mut m, now, &service, demand("service", 2.0, 1));
         m.drain_actions();
         // The cycle's steps, with the preemption decision timed.
@@ -215,7 +216,7 @@ fn main() {
             }
         }
         m.drain_actions();
-        now += 100;
+        now += Duration::from_millis(100);
         m.allocate_now(now);
         let actions = m.drain_actions();
         launch_all(&mut m, now, &service, &actions, 2.0, &mut snext);

@@ -35,22 +35,22 @@ pub struct ManagerArgs {
     /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, revocable_window, services (true or false).
     #[arg(long)]
     config: Option<PathBuf>,
-    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+    #[arg(long, value_parser = parse_duration, help = with_default_of(
         "An agent silent this long is unreachable",
         MasterConfig::default().agent_timeout,
     ))]
     agent_timeout: Option<Duration>,
-    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+    #[arg(long, value_parser = parse_duration, help = with_default_of(
         "Outstanding offers are rescinded after this long",
         MasterConfig::default().offer_timeout,
     ))]
     offer_timeout: Option<Duration>,
-    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+    #[arg(long, value_parser = parse_duration, help = with_default_of(
         "Failover timeout of frameworks that set none",
         MasterConfig::default().default_failover_timeout,
     ))]
     failover_timeout: Option<Duration>,
-    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+    #[arg(long, value_parser = parse_duration, help = with_default_of(
         "Allocation runs at least this often",
         MasterConfig::default().allocation_interval,
     ))]
@@ -58,12 +58,12 @@ pub struct ManagerArgs {
     /// Priority classes, e.g. `system=1000,service=100,batch=10,best-effort=0`.
     #[arg(long)]
     classes: Option<String>,
-    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+    #[arg(long, value_parser = parse_duration, help = with_default_of(
         "Time a preempted task gets between SIGTERM and SIGKILL",
         MasterConfig::default().preemption_grace,
     ))]
     preemption_grace: Option<Duration>,
-    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+    #[arg(long, value_parser = parse_duration, help = with_default_of(
         "Idle cpus of running tasks are lent as revocable by their peak use over this window; `0s` lends none",
         MasterConfig::default().revocable.window,
     ))]
@@ -96,8 +96,8 @@ fn with_default(text: &str, default: impl std::fmt::Display) -> String {
 }
 
 /// [`with_default`] for a default in milliseconds, shown as a duration.
-fn with_default_ms(text: &str, default_ms: u64) -> String {
-    with_default(text, format_duration(Duration::from_millis(default_ms)))
+fn with_default_of(text: &str, default: Duration) -> String {
+    with_default(text, format_duration(default))
 }
 
 fn parse_classes(text: &str) -> anyhow::Result<PriorityClasses> {
@@ -126,10 +126,6 @@ fn file_duration(v: Option<String>, what: &str) -> anyhow::Result<Option<Duratio
         .transpose()
 }
 
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
-}
-
 /// Builds the manager's configuration from flags, environment and file.
 fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
     let f: ManagerFile = read_config(a.config.as_ref())?;
@@ -147,25 +143,25 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
         .agent_timeout
         .or(file_duration(f.agent_timeout, "agent_timeout")?)
     {
-        m.agent_timeout = ms(d);
+        m.agent_timeout = d;
     }
     if let Some(d) = a
         .offer_timeout
         .or(file_duration(f.offer_timeout, "offer_timeout")?)
     {
-        m.offer_timeout = ms(d);
+        m.offer_timeout = d;
     }
     if let Some(d) = a
         .failover_timeout
         .or(file_duration(f.failover_timeout, "failover_timeout")?)
     {
-        m.default_failover_timeout = ms(d).max(1);
+        m.default_failover_timeout = d.max(Duration::from_millis(1));
     }
     if let Some(d) = a
         .allocation_interval
         .or(file_duration(f.allocation_interval, "allocation_interval")?)
     {
-        m.allocation_interval = ms(d).max(10);
+        m.allocation_interval = d.max(Duration::from_millis(10));
     }
     if let Some(c) = a.classes.or(f.classes) {
         m.classes = parse_classes(&c)?;
@@ -174,13 +170,13 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
         .preemption_grace
         .or(file_duration(f.preemption_grace, "preemption_grace")?)
     {
-        m.preemption_grace = ms(d);
+        m.preemption_grace = d;
     }
     if let Some(d) = a
         .revocable_window
         .or(file_duration(f.revocable_window, "revocable_window")?)
     {
-        m.revocable.window = ms(d);
+        m.revocable.window = d;
         m.revocable.enabled = !d.is_zero();
     }
     cfg.services = !a.no_services && f.services.unwrap_or(true);
@@ -364,7 +360,7 @@ pub struct LocalArgs {
     /// Resources of the machine to split among the agents [default: detected].
     #[arg(long)]
     resources: Option<String>,
-    #[arg(long, value_parser = parse_duration, help = with_default_ms(
+    #[arg(long, value_parser = parse_duration, help = with_default_of(
         "Time a preempted task gets between SIGTERM and SIGKILL",
         MasterConfig::default().preemption_grace,
     ))]

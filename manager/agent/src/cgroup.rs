@@ -11,6 +11,7 @@ use nix::sys::signal::Signal;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::resources::Resources;
 
 /// Where the unified hierarchy is expected.
@@ -71,7 +72,7 @@ impl Cgroups {
     }
 
     /// The cgroup of a task (not created).
-    pub fn task_path(&self, framework_id: &str, task_id: &str) -> PathBuf {
+    pub fn task_path(&self, framework_id: &FrameworkId, task_id: &TaskId) -> PathBuf {
         self.base
             .join(format!("f-{framework_id}"))
             .join(format!("t-{task_id}"))
@@ -80,8 +81,8 @@ impl Cgroups {
     /// Creates the cgroup of a task with limits from `resources`.
     pub fn create_task(
         &self,
-        framework_id: &str,
-        task_id: &str,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
         resources: &Resources,
     ) -> io::Result<PathBuf> {
         let path = self.task_path(framework_id, task_id);

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::Path;
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb;
 
 // The workspace's one atomic writer: a fresh temporary file beside the
@@ -91,9 +92,9 @@ pub struct AgentCheckpoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskCheckpoint {
     /// The owning framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// The task id (readable copy).
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The task name (readable copy).
     #[serde(default)]
     pub name: String,
@@ -105,10 +106,10 @@ pub struct TaskCheckpoint {
 
 impl TaskCheckpoint {
     /// A checkpoint of `task` for `framework_id`.
-    pub fn new(framework_id: &str, task: &pb::TaskInfo, accepted_at: f64) -> Self {
+    pub fn new(framework_id: &FrameworkId, task: &pb::TaskInfo, accepted_at: f64) -> Self {
         TaskCheckpoint {
-            framework_id: framework_id.to_owned(),
-            task_id: task.task_id.clone(),
+            framework_id: framework_id.clone(),
+            task_id: TaskId::new(task.task_id.clone()),
             name: task.name.clone(),
             accepted_at,
             task_info: hex_encode(&task.encode_to_vec()),
@@ -172,9 +173,9 @@ pub struct KillCheckpoint {
 #[derive(Debug)]
 pub struct RecoveredTask {
     /// The framework (from the directory name).
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// The task id (from the directory name).
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The task, if `task.json` was readable.
     pub task: Result<(TaskCheckpoint, pb::TaskInfo), AgentError>,
     /// The update queue (empty when absent).
@@ -185,7 +186,7 @@ pub struct RecoveredTask {
 
 /// Reads the checkpoint of one task from its meta dir. Never fails: what
 /// cannot be read is reported in the fields.
-pub fn read_task_dir(dir: &Path, framework_id: &str, task_id: &str) -> RecoveredTask {
+pub fn read_task_dir(dir: &Path, framework_id: &FrameworkId, task_id: &TaskId) -> RecoveredTask {
     let task_path = dir.join(files::TASK);
     let task = match read_json::<TaskCheckpoint>(&task_path) {
         Ok(Some(cp)) => cp.task_info(&task_path).map(|info| (cp, info)),
@@ -205,8 +206,8 @@ pub fn read_task_dir(dir: &Path, framework_id: &str, task_id: &str) -> Recovered
         .ok()
         .flatten();
     RecoveredTask {
-        framework_id: framework_id.to_owned(),
-        task_id: task_id.to_owned(),
+        framework_id: framework_id.clone(),
+        task_id: task_id.clone(),
         task,
         updates,
         kill,
@@ -288,7 +289,7 @@ mod tests {
         let info = task();
         write_json(
             &d.join(files::TASK),
-            &TaskCheckpoint::new("fw", &info, 12.5),
+            &TaskCheckpoint::new(&"fw".into(), &info, 12.5),
         )
         .unwrap();
         let status = pb::TaskStatus {
@@ -310,7 +311,7 @@ mod tests {
         };
         write_json(&d.join(files::KILL), &kill).unwrap();
 
-        let r = read_task_dir(d, "fw", "t1");
+        let r = read_task_dir(d, &"fw".into(), &"t1".into());
         let (cp, back) = r.task.unwrap();
         assert_eq!(back, info);
         assert_eq!(cp.accepted_at, 12.5);
@@ -346,11 +347,11 @@ mod tests {
             br#"{"latest_state":"TASK_BOGUS","pending":[]}"#,
         )
         .unwrap();
-        let r = read_task_dir(d, "fw", "t1");
+        let r = read_task_dir(d, &"fw".into(), &"t1".into());
         assert!(r.task.is_err());
         assert!(r.updates.unwrap_err().to_string().contains("TASK_BOGUS"));
         let empty = tempfile::tempdir().unwrap();
-        let r = read_task_dir(empty.path(), "fw", "t1");
+        let r = read_task_dir(empty.path(), &"fw".into(), &"t1".into());
         assert!(r.task.unwrap_err().to_string().contains("missing"));
         assert_eq!(r.updates.unwrap(), (pb::TaskState::TaskStaging, vec![]));
     }

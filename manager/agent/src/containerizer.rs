@@ -27,6 +27,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 
@@ -66,7 +67,7 @@ pub enum ContainerError {
 #[derive(Debug, Clone)]
 pub struct LaunchRequest<'a> {
     /// The task's framework.
-    pub framework_id: &'a str,
+    pub framework_id: &'a FrameworkId,
     /// The task.
     pub task: &'a pb::TaskInfo,
     /// Its resources (validated).
@@ -246,8 +247,8 @@ impl ProcessContainerizer {
         let launch_file = req.meta_dir.join(files::LAUNCH);
         let spec = LaunchSpec {
             version: LAUNCH_VERSION,
-            framework_id: req.framework_id.to_owned(),
-            task_id: req.task.task_id.clone(),
+            framework_id: req.framework_id.clone(),
+            task_id: TaskId::new(req.task.task_id.clone()),
             argv: req.argv.clone(),
             env: req.env.clone(),
             sandbox: req.sandbox.to_owned(),
@@ -325,9 +326,10 @@ impl Containerizer for ProcessContainerizer {
     fn launch(&self, req: &LaunchRequest<'_>) -> Result<ContainerRecord, ContainerError> {
         let cgroup = match &self.cgroups {
             Some(cg) => {
-                let path = cg.task_path(req.framework_id, &req.task.task_id);
+                let task_id = TaskId::new(req.task.task_id.clone());
+                let path = cg.task_path(req.framework_id, &task_id);
                 Some(
-                    cg.create_task(req.framework_id, &req.task.task_id, req.resources)
+                    cg.create_task(req.framework_id, &task_id, req.resources)
                         .map_err(io_err("creating the cgroup", &path))?,
                 )
             }
@@ -579,7 +581,7 @@ mod tests {
         assert_eq!(c.kind(), "docker");
         let launch = |task: &pb::TaskInfo| {
             c.launch(&LaunchRequest {
-                framework_id: "fw",
+                framework_id: &"fw".into(),
                 task,
                 resources: &Resources::default(),
                 sandbox: dir.path(),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use strata_proto::ids::AgentId;
+use strata_proto::ids::{AgentId, FrameworkId, TaskId};
 use strata_proto::pb::{self, Reason, TaskState, agent_message, manager_message};
 use strata_proto::resources::Resources;
 use tokio::sync::{mpsc, watch};
@@ -51,9 +51,9 @@ pub(crate) struct LinkState {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TaskSummary {
     /// The framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The task's name.
     pub name: String,
     /// The latest state (wire name).
@@ -96,7 +96,8 @@ pub(crate) struct KillState {
 /// Everything the agent knows about one task.
 #[derive(Debug)]
 pub(crate) struct Task {
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
+    pub task_id: TaskId,
     pub info: pb::TaskInfo,
     pub state: TaskState,
     pub queue: UpdateQueue,
@@ -109,9 +110,14 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    pub(crate) fn new(framework_id: &str, info: pb::TaskInfo, meta_dir: Option<PathBuf>) -> Self {
+    pub(crate) fn new(
+        framework_id: &FrameworkId,
+        info: pb::TaskInfo,
+        meta_dir: Option<PathBuf>,
+    ) -> Self {
         Task {
-            framework_id: framework_id.to_owned(),
+            framework_id: framework_id.clone(),
+            task_id: TaskId::new(info.task_id.clone()),
             info,
             state: TaskState::TaskStaging,
             queue: UpdateQueue::default(),
@@ -123,8 +129,8 @@ impl Task {
         }
     }
 
-    pub(super) fn task_id(&self) -> &str {
-        &self.info.task_id
+    pub(super) fn task_id(&self) -> &TaskId {
+        &self.task_id
     }
 
     /// Writes `updates.json` (the caller sends only after this).
@@ -142,7 +148,7 @@ impl Task {
 }
 
 /// Map key of a task.
-pub(crate) type TaskKey = (String, String);
+pub(crate) type TaskKey = (FrameworkId, TaskId);
 
 /// Static settings of the core.
 #[derive(Debug, Clone)]
@@ -282,7 +288,7 @@ impl Core {
             .tasks
             .values()
             .map(|t| pb::AgentTask {
-                framework_id: t.framework_id.clone(),
+                framework_id: t.framework_id.to_string(),
                 task: Some(t.info.clone()),
                 state: t.state as i32,
             })
@@ -314,22 +320,28 @@ impl Core {
         use manager_message::Message as M;
         match message.message {
             Some(M::Registered(r)) => self.registered(r),
-            Some(M::RunTask(r)) => self.run_task(r.framework_id, r.task),
+            Some(M::RunTask(r)) => self.run_task(FrameworkId::new(r.framework_id), r.task),
             Some(M::KillTask(k)) => {
                 let reason = Reason::try_from(k.reason).unwrap_or(Reason::Unspecified);
-                self.kill_task(&k.framework_id, &k.task_id, k.grace_period_seconds, reason);
+                self.kill_task(
+                    &FrameworkId::new(k.framework_id),
+                    &TaskId::new(k.task_id),
+                    k.grace_period_seconds,
+                    reason,
+                );
             }
-            Some(M::Ack(a)) => self.ack(&a.framework_id, &a.task_id, &a.uuid),
+            Some(M::Ack(a)) => self.ack(&(a.framework_id.into(), a.task_id.into()), &a.uuid),
             Some(M::ShutdownFramework(s)) => {
-                info!(framework_id = %s.framework_id, "shutting down the framework's tasks");
-                let ids: Vec<String> = self
+                let framework = FrameworkId::new(s.framework_id);
+                info!(framework_id = %framework, "shutting down the framework's tasks");
+                let ids: Vec<TaskId> = self
                     .tasks
                     .values()
-                    .filter(|t| t.framework_id == s.framework_id)
-                    .map(|t| t.info.task_id.clone())
+                    .filter(|t| t.framework_id == framework)
+                    .map(|t| t.task_id.clone())
                     .collect();
                 for id in ids {
-                    self.kill_task(&s.framework_id, &id, None, Reason::FrameworkRemoved);
+                    self.kill_task(&framework, &id, None, Reason::FrameworkRemoved);
                 }
             }
             Some(M::Error(e)) => warn!(message = %e.message, "error from the manager"),
@@ -419,7 +431,7 @@ impl Core {
                 let msg = pb::AgentMessage {
                     message: Some(agent_message::Message::Update(
                         agent_message::StatusUpdate {
-                            framework_id: t.framework_id.clone(),
+                            framework_id: t.framework_id.to_string(),
                             status: Some(status),
                         },
                     )),
@@ -453,7 +465,7 @@ impl Core {
             .values()
             .map(|t| TaskSummary {
                 framework_id: t.framework_id.clone(),
-                task_id: t.info.task_id.clone(),
+                task_id: t.task_id.clone(),
                 name: t.info.name.clone(),
                 state: t.state.wire_name().to_owned(),
                 pid: t.pid,
@@ -470,24 +482,21 @@ impl Core {
         }
     }
 
-    fn ack(&mut self, framework_id: &str, task_id: &str, uuid: &[u8]) {
-        let key: TaskKey = (framework_id.to_owned(), task_id.to_owned());
-        let Some(t) = self.tasks.get_mut(&key) else {
-            debug!(
-                framework_id,
-                task_id, "acknowledgement for an unknown task ignored"
-            );
+    fn ack(&mut self, key: &TaskKey, uuid: &[u8]) {
+        let (framework_id, task_id) = key;
+        let Some(t) = self.tasks.get_mut(key) else {
+            debug!(%framework_id, %task_id, "acknowledgement for an unknown task ignored");
             return;
         };
         match t.queue.ack(uuid) {
             AckOutcome::Unexpected => {
-                debug!(framework_id, task_id, "unexpected acknowledgement ignored");
+                debug!(%framework_id, %task_id, "unexpected acknowledgement ignored");
             }
             AckOutcome::Acked(status) => {
-                debug!(framework_id, task_id, state = %status.state(), "update acknowledged");
+                debug!(%framework_id, %task_id, state = %status.state(), "update acknowledged");
                 t.checkpoint_updates();
                 if status.state().is_terminal() && t.queue.is_empty() {
-                    self.finish(&key);
+                    self.finish(key);
                 }
             }
         }
@@ -560,8 +569,8 @@ impl Core {
                     tasks: usage
                         .iter()
                         .map(|u| pb::TaskUsage {
-                            framework_id: u.framework_id.clone(),
-                            task_id: u.task_id.clone(),
+                            framework_id: u.framework_id.to_string(),
+                            task_id: u.task_id.to_string(),
                             cpus: u.cpus_used,
                             mem: u.mem_rss_mib,
                         })

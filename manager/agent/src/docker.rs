@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 
@@ -192,10 +193,15 @@ pub fn check_socket(host: &str) -> Result<(), DockerError> {
 /// The container name of a task: `strata-<framework>-<task>-<hash>`, every
 /// character Docker refuses replaced by `_`, cut to a sane length; the hash
 /// (of the exact ids) keeps different tasks apart.
-pub fn container_name(framework_id: &str, task_id: &str) -> String {
+pub fn container_name(framework_id: &FrameworkId, task_id: &TaskId) -> String {
     // FNV-1a: stable across builds and platforms.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in framework_id.bytes().chain([0]).chain(task_id.bytes()) {
+    for b in framework_id
+        .as_str()
+        .bytes()
+        .chain([0])
+        .chain(task_id.as_str().bytes())
+    {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     let suffix = format!("-{:08x}", hash >> 32);
@@ -338,7 +344,7 @@ impl DockerSpec {
     /// why the task is invalid.
     pub fn from_task(
         host: &str,
-        framework_id: &str,
+        framework_id: &FrameworkId,
         task: &pb::TaskInfo,
         resources: &Resources,
         launch_id: &str,
@@ -358,7 +364,7 @@ impl DockerSpec {
         let nano_cpus = (resources.cpus.as_f64() * 1e9).round() as i64;
         let memory_bytes = (resources.mem.as_f64() * 1024.0 * 1024.0).round() as i64;
         let labels = [
-            (LABEL_FRAMEWORK, framework_id),
+            (LABEL_FRAMEWORK, framework_id.as_str()),
             (LABEL_TASK, task.task_id.as_str()),
             (LABEL_LAUNCH, launch_id),
         ]
@@ -367,7 +373,7 @@ impl DockerSpec {
         .collect();
         Ok(DockerSpec {
             host: host.to_owned(),
-            name: container_name(framework_id, &task.task_id),
+            name: container_name(framework_id, &TaskId::new(task.task_id.clone())),
             image: image.to_owned(),
             entrypoint,
             cmd,
@@ -597,7 +603,7 @@ mod tests {
 
     fn spec(t: &pb::TaskInfo) -> Result<DockerSpec, InvalidDockerTask> {
         let r = Resources::from_proto(&t.resources).unwrap();
-        DockerSpec::from_task(DEFAULT_DOCKER_HOST, "fw-1", t, &r, "L1")
+        DockerSpec::from_task(DEFAULT_DOCKER_HOST, &"fw-1".into(), t, &r, "L1")
     }
 
     fn shell(value: &str) -> Option<pb::CommandInfo> {
@@ -610,20 +616,26 @@ mod tests {
 
     #[test]
     fn names_are_sanitised_bounded_and_distinct() {
-        let n = container_name("fw-1", "web.1");
+        let n = container_name(&"fw-1".into(), &"web.1".into());
         assert!(n.starts_with("strata-fw-1-web.1-"), "{n}");
         assert_eq!(n.len(), "strata-fw-1-web.1-".len() + 8);
-        assert_eq!(n, container_name("fw-1", "web.1"), "stable");
-        let odd = container_name("fw:1", "a b/é");
+        assert_eq!(n, container_name(&"fw-1".into(), &"web.1".into()), "stable");
+        let odd = container_name(&"fw:1".into(), &"a b/é".into());
         assert!(odd.starts_with("strata-fw_1-a_b_"), "{odd}");
         assert!(
             odd.chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         );
         // Equal once sanitised or joined, different tasks all the same.
-        assert_ne!(container_name("a-b", "c"), container_name("a", "b-c"));
-        assert_ne!(container_name("f", "a:b"), container_name("f", "a_b"));
-        let long = container_name(&"f".repeat(255), &"t".repeat(255));
+        assert_ne!(
+            container_name(&"a-b".into(), &"c".into()),
+            container_name(&"a".into(), &"b-c".into())
+        );
+        assert_ne!(
+            container_name(&"f".into(), &"a:b".into()),
+            container_name(&"f".into(), &"a_b".into())
+        );
+        let long = container_name(&"f".repeat(255).into(), &"t".repeat(255).into());
         assert_eq!(long.len(), MAX_NAME);
     }
 
@@ -663,7 +675,7 @@ mod tests {
             vec![(8080, 31001, "TCP"), (53, 31000, "udp")],
         );
         let s = spec(&t).unwrap();
-        assert_eq!(s.name, container_name("fw-1", "web.1"));
+        assert_eq!(s.name, container_name(&"fw-1".into(), &"web.1".into()));
         assert_eq!(s.image, "strata-test/busybox:latest");
         assert_eq!(s.nano_cpus, 1_500_000_000);
         assert_eq!(s.memory_bytes, 256 * 1024 * 1024);

@@ -170,7 +170,7 @@ impl Rig {
         let record = self
             .docker
             .launch(&LaunchRequest {
-                framework_id: "fw-docker-tests",
+                framework_id: &"fw-docker-tests".into(),
                 task,
                 resources: &resources,
                 sandbox: &self.sandbox,

@@ -15,6 +15,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use strata_proto::ids::{FrameworkId, TaskId};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -49,7 +50,7 @@ pub fn select_expired(
 }
 
 /// Lists every sandbox; `live` holds the tasks the agent holds.
-fn scan(layout: &Layout, live: &HashSet<(String, String)>) -> Vec<SandboxEntry> {
+fn scan(layout: &Layout, live: &HashSet<(FrameworkId, TaskId)>) -> Vec<SandboxEntry> {
     let mut out = Vec::new();
     let Ok(frameworks) = fs::read_dir(layout.sandboxes_dir()) else {
         return out;
@@ -65,8 +66,11 @@ fn scan(layout: &Layout, live: &HashSet<(String, String)>) -> Vec<SandboxEntry> 
             }
             let task_name = t.file_name().to_string_lossy().into_owned();
             let path = t.path();
-            let is_live = live.contains(&(fw_name.clone(), task_name.clone()))
-                || layout.task_meta_dir(&fw_name, &task_name).exists();
+            let key = (
+                FrameworkId::new(fw_name.clone()),
+                TaskId::new(task_name.clone()),
+            );
+            let is_live = live.contains(&key) || layout.task_meta_dir(&key.0, &key.1).exists();
             let ended_at = fs::symlink_metadata(path.join(files::EXIT_STATUS))
                 .or_else(|_| fs::symlink_metadata(&path))
                 .and_then(|m| m.modified())
@@ -85,7 +89,7 @@ fn scan(layout: &Layout, live: &HashSet<(String, String)>) -> Vec<SandboxEntry> 
 /// returns how many sandboxes were removed.
 pub(crate) fn collect(
     layout: &Layout,
-    live: &HashSet<(String, String)>,
+    live: &HashSet<(FrameworkId, TaskId)>,
     retention: Duration,
 ) -> usize {
     let entries = scan(layout, live);
@@ -111,7 +115,7 @@ pub(crate) fn collect(
     removed
 }
 
-fn live_tasks(shared: &Shared) -> HashSet<(String, String)> {
+fn live_tasks(shared: &Shared) -> HashSet<(FrameworkId, TaskId)> {
     shared
         .tasks
         .lock()
@@ -184,18 +188,18 @@ mod tests {
             ("f1", "checkpointed"),
             ("f2", "done"),
         ] {
-            let sb = l.sandbox_dir(fw, t);
+            let sb = l.sandbox_dir(&fw.into(), &t.into());
             fs::create_dir_all(&sb).unwrap();
             fs::write(sb.join(files::EXIT_STATUS), b"{}").unwrap();
         }
-        fs::create_dir_all(l.task_meta_dir("f1", "checkpointed")).unwrap();
-        let live: HashSet<_> = [("f1".to_string(), "held".to_string())].into();
+        fs::create_dir_all(l.task_meta_dir(&"f1".into(), &"checkpointed".into())).unwrap();
+        let live: HashSet<_> = [("f1".into(), "held".into())].into();
         // Young sandboxes are kept.
         assert_eq!(collect(&l, &live, Duration::from_secs(3600)), 0);
         assert_eq!(collect(&l, &live, Duration::ZERO), 2);
-        assert!(!l.sandbox_dir("f1", "done").exists());
-        assert!(l.sandbox_dir("f1", "held").exists());
-        assert!(l.sandbox_dir("f1", "checkpointed").exists());
+        assert!(!l.sandbox_dir(&"f1".into(), &"done".into()).exists());
+        assert!(l.sandbox_dir(&"f1".into(), &"held".into()).exists());
+        assert!(l.sandbox_dir(&"f1".into(), &"checkpointed".into()).exists());
         assert!(!l.sandboxes_dir().join("f2").exists());
     }
 }

@@ -26,6 +26,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use strata_proto::ids::{FrameworkId, TaskId};
 
 /// The most bytes one sandbox read returns.
 pub const MAX_READ_BYTES: u64 = 4 * 1024 * 1024;
@@ -112,11 +113,11 @@ struct ReadQuery {
 
 async fn sandbox_file(
     State(shared): State<Arc<Shared>>,
-    UrlPath((framework_id, task_id, file)): UrlPath<(String, String, String)>,
+    UrlPath((framework_id, task_id, file)): UrlPath<(FrameworkId, TaskId, String)>,
     Query(q): Query<ReadQuery>,
 ) -> Response {
-    if let Err(e) = validate_id("framework", &framework_id)
-        .and_then(|()| validate_id("task", &task_id))
+    if let Err(e) = validate_id("framework", framework_id.as_str())
+        .and_then(|()| validate_id("task", task_id.as_str()))
         .and_then(|()| validate_file_name(&file))
     {
         return error(StatusCode::BAD_REQUEST, e.to_string());
@@ -140,7 +141,10 @@ async fn sandbox_file(
         }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => error(
             StatusCode::NOT_FOUND,
-            format!("no file {file:?} in the sandbox of task {task_id:?}"),
+            format!(
+                "no file {file:?} in the sandbox of task {:?}",
+                task_id.as_str()
+            ),
         ),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
             error(StatusCode::BAD_REQUEST, e.to_string())
@@ -325,7 +329,7 @@ mod tests {
     #[tokio::test]
     async fn sandbox_files_are_served_in_ranges_without_traversal() {
         let dir = tempfile::tempdir().unwrap();
-        let sb = Layout::new(dir.path()).sandbox_dir("fw", "t1");
+        let sb = Layout::new(dir.path()).sandbox_dir(&"fw".into(), &"t1".into());
         std::fs::create_dir_all(&sb).unwrap();
         std::fs::write(sb.join("stdout"), b"hello world").unwrap();
         std::fs::write(dir.path().join("secret"), b"no").unwrap();

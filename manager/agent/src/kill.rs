@@ -8,6 +8,7 @@ use super::layout::files;
 use super::process::Escalation;
 use super::supervisor::unix_now;
 use std::time::{Duration, Instant};
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb::{self, Reason, TaskState};
 use tracing::{debug, error, info, warn};
 
@@ -21,18 +22,18 @@ impl Core {
     /// Handles `KillTask` (and each task of `ShutdownFramework`).
     pub(super) fn kill_task(
         &mut self,
-        framework_id: &str,
-        task_id: &str,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
         grace: Option<f64>,
         reason: Reason,
     ) {
-        let key: TaskKey = (framework_id.to_owned(), task_id.to_owned());
+        let key: TaskKey = (framework_id.clone(), task_id.clone());
         let Some(t) = self.tasks.get_mut(&key) else {
-            warn!(framework_id, task_id, "kill for an unknown task ignored");
+            warn!(%framework_id, %task_id, "kill for an unknown task ignored");
             return;
         };
         if t.state.is_terminal() {
-            debug!(framework_id, task_id, state = %t.state, "kill for a finished task ignored");
+            debug!(%framework_id, %task_id, state = %t.state, "kill for a finished task ignored");
             return;
         }
         let grace = kill_grace(grace, t.info.kill_policy.as_ref());
@@ -48,9 +49,7 @@ impl Core {
             self.step_kill(&key);
             return;
         }
-        info!(
-            framework_id,
-            task_id,
+        info!(%framework_id, %task_id,
             grace_seconds = grace.as_secs_f64(),
             reason = reason.wire_name(),
             "killing task"
@@ -62,7 +61,7 @@ impl Core {
                 requested_at: unix_now(),
             };
             if let Err(e) = write_json(&dir.join(files::KILL), &cp) {
-                error!(framework_id, task_id, error = %e, "cannot checkpoint the kill");
+                error!(%framework_id, %task_id, error = %e, "cannot checkpoint the kill");
             }
         }
         t.kill = Some(KillState {

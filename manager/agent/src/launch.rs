@@ -10,6 +10,7 @@ use super::supervisor::{TaskUser, unix_now};
 use super::task::{self, TaskContext};
 use std::fs;
 use std::path::{Path, PathBuf};
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb::{self, Reason, TaskState};
 use strata_proto::resources::Resources;
 use tracing::{debug, error, info, warn};
@@ -17,12 +18,12 @@ use tracing::{debug, error, info, warn};
 impl Core {
     /// Handles `RunTask`: see the module docs of [`super`] for the steps.
     /// Every failure becomes a checkpointed terminal update.
-    pub(super) fn run_task(&mut self, framework_id: String, info: Option<pb::TaskInfo>) {
+    pub(super) fn run_task(&mut self, framework_id: FrameworkId, info: Option<pb::TaskInfo>) {
         let Some(info) = info else {
             warn!(framework_id = %framework_id, "run task without a task ignored");
             return;
         };
-        let key: TaskKey = (framework_id.clone(), info.task_id.clone());
+        let key: TaskKey = (framework_id.clone(), TaskId::new(info.task_id.clone()));
         if let Some(t) = self.tasks.get_mut(&key) {
             info!(framework_id = %framework_id, task_id = %info.task_id, state = %t.state,
                 "duplicate run task ignored");
@@ -40,7 +41,7 @@ impl Core {
             }
             return;
         }
-        if let Err(e) = validate_id("framework", &framework_id)
+        if let Err(e) = validate_id("framework", framework_id.as_str())
             .and_then(|()| validate_id("task", &info.task_id))
         {
             warn!(framework_id = %framework_id, task_id = %info.task_id, error = %e, "task refused");
@@ -55,8 +56,8 @@ impl Core {
             );
             return;
         }
-        let meta_dir = self.layout.task_meta_dir(&framework_id, &info.task_id);
-        let sandbox = self.layout.sandbox_dir(&framework_id, &info.task_id);
+        let meta_dir = self.layout.task_meta_dir(&key.0, &key.1);
+        let sandbox = self.layout.sandbox_dir(&key.0, &key.1);
         let checkpointed = fs::create_dir_all(&meta_dir)
             .map_err(|e| e.to_string())
             .and_then(|()| {
@@ -106,7 +107,7 @@ impl Core {
     /// Validates and launches a task; on failure, the update to send.
     fn launch(
         &mut self,
-        framework_id: &str,
+        framework_id: &FrameworkId,
         info: &pb::TaskInfo,
         meta_dir: &Path,
         sandbox: &Path,
@@ -177,7 +178,7 @@ impl Core {
     /// only Strata's variables and the command's (none of the agent's).
     fn launch_docker(
         &mut self,
-        framework_id: &str,
+        framework_id: &FrameworkId,
         info: &pb::TaskInfo,
         resources: &Resources,
         meta_dir: &Path,

@@ -14,6 +14,7 @@
 
 use super::error::AgentError;
 use std::path::{Path, PathBuf};
+use strata_proto::ids::{FrameworkId, TaskId};
 
 /// The paths of one agent's work dir.
 #[derive(Debug, Clone)]
@@ -51,8 +52,10 @@ impl Layout {
 
     /// `meta/tasks/<framework_id>/<task_id>/`. The ids must have been
     /// validated with [`validate_id`].
-    pub fn task_meta_dir(&self, framework_id: &str, task_id: &str) -> PathBuf {
-        self.tasks_meta_dir().join(framework_id).join(task_id)
+    pub fn task_meta_dir(&self, framework_id: &FrameworkId, task_id: &TaskId) -> PathBuf {
+        self.tasks_meta_dir()
+            .join(framework_id.as_str())
+            .join(task_id.as_str())
     }
 
     /// `sandboxes/`.
@@ -62,8 +65,10 @@ impl Layout {
 
     /// `sandboxes/<framework_id>/<task_id>/`. The ids must have been
     /// validated with [`validate_id`].
-    pub fn sandbox_dir(&self, framework_id: &str, task_id: &str) -> PathBuf {
-        self.sandboxes_dir().join(framework_id).join(task_id)
+    pub fn sandbox_dir(&self, framework_id: &FrameworkId, task_id: &TaskId) -> PathBuf {
+        self.sandboxes_dir()
+            .join(framework_id.as_str())
+            .join(task_id.as_str())
     }
 }
 
@@ -152,9 +157,12 @@ mod tests {
     #[test]
     fn paths_are_nested_under_the_work_dir() {
         let l = Layout::new("/w");
-        assert_eq!(l.sandbox_dir("f", "t"), PathBuf::from("/w/sandboxes/f/t"));
         assert_eq!(
-            l.task_meta_dir("f", "t").join(files::TASK),
+            l.sandbox_dir(&"f".into(), &"t".into()),
+            PathBuf::from("/w/sandboxes/f/t")
+        );
+        assert_eq!(
+            l.task_meta_dir(&"f".into(), &"t".into()).join(files::TASK),
             PathBuf::from("/w/meta/tasks/f/t/task.json")
         );
         assert_eq!(l.agent_file(), PathBuf::from("/w/meta/agent.json"));

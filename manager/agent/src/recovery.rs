@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use strata_proto::ids::AgentId;
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb::{self, Reason, TaskState};
 use tracing::{error, info, warn};
 
@@ -64,8 +65,9 @@ pub(crate) fn recover(layout: &Layout) -> Recovered {
         }
         for task_id in task_ids {
             let dir = fw_dir.join(&task_id);
-            if let Some(task) = recover_task(layout, &dir, &fw, &task_id, agent_id.as_ref()) {
-                tasks.insert((fw.clone(), task_id), task);
+            let key = (FrameworkId::new(fw.clone()), TaskId::new(task_id));
+            if let Some(task) = recover_task(layout, &dir, &key.0, &key.1, agent_id.as_ref()) {
+                tasks.insert(key, task);
             }
         }
         let _ = fs::remove_dir(&fw_dir); // only if now empty
@@ -79,8 +81,8 @@ pub(crate) fn recover(layout: &Layout) -> Recovered {
 fn recover_task(
     layout: &Layout,
     dir: &Path,
-    framework_id: &str,
-    task_id: &str,
+    framework_id: &FrameworkId,
+    task_id: &TaskId,
     agent_id: Option<&AgentId>,
 ) -> Option<Task> {
     let r = checkpoint::read_task_dir(dir, framework_id, task_id);
@@ -89,9 +91,7 @@ fn recover_task(
         && state.is_terminal()
         && pending.is_empty()
     {
-        info!(
-            framework_id,
-            task_id, "removing the checkpoint of a finished task"
+        info!(%framework_id, %task_id, "removing the checkpoint of a finished task"
         );
         let _ = fs::remove_dir_all(dir);
         return None;
@@ -101,7 +101,7 @@ fn recover_task(
         Ok((_, info)) => (info, None),
         Err(e) => (
             pb::TaskInfo {
-                task_id: task_id.to_owned(),
+                task_id: task_id.to_string(),
                 ..Default::default()
             },
             Some(e),
@@ -113,7 +113,7 @@ fn recover_task(
     let (state, pending) = match r.updates {
         Ok(u) => u,
         Err(e) => {
-            error!(framework_id, task_id, error = %e, "cannot read the task's status updates");
+            error!(%framework_id, %task_id, error = %e, "cannot read the task's status updates");
             (TaskState::TaskStaging, Vec::new())
         }
     };
@@ -138,7 +138,7 @@ fn recover_task(
         (None, Some(_)) => None,
     };
     if let Some(message) = failure {
-        error!(framework_id, task_id, %message, "recovered task failed");
+        error!(%framework_id, %task_id, %message, "recovered task failed");
         if let Some(record) = &task.container {
             kill_leftovers(record);
         }
@@ -161,10 +161,10 @@ fn recover_task(
                 .collect(),
         };
         if let Err(e) = checkpoint::write_json(&dir.join(files::UPDATES), &cp) {
-            error!(framework_id, task_id, error = %e, "cannot checkpoint status updates");
+            error!(%framework_id, %task_id, error = %e, "cannot checkpoint status updates");
         }
     } else {
-        info!(framework_id, task_id, state = %task.state, "recovered task");
+        info!(%framework_id, %task_id, state = %task.state, "recovered task");
     }
     Some(task)
 }
@@ -259,11 +259,11 @@ mod tests {
         };
         write_json(&l.agent_file(), &agent).unwrap();
         // Done: terminal, nothing pending.
-        let done = l.task_meta_dir("fw", "done");
+        let done = l.task_meta_dir(&"fw".into(), &"done".into());
         fs::create_dir_all(&done).unwrap();
         write_json(
             &done.join(files::TASK),
-            &TaskCheckpoint::new("fw", &info("done"), 1.0),
+            &TaskCheckpoint::new(&"fw".into(), &info("done"), 1.0),
         )
         .unwrap();
         write_json(
@@ -275,15 +275,15 @@ mod tests {
         )
         .unwrap();
         // Terminal update not yet acknowledged.
-        let pending = l.task_meta_dir("fw", "pending");
+        let pending = l.task_meta_dir(&"fw".into(), &"pending".into());
         fs::create_dir_all(&pending).unwrap();
         write_json(
             &pending.join(files::TASK),
-            &TaskCheckpoint::new("fw", &info("pending"), 1.0),
+            &TaskCheckpoint::new(&"fw".into(), &info("pending"), 1.0),
         )
         .unwrap();
         let st = task::new_status(
-            "pending",
+            &"pending".into(),
             "a1",
             TaskState::TaskFailed,
             Reason::CommandExited,
@@ -299,15 +299,15 @@ mod tests {
         )
         .unwrap();
         // Never launched (no container record).
-        let never = l.task_meta_dir("fw", "never");
+        let never = l.task_meta_dir(&"fw".into(), &"never".into());
         fs::create_dir_all(&never).unwrap();
         write_json(
             &never.join(files::TASK),
-            &TaskCheckpoint::new("fw", &info("never"), 1.0),
+            &TaskCheckpoint::new(&"fw".into(), &info("never"), 1.0),
         )
         .unwrap();
         // Unreadable.
-        let broken = l.task_meta_dir("fw2", "broken");
+        let broken = l.task_meta_dir(&"fw2".into(), &"broken".into());
         fs::create_dir_all(&broken).unwrap();
         fs::write(broken.join(files::TASK), b"garbage").unwrap();
 
@@ -318,16 +318,16 @@ mod tests {
         assert_eq!(
             keys,
             vec![
-                ("fw".to_string(), "never".to_string()),
-                ("fw".to_string(), "pending".to_string()),
-                ("fw2".to_string(), "broken".to_string()),
+                (FrameworkId::new("fw"), TaskId::new("never")),
+                (FrameworkId::new("fw"), TaskId::new("pending")),
+                (FrameworkId::new("fw2"), TaskId::new("broken")),
             ]
         );
-        let p = &r.tasks[&("fw".to_string(), "pending".to_string())];
+        let p = &r.tasks[&(FrameworkId::new("fw"), TaskId::new("pending"))];
         assert_eq!(p.state, TaskState::TaskFailed);
         assert_eq!(p.queue.head().unwrap().uuid, st.uuid);
         for k in [("fw", "never"), ("fw2", "broken")] {
-            let t = &r.tasks[&(k.0.to_string(), k.1.to_string())];
+            let t = &r.tasks[&(FrameworkId::new(k.0), TaskId::new(k.1))];
             assert_eq!(t.state, TaskState::TaskFailed, "{k:?}");
             let head = t.queue.head().unwrap();
             assert_eq!(head.task_id, k.1);
@@ -335,7 +335,7 @@ mod tests {
         }
         // The failure was checkpointed: a second recovery sees the same update.
         let again = recover(&l);
-        let t = &again.tasks[&("fw2".to_string(), "broken".to_string())];
+        let t = &again.tasks[&(FrameworkId::new("fw2"), TaskId::new("broken"))];
         assert_eq!(t.queue.len(), 1);
     }
 }

@@ -57,6 +57,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strata_proto::ids::{FrameworkId, TaskId};
 
 /// The flag that names the launch file on the supervisor's command line.
 pub const LAUNCH_FLAG: &str = "--launch";
@@ -88,9 +89,9 @@ pub struct LaunchSpec {
     /// Format version ([`LAUNCH_VERSION`]).
     pub version: u32,
     /// The task's framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The command line; `argv[0]` is the program.
     pub argv: Vec<String>,
     /// The complete environment of the task.

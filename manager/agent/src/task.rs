@@ -4,6 +4,7 @@
 use super::supervisor::{ExitRecord, unix_now};
 use std::collections::BTreeMap;
 use std::path::Path;
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb::{self, Reason, TaskState};
 use strata_proto::resources::Resources;
 
@@ -14,7 +15,7 @@ const SCRUBBED_ENV: &[&str] = &["STRATA_TOKEN", "NOTIFY_SOCKET", "LISTEN_FDS", "
 #[derive(Debug, Clone)]
 pub struct TaskContext<'a> {
     /// The task's framework.
-    pub framework_id: &'a str,
+    pub framework_id: &'a FrameworkId,
     /// This agent's id (empty before registration).
     pub agent_id: &'a str,
     /// The sandbox.
@@ -88,7 +89,7 @@ pub fn environment(
         }
     }
     env.insert("STRATA_TASK_ID".into(), task.task_id.clone());
-    env.insert("STRATA_FRAMEWORK_ID".into(), ctx.framework_id.into());
+    env.insert("STRATA_FRAMEWORK_ID".into(), ctx.framework_id.to_string());
     env.insert("STRATA_AGENT_ID".into(), ctx.agent_id.into());
     env.insert("STRATA_SANDBOX".into(), sandbox.clone());
     env.insert("MESOS_SANDBOX".into(), sandbox);
@@ -104,7 +105,7 @@ pub fn task_ports(task: &pb::TaskInfo) -> Vec<u64> {
 
 /// A fresh status update (with a new uuid and the current time).
 pub fn new_status(
-    task_id: &str,
+    task_id: &TaskId,
     agent_id: &str,
     state: TaskState,
     reason: Reason,
@@ -112,7 +113,7 @@ pub fn new_status(
     exit_code: Option<i32>,
 ) -> pb::TaskStatus {
     pb::TaskStatus {
-        task_id: task_id.to_owned(),
+        task_id: task_id.to_string(),
         agent_id: agent_id.to_owned(),
         state: state as i32,
         reason: reason as i32,
@@ -284,7 +285,7 @@ mod tests {
             ..Default::default()
         };
         let ctx = TaskContext {
-            framework_id: "fw",
+            framework_id: &"fw".into(),
             agent_id: "a1",
             sandbox: Path::new("/w/sandboxes/fw/t1"),
             hostname: "node1",
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn statuses_are_fresh_and_from_the_agent() {
         let a = new_status(
-            "t",
+            &"t".into(),
             "a",
             TaskState::TaskRunning,
             Reason::Unspecified,
@@ -322,7 +323,7 @@ mod tests {
             None,
         );
         let b = new_status(
-            "t",
+            &"t".into(),
             "a",
             TaskState::TaskRunning,
             Reason::Unspecified,

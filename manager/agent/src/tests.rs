@@ -335,7 +335,7 @@ async fn a_task_runs_finishes_and_is_forgotten_once_acknowledged() {
     let again = conn.expect("t1", TaskState::TaskFinished).await;
     assert_eq!(again.uuid, finished.uuid);
 
-    let sandbox = layout.sandbox_dir("fw1", "t1");
+    let sandbox = layout.sandbox_dir(&"fw1".into(), &"t1".into());
     assert_eq!(
         std::fs::read_to_string(sandbox.join("stdout")).unwrap(),
         "hello\n"
@@ -356,7 +356,7 @@ async fn a_task_runs_finishes_and_is_forgotten_once_acknowledged() {
     assert!(body.contains("\"agent_id\":\"agent-1\""), "{body}");
 
     conn.ack("fw1", &finished);
-    let meta = layout.task_meta_dir("fw1", "t1");
+    let meta = layout.task_meta_dir(&"fw1".into(), &"t1".into());
     until("the task checkpoint is removed", || !meta.exists()).await;
     assert!(sandbox.exists(), "the sandbox stays for the GC");
     agent.shutdown().await;
@@ -481,7 +481,7 @@ async fn a_docker_task_runs_and_is_killed_after_its_grace() {
         return;
     };
     let cleanup = Cleanup::new(&host);
-    let name = super::docker::container_name("fw", "dk1");
+    let name = super::docker::container_name(&"fw".into(), &"dk1".into());
     cleanup.add(&name);
     let dir = tempfile::tempdir().unwrap();
     let mut mgr = Manager::start().await;
@@ -559,9 +559,15 @@ async fn updates_survive_reconnection_and_agent_restart() {
     agent.shutdown().await;
     drop(conn);
     let layout = Layout::new(dir.path().canonicalize().unwrap());
-    std::fs::write(layout.sandbox_dir("fw", "ends-while-down").join("go"), b"").unwrap();
+    std::fs::write(
+        layout
+            .sandbox_dir(&"fw".into(), &"ends-while-down".into())
+            .join("go"),
+        b"",
+    )
+    .unwrap();
     let exit_file = layout
-        .task_meta_dir("fw", "ends-while-down")
+        .task_meta_dir(&"fw".into(), &"ends-while-down".into())
         .join(files::EXIT_STATUS);
     until("the supervisor records the exit", || exit_file.exists()).await;
     assert!(
@@ -590,7 +596,13 @@ async fn updates_survive_reconnection_and_agent_restart() {
     let failed = conn.expect("ends-while-down", TaskState::TaskFailed).await;
     assert_eq!(failed.exit_code, Some(3));
     conn.ack("fw", &failed);
-    std::fs::write(layout.sandbox_dir("fw", "outlives").join("go"), b"").unwrap();
+    std::fs::write(
+        layout
+            .sandbox_dir(&"fw".into(), &"outlives".into())
+            .join("go"),
+        b"",
+    )
+    .unwrap();
     let failed = conn.expect("outlives", TaskState::TaskFailed).await;
     assert_eq!(failed.exit_code, Some(3));
     conn.ack("fw", &failed);
@@ -618,7 +630,7 @@ async fn a_dead_supervisor_fails_its_task() {
     let layout = Layout::new(dir.path().canonicalize().unwrap());
     let sup = supervisor::read_pid(
         &layout
-            .task_meta_dir("fw", "orphan")
+            .task_meta_dir(&"fw".into(), &"orphan".into())
             .join(files::SUPERVISOR_PID),
     )
     .unwrap();
@@ -697,7 +709,7 @@ async fn tasks_run_as_nobody_under_root() {
     assert!(s.message.starts_with("cannot fetch"), "{s:?}");
     conn.ack("fw", &s);
     let layout = Layout::new(dir.path().canonicalize().unwrap());
-    let sandbox = layout.sandbox_dir("fw", "who");
+    let sandbox = layout.sandbox_dir(&"fw".into(), &"who".into());
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     assert_eq!(
         std::fs::read_to_string(sandbox.join("stdout")).unwrap(),

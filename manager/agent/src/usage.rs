@@ -15,6 +15,7 @@
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::path::Path;
+use strata_proto::ids::{FrameworkId, TaskId};
 
 pub use crate::process::{ProcStat, parse_stat};
 
@@ -70,9 +71,9 @@ pub fn tree(procs: &[ProcStat], root: Root) -> Vec<&ProcStat> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TaskUsage {
     /// The framework.
-    pub framework_id: String,
+    pub framework_id: FrameworkId,
     /// The task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Cpus used on average over the interval.
     pub cpus_used: f64,
     /// Resident memory now, MiB.
@@ -93,7 +94,7 @@ struct Previous {
 /// Turns successive scans into per-task usage.
 #[derive(Debug)]
 pub struct Sampler {
-    previous: HashMap<(String, String), Previous>,
+    previous: HashMap<(FrameworkId, TaskId), Previous>,
     ticks_per_sec: f64,
     page_mib: f64,
 }
@@ -122,11 +123,11 @@ impl Sampler {
     pub fn sample(
         &mut self,
         now: f64,
-        tasks: &[((String, String), Root)],
+        tasks: &[((FrameworkId, TaskId), Root)],
         procs: &[ProcStat],
     ) -> Vec<TaskUsage> {
         let mut out = Vec::new();
-        let mut next: HashMap<(String, String), Previous> = HashMap::default();
+        let mut next: HashMap<(FrameworkId, TaskId), Previous> = HashMap::default();
         for (key, root) in tasks {
             let members = tree(procs, *root);
             let ticks: HashMap<(i32, u64), u64> = members
@@ -208,7 +209,7 @@ mod tests {
 
     #[test]
     fn cpu_is_growth_over_time_and_new_processes_count_whole() {
-        let key = ("f".to_owned(), "t".to_owned());
+        let key = (FrameworkId::new("f"), TaskId::new("t"));
         let tasks = vec![(key.clone(), Root::Below(10))];
         let mut s = Sampler {
             ticks_per_sec: 100.0,

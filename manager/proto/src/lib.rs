@@ -18,6 +18,8 @@
 //! * [`fsutil`]: the durable atomic file write (temporary file, fsync,
 //!   rename, fsync of the directory) every crate uses for the small files
 //!   it must not lose or tear.
+//! * [`time`]: [`time::Timestamp`], an instant on the manager's clock;
+//!   spans between instants are `std::time::Duration`.
 //!
 //! The protocol is versioned by [`PROTOCOL_VERSION`], checked in every
 //! handshake (framework subscription and agent registration).
@@ -29,6 +31,7 @@ pub mod fsutil;
 pub mod ids;
 pub mod resources;
 pub mod state;
+pub mod time;
 pub mod units;
 
 /// The generated protobuf types and gRPC stubs (package `strata.v1`).

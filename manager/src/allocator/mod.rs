@@ -29,6 +29,7 @@ use std::collections::BinaryHeap;
 
 use strata_proto::class::{ClassIdx, PriorityClasses};
 use strata_proto::resources::{Resources, Scalar};
+use strata_proto::time::Timestamp;
 
 pub use constraints::{Constraint, ConstraintOp};
 
@@ -97,8 +98,8 @@ pub struct FrameworkAlloc {
     pub default_class: ClassIdx,
     /// Pending demand.
     pub demand: Vec<PendingAsk>,
-    /// Agents it declined, until a time (milliseconds).
-    pub filters: HashMap<AgentIdx, u64>,
+    /// Agents it declined, until an instant.
+    pub filters: HashMap<AgentIdx, Timestamp>,
     /// Resources allocated to it (tasks plus outstanding offers).
     pub allocated: Resources,
     /// How many of its tasks (and outstanding placements) each agent holds,
@@ -108,7 +109,7 @@ pub struct FrameworkAlloc {
 
 impl FrameworkAlloc {
     /// Whether the framework filters the agent at `now`.
-    pub fn filters_agent(&self, agent: AgentIdx, now: u64) -> bool {
+    pub fn filters_agent(&self, agent: AgentIdx, now: Timestamp) -> bool {
         self.filters.get(&agent).is_some_and(|&until| until > now)
     }
 }
@@ -146,8 +147,8 @@ pub struct Problem<'a> {
     pub roles: &'a [RoleAlloc],
     /// The sum of all active agents' totals (the DRF denominator).
     pub cluster_total: &'a Resources,
-    /// Current time in milliseconds (for filters).
-    pub now: u64,
+    /// The current instant (for filters).
+    pub now: Timestamp,
     /// Where the next-fit agent scan starts (rotated by the caller).
     pub start: usize,
     /// Whole-agent offers are not made of less than this.

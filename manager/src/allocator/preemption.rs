@@ -12,6 +12,7 @@
 //! the mechanism that kills victims after a grace period (with
 //! `REASON_PREEMPTED`) uses this function.
 
+use std::time::Duration;
 use strata_proto::class::{ClassIdx, PriorityClasses};
 use strata_proto::resources::Resources;
 
@@ -26,8 +27,8 @@ pub struct Candidate<K> {
     pub class: ClassIdx,
     /// What it holds.
     pub resources: Resources,
-    /// How long it has run, in milliseconds.
-    pub running_ms: u64,
+    /// How long it has run.
+    pub running: Duration,
 }
 
 /// One agent's free resources and its preemptible tasks.
@@ -163,7 +164,7 @@ pub fn plan<K: Clone + PartialEq>(
 fn work<K>(t: &Candidate<K>) -> u128 {
     let weight = (t.resources.cpus.milli().max(0) as u128)
         .max(t.resources.mem.milli().max(0) as u128 / 1024);
-    t.running_ms as u128 * weight.max(1)
+    t.running.as_millis() * weight.max(1)
 }
 
 #[cfg(test)]
@@ -176,7 +177,7 @@ mod tests {
             key,
             class: classes.lookup(class).unwrap(),
             resources: Resources::new(cpus, 0.0),
-            running_ms: ms,
+            running: Duration::from_millis(ms),
         }
     }
 

@@ -54,7 +54,7 @@ fn run(agents: &[AgentAlloc], fws: &[FrameworkAlloc], roles: &[RoleAlloc]) -> So
         frameworks: fws,
         roles,
         cluster_total: &t,
-        now: 0,
+        now: Timestamp::ZERO,
         start: 0,
         min_offer: &min,
     })
@@ -264,7 +264,10 @@ fn arb_fw(n_agents: usize) -> impl Strategy<Value = FrameworkAlloc> {
                 .into_iter()
                 .map(|(c, cpus, mem, count)| ask(c, cpus as f64 * 0.5, mem as f64 * 100.0, count))
                 .collect(),
-            filters: filtered.into_iter().map(|a| (a, 1_000)).collect(),
+            filters: filtered
+                .into_iter()
+                .map(|a| (a, Timestamp::from_millis(1_000)))
+                .collect(),
             ..Default::default()
         })
 }
@@ -299,7 +302,7 @@ proptest! {
             prop_assert!(agent.active);
             let fw = &fws[o.framework as usize];
             prop_assert!(!fw.suppressed);
-            prop_assert!(!fw.filters_agent(o.agent, 0));
+            prop_assert!(!fw.filters_agent(o.agent, Timestamp::ZERO));
             let sum = per_agent.entry(o.agent).or_default();
             prop_assert!(sum.ports.difference(&o.resources.ports) == sum.ports, "ports offered twice");
             sum.add(&o.resources);
@@ -333,7 +336,7 @@ proptest! {
             let want = &fws[f as usize].demand[ai];
             if quota.is_some() && fws[f as usize].role == 0 { continue; }
             for o in sol.offers.iter().filter(|o| o.class > want.class) {
-                if fws[f as usize].filters_agent(o.agent, 0) { continue; }
+                if fws[f as usize].filters_agent(o.agent, Timestamp::ZERO) { continue; }
                 let mut room = agents[o.agent as usize].free();
                 room.subtract_saturating(&per_agent[&o.agent]);
                 room.add(&o.resources);

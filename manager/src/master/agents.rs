@@ -8,7 +8,7 @@ use strata_proto::resources::Resources;
 use tracing::{info, warn};
 
 use super::{
-    Action, AgentEntry, AgentRecord, AgentState, Master, MasterError, Millis, PersistOp, Task,
+    Action, AgentEntry, AgentRecord, AgentState, Master, MasterError, PersistOp, Task, Timestamp,
     validate_id,
 };
 use crate::allocator::{AgentAlloc, AgentIdx};
@@ -18,7 +18,7 @@ impl Master {
         &mut self,
         rec: AgentRecord,
         state: AgentState,
-        now: Millis,
+        now: Timestamp,
     ) -> AgentIdx {
         let idx = self.agents.len() as AgentIdx;
         self.agent_index.insert(rec.id.clone(), idx);
@@ -68,7 +68,7 @@ impl Master {
     /// link to it before carrying out the actions.
     pub fn agent_register(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         reg: pb::agent_message::Register,
     ) -> Result<AgentId, MasterError> {
         if reg.protocol_version != strata_proto::PROTOCOL_VERSION {
@@ -141,8 +141,7 @@ impl Master {
                 message: Some(manager_message::Message::Registered(
                     manager_message::Registered {
                         agent_id: id.to_string(),
-                        heartbeat_interval_seconds: self.cfg.agent_heartbeat_interval as f64
-                            / 1000.0,
+                        heartbeat_interval_seconds: self.cfg.agent_heartbeat_interval.as_secs_f64(),
                     },
                 )),
             },
@@ -154,7 +153,12 @@ impl Master {
     }
 
     /// Reconciles the tasks an agent reports with what the master knows.
-    fn reconcile_agent_tasks(&mut self, now: Millis, idx: AgentIdx, reported: Vec<pb::AgentTask>) {
+    fn reconcile_agent_tasks(
+        &mut self,
+        now: Timestamp,
+        idx: AgentIdx,
+        reported: Vec<pb::AgentTask>,
+    ) {
         let agent_id = self.agents[idx as usize].id.clone();
         let mut seen: HashSet<(u32, TaskId)> = HashSet::default();
         let mut shutdown: HashSet<FrameworkId> = HashSet::default();
@@ -281,7 +285,7 @@ impl Master {
     /// within what it now advertises (an agent that came back smaller).
     fn fit_agent_tasks(&mut self, idx: AgentIdx) {
         let total = self.alloc_agents[idx as usize].total.clone();
-        let mut held: Vec<(u64, (u32, TaskId), Resources)> = self.agents[idx as usize]
+        let mut held: Vec<(Timestamp, (u32, TaskId), Resources)> = self.agents[idx as usize]
             .tasks
             .iter()
             .filter_map(|k| {
@@ -312,7 +316,7 @@ impl Master {
     }
 
     /// A heartbeat from an agent.
-    pub fn agent_heartbeat(&mut self, now: Millis, agent: &AgentId) -> Result<(), MasterError> {
+    pub fn agent_heartbeat(&mut self, now: Timestamp, agent: &AgentId) -> Result<(), MasterError> {
         let idx = *self
             .agent_index
             .get(agent)
@@ -326,7 +330,7 @@ impl Master {
     }
 
     /// An agent's link closed.
-    pub fn agent_disconnected(&mut self, now: Millis, agent: &AgentId) {
+    pub fn agent_disconnected(&mut self, now: Timestamp, agent: &AgentId) {
         let Some(&idx) = self.agent_index.get(agent) else {
             return;
         };
@@ -341,7 +345,7 @@ impl Master {
     }
 
     /// Marks agents silent past the timeout unreachable.
-    pub(super) fn check_agent_health(&mut self, now: Millis) {
+    pub(super) fn check_agent_health(&mut self, now: Timestamp) {
         let timeout = self.cfg.agent_timeout;
         let stale: Vec<AgentIdx> = self
             .agents
@@ -355,7 +359,7 @@ impl Master {
         }
     }
 
-    fn mark_unreachable(&mut self, now: Millis, idx: AgentIdx) {
+    fn mark_unreachable(&mut self, now: Timestamp, idx: AgentIdx) {
         let id = self.agents[idx as usize].id.clone();
         warn!(agent_id = %id, "agent unreachable");
         self.counters.agents_unreachable += 1;

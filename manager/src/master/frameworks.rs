@@ -8,8 +8,10 @@ use strata_proto::pb::{self, Reason, call};
 use strata_proto::resources::Resources;
 use tracing::info;
 
+use std::time::Duration;
+
 use super::{
-    Action, FrameworkEntry, FrameworkRecord, Master, MasterError, Millis, PersistOp, validate_id,
+    Action, FrameworkEntry, FrameworkRecord, Master, MasterError, PersistOp, Timestamp, validate_id,
 };
 use crate::allocator::{Constraint, ConstraintOp, FrameworkAlloc, FrameworkIdx, PendingAsk};
 
@@ -30,7 +32,7 @@ impl Master {
         self.fw_index.insert(rec.id.clone(), idx);
         self.frameworks.push(FrameworkEntry {
             id: rec.id.clone(),
-            failover_timeout: rec.failover_timeout_ms,
+            failover_timeout: Duration::from_millis(rec.failover_timeout_ms),
             record: rec,
             stream: None,
             connected: false,
@@ -39,7 +41,7 @@ impl Master {
             tasks: HashSet::default(),
             offers: HashSet::default(),
             unacked: BTreeMap::new(),
-            last_heartbeat: 0,
+            last_heartbeat: Timestamp::ZERO,
             declared: Vec::new(),
             offered: Vec::new(),
             demand_gen: 0,
@@ -62,7 +64,7 @@ impl Master {
     /// actions (the first of which for this framework is `Subscribed`).
     pub fn subscribe(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         req: pb::SubscribeRequest,
     ) -> Result<(FrameworkId, StreamId), MasterError> {
         if req.protocol_version != strata_proto::PROTOCOL_VERSION {
@@ -85,7 +87,8 @@ impl Master {
         self.cfg.classes.lookup(&info.default_class)?;
         let failover =
             if info.failover_timeout_seconds.is_finite() && info.failover_timeout_seconds > 0.0 {
-                ((info.failover_timeout_seconds * 1000.0) as u64).min(self.cfg.max_failover_timeout)
+                Duration::from_secs_f64(info.failover_timeout_seconds.min(3.0e7))
+                    .min(self.cfg.max_failover_timeout)
             } else {
                 self.cfg.default_failover_timeout
             };
@@ -102,7 +105,7 @@ impl Master {
             user: info.user,
             role: Role::new(role),
             default_class: info.default_class,
-            failover_timeout_ms: failover,
+            failover_timeout_ms: u64::try_from(failover.as_millis()).unwrap_or(u64::MAX),
             hostname: info.hostname,
             labels: info.labels.into_iter().collect(),
         };
@@ -132,7 +135,7 @@ impl Master {
                     self.alloc_fws[idx as usize].role = role;
                     self.alloc_fws[idx as usize].default_class =
                         self.cfg.classes.lookup(&record.default_class)?;
-                    self.frameworks[idx as usize].failover_timeout = record.failover_timeout_ms;
+                    self.frameworks[idx as usize].failover_timeout = failover;
                     self.frameworks[idx as usize].record = record.clone();
                     self.outbox
                         .push(Action::Persist(PersistOp::PutFramework(record)));
@@ -160,8 +163,7 @@ impl Master {
             event: pb::Event {
                 event: Some(pb::event::Event::Subscribed(pb::event::Subscribed {
                     framework_id: id.to_string(),
-                    heartbeat_interval_seconds: self.cfg.framework_heartbeat_interval as f64
-                        / 1000.0,
+                    heartbeat_interval_seconds: self.cfg.framework_heartbeat_interval.as_secs_f64(),
                     protocol_version: strata_proto::PROTOCOL_VERSION,
                     stream_id: stream.to_string(),
                 })),
@@ -183,7 +185,7 @@ impl Master {
     /// A framework's subscription stream closed.
     pub fn framework_disconnected(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         framework: &FrameworkId,
         stream: &StreamId,
     ) {
@@ -203,7 +205,7 @@ impl Master {
     }
 
     /// Handles a call from a framework.
-    pub fn call(&mut self, now: Millis, c: pb::Call) -> Result<(), MasterError> {
+    pub fn call(&mut self, now: Timestamp, c: pb::Call) -> Result<(), MasterError> {
         let fid = FrameworkId::new(c.framework_id);
         let idx = *self
             .fw_index
@@ -224,7 +226,7 @@ impl Master {
         match c.call.ok_or(MasterError::EmptyCall)? {
             call::Call::Accept(a) => self.accept(now, idx, a),
             call::Call::Decline(d) => {
-                let refuse = self.refuse_ms(d.filters.as_ref());
+                let refuse = self.refuse_for(d.filters.as_ref());
                 for id in d.offer_ids {
                     self.decline_offer(now, idx, &id.into(), refuse);
                 }
@@ -264,9 +266,12 @@ impl Master {
         }
     }
 
-    fn refuse_ms(&self, filters: Option<&pb::Filters>) -> Millis {
+    /// How long resources declined with `filters` stay filtered: the
+    /// framework's `refuse_seconds` (capped at about a year), else the
+    /// default.
+    pub(super) fn refuse_for(&self, filters: Option<&pb::Filters>) -> Duration {
         match filters.and_then(|f| f.refuse_seconds) {
-            Some(s) if s.is_finite() && s >= 0.0 => (s * 1000.0).min(3.0e10) as Millis,
+            Some(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(3.0e7)),
             _ => self.cfg.default_refuse,
         }
     }
@@ -333,7 +338,7 @@ impl Master {
 
     /// Removes a framework: its offers are rescinded, its tasks killed, and
     /// its id may not subscribe again.
-    pub(super) fn remove_framework(&mut self, now: Millis, idx: FrameworkIdx, reason: Reason) {
+    pub(super) fn remove_framework(&mut self, now: Timestamp, idx: FrameworkIdx, reason: Reason) {
         let id = self.frameworks[idx as usize].id.clone();
         if self.frameworks[idx as usize].removed {
             return;
@@ -398,7 +403,7 @@ impl Master {
     }
 
     /// Heartbeats, failover timeouts and re-sends of unacknowledged updates.
-    pub(super) fn tick_frameworks(&mut self, now: Millis) {
+    pub(super) fn tick_frameworks(&mut self, now: Timestamp) {
         for idx in 0..self.frameworks.len() as FrameworkIdx {
             let fw = &self.frameworks[idx as usize];
             if fw.removed {
@@ -440,7 +445,7 @@ impl Master {
     }
 
     /// Runs timers: agent health, framework timers, offer timeouts.
-    pub fn tick(&mut self, now: Millis) {
+    pub fn tick(&mut self, now: Timestamp) {
         self.check_agent_health(now);
         self.tick_frameworks(now);
         self.expire_offers(now);

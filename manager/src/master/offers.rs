@@ -8,14 +8,16 @@ use strata_proto::pb;
 use strata_proto::resources::Resources;
 use tracing::debug;
 
-use super::{Action, CycleStats, Master, Millis, OfferEntry};
+use std::time::Duration;
+
+use super::{Action, CycleStats, Master, OfferEntry, Timestamp};
 use crate::allocator::{self, AgentIdx, FrameworkIdx, Problem};
 
 impl Master {
     /// Runs one allocation cycle if one is due (after an event that freed or
     /// added resources or demand, or when the interval has passed), and
     /// sends the offers it makes, batched per framework.
-    pub fn allocate(&mut self, now: Millis) -> Option<CycleStats> {
+    pub fn allocate(&mut self, now: Timestamp) -> Option<CycleStats> {
         if !self.allocation_due(now) {
             return None;
         }
@@ -24,7 +26,7 @@ impl Master {
 
     /// Runs one allocation cycle unconditionally: its three steps, solve,
     /// offer and preempt, in order.
-    pub fn allocate_now(&mut self, now: Millis) -> CycleStats {
+    pub fn allocate_now(&mut self, now: Timestamp) -> CycleStats {
         let solution = self.solve_cycle(now);
         let unplaced = solution.unplaced.clone();
         let stats = self.offer_solution(now, solution);
@@ -38,7 +40,7 @@ impl Master {
     /// The first step of a cycle: starts it and runs the pure allocator
     /// over the current state. The core reads no clock: a caller that
     /// wants to know how long a step takes times it (the benchmarks do).
-    pub fn solve_cycle(&mut self, now: Millis) -> allocator::Solution {
+    pub fn solve_cycle(&mut self, now: Timestamp) -> allocator::Solution {
         self.dirty = false;
         self.next_allocation = now + self.cfg.allocation_interval;
         self.counters.allocation_cycles += 1;
@@ -63,7 +65,7 @@ impl Master {
 
     /// The second step: makes the solution's offers, batched per
     /// framework.
-    pub fn offer_solution(&mut self, now: Millis, solution: allocator::Solution) -> CycleStats {
+    pub fn offer_solution(&mut self, now: Timestamp, solution: allocator::Solution) -> CycleStats {
         let stats = CycleStats {
             offers: solution.offers.len(),
             placements: solution.placements,
@@ -136,7 +138,7 @@ impl Master {
     /// preempting lower classes. Returns the victims chosen.
     pub fn preempt_unplaced(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         unplaced: &[(FrameworkIdx, usize, u32)],
     ) -> usize {
         if unplaced.is_empty() {
@@ -213,13 +215,13 @@ impl Master {
     }
 
     /// Declines an offer: its resources return and the agent is filtered
-    /// for the framework for `refuse` milliseconds.
+    /// for the framework for `refuse`.
     pub(super) fn decline_offer(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         fw: FrameworkIdx,
         id: &OfferId,
-        refuse: Millis,
+        refuse: Duration,
     ) {
         match self.offers.get(id) {
             Some(o) if o.framework == fw => {}
@@ -236,13 +238,13 @@ impl Master {
     /// Applies a refuse filter for an agent.
     pub(super) fn decline_resources(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         fw: FrameworkIdx,
         agent: AgentIdx,
         _res: &Resources,
-        refuse: Millis,
+        refuse: Duration,
     ) {
-        if refuse > 0 {
+        if !refuse.is_zero() {
             self.alloc_fws[fw as usize]
                 .filters
                 .insert(agent, now + refuse);
@@ -287,7 +289,7 @@ impl Master {
     }
 
     /// Rescinds offers older than the offer timeout.
-    pub(super) fn expire_offers(&mut self, now: Millis) {
+    pub(super) fn expire_offers(&mut self, now: Timestamp) {
         let timeout = self.cfg.offer_timeout;
         let old: Vec<OfferId> = self
             .offers

@@ -22,6 +22,7 @@
 //! otherwise look at every agent each cycle for a batch backlog.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use strata_proto::ids::OfferId;
 use strata_proto::pb::Reason;
@@ -30,7 +31,7 @@ use tracing::info;
 use strata_proto::class::ClassIdx;
 use strata_proto::resources::Resources;
 
-use super::{AgentState, Master, Millis, TaskKey};
+use super::{AgentState, Master, TaskKey, Timestamp};
 
 /// How many agents that could make room a preemption decision compares
 /// (besides those already freeing room). Kubernetes' scheduler samples at
@@ -73,7 +74,7 @@ impl Master {
     /// unplaced. Returns how many victims were chosen.
     pub(super) fn preempt_for(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         unplaced: &[(FrameworkIdx, usize, u32)],
     ) -> usize {
         let classes = &self.cfg.classes;
@@ -118,7 +119,7 @@ impl Master {
     /// and where the next search starts.
     fn plan_for(
         &self,
-        now: Millis,
+        now: Timestamp,
         f: FrameworkIdx,
         ai: usize,
         count: u32,
@@ -197,7 +198,7 @@ impl Master {
     /// Returns the candidates and where the next search starts.
     fn preemption_candidates(
         &self,
-        now: Millis,
+        now: Timestamp,
         f: FrameworkIdx,
         class: ClassIdx,
         need: &Resources,
@@ -238,7 +239,7 @@ impl Master {
     /// victims for framework `f`.
     fn candidates_on(
         &self,
-        now: Millis,
+        now: Timestamp,
         agent: AgentIdx,
         f: FrameworkIdx,
         class: ClassIdx,
@@ -269,7 +270,7 @@ impl Master {
                 key: Victim::Task(key),
                 class: t.class,
                 resources: t.resources.clone(),
-                running_ms: now.saturating_sub(t.launched_at),
+                running: now - t.launched_at,
             });
         }
         for id in &a.offers {
@@ -281,7 +282,7 @@ impl Master {
                 key: Victim::Offer(id),
                 class: o.class,
                 resources: o.resources.clone(),
-                running_ms: 0,
+                running: Duration::ZERO,
             });
         }
         if let Some(c) = claimed.get(&agent) {
@@ -290,7 +291,7 @@ impl Master {
         Some(AgentCandidates { agent, free, tasks })
     }
 
-    fn take_back(&mut self, now: Millis, preemptor: FrameworkIdx, victim: Chosen) {
+    fn take_back(&mut self, now: Timestamp, preemptor: FrameworkIdx, victim: Chosen) {
         let by = self.frameworks[preemptor as usize].id.clone();
         match victim {
             Chosen::Offer(id) => {
@@ -302,7 +303,7 @@ impl Master {
                 self.rescind(&id);
             }
             Chosen::Task(key) => {
-                let grace = self.cfg.preemption_grace as f64 / 1000.0;
+                let grace = self.cfg.preemption_grace.as_secs_f64();
                 let Some(t) = self.tasks.get_mut(&key) else {
                     return;
                 };

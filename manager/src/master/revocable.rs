@@ -17,6 +17,7 @@
 //! at the lowest cpu priority, so lenders get their cpus back at once.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use strata_proto::class::ClassIdx;
 use strata_proto::ids::{AgentId, FrameworkId, OfferId, TaskId};
@@ -24,7 +25,7 @@ use strata_proto::pb::{Reason, TaskState, agent_message};
 use strata_proto::resources::Scalar;
 use tracing::{info, warn};
 
-use super::{AgentState, Master, MasterError, Millis, TaskKey};
+use super::{AgentState, Master, MasterError, TaskKey, Timestamp};
 use crate::allocator::AgentIdx;
 
 /// How the master lends idle cpus.
@@ -34,7 +35,7 @@ pub struct RevocableConfig {
     pub enabled: bool,
     /// A task's use is judged by its peak over this window; it lends only
     /// once it has been measured for a quarter of it.
-    pub window: Millis,
+    pub window: Duration,
     /// Kept back above the peak, as a fraction of the peak.
     pub headroom: f64,
 }
@@ -43,7 +44,7 @@ impl Default for RevocableConfig {
     fn default() -> Self {
         RevocableConfig {
             enabled: true,
-            window: 30_000,
+            window: Duration::from_secs(30),
             headroom: 0.25,
         }
     }
@@ -57,15 +58,15 @@ const LEND_STEP_MILLI: i64 = 100;
 #[derive(Clone, Debug, Default)]
 pub(super) struct UsageWindow {
     /// (time, cpus used, resident MiB), oldest first, within the window.
-    samples: VecDeque<(Millis, f64, f64)>,
+    samples: VecDeque<(Timestamp, f64, f64)>,
     /// When the task was first measured.
-    first: Option<Millis>,
+    first: Option<Timestamp>,
     /// What it lends now.
     lending: Scalar,
 }
 
 impl UsageWindow {
-    fn record(&mut self, now: Millis, cpus: f64, mem: f64, window: Millis) {
+    fn record(&mut self, now: Timestamp, cpus: f64, mem: f64, window: Duration) {
         self.first.get_or_insert(now);
         self.samples.push_back((now, cpus, mem));
         while self
@@ -89,11 +90,9 @@ impl UsageWindow {
 
     /// The idle cpus of a task holding `cpus`, if it has been measured long
     /// enough.
-    fn idle(&self, now: Millis, cpus: Scalar, cfg: &RevocableConfig) -> Scalar {
-        let measured_long_enough = self
-            .first
-            .is_some_and(|f| now.saturating_sub(f) >= cfg.window / 4)
-            && self.samples.len() >= 2;
+    fn idle(&self, now: Timestamp, cpus: Scalar, cfg: &RevocableConfig) -> Scalar {
+        let measured_long_enough =
+            self.first.is_some_and(|f| now - f >= cfg.window / 4) && self.samples.len() >= 2;
         if !measured_long_enough {
             return Scalar::ZERO;
         }
@@ -112,7 +111,7 @@ impl Master {
     /// borrowers that no longer fit.
     pub fn agent_usage(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         agent: &AgentId,
         usage: agent_message::Usage,
     ) -> Result<(), MasterError> {
@@ -164,7 +163,7 @@ impl Master {
 
     /// Recomputes what an agent's tasks lend, then revokes what no longer
     /// fits.
-    pub(super) fn refresh_lent(&mut self, now: Millis, agent: AgentIdx) {
+    pub(super) fn refresh_lent(&mut self, now: Timestamp, agent: AgentIdx) {
         let cfg = &self.cfg.revocable;
         let mut lent: Vec<(ClassIdx, Scalar)> = Vec::new();
         for key in &self.agents[agent as usize].tasks {
@@ -201,13 +200,13 @@ impl Master {
 
     /// Revokes the borrowers on an agent that its lenders no longer cover:
     /// higher classes and older tasks are kept first.
-    fn revoke_excess(&mut self, now: Millis, agent: AgentIdx) {
+    fn revoke_excess(&mut self, now: Timestamp, agent: AgentIdx) {
         enum Borrower {
             Task(TaskKey),
             Offer(OfferId),
         }
         // (class, launched, cpus, who): offers count as launched now.
-        let mut borrowers: Vec<(ClassIdx, Millis, Scalar, Borrower)> = Vec::new();
+        let mut borrowers: Vec<(ClassIdx, Timestamp, Scalar, Borrower)> = Vec::new();
         let a = &self.agents[agent as usize];
         for key in &a.tasks {
             if let Some(t) = self.tasks.get(key)
@@ -228,7 +227,7 @@ impl Master {
             if !o.revocable.is_zero() {
                 borrowers.push((
                     o.class,
-                    Millis::MAX,
+                    Timestamp::MAX,
                     o.revocable,
                     Borrower::Offer(id.clone()),
                 ));
@@ -248,7 +247,7 @@ impl Master {
                 revoke.push(who);
             }
         }
-        let grace = self.cfg.preemption_grace as f64 / 1000.0;
+        let grace = self.cfg.preemption_grace.as_secs_f64();
         for who in revoke {
             match who {
                 Borrower::Offer(id) => {
@@ -276,10 +275,14 @@ impl Master {
 mod tests {
     use super::*;
 
+    fn t(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
     fn cfg() -> RevocableConfig {
         RevocableConfig {
             enabled: true,
-            window: 8_000,
+            window: Duration::from_secs(8),
             headroom: 0.25,
         }
     }
@@ -288,28 +291,28 @@ mod tests {
     fn idle_needs_a_measured_quarter_window_and_uses_the_peak() {
         let mut u = UsageWindow::default();
         let four = Scalar::from_milli(4_000);
-        u.record(0, 0.4, 10.0, 8_000);
+        u.record(t(0), 0.4, 10.0, cfg().window);
         assert_eq!(
-            u.idle(0, four, &cfg()),
+            u.idle(t(0), four, &cfg()),
             Scalar::ZERO,
             "one sample lends nothing"
         );
-        u.record(1_000, 0.2, 10.0, 8_000);
-        assert_eq!(u.idle(1_000, four, &cfg()), Scalar::ZERO, "too soon");
-        u.record(2_000, 0.2, 10.0, 8_000);
+        u.record(t(1_000), 0.2, 10.0, cfg().window);
+        assert_eq!(u.idle(t(1_000), four, &cfg()), Scalar::ZERO, "too soon");
+        u.record(t(2_000), 0.2, 10.0, cfg().window);
         // 4 − 0.4 × 1.25 = 3.5
-        assert_eq!(u.idle(2_000, four, &cfg()), Scalar::from_milli(3_500));
+        assert_eq!(u.idle(t(2_000), four, &cfg()), Scalar::from_milli(3_500));
         // A burst takes the lending down at once.
-        u.record(3_000, 3.0, 10.0, 8_000);
-        assert_eq!(u.idle(3_000, four, &cfg()), Scalar::from_milli(200));
+        u.record(t(3_000), 3.0, 10.0, cfg().window);
+        assert_eq!(u.idle(t(3_000), four, &cfg()), Scalar::from_milli(200));
         // It stays down for the window, then comes back.
-        u.record(10_000, 0.1, 10.0, 8_000);
-        assert_eq!(u.idle(10_000, four, &cfg()), Scalar::from_milli(200));
-        u.record(11_500, 0.1, 10.0, 8_000);
-        assert_eq!(u.idle(11_500, four, &cfg()), Scalar::from_milli(3_800));
+        u.record(t(10_000), 0.1, 10.0, cfg().window);
+        assert_eq!(u.idle(t(10_000), four, &cfg()), Scalar::from_milli(200));
+        u.record(t(11_500), 0.1, 10.0, cfg().window);
+        assert_eq!(u.idle(t(11_500), four, &cfg()), Scalar::from_milli(3_800));
         // Use above the holding lends nothing.
-        u.record(12_000, 5.0, 10.0, 8_000);
-        assert_eq!(u.idle(12_000, four, &cfg()), Scalar::ZERO);
+        u.record(t(12_000), 5.0, 10.0, cfg().window);
+        assert_eq!(u.idle(t(12_000), four, &cfg()), Scalar::ZERO);
         assert_eq!(u.latest(), Some((5.0, 10.0)));
     }
 }

@@ -7,7 +7,7 @@ use strata_proto::pb::{self, Reason, Source, TaskState, call, manager_message};
 use strata_proto::resources::{Resources, Scalar};
 use tracing::{debug, info};
 
-use super::{Action, AgentState, Master, MasterError, Millis, Task, TaskKey, validate_id, view};
+use super::{Action, AgentState, Master, MasterError, Task, TaskKey, Timestamp, validate_id, view};
 use crate::allocator::{AgentIdx, FrameworkIdx};
 
 impl Master {
@@ -16,14 +16,11 @@ impl Master {
     /// offers held beyond the launched tasks is declined with the filter.
     pub(super) fn accept(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         fw: FrameworkIdx,
         a: call::Accept,
     ) -> Result<(), MasterError> {
-        let refuse = match a.filters.as_ref().and_then(|f| f.refuse_seconds) {
-            Some(s) if s.is_finite() && s >= 0.0 => (s * 1000.0).min(3.0e10) as Millis,
-            _ => self.cfg.default_refuse,
-        };
+        let refuse = self.refuse_for(a.filters.as_ref());
         let tasks: Vec<pb::TaskInfo> = a
             .operations
             .into_iter()
@@ -181,7 +178,7 @@ impl Master {
 
     fn launch(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         fw: FrameworkIdx,
         agent: AgentIdx,
         mut info: pb::TaskInfo,
@@ -264,7 +261,7 @@ impl Master {
 
     fn refuse_task(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         fw: FrameworkIdx,
         t: &pb::TaskInfo,
         state: TaskState,
@@ -289,7 +286,7 @@ impl Master {
     /// A status update from an agent.
     pub fn agent_update(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         agent: &AgentId,
         u: pb::agent_message::StatusUpdate,
     ) -> Result<(), MasterError> {
@@ -336,7 +333,7 @@ impl Master {
     }
 
     /// Records a terminal state and releases the task's resources.
-    pub(super) fn apply_terminal(&mut self, now: Millis, key: &TaskKey, status: pb::TaskStatus) {
+    pub(super) fn apply_terminal(&mut self, now: Timestamp, key: &TaskKey, status: pb::TaskStatus) {
         let Some(t) = self.tasks.get_mut(key) else {
             return;
         };
@@ -412,7 +409,7 @@ impl Master {
     /// uuid and is re-sent until acknowledged (also across re-subscription).
     pub(super) fn send_manager_update(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         fw: FrameworkIdx,
         mut status: pb::TaskStatus,
         reliable: bool,
@@ -491,7 +488,7 @@ impl Master {
 
     pub(super) fn kill(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         fw: FrameworkIdx,
         k: call::Kill,
     ) -> Result<(), MasterError> {
@@ -523,7 +520,7 @@ impl Master {
 
     /// Answers with the latest state of the tasks asked about (all of the
     /// framework's tasks when the list is empty).
-    pub(super) fn reconcile(&mut self, now: Millis, fw: FrameworkIdx, r: call::Reconcile) {
+    pub(super) fn reconcile(&mut self, now: Timestamp, fw: FrameworkIdx, r: call::Reconcile) {
         let mut answers = Vec::new();
         if r.tasks.is_empty() {
             for tid in &self.frameworks[fw as usize].tasks {
@@ -565,7 +562,7 @@ impl Master {
         }
     }
 
-    pub(super) fn task_view(&self, key: &TaskKey, t: &Task, _now: Millis) -> view::TaskView {
+    pub(super) fn task_view(&self, key: &TaskKey, t: &Task, _now: Timestamp) -> view::TaskView {
         view::TaskView {
             id: key.1.to_string(),
             name: t.name.clone(),

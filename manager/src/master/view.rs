@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentState, Master, Millis};
+use super::{AgentState, Master, Timestamp};
 use crate::allocator::drf;
 
 /// An agent as the state API shows it.
@@ -144,7 +144,7 @@ pub struct StateView {
 
 impl Master {
     /// A snapshot of the whole state.
-    pub fn state_view(&self, now: Millis) -> StateView {
+    pub fn state_view(&self, now: Timestamp) -> StateView {
         let agents = self
             .agents
             .iter()
@@ -194,7 +194,7 @@ impl Master {
                 tasks: f.tasks.len(),
                 offers: f.offers.len(),
                 pending_tasks: a.demand.iter().map(|d| d.count as u64).sum(),
-                failover_timeout_seconds: f.failover_timeout as f64 / 1000.0,
+                failover_timeout_seconds: f.failover_timeout.as_secs_f64(),
             })
             .collect();
         let roles = self
@@ -384,7 +384,7 @@ impl Master {
         &self,
         fw: &strata_proto::ids::FrameworkId,
         agent: &strata_proto::ids::AgentId,
-        now: Millis,
+        now: Timestamp,
     ) -> bool {
         match (self.fw_index.get(fw), self.agent_index.get(agent)) {
             (Some(&f), Some(&a)) => self.alloc_fws[f as usize].filters_agent(a, now),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use strata_proto::ids::{AgentId, FrameworkId, StreamId};
 use strata_proto::pb;
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, info_span, warn};
 
 use crate::inbox::{AgentTx, CoreHandle, FrameworkTx, Input};
-use crate::master::{Action, Master, MasterConfig, MasterError, Millis, PersistOp};
+use crate::master::{Action, Master, MasterConfig, MasterError, PersistOp, Timestamp};
 use crate::registry::{Registry, RegistryError};
 
 /// How the manager process is set up.
@@ -100,25 +100,22 @@ impl ManagerHandle {
     }
 }
 
-/// Milliseconds since the Unix epoch, advanced monotonically from start.
+/// The wall clock at start, advanced by a monotonic clock (so a step of
+/// the system clock never moves the manager's time backwards).
 struct Clock {
-    base: u64,
+    base: Timestamp,
     start: Instant,
 }
 
 impl Clock {
     fn new() -> Self {
-        let base = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         Clock {
-            base,
+            base: Timestamp::now(),
             start: Instant::now(),
         }
     }
-    fn now(&self) -> Millis {
-        self.base + self.start.elapsed().as_millis() as u64
+    fn now(&self) -> Timestamp {
+        self.base + self.start.elapsed()
     }
 }
 
@@ -334,7 +331,7 @@ async fn run_core(
 fn handle_input(
     master: &mut Master,
     routes: &mut Routes,
-    now: Millis,
+    now: Timestamp,
     input: Input,
     replies: &mut Vec<Reply>,
 ) {

@@ -8,6 +8,7 @@
 //! [`Services::step`], which re-plans every app with [`plan::step`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use strata_proto::class::PriorityClasses;
 use strata_proto::ids::{AgentId, OfferId, TaskId};
@@ -23,12 +24,11 @@ use super::view::iso8601;
 
 pub use super::state::{Action, App, Deployment, Failure, Instance, Snapshot};
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = u64;
+pub use strata_proto::time::Timestamp;
 
 /// An instance that has run healthy this long after the last failure
 /// resets the app's restart backoff.
-pub const BACKOFF_RESET_MS: Millis = 10_000;
+pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
 /// Something the runner must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,7 +61,7 @@ pub struct Services {
     apps: BTreeMap<AppId, App>,
     deployments: BTreeMap<String, Deployment>,
     seq: u64,
-    last_version: Millis,
+    last_version: Timestamp,
     outbox: Vec<Effect>,
     demand: Vec<Ask>,
     default_user: Option<String>,
@@ -138,8 +138,8 @@ impl Services {
     }
 
     /// A new version: the time, made later than every earlier version.
-    fn new_version(&mut self, now: Millis) -> String {
-        self.last_version = now.max(self.last_version + 1);
+    fn new_version(&mut self, now: Timestamp) -> String {
+        self.last_version = now.max(self.last_version + Duration::from_millis(1));
         iso8601(self.last_version)
     }
 
@@ -183,7 +183,7 @@ impl Services {
     /// Creates an app; returns its id and deployment.
     pub fn create(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         mut def: AppDefinition,
     ) -> Result<(AppId, String), ServiceError> {
         let id = self.validated(&def)?;
@@ -202,7 +202,7 @@ impl Services {
                 deployment: None,
                 deleting: false,
                 failures: 0,
-                delay_until: 0,
+                delay_until: Timestamp::ZERO,
                 last_failure: None,
                 scale_down_since: None,
             },
@@ -216,7 +216,7 @@ impl Services {
     /// Returns the deployment id, the version, and whether it was created.
     pub fn put(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         mut def: AppDefinition,
         force: bool,
     ) -> Result<(String, String, bool), ServiceError> {
@@ -241,7 +241,7 @@ impl Services {
             app.config_version = version.clone();
             // A new configuration gets a fresh start.
             app.failures = 0;
-            app.delay_until = 0;
+            app.delay_until = Timestamp::ZERO;
             Action::RestartApplication
         } else {
             Action::ScaleApplication
@@ -254,7 +254,7 @@ impl Services {
     /// definition).
     pub fn restart(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         id: &AppId,
         force: bool,
     ) -> Result<(String, String), ServiceError> {
@@ -269,7 +269,7 @@ impl Services {
     /// Deletes an app: its instances are killed, then it is forgotten.
     pub fn delete(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         id: &AppId,
         force: bool,
     ) -> Result<(String, String), ServiceError> {
@@ -283,7 +283,7 @@ impl Services {
     /// count drops by as many (otherwise they are replaced).
     pub fn kill_tasks(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         id: &AppId,
         tasks: &[TaskId],
         scale: bool,
@@ -329,7 +329,7 @@ impl Services {
     /// version.
     fn begin_change(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         id: &AppId,
         force: bool,
     ) -> Result<String, ServiceError> {
@@ -366,7 +366,7 @@ impl Services {
     }
 
     /// A task's status changed.
-    pub fn status(&mut self, now: Millis, s: &TaskStatus) {
+    pub fn status(&mut self, now: Timestamp, s: &TaskStatus) {
         let Some(app_id) = self.find_task(&s.task_id) else {
             if !s.is_terminal() {
                 // Not ours (any more): an instance replaced while its agent
@@ -419,7 +419,7 @@ impl Services {
     }
 
     /// A health check's verdict on a task.
-    pub fn health(&mut self, now: Millis, task: &TaskId, ok: bool, message: String) {
+    pub fn health(&mut self, now: Timestamp, task: &TaskId, ok: bool, message: String) {
         let Some(app_id) = self.find_task(task) else {
             return;
         };
@@ -439,8 +439,7 @@ impl Services {
             i.failures = 0;
         } else {
             let started = i.started_at.unwrap_or(now);
-            let in_grace =
-                !i.ever_healthy && now < started + (check.grace_period_seconds * 1000.0) as u64;
+            let in_grace = !i.ever_healthy && now < started + secs(check.grace_period_seconds);
             if in_grace {
                 return;
             }
@@ -459,7 +458,7 @@ impl Services {
     }
 
     /// New offers: launches what the apps want now, declines the rest.
-    pub fn offers(&mut self, now: Millis, offers: Vec<Offer>) {
+    pub fn offers(&mut self, now: Timestamp, offers: Vec<Offer>) {
         let mut decline = Vec::new();
         for offer in offers {
             let mut remaining = offer.resources.clone();
@@ -529,7 +528,7 @@ impl Services {
         ids.into_iter().map(|(_, id)| id).collect()
     }
 
-    fn target(&self, app: &App, now: Millis) -> Target {
+    fn target(&self, app: &App, now: Timestamp) -> Target {
         Target {
             instances: if app.deleting { 0 } else { app.def.instances },
             strategy: app.def.upgrade_strategy,
@@ -538,7 +537,7 @@ impl Services {
         }
     }
 
-    fn plan_app(&self, id: &AppId, now: Millis) -> plan::Step<TaskId> {
+    fn plan_app(&self, id: &AppId, now: Timestamp) -> plan::Step<TaskId> {
         let app = &self.apps[id];
         let live: Vec<Live<TaskId>> = app
             .live()
@@ -554,14 +553,14 @@ impl Services {
     }
 
     /// How many instances of an app to launch on offers now.
-    fn wanted_launches(&self, id: &AppId, now: Millis) -> u32 {
+    fn wanted_launches(&self, id: &AppId, now: Timestamp) -> u32 {
         self.plan_app(id, now).launch
     }
 
     /// Re-plans every app: kills what must go, finishes deployments that
     /// are done, applies the autoscaler's wish, and declares demand for the
     /// launches wanted now.
-    pub fn step(&mut self, now: Millis) {
+    pub fn step(&mut self, now: Timestamp) {
         let ids: Vec<AppId> = self.apps.keys().cloned().collect();
         let mut asks: BTreeMap<(String, String), Ask> = BTreeMap::new();
         for id in ids {
@@ -597,21 +596,21 @@ impl Services {
         }
     }
 
-    fn reset_backoff(&mut self, id: &AppId, now: Millis) {
+    fn reset_backoff(&mut self, id: &AppId, now: Timestamp) {
         let app = &self.apps[id];
         if app.failures == 0 {
             return;
         }
-        let since = app.last_failure.as_ref().map_or(0, |f| f.at);
+        let since = app.last_failure.as_ref().map_or(Timestamp::ZERO, |f| f.at);
         let recovered = app.live().any(|i| {
             app.is_healthy(i)
                 && i.started_at
-                    .is_some_and(|s| s >= since && now >= s + BACKOFF_RESET_MS)
+                    .is_some_and(|s| s >= since && now >= s + BACKOFF_RESET)
         });
         if recovered {
             let app = self.apps.get_mut(id).expect("app exists");
             app.failures = 0;
-            app.delay_until = 0;
+            app.delay_until = Timestamp::ZERO;
             self.outbox.push(Effect::Persist);
         }
     }
@@ -636,7 +635,7 @@ impl Services {
 
     /// The autoscaler's samples for an app: scales it when the policy asks
     /// for another count (down only after the cooldown).
-    pub fn autoscale(&mut self, now: Millis, id: &AppId, samples: &[f64]) -> Option<u32> {
+    pub fn autoscale(&mut self, now: Timestamp, id: &AppId, samples: &[f64]) -> Option<u32> {
         let app = self.apps.get(id)?;
         if app.deleting || app.deployment.is_some() {
             return None;
@@ -653,7 +652,7 @@ impl Services {
             std::cmp::Ordering::Equal => false,
             std::cmp::Ordering::Less => {
                 let since = *app.scale_down_since.get_or_insert(now);
-                now >= since + policy.cooldown.as_millis() as u64
+                now >= since + policy.cooldown
             }
         };
         if !go {
@@ -668,7 +667,17 @@ impl Services {
 }
 
 /// The restart delay after `failures` earlier unexpected ends.
-pub fn backoff_delay(def: &AppDefinition, failures: u32) -> Millis {
-    let secs = def.backoff_seconds * def.backoff_factor.powi(failures.min(64) as i32);
-    (secs.min(def.max_launch_delay_seconds) * 1000.0) as Millis
+pub fn backoff_delay(def: &AppDefinition, failures: u32) -> Duration {
+    let s = def.backoff_seconds * def.backoff_factor.powi(failures.min(64) as i32);
+    secs(s.min(def.max_launch_delay_seconds))
+}
+
+/// A span of `s` seconds from an app definition's field; a negative, NaN
+/// or absurd value reads as zero or about a year, never as a panic.
+pub fn secs(s: f64) -> Duration {
+    if s.is_finite() && s > 0.0 {
+        Duration::from_secs_f64(s.min(3.0e7))
+    } else {
+        Duration::ZERO
+    }
 }

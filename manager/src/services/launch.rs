@@ -11,7 +11,7 @@ use strata_proto::resources::{Ranges, Resources};
 use strata_sdk::{Docker, Offer, Operator, PortMapping, TaskBuilder, TaskInfo, Uri};
 
 use super::app::AppId;
-use super::core::{App, Instance, Millis};
+use super::core::{App, Instance, Timestamp};
 use crate::allocator::constraints::pattern_matches;
 
 /// The label every instance carries with its app's id.
@@ -79,7 +79,7 @@ pub fn build(
     offer: &Offer,
     remaining: &mut Resources,
     seq: &str,
-    now: Millis,
+    now: Timestamp,
     default_user: Option<&str>,
 ) -> Option<(TaskInfo, Instance)> {
     let def = &app.def;

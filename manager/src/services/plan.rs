@@ -8,6 +8,7 @@
 //! and at most `instances × (1 + maximumOverCapacity)` run at once.
 
 use super::app::{KillSelection, UpgradeStrategy};
+use strata_proto::time::Timestamp;
 
 /// What the planner needs to know of one live instance (not terminal and
 /// not being killed).
@@ -22,7 +23,7 @@ pub struct Live<K> {
     /// Running (not staging or starting).
     pub running: bool,
     /// When it was launched (for the kill selection).
-    pub staged_at: u64,
+    pub staged_at: Timestamp,
 }
 
 /// What to do now.
@@ -82,8 +83,8 @@ pub fn step<K: Clone + PartialEq>(target: &Target, live: &[Live<K>]) -> Step<K> 
         let mut order = new.clone();
         order.sort_by_key(|l| {
             let age = match target.kill_selection {
-                KillSelection::YoungestFirst => u64::MAX - l.staged_at,
-                KillSelection::OldestFirst => l.staged_at,
+                KillSelection::YoungestFirst => u64::MAX - l.staged_at.as_millis(),
+                KillSelection::OldestFirst => l.staged_at.as_millis(),
             };
             (l.running, l.healthy, age)
         });
@@ -134,7 +135,7 @@ mod tests {
             current,
             healthy,
             running: healthy,
-            staged_at,
+            staged_at: Timestamp::from_millis(staged_at),
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::app::{AppDefinition, AppId};
 use super::autoscale::Metric;
-use super::core::{Effect, Millis, Services, Snapshot};
+use super::core::{Effect, Services, Snapshot, Timestamp, secs};
 use super::error::ServiceError;
 use super::probe;
 
@@ -62,7 +62,7 @@ pub type CpuUsageFn = std::sync::Arc<
 /// A read of the state, answered with JSON.
 pub type ReadFn = Box<dyn FnOnce(&Services) -> Result<Value, ServiceError> + Send>;
 /// A change of the state, answered with JSON.
-pub type WriteFn = Box<dyn FnOnce(&mut Services, Millis) -> Result<Value, ServiceError> + Send>;
+pub type WriteFn = Box<dyn FnOnce(&mut Services, Timestamp) -> Result<Value, ServiceError> + Send>;
 
 /// A request from the API.
 pub enum Command {
@@ -108,7 +108,7 @@ impl ServicesHandle {
     /// Changes the state.
     pub async fn write(
         &self,
-        f: impl FnOnce(&mut Services, Millis) -> Result<Value, ServiceError> + Send + 'static,
+        f: impl FnOnce(&mut Services, Timestamp) -> Result<Value, ServiceError> + Send + 'static,
     ) -> Result<Value, ServiceError> {
         self.ask(|r| Command::Write(Box::new(f), r)).await
     }
@@ -120,13 +120,6 @@ struct StateFile {
     framework_id: Option<String>,
     #[serde(default)]
     services: Snapshot,
-}
-
-fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
 
 enum Probe {
@@ -148,8 +141,8 @@ struct Runner {
     probes_tx: mpsc::Sender<Probe>,
     /// Tasks with a health check in flight, and when each was last checked.
     checking: BTreeSet<TaskId>,
-    last_check: BTreeMap<TaskId, Millis>,
-    last_sample: BTreeMap<AppId, Millis>,
+    last_check: BTreeMap<TaskId, Timestamp>,
+    last_sample: BTreeMap<AppId, Timestamp>,
     sampling: BTreeSet<AppId>,
     dirty: bool,
 }
@@ -271,7 +264,7 @@ impl Runner {
                     }));
                     return;
                 }
-                let result = f(&mut self.core, now_ms());
+                let result = f(&mut self.core, Timestamp::now());
                 // Durable before answered.
                 self.settle().await;
                 let _ = reply.send(result);
@@ -280,7 +273,7 @@ impl Runner {
     }
 
     async fn event(&mut self, e: Event) {
-        let now = now_ms();
+        let now = Timestamp::now();
         match e {
             Event::Subscribed { .. } => {
                 // Learn the fate of every instance we know of.
@@ -311,7 +304,7 @@ impl Runner {
     }
 
     fn probe(&mut self, p: Probe) {
-        let now = now_ms();
+        let now = Timestamp::now();
         match p {
             Probe::Health { task, result } => {
                 self.checking.remove(&task);
@@ -330,7 +323,7 @@ impl Runner {
 
     /// Starts due health checks and metric samples, and re-plans.
     fn tick(&mut self) {
-        let now = now_ms();
+        let now = Timestamp::now();
         let mut live: BTreeSet<TaskId> = BTreeSet::new();
         for (id, app) in self.core.apps() {
             let check = app.def.health_checks.first();
@@ -343,8 +336,8 @@ impl Runner {
                 {
                     continue;
                 }
-                let last = self.last_check.get(&i.task_id).copied().unwrap_or(0);
-                if now < last + (hc.interval_seconds * 1000.0) as Millis {
+                let last = self.last_check.get(&i.task_id).copied().unwrap_or_default();
+                if now < last + secs(hc.interval_seconds) {
                     continue;
                 }
                 self.last_check.insert(i.task_id.clone(), now);
@@ -363,8 +356,8 @@ impl Runner {
             if self.sampling.contains(id) {
                 continue;
             }
-            let last = self.last_sample.get(id).copied().unwrap_or(0);
-            if now < last + policy.interval.as_millis() as Millis {
+            let last = self.last_sample.get(id).copied().unwrap_or_default();
+            if now < last + policy.interval {
                 continue;
             }
             self.last_sample.insert(id.clone(), now);

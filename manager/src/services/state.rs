@@ -9,7 +9,7 @@ use strata_proto::pb::TaskState;
 
 use super::app::{AppDefinition, AppId};
 use super::autoscale::Policy;
-use super::core::Millis;
+use super::core::Timestamp;
 
 /// What a deployment does (Marathon's action names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,9 +57,9 @@ pub struct Instance {
     #[serde(with = "state_name")]
     pub state: TaskState,
     /// When it was launched.
-    pub staged_at: Millis,
+    pub staged_at: Timestamp,
     /// When it first ran.
-    pub started_at: Option<Millis>,
+    pub started_at: Option<Timestamp>,
     /// The last health verdict (`None`: unknown, or no checks).
     pub healthy: Option<bool>,
     /// Whether it ever passed its checks.
@@ -98,7 +98,7 @@ pub struct Failure {
     /// Why.
     pub message: String,
     /// When.
-    pub at: Millis,
+    pub at: Timestamp,
 }
 
 /// One app and what runs for it.
@@ -117,12 +117,12 @@ pub struct App {
     /// Unexpected ends since the last healthy run.
     pub failures: u32,
     /// No launches before this time (restart backoff).
-    pub delay_until: Millis,
+    pub delay_until: Timestamp,
     /// The last unexpected end.
     pub last_failure: Option<Failure>,
     /// The autoscaler wants fewer instances since this time.
     #[serde(default)]
-    pub scale_down_since: Option<Millis>,
+    pub scale_down_since: Option<Timestamp>,
 }
 
 impl App {
@@ -153,5 +153,5 @@ pub struct Snapshot {
     pub seq: u64,
     /// The time of the latest version given out (versions never repeat).
     #[serde(default)]
-    pub last_version: Millis,
+    pub last_version: Timestamp,
 }

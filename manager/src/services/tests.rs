@@ -8,12 +8,18 @@ use strata_proto::resources::{Ranges, Resources};
 use strata_sdk::{Offer, TaskStatus};
 
 use super::app::{AppId, parse};
-use super::core::{Effect, Services, Snapshot};
+use super::core::{Effect, Services, Snapshot, Timestamp};
+use std::time::Duration;
+
+/// `n` milliseconds.
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 use super::error::ServiceError;
 
 struct T {
     s: Services,
-    now: u64,
+    now: Timestamp,
     offers: u32,
 }
 
@@ -49,7 +55,7 @@ impl T {
     fn new() -> T {
         T {
             s: Services::new(PriorityClasses::default(), Snapshot::default()),
-            now: 1_000_000,
+            now: Timestamp::from_millis(1_000_000),
             offers: 0,
         }
     }
@@ -155,17 +161,17 @@ fn a_failed_instance_is_restarted_after_its_backoff() {
     t.says(&first[0], TaskState::TaskFailed);
     let app = t.s.app(&id).unwrap();
     assert_eq!(app.last_failure.as_ref().unwrap().state, "TASK_FAILED");
-    assert_eq!(app.delay_until, t.now + 2_000);
+    assert_eq!(app.delay_until, t.now + ms(2_000));
     // Backing off: an offer now launches nothing.
     t.s.drain();
     assert!(t.offer("a1", 2.0).is_empty());
-    t.now += 2_000;
+    t.now += ms(2_000);
     t.s.step(t.now);
     let again = t.offer("a1", 2.0);
     assert_eq!(again.len(), 1);
     // A second failure doubles the delay.
     t.says(&again[0], TaskState::TaskFailed);
-    assert_eq!(t.s.app(&id).unwrap().delay_until, t.now + 4_000);
+    assert_eq!(t.s.app(&id).unwrap().delay_until, t.now + ms(4_000));
 }
 
 #[test]
@@ -182,7 +188,7 @@ fn an_instance_failing_its_checks_is_killed_and_replaced_without_backoff() {
     t.s.health(t.now, &task, false, "refused".into());
     assert!(t.kills().is_empty());
     assert_eq!(t.s.app(&id).unwrap().instances[&task].failures, 0);
-    t.now += 6_000;
+    t.now += ms(6_000);
     t.s.health(t.now, &task, false, "refused".into());
     assert!(t.kills().is_empty());
     t.s.health(t.now, &task, false, "refused".into());
@@ -193,7 +199,11 @@ fn an_instance_failing_its_checks_is_killed_and_replaced_without_backoff() {
     );
     t.s.step(t.now);
     let app = t.s.app(&id).unwrap();
-    assert_eq!(app.delay_until, 0, "no backoff for our own kill");
+    assert_eq!(
+        app.delay_until,
+        Timestamp::ZERO,
+        "no backoff for our own kill"
+    );
     assert_eq!(t.offer("a1", 2.0).len(), 1, "replaced");
 }
 

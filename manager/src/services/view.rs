@@ -5,10 +5,11 @@ use serde_json::{Value, json};
 use strata_proto::pb::TaskState;
 
 use super::app::AppId;
-use super::core::{App, Deployment, Instance, Millis};
+use super::core::{App, Deployment, Instance, Timestamp};
 
 /// Milliseconds since the epoch as `2026-11-24T21:38:00.000Z`.
-pub fn iso8601(ms: Millis) -> String {
+pub fn iso8601(at: Timestamp) -> String {
+    let ms = at.as_millis();
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -116,8 +117,17 @@ mod tests {
 
     #[test]
     fn timestamps_look_like_marathons() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(iso8601(1_795_556_280_000), "2026-11-24T21:38:00.000Z");
+        assert_eq!(
+            iso8601(Timestamp::from_millis(0)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            iso8601(Timestamp::from_millis(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            iso8601(Timestamp::from_millis(1_795_556_280_000)),
+            "2026-11-24T21:38:00.000Z"
+        );
     }
 }

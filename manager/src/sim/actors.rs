@@ -1,6 +1,7 @@
 //! Simulated agents and frameworks.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -10,7 +11,7 @@ use strata_proto::pb::{self, Reason, Source, TaskState, agent_message, call, man
 use strata_proto::resources::Resources;
 
 use super::{SimReport, task_id};
-use crate::master::Millis;
+use crate::master::Timestamp;
 
 /// The shape of every simulated task.
 #[allow(non_snake_case)]
@@ -18,19 +19,19 @@ pub fn TASK_SHAPE() -> Resources {
     Resources::new(1.0, 1024.0)
 }
 
-const RETRY_MS: Millis = 1_000;
-const HEARTBEAT_MS: Millis = 1_000;
+const RETRY: Duration = Duration::from_secs(1);
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 struct SimTask {
     info: pb::TaskInfo,
     framework: FrameworkId,
-    finish_at: Millis,
+    finish_at: Timestamp,
     state: TaskState,
 }
 
 struct Pending {
     queue: VecDeque<pb::TaskStatus>,
-    sent_at: Option<Millis>,
+    sent_at: Option<Timestamp>,
 }
 
 /// A simulated agent.
@@ -44,10 +45,10 @@ pub struct SimAgent {
     /// Whether its link is up.
     pub connected: bool,
     /// When a lost link comes back.
-    pub down_until: Millis,
+    pub down_until: Timestamp,
     tasks: BTreeMap<(FrameworkId, TaskId), SimTask>,
     pending: BTreeMap<(FrameworkId, TaskId), Pending>,
-    next_heartbeat: Millis,
+    next_heartbeat: Timestamp,
     uuid_seq: u64,
 }
 
@@ -59,10 +60,10 @@ impl SimAgent {
             id: None,
             total,
             connected: false,
-            down_until: 0,
+            down_until: Timestamp::ZERO,
             tasks: BTreeMap::new(),
             pending: BTreeMap::new(),
-            next_heartbeat: 0,
+            next_heartbeat: Timestamp::ZERO,
             uuid_seq: 0,
         }
     }
@@ -98,7 +99,7 @@ impl SimAgent {
 
     fn push_update(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         framework: &FrameworkId,
         task: &TaskId,
         state: TaskState,
@@ -114,7 +115,7 @@ impl SimAgent {
             reason: reason as i32,
             source: Source::Agent as i32,
             uuid,
-            timestamp: now as f64 / 1000.0,
+            timestamp: now.as_secs_f64(),
             ..Default::default()
         };
         self.pending
@@ -128,7 +129,7 @@ impl SimAgent {
     }
 
     /// Ends tasks whose time has come.
-    pub fn finish_due(&mut self, now: Millis) {
+    pub fn finish_due(&mut self, now: Timestamp) {
         let due: Vec<(FrameworkId, TaskId)> = self
             .tasks
             .iter()
@@ -151,11 +152,11 @@ impl SimAgent {
 
     /// What it sends this step: due updates (heads of queues, retried) and
     /// a heartbeat.
-    pub fn outgoing(&mut self, now: Millis) -> Vec<agent_message::Message> {
+    pub fn outgoing(&mut self, now: Timestamp) -> Vec<agent_message::Message> {
         self.finish_due(now);
         let mut out = Vec::new();
         for ((f, _), p) in self.pending.iter_mut() {
-            let due = p.sent_at.is_none_or(|t| t + RETRY_MS <= now);
+            let due = p.sent_at.is_none_or(|t| t + RETRY <= now);
             if let (true, Some(head)) = (due, p.queue.front()) {
                 p.sent_at = Some(now);
                 out.push(agent_message::Message::Update(
@@ -167,7 +168,7 @@ impl SimAgent {
             }
         }
         if now >= self.next_heartbeat {
-            self.next_heartbeat = now + HEARTBEAT_MS;
+            self.next_heartbeat = now + HEARTBEAT;
             out.push(agent_message::Message::Heartbeat(
                 agent_message::Heartbeat {},
             ));
@@ -178,7 +179,7 @@ impl SimAgent {
     /// Handles a message from the master.
     pub fn receive(
         &mut self,
-        now: Millis,
+        now: Timestamp,
         m: pb::ManagerMessage,
         rng: &mut StdRng,
         task_ms: (u64, u64),
@@ -193,7 +194,8 @@ impl SimAgent {
                 if self.tasks.contains_key(&(f.clone(), tid.clone())) {
                     return;
                 }
-                let finish_at = now + rng.random_range(task_ms.0..=task_ms.1);
+                let finish_at =
+                    now + Duration::from_millis(rng.random_range(task_ms.0..=task_ms.1));
                 self.tasks.insert(
                     (f.clone(), tid.clone()),
                     SimTask {
@@ -247,7 +249,7 @@ impl SimAgent {
         }
     }
 
-    fn kill(&mut self, now: Millis, f: &FrameworkId, tid: &TaskId, reason: Reason) {
+    fn kill(&mut self, now: Timestamp, f: &FrameworkId, tid: &TaskId, reason: Reason) {
         if let Some(t) = self.tasks.get_mut(&(f.clone(), tid.clone()))
             && !t.state.is_terminal()
         {
@@ -279,7 +281,7 @@ pub struct SimFramework {
     /// Connected now.
     pub connected: bool,
     /// When a disconnect ends.
-    pub down_until: Millis,
+    pub down_until: Timestamp,
     /// Removed by the master (failover timeout).
     pub removed: bool,
     /// Tasks it launched.
@@ -302,7 +304,7 @@ impl SimFramework {
             id: None,
             stream: None,
             connected: false,
-            down_until: 0,
+            down_until: Timestamp::ZERO,
             removed: false,
             launched: BTreeSet::new(),
             terminal: HashSet::default(),

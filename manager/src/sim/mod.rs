@@ -26,11 +26,12 @@ pub mod colocation;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap as HashMap;
+use std::time::Duration;
 use strata_proto::ids::{AgentId, FrameworkId, TaskId};
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 
-use crate::master::{Action, Master, MasterConfig, Millis};
+use crate::master::{Action, Master, MasterConfig, Timestamp};
 pub use actors::{SimAgent, SimFramework};
 
 /// Settings of a simulation run.
@@ -88,12 +89,12 @@ pub struct SimReport {
 
 /// A simulation failure: the seed and what broke.
 #[derive(Debug, thiserror::Error)]
-#[error("simulation seed {seed} failed at t={at_ms} ms: {what}")]
+#[error("simulation seed {seed} failed at t={at}: {what}")]
 pub struct SimFailure {
     /// The seed that reproduces it.
     pub seed: u64,
     /// Simulated time.
-    pub at_ms: Millis,
+    pub at: Timestamp,
     /// The broken invariant.
     pub what: String,
 }
@@ -103,7 +104,7 @@ pub struct Sim {
     cfg: SimConfig,
     /// The master under test.
     pub master: Master,
-    now: Millis,
+    now: Timestamp,
     rng: StdRng,
     agents: Vec<SimAgent>,
     agent_by_id: HashMap<AgentId, usize>,
@@ -115,25 +116,25 @@ pub struct Sim {
     step_offers: Vec<(usize, String, AgentId, Resources)>,
 }
 
-const STEP_MS: Millis = 100;
+const STEP: Duration = Duration::from_millis(100);
 
 impl Sim {
     /// A simulator with agents registered and frameworks subscribed.
     pub fn new(cfg: SimConfig) -> Result<Sim, SimFailure> {
         let master_cfg = MasterConfig {
             instance: "sim".into(),
-            agent_timeout: 5_000,
-            framework_heartbeat_interval: 2_000,
-            offer_timeout: 10_000,
-            default_failover_timeout: 8_000,
-            default_refuse: 1_000,
-            update_retry: 2_000,
+            agent_timeout: Duration::from_millis(5_000),
+            framework_heartbeat_interval: Duration::from_millis(2_000),
+            offer_timeout: Duration::from_millis(10_000),
+            default_failover_timeout: Duration::from_millis(8_000),
+            default_refuse: Duration::from_millis(1_000),
+            update_retry: Duration::from_millis(2_000),
             ..MasterConfig::default()
         };
         let mut sim = Sim {
             rng: StdRng::seed_from_u64(cfg.seed),
             master: Master::new(master_cfg),
-            now: 1_000_000,
+            now: Timestamp::from_millis(1_000_000),
             agents: Vec::new(),
             agent_by_id: HashMap::default(),
             frameworks: Vec::new(),
@@ -162,7 +163,7 @@ impl Sim {
     fn fail(&self, what: impl Into<String>) -> SimFailure {
         SimFailure {
             seed: self.cfg.seed,
-            at_ms: self.now,
+            at: self.now,
             what: what.into(),
         }
     }
@@ -214,9 +215,10 @@ impl Sim {
             }
         }
         for i in 0..self.agents.len() {
-            self.agents[i].down_until = 0;
+            self.agents[i].down_until = Timestamp::ZERO;
         }
-        let drain_steps = (self.cfg.task_ms.1 / STEP_MS) as usize + 400;
+        let drain_steps =
+            (Duration::from_millis(self.cfg.task_ms.1).div_duration_f64(STEP)) as usize + 400;
         for _ in 0..drain_steps {
             self.step()?;
         }
@@ -227,7 +229,7 @@ impl Sim {
 
     /// One step of 100 ms.
     pub fn step(&mut self) -> Result<(), SimFailure> {
-        self.now += STEP_MS;
+        self.now += STEP;
         if self.faults {
             self.inject_faults()?;
         }
@@ -287,7 +289,7 @@ impl Sim {
                     self.rng.random_range(6_000..15_000)
                 };
                 self.agents[i].connected = false;
-                self.agents[i].down_until = self.now + down;
+                self.agents[i].down_until = self.now + Duration::from_millis(down);
                 let id = self.agents[i].id.clone().expect("registered");
                 self.master.agent_disconnected(self.now, &id);
             }
@@ -303,7 +305,7 @@ impl Sim {
                     self.rng.random_range(9_000..12_000)
                 };
                 f.connected = false;
-                f.down_until = self.now + down;
+                f.down_until = self.now + Duration::from_millis(down);
                 f.offers.clear();
                 let (id, stream) = (
                     f.id.clone().expect("subscribed"),

@@ -48,21 +48,42 @@ pub const AGENT_RESOURCES: &str = "cpus:2;mem:1024;disk:100";
 
 /// A block of 100 host ports for one agent, distinct from other agents'
 /// (tests run in parallel processes, and services bind their ports): a
-/// block below the ephemeral range whose ports are free now.
+/// block below the ephemeral range whose ports are free now and that no
+/// other test process holds. A block is held by an exclusive lock on a file
+/// under the temporary directory for the rest of this process's life (the
+/// kernel drops the lock when the process exits, however it exits), so two
+/// concurrent tests never hand out the same block even while one's agent
+/// has not bound its ports yet.
 pub fn agent_ports() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("strata-it-port-blocks");
+    std::fs::create_dir_all(&dir).expect("port block lock directory");
     let salt = std::process::id().wrapping_mul(2_654_435_761);
-    loop {
+    for _ in 0..2_000 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let block = salt.wrapping_add(n.wrapping_mul(97)) % 200;
         let first = 11_000 + block * 100;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{first}.lock")))
+            .expect("port block lock file");
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        // 0.0.0.0 conflicts with a listener on any address (docker-proxy
+        // binds the wildcard, agents and tasks bind loopback).
         let free = (first..first + 100)
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok());
+            .all(|p| std::net::TcpListener::bind(("0.0.0.0", p as u16)).is_ok());
         if free {
+            HELD.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
             return format!("ports:[{first}-{}]", first + 99);
         }
     }
+    panic!("no free block of 100 host ports in 11000-30999")
 }
 
 /// The generous deadline for anything that should happen "soon".

@@ -3,19 +3,24 @@
 use super::*;
 use strata_proto::pb::{agent_message, call, event, manager_message};
 
+/// `n` milliseconds.
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 struct T {
     m: Master,
-    now: Millis,
+    now: Timestamp,
 }
 
 fn cfg() -> MasterConfig {
     MasterConfig {
         instance: "t".into(),
-        agent_timeout: 5_000,
-        offer_timeout: 10_000,
-        default_failover_timeout: 3_000,
-        default_refuse: 1_000,
-        update_retry: 2_000,
+        agent_timeout: ms(5_000),
+        offer_timeout: ms(10_000),
+        default_failover_timeout: ms(3_000),
+        default_refuse: ms(1_000),
+        update_retry: ms(2_000),
         ..MasterConfig::default()
     }
 }
@@ -78,7 +83,7 @@ impl T {
     fn new() -> T {
         T {
             m: Master::new(cfg()),
-            now: 1_000,
+            now: Timestamp::from_millis(1_000),
         }
     }
 
@@ -336,7 +341,7 @@ fn unreachable_agent_returns_and_tasks_run_again() {
     t.agent_says(&a, &f.0, "t1", pb::TaskState::TaskRunning, 1);
     t.m.drain_actions();
     // Silence past the agent timeout.
-    t.now += 6_000;
+    t.now += ms(6_000);
     t.m.tick(t.now);
     let ups = T::updates(&t.m.drain_actions());
     assert_eq!(ups.len(), 1);
@@ -390,7 +395,7 @@ fn agent_back_with_fewer_resources_kills_newest_tasks() {
     let f = t.framework();
     let offers = t.offers(&f.0);
     t.launch(&f, &offers[0], vec![task("old", 2.0)]);
-    t.now += 1_100; // past the filter on what the first accept left
+    t.now += ms(1_100); // past the filter on what the first accept left
     let offers = t.offers(&f.0);
     t.launch(&f, &offers[0], vec![task("new", 2.0)]);
     let reported = |id: &str| pb::AgentTask {
@@ -431,7 +436,7 @@ fn framework_failover_timeout_kills_tasks() {
     t.launch(&f, &offers[0], vec![task("t1", 1.0)]);
     t.m.framework_disconnected(t.now, &f.0, &f.1);
     // Within the timeout it may come back.
-    t.now += 1_000;
+    t.now += ms(1_000);
     t.m.tick(t.now);
     assert!(
         t.m.drain_actions()
@@ -439,7 +444,7 @@ fn framework_failover_timeout_kills_tasks() {
             .all(|a| !matches!(a, Action::ToAgent { .. }))
     );
     // After it, its tasks are killed and it may not come back.
-    t.now += 3_000;
+    t.now += ms(3_000);
     t.m.tick(t.now);
     let actions = t.m.drain_actions();
     assert!(actions.iter().any(|x| matches!(x, Action::ToAgent { agent, message: pb::ManagerMessage { message: Some(manager_message::Message::ShutdownFramework(_)) } } if *agent == a)));
@@ -468,7 +473,7 @@ fn failover_within_timeout_keeps_tasks_and_resends_unacked() {
     t.m.framework_disconnected(t.now, &f.0, &f.1);
     // The agent becomes unreachable while the framework is away: the
     // manager's update is kept for it.
-    t.now += 6_000;
+    t.now += ms(6_000);
     t.m.tick(t.now);
     t.m.drain_actions();
     req.framework.as_mut().unwrap().framework_id = f.0.to_string();
@@ -478,7 +483,7 @@ fn failover_within_timeout_keeps_tasks_and_resends_unacked() {
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0].state(), pb::TaskState::TaskUnreachable);
     // Re-sent until acknowledged.
-    t.now += 2_500;
+    t.now += ms(2_500);
     t.m.tick(t.now);
     assert_eq!(T::updates(&t.m.drain_actions()).len(), 1);
     t.call(
@@ -490,7 +495,7 @@ fn failover_within_timeout_keeps_tasks_and_resends_unacked() {
         }),
     )
     .unwrap();
-    t.now += 2_500;
+    t.now += ms(2_500);
     t.m.tick(t.now);
     assert!(T::updates(&t.m.drain_actions()).is_empty());
 }
@@ -512,13 +517,13 @@ fn decline_filters_and_offer_timeout() {
         }),
     )
     .unwrap();
-    t.now += 4_000;
+    t.now += ms(4_000);
     assert!(t.offers(&f.0).is_empty(), "filtered for 5 s");
-    t.now += 2_000;
+    t.now += ms(2_000);
     let offers = t.offers(&f.0);
     assert_eq!(offers.len(), 1);
     // Not answered: rescinded after the offer timeout.
-    t.now += 10_001;
+    t.now += ms(10_001);
     t.m.tick(t.now);
     let events = t.events(&f.0);
     assert!(

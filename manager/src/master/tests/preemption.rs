@@ -25,7 +25,7 @@ fn a_service_ask_preempts_batch_once_and_gets_the_room() {
             pb::TaskState::TaskRunning,
             i + 1,
         );
-        t.now += 1_000;
+        t.now += ms(1_000);
     }
     t.m.drain_actions();
     // The batch framework no longer wants offers.
@@ -49,7 +49,7 @@ fn a_service_ask_preempts_batch_once_and_gets_the_room() {
     assert_eq!(t.m.counters().tasks_preempted, 2);
     t.m.check_invariants().unwrap();
     // While the victims die, later cycles preempt nothing more.
-    t.now += 1_000;
+    t.now += ms(1_000);
     t.m.allocate_now(t.now);
     assert!(kills(&t.m.drain_actions()).is_empty());
     // Once they are gone, the service is offered their room.
@@ -103,7 +103,7 @@ fn asks_of_one_decision_do_not_share_the_room_victims_free() {
     assert_eq!(victims.len(), 3, "{victims:?}");
     t.m.check_invariants().unwrap();
     // Later cycles preempt nothing more while they die.
-    t.now += 1_000;
+    t.now += ms(1_000);
     t.m.allocate_now(t.now);
     assert!(kills(&t.m.drain_actions()).is_empty());
     // Once they are gone, both instances are offered room at once.
@@ -146,7 +146,7 @@ fn a_service_ask_takes_back_an_offer_made_to_batch() {
     );
     t.m.check_invariants().unwrap();
     // The room is the service's in the next cycle.
-    t.now += 1_000;
+    t.now += ms(1_000);
     assert_eq!(t.offers(&service.0).len(), 1);
 }
 

@@ -75,7 +75,7 @@ fn idle_service_cpus_are_lent_to_batch_then_revoked_when_used() {
     assert!(t.offers(&b.0).is_empty());
     for _ in 0..5 {
         usage(&mut t, &a, &s.0, "s0", 0.2);
-        t.now += 2_000;
+        t.now += ms(2_000);
     }
     assert_eq!(lent(&t), (3.7, 0.0), "4 − 0.2 × 1.25, rounded down");
     let offers = t.offers(&b.0);
@@ -84,7 +84,7 @@ fn idle_service_cpus_are_lent_to_batch_then_revoked_when_used() {
     assert_eq!(revocable, Resources::new(2.0, 0.0));
     assert_eq!(regular, Resources::new(0.0, 512.0));
     t.launch(&b, &offers[0], vec![revocable_task("b0", 1.0)]);
-    t.now += 1_000;
+    t.now += ms(1_000);
     let offers = t.offers(&b.0);
     assert_eq!(offers.len(), 1, "the second task is offered again");
     t.launch(&b, &offers[0], vec![revocable_task("b1", 1.0)]);
@@ -103,7 +103,7 @@ fn idle_service_cpus_are_lent_to_batch_then_revoked_when_used() {
     assert_eq!(k[0].grace_period_seconds, Some(5.0));
     assert_eq!(t.m.counters().tasks_revoked, 1);
     // Once more of the same revokes nothing more.
-    t.now += 2_000;
+    t.now += ms(2_000);
     usage(&mut t, &a, &s.0, "s0", 2.0);
     assert!(kills(&t.m.drain_actions()).is_empty());
     t.agent_says(&a, &b.0, "b1", pb::TaskState::TaskKilled, 4);
@@ -140,7 +140,7 @@ fn only_asks_that_accept_revocable_and_classes_below_borrow() {
     t.m.drain_actions();
     for _ in 0..5 {
         usage(&mut t, &a, &s.0, "s0", 0.2);
-        t.now += 2_000;
+        t.now += ms(2_000);
     }
     assert_eq!(lent(&t).0, 3.7);
     t.m.allocate_now(t.now);
@@ -165,7 +165,7 @@ fn revocable_cpus_are_checked_on_launch() {
     let (a, s, b) = idle_service(&mut t);
     for _ in 0..5 {
         usage(&mut t, &a, &s.0, "s0", 0.2);
-        t.now += 2_000;
+        t.now += ms(2_000);
     }
     let offers = t.offers(&b.0);
     // More revocable cpus than offered, and revocable mem.

@@ -14,6 +14,9 @@
 //! agents send each once (no faults are injected, so nothing is lost) and
 //! ignore acknowledgements.
 
+use std::time::Duration;
+
+use crate::services::core::secs;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
@@ -24,7 +27,7 @@ use strata_proto::resources::Resources;
 
 use super::ColoConfig;
 use super::workload::use_level;
-use crate::master::{Master, MasterConfig, Millis, RevocableConfig};
+use crate::master::{Master, MasterConfig, RevocableConfig, Timestamp};
 use crate::sim::SimFailure;
 
 /// What happens to a task at a due time.
@@ -40,7 +43,7 @@ enum DueKind {
 
 #[derive(Debug)]
 struct Due {
-    at: Millis,
+    at: Timestamp,
     seq: u64,
     task: TaskId,
     kind: DueKind,
@@ -76,7 +79,7 @@ struct AgentTask {
     /// Regular and revocable together.
     resources: Resources,
     /// How long it runs once started; `None` until killed.
-    run_ms: Option<Millis>,
+    run: Option<Duration>,
     /// Its use as (mean, swing, phase) for [`use_level`]; `None`: all its
     /// cpus.
     usage: Option<(f64, f64, f64)>,
@@ -92,8 +95,8 @@ pub(super) struct Cluster {
     tasks: HashMap<TaskId, AgentTask>,
     due: BinaryHeap<Reverse<Due>>,
     seq: u64,
-    start_ms: Millis,
-    victim_exit_ms: Option<Millis>,
+    start: Duration,
+    victim_exit: Option<Duration>,
     /// What the agents advertise in all.
     pub total: Resources,
     /// What tasks hold now (from launch until their terminal report).
@@ -107,18 +110,18 @@ impl Cluster {
         cfg: &ColoConfig,
         agents: usize,
         seed: u64,
-        now: Millis,
+        now: Timestamp,
     ) -> Result<Self, SimFailure> {
         let master = Master::new(MasterConfig {
             instance: "colo".into(),
             // No faults are simulated: agents stay registered without heartbeats.
-            agent_timeout: 1 << 40,
-            framework_heartbeat_interval: 3_600_000,
-            allocation_interval: cfg.step_ms,
-            preemption_grace: cfg.preemption_grace_ms,
+            agent_timeout: Duration::from_secs(1 << 30),
+            framework_heartbeat_interval: Duration::from_secs(3_600),
+            allocation_interval: Duration::from_millis(cfg.step_ms),
+            preemption_grace: Duration::from_millis(cfg.preemption_grace_ms),
             revocable: RevocableConfig {
                 enabled: cfg.revocable,
-                window: cfg.revocable_window_ms,
+                window: Duration::from_millis(cfg.revocable_window_ms),
                 ..RevocableConfig::default()
             },
             ..MasterConfig::default()
@@ -130,8 +133,8 @@ impl Cluster {
             tasks: HashMap::default(),
             due: BinaryHeap::new(),
             seq: 0,
-            start_ms: cfg.start_ms,
-            victim_exit_ms: cfg.victim_exit_ms,
+            start: Duration::from_millis(cfg.start_ms),
+            victim_exit: cfg.victim_exit_ms.map(Duration::from_millis),
             total: Resources::default(),
             used: Resources::default(),
             seed,
@@ -160,15 +163,15 @@ impl Cluster {
     }
 
     /// A failure at `now`.
-    pub fn fail(&self, now: Millis, what: impl Into<String>) -> SimFailure {
+    pub fn fail(&self, now: Timestamp, what: impl Into<String>) -> SimFailure {
         SimFailure {
             seed: self.seed,
-            at_ms: now,
+            at: now,
             what: what.into(),
         }
     }
 
-    fn schedule(&mut self, at: Millis, task: TaskId, kind: DueKind) {
+    fn schedule(&mut self, at: Timestamp, task: TaskId, kind: DueKind) {
         self.seq += 1;
         self.due.push(Reverse(Due {
             at,
@@ -180,7 +183,7 @@ impl Cluster {
 
     /// Agents report what came due by `now`: tasks started, finished, or
     /// dead of a kill.
-    pub fn report_due(&mut self, now: Millis) -> Result<(), SimFailure> {
+    pub fn report_due(&mut self, now: Timestamp) -> Result<(), SimFailure> {
         while self.due.peek().is_some_and(|d| d.0.at <= now) {
             let Reverse(d) = self.due.pop().expect("peeked");
             let Some(t) = self.tasks.get_mut(&d.task) else {
@@ -189,8 +192,8 @@ impl Cluster {
             let report = match (d.kind, t.phase) {
                 (DueKind::Run, Phase::Starting) => {
                     t.phase = Phase::Running;
-                    if let Some(ms) = t.run_ms {
-                        self.schedule(now + ms, d.task.clone(), DueKind::Finish);
+                    if let Some(run) = t.run {
+                        self.schedule(now + run, d.task.clone(), DueKind::Finish);
                     }
                     Some((TaskState::TaskRunning, Reason::Unspecified))
                 }
@@ -221,7 +224,7 @@ impl Cluster {
                     reason: reason as i32,
                     source: Source::Agent as i32,
                     uuid,
-                    timestamp: now as f64 / 1e3,
+                    timestamp: now.as_secs_f64(),
                     ..Default::default()
                 }),
             };
@@ -234,7 +237,7 @@ impl Cluster {
     }
 
     /// An agent receives a message from the master.
-    pub fn receive(&mut self, now: Millis, agent: &AgentId, m: pb::ManagerMessage) {
+    pub fn receive(&mut self, now: Timestamp, agent: &AgentId, m: pb::ManagerMessage) {
         let Some(&agent) = self.agent_by_id.get(agent) else {
             return;
         };
@@ -247,10 +250,10 @@ impl Cluster {
                 }
                 let resources = Resources::from_proto(&info.resources).unwrap_or_default();
                 let command = info.command.as_ref().map_or("", |c| c.value.as_str());
-                let run_ms = command
+                let run = command
                     .strip_prefix("sleep ")
                     .and_then(|s| s.trim().parse::<f64>().ok())
-                    .map(|s| (s * 1e3).round() as Millis);
+                    .map(secs);
                 let usage = command.strip_prefix("serve ").and_then(|s| {
                     let v: Vec<f64> = s
                         .split_whitespace()
@@ -268,20 +271,20 @@ impl Cluster {
                         agent,
                         framework: FrameworkId::new(r.framework_id),
                         resources,
-                        run_ms,
+                        run,
                         usage,
                         phase: Phase::Starting,
                     },
                 );
-                self.schedule(now + self.start_ms, tid, DueKind::Run);
+                self.schedule(now + self.start, tid, DueKind::Run);
             }
             Some(manager_message::Message::KillTask(k)) => {
                 let tid = TaskId::new(k.task_id);
                 let reason = Reason::try_from(k.reason).unwrap_or(Reason::KilledByFramework);
-                let exit = match (k.grace_period_seconds, self.victim_exit_ms) {
-                    (None, _) => 0,
-                    (Some(g), None) => (g * 1e3).round() as Millis,
-                    (Some(g), Some(v)) => v.min((g * 1e3).round() as Millis),
+                let exit = match (k.grace_period_seconds, self.victim_exit) {
+                    (None, _) => Duration::ZERO,
+                    (Some(g), None) => secs(g),
+                    (Some(g), Some(v)) => v.min(secs(g)),
                 };
                 self.kill(now, tid, exit, reason);
             }
@@ -294,7 +297,7 @@ impl Cluster {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for tid in ids {
-                    self.kill(now, tid, 0, Reason::FrameworkRemoved);
+                    self.kill(now, tid, Duration::ZERO, Reason::FrameworkRemoved);
                 }
             }
             // Acknowledgements, registration replies and errors change nothing here.
@@ -304,7 +307,7 @@ impl Cluster {
 
     /// Every agent reports what its running tasks use now (only agents
     /// running something report).
-    pub fn report_usage(&mut self, now: Millis) -> Result<(), SimFailure> {
+    pub fn report_usage(&mut self, now: Timestamp) -> Result<(), SimFailure> {
         let mut per_agent: Vec<Vec<pb::TaskUsage>> = vec![Vec::new(); self.agents.len()];
         for (tid, t) in &self.tasks {
             if t.phase != Phase::Running {
@@ -312,7 +315,7 @@ impl Cluster {
             }
             let cpus = t.resources.cpus.as_f64();
             let used = match t.usage {
-                Some((mean, swing, phase)) => cpus * use_level(mean, swing, phase, now),
+                Some((mean, swing, phase)) => cpus * use_level(mean, swing, phase, now.as_millis()),
                 None => cpus,
             };
             per_agent[t.agent].push(pb::TaskUsage {
@@ -334,7 +337,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn kill(&mut self, now: Millis, tid: TaskId, exit_ms: Millis, reason: Reason) {
+    fn kill(&mut self, now: Timestamp, tid: TaskId, exit: Duration, reason: Reason) {
         let Some(t) = self.tasks.get_mut(&tid) else {
             return;
         };
@@ -342,12 +345,12 @@ impl Cluster {
             return;
         }
         // A task that has not started yet dies at once.
-        let exit_ms = if t.phase == Phase::Starting {
-            0
+        let exit = if t.phase == Phase::Starting {
+            Duration::ZERO
         } else {
-            exit_ms
+            exit
         };
         t.phase = Phase::Dying;
-        self.schedule(now + exit_ms, tid, DueKind::Killed(reason));
+        self.schedule(now + exit, tid, DueKind::Killed(reason));
     }
 }

@@ -19,7 +19,8 @@ use strata_proto::pb::{self, Reason, TaskState, call};
 use strata_proto::resources::Resources;
 
 use super::workload::{App, Job};
-use crate::master::Millis;
+use super::{at, elapsed_ms};
+use crate::master::Timestamp;
 
 /// A subscribed framework's ids.
 pub(super) struct Handle {
@@ -162,7 +163,7 @@ struct AppRun {
     starting: Vec<TaskId>,
     /// Since when each missing instance (wanted, not running) has been
     /// wanted, oldest first.
-    waiting: VecDeque<Millis>,
+    waiting: VecDeque<Timestamp>,
 }
 
 impl AppRun {
@@ -181,11 +182,11 @@ pub(super) struct ServiceFw {
     killing: HashSet<TaskId>,
     declared: Declared,
     next: u64,
-    base: Millis,
-    day_ms: Millis,
-    window: (Millis, Millis),
+    base: Timestamp,
+    day_ms: u64,
+    window: (Timestamp, Timestamp),
     /// Per instance wanted in the window: how long until it ran (ms).
-    pub waits: Vec<Millis>,
+    pub waits: Vec<u64>,
     /// Instance-milliseconds wanted in the window.
     pub wanted_ms: u128,
     /// Instance-milliseconds wanted but not running in the window.
@@ -199,9 +200,9 @@ impl ServiceFw {
     pub fn new(
         handle: Handle,
         apps: &[App],
-        base: Millis,
-        day_ms: Millis,
-        window: (Millis, Millis),
+        base: Timestamp,
+        day_ms: u64,
+        window: (u64, u64),
     ) -> Self {
         ServiceFw {
             handle,
@@ -221,7 +222,7 @@ impl ServiceFw {
             next: 0,
             base,
             day_ms,
-            window: (base + window.0, base + window.1),
+            window: (at(base, window.0), at(base, window.1)),
             waits: Vec::new(),
             wanted_ms: 0,
             missing_ms: 0,
@@ -232,9 +233,9 @@ impl ServiceFw {
     /// Follows the curves at `now`: kills surplus instances (not yet
     /// running ones first, then the newest), tracks missing instances and
     /// declares demand for them.
-    pub fn step(&mut self, now: Millis) -> Vec<pb::Call> {
+    pub fn step(&mut self, now: Timestamp) -> Vec<pb::Call> {
         let mut out = Vec::new();
-        let t = now - self.base;
+        let t = elapsed_ms(now, self.base);
         let mut want: Vec<(Resources, u32)> = Vec::new();
         for a in &mut self.apps {
             a.wanted = a.app.wanted(t, self.day_ms);
@@ -290,14 +291,14 @@ impl ServiceFw {
                 .waiting
                 .get(a.starting.len())
                 .copied()
-                .unwrap_or(Millis::MAX);
+                .unwrap_or(Timestamp::MAX);
             (since, Reverse((a.app.shape.cpus, a.app.shape.mem)))
         });
         order
     }
 
     /// Counts wanted and missing instances for the step from `now`.
-    pub fn measure(&mut self, now: Millis, step_ms: Millis) {
+    pub fn measure(&mut self, now: Timestamp, step_ms: u64) {
         if now < self.window.0 || now >= self.window.1 {
             return;
         }
@@ -308,11 +309,11 @@ impl ServiceFw {
     }
 
     /// Instances still missing at the end count as waiting until `now`.
-    pub fn finish(&mut self, now: Millis) {
+    pub fn finish(&mut self, now: Timestamp) {
         for a in &mut self.apps {
             for since in a.waiting.drain(..) {
                 if since >= self.window.0 && since < self.window.1 {
-                    self.waits.push(now - since);
+                    self.waits.push(elapsed_ms(now, since));
                 }
             }
         }
@@ -346,7 +347,7 @@ impl ServiceFw {
     }
 
     /// Handles a status update.
-    pub fn update(&mut self, now: Millis, s: &pb::TaskStatus) -> Vec<pb::Call> {
+    pub fn update(&mut self, now: Timestamp, s: &pb::TaskStatus) -> Vec<pb::Call> {
         let mut out = Vec::new();
         ack(&self.handle, s, &mut out);
         let tid = TaskId::new(s.task_id.clone());
@@ -363,7 +364,7 @@ impl ServiceFw {
                     && since >= self.window.0
                     && since < self.window.1
                 {
-                    self.waits.push(now - since);
+                    self.waits.push(elapsed_ms(now, since));
                 }
             }
         } else if s.state().is_terminal() {
@@ -383,7 +384,7 @@ struct JobRun {
     job: Job,
     /// Tasks not finished yet.
     left: u32,
-    finished_at: Option<Millis>,
+    finished_at: Option<Timestamp>,
 }
 
 /// The batch framework: submits jobs as they arrive, runs their tasks
@@ -400,10 +401,10 @@ pub(super) struct BatchFw {
     queues: Vec<VecDeque<(u32, u32)>>,
     /// Tasks launched: (job, task, launched or running since, on
     /// revocable cpus).
-    running: HashMap<TaskId, (u32, u32, Millis, bool)>,
+    running: HashMap<TaskId, (u32, u32, Timestamp, bool)>,
     declared: Declared,
     next: u64,
-    base: Millis,
+    base: Timestamp,
     /// Tasks killed by preemption.
     pub preempted: u64,
     /// Tasks killed because the cpus they borrowed were revoked.
@@ -425,7 +426,7 @@ impl BatchFw {
         handle: Handle,
         shapes: &[Resources],
         jobs: &[Job],
-        base: Millis,
+        base: Timestamp,
         revocable: bool,
     ) -> Self {
         BatchFw {
@@ -460,9 +461,9 @@ impl BatchFw {
 
     /// Submits the jobs that have arrived by `now` and declares demand for
     /// every task waiting to run.
-    pub fn step(&mut self, now: Millis) -> Vec<pb::Call> {
+    pub fn step(&mut self, now: Timestamp) -> Vec<pb::Call> {
         while let Some(j) = self.jobs.get(self.arrived)
-            && self.base + j.job.arrival_ms <= now
+            && at(self.base, j.job.arrival_ms) <= now
         {
             let q = &mut self.queues[j.job.shape];
             for t in 0..j.job.task_ms.len() as u32 {
@@ -486,7 +487,7 @@ impl BatchFw {
     /// Launches waiting tasks on offers, the oldest job's first among the
     /// shapes that still fit: on regular resources, or on revocable cpus
     /// with regular memory when the regular cpus are too few.
-    pub fn offers(&mut self, now: Millis, offers: &[pb::Offer]) -> Vec<pb::Call> {
+    pub fn offers(&mut self, now: Timestamp, offers: &[pb::Offer]) -> Vec<pb::Call> {
         let mut out = Vec::new();
         for offer in offers {
             let (mut left, mut lent) =
@@ -545,7 +546,7 @@ impl BatchFw {
     }
 
     /// Handles a status update.
-    pub fn update(&mut self, now: Millis, s: &pb::TaskStatus) -> Vec<pb::Call> {
+    pub fn update(&mut self, now: Timestamp, s: &pb::TaskStatus) -> Vec<pb::Call> {
         let mut out = Vec::new();
         ack(&self.handle, s, &mut out);
         let tid = TaskId::new(s.task_id.clone());
@@ -563,7 +564,7 @@ impl BatchFw {
         };
         let j = &mut self.jobs[job as usize];
         let shape = j.job.shape;
-        let cpu_ms = self.shapes[shape].cpus.as_f64() * (now - since) as f64;
+        let cpu_ms = self.shapes[shape].cpus.as_f64() * elapsed_ms(now, since) as f64;
         if s.state() == TaskState::TaskFinished {
             j.left -= 1;
             if j.left == 0 {
@@ -590,27 +591,22 @@ impl BatchFw {
 
     /// Per job arriving in `[from, to)` (run milliseconds): its completion
     /// time, or how long it has waited by `now` if unfinished (`false`).
-    pub fn completions(
-        &self,
-        from: Millis,
-        to: Millis,
-        now: Millis,
-    ) -> Vec<(Millis, Millis, bool)> {
+    pub fn completions(&self, from: u64, to: u64, now: Timestamp) -> Vec<(u64, u64, bool)> {
         self.jobs
             .iter()
             .filter(|j| j.job.arrival_ms >= from && j.job.arrival_ms < to)
             .map(|j| {
-                let arrived = self.base + j.job.arrival_ms;
+                let arrived = at(self.base, j.job.arrival_ms);
                 match j.finished_at {
-                    Some(f) => (f - arrived, j.job.ideal_ms(), true),
-                    None => (now.saturating_sub(arrived), j.job.ideal_ms(), false),
+                    Some(f) => (elapsed_ms(f, arrived), j.job.ideal_ms(), true),
+                    None => (elapsed_ms(now, arrived), j.job.ideal_ms(), false),
                 }
             })
             .collect()
     }
 
     /// Whether every job arriving before `to` (run milliseconds) has finished.
-    pub fn done_before(&mut self, to: Millis) -> bool {
+    pub fn done_before(&mut self, to: u64) -> bool {
         while self
             .jobs
             .get(self.first_unfinished)

@@ -64,11 +64,12 @@ pub mod sizing;
 pub mod workload;
 
 use std::fmt;
+use std::time::Duration;
 
 use strata_proto::pb;
 use strata_proto::resources::Resources;
 
-use crate::master::{Action, Millis, RevocableConfig};
+use crate::master::{Action, RevocableConfig, Timestamp};
 use crate::sim::SimFailure;
 use cluster::Cluster;
 use frameworks::{BatchFw, Handle, ServiceFw, subscribe_request};
@@ -81,14 +82,14 @@ pub struct ColoConfig {
     /// What every agent advertises.
     pub agent: Resources,
     /// The simulated time step in milliseconds (one allocation cycle each).
-    pub step_ms: Millis,
+    pub step_ms: u64,
     /// The master's preemption grace period in milliseconds.
-    pub preemption_grace_ms: Millis,
+    pub preemption_grace_ms: u64,
     /// How long a preempted victim takes to exit after SIGTERM; `None`: it
     /// uses the whole grace period (the worst case for the preemptor).
-    pub victim_exit_ms: Option<Millis>,
+    pub victim_exit_ms: Option<u64>,
     /// From launch to `TASK_RUNNING`, in milliseconds.
-    pub start_ms: Millis,
+    pub start_ms: u64,
     /// Check the master's accounting invariants after every step.
     pub check_invariants: bool,
     /// In a shared pool, whether the master lends the cpus services hold
@@ -97,10 +98,10 @@ pub struct ColoConfig {
     /// [`usage_interval_ms`](Self::usage_interval_ms).
     pub revocable: bool,
     /// How often agents report use, in milliseconds (with `revocable`).
-    pub usage_interval_ms: Millis,
+    pub usage_interval_ms: u64,
     /// The master's lending window (its `--revocable-window`): a task lends
     /// what it left idle at its peak over this long.
-    pub revocable_window_ms: Millis,
+    pub revocable_window_ms: u64,
 }
 
 impl Default for ColoConfig {
@@ -114,7 +115,7 @@ impl Default for ColoConfig {
             check_invariants: true,
             revocable: false,
             usage_interval_ms: 5_000,
-            revocable_window_ms: RevocableConfig::default().window,
+            revocable_window_ms: RevocableConfig::default().window.as_millis() as u64,
         }
     }
 }
@@ -268,9 +269,24 @@ pub fn combine(services: &Outcome, batch: &Outcome) -> Outcome {
 }
 
 /// Where simulated time starts (the workload's times are offsets from it).
-const BASE: Millis = 1_000_000;
+const BASE: Timestamp = Timestamp::from_millis(1_000_000);
 
-fn subscribe(c: &mut Cluster, now: Millis, name: &str, class: &str) -> Result<Handle, SimFailure> {
+/// The instant `ms` milliseconds of the run after `base`.
+fn at(base: Timestamp, ms: u64) -> Timestamp {
+    base + Duration::from_millis(ms)
+}
+
+/// Whole milliseconds from `earlier` to `now` (zero if `earlier` is later).
+fn elapsed_ms(now: Timestamp, earlier: Timestamp) -> u64 {
+    now.as_millis().saturating_sub(earlier.as_millis())
+}
+
+fn subscribe(
+    c: &mut Cluster,
+    now: Timestamp,
+    name: &str,
+    class: &str,
+) -> Result<Handle, SimFailure> {
     let (id, stream) = c
         .master
         .subscribe(now, subscribe_request(name, class))
@@ -286,7 +302,7 @@ struct PoolRun {
 }
 
 impl PoolRun {
-    fn calls(&mut self, now: Millis, calls: Vec<pb::Call>) -> Result<(), SimFailure> {
+    fn calls(&mut self, now: Timestamp, calls: Vec<pb::Call>) -> Result<(), SimFailure> {
         for c in calls {
             self.cluster
                 .master
@@ -297,7 +313,7 @@ impl PoolRun {
     }
 
     /// Carries out the master's actions until it has nothing more to say.
-    fn deliver(&mut self, now: Millis) -> Result<(), SimFailure> {
+    fn deliver(&mut self, now: Timestamp) -> Result<(), SimFailure> {
         for _ in 0..64 {
             let actions = self.cluster.master.drain_actions();
             if actions.is_empty() {
@@ -387,22 +403,23 @@ fn run_pool(
         batch,
     };
     r.deliver(now)?;
-    let end = BASE
-        + to
-        + if r.batch.is_some() {
+    let end = at(
+        BASE,
+        to + if r.batch.is_some() {
             w.config.drain_s * 1_000
         } else {
             0
-        };
+        },
+    );
     let (mut cpu_sum, mut mem_sum, mut samples) = (0.0, 0.0, 0u64);
     let mut steps = 0;
-    let mut next_usage = now + cfg.usage_interval_ms;
+    let mut next_usage = at(now, cfg.usage_interval_ms);
     loop {
-        now += cfg.step_ms;
+        now = at(now, cfg.step_ms);
         steps += 1;
         r.cluster.report_due(now)?;
         if lending && now >= next_usage {
-            next_usage += cfg.usage_interval_ms.max(1);
+            next_usage = at(next_usage, cfg.usage_interval_ms.max(1));
             r.cluster.report_usage(now)?;
         }
         r.deliver(now)?;
@@ -427,14 +444,14 @@ fn run_pool(
         if let Some(s) = &mut r.service {
             s.measure(now, cfg.step_ms);
         }
-        if now >= BASE + from && now < BASE + to {
+        if now >= at(BASE, from) && now < at(BASE, to) {
             let (used, total) = (&r.cluster.used, &r.cluster.total);
             cpu_sum += used.cpus.as_f64() / total.cpus.as_f64().max(1e-9);
             mem_sum += used.mem.as_f64() / total.mem.as_f64().max(1e-9);
             samples += 1;
         }
         let batch_done = r.batch.as_mut().is_none_or(|b| b.done_before(to));
-        if (now >= BASE + to && batch_done) || now >= end {
+        if (now >= at(BASE, to) && batch_done) || now >= end {
             break;
         }
     }

@@ -6,8 +6,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata_proto::resources::Resources;
 
-use crate::master::Millis;
-
 /// MiB in a GiB.
 const GIB: f64 = 1024.0;
 
@@ -63,7 +61,7 @@ pub struct WorkloadConfig {
 }
 
 /// The period of an instance's swing in use, in milliseconds.
-pub const USAGE_PERIOD_MS: Millis = 10 * 60 * 1_000;
+pub const USAGE_PERIOD_MS: u64 = 10 * 60 * 1_000;
 
 impl Default for WorkloadConfig {
     /// The benchmark's workload: about 150 agents' worth of services at
@@ -134,7 +132,7 @@ pub struct App {
 impl App {
     /// Instances wanted `t_ms` milliseconds after the start of the run, for
     /// a day of `day_ms`: a cosine from the trough to the peak and back.
-    pub fn wanted(&self, t_ms: Millis, day_ms: Millis) -> u32 {
+    pub fn wanted(&self, t_ms: u64, day_ms: u64) -> u32 {
         let x = t_ms as f64 / day_ms as f64 - self.peak_at;
         let level = (1.0 + (2.0 * std::f64::consts::PI * x).cos()) / 2.0;
         let span = f64::from(self.peak - self.trough);
@@ -144,7 +142,7 @@ impl App {
     /// The cpus an instance whose swing starts at `phase` (a fraction of
     /// the period) uses `t_ms` milliseconds after the start of the run:
     /// never more than it holds.
-    pub fn cpus_used(&self, phase: f64, t_ms: Millis) -> f64 {
+    pub fn cpus_used(&self, phase: f64, t_ms: u64) -> f64 {
         self.shape.cpus.as_f64() * use_level(self.usage, self.usage_swing, phase, t_ms)
     }
 }
@@ -152,7 +150,7 @@ impl App {
 /// The fraction of its cpus an instance uses at `t_ms`: `mean` swinging
 /// by `swing` × `mean` over [`USAGE_PERIOD_MS`], starting at `phase` (a
 /// fraction of the period); within 0..=1.
-pub fn use_level(mean: f64, swing: f64, phase: f64, t_ms: Millis) -> f64 {
+pub fn use_level(mean: f64, swing: f64, phase: f64, t_ms: u64) -> f64 {
     let x = t_ms as f64 / USAGE_PERIOD_MS as f64 + phase;
     (mean * (1.0 + swing * (2.0 * std::f64::consts::PI * x).sin())).clamp(0.0, 1.0)
 }
@@ -161,17 +159,17 @@ pub fn use_level(mean: f64, swing: f64, phase: f64, t_ms: Millis) -> f64 {
 #[derive(Clone, Debug)]
 pub struct Job {
     /// When it is submitted, in milliseconds after the start of the run.
-    pub arrival_ms: Millis,
+    pub arrival_ms: u64,
     /// Index of its task shape in [`Workload::batch_shapes`].
     pub shape: usize,
     /// Each task's duration in milliseconds (a task killed by preemption
     /// starts again from zero).
-    pub task_ms: Vec<Millis>,
+    pub task_ms: Vec<u64>,
 }
 
 impl Job {
     /// Its completion time on an empty, unbounded cluster: its longest task.
-    pub fn ideal_ms(&self) -> Millis {
+    pub fn ideal_ms(&self) -> u64 {
         self.task_ms.iter().copied().max().unwrap_or(0)
     }
 }
@@ -299,10 +297,10 @@ impl Workload {
                 let mean_ms =
                     log_uniform(&mut rng, config.task_s.0 as f64, config.task_s.1 as f64) * 1e3;
                 let task_ms = (0..tasks)
-                    .map(|_| (mean_ms * rng.random_range(0.75..1.25)).round() as Millis)
+                    .map(|_| (mean_ms * rng.random_range(0.75..1.25)).round() as u64)
                     .collect();
                 jobs.push(Job {
-                    arrival_ms: t as Millis,
+                    arrival_ms: t as u64,
                     shape: rng.random_range(0..batch_shapes.len()),
                     task_ms,
                 });
@@ -317,18 +315,18 @@ impl Workload {
     }
 
     /// The day in milliseconds.
-    pub fn day_ms(&self) -> Millis {
+    pub fn day_ms(&self) -> u64 {
         self.config.day_s * 1_000
     }
 
     /// The measured window, in milliseconds after the start of the run.
-    pub fn window_ms(&self) -> (Millis, Millis) {
+    pub fn window_ms(&self) -> (u64, u64) {
         let start = self.config.warmup_s * 1_000;
         (start, start + self.day_ms())
     }
 
     /// Cpus and mem (MiB) the services want at `t_ms`.
-    pub fn service_demand(&self, t_ms: Millis) -> (f64, f64) {
+    pub fn service_demand(&self, t_ms: u64) -> (f64, f64) {
         let day = self.day_ms();
         self.apps.iter().fold((0.0, 0.0), |(c, m), a| {
             let n = f64::from(a.wanted(t_ms, day));
