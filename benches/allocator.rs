@@ -9,6 +9,10 @@
 //! allocator places it, the frameworks launch tasks on every offer, and a
 //! share of the running tasks finishes, so cycles run on a busy cluster.
 
+// A benchmark is a test that measures: an error it hits stops it with
+// the error, as a failed assertion stops a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 use strata_proto::time::Timestamp;
 

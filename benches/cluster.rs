@@ -5,6 +5,10 @@
 //!
 //! Run: `cargo bench --bench cluster` (`-- --quick` for a short run).
 
+// A benchmark is a test that measures: an error it hits stops it with
+// the error, as a failed assertion stops a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -171,8 +175,8 @@ fn main() -> anyhow::Result<()> {
             "memory: idle agent process RSS {:.1} MiB (registered: {registered})   (floor: <= 50 MiB)",
             rss as f64 / 1024.0
         );
-        let _ = child.kill();
-        let _ = child.wait();
+        child.kill().ok();
+        child.wait().ok();
         cluster.shutdown().await;
         anyhow::Ok(())
     })?;

@@ -56,7 +56,7 @@ pub fn remove_if_ours() {
     if let Some(d) = read_file()
         && d.pid == std::process::id()
     {
-        let _ = std::fs::remove_file(discovery_path());
+        std::fs::remove_file(discovery_path()).ok();
     }
 }
 

@@ -153,7 +153,7 @@ impl ExecutorHandle {
 
     /// Asks it to stop.
     pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send(true).ok();
     }
 
     /// Waits for it to stop.
@@ -301,7 +301,7 @@ impl Executor {
                 host: hostname(),
             })),
         };
-        let _ = out.send(register).await;
+        out.send(register).await.ok();
         let mut inbound = match client.attach(ReceiverStream::new(out_rx)).await {
             Ok(r) => r.into_inner(),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => {
@@ -336,7 +336,7 @@ impl Executor {
                             for key in c.tasks {
                                 if let Some(h) = running.remove(&KeyId::of(&key)) {
                                     h.abort();
-                                    let _ = status_tx.send(status(key, TaskOutcome::Cancelled, Instant::now()));
+                                    status_tx.send(status(key, TaskOutcome::Cancelled, Instant::now())).ok();
                                 }
                             }
                         }
@@ -427,7 +427,7 @@ impl Executor {
             let Some(plan) = plans.get(&(key.job.clone(), key.stage)).cloned() else {
                 let mut s = status(key, TaskOutcome::Failed, Instant::now());
                 s.error = "executor has no plan for this task's stage".into();
-                let _ = status_tx.send(s);
+                status_tx.send(s).ok();
                 continue;
             };
             let id = KeyId::of(&key);
@@ -449,7 +449,7 @@ impl Executor {
             let handle = tokio::spawn(async move {
                 let _permit = slots.acquire_owned().await;
                 let s = run_task(spec, plan, ctx).await;
-                let _ = tx.send(s);
+                tx.send(s).ok();
             });
             running.insert(id, handle.abort_handle());
         }

@@ -219,8 +219,8 @@ impl ShuffleWriterExec {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => {
                     let path = location.file(out, input_partition);
-                    let dir = path.parent().expect("shuffle file has a directory");
-                    std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+                    let dir = location.partition_dir(out);
+                    std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
                     let tmp = path.with_extension(&tmp_suffix);
                     let file = File::create(&tmp).map_err(|e| io_err("creating", &tmp, e))?;
                     e.insert((path, StreamWriter::try_new(BufWriter::new(file), &schema)?))
@@ -504,7 +504,7 @@ impl ShuffleReaderExec {
                 )
             });
         // Adding constants to fresh properties cannot fail.
-        let _ = eq.add_constants(consts);
+        eq.add_constants(consts).ok();
         // Only a hash or range partitioning says where rows are.
         let partitioning = match partitioning {
             p @ (Partitioning::Hash(..) | Partitioning::Range(..)) => p,

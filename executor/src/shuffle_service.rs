@@ -192,7 +192,7 @@ fn stream_partition<T: Send + 'static>(
             }
         }
         Err(e) => {
-            let _ = tx.blocking_send(Err(e));
+            tx.blocking_send(Err(e)).ok();
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
@@ -230,7 +230,7 @@ pub fn partition_stream(
         let reader = match reader {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.blocking_send(Err(e));
+                tx.blocking_send(Err(e)).ok();
                 return false;
             }
         };
@@ -260,7 +260,7 @@ pub fn partition_flight_data(
         let mut reader = match std::fs::File::open(path) {
             Ok(f) => std::io::BufReader::with_capacity(1 << 16, f),
             Err(e) => {
-                let _ = tx.blocking_send(Err(read_err(path, e)));
+                tx.blocking_send(Err(read_err(path, e))).ok();
                 return false;
             }
         };
@@ -269,7 +269,7 @@ pub fn partition_flight_data(
                 Ok(Some(m)) => m,
                 Ok(None) => return true,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(read_err(path, e)));
+                    tx.blocking_send(Err(read_err(path, e))).ok();
                     return false;
                 }
             };

@@ -375,7 +375,9 @@ mod tests {
 
         fn log(&self) -> String {
             let mut text = String::new();
-            let _ = File::open(self.log.path()).and_then(|mut f| f.read_to_string(&mut text));
+            File::open(self.log.path())
+                .and_then(|mut f| f.read_to_string(&mut text))
+                .ok();
             text
         }
 
@@ -425,8 +427,8 @@ mod tests {
 
     impl Drop for S3Server {
         fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.child.kill().ok();
+            self.child.wait().ok();
         }
     }
 

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::common::Result;
+use datafusion::common::{Result, internal_datafusion_err};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
@@ -59,9 +59,10 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
-    /// The final stage.
-    pub fn final_stage(&self) -> &Stage {
-        self.stages.last().expect("a job has a final stage")
+    /// The final stage (the last one). [`plan_stages`] always makes one;
+    /// `None` only for a plan built by hand without stages.
+    pub fn final_stage(&self) -> Option<&Stage> {
+        self.stages.last()
     }
 }
 
@@ -188,7 +189,9 @@ impl Cutter<'_> {
         inputs.sort_unstable();
         inputs.dedup();
         if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
-            let child = children.pop().expect("repartition has one child");
+            let child = children
+                .pop()
+                .ok_or_else(|| internal_datafusion_err!("a repartition without a child"))?;
             let reader = self.cut(child, inputs, Some(r.partitioning().clone()));
             let id = self.stages.len() as u32 - 1;
             return Ok((reader, vec![id]));
@@ -196,7 +199,9 @@ impl Cutter<'_> {
         if plan.downcast_ref::<CoalescePartitionsExec>().is_some()
             || plan.downcast_ref::<SortPreservingMergeExec>().is_some()
         {
-            let child = children.pop().expect("merge has one child");
+            let child = children
+                .pop()
+                .ok_or_else(|| internal_datafusion_err!("a merge without a child"))?;
             let nothing_to_merge =
                 child.output_partitioning().partition_count() <= 1 && inputs.is_empty();
             if nothing_to_merge || child.downcast_ref::<ShuffleReaderExec>().is_some() {

@@ -11,11 +11,12 @@ use std::process::ExitCode;
 pub fn init_tracing(filter: &str, fallback: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(fallback));
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .try_init()
+        .ok();
 }
 
 /// Runs `main` to its end on a new multi-threaded runtime; exits 1, saying

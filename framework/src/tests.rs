@@ -103,7 +103,7 @@ async fn stages_are_cut_at_exchanges_and_fragments_round_trip() {
     );
     assert_eq!(job.stages[0].tasks, 4);
     assert_eq!(job.stages[2].inputs, vec![1]);
-    assert_eq!(job.final_stage().tasks, 1);
+    assert_eq!(job.final_stage().unwrap().tasks, 1);
     // Every stage survives serialisation unchanged.
     for s in &job.stages {
         let bytes = strata_executor::codec::plan_to_bytes(s.plan.clone()).unwrap();

@@ -77,7 +77,7 @@ pub async fn serve_on(listener: TcpListener, web: Arc<Web>) -> std::io::Result<(
         let (stream, _) = listener.accept().await?;
         let web = web.clone();
         tokio::spawn(async move {
-            let _ = handle(stream, &web).await;
+            handle(stream, &web).await.ok();
         });
     }
 }

@@ -25,6 +25,10 @@
 //! around that), the master lends the idle part and batch runs on it.
 //! Every run is printed.
 
+// A benchmark is a test that measures: an error it hits stops it with
+// the error, as a failed assertion stops a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Instant;
 
 use strata_manager::sim::colocation::{

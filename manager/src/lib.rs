@@ -40,4 +40,7 @@ pub mod registry;
 pub mod server;
 pub mod services;
 #[cfg(feature = "sim")]
+// The simulator is a test harness: an assumption it breaks is a failed
+// simulation and stops it with its message, as an assertion in a test does.
+#[allow(clippy::expect_used)]
 pub mod sim;

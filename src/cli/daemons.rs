@@ -191,7 +191,7 @@ async fn wait_for_signal() {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(t) => t,
                 Err(_) => {
-                    let _ = ctrl_c.await;
+                    ctrl_c.await.ok();
                     return;
                 }
             };

@@ -51,7 +51,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let dir = tempdir()?;
     let result = demo(&a, &queries, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::remove_dir_all(&dir).ok();
     result
 }
 

@@ -175,9 +175,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 Ok(bytes) => {
                     use std::io::Write;
                     if to_stdout {
-                        let _ = std::io::stdout().write_all(&bytes);
+                        std::io::stdout().write_all(&bytes).ok();
                     } else {
-                        let _ = std::io::stderr().write_all(&bytes);
+                        std::io::stderr().write_all(&bytes).ok();
                     }
                 }
                 Err(e) => eprintln!("warning: cannot read the task's {file}: {e}"),

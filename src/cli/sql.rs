@@ -81,7 +81,7 @@ pub async fn run_script(
                 let progress = show_progress(&job);
                 let result = job.result().await;
                 if let Some(p) = progress {
-                    let _ = p.await;
+                    p.await.ok();
                 }
                 let out = result?;
                 output::write(&mut stdout, format, &out.schema, &out.batches)?;

@@ -409,9 +409,9 @@ async fn print_stdout(status: &JobStatus, token: Option<&str>) {
             break;
         }
         offset += bytes.len();
-        let _ = out.write_all(&bytes);
+        out.write_all(&bytes).ok();
     }
-    let _ = out.flush();
+    out.flush().ok();
 }
 
 #[cfg(test)]

@@ -23,6 +23,14 @@
 //! * [`slt`]: the sqllogictest files of `tests/slt` on a real cluster (and
 //!   on single-process DataFusion, the reference).
 
+// The whole binary is tests: helpers unwrap as tests do, and a panic is
+// the failure report.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::let_underscore_must_use
+)]
+
 mod batch;
 mod cli;
 mod cluster;

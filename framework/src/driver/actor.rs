@@ -96,7 +96,7 @@ impl Core {
                     let Some(cmd) = cmd else { break };
                     if let Command::Shutdown(done) = cmd {
                         self.shutdown().await;
-                        let _ = done.send(());
+                        done.send(()).ok();
                         return;
                     }
                     self.handle(cmd).await;
@@ -104,7 +104,7 @@ impl Core {
                     while let Ok(cmd) = rx.try_recv() {
                         if let Command::Shutdown(done) = cmd {
                             self.shutdown().await;
-                            let _ = done.send(());
+                            done.send(()).ok();
                             return;
                         }
                         self.handle(cmd).await;
@@ -162,7 +162,7 @@ impl Core {
                     let bytes = match strata_executor::codec::plan_to_bytes(root) {
                         Ok(b) => b,
                         Err(e) => {
-                            let _ = result.send(Err(DriverError::Plan(e)));
+                            result.send(Err(DriverError::Plan(e))).ok();
                             return;
                         }
                     };
@@ -207,11 +207,11 @@ impl Core {
                     host: reg.host.clone(),
                 };
                 info!(executor = %id, flight = %reg.flight_address, slots = reg.slots, "executor registered");
-                let _ = tx
-                    .send(Ok(DriverMessage {
-                        kind: Some(Msg::Registered(Registered {})),
-                    }))
-                    .await;
+                tx.send(Ok(DriverMessage {
+                    kind: Some(Msg::Registered(Registered {})),
+                }))
+                .await
+                .ok();
                 self.sched
                     .add_executor(id.clone(), reg.flight_address, reg.slots);
                 self.links.insert(
@@ -311,7 +311,7 @@ impl Core {
                 let mut v: Vec<ExecutorInfo> =
                     self.links.values().map(|l| l.info.clone()).collect();
                 v.sort_by(|a, b| a.id.cmp(&b.id));
-                let _ = reply.send(v);
+                reply.send(v).ok();
             }
             Command::Shutdown(_) => {}
         }
@@ -320,14 +320,14 @@ impl Core {
     async fn lose_executor(&mut self, id: &ExecutorId) {
         self.sched.remove_executor(id);
         if let Some(l) = self.links.remove(id) {
-            let _ =
-                l.tx.try_send(Err(tonic::Status::unavailable("executor written off")));
+            l.tx.try_send(Err(tonic::Status::unavailable("executor written off")))
+                .ok();
         }
         self.idle_since.remove(id);
         self.executors_tx.send_replace(self.links.len());
         match &mut self.launcher {
             Launcher::Cluster(tx) => {
-                let _ = tx.send(LauncherCmd::Kill(id.clone()));
+                tx.send(LauncherCmd::Kill(id.clone())).ok();
             }
             Launcher::InProcess { running, .. } => {
                 if let Some(h) = running.remove(id) {
@@ -351,13 +351,13 @@ impl Core {
             match e {
                 Effect::Cancel(executor, task) => {
                     if let Some(l) = self.links.get(&executor) {
-                        let _ =
-                            l.tx.send(Ok(DriverMessage {
-                                kind: Some(Msg::Cancel(CancelTasks {
-                                    tasks: vec![key(&task)],
-                                })),
-                            }))
-                            .await;
+                        l.tx.send(Ok(DriverMessage {
+                            kind: Some(Msg::Cancel(CancelTasks {
+                                tasks: vec![key(&task)],
+                            })),
+                        }))
+                        .await
+                        .ok();
                     }
                 }
                 Effect::OutputsReady(job) => self.fetch_results(job),
@@ -383,8 +383,10 @@ impl Core {
         let Some(outputs) = self.sched.final_outputs(&job) else {
             return;
         };
+        let Some(stage) = entry.plan.final_stage().map(|s| s.id) else {
+            return;
+        };
         entry.fetching = true;
-        let stage = entry.plan.final_stage().id;
         let core = self.core_tx.clone();
         tokio::spawn(async move {
             use futures::StreamExt;
@@ -406,18 +408,20 @@ impl Core {
                 match result {
                     Ok(b) => batches.extend(b),
                     Err(e) => {
-                        let _ = core.send(Command::Fetched {
+                        core.send(Command::Fetched {
                             job,
                             result: Err((executor, e.to_string())),
-                        });
+                        })
+                        .ok();
                         return;
                     }
                 }
             }
-            let _ = core.send(Command::Fetched {
+            core.send(Command::Fetched {
                 job,
                 result: Ok(batches),
-            });
+            })
+            .ok();
         });
     }
 
@@ -432,17 +436,18 @@ impl Core {
         };
         entry.progress.send_modify(|p| p.state = state);
         if let Some(tx) = entry.result.take() {
-            let _ = tx.send(result);
+            tx.send(result).ok();
         }
         for l in self.links.values_mut() {
             l.plans.retain(|(j, _)| j != job);
-            let _ =
-                l.tx.send(Ok(DriverMessage {
-                    kind: Some(Msg::EndJob(EndJob {
-                        job: job.to_string(),
-                    })),
-                }))
-                .await;
+
+            l.tx.send(Ok(DriverMessage {
+                kind: Some(Msg::EndJob(EndJob {
+                    job: job.to_string(),
+                })),
+            }))
+            .await
+            .ok();
         }
     }
 
@@ -485,7 +490,7 @@ impl Core {
                 ),
             };
             let tx = self.core_tx.clone();
-            let _ = tx.send(Command::ClusterLost(why));
+            tx.send(Command::ClusterLost(why)).ok();
             self.launch_failures = 0;
         }
     }
@@ -588,7 +593,7 @@ impl Core {
         self.want = want;
         match &mut self.launcher {
             Launcher::Cluster(tx) => {
-                let _ = tx.send(LauncherCmd::Want(want));
+                tx.send(LauncherCmd::Want(want)).ok();
             }
             Launcher::InProcess {
                 dir,
@@ -638,13 +643,13 @@ impl Core {
             }
             info!(executor = %id, "releasing an idle executor");
             if let Some(l) = self.links.get(&id) {
-                let _ =
-                    l.tx.send(Ok(DriverMessage {
-                        kind: Some(Msg::Shutdown(Shutdown {
-                            reason: "idle".into(),
-                        })),
-                    }))
-                    .await;
+                l.tx.send(Ok(DriverMessage {
+                    kind: Some(Msg::Shutdown(Shutdown {
+                        reason: "idle".into(),
+                    })),
+                }))
+                .await
+                .ok();
             }
             self.lose_executor(&id).await;
             live -= 1;
@@ -654,25 +659,29 @@ impl Core {
     async fn shutdown(&mut self) {
         self.fail_all("the driver is shutting down").await;
         for l in self.links.values() {
-            let _ =
-                l.tx.send(Ok(DriverMessage {
-                    kind: Some(Msg::Shutdown(Shutdown {
-                        reason: "driver shutting down".into(),
-                    })),
-                }))
-                .await;
+            l.tx.send(Ok(DriverMessage {
+                kind: Some(Msg::Shutdown(Shutdown {
+                    reason: "driver shutting down".into(),
+                })),
+            }))
+            .await
+            .ok();
         }
         match &mut self.launcher {
             Launcher::Cluster(tx) => {
                 let (done, wait) = oneshot::channel();
                 if tx.send(LauncherCmd::Shutdown(done)).is_ok() {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+                    tokio::time::timeout(Duration::from_secs(10), wait)
+                        .await
+                        .ok();
                 }
             }
             Launcher::InProcess { running, .. } => {
                 for (_, h) in running.drain() {
                     h.shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), h.join()).await;
+                    tokio::time::timeout(Duration::from_secs(5), h.join())
+                        .await
+                        .ok();
                 }
             }
         }

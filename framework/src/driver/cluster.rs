@@ -119,7 +119,7 @@ pub(crate) async fn start(
     let (handle, events) = Scheduler::subscribe(cfg)
         .await
         .map_err(|e| DriverError::Cluster(format!("subscribing to {}: {e}", source.manager)))?;
-    let _ = handle.suppress().await;
+    handle.suppress().await.ok();
     let (tx, rx) = mpsc::unbounded_channel();
     let l = Launcher {
         source,
@@ -171,12 +171,12 @@ impl Launcher {
                         }
                     }
                     Some(LauncherCmd::Shutdown(done)) => {
-                        let _ = self.handle.teardown().await;
-                        let _ = done.send(());
+                        self.handle.teardown().await.ok();
+                        done.send(()).ok();
                         return;
                     }
                     None => {
-                        let _ = self.handle.teardown().await;
+                        self.handle.teardown().await.ok();
                         return;
                     }
                 },
@@ -193,7 +193,7 @@ impl Launcher {
                                     s.reason.as_str_name(),
                                     if s.message.is_empty() { String::new() } else { format!(": {}", s.message) }
                                 );
-                                let _ = self.core.send(Command::ExecutorTaskEnded { id, message });
+                                self.core.send(Command::ExecutorTaskEnded { id, message }).ok();
                                 self.update_demand().await;
                             }
                         }
@@ -207,7 +207,7 @@ impl Launcher {
                     Some(Event::Disconnected { reason }) => warn!(%reason, "lost the manager"),
                     Some(_) => {}
                     None => {
-                        let _ = self.core.send(Command::ClusterLost("the manager closed the subscription".into()));
+                        self.core.send(Command::ClusterLost("the manager closed the subscription".into())).ok();
                         return;
                     }
                 }
@@ -312,10 +312,10 @@ impl Launcher {
                 }
             }
             if tasks.is_empty() {
-                let _ = self
-                    .handle
+                self.handle
                     .decline(vec![offer.id.clone()], Some(Duration::from_secs(1)))
-                    .await;
+                    .await
+                    .ok();
                 continue;
             }
             for (id, _) in &tasks {

@@ -81,7 +81,7 @@ impl ExecutorLink for LinkService {
                     Ok(None) | Err(_) => break,
                 }
             }
-            let _ = core.send(Command::ExecutorDown { id, conn });
+            core.send(Command::ExecutorDown { id, conn }).ok();
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

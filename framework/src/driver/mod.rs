@@ -257,7 +257,7 @@ impl JobHandle {
 
     /// Cancels it: running tasks are cancelled and the result is an error.
     pub fn cancel(&self) {
-        let _ = self.core.send(Command::Cancel(self.id.clone()));
+        self.core.send(Command::Cancel(self.id.clone())).ok();
     }
 
     /// Waits for its results.
@@ -431,7 +431,11 @@ impl Driver {
     /// driver when every partition is done.
     pub fn submit(&self, plan: JobPlan) -> Result<JobHandle, DriverError> {
         let id = JobId::new(plan.job.clone());
-        let schema = plan.final_stage().plan.schema();
+        let schema = plan
+            .final_stage()
+            .ok_or_else(|| DriverError::Setup(format!("job {id} has no stages")))?
+            .plan
+            .schema();
         let (progress_tx, progress) = watch::channel(JobProgress {
             job: id.clone(),
             state: JobPhase::Queued,
@@ -493,7 +497,7 @@ impl Driver {
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.core.send(Command::Shutdown(tx)).is_ok() {
-            let _ = rx.await;
+            rx.await.ok();
         }
     }
 }

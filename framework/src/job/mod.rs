@@ -238,7 +238,7 @@ pub fn main_from(job: &'static Job, args: impl IntoIterator<Item = OsString>) ->
     let cli = match BinaryCli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            e.print().ok();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
@@ -294,7 +294,7 @@ async fn run_local(job: &'static Job, a: LocalArgs) -> Result<(), JobRunError> {
     }
     .await;
     driver.shutdown().await;
-    let _ = std::fs::remove_dir_all(&work);
+    std::fs::remove_dir_all(&work).ok();
     result
 }
 

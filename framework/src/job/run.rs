@@ -215,7 +215,7 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
                 JobState::Cancelled,
                 Some("the driver was stopped (SIGTERM): the job was cancelled".into()),
             );
-            let _ = std::io::stdout().flush();
+            std::io::stdout().flush().ok();
             std::process::exit(if recorder.state() == JobState::Succeeded {
                 0
             } else {
@@ -224,7 +224,7 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
         });
     }
     let result = drive_inner(&a, jobs, &recorder).await;
-    let _ = std::io::stdout().flush();
+    std::io::stdout().flush().ok();
     match result {
         Ok(driver) => {
             recorder.finish(JobState::Succeeded, None);
@@ -248,14 +248,15 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
             match driver {
                 Some(d) => d.shutdown().await,
                 None if !removed => {
-                    let _ = teardown_framework(
+                    teardown_framework(
                         &a.manager,
                         a.token.as_deref(),
                         &a.framework_id,
                         &a.framework_name(),
                         &a.executors.role,
                     )
-                    .await;
+                    .await
+                    .ok();
                 }
                 None => {}
             }
@@ -454,14 +455,15 @@ async fn kill_leftovers(a: &JobDriverArgs) -> Result<(), JobRunError> {
         if Instant::now() >= deadline {
             return Err(JobRunError::Leftovers(limit));
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        tokio::time::timeout(Duration::from_millis(200), async {
             while let Some(e) = events.next().await {
                 if matches!(e, Event::Disconnected { .. }) {
                     break;
                 }
             }
         })
-        .await;
+        .await
+        .ok();
     }
     Ok(())
 }
@@ -538,7 +540,7 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
             _ = term.recv() => {
                 // The job is being killed (its process group got the
                 // signal too): let the driver record it.
-                let _ = tokio::time::timeout(Duration::from_secs(4), child.wait()).await;
+                tokio::time::timeout(Duration::from_secs(4), child.wait()).await.ok();
                 return Ok(ExitCode::from(1));
             }
         };
@@ -565,14 +567,15 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
                 tracing::warn!(path = %job_file.display(), error = %e, "cannot write the job file");
             }
             // End the executors now (this ends this task too).
-            let _ = teardown_framework(
+            teardown_framework(
                 &a.manager,
                 a.token.as_deref(),
                 &a.framework_id,
                 &a.framework_name(),
                 &a.executors.role,
             )
-            .await;
+            .await
+            .ok();
             return Ok(ExitCode::from(1));
         }
         restarts += 1;
@@ -581,9 +584,9 @@ async fn supervise(a: JobDriverArgs) -> Result<ExitCode, JobRunError> {
             "job-driver: the driver exited ({status}) before the job ended; restart {restarts}/{MAX_RESTARTS} in {backoff:?}"
         );
         // A fresh stdout for the new attempt; the old one is kept.
-        let _ = std::fs::copy("stdout", format!("stdout.attempt-{restarts}"));
+        std::fs::copy("stdout", format!("stdout.attempt-{restarts}")).ok();
         if let Ok(f) = std::fs::OpenOptions::new().write(true).open("stdout") {
-            let _ = f.set_len(0);
+            f.set_len(0).ok();
         }
         let mut f = recorded;
         f.restarts = restarts;

@@ -142,7 +142,7 @@ pub fn procs(cgroup: &Path) -> Vec<i32> {
 /// Sends `signal` to every process in the cgroup.
 pub fn signal_all(cgroup: &Path, signal: Signal) {
     for pid in procs(cgroup) {
-        let _ = super::process::signal_pid(pid, signal);
+        super::process::signal_pid(pid, signal).ok();
     }
 }
 
@@ -169,9 +169,9 @@ pub fn oom_killed(cgroup: &Path) -> bool {
 /// Removes an empty task cgroup and its framework cgroup if that became
 /// empty. Errors are ignored: a cgroup still holding processes stays.
 pub fn remove(cgroup: &Path) {
-    let _ = fs::remove_dir(cgroup);
+    fs::remove_dir(cgroup).ok();
     if let Some(parent) = cgroup.parent() {
-        let _ = fs::remove_dir(parent);
+        fs::remove_dir(parent).ok();
     }
 }
 

@@ -414,7 +414,7 @@ impl Containerizer for ProcessContainerizer {
                 if supervisor::read_exit(dir).is_none() {
                     // The supervisor is gone without cleaning up: kill what is left.
                     if let Some(pgid) = supervisor::read_pid(&dir.join(files::TASK_PID)) {
-                        let _ = process::signal_group(pgid, KillStep::Kill.signal());
+                        process::signal_group(pgid, KillStep::Kill.signal()).ok();
                     }
                     if let Some(cg) = cgroup {
                         cgroup::kill_all(cg);
@@ -484,7 +484,7 @@ pub(crate) fn remove_docker(record: &ContainerRecord) {
     if supervisor::read_exit(status_dir(launch_file)).is_none()
         && process::is_alive(pid, start_time, Some(&needle))
     {
-        let _ = process::signal_pid(pid, KillStep::Kill.signal());
+        process::signal_pid(pid, KillStep::Kill.signal()).ok();
     }
     docker::remove_in_background(host.clone(), launch_id.clone(), container.clone());
 }

@@ -260,7 +260,7 @@ impl Core {
             }
             CoreEvent::Connecting { epoch, tx } => {
                 let register = self.register_message();
-                let _ = tx.send(register);
+                tx.send(register).ok();
                 self.link = Some(Link {
                     epoch,
                     tx,
@@ -515,7 +515,7 @@ impl Core {
             warn!(dir = %dir.display(), error = %e, "cannot remove the task checkpoint");
         }
         if let Some(parent) = t.meta_dir.as_deref().and_then(Path::parent) {
-            let _ = fs::remove_dir(parent); // only if empty
+            fs::remove_dir(parent).ok(); // only if empty
         }
         info!(framework_id = %key.0, task_id = %key.1, state = %t.state, "task done");
     }
@@ -577,7 +577,7 @@ impl Core {
                         .collect(),
                 })),
             };
-            let _ = link.tx.send(msg);
+            link.tx.send(msg).ok();
         }
         if let Ok(mut shown) = self.shared.usage.lock() {
             *shown = usage;

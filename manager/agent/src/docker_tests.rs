@@ -113,7 +113,7 @@ impl Drop for Cleanup {
         let names = std::mem::take(&mut *self.names.lock().unwrap());
         let host = self.host.clone();
         // On a thread of its own: the test's runtime may be shutting down.
-        let _ = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -121,12 +121,13 @@ impl Drop for Cleanup {
             rt.block_on(async {
                 if let Ok(client) = docker::connect(&host).await {
                     for name in names {
-                        let _ = docker::force_remove(&client, &name).await;
+                        docker::force_remove(&client, &name).await.ok();
                     }
                 }
             });
         })
-        .join();
+        .join()
+        .ok();
     }
 }
 

@@ -254,7 +254,7 @@ fn download(url: &str, dest: &Path, user: Option<&TaskUser>) -> Result<(), Fetch
         fs::rename(&part, dest).map_err(io("renaming the file"))
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&part);
+        fs::remove_file(&part).ok();
     }
     result
 }

@@ -138,7 +138,9 @@ pub(crate) async fn run(
     loop {
         let layout = shared.layout.clone();
         let live = live_tasks(&shared);
-        let _ = tokio::task::spawn_blocking(move || collect(&layout, &live, retention)).await;
+        tokio::task::spawn_blocking(move || collect(&layout, &live, retention))
+            .await
+            .ok();
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },

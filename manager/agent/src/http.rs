@@ -203,13 +203,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(
+    writeln!(
         out,
         "# HELP strata_agent_tasks Tasks held by the agent, by latest state."
-    );
-    let _ = writeln!(out, "# TYPE strata_agent_tasks gauge");
+    )
+    .ok();
+    writeln!(out, "# TYPE strata_agent_tasks gauge").ok();
     for (state, n) in &by_state {
-        let _ = writeln!(out, "strata_agent_tasks{{state=\"{state}\"}} {n}");
+        writeln!(out, "strata_agent_tasks{{state=\"{state}\"}} {n}").ok();
     }
     let gauges = [
         (
@@ -234,9 +235,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        let _ = writeln!(out, "{name} {value}");
+        writeln!(out, "# HELP {name} {help}").ok();
+        writeln!(out, "# TYPE {name} gauge").ok();
+        writeln!(out, "{name} {value}").ok();
     }
     (
         [(

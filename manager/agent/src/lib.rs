@@ -436,7 +436,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let mut stop = shutdown_rx;
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
+            stop.wait_for(|s| *s).await.ok();
         });
         if let Err(e) = serve.await {
             warn!(error = %e, "the agent api stopped");

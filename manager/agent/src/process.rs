@@ -293,7 +293,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut steps = Vec::new();
         loop {
-            let _ = child.try_wait();
+            child.try_wait().ok();
             if let Some(step) = esc.due(Instant::now()) {
                 signal_group(pgid, step.signal()).unwrap();
                 steps.push(step);
@@ -329,7 +329,7 @@ mod tests {
         wait_sleepers(pgid, 2);
         let steps = kill_until_gone(&mut child, Duration::from_secs(30));
         assert_eq!(steps, vec![KillStep::Term]);
-        let _ = child.wait();
+        child.wait().ok();
     }
 
     #[test]
@@ -343,7 +343,7 @@ mod tests {
         let steps = kill_until_gone(&mut child, Duration::from_millis(300));
         assert_eq!(steps, vec![KillStep::Term, KillStep::Kill]);
         assert!(started.elapsed() >= Duration::from_millis(300));
-        let _ = child.wait();
+        child.wait().ok();
     }
 
     #[test]

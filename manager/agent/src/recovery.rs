@@ -70,7 +70,7 @@ pub(crate) fn recover(layout: &Layout) -> Recovered {
                 tasks.insert(key, task);
             }
         }
-        let _ = fs::remove_dir(&fw_dir); // only if now empty
+        fs::remove_dir(&fw_dir).ok(); // only if now empty
     }
     if !tasks.is_empty() {
         info!(tasks = tasks.len(), "recovered tasks from checkpoints");
@@ -91,9 +91,10 @@ fn recover_task(
         && state.is_terminal()
         && pending.is_empty()
     {
-        info!(%framework_id, %task_id, "removing the checkpoint of a finished task"
-        );
-        let _ = fs::remove_dir_all(dir);
+        info!(%framework_id, %task_id, "removing the checkpoint of a finished task");
+        if let Err(e) = fs::remove_dir_all(dir) {
+            warn!(dir = %dir.display(), error = %e, "cannot remove the checkpoint");
+        }
         return None;
     }
     let container = read_container(dir);
@@ -212,13 +213,13 @@ fn kill_leftovers(record: &ContainerRecord) {
     };
     let needle = launch_file.to_string_lossy();
     if super::process::is_alive(*supervisor_pid, *supervisor_start_time, Some(&needle)) {
-        let _ = super::process::signal_pid(*supervisor_pid, nix::sys::signal::Signal::SIGKILL);
+        super::process::signal_pid(*supervisor_pid, nix::sys::signal::Signal::SIGKILL).ok();
     }
     let dir = launch_file.parent().unwrap_or_else(|| Path::new("."));
     if let Some(pgid) = read_pid(&dir.join(files::TASK_PID))
         && super::supervisor::read_exit(dir).is_none()
     {
-        let _ = super::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        super::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL).ok();
     }
     if let Some(cg) = cgroup {
         super::cgroup::kill_all(cg);

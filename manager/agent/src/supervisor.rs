@@ -442,12 +442,12 @@ fn cleanup(pgid: i32, cgroup: Option<&Path>) {
     let me = std::process::id() as i32;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let _ = super::process::signal_group(pgid, Signal::SIGKILL);
+        super::process::signal_group(pgid, Signal::SIGKILL).ok();
         if let Some(cg) = cgroup {
             super::cgroup::kill_all(cg);
         }
         for child in super::process::live_children(me) {
-            let _ = super::process::signal_pid(child, Signal::SIGKILL);
+            super::process::signal_pid(child, Signal::SIGKILL).ok();
         }
         // Reap whatever has exited.
         loop {

@@ -76,7 +76,9 @@ impl Conn {
     }
 
     fn send(&self, m: manager_message::Message) {
-        let _ = self.out.send(Ok(pb::ManagerMessage { message: Some(m) }));
+        self.out
+            .send(Ok(pb::ManagerMessage { message: Some(m) }))
+            .ok();
     }
 
     fn registered(&self, id: &str) {
@@ -154,11 +156,13 @@ impl AgentLink for FakeManager {
     ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
         let (out, rx) = mpsc::unbounded_channel();
         let metadata = request.metadata().clone();
-        let _ = self.conns.send(Conn {
-            metadata,
-            inbound: request.into_inner(),
-            out,
-        });
+        self.conns
+            .send(Conn {
+                metadata,
+                inbound: request.into_inner(),
+                out,
+            })
+            .ok();
         Ok(tonic::Response::new(UnboundedReceiverStream::new(rx)))
     }
 }
@@ -176,10 +180,11 @@ impl Manager {
         let (tx, conns) = mpsc::unbounded_channel();
         let svc = pb::agent_link_server::AgentLinkServer::new(FakeManager { conns: tx });
         let server = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            tonic::transport::Server::builder()
                 .add_service(svc)
                 .serve_with_incoming(TcpListenerStream::new(listener))
-                .await;
+                .await
+                .ok();
         });
         Manager {
             addr,

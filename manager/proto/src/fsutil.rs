@@ -34,7 +34,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
     if let Err(e) = written {
         // Best effort: the write already failed, and a leftover temporary
         // file is harmless (its name is never read).
-        let _ = fs::remove_file(&tmp);
+        fs::remove_file(&tmp).ok();
         return Err(e);
     }
     // Make the rename itself durable.

@@ -311,10 +311,11 @@ impl Scheduler {
         });
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         // The buffer is empty, so this cannot fail.
-        let _ = tx.try_send(Event::Subscribed {
+        tx.try_send(Event::Subscribed {
             framework_id: sub.framework_id,
             heartbeat_interval: sub.heartbeat_interval,
-        });
+        })
+        .ok();
         tokio::spawn(crate::driver::run(shared.clone(), stream, tx, shutdown_rx));
         Ok((SchedulerHandle { shared }, EventStream { rx }))
     }

@@ -330,7 +330,7 @@ impl Driver {
 
     fn spawn_call(&self, operation: &'static str, call: C) {
         // The worker outlives the driver's sender, so this cannot fail.
-        let _ = self.background.send((operation, call));
+        self.background.send((operation, call)).ok();
     }
 
     /// Re-subscribes with the same framework id, with backoff, until the
@@ -351,7 +351,7 @@ impl Driver {
                     "gave up re-subscribing after {attempt} attempts: the failover timeout \
                      ({failover:?}) has passed, so the manager has removed the framework"
                 );
-                let _ = self.emit(Event::Error(message)).await;
+                self.emit(Event::Error(message)).await.ok();
                 return None;
             }
             tokio::select! {
@@ -378,9 +378,9 @@ impl Driver {
                 }
                 Err(error) => {
                     tracing::warn!(attempt, %error, "re-subscription refused");
-                    let _ = self
-                        .emit(Event::Error(format!("re-subscription refused: {error}")))
-                        .await;
+                    self.emit(Event::Error(format!("re-subscription refused: {error}")))
+                        .await
+                        .ok();
                     return None;
                 }
             }

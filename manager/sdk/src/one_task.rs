@@ -174,7 +174,7 @@ impl OneTask {
     ) -> Result<Launched, LaunchError> {
         let result = self.follow_inner(task, options, notice).await;
         if result.is_err() {
-            let _ = self.handle.teardown().await;
+            self.handle.teardown().await.ok();
         }
         result
     }
@@ -268,7 +268,7 @@ impl OneTask {
             .launch(offer.id.clone(), vec![task])
             .await
             .map_err(LaunchError::Launch)?;
-        let _ = self.handle.suppress().await;
+        self.handle.suppress().await.ok();
         Ok(())
     }
 
@@ -284,7 +284,7 @@ impl OneTask {
 
     /// Ends the framework (and so its task), ignoring a failure.
     pub async fn teardown(self) {
-        let _ = self.handle.teardown().await;
+        self.handle.teardown().await.ok();
     }
 
     /// Closes the subscription without ending the framework: its task

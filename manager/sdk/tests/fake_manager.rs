@@ -2,6 +2,9 @@
 //! `Scheduler` gRPC service. The fake only scripts events and records calls;
 //! the real manager is tested end to end elsewhere.
 
+// A test binary: helpers unwrap as tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,7 +122,7 @@ async fn start_in_memory(heartbeats: &[f64]) -> Harness {
     let (conns_tx, conns_rx) = mpsc::unbounded_channel::<tokio::io::DuplexStream>();
     let connector = strata_sdk::Connector::in_memory(move || {
         let (client, server) = tokio::io::duplex(1 << 20);
-        let _ = conns_tx.send(server);
+        conns_tx.send(server).ok();
         client
     });
     let incoming =
@@ -129,7 +132,7 @@ async fn start_in_memory(heartbeats: &[f64]) -> Harness {
         tonic::transport::Server::builder()
             .add_service(SchedulerServer::from_arc(fake.clone()))
             .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
+                stopped.await.ok();
             }),
     );
     Harness {
@@ -179,7 +182,7 @@ async fn start_on(bind: &str, token: Option<&str>, version: u32, heartbeats: &[f
         tonic::transport::Server::builder()
             .add_service(SchedulerServer::from_arc(fake.clone()))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
+                stopped.await.ok();
             }),
     );
     Harness {

@@ -142,10 +142,10 @@ pub fn plan<K: Clone + PartialEq>(
         let Some(v) = select_among(classes, class, need, agents, &allowed) else {
             break;
         };
-        let a = agents
-            .iter_mut()
-            .find(|a| a.agent == v.agent)
-            .expect("victims are on a candidate agent");
+        // The victims were chosen among these agents.
+        let Some(a) = agents.iter_mut().find(|a| a.agent == v.agent) else {
+            break;
+        };
         let mut freed = a.free.clone();
         a.tasks.retain(|t| {
             let victim = v.tasks.contains(&t.key);

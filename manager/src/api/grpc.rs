@@ -69,7 +69,7 @@ impl Stream for EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         if let Some((framework, stream, tx)) = self.closed.take() {
-            let _ = tx.try_send(Input::StreamClosed { framework, stream });
+            tx.try_send(Input::StreamClosed { framework, stream }).ok();
         }
     }
 }
@@ -172,7 +172,7 @@ impl agent_link_server::AgentLink for AgentLinkSvc {
                     return;
                 }
             }
-            let _ = core.send(Input::AgentGone { agent, conn }).await;
+            core.send(Input::AgentGone { agent, conn }).await.ok();
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -184,9 +184,10 @@ impl Master {
     }
 
     /// Removes an offer and returns the resources it held to the pool (the
-    /// caller decides what becomes of them).
-    pub(super) fn take_offer(&mut self, id: &OfferId) -> OfferEntry {
-        let o = self.offers.remove(id).expect("offer exists");
+    /// caller decides what becomes of them); `None` if no such offer is
+    /// outstanding.
+    pub(super) fn take_offer(&mut self, id: &OfferId) -> Option<OfferEntry> {
+        let o = self.offers.remove(id)?;
         self.count_live(o.class, false);
         self.release(o.agent, o.framework, &o.resources);
         self.release_revocable(o.agent, o.revocable);
@@ -211,7 +212,7 @@ impl Master {
             }
             self.sync_demand(o.framework);
         }
-        o
+        Some(o)
     }
 
     /// Declines an offer: its resources return and the agent is filtered
@@ -230,7 +231,9 @@ impl Master {
                 return;
             }
         }
-        let o = self.take_offer(id);
+        let Some(o) = self.take_offer(id) else {
+            return;
+        };
         self.counters.offers_declined += 1;
         self.decline_resources(now, fw, o.agent, &o.resources, refuse);
     }
@@ -253,7 +256,9 @@ impl Master {
     }
 
     pub(super) fn rescind(&mut self, id: &OfferId) {
-        let o = self.take_offer(id);
+        let Some(o) = self.take_offer(id) else {
+            return;
+        };
         self.counters.offers_rescinded += 1;
         let fw = &self.frameworks[o.framework as usize];
         if fw.connected {

@@ -66,7 +66,9 @@ impl Master {
         let mut revocable_pool = Scalar::ZERO;
         let mut offer_class = None;
         for oid in &valid_offers {
-            let o = self.take_offer(oid);
+            let Some(o) = self.take_offer(oid) else {
+                continue;
+            };
             pool.add(&o.resources);
             revocable_pool += o.revocable;
             offer_class = Some(

@@ -48,6 +48,13 @@ pub enum RegistryError {
         #[source]
         source: serde_json::Error,
     },
+    /// A record could not be encoded.
+    #[error("cannot encode a registry record: {source}")]
+    Encode {
+        /// Encode error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 fn storage(e: impl Into<redb::Error>) -> RegistryError {
@@ -65,7 +72,7 @@ impl Registry {
     /// Opens (or creates) the registry at `path`.
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
         if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            std::fs::create_dir_all(dir).ok();
         }
         let db = Database::create(path).map_err(storage)?;
         let txn = db.begin_write().map_err(storage)?;
@@ -148,16 +155,15 @@ impl Registry {
             let mut frameworks = txn.open_table(FRAMEWORKS).map_err(storage)?;
             let mut roles = txn.open_table(ROLES).map_err(storage)?;
             for op in ops {
-                let json = |v: &dyn erased::Json| v.to_json();
                 match op {
                     PersistOp::PutAgent(a) => {
                         agents
-                            .insert(a.id.as_str(), json(a).as_slice())
+                            .insert(a.id.as_str(), encode(a)?.as_slice())
                             .map_err(storage)?;
                     }
                     PersistOp::PutFramework(f) => {
                         frameworks
-                            .insert(f.id.as_str(), json(f).as_slice())
+                            .insert(f.id.as_str(), encode(f)?.as_slice())
                             .map_err(storage)?;
                     }
                     PersistOp::RemoveFramework(id) => {
@@ -165,7 +171,7 @@ impl Registry {
                     }
                     PersistOp::PutRole(r) => {
                         roles
-                            .insert(r.role.as_str(), json(r).as_slice())
+                            .insert(r.role.as_str(), encode(r)?.as_slice())
                             .map_err(storage)?;
                     }
                 }
@@ -176,16 +182,9 @@ impl Registry {
     }
 }
 
-mod erased {
-    /// Object-safe JSON encoding of a record.
-    pub trait Json {
-        fn to_json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Vec<u8> {
-            serde_json::to_vec(self).expect("records serialise")
-        }
-    }
+/// A record as stored: its JSON.
+fn encode<T: serde::Serialize>(record: &T) -> Result<Vec<u8>, RegistryError> {
+    serde_json::to_vec(record).map_err(|source| RegistryError::Encode { source })
 }
 
 #[cfg(test)]

@@ -94,9 +94,9 @@ impl ManagerHandle {
     /// Stops the manager and waits for it.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            tx.send(()).ok();
         }
-        let _ = self.join.await;
+        self.join.await.ok();
     }
 }
 
@@ -203,10 +203,10 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
             // Nagle's algorithm.
             use axum::serve::ListenerExt;
             let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
+                tcp.set_nodelay(true).ok();
             });
             let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = graceful_rx.await;
+                graceful_rx.await.ok();
             });
             if let Err(e) = serve.await {
                 error!(error = %e, "manager server failed");
@@ -219,14 +219,14 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         // The services scheduler goes first: it is a client of the core.
         if let Some(t) = services_task {
             t.abort();
-            let _ = t.await;
+            t.await.ok();
         }
         // Stop the core first: it owns every agent link and subscription
         // stream, and dropping them ends those long-lived responses, so the
         // graceful shutdown of the listener does not wait on them forever.
-        let _ = core_stop_tx.send(());
-        let _ = core_task.await;
-        let _ = graceful_tx.send(());
+        core_stop_tx.send(()).ok();
+        core_task.await.ok();
+        graceful_tx.send(()).ok();
         if tokio::time::timeout(Duration::from_secs(5), &mut serve)
             .await
             .is_err()
@@ -365,7 +365,7 @@ fn handle_input(
             if let Err(e) = r {
                 warn!(agent_id = %agent, error = %e, "agent message refused; closing its link");
                 if let Some((_, tx)) = routes.agents.remove(&agent) {
-                    let _ = tx.try_send(Err(e.into()));
+                    tx.try_send(Err(e.into())).ok();
                 }
                 master.agent_disconnected(now, &agent);
             }
@@ -416,10 +416,10 @@ fn handle_input(
             master.framework_disconnected(now, &framework, &stream);
         }
         Input::State { reply } => {
-            let _ = reply.send((master.state_view(now), master.gauges()));
+            reply.send((master.state_view(now), master.gauges())).ok();
         }
         Input::TaskCpus { framework, reply } => {
-            let _ = reply.send(master.task_cpus(&framework));
+            reply.send(master.task_cpus(&framework)).ok();
         }
         Input::SetRole {
             role,
@@ -457,9 +457,10 @@ fn carry_out(routes: &mut Routes, action: Action) {
                 .is_some_and(|(s, _)| *s == stream)
                 && let Some((_, tx)) = routes.frameworks.remove(&framework)
             {
-                let _ = tx.try_send(Err(tonic::Status::aborted(
+                tx.try_send(Err(tonic::Status::aborted(
                     "framework failed over or was removed",
-                )));
+                )))
+                .ok();
             }
         }
     }

@@ -234,7 +234,7 @@ impl Services {
         let replaces = app.def.config_differs(&def);
         let version = self.new_version(now);
         def.version = Some(version.clone());
-        let app = self.apps.get_mut(&id).expect("app exists");
+        let app = self.app_mut(&id)?;
         app.def = def;
         app.scale_down_since = None;
         let action = if replaces {
@@ -259,7 +259,7 @@ impl Services {
         force: bool,
     ) -> Result<(String, String), ServiceError> {
         let version = self.begin_change(now, id, force)?;
-        let app = self.apps.get_mut(id).expect("app exists");
+        let app = self.app_mut(id)?;
         app.config_version = version.clone();
         app.def.version = Some(version.clone());
         let d = self.start_deployment(id, version.clone(), Action::RestartApplication);
@@ -274,7 +274,7 @@ impl Services {
         force: bool,
     ) -> Result<(String, String), ServiceError> {
         let version = self.begin_change(now, id, force)?;
-        self.apps.get_mut(id).expect("app exists").deleting = true;
+        self.app_mut(id)?.deleting = true;
         let d = self.start_deployment(id, version.clone(), Action::StopApplication);
         Ok((d, version))
     }
@@ -302,7 +302,7 @@ impl Services {
         }
         if scale {
             let version = self.new_version(now);
-            let app = self.apps.get_mut(id).expect("app exists");
+            let app = self.app_mut(id)?;
             app.def.instances = app.def.instances.saturating_sub(killed.len() as u32);
             app.def.version = Some(version);
         }
@@ -336,6 +336,12 @@ impl Services {
         let app = self.live_app(id)?;
         self.check_lock(app, force)?;
         Ok(self.new_version(now))
+    }
+
+    fn app_mut(&mut self, id: &AppId) -> Result<&mut App, ServiceError> {
+        self.apps
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::UnknownApp { id: id.to_string() })
     }
 
     fn live_app(&self, id: &AppId) -> Result<&App, ServiceError> {
@@ -379,10 +385,15 @@ impl Services {
             }
             return;
         };
-        let app = self.apps.get_mut(&app_id).expect("found");
+        // `find_task` found the instance in this app.
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return;
+        };
         let gone = s.is_terminal() || s.state == TaskState::TaskUnreachable;
         if !gone {
-            let i = app.instances.get_mut(&s.task_id).expect("found");
+            let Some(i) = app.instances.get_mut(&s.task_id) else {
+                return;
+            };
             i.state = s.state;
             if s.state == TaskState::TaskRunning && i.started_at.is_none() {
                 i.started_at = Some(now);
@@ -390,7 +401,9 @@ impl Services {
             self.outbox.push(Effect::Persist);
             return;
         }
-        let i = app.instances.remove(&s.task_id).expect("found");
+        let Some(i) = app.instances.remove(&s.task_id) else {
+            return;
+        };
         let expected = i.killing && s.reason != Reason::Preempted;
         info!(app_id = %app_id, task_id = %s.task_id, state = s.state.as_str_name(),
             reason = s.reason.as_str_name(), expected, "instance ended");
@@ -423,11 +436,15 @@ impl Services {
         let Some(app_id) = self.find_task(task) else {
             return;
         };
-        let app = self.apps.get_mut(&app_id).expect("found");
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return;
+        };
         let Some(check) = app.def.health_checks.first().cloned() else {
             return;
         };
-        let i = app.instances.get_mut(task).expect("found");
+        let Some(i) = app.instances.get_mut(task) else {
+            return;
+        };
         if i.killing || i.state != TaskState::TaskRunning {
             return;
         }
@@ -489,7 +506,9 @@ impl Services {
                     };
                     info!(app_id = %id, task_id = %task.task_id, agent_id = %offer.agent_id,
                         "launching instance");
-                    let app = self.apps.get_mut(&id).expect("app exists");
+                    let Some(app) = self.apps.get_mut(&id) else {
+                        break;
+                    };
                     app.instances.insert(inst.task_id.clone(), inst);
                     tasks.push(task);
                 }
@@ -607,8 +626,7 @@ impl Services {
                 && i.started_at
                     .is_some_and(|s| s >= since && now >= s + BACKOFF_RESET)
         });
-        if recovered {
-            let app = self.apps.get_mut(id).expect("app exists");
+        if recovered && let Some(app) = self.apps.get_mut(id) {
             app.failures = 0;
             app.delay_until = Timestamp::ZERO;
             self.outbox.push(Effect::Persist);
@@ -628,7 +646,9 @@ impl Services {
         if done {
             info!(app_id = %id, deployment_id = %d, "deployment finished");
             self.deployments.remove(&d);
-            self.apps.get_mut(id).expect("app exists").deployment = None;
+            if let Some(app) = self.apps.get_mut(id) {
+                app.deployment = None;
+            }
             self.outbox.push(Effect::Persist);
         }
     }
@@ -643,7 +663,7 @@ impl Services {
         let policy = app.policy()?;
         let current = app.def.instances;
         let want = policy.desired(current, samples);
-        let app = self.apps.get_mut(id).expect("app exists");
+        let app = self.apps.get_mut(id)?;
         if want >= current {
             app.scale_down_since = None;
         }

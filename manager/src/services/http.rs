@@ -156,7 +156,9 @@ async fn create_app(State(services): State<Services>, body: Bytes) -> Response {
     let result = svc
         .write(move |s, now| {
             let (id, deployment) = s.create(now, def)?;
-            let app = s.app(&id).expect("just created");
+            let app = s
+                .app(&id)
+                .ok_or_else(|| ServiceError::UnknownApp { id: id.to_string() })?;
             Ok(json!({"app": view::app(&id, app, false), "id": id.as_str(), "deployment": deployment}))
         })
         .await;
@@ -330,7 +332,9 @@ async fn app_path(
                     _ => unreachable!("matched above"),
                 };
                 let killed = s.kill_tasks(now, &id, &tasks, scale)?;
-                let a = s.app(&id).expect("app exists");
+                let a = s
+                    .app(&id)
+                    .ok_or_else(|| ServiceError::UnknownApp { id: id.to_string() })?;
                 if scale {
                     let v = a.def.version.clone().unwrap_or_default();
                     Ok(json!({"deploymentId": Value::Null, "version": v}))

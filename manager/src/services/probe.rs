@@ -175,12 +175,18 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
+                // The request is read (and ignored); a closed one gets no reply.
+                let Ok(n) = s.read(&mut buf).await else {
+                    continue;
+                };
+                if n == 0 {
+                    continue;
+                }
                 let reply = format!(
                     "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                let _ = s.write_all(reply.as_bytes()).await;
+                s.write_all(reply.as_bytes()).await.ok();
             }
         });
         port

@@ -18,7 +18,7 @@ use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb::TaskState;
 use strata_sdk::{Event, FrameworkConfig, Scheduler, SchedulerConfig, SchedulerHandle};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::app::{AppDefinition, AppId};
 use super::autoscale::Metric;
@@ -166,7 +166,11 @@ pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             warn!(path = %cfg.state_file.display(), error = %e,
                 "services state unreadable; starting empty (the file is kept as .bad)");
-            let _ = std::fs::rename(&cfg.state_file, cfg.state_file.with_extension("json.bad"));
+            let bad = cfg.state_file.with_extension("json.bad");
+            if let Err(e) = std::fs::rename(&cfg.state_file, &bad) {
+                error!(path = %bad.display(), error = %e,
+                    "cannot keep the unreadable services state aside");
+            }
             StateFile::default()
         }),
         Err(_) => StateFile::default(),
@@ -255,19 +259,21 @@ impl Runner {
     async fn command(&mut self, c: Command) {
         match c {
             Command::Read(f, reply) => {
-                let _ = reply.send(f(&self.core));
+                reply.send(f(&self.core)).ok();
             }
             Command::Write(f, reply) => {
                 if self.handle.is_none() {
-                    let _ = reply.send(Err(ServiceError::Unavailable {
-                        reason: "not subscribed to the manager yet".into(),
-                    }));
+                    reply
+                        .send(Err(ServiceError::Unavailable {
+                            reason: "not subscribed to the manager yet".into(),
+                        }))
+                        .ok();
                     return;
                 }
                 let result = f(&mut self.core, Timestamp::now());
                 // Durable before answered.
                 self.settle().await;
-                let _ = reply.send(result);
+                reply.send(result).ok();
             }
         }
     }
@@ -349,7 +355,7 @@ impl Runner {
                 };
                 tokio::spawn(async move {
                     let result = probe::check(&hc, &target).await;
-                    let _ = tx.send(Probe::Health { task, result }).await;
+                    tx.send(Probe::Health { task, result }).await.ok();
                 });
             }
             let Some(policy) = app.policy() else { continue };
@@ -379,12 +385,12 @@ impl Runner {
                             _ => BTreeMap::new(),
                         };
                         let samples = cpu_percentages(&tasks, &used, cpus);
-                        let _ = tx
-                            .send(Probe::Metric {
-                                app: app_id,
-                                samples,
-                            })
-                            .await;
+                        tx.send(Probe::Metric {
+                            app: app_id,
+                            samples,
+                        })
+                        .await
+                        .ok();
                     });
                     continue;
                 }
@@ -403,12 +409,12 @@ impl Runner {
                         Err(e) => warn!(app_id = %app_id, error = %e, "metric sample failed"),
                     }
                 }
-                let _ = tx
-                    .send(Probe::Metric {
-                        app: app_id,
-                        samples,
-                    })
-                    .await;
+                tx.send(Probe::Metric {
+                    app: app_id,
+                    samples,
+                })
+                .await
+                .ok();
             });
         }
         self.last_check.retain(|t, _| live.contains(t));

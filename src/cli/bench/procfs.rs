@@ -145,7 +145,9 @@ pub(super) fn resident_file_bytes(pids: &[u32]) -> u64 {
                 continue;
             }
             for (i, e) in entries.chunks_exact(8).enumerate() {
-                let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+                let Ok(e) = <[u8; 8]>::try_from(e).map(u64::from_le_bytes) else {
+                    continue;
+                };
                 if e >> 63 == 1 {
                     pages.insert((dev.to_string(), inode, offset / page + i as u64));
                 }

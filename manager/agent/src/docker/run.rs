@@ -82,7 +82,7 @@ async fn run_container(spec: &LaunchSpec, d: &DockerSpec, status_dir: &Path) -> 
     let (pid, output) = match started {
         Ok(s) => s,
         Err(e) => {
-            let _ = force_remove(&docker, &d.name).await;
+            force_remove(&docker, &d.name).await.ok();
             return failed(e.to_string(), None);
         }
     };

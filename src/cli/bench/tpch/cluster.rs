@@ -116,8 +116,8 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         eprintln!("warning: {} did not stop on SIGTERM; killing it", self.role);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill().ok();
+        self.child.wait().ok();
         self.stopped = true;
     }
 }
@@ -125,8 +125,8 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.child.kill().ok();
+            self.child.wait().ok();
         }
     }
 }

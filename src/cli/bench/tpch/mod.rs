@@ -293,7 +293,7 @@ fn prune_work_files(dir: &Path) {
                 continue;
             };
             for task in tasks.flatten() {
-                let _ = std::fs::remove_dir_all(task.path().join("work"));
+                std::fs::remove_dir_all(task.path().join("work")).ok();
             }
         }
     }

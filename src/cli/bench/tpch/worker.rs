@@ -266,7 +266,7 @@ async fn generate(sf: f64, dir: &Path) -> anyhow::Result<()> {
     })
     .await?;
     if let Err(e) = r {
-        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::remove_dir_all(&partial).ok();
         return Err(e).context("generating TPC-H data");
     }
     std::fs::rename(&partial, dir)
