@@ -564,13 +564,12 @@ async fn updates_survive_reconnection_and_agent_restart() {
     agent.shutdown().await;
     drop(conn);
     let layout = Layout::new(dir.path().canonicalize().unwrap());
-    std::fs::write(
-        layout
-            .sandbox_dir(&"fw".into(), &"ends-while-down".into())
-            .join("go"),
-        b"",
-    )
-    .unwrap();
+    // A task's script waits for `go` in its sandbox.
+    let release = |task: &str| {
+        let go = layout.sandbox_dir(&"fw".into(), &task.into()).join("go");
+        std::fs::write(go, b"").unwrap();
+    };
+    release("ends-while-down");
     let exit_file = layout
         .task_meta_dir(&"fw".into(), &"ends-while-down".into())
         .join(files::EXIT_STATUS);
@@ -601,13 +600,7 @@ async fn updates_survive_reconnection_and_agent_restart() {
     let failed = conn.expect("ends-while-down", TaskState::TaskFailed).await;
     assert_eq!(failed.exit_code, Some(3));
     conn.ack("fw", &failed);
-    std::fs::write(
-        layout
-            .sandbox_dir(&"fw".into(), &"outlives".into())
-            .join("go"),
-        b"",
-    )
-    .unwrap();
+    release("outlives");
     let failed = conn.expect("outlives", TaskState::TaskFailed).await;
     assert_eq!(failed.exit_code, Some(3));
     conn.ack("fw", &failed);
