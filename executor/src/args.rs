@@ -26,9 +26,10 @@ pub struct ExecutorArgs {
     /// Work directory (shuffle files, spills). Default: `./work` in the task's sandbox.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Where its Flight shuffle service binds.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub flight_bind: SocketAddr,
+    /// Where its Flight shuffle service binds [default: a free port on
+    /// this host's address toward the driver].
+    #[arg(long)]
+    pub flight_bind: Option<SocketAddr>,
     /// The host other executors reach it at.
     #[arg(long)]
     pub advertise_host: Option<String>,

@@ -53,8 +53,11 @@ pub struct ExecutorConfig {
     pub memory_bytes: u64,
     /// Its work directory: shuffle files under `shuffle/`, spills under `spill/`.
     pub work_dir: PathBuf,
-    /// Where its Flight service binds (port 0: any free port).
-    pub flight_bind: SocketAddr,
+    /// Where its Flight service binds (port 0: any free port). Default: any
+    /// free port on this host's address toward its driver (loopback when
+    /// the driver is on loopback; the routable interface across hosts), so
+    /// executors on other hosts can fetch its shuffle output.
+    pub flight_bind: Option<SocketAddr>,
     /// The host other processes reach it at (default: the bind address's IP).
     pub advertise_host: Option<String>,
     /// How long it waits for a lost driver before exiting.
@@ -64,7 +67,8 @@ pub struct ExecutorConfig {
 }
 
 impl ExecutorConfig {
-    /// A config with defaults: one slot, 512 MiB, Flight on 127.0.0.1.
+    /// A config with defaults: one slot, 512 MiB, Flight on this host's
+    /// address toward the driver.
     pub fn new(
         driver: impl Into<String>,
         executor_id: impl Into<String>,
@@ -76,7 +80,7 @@ impl ExecutorConfig {
             slots: 1,
             memory_bytes: 512 << 20,
             work_dir,
-            flight_bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            flight_bind: None,
             advertise_host: None,
             driver_timeout: Duration::from_secs(30),
             straggle: Vec::new(),
@@ -175,9 +179,24 @@ pub async fn start(config: ExecutorConfig) -> Result<ExecutorHandle, ExecutorErr
     for d in [&shuffle_root, &spill_dir] {
         std::fs::create_dir_all(d).map_err(|e| setup(&format!("creating {}", d.display()), &e))?;
     }
-    let listener = tokio::net::TcpListener::bind(config.flight_bind)
+    let flight_bind = match config.flight_bind {
+        Some(bind) => bind,
+        None => {
+            let ip = strata_proto::net::local_ip_toward(&config.driver).map_err(|e| {
+                setup(
+                    &format!(
+                        "finding this host's address toward the driver {}",
+                        config.driver
+                    ),
+                    &e,
+                )
+            })?;
+            SocketAddr::new(ip, 0)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(flight_bind)
         .await
-        .map_err(|e| setup(&format!("binding {}", config.flight_bind), &e))?;
+        .map_err(|e| setup(&format!("binding {flight_bind}"), &e))?;
     let local = listener
         .local_addr()
         .map_err(|e| setup("flight address", &e))?;

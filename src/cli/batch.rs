@@ -40,8 +40,8 @@ pub async fn start_driver(
     opts.validate()?;
     let ask = strata_proto::resources::Resources::new(opts.executor_cpus, opts.executor_mem);
     super::run::check_capacity(manager, token, &ask, opts.executor_wait).await?;
-    let program = std::env::current_exe().context("locating the strata binary")?;
-    let mut source = ClusterSource::new(manager, program);
+    // Executors run each agent's own `strata`, wherever it is installed.
+    let mut source = ClusterSource::new(manager, strata_proto::OWN_PROGRAM);
     source.token = token.map(str::to_owned);
     source.name = name.to_owned();
     source.env = forwarded_env();

@@ -147,7 +147,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Jobs(a) => jobs::run(a).await,
         Command::Apps(a) => apps::run(a).await,
         Command::Web(a) => apps::web(a).await,
-        Command::JobDriver(a) => Ok(strata_framework::job::run_driver(a, strata_jobs::JOBS).await),
+        Command::JobDriver(a) => Ok(strata_framework::job::run_driver(
+            a,
+            strata_jobs::JOBS,
+            strata_framework::job::ExecutorProgram::AgentStrata,
+        )
+        .await),
         Command::Supervise { .. } => anyhow::bail!("supervise runs without a runtime"),
     }
 }

@@ -315,10 +315,7 @@ fn driver_task(
 ) -> anyhow::Result<TaskInfo> {
     let program = match spec {
         JobSpec::Binary { file, .. } => format!("./{file}"),
-        _ => std::env::current_exe()
-            .context("locating the strata binary")?
-            .to_string_lossy()
-            .into_owned(),
+        _ => strata_proto::OWN_PROGRAM.to_owned(),
     };
     match spec {
         JobSpec::Sql { .. } => driver.sql_file = Some("sql.sql".into()),

@@ -1,5 +1,6 @@
 //! End-to-end tests: real `strata` processes on 127.0.0.1 with ephemeral
-//! ports, each test with its own `STRATA_HOME`.
+//! ports (or on hosts of their own, network namespaces with their own
+//! addresses), each test with its own `STRATA_HOME`.
 //!
 //! * [`harness`]: temp dirs, child processes, polling, HTTP, signals, SDK
 //!   and raw gRPC frameworks, cleanup;
@@ -11,6 +12,8 @@
 //!   restarted, malformed scheduler requests;
 //! * [`failover`]: a manager restart, framework failover within and after
 //!   its timeout.
+//! * [`hosts`]: a manager, agents and a client each on a host of its own
+//!   (network namespaces): tasks, executors and shuffles across hosts;
 //! * [`jobs`]: `strata submit`, `strata jobs`, cancellation, a killed and a
 //!   supervised driver;
 //! * [`revocable`]: a service's idle cpus lent to batch and revoked when
@@ -36,6 +39,7 @@ mod cli;
 mod cluster;
 mod failover;
 mod harness;
+mod hosts;
 mod jobs;
 mod revocable;
 mod s3;

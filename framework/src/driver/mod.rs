@@ -91,8 +91,12 @@ pub struct DriverConfig {
     pub source: ExecutorSource,
     /// How many and how big.
     pub executors: ExecutorPolicy,
-    /// Where the `ExecutorLink` service binds.
-    pub bind: SocketAddr,
+    /// Where the `ExecutorLink` service binds. Default: any free port on
+    /// this host's address toward its manager (see
+    /// [`strata_proto::net::local_ip_toward`]: loopback for a cluster on
+    /// loopback, the routable interface for one across hosts), or on
+    /// loopback for in-process executors.
+    pub bind: Option<SocketAddr>,
     /// The host executors reach the driver at (default: the bind IP).
     pub advertise_host: Option<String>,
     /// Retries and speculation.
@@ -109,7 +113,7 @@ impl DriverConfig {
         DriverConfig {
             source,
             executors: ExecutorPolicy::default(),
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bind: None,
             advertise_host: None,
             policy: dag::Policy::default(),
             straggle: Vec::new(),
@@ -325,9 +329,22 @@ impl Driver {
     /// Starts the driver: its `ExecutorLink` service, and its executors'
     /// source (subscribing to the cluster's manager when there is one).
     pub async fn start(config: DriverConfig) -> Result<Driver, DriverError> {
-        let listener = tokio::net::TcpListener::bind(config.bind)
+        let bind = match (config.bind, &config.source) {
+            (Some(bind), _) => bind,
+            (None, ExecutorSource::InProcess(_)) => SocketAddr::from(([127, 0, 0, 1], 0)),
+            (None, ExecutorSource::Cluster(source)) => {
+                let ip = strata_proto::net::local_ip_toward(&source.manager).map_err(|e| {
+                    DriverError::Setup(format!(
+                        "finding this host's address toward the manager {}: {e}",
+                        source.manager
+                    ))
+                })?;
+                SocketAddr::new(ip, 0)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|e| DriverError::Setup(format!("binding {}: {e}", config.bind)))?;
+            .map_err(|e| DriverError::Setup(format!("binding {bind}: {e}")))?;
         let address = listener
             .local_addr()
             .map_err(|e| DriverError::Setup(e.to_string()))?;

@@ -70,7 +70,7 @@ pub mod run;
 pub mod status;
 
 pub use args::JobDriverArgs;
-pub use run::{JobRunError, run_driver, teardown_framework};
+pub use run::{ExecutorProgram, JobRunError, run_driver, teardown_framework};
 
 /// Why a job's own code failed.
 pub type JobFnError = Box<dyn std::error::Error + Send + Sync>;
@@ -262,7 +262,9 @@ pub fn main_from(job: &'static Job, args: impl IntoIterator<Item = OsString>) ->
                     }
                 }
             }
-            Some(Mode::JobDriver(a)) => run_driver(a, std::slice::from_ref(job)).await,
+            Some(Mode::JobDriver(a)) => {
+                run_driver(a, std::slice::from_ref(job), ExecutorProgram::ThisBinary).await
+            }
             None => match run_local(job, cli.local).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

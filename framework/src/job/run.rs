@@ -159,18 +159,36 @@ fn load_sql(path: &Path) -> Result<String, JobRunError> {
     Ok(text)
 }
 
+/// The program a job's driver starts its executors from when it is given
+/// no `--executor-uri`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorProgram {
+    /// The `strata` binary of each agent ([`strata_proto::OWN_PROGRAM`]):
+    /// what `strata job-driver` uses, so nothing but `strata` needs to be
+    /// installed where executors run.
+    AgentStrata,
+    /// This very binary, at its path here (a job binary run as a driver by
+    /// hand, on hosts that share its path).
+    ThisBinary,
+}
+
 /// Runs a job's driver: supervised (`--supervise`) or not. `jobs` are the
 /// Rust jobs this program knows: `--job NAME` picks one; with neither
 /// `--job` nor `--sql-file`, a program that knows exactly one job (a job
-/// binary) runs it.
-pub async fn run_driver(a: JobDriverArgs, jobs: &'static [Job]) -> ExitCode {
+/// binary) runs it. Executors start from `--executor-uri`, else from
+/// `program`.
+pub async fn run_driver(
+    a: JobDriverArgs,
+    jobs: &'static [Job],
+    program: ExecutorProgram,
+) -> ExitCode {
     // Every line of a job's driver (and of its supervisor) is in the job's
     // span.
     let span = tracing::info_span!("job", job_id = %a.job_id, name = %a.name);
     let result = if a.supervise {
         supervise(a).instrument(span).await
     } else {
-        drive(a, jobs).instrument(span).await
+        drive(a, jobs, program).instrument(span).await
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -201,7 +219,11 @@ fn choose_work(a: &JobDriverArgs, jobs: &'static [Job]) -> Result<Work, JobRunEr
 
 /// The driver proper: takes the framework over, runs the job, records
 /// the outcome, tears the framework down.
-async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRunError> {
+async fn drive(
+    a: JobDriverArgs,
+    jobs: &'static [Job],
+    program: ExecutorProgram,
+) -> Result<ExitCode, JobRunError> {
     let recorder = Arc::new(Recorder::open(PathBuf::from(JOB_FILE), &a.job_id, &a.name));
     // Killed (a cancellation tears the framework down, and the agent
     // signals its tasks): record it, unless the job had ended.
@@ -223,7 +245,7 @@ async fn drive(a: JobDriverArgs, jobs: &'static [Job]) -> Result<ExitCode, JobRu
             });
         });
     }
-    let result = drive_inner(&a, jobs, &recorder).await;
+    let result = drive_inner(&a, jobs, program, &recorder).await;
     std::io::stdout().flush().ok();
     match result {
         Ok(driver) => {
@@ -291,6 +313,7 @@ type DriveError = (Option<Arc<Driver>>, JobRunError);
 async fn drive_inner(
     a: &JobDriverArgs,
     jobs: &'static [Job],
+    program: ExecutorProgram,
     recorder: &Arc<Recorder>,
 ) -> Result<Arc<Driver>, DriveError> {
     // What to run, checked before anything starts.
@@ -309,12 +332,17 @@ async fn drive_inner(
             s.uris.push(strata_sdk::Uri::executable(uri.clone()));
             s
         }
-        None => {
-            let program = std::env::current_exe()
-                .map_err(io_err("locating", "this program"))
-                .map_err(|e| (None, e))?;
-            ClusterSource::new(a.manager.clone(), program)
-        }
+        None => match program {
+            ExecutorProgram::AgentStrata => {
+                ClusterSource::new(a.manager.clone(), strata_proto::OWN_PROGRAM)
+            }
+            ExecutorProgram::ThisBinary => {
+                let exe = std::env::current_exe()
+                    .map_err(io_err("locating", "this program"))
+                    .map_err(|e| (None, e))?;
+                ClusterSource::new(a.manager.clone(), exe)
+            }
+        },
     };
     source.token = a.token.clone();
     source.name = a.framework_name();

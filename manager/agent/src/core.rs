@@ -158,6 +158,9 @@ pub(crate) struct CoreSettings {
     pub resources: Resources,
     pub attributes: Vec<(String, String)>,
     pub task_user: Option<String>,
+    /// The agent's own `strata` binary (the supervisor's program), which
+    /// a task's program `strata` names.
+    pub program: Option<String>,
     pub retry: RetryPolicy,
     pub heartbeat_interval: Duration,
     pub usage_interval: Duration,

@@ -130,7 +130,8 @@ impl Core {
             .command
             .as_ref()
             .ok_or_else(|| invalid("the task has no command".into()))?;
-        let argv = task::argv(command).map_err(|m| invalid(m.to_owned()))?;
+        let argv = task::argv(command, self.settings.program.as_deref())
+            .map_err(|m| invalid(m.to_owned()))?;
         let user = self
             .task_user(&command.user)
             .map_err(|e| failed(e.to_string()))?;
@@ -147,6 +148,7 @@ impl Core {
             agent_id: &agent_id,
             sandbox,
             hostname: &self.settings.hostname,
+            program: self.settings.program.as_deref(),
             user: user
                 .as_ref()
                 .zip(home.as_ref())
@@ -202,6 +204,7 @@ impl Core {
             sandbox: Path::new(CONTAINER_SANDBOX),
             hostname: &self.settings.hostname,
             user: None,
+            program: None,
         };
         let env = task::environment(std::iter::empty(), info, &ctx);
         self.docker

@@ -351,13 +351,10 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         addr: config.listen,
         source,
     })?;
-    let advertise = config.advertise.clone().unwrap_or_else(|| {
-        if address.ip().is_unspecified() {
-            format!("{}:{}", config.hostname, address.port())
-        } else {
-            address.to_string()
-        }
-    });
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| default_advertise(address, &config));
     check_sandbox_reachable(&layout, &config);
 
     let recovered = recovery::recover(&layout);
@@ -382,6 +379,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         resources: config.resources.clone(),
         attributes: config.attributes.clone(),
         task_user: config.task_user.clone(),
+        program: config.supervisor.first().cloned(),
         retry: updates::RetryPolicy::new(config.status_retry),
         heartbeat_interval: config
             .heartbeat_interval
@@ -452,6 +450,24 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         tasks,
         events: kill_tx,
     })
+}
+
+/// The address the agent tells the manager when none is configured: the
+/// bound address, or, bound to every interface, this host's address toward
+/// the manager (the one the manager's network routes back to), else the
+/// hostname.
+fn default_advertise(bound: SocketAddr, config: &AgentConfig) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    match strata_proto::net::local_ip_toward(&config.manager) {
+        Ok(ip) => SocketAddr::new(ip, bound.port()).to_string(),
+        Err(e) => {
+            warn!(manager = %config.manager, error = %e,
+                "cannot find this host's address toward the manager; advertising the hostname");
+            format!("{}:{}", config.hostname, bound.port())
+        }
+    }
 }
 
 #[cfg(test)]

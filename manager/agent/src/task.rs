@@ -25,11 +25,17 @@ pub struct TaskContext<'a> {
     /// The user the task runs as, when it is not the agent's user:
     /// (name, home directory).
     pub user: Option<(&'a str, &'a Path)>,
+    /// The agent's own `strata` binary, given to the task as `STRATA_BIN`
+    /// (not inside a container, where the path means nothing).
+    pub program: Option<&'a str>,
 }
 
+pub use strata_proto::OWN_PROGRAM;
+
 /// The command line of a task: `/bin/sh -c <value>` for a shell command,
-/// else `<value> <arguments…>`.
-pub fn argv(command: &pb::CommandInfo) -> Result<Vec<String>, &'static str> {
+/// else `<value> <arguments…>`, with [`OWN_PROGRAM`] replaced by `own`
+/// (the agent's binary) when it is known.
+pub fn argv(command: &pb::CommandInfo, own: Option<&str>) -> Result<Vec<String>, &'static str> {
     if command.value.trim().is_empty() {
         return Err("the command is empty");
     }
@@ -39,7 +45,11 @@ pub fn argv(command: &pb::CommandInfo) -> Result<Vec<String>, &'static str> {
     if command.shell {
         Ok(vec!["/bin/sh".into(), "-c".into(), command.value.clone()])
     } else {
-        let mut v = vec![command.value.clone()];
+        let program = match own {
+            Some(own) if command.value == OWN_PROGRAM => own.to_owned(),
+            _ => command.value.clone(),
+        };
+        let mut v = vec![program];
         v.extend(command.arguments.iter().cloned());
         Ok(v)
     }
@@ -49,7 +59,8 @@ pub fn argv(command: &pb::CommandInfo) -> Result<Vec<String>, &'static str> {
 /// agent's own environment (less secrets such as `STRATA_TOKEN`), `USER`,
 /// `LOGNAME` and `HOME` of the task user, `HOST`, `PORT0…PORTn`, `PORTS`
 /// and `PORT`, the command's own environment, and last the identity
-/// variables `STRATA_TASK_ID`, `STRATA_FRAMEWORK_ID`, `STRATA_AGENT_ID`,
+/// variables `STRATA_BIN` (the agent's `strata`), `STRATA_TASK_ID`,
+/// `STRATA_FRAMEWORK_ID`, `STRATA_AGENT_ID`,
 /// `STRATA_SANDBOX` and `MESOS_SANDBOX`, which a task cannot override.
 pub fn environment(
     base: impl IntoIterator<Item = (String, String)>,
@@ -87,6 +98,9 @@ pub fn environment(
                 env.insert(k.clone(), v.clone());
             }
         }
+    }
+    if let Some(program) = ctx.program {
+        env.insert("STRATA_BIN".into(), program.into());
     }
     env.insert("STRATA_TASK_ID".into(), task.task_id.clone());
     env.insert("STRATA_FRAMEWORK_ID".into(), ctx.framework_id.to_string());
@@ -254,13 +268,35 @@ mod tests {
             shell: true,
             ..Default::default()
         };
-        assert_eq!(argv(&c).unwrap(), vec!["/bin/sh", "-c", "echo $HOST"]);
+        assert_eq!(argv(&c, None).unwrap(), vec!["/bin/sh", "-c", "echo $HOST"]);
         c.shell = false;
         c.value = "/bin/echo".into();
         c.arguments = vec!["a".into(), "b c".into()];
-        assert_eq!(argv(&c).unwrap(), vec!["/bin/echo", "a", "b c"]);
+        assert_eq!(argv(&c, None).unwrap(), vec!["/bin/echo", "a", "b c"]);
         c.value = " ".into();
-        assert!(argv(&c).is_err());
+        assert!(argv(&c, None).is_err());
+    }
+
+    #[test]
+    fn the_program_strata_is_the_agents_own_binary() {
+        let mut c = pb::CommandInfo {
+            value: OWN_PROGRAM.into(),
+            arguments: vec!["executor".into()],
+            ..Default::default()
+        };
+        let own = Some("/opt/strata/bin/strata");
+        assert_eq!(
+            argv(&c, own).unwrap(),
+            vec!["/opt/strata/bin/strata", "executor"]
+        );
+        // Unknown to the agent: left for PATH to resolve.
+        assert_eq!(argv(&c, None).unwrap(), vec!["strata", "executor"]);
+        // Only the bare name, and never inside a shell command.
+        c.value = "./strata".into();
+        assert_eq!(argv(&c, own).unwrap()[0], "./strata");
+        c.value = "strata executor".into();
+        c.shell = true;
+        assert_eq!(argv(&c, own).unwrap()[2], "strata executor");
     }
 
     #[test]
@@ -290,6 +326,7 @@ mod tests {
             sandbox: Path::new("/w/sandboxes/fw/t1"),
             hostname: "node1",
             user: None,
+            program: Some("/usr/bin/strata"),
         };
         let base = vec![
             ("PATH".to_string(), "/bin".to_string()),

@@ -29,6 +29,7 @@
 pub mod class;
 pub mod fsutil;
 pub mod ids;
+pub mod net;
 pub mod resources;
 pub mod state;
 pub mod time;
@@ -53,6 +54,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The largest message, in bytes, that any Strata endpoint accepts.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The program name that stands for an agent's own `strata` binary: a task
+/// command (not a shell command) whose value is exactly this runs the
+/// binary the agent itself runs from, wherever it is installed on that
+/// host (shell commands find it as `$STRATA_BIN`). The batch driver starts
+/// its executors so, which is why an agent on another host needs nothing
+/// installed but `strata`.
+pub const OWN_PROGRAM: &str = "strata";
 
 /// The gRPC metadata key (and HTTP header) that carries the shared secret.
 pub const AUTH_HEADER: &str = "authorization";

@@ -40,6 +40,8 @@ pub struct ManagerSpec {
     pub preemption_grace: Option<String>,
     /// `--revocable-window`.
     pub revocable_window: Option<String>,
+    /// The host it runs on (`None`: this machine's own network).
+    pub host: Option<Host>,
 }
 
 impl Default for ManagerSpec {
@@ -53,6 +55,7 @@ impl Default for ManagerSpec {
             allocation_interval: "100ms".into(),
             preemption_grace: None,
             revocable_window: None,
+            host: None,
         }
     }
 }
@@ -95,6 +98,33 @@ impl Manager {
     /// The active task `id` in the state, if any.
     pub async fn task(&self, id: &str) -> Option<TaskView> {
         self.state().await.tasks.into_iter().find(|t| t.id == id)
+    }
+}
+
+/// How to start an agent ([`Env::start_agent_with`]).
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    /// `--listen`.
+    pub listen: String,
+    /// `--advertise`.
+    pub advertise: Option<String>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// `--resources` before the ports (default [`AGENT_RESOURCES`]).
+    pub resources: Option<String>,
+    /// The host it runs on (`None`: this machine's own network).
+    pub host: Option<Host>,
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        AgentSpec {
+            listen: "127.0.0.1:0".into(),
+            advertise: None,
+            token: None,
+            resources: None,
+            host: None,
+        }
     }
 }
 

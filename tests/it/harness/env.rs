@@ -178,7 +178,20 @@ impl Env {
     /// A `strata` command with this environment: `STRATA_HOME` set, logs at
     /// `info` without colours, and no other `STRATA_*` variable inherited.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(STRATA);
+        self.command_on(None, args)
+    }
+
+    /// [`Env::command`] on `host` (inside its network namespace), or on
+    /// this machine's own network with `None`.
+    pub fn command_on(&self, host: Option<&Host>, args: &[&str]) -> Command {
+        let mut c = match host {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &h.netns, STRATA]);
+                c
+            }
+            None => Command::new(STRATA),
+        };
         c.args(args);
         for (k, _) in std::env::vars_os() {
             if k.as_bytes().starts_with(b"STRATA_") {
@@ -195,9 +208,14 @@ impl Env {
 
     /// Starts `strata args…` in the background, capturing its output.
     pub fn spawn(&self, label: &str, args: &[&str]) -> Proc {
+        self.spawn_on(None, label, args)
+    }
+
+    /// [`Env::spawn`] on `host` (see [`Env::command_on`]).
+    pub fn spawn_on(&self, host: Option<&Host>, label: &str, args: &[&str]) -> Proc {
         let label = self.unique_label(label);
         let mut child = self
-            .command(args)
+            .command_on(host, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -226,7 +244,12 @@ impl Env {
 
     /// Runs a client command to completion in `cwd`.
     pub async fn cli_in(&self, cwd: &Path, args: &[&str]) -> CliOutput {
-        let mut c = self.command(args);
+        self.cli_on(None, cwd, args).await
+    }
+
+    /// Runs a client command to completion on `host`, in `cwd`.
+    pub async fn cli_on(&self, host: Option<&Host>, cwd: &Path, args: &[&str]) -> CliOutput {
+        let mut c = self.command_on(host, args);
         c.current_dir(cwd)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -279,7 +302,7 @@ impl Env {
             args.extend(["--preemption-grace".into(), g.clone()]);
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut proc = self.spawn("manager", &argv);
+        let mut proc = self.spawn_on(spec.host.as_ref(), "manager", &argv);
         let line = proc.wait_stderr("strata manager listening on ", LONG).await;
         let addr = line
             .split("listening on ")
@@ -304,14 +327,29 @@ impl Env {
     /// Starts an agent with [`AGENT_RESOURCES`] and waits until it serves
     /// (not until it has registered).
     pub async fn start_agent(&self, manager: &str, work_dir: &Path, token: Option<&str>) -> Agent {
+        let spec = AgentSpec {
+            token: token.map(str::to_owned),
+            ..AgentSpec::default()
+        };
+        self.start_agent_with(manager, work_dir, spec).await
+    }
+
+    /// Starts an agent as `spec` says and waits until it serves. Its
+    /// [`Agent::addr`] is the address it advertises when it is given one.
+    pub async fn start_agent_with(&self, manager: &str, work_dir: &Path, spec: AgentSpec) -> Agent {
+        let token = spec.token.as_deref();
         let wd = work_dir.display().to_string();
-        let resources = format!("{AGENT_RESOURCES};{}", agent_ports());
+        let resources = format!(
+            "{};{}",
+            spec.resources.as_deref().unwrap_or(AGENT_RESOURCES),
+            agent_ports()
+        );
         let mut args = vec![
             "agent",
             "--manager",
             manager,
             "--listen",
-            "127.0.0.1:0",
+            &spec.listen,
             "--work-dir",
             &wd,
             "--resources",
@@ -320,18 +358,22 @@ impl Env {
         if let Some(t) = token {
             args.extend(["--token", t]);
         }
+        if let Some(a) = &spec.advertise {
+            args.extend(["--advertise", a]);
+        }
         let label = work_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "agent".into());
-        let mut proc = self.spawn(&label, &args);
+        let mut proc = self.spawn_on(spec.host.as_ref(), &label, &args);
         let line = proc.wait_stderr("strata agent serving on ", LONG).await;
-        let addr = line
+        let bound = line
             .split("serving on ")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
+        let addr = spec.advertise.clone().unwrap_or(bound);
         Agent {
             proc,
             addr,

@@ -14,12 +14,14 @@
 
 mod cluster;
 mod env;
+mod hosts;
 mod http;
 mod raw;
 mod sdk;
 
 pub use cluster::*;
 pub use env::*;
+pub use hosts::*;
 pub use http::*;
 pub use raw::*;
 pub use sdk::*;

@@ -1,0 +1,207 @@
+//! Strata across hosts: the manager, each agent and the client on a host of
+//! its own, with its own IP address (network namespaces on a bridge, see
+//! [`crate::harness::Lan`]). Nothing here is reachable over a shared
+//! loopback: tasks' output is read through the agents' advertised
+//! addresses, executors dial their driver's routable address and fetch
+//! shuffle data from each other's.
+
+use crate::harness::*;
+
+/// The cluster's shared secret (required off loopback).
+const TOKEN: &str = "hosts-secret";
+
+/// A manager on host 0 and agents on hosts 1 and 2: the first as the
+/// README writes it (every interface, an advertised address), the second
+/// with no address given (it finds the one the manager routes back to).
+async fn cluster_on(env: &Env, lan: &Lan) -> (Manager, Vec<Agent>) {
+    let m = env
+        .start_manager(ManagerSpec {
+            listen: lan[0].addr(0),
+            token: Some(TOKEN.into()),
+            host: Some(lan[0].clone()),
+            ..ManagerSpec::default()
+        })
+        .await;
+    let a1 = env
+        .start_agent_with(
+            &m.addr,
+            &env.path("agent-1"),
+            AgentSpec {
+                listen: "0.0.0.0:5051".into(),
+                advertise: Some(lan[1].addr(5051)),
+                token: Some(TOKEN.into()),
+                host: Some(lan[1].clone()),
+                ..AgentSpec::default()
+            },
+        )
+        .await;
+    let mut a2 = env
+        .start_agent_with(
+            &m.addr,
+            &env.path("agent-2"),
+            AgentSpec {
+                listen: "0.0.0.0:5051".into(),
+                token: Some(TOKEN.into()),
+                host: Some(lan[2].clone()),
+                ..AgentSpec::default()
+            },
+        )
+        .await;
+    a2.addr = lan[2].addr(5051);
+    let mut advertised: Vec<String> = m
+        .wait_registered_agents(2)
+        .await
+        .into_iter()
+        .map(|a| a.address)
+        .collect();
+    advertised.sort();
+    assert_eq!(advertised, vec![lan[1].addr(5051), lan[2].addr(5051)]);
+    (m, vec![a1, a2])
+}
+
+/// Two CSV files of `rows` rows each (`k = i % 5`, `v = i`) under `dir`,
+/// and the script's DDL over them.
+fn numbers(env: &Env, rows: u32) -> String {
+    let dir = env.path("numbers");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in 0..2 {
+        let mut body = String::from("k,v\n");
+        for i in 0..rows {
+            body.push_str(&format!("{},{}\n", i % 5, i));
+        }
+        std::fs::write(dir.join(format!("part-{f}.csv")), body).unwrap();
+    }
+    format!(
+        "CREATE EXTERNAL TABLE numbers (k INT, v BIGINT) STORED AS CSV LOCATION '{}/' \
+         OPTIONS ('format.has_header' 'true');",
+        dir.display()
+    )
+}
+
+/// The expected `k,n,total` lines of the grouped query over [`numbers`].
+fn expected(rows: u32) -> String {
+    let mut out = String::from("k,n,total\n");
+    for k in 0..5u64 {
+        let vs: Vec<u64> = (0..rows as u64).filter(|i| i % 5 == k).collect();
+        out.push_str(&format!(
+            "{k},{},{}\n",
+            2 * vs.len(),
+            2 * vs.iter().sum::<u64>()
+        ));
+    }
+    out
+}
+
+const GROUPED: &str = "SELECT k, count(*) AS n, sum(v) AS total FROM numbers GROUP BY k ORDER BY k";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_on_other_hosts_run_tasks_executors_and_shuffles() {
+    let Some(lan) = Lan::new("hosts", 3) else {
+        return;
+    };
+    let env = Env::new("hosts");
+    let (m, _agents) = cluster_on(&env, &lan).await;
+    let client = Some(&lan[0]);
+
+    // A task's output is read from its sandbox through its agent's
+    // advertised address; the task is told where the agent's own
+    // `strata` is (tasks run as `nobody` here, which cannot run it from the
+    // build directory; executors below run it as the driver's user).
+    let out = env
+        .cli_on(
+            client,
+            env.home(),
+            &[
+                "run",
+                "--manager",
+                &m.addr,
+                "--token",
+                TOKEN,
+                "--",
+                "sh",
+                "-c",
+                "echo \"bin=$STRATA_BIN\"; hostname -I",
+            ],
+        )
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains(&format!("bin={STRATA}\n")), "{out:?}");
+    assert!(
+        [1, 2]
+            .iter()
+            .any(|&i| out.stdout.contains(&lan[i].ip.to_string())),
+        "the task ran on an agent's host: {out:?}"
+    );
+
+    // A query whose executors (2 cpus each, so one per agent) run on two
+    // other hosts than their driver: they dial the driver's routable
+    // address, exchange shuffle data with each other, and the driver
+    // fetches the final stage from them.
+    let rows = 2_000;
+    let script = format!("{} {GROUPED}", numbers(&env, rows));
+    let out = env
+        .cli_on(
+            client,
+            env.home(),
+            &[
+                "sql",
+                "--manager",
+                &m.addr,
+                "--token",
+                TOKEN,
+                "--executors",
+                "2",
+                "--executor-cpus",
+                "2",
+                "--executor-mem",
+                "256",
+                "--format",
+                "csv",
+                "-e",
+                &script,
+            ],
+        )
+        .await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, expected(rows));
+
+    // A submitted job: its driver is a task on one agent's host, its
+    // executors on the others' (1 cpu each, beside it or not), all started
+    // from each agent's own `strata`.
+    let path = env.path("grouped.sql");
+    std::fs::write(&path, format!("{}\n{GROUPED};\n", numbers(&env, rows))).unwrap();
+    let path = path.display().to_string();
+    let out = env
+        .cli_on(
+            client,
+            env.home(),
+            &[
+                "submit",
+                "--manager",
+                &m.addr,
+                "--token",
+                TOKEN,
+                "--executors",
+                "2",
+                "--executor-cpus",
+                "1",
+                "--executor-mem",
+                "256",
+                "--driver-cpus",
+                "0.25",
+                "--driver-mem",
+                "128",
+                "--format",
+                "csv",
+                "--wait",
+                &path,
+            ],
+        )
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains(&expected(rows)), "{out:?}");
+    wait_until("every task of the cluster ended", LONG, async || {
+        m.state().await.tasks.is_empty()
+    })
+    .await;
+}
