@@ -17,6 +17,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use crate::ids::StageId;
 use crate::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -71,7 +72,7 @@ fn location_to_proto(l: &ShuffleLocation) -> LocationProto {
     LocationProto {
         root: l.root.to_string_lossy().into_owned(),
         job: l.job.clone(),
-        stage: l.stage,
+        stage: l.stage.get(),
     }
 }
 
@@ -80,7 +81,7 @@ fn location_from_proto(l: Option<LocationProto>) -> Result<ShuffleLocation> {
     Ok(ShuffleLocation {
         root: PathBuf::from(l.root),
         job: l.job,
-        stage: l.stage,
+        stage: StageId::new(l.stage),
     })
 }
 

@@ -13,7 +13,9 @@
 //!   or from other executors over Arrow Flight ([`shuffle_service`]);
 //! * every task runs within one memory pool sized to the executor's memory
 //!   ([`engine`]), spilling where DataFusion can;
-//! * tables may live on local disk or in S3 ([`storage`]).
+//! * tables may live on local disk or in S3 ([`storage`]);
+//! * stages and partitions are named by [`ids::StageId`] and
+//!   [`ids::PartitionId`], a `u32` on the wire.
 //!
 //! The driver side (stage planning, scheduling, retries) is in
 //! `strata-framework`; this crate depends only on the protocol and
@@ -25,6 +27,9 @@ pub mod args;
 pub mod codec;
 pub mod engine;
 pub mod functions;
+/// Typed stage and partition indices ([`ids::StageId`], [`ids::PartitionId`]),
+/// shared by the executor and the driver; `u32` on the wire.
+pub mod ids;
 pub mod runtime;
 pub mod shuffle;
 pub mod shuffle_service;

@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 use crate::codec::plan_from_bytes;
 use crate::engine;
 use crate::functions::WithJobFunctions;
+use crate::ids::{PartitionId, StageId};
 use crate::shuffle::{MapOutputLocation, ShuffleEnv, ShuffleWriterExec};
 use crate::shuffle_service::ShuffleService;
 
@@ -92,9 +93,9 @@ impl ExecutorConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Straggle {
     /// The stage.
-    pub stage: u32,
+    pub stage: StageId,
     /// The partition.
-    pub partition: u32,
+    pub partition: PartitionId,
     /// The delay.
     pub delay: Duration,
 }
@@ -332,7 +333,7 @@ impl Executor {
         let base = self.base_state();
         let slots = Arc::new(Semaphore::new(self.config.slots.max(1)));
         let (status_tx, mut status_rx) = mpsc::unbounded_channel::<TaskStatus>();
-        let mut plans: HashMap<(String, u32), Arc<Vec<u8>>> = HashMap::new();
+        let mut plans: HashMap<(String, StageId), Arc<Vec<u8>>> = HashMap::new();
         let mut running: HashMap<KeyId, AbortHandle> = HashMap::new();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
         let slots_n = self.config.slots.max(1);
@@ -430,20 +431,21 @@ impl Executor {
     fn launch(
         &self,
         l: LaunchTasks,
-        plans: &mut HashMap<(String, u32), Arc<Vec<u8>>>,
+        plans: &mut HashMap<(String, StageId), Arc<Vec<u8>>>,
         running: &mut HashMap<KeyId, AbortHandle>,
         base: &Arc<TaskContext>,
         slots: &Arc<Semaphore>,
         status_tx: &mpsc::UnboundedSender<TaskStatus>,
     ) {
         for p in l.plans {
-            plans.insert((p.job, p.stage), Arc::new(p.plan));
+            plans.insert((p.job, StageId::new(p.stage)), Arc::new(p.plan));
         }
         for spec in l.tasks {
             let Some(key) = spec.key.clone() else {
                 continue;
             };
-            let Some(plan) = plans.get(&(key.job.clone(), key.stage)).cloned() else {
+            let (stage, partition) = (StageId::new(key.stage), PartitionId::new(key.partition));
+            let Some(plan) = plans.get(&(key.job.clone(), stage)).cloned() else {
                 let mut s = status(key, TaskOutcome::Failed, Instant::now());
                 s.error = "executor has no plan for this task's stage".into();
                 status_tx.send(s).ok();
@@ -458,9 +460,7 @@ impl Executor {
                     .config
                     .straggle
                     .iter()
-                    .find(|s| {
-                        s.stage == key.stage && s.partition == key.partition && key.attempt == 0
-                    })
+                    .find(|s| s.stage == stage && s.partition == partition && key.attempt == 0)
                     .map(|s| s.delay),
             };
             let slots = slots.clone();
@@ -505,11 +505,16 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
 
 /// A task's identity as a map key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct KeyId(String, u32, u32, u32);
+struct KeyId(String, StageId, PartitionId, u32);
 
 impl KeyId {
     fn of(k: &TaskKey) -> KeyId {
-        KeyId(k.job.clone(), k.stage, k.partition, k.attempt)
+        KeyId(
+            k.job.clone(),
+            StageId::new(k.stage),
+            PartitionId::new(k.partition),
+            k.attempt,
+        )
     }
 }
 
@@ -544,12 +549,12 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
                 .outputs
                 .iter()
                 .map(|o| MapOutputLocation {
-                    map_partition: o.map_partition,
+                    map_partition: PartitionId::new(o.map_partition),
                     executor_id: o.executor_id.clone(),
                     flight_address: o.flight_address.clone(),
                 })
                 .collect();
-            (i.stage, outs)
+            (StageId::new(i.stage), outs)
         })
         .collect();
     let env = Arc::new(ShuffleEnv {
@@ -585,7 +590,9 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
                 "a task's plan must end in a shuffle writer".into(),
             )
         })?;
-        writer.write(key.partition as usize, task_ctx.clone()).await
+        writer
+            .write(PartitionId::new(key.partition), task_ctx.clone())
+            .await
     }
     .await;
     let mut s = status(key, TaskOutcome::Finished, started);
@@ -596,7 +603,10 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
             s.partition_bytes = w
                 .partition_bytes
                 .into_iter()
-                .map(|(partition, bytes)| strata_proto::exec::PartitionBytes { partition, bytes })
+                .map(|(partition, bytes)| strata_proto::exec::PartitionBytes {
+                    partition: partition.get(),
+                    bytes,
+                })
                 .collect();
         }
         Err(e) => {
@@ -608,7 +618,7 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
             match fetch {
                 Some((stage, executor)) => {
                     s.outcome = TaskOutcome::FetchFailed as i32;
-                    s.failed_stage = stage;
+                    s.failed_stage = stage.get();
                     s.failed_executor = executor;
                 }
                 None => s.outcome = TaskOutcome::Failed as i32,

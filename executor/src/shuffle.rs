@@ -33,13 +33,14 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use crate::ids::{PartitionId, StageId};
 use crate::shuffle_service::{ShuffleTicket, fetch_stream, partition_stream};
 
 /// Where one map task's output lives, as a reading task sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapOutputLocation {
     /// The map task (input partition of the map stage).
-    pub map_partition: u32,
+    pub map_partition: PartitionId,
     /// The executor that holds it.
     pub executor_id: String,
     /// That executor's Flight address (`host:port`).
@@ -59,9 +60,9 @@ pub struct ShuffleEnv {
     /// The attempt, so that concurrent attempts never share a temporary file.
     pub attempt: u32,
     /// Per input stage, where its map outputs are.
-    pub inputs: std::collections::HashMap<u32, Vec<MapOutputLocation>>,
+    pub inputs: std::collections::HashMap<StageId, Vec<MapOutputLocation>>,
     /// Set by a reader whose fetch failed: (stage, executor).
-    pub fetch_failure: std::sync::Mutex<Option<(u32, String)>>,
+    pub fetch_failure: std::sync::Mutex<Option<(StageId, String)>>,
 }
 
 impl ShuffleEnv {
@@ -78,7 +79,7 @@ pub struct WriteStats {
     /// Bytes written.
     pub bytes: u64,
     /// Bytes per non-empty output partition: (partition, bytes).
-    pub partition_bytes: Vec<(u32, u64)>,
+    pub partition_bytes: Vec<(PartitionId, u64)>,
 }
 
 /// Where a stage's shuffle files live.
@@ -89,28 +90,28 @@ pub struct ShuffleLocation {
     /// The job.
     pub job: String,
     /// The stage.
-    pub stage: u32,
+    pub stage: StageId,
 }
 
 impl ShuffleLocation {
     /// The Flight ticket of one output partition.
-    pub fn ticket(&self, output_partition: usize) -> ShuffleTicket {
+    pub fn ticket(&self, output_partition: PartitionId) -> ShuffleTicket {
         ShuffleTicket {
             job: self.job.clone(),
             stage: self.stage,
-            partition: output_partition as u32,
+            partition: output_partition,
             maps: None,
         }
     }
 
     /// The directory of one output partition (the layout the executor's
     /// shuffle service serves).
-    pub fn partition_dir(&self, output_partition: usize) -> PathBuf {
+    pub fn partition_dir(&self, output_partition: PartitionId) -> PathBuf {
         self.ticket(output_partition).dir(&self.root)
     }
 
     /// The file one map task writes for one output partition.
-    pub fn file(&self, output_partition: usize, input_partition: usize) -> PathBuf {
+    pub fn file(&self, output_partition: PartitionId, input_partition: PartitionId) -> PathBuf {
         self.partition_dir(output_partition)
             .join(format!("from-{input_partition}.arrow"))
     }
@@ -176,7 +177,11 @@ impl ShuffleWriterExec {
     }
 
     /// Runs map task `input_partition` to completion.
-    pub async fn write(&self, input_partition: usize, ctx: Arc<TaskContext>) -> Result<WriteStats> {
+    pub async fn write(
+        &self,
+        input_partition: PartitionId,
+        ctx: Arc<TaskContext>,
+    ) -> Result<WriteStats> {
         let env = ShuffleEnv::of(&ctx);
         let location = match &env {
             Some(env) => ShuffleLocation {
@@ -191,25 +196,25 @@ impl ShuffleWriterExec {
             std::process::id(),
             UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let mut stream = self.input.execute(input_partition, ctx)?;
+        let mut stream = self.input.execute(input_partition.index(), ctx)?;
         let schema = self.input.schema();
         // Only the outputs this task writes to (without a partitioning,
         // just its own): a stage of many partitions must not cost each
         // task a slot per partition.
-        let mut writers: BTreeMap<usize, OpenFile> = BTreeMap::new();
+        let mut writers: BTreeMap<PartitionId, OpenFile> = BTreeMap::new();
         let mut partitioner = match &self.partitioning {
             Some(p) => Some(BatchPartitioner::try_new(
                 p.clone(),
                 metrics::Time::new(),
-                input_partition,
+                input_partition.index(),
                 self.input.output_partitioning().partition_count(),
             )?),
             None => None,
         };
         let mut rows = 0u64;
-        let mut push = |out: usize,
+        let mut push = |out: PartitionId,
                         batch: RecordBatch,
-                        writers: &mut BTreeMap<usize, OpenFile>|
+                        writers: &mut BTreeMap<PartitionId, OpenFile>|
          -> Result<()> {
             if batch.num_rows() == 0 {
                 return Ok(());
@@ -232,7 +237,9 @@ impl ShuffleWriterExec {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             match partitioner.as_mut() {
-                Some(p) => p.partition(batch, |out, b| push(out, b, &mut writers))?,
+                Some(p) => p.partition(batch, |out, b| {
+                    push(PartitionId::new(out as u32), b, &mut writers)
+                })?,
                 None => push(input_partition, batch, &mut writers)?,
             }
         }
@@ -247,7 +254,7 @@ impl ShuffleWriterExec {
             let tmp = path.with_extension(&tmp_suffix);
             std::fs::rename(&tmp, &path).map_err(|e| io_err("renaming", &tmp, e))?;
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            stats.partition_bytes.push((out as u32, len));
+            stats.partition_bytes.push((out, len));
             stats.bytes += len;
         }
         Ok(stats)
@@ -387,7 +394,7 @@ impl ExecutionPlan for ShuffleWriterExec {
             self.partitioning.clone(),
         );
         let fut = async move {
-            this.write(partition, ctx).await?;
+            this.write(PartitionId::new(partition as u32), ctx).await?;
             Ok::<_, DataFusionError>(futures::stream::empty::<Result<RecordBatch>>())
         };
         let stream = futures::stream::once(fut).flat_map(|r| match r {
@@ -414,14 +421,19 @@ enum Source {
 /// The sources of output partition `partition` of `location`'s stage: one
 /// per executor holding map outputs, naming exactly the map tasks whose
 /// output it holds (so a speculative copy's duplicate is never read).
-fn sources(env: &ShuffleEnv, location: &ShuffleLocation, partition: usize) -> Result<Vec<Source>> {
+fn sources(
+    env: &ShuffleEnv,
+    location: &ShuffleLocation,
+    partition: PartitionId,
+) -> Result<Vec<Source>> {
     let outputs = env.inputs.get(&location.stage).ok_or_else(|| {
         DataFusionError::Internal(format!(
             "task has no locations for its input stage {}",
             location.stage
         ))
     })?;
-    let mut by_executor: std::collections::BTreeMap<(&str, &str), Vec<u32>> = Default::default();
+    let mut by_executor: std::collections::BTreeMap<(&str, &str), Vec<PartitionId>> =
+        Default::default();
     for o in outputs {
         by_executor
             .entry((o.executor_id.as_str(), o.flight_address.as_str()))
@@ -606,6 +618,7 @@ impl ExecutionPlan for ShuffleReaderExec {
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let schema = self.schema.clone();
+        let partition = PartitionId::new(partition as u32);
         let sources = match ShuffleEnv::of(&ctx) {
             None => vec![Source::Local {
                 root: self.location.root.clone(),

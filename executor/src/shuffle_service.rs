@@ -21,17 +21,19 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::ids::{PartitionId, StageId};
+
 /// Names one output partition of one stage of one job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShuffleTicket {
     /// The job.
     pub job: String,
     /// The stage.
-    pub stage: u32,
+    pub stage: StageId,
     /// The output partition.
-    pub partition: u32,
+    pub partition: PartitionId,
     /// Only these map tasks' files (all of them when `None`).
-    pub maps: Option<Vec<u32>>,
+    pub maps: Option<Vec<PartitionId>>,
 }
 
 /// Why a shuffle request failed.
@@ -99,7 +101,7 @@ impl ShuffleTicket {
             None => None,
             Some(m) => {
                 let list = m.strip_prefix('m').ok_or_else(bad)?;
-                let parsed: Result<Vec<u32>, _> = if list.is_empty() {
+                let parsed: Result<Vec<PartitionId>, _> = if list.is_empty() {
                     Ok(Vec::new())
                 } else {
                     list.split(',').map(str::parse).collect()
@@ -136,7 +138,7 @@ impl ShuffleTicket {
 }
 
 /// The map task that wrote a shuffle file (`from-{map}.arrow`).
-fn map_of(path: &Path) -> Option<u32> {
+fn map_of(path: &Path) -> Option<PartitionId> {
     path.file_stem()?
         .to_str()?
         .strip_prefix("from-")?
@@ -585,8 +587,8 @@ mod tests {
             t,
             ShuffleTicket {
                 job: "q1".into(),
-                stage: 0,
-                partition: 3,
+                stage: StageId::new(0),
+                partition: PartitionId::new(3),
                 maps: None,
             }
         );
@@ -609,8 +611,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let t = ShuffleTicket {
             job: "j".into(),
-            stage: 1,
-            partition: 0,
+            stage: StageId::new(1),
+            partition: PartitionId::new(0),
             maps: None,
         };
         write(
@@ -639,13 +641,13 @@ mod tests {
         );
         // A partition nobody wrote is empty.
         let empty = ShuffleTicket {
-            partition: 7,
+            partition: PartitionId::new(7),
             ..t.clone()
         };
         assert!(fetch(&addr, &empty).await.unwrap().is_empty());
         // Naming map tasks reads only their files.
         let only = ShuffleTicket {
-            maps: Some(vec![1]),
+            maps: Some(vec![PartitionId::new(1)]),
             ..t.clone()
         };
         assert_eq!(ShuffleTicket::parse(&only.encode()).unwrap(), only);
@@ -671,7 +673,7 @@ mod tests {
         assert_eq!(fetch(&addr, &t).await.unwrap().len(), 3);
         // A truncated file is a clear error, not a short partition.
         let cut = ShuffleTicket {
-            partition: 2,
+            partition: PartitionId::new(2),
             ..t.clone()
         };
         let whole = t.dir(root.path()).join("from-0.arrow");

@@ -27,6 +27,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, ExecutionPlan, ExecutionPlanProperties, ReplaceChildrenOptions,
 };
+use strata_executor::ids::StageId;
 use strata_executor::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
 
 /// Children replaced with the node's properties recomputed.
@@ -37,13 +38,13 @@ pub(crate) fn recompute() -> ReplaceChildrenOptions {
 /// A stage of a job.
 #[derive(Debug, Clone)]
 pub struct Stage {
-    /// Its id (0-based, in dependency order).
-    pub id: u32,
+    /// Its id (its index in the job: 0-based, in dependency order).
+    pub id: StageId,
     /// Its plan: a [`ShuffleWriterExec`] for map stages, the query's root
     /// (rewritten) for the final stage.
     pub plan: Arc<dyn ExecutionPlan>,
     /// Stages it reads.
-    pub inputs: Vec<u32>,
+    pub inputs: Vec<StageId>,
     /// Number of tasks (partitions of the plan's root or of the writer's input).
     pub tasks: usize,
 }
@@ -78,7 +79,7 @@ struct Cutter<'a> {
 }
 
 /// A rewritten plan and the stages it reads.
-type Rewritten = (Arc<dyn ExecutionPlan>, Vec<u32>);
+type Rewritten = (Arc<dyn ExecutionPlan>, Vec<StageId>);
 
 /// Cuts `plan` into stages whose shuffle files go under `shuffle_root`.
 pub fn plan_stages(
@@ -93,7 +94,7 @@ pub fn plan_stages(
         done: HashMap::new(),
     };
     let (root, inputs) = c.rewrite(plan)?;
-    let id = c.stages.len() as u32;
+    let id = c.next_id();
     let tasks = root.output_partitioning().partition_count();
     c.stages.push(Stage {
         id,
@@ -108,7 +109,12 @@ pub fn plan_stages(
 }
 
 impl Cutter<'_> {
-    fn location(&self, stage: u32) -> ShuffleLocation {
+    /// The id of the next stage cut.
+    fn next_id(&self) -> StageId {
+        StageId::new(self.stages.len() as u32)
+    }
+
+    fn location(&self, stage: StageId) -> ShuffleLocation {
         ShuffleLocation {
             root: self.root.to_path_buf(),
             job: self.job.to_owned(),
@@ -116,14 +122,15 @@ impl Cutter<'_> {
         }
     }
 
-    /// Ends a stage at `input`; returns the reader that replaces it.
+    /// Ends a stage at `input`; returns the reader that replaces it and
+    /// the new stage's id.
     fn cut(
         &mut self,
         input: Arc<dyn ExecutionPlan>,
-        inputs: Vec<u32>,
+        inputs: Vec<StageId>,
         partitioning: Option<datafusion::physical_plan::Partitioning>,
-    ) -> Arc<dyn ExecutionPlan> {
-        let id = self.stages.len() as u32;
+    ) -> (Arc<dyn ExecutionPlan>, StageId) {
+        let id = self.next_id();
         let location = self.location(id);
         let schema = input.schema();
         let tasks = input.output_partitioning().partition_count();
@@ -151,9 +158,10 @@ impl Cutter<'_> {
             inputs,
             tasks,
         });
-        Arc::new(ShuffleReaderExec::with_properties(
+        let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::with_properties(
             location, schema, read_as, constants,
-        ))
+        ));
+        (reader, id)
     }
 
     /// Rewrites `plan`, returning it and the stages it reads; a node seen
@@ -192,8 +200,7 @@ impl Cutter<'_> {
             let child = children
                 .pop()
                 .ok_or_else(|| internal_datafusion_err!("a repartition without a child"))?;
-            let reader = self.cut(child, inputs, Some(r.partitioning().clone()));
-            let id = self.stages.len() as u32 - 1;
+            let (reader, id) = self.cut(child, inputs, Some(r.partitioning().clone()));
             return Ok((reader, vec![id]));
         }
         if plan.downcast_ref::<CoalescePartitionsExec>().is_some()
@@ -210,8 +217,7 @@ impl Cutter<'_> {
                 let p = plan.replace_children(vec![child], recompute())?;
                 return Ok((p, inputs));
             }
-            let reader = self.cut(child, inputs, None);
-            let id = self.stages.len() as u32 - 1;
+            let (reader, id) = self.cut(child, inputs, None);
             let p = plan.replace_children(vec![reader], recompute())?;
             return Ok((p, vec![id]));
         }

@@ -15,13 +15,14 @@ use futures::StreamExt;
 
 use crate::planner::JobPlan;
 use strata_executor::codec::{plan_from_bytes, plan_to_bytes};
+use strata_executor::ids::{PartitionId, StageId};
 use strata_executor::shuffle::ShuffleWriterExec;
 
 /// What one stage did.
 #[derive(Clone, Debug, Default)]
 pub struct StageMetrics {
     /// The stage.
-    pub stage: u32,
+    pub stage: StageId,
     /// Tasks run.
     pub tasks: usize,
     /// Rows written (map stages) or returned (final stage).
@@ -59,7 +60,8 @@ pub async fn run_job(
             tasks: stage.tasks,
             ..Default::default()
         };
-        let tasks = futures::stream::iter(0..stage.tasks).map(|partition| {
+        let partitions = PartitionId::all(stage.tasks as u32);
+        let tasks = futures::stream::iter(partitions).map(|partition| {
             let bytes = bytes.clone();
             let ctx = ctx.clone();
             let is_final = i == last;
@@ -67,7 +69,7 @@ pub async fn run_job(
                 let plan = plan_from_bytes(&bytes, &ctx)?;
                 if is_final {
                     let mut out = Vec::new();
-                    let mut s = plan.execute(partition, ctx)?;
+                    let mut s = plan.execute(partition.index(), ctx)?;
                     while let Some(b) = s.next().await {
                         out.push(b?);
                     }
@@ -82,7 +84,7 @@ pub async fn run_job(
                 }
             }
         });
-        let mut results: Vec<(usize, Vec<RecordBatch>, u64, u64)> = tasks
+        let mut results: Vec<(PartitionId, Vec<RecordBatch>, u64, u64)> = tasks
             .buffer_unordered(parallelism)
             .collect::<Vec<_>>()
             .await

@@ -102,7 +102,10 @@ async fn stages_are_cut_at_exchanges_and_fragments_round_trip() {
         "{shown}"
     );
     assert_eq!(job.stages[0].tasks, 4);
-    assert_eq!(job.stages[2].inputs, vec![1]);
+    assert_eq!(
+        job.stages[2].inputs,
+        vec![strata_executor::ids::StageId::new(1)]
+    );
     assert_eq!(job.final_stage().unwrap().tasks, 1);
     // Every stage survives serialisation unchanged.
     for s in &job.stages {

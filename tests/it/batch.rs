@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
+use strata_executor::ids::{PartitionId, StageId};
 use strata_executor::runtime::Straggle;
 use strata_framework::driver::{ClusterSource, Driver, DriverConfig, ExecutorSource};
 use strata_framework::session::Session;
@@ -105,8 +106,8 @@ async fn kill_9_of_an_executor_mid_query_recomputes_only_its_outputs() {
         2,
         1.0,
         vec![Straggle {
-            stage: 1,
-            partition: 0,
+            stage: StageId::new(1),
+            partition: PartitionId::new(0),
             delay: Duration::from_secs(3),
         }],
     )

@@ -21,7 +21,8 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::cluster::LauncherCmd;
 use super::dag::{
-    Effect, ExecutorId, JobId, JobState, Launch, Outcome, StageSpec, TaskRef, TaskScheduler,
+    Effect, ExecutorId, JobId, JobState, Launch, Outcome, PartitionId, StageId, StageSpec, TaskRef,
+    TaskScheduler,
 };
 use super::{
     Command, DriverConfig, DriverError, ExecutorInfo, JobOutput, JobPhase, JobProgress, link,
@@ -44,7 +45,7 @@ pub(super) enum Launcher {
 pub(super) struct Link {
     tx: mpsc::Sender<link::Outbound>,
     conn: u64,
-    plans: HashSet<(JobId, u32)>,
+    plans: HashSet<(JobId, StageId)>,
     info: ExecutorInfo,
 }
 
@@ -75,11 +76,12 @@ pub(super) struct Core {
 /// Final partitions fetched from executors at once.
 const RESULT_FETCHES: usize = 8;
 
+/// A task's key on the wire, where stages and partitions are `u32`.
 fn key(t: &TaskRef) -> TaskKey {
     TaskKey {
         job: t.job.to_string(),
-        stage: t.stage,
-        partition: t.partition,
+        stage: t.stage.get(),
+        partition: t.partition.get(),
         attempt: t.attempt,
     }
 }
@@ -252,8 +254,8 @@ impl Core {
                     let Some(k) = s.key else { continue };
                     let task = TaskRef {
                         job: JobId::new(k.job),
-                        stage: k.stage,
-                        partition: k.partition,
+                        stage: StageId::new(k.stage),
+                        partition: PartitionId::new(k.partition),
                         attempt: k.attempt,
                     };
                     let outcome = match TaskOutcome::try_from(s.outcome) {
@@ -261,13 +263,13 @@ impl Core {
                             partition_bytes: s
                                 .partition_bytes
                                 .into_iter()
-                                .map(|p| (p.partition, p.bytes))
+                                .map(|p| (PartitionId::new(p.partition), p.bytes))
                                 .collect(),
                             rows: s.rows,
                             bytes: s.bytes,
                         },
                         Ok(TaskOutcome::FetchFailed) => Outcome::FetchFailed {
-                            stage: s.failed_stage,
+                            stage: StageId::new(s.failed_stage),
                             executor: ExecutorId::new(s.failed_executor),
                             error: s.error,
                         },
@@ -543,7 +545,7 @@ impl Core {
             if link.plans.insert(pk) {
                 msg.plans.push(StagePlan {
                     job: l.task.job.to_string(),
-                    stage: l.task.stage,
+                    stage: l.task.stage.get(),
                     plan: (*l.plan).clone(),
                 });
             }
@@ -553,11 +555,11 @@ impl Core {
                     .inputs
                     .into_iter()
                     .map(|(stage, outs)| StageInput {
-                        stage,
+                        stage: stage.get(),
                         outputs: outs
                             .into_iter()
                             .map(|(m, e, flight)| MapOutput {
-                                map_partition: m,
+                                map_partition: m.get(),
                                 executor_id: e.into_string(),
                                 flight_address: flight,
                             })

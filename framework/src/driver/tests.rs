@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
+use strata_executor::ids::{PartitionId, StageId};
 use strata_executor::runtime::Straggle;
 
 use super::*;
@@ -91,8 +92,8 @@ async fn a_straggler_gets_a_speculative_copy_that_wins() {
         work.path(),
         2,
         vec![Straggle {
-            stage: 0,
-            partition: 1,
+            stage: StageId::new(0),
+            partition: PartitionId::new(1),
             delay: Duration::from_secs(20),
         }],
     )
@@ -210,9 +211,9 @@ async fn executors_are_added_for_a_backlog_and_released_when_idle() {
     config.executors.mem_mib = 64.0;
     config.executors.idle_timeout = Duration::from_millis(300);
     // Long tasks, so the backlog lasts: every first attempt of stage 0 sleeps.
-    config.straggle = (0..6)
+    config.straggle = PartitionId::all(6)
         .map(|p| Straggle {
-            stage: 0,
+            stage: StageId::new(0),
             partition: p,
             delay: Duration::from_millis(700),
         })
@@ -229,7 +230,7 @@ async fn executors_are_added_for_a_backlog_and_released_when_idle() {
         .submit(crate::planner::JobPlan {
             job: d.next_job_id(),
             stages: vec![crate::planner::Stage {
-                id: 0,
+                id: StageId::new(0),
                 plan,
                 inputs: vec![],
                 tasks: 6,

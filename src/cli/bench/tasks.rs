@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::physical_plan::empty::EmptyExec;
+use strata_executor::ids::StageId;
 use strata_framework::planner::{JobPlan, Stage};
 use strata_proto::resources::Resources;
 
@@ -71,7 +72,7 @@ async fn bench(a: &TasksArgs, address: &str) -> anyhow::Result<ExitCode> {
         let job = JobPlan {
             job: driver.next_job_id(),
             stages: vec![Stage {
-                id: 0,
+                id: StageId::new(0),
                 plan,
                 inputs: vec![],
                 tasks: a.tasks,

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use scheduler::TaskScheduler;
+pub use strata_executor::ids::{PartitionId, StageId};
 
 strata_proto::id_type!(
     /// An executor's id (given by its driver; on a cluster, its task id).
@@ -49,9 +50,9 @@ pub struct TaskRef {
     /// The job.
     pub job: JobId,
     /// The stage.
-    pub stage: u32,
+    pub stage: StageId,
     /// The partition.
-    pub partition: u32,
+    pub partition: PartitionId,
     /// The attempt (0 first).
     pub attempt: u32,
 }
@@ -109,9 +110,9 @@ impl Default for Speculation {
 #[derive(Clone, Debug)]
 pub struct StageSpec {
     /// Its id: its index in the job.
-    pub id: u32,
+    pub id: StageId,
     /// The stages it reads.
-    pub inputs: Vec<u32>,
+    pub inputs: Vec<StageId>,
     /// Its number of tasks.
     pub tasks: u32,
     /// Its serialised plan.
@@ -124,14 +125,14 @@ pub struct Output {
     /// The executor holding it.
     pub executor: ExecutorId,
     /// Bytes per non-empty output partition: (partition, bytes).
-    pub partition_bytes: Vec<(u32, u64)>,
+    pub partition_bytes: Vec<(PartitionId, u64)>,
 }
 
 /// Figures of one stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StageMetrics {
     /// The stage.
-    pub stage: u32,
+    pub stage: StageId,
     /// Its tasks (partitions).
     pub tasks: u32,
     /// Partitions done now.
@@ -188,7 +189,7 @@ struct Stage {
     failures: Vec<u32>,
     ever_done: Vec<bool>,
     /// Partitions with neither an output nor a running attempt.
-    pending: BTreeSet<u32>,
+    pending: BTreeSet<PartitionId>,
     done: u32,
     fetch_failures: u32,
     durations: Vec<Duration>,
@@ -204,15 +205,20 @@ impl Stage {
         self.done == self.spec.tasks
     }
 
+    /// Its partitions, in order.
+    fn partitions(&self) -> impl Iterator<Item = PartitionId> + use<> {
+        PartitionId::all(self.spec.tasks)
+    }
+
     /// Marks `p` pending if it has no output and no attempt running.
-    fn requeue(&mut self, p: u32) {
-        if self.outputs[p as usize].is_none() && self.running[p as usize].is_empty() {
+    fn requeue(&mut self, p: PartitionId) {
+        if self.outputs[p.index()].is_none() && self.running[p.index()].is_empty() {
             self.pending.insert(p);
         }
     }
 
-    fn lose_output(&mut self, p: u32) {
-        if self.outputs[p as usize].take().is_some() {
+    fn lose_output(&mut self, p: PartitionId) {
+        if self.outputs[p.index()].take().is_some() {
             self.done -= 1;
         }
         self.requeue(p);
@@ -227,32 +233,46 @@ struct Job {
 }
 
 impl Job {
-    fn final_stage(&self) -> u32 {
-        self.stages.len() as u32 - 1
+    /// The last stage, whose partitions are the job's result.
+    fn final_stage(&self) -> StageId {
+        StageId::new(self.stages.len() as u32 - 1)
     }
 
-    /// Stages whose output is still needed.
+    /// Its stages' ids, in order.
+    fn stage_ids(&self) -> impl DoubleEndedIterator<Item = StageId> + use<> {
+        StageId::all(self.stages.len() as u32)
+    }
+
+    fn stage(&self, s: StageId) -> &Stage {
+        &self.stages[s.index()]
+    }
+
+    fn stage_mut(&mut self, s: StageId) -> &mut Stage {
+        &mut self.stages[s.index()]
+    }
+
+    /// Stages whose output is still needed, by stage index.
     fn required(&self) -> Vec<bool> {
         let n = self.stages.len();
         let mut req = vec![false; n];
         req[n - 1] = true;
         // Stages are in dependency order: consumers come after their inputs.
-        for s in (0..n).rev() {
-            if req[s] && !self.stages[s].complete() {
-                for &i in &self.stages[s].spec.inputs {
-                    req[i as usize] = true;
+        for s in self.stage_ids().rev() {
+            if req[s.index()] && !self.stage(s).complete() {
+                for &i in &self.stage(s).spec.inputs {
+                    req[i.index()] = true;
                 }
             }
         }
         req
     }
 
-    fn runnable(&self, s: usize) -> bool {
-        self.stages[s]
+    fn runnable(&self, s: StageId) -> bool {
+        self.stage(s)
             .spec
             .inputs
             .iter()
-            .all(|&i| self.stages[i as usize].complete())
+            .all(|&i| self.stage(i).complete())
     }
 }
 
@@ -270,7 +290,7 @@ struct Executor {
 
 /// The map outputs a task reads: per input stage, (map partition,
 /// executor, its Flight address).
-pub type Inputs = Vec<(u32, Vec<(u32, ExecutorId, String)>)>;
+pub type Inputs = Vec<(StageId, Vec<(PartitionId, ExecutorId, String)>)>;
 
 /// A task to launch.
 #[derive(Clone, Debug)]
@@ -304,7 +324,7 @@ pub enum Outcome {
     /// Finished, with bytes per output partition, rows and bytes.
     Finished {
         /// Bytes per non-empty output partition: (partition, bytes).
-        partition_bytes: Vec<(u32, u64)>,
+        partition_bytes: Vec<(PartitionId, u64)>,
         /// Rows written.
         rows: u64,
         /// Bytes written.
@@ -315,7 +335,7 @@ pub enum Outcome {
     /// An input could not be fetched from that executor.
     FetchFailed {
         /// The input stage.
-        stage: u32,
+        stage: StageId,
         /// The executor whose output is unreadable.
         executor: ExecutorId,
         /// The error.

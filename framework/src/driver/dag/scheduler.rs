@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     Attempt, Effect, Executor, ExecutorId, Inputs, Job, JobId, JobState, Launch, Outcome, Output,
-    Policy, Stage, StageMetrics, StageSpec, TaskRef,
+    PartitionId, Policy, Stage, StageId, StageMetrics, StageSpec, TaskRef,
 };
 
 /// The scheduler.
@@ -80,9 +80,9 @@ impl TaskScheduler {
         for job in &mut self.jobs {
             let active = matches!(job.state, JobState::Running | JobState::OutputsReady);
             for st in &mut job.stages {
-                for p in 0..st.spec.tasks {
-                    st.running[p as usize].retain(|a| a.executor != *id);
-                    if st.outputs[p as usize]
+                for p in st.partitions() {
+                    st.running[p.index()].retain(|a| a.executor != *id);
+                    if st.outputs[p.index()]
                         .as_ref()
                         .is_some_and(|o| o.executor == *id)
                     {
@@ -93,11 +93,11 @@ impl TaskScheduler {
                 st.metrics.running = st.running.iter().map(|r| r.len() as u32).sum();
                 st.metrics.done = st.done;
             }
-            if active && job.state == JobState::OutputsReady {
-                let f = job.final_stage() as usize;
-                if !job.stages[f].complete() {
-                    job.state = JobState::Running;
-                }
+            if active
+                && job.state == JobState::OutputsReady
+                && !job.stage(job.final_stage()).complete()
+            {
+                job.state = JobState::Running;
             }
         }
     }
@@ -119,7 +119,7 @@ impl TaskScheduler {
                     next_attempt: vec![0; t],
                     failures: vec![0; t],
                     ever_done: vec![false; t],
-                    pending: (0..spec.tasks).collect(),
+                    pending: PartitionId::all(spec.tasks).collect(),
                     done: 0,
                     fetch_failures: 0,
                     durations: Vec::new(),
@@ -160,16 +160,16 @@ impl TaskScheduler {
     /// Where each non-empty final partition's output is (partition,
     /// executor, Flight address), in partition order; `None` while one is
     /// missing.
-    pub fn final_outputs(&self, id: &JobId) -> Option<Vec<(u32, ExecutorId, String)>> {
+    pub fn final_outputs(&self, id: &JobId) -> Option<Vec<(PartitionId, ExecutorId, String)>> {
         let job = self.job(id)?;
-        let f = &job.stages[job.final_stage() as usize];
+        let f = job.stage(job.final_stage());
         let mut out = Vec::new();
-        for (p, o) in f.outputs.iter().enumerate() {
+        for (p, o) in f.partitions().zip(&f.outputs) {
             let o = o.as_ref()?;
             let flight = self.executors.get(&o.executor)?.flight.clone();
             // A task that wrote no rows left nothing to fetch.
             if o.partition_bytes.iter().any(|(_, b)| *b > 0) {
-                out.push((p as u32, o.executor.clone(), flight));
+                out.push((p, o.executor.clone(), flight));
             }
         }
         Some(out)
@@ -190,7 +190,7 @@ impl TaskScheduler {
         if let Some(pos) = self.jobs.iter().position(|j| j.id == *id) {
             let job = self.jobs.remove(pos);
             for st in &job.stages {
-                for (p, attempts) in st.running.iter().enumerate() {
+                for (p, attempts) in st.partitions().zip(&st.running) {
                     for a in attempts {
                         if let Some(e) = self.executors.get_mut(&a.executor) {
                             e.busy = e.busy.saturating_sub(1);
@@ -200,7 +200,7 @@ impl TaskScheduler {
                             TaskRef {
                                 job: job.id.clone(),
                                 stage: st.spec.id,
-                                partition: p as u32,
+                                partition: p,
                                 attempt: a.attempt,
                             },
                         ));
@@ -228,10 +228,10 @@ impl TaskScheduler {
         let Some(job) = self.jobs.iter_mut().find(|j| j.id == task.job) else {
             return effects;
         };
-        let Some(st) = job.stages.get_mut(task.stage as usize) else {
+        let Some(st) = job.stages.get_mut(task.stage.index()) else {
             return effects;
         };
-        let p = task.partition as usize;
+        let p = task.partition.index();
         if p >= st.running.len() {
             return effects;
         }
@@ -248,7 +248,7 @@ impl TaskScheduler {
             e.busy = e.busy.saturating_sub(1);
         }
         let mut fail_job = None;
-        let mut lost_input: Option<(u32, ExecutorId)> = None;
+        let mut lost_input: Option<(StageId, ExecutorId)> = None;
         match outcome {
             Outcome::Finished {
                 partition_bytes,
@@ -314,12 +314,12 @@ impl TaskScheduler {
             }
             Outcome::Cancelled => {}
         }
-        st.requeue(p as u32);
+        st.requeue(task.partition);
         if let Some((stage, executor)) = lost_input
-            && let Some(input) = job.stages.get_mut(stage as usize)
+            && let Some(input) = job.stages.get_mut(stage.index())
         {
-            for q in 0..input.spec.tasks {
-                if input.outputs[q as usize]
+            for q in input.partitions() {
+                if input.outputs[q.index()]
                     .as_ref()
                     .is_some_and(|o| o.executor == executor)
                 {
@@ -328,7 +328,7 @@ impl TaskScheduler {
             }
             input.metrics.done = input.done;
         }
-        let st = &mut job.stages[task.stage as usize];
+        let st = job.stage_mut(task.stage);
         st.metrics.done = st.done;
         if let (Some(a), Some(b)) = (st.first_launch, st.last_finish) {
             st.metrics.elapsed = b.saturating_duration_since(a);
@@ -338,8 +338,7 @@ impl TaskScheduler {
             effects.extend(self.abort(&id, JobState::Failed(why)));
             return effects;
         }
-        let f = job.final_stage() as usize;
-        if job.state == JobState::Running && job.stages[f].complete() {
+        if job.state == JobState::Running && job.stage(job.final_stage()).complete() {
             job.state = JobState::OutputsReady;
             effects.push(Effect::OutputsReady(job.id.clone()));
         }
@@ -361,19 +360,19 @@ impl TaskScheduler {
                 continue;
             }
             let req = self.jobs[j].required();
-            for (s, required) in req.into_iter().enumerate() {
+            for (s, required) in self.jobs[j].stage_ids().zip(req) {
                 if !required
                     || !self.jobs[j].runnable(s)
-                    || self.jobs[j].stages[s].pending.is_empty()
+                    || self.jobs[j].stage(s).pending.is_empty()
                 {
                     continue;
                 }
                 let inputs = self.inputs_of(j, s);
                 let depth = self.depth(j, s);
-                while let Some(p) = self.jobs[j].stages[s].pending.pop_first() {
+                while let Some(p) = self.jobs[j].stage_mut(s).pending.pop_first() {
                     let executor = self.place(j, s, p, None, depth);
                     let Some(executor) = executor else {
-                        self.jobs[j].stages[s].pending.insert(p);
+                        self.jobs[j].stage_mut(s).pending.insert(p);
                         break;
                     };
                     launches.push(self.start(j, s, p, executor, &inputs, now, false));
@@ -393,8 +392,8 @@ impl TaskScheduler {
             if self.jobs[j].state != JobState::Running {
                 continue;
             }
-            for s in 0..self.jobs[j].stages.len() {
-                let st = &self.jobs[j].stages[s];
+            for s in self.jobs[j].stage_ids() {
+                let st = self.jobs[j].stage(s);
                 let tasks = st.spec.tasks as f64;
                 if st.metrics.running == 0
                     || st.durations.is_empty()
@@ -406,16 +405,15 @@ impl TaskScheduler {
                 d.sort();
                 let median = d[d.len() / 2];
                 let threshold = median.mul_f64(spec.multiplier).max(spec.min_runtime);
-                let stragglers: Vec<(u32, ExecutorId)> = st
-                    .running
-                    .iter()
-                    .enumerate()
+                let stragglers: Vec<(PartitionId, ExecutorId)> = st
+                    .partitions()
+                    .zip(&st.running)
                     .filter(|(p, a)| {
-                        st.outputs[*p].is_none()
+                        st.outputs[p.index()].is_none()
                             && a.len() == 1
                             && now.saturating_duration_since(a[0].started) > threshold
                     })
-                    .map(|(p, a)| (p as u32, a[0].executor.clone()))
+                    .map(|(p, a)| (p, a[0].executor.clone()))
                     .collect();
                 if stragglers.is_empty() {
                     continue;
@@ -432,21 +430,21 @@ impl TaskScheduler {
     }
 
     /// Map outputs of each input stage of stage `s` of job `j`.
-    fn inputs_of(&self, j: usize, s: usize) -> Inputs {
+    fn inputs_of(&self, j: usize, s: StageId) -> Inputs {
         let job = &self.jobs[j];
-        job.stages[s]
+        job.stage(s)
             .spec
             .inputs
             .iter()
             .map(|&i| {
-                let outs = job.stages[i as usize]
-                    .outputs
-                    .iter()
-                    .enumerate()
+                let input = job.stage(i);
+                let outs = input
+                    .partitions()
+                    .zip(&input.outputs)
                     .filter_map(|(m, o)| {
                         let o = o.as_ref()?;
                         let flight = self.executors.get(&o.executor)?.flight.clone();
-                        Some((m as u32, o.executor.clone(), flight))
+                        Some((m, o.executor.clone(), flight))
                     })
                     .collect();
                 (i, outs)
@@ -457,8 +455,8 @@ impl TaskScheduler {
     /// Attempts an executor may hold per slot for stage `s` of job `j`:
     /// more than one (queued behind the running one, hiding the round
     /// trip to the driver) only once the stage's tasks are known to be short.
-    fn depth(&self, j: usize, s: usize) -> u32 {
-        let st = &self.jobs[j].stages[s];
+    fn depth(&self, j: usize, s: StageId) -> u32 {
+        let st = self.jobs[j].stage(s);
         let n = st.durations.len() as u32;
         if n < 8 {
             return 1;
@@ -477,15 +475,15 @@ impl TaskScheduler {
     fn place(
         &self,
         j: usize,
-        s: usize,
-        p: u32,
+        s: StageId,
+        p: PartitionId,
         avoid: Option<&ExecutorId>,
         depth: u32,
     ) -> Option<ExecutorId> {
         let job = &self.jobs[j];
         let mut local: BTreeMap<&ExecutorId, u64> = BTreeMap::new();
-        for &i in &job.stages[s].spec.inputs {
-            for o in job.stages[i as usize].outputs.iter().flatten() {
+        for &i in &job.stage(s).spec.inputs {
+            for o in job.stage(i).outputs.iter().flatten() {
                 let b = o
                     .partition_bytes
                     .iter()
@@ -513,8 +511,8 @@ impl TaskScheduler {
     fn start(
         &mut self,
         j: usize,
-        s: usize,
-        p: u32,
+        s: StageId,
+        p: PartitionId,
         executor: ExecutorId,
         inputs: &Inputs,
         now: Instant,
@@ -524,10 +522,10 @@ impl TaskScheduler {
             e.busy += 1;
         }
         let job_id = self.jobs[j].id.clone();
-        let st = &mut self.jobs[j].stages[s];
-        let attempt = st.next_attempt[p as usize];
-        st.next_attempt[p as usize] += 1;
-        st.running[p as usize].push(Attempt {
+        let st = self.jobs[j].stage_mut(s);
+        let attempt = st.next_attempt[p.index()];
+        st.next_attempt[p.index()] += 1;
+        st.running[p.index()].push(Attempt {
             attempt,
             executor: executor.clone(),
             started: now,
@@ -537,7 +535,7 @@ impl TaskScheduler {
         st.metrics.running += 1;
         if speculative {
             st.metrics.speculative += 1;
-        } else if st.ever_done[p as usize] {
+        } else if st.ever_done[p.index()] {
             st.metrics.recomputed += 1;
         }
         st.first_launch.get_or_insert(now);

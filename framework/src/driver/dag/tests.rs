@@ -10,18 +10,22 @@ fn job() -> JobId {
     JobId::new("j")
 }
 
+const S0: StageId = StageId::new(0);
+const S1: StageId = StageId::new(1);
+const S2: StageId = StageId::new(2);
+
 /// Stage 0 (`maps` tasks) → stage 1 (`reduces` tasks, the final stage).
 fn two_stage(maps: u32, reduces: u32) -> Vec<StageSpec> {
     vec![
         StageSpec {
-            id: 0,
+            id: S0,
             inputs: vec![],
             tasks: maps,
             plan: Arc::new(vec![0]),
         },
         StageSpec {
-            id: 1,
-            inputs: vec![0],
+            id: S1,
+            inputs: vec![S0],
             tasks: reduces,
             plan: Arc::new(vec![1]),
         },
@@ -30,7 +34,7 @@ fn two_stage(maps: u32, reduces: u32) -> Vec<StageSpec> {
 
 fn finished(bytes: u64, parts: usize) -> Outcome {
     Outcome::Finished {
-        partition_bytes: (0..parts as u32).map(|p| (p, bytes)).collect(),
+        partition_bytes: PartitionId::all(parts as u32).map(|p| (p, bytes)).collect(),
         rows: 1,
         bytes,
     }
@@ -63,7 +67,7 @@ fn stages_run_in_order_and_fill_free_slots() {
     s.submit(job(), two_stage(6, 2));
     let first = s.assign(t0);
     assert_eq!(first.len(), 4, "four slots, four map tasks");
-    assert!(first.iter().all(|l| l.task.stage == 0));
+    assert!(first.iter().all(|l| l.task.stage == S0));
     let per_exec = first.iter().filter(|l| l.executor == ex("a")).count();
     assert_eq!(per_exec, 2, "spread across executors");
     assert!(s.assign(t0).is_empty(), "no free slot");
@@ -74,11 +78,11 @@ fn stages_run_in_order_and_fill_free_slots() {
         2,
         "the last two map tasks, not the reduce stage"
     );
-    assert!(second.iter().all(|l| l.task.stage == 0));
+    assert!(second.iter().all(|l| l.task.stage == S0));
     finish_all(&mut s, &second, t0);
     let reduces = s.assign(t0);
     assert_eq!(reduces.len(), 2);
-    assert!(reduces.iter().all(|l| l.task.stage == 1));
+    assert!(reduces.iter().all(|l| l.task.stage == S1));
     assert_eq!(reduces[0].inputs.len(), 1);
     assert_eq!(reduces[0].inputs[0].1.len(), 6, "every map output is named");
     let effects = finish_all(&mut s, &reduces, t0);
@@ -108,7 +112,7 @@ fn a_lost_executor_reruns_only_its_needed_map_outputs() {
         &ex("a"),
         &on_a.task,
         Outcome::FetchFailed {
-            stage: 0,
+            stage: S0,
             executor: ex("b"),
             error: "connection refused".into(),
         },
@@ -121,7 +125,7 @@ fn a_lost_executor_reruns_only_its_needed_map_outputs() {
     assert!(
         rerun
             .iter()
-            .all(|l| l.task.stage == 0 && l.executor == ex("a"))
+            .all(|l| l.task.stage == S0 && l.executor == ex("a"))
     );
     assert!(rerun.iter().all(|l| l.task.attempt == 1));
     finish_all(&mut s, &rerun, t0);
@@ -146,8 +150,8 @@ fn outputs_no_longer_needed_are_not_recomputed() {
     let mut s = sched(&[("a", 1), ("b", 1)]);
     let mut stages = two_stage(2, 2);
     stages.push(StageSpec {
-        id: 2,
-        inputs: vec![1],
+        id: S2,
+        inputs: vec![S1],
         tasks: 1,
         plan: Arc::new(vec![2]),
     });
@@ -170,7 +174,7 @@ fn outputs_no_longer_needed_are_not_recomputed() {
         &fin[0].executor,
         &fin[0].task,
         Outcome::FetchFailed {
-            stage: 1,
+            stage: S1,
             executor: ex(other),
             error: "gone".into(),
         },
@@ -180,7 +184,7 @@ fn outputs_no_longer_needed_are_not_recomputed() {
     let l = s.assign(t0);
     assert_eq!(
         l.iter().map(|l| l.task.stage).collect::<Vec<_>>(),
-        vec![0],
+        vec![S0],
         "stage 1's lost partition needs stage 0's lost partition first"
     );
 }
@@ -288,16 +292,12 @@ fn tasks_go_where_their_input_is() {
     // Map 0's output is all partition 0, map 1's all partition 1.
     for l in &maps {
         let mut pb = vec![0, 0];
-        pb[l.task.partition as usize] = 100;
+        pb[l.task.partition.index()] = 100;
         s.on_status(
             &l.executor,
             &l.task,
             Outcome::Finished {
-                partition_bytes: pb
-                    .into_iter()
-                    .enumerate()
-                    .map(|(p, b)| (p as u32, b))
-                    .collect(),
+                partition_bytes: PartitionId::all(2).zip(pb).collect(),
                 rows: 1,
                 bytes: 100,
             },
@@ -349,8 +349,8 @@ fn random_executor_churn_always_completes() {
         }
         let mut stages = two_stage(5, 3);
         stages.push(StageSpec {
-            id: 2,
-            inputs: vec![0, 1],
+            id: S2,
+            inputs: vec![S0, S1],
             tasks: 2,
             plan: Arc::new(vec![2]),
         });
@@ -496,7 +496,7 @@ fn empty_final_partitions_are_not_fetched() {
     s.submit(
         job(),
         vec![StageSpec {
-            id: 0,
+            id: S0,
             inputs: vec![],
             tasks: 3,
             plan: Arc::new(vec![0]),
@@ -509,6 +509,6 @@ fn empty_final_partitions_are_not_fetched() {
     let effects = s.on_status(&l[2].executor, &l[2].task, finished(7, 1), t0);
     assert_eq!(effects, vec![Effect::OutputsReady(job())]);
     let outs = s.final_outputs(&job()).unwrap();
-    let parts: Vec<u32> = outs.iter().map(|(p, _, _)| *p).collect();
+    let parts: Vec<PartitionId> = outs.iter().map(|(p, _, _)| *p).collect();
     assert_eq!(parts, vec![l[0].task.partition, l[2].task.partition]);
 }

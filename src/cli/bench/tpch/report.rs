@@ -264,7 +264,7 @@ impl Report<'_> {
                     "strata": c.map(|c| &c.run),
                     "strata_job_ms": c.map(|c| c.job_ms),
                     "strata_stages": c.map(|c| c.stages.iter().map(|s| serde_json::json!({
-                        "stage": s.stage,
+                        "stage": s.stage.get(),
                         "tasks": s.tasks,
                         "rows": s.rows,
                         "bytes": s.bytes,
