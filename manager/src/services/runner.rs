@@ -160,6 +160,21 @@ fn cpu_percentages(tasks: &[TaskId], used: &BTreeMap<TaskId, f64>, cpus: f64) ->
         .collect()
 }
 
+/// Answers every command with [`ServiceError::Unavailable`] and `reason`
+/// until `rx` closes: the scheduler that could not start.
+async fn refuse_all(mut rx: mpsc::Receiver<Command>, reason: String) {
+    while let Some(c) = rx.recv().await {
+        let reply = match c {
+            Command::Read(_, reply) | Command::Write(_, reply) => reply,
+        };
+        reply
+            .send(Err(ServiceError::Unavailable {
+                reason: reason.clone(),
+            }))
+            .ok();
+    }
+}
+
 /// Runs the services scheduler until `rx` closes.
 pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
     let state: StateFile = match std::fs::read(&cfg.state_file) {
@@ -173,7 +188,19 @@ pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
             }
             StateFile::default()
         }),
-        Err(_) => StateFile::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
+        Err(e) => {
+            // Starting empty would later overwrite apps that are there but
+            // cannot be read now (permissions, an I/O error): refuse.
+            let reason = format!(
+                "its state {} cannot be read ({e}); fix it and restart the manager",
+                cfg.state_file.display()
+            );
+            error!(path = %cfg.state_file.display(), error = %e,
+                "services state cannot be read; the services scheduler is not started");
+            refuse_all(rx, reason).await;
+            return;
+        }
     };
     let (probes_tx, mut probes_rx) = mpsc::channel(1024);
     let mut core = Services::new(cfg.classes.clone(), state.services);
@@ -499,5 +526,37 @@ mod tests {
         // c is not measured yet: no sample.
         assert_eq!(cpu_percentages(&[a, b, c], &used, 0.5), vec![50.0, 100.0]);
         assert!(cpu_percentages(&[TaskId::new("a")], &used, 0.0).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_state_that_cannot_be_read_is_never_replaced_by_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not a file: reading it fails, and not with "not found" (a mode
+        // 000 file would not do: the tests may run as root).
+        let state_file = dir.path().join("services.json");
+        std::fs::create_dir(&state_file).unwrap();
+        let (handle, rx) = ServicesHandle::channel();
+        let cfg = RunnerConfig {
+            manager: "127.0.0.1:1".into(),
+            token: None,
+            state_file: state_file.clone(),
+            classes: PriorityClasses::default(),
+            cpu_usage: None,
+        };
+        let runner = tokio::spawn(run(cfg, rx));
+        for result in [
+            handle.read(|_| Ok(Value::Null)).await,
+            handle.write(|_, _| Ok(Value::Null)).await,
+        ] {
+            match result {
+                Err(ServiceError::Unavailable { reason }) => {
+                    assert!(reason.contains("services.json"), "{reason}");
+                }
+                other => panic!("expected unavailable, got {other:?}"),
+            }
+        }
+        assert!(state_file.is_dir(), "the state was left as it was");
+        drop(handle);
+        runner.await.unwrap();
     }
 }
