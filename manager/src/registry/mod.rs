@@ -1,5 +1,6 @@
 //! The durable registry: agents, frameworks, roles (weights, quotas) in an
-//! embedded redb database, in a versioned format.
+//! embedded redb database, in a versioned format, or in etcd ([`etcd`],
+//! shared by several managers of which one leads).
 //!
 //! Every write is one redb transaction committed (fsynced) before the
 //! manager acknowledges what it records. Records are JSON values, keyed by
@@ -12,6 +13,9 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::master::{PersistOp, RegistrySnapshot};
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
 
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -54,6 +58,32 @@ pub enum RegistryError {
         /// Encode error.
         #[source]
         source: serde_json::Error,
+    },
+    /// etcd could not be reached or refused a request.
+    #[cfg(feature = "etcd")]
+    #[error("etcd: {source}")]
+    Etcd {
+        /// The client's error.
+        #[source]
+        source: Box<etcd_client::Error>,
+    },
+    /// A write was refused because another manager leads now (this one's
+    /// epoch is no longer the leader key's).
+    #[error("write refused: this manager (epoch {epoch}) no longer leads")]
+    Fenced {
+        /// This manager's epoch.
+        epoch: u64,
+    },
+    /// A write before this manager was elected.
+    #[error("write refused: this manager has not been elected")]
+    NotLeader,
+    /// A store URL that cannot be used.
+    #[error("bad store url {url:?}: {why}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        why: String,
     },
 }
 
