@@ -71,6 +71,19 @@ pub struct ManagerArgs {
     /// Do not run the built-in services scheduler (Marathon's `/v2` API).
     #[arg(long)]
     no_services: bool,
+    /// Where the registry is kept: `local` (redb under the work directory,
+    /// one manager) or `etcd://H1:2379,H2:2379[/prefix]` (several managers,
+    /// one leads; the others send clients to it) [default: local].
+    #[arg(long, env = "STRATA_STORE")]
+    store: Option<String>,
+    /// The `host:port` clients are sent to when this manager leads
+    /// [default: the bound address].
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    advertise: Option<String>,
+    /// With a shared store, the leader's lease: how long a dead leader keeps
+    /// the leadership [default: 5s].
+    #[arg(long, value_parser = parse_duration)]
+    lease_ttl: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -87,6 +100,9 @@ struct ManagerFile {
     preemption_grace: Option<String>,
     revocable_window: Option<String>,
     services: Option<bool>,
+    store: Option<String>,
+    advertise: Option<String>,
+    lease_ttl: Option<String>,
 }
 
 /// A flag's help ending in its default, taken from the library that
@@ -180,6 +196,13 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
         m.revocable.enabled = !d.is_zero();
     }
     cfg.services = !a.no_services && f.services.unwrap_or(true);
+    if let Some(store) = a.store.or(f.store) {
+        cfg.store = store.parse()?;
+    }
+    cfg.advertise = a.advertise.or(f.advertise);
+    if let Some(d) = a.lease_ttl.or(file_duration(f.lease_ttl, "lease_ttl")?) {
+        cfg.lease_ttl = d.max(Duration::from_secs(1));
+    }
     Ok(cfg)
 }
 
@@ -212,10 +235,18 @@ pub async fn manager(a: ManagerArgs) -> anyhow::Result<ExitCode> {
         "strata manager listening on {} (grpc and http)",
         handle.address()
     );
-    wait_for_signal().await;
-    eprintln!("stopping");
-    handle.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    tokio::select! {
+        _ = wait_for_signal() => {
+            eprintln!("stopping");
+            handle.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = handle.deposed() => {
+            eprintln!("error: this manager lost its leadership and stopped acting; restart it to stand by");
+            handle.shutdown().await;
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Arguments of `strata agent`.

@@ -2,6 +2,9 @@
 //! ports (or on hosts of their own, network namespaces with their own
 //! addresses), each test with its own `STRATA_HOME`.
 //!
+//! * `ha` (feature `etcd`): managers sharing a registry in a real etcd:
+//!   election, standbys redirecting to the leader, failover after `kill -9`
+//!   and a graceful resignation;
 //! * [`harness`]: temp dirs, child processes, polling, HTTP, signals, SDK
 //!   and raw gRPC frameworks, cleanup;
 //! * [`batch`]: the batch engine on a real cluster: TPC-H against
@@ -38,6 +41,8 @@ mod batch;
 mod cli;
 mod cluster;
 mod failover;
+#[cfg(feature = "etcd")]
+mod ha;
 mod harness;
 mod hosts;
 mod jobs;

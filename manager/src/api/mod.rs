@@ -4,8 +4,11 @@
 //! are told apart by protocol (gRPC is HTTP/2 with `content-type:
 //! application/grpc`), so one listener serves both.
 
+mod gate;
 mod grpc;
 mod http;
+
+pub use gate::{LEADER_HEADER, Role};
 
 pub use http::resident_bytes;
 
@@ -29,4 +32,14 @@ pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
 pub(crate) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> axum::Router {
     let grpc = grpc::routes(core.clone());
     http::router(core, services).merge(grpc)
+}
+
+/// [`router`] behind the standby gate: served while `role` is
+/// [`Role::Leading`], sent to the leader otherwise.
+pub(crate) fn gated_router(
+    core: CoreHandle,
+    services: Option<ServicesHandle>,
+    role: tokio::sync::watch::Receiver<Role>,
+) -> axum::Router {
+    router(core, services).layer(axum::middleware::from_fn_with_state(role, gate::gate))
 }

@@ -164,10 +164,13 @@ impl EtcdRegistry {
     /// fences every later write of this registry on its epoch. `ttl` is the
     /// lease's time to live (whole seconds, at least 1): how long a dead
     /// leader holds the key.
+    /// `observe` is told the leader each time this manager finds another one
+    /// leading (so a standby can send clients there).
     pub async fn campaign(
         &mut self,
         me: &LeaderInfo,
         ttl: Duration,
+        mut observe: impl FnMut(Option<LeaderInfo>) + Send,
     ) -> Result<Leadership, RegistryError> {
         let ttl_s = ttl.as_secs().max(1) as i64;
         let value = encode(me)?;
@@ -200,13 +203,14 @@ impl EtcdRegistry {
             }
             // Someone leads: give the lease back and wait for the key to go.
             self.client.lease_client().revoke(lease).await.ok();
+            let current = self.leader().await.ok().flatten();
             if !waiting_logged {
-                let current = self.leader().await.ok().flatten();
                 info!(leader = ?current.as_ref().map(|l| &l.id),
                     advertise = ?current.as_ref().map(|l| &l.advertise),
                     "standing by: another manager leads");
                 waiting_logged = true;
             }
+            observe(current);
             self.wait_for_vacancy(revision).await?;
         }
     }

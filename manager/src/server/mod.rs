@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use strata_proto::ids::{AgentId, FrameworkId, StreamId};
 use strata_proto::pb;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, info_span, warn};
 
+use crate::api::Role;
 use crate::inbox::{AgentTx, CoreHandle, FrameworkTx, Input};
 use crate::master::{Action, Master, MasterConfig, MasterError, PersistOp, Timestamp};
 use crate::registry::{Registry, RegistryError};
@@ -37,6 +38,14 @@ pub struct ManagerConfig {
     pub tick: Duration,
     /// Run the built-in services scheduler (Marathon's `/v2` API).
     pub services: bool,
+    /// Where the registry is kept.
+    pub store: StoreConfig,
+    /// The `host:port` other managers send clients to when this one leads
+    /// (default: the bound address).
+    pub advertise: Option<String>,
+    /// With a shared store, the leader's lease: how long a dead leader
+    /// keeps the leadership.
+    pub lease_ttl: Duration,
 }
 
 impl ManagerConfig {
@@ -49,6 +58,9 @@ impl ManagerConfig {
             master: MasterConfig::default(),
             tick: Duration::from_millis(100),
             services: true,
+            store: StoreConfig::Local,
+            advertise: None,
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -78,17 +90,29 @@ pub enum ServerError {
     Registry(#[from] RegistryError),
 }
 
+mod lead;
+
+pub use lead::StoreConfig;
+
 /// A running manager.
 pub struct ManagerHandle {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     join: tokio::task::JoinHandle<()>,
+    deposed: watch::Receiver<bool>,
 }
 
 impl ManagerHandle {
     /// The bound address.
     pub fn address(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Resolves when this manager has lost its leadership (and stopped
+    /// acting); never, with the local registry.
+    pub async fn deposed(&self) {
+        let mut d = self.deposed.clone();
+        d.wait_for(|lost| *lost).await.ok();
     }
 
     /// Stops the manager and waits for it.
@@ -133,25 +157,23 @@ fn cpu_usage_source(tx: mpsc::Sender<Input>) -> crate::services::runner::CpuUsag
     })
 }
 
-/// Starts a manager: opens the registry, recovers the master from it, binds
-/// the listener and serves until shut down.
+/// Starts a manager: binds the listener, leads (at once with the local
+/// registry; after an election with etcd, redirecting requests to the
+/// leader meanwhile), recovers the master from the registry and serves
+/// until shut down or, with etcd, until its leadership is lost.
 pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     if !cfg.listen.ip().is_loopback() && cfg.token.is_none() {
         return Err(ServerError::TokenRequired { addr: cfg.listen });
     }
-    let registry = Registry::open(&cfg.work_dir.join("registry.redb"))?;
-    let snapshot = registry.load()?;
-    // Each start issues ids of its own term: never one an earlier start
-    // issued, whether or not its holder is still registered.
-    let term = registry.begin_term()?;
-    let mut master_cfg = cfg.master.clone();
-    master_cfg.instance = format!("m{term}");
-    let clock = Clock::new();
-    let recovered = !snapshot.agents.is_empty() || !snapshot.frameworks.is_empty();
-    let master = Master::recover(master_cfg, snapshot, clock.now());
-    if recovered {
-        info!("manager recovered state from its registry");
-    }
+    // The local registry is opened before anything listens: a bad one is
+    // an error of the start.
+    let local = match &cfg.store {
+        StoreConfig::Local => Some(lead::lead_local(Registry::open(
+            &cfg.work_dir.join("registry.redb"),
+        )?)?),
+        #[cfg(feature = "etcd")]
+        StoreConfig::Etcd(_) => None,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServerError::Bind {
@@ -174,28 +196,11 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         tx,
         token: cfg.token.as_deref().map(Arc::from),
     };
-    let router = crate::api::router(core, services);
+    let (role_tx, role_rx) = watch::channel(Role::Standby { leader: None });
+    let router = crate::api::gated_router(core, services, role_rx);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
-    let core_task = tokio::spawn(run_core(
-        master,
-        registry,
-        rx,
-        clock,
-        cfg.tick,
-        core_stop_rx,
-    ));
+    let (deposed_tx, deposed_rx) = watch::channel(false);
     info!(address = %addr, "manager listening (grpc and http)");
-    let services_task = services_rx.map(|rx| {
-        let rc = crate::services::RunnerConfig {
-            manager: addr.to_string(),
-            token: cfg.token.clone(),
-            state_file: cfg.work_dir.join("services.json"),
-            classes: cfg.master.classes.clone(),
-            cpu_usage: Some(cpu_usage_source(core_tx.clone())),
-        };
-        tokio::spawn(crate::services::runner::run(rc, rx))
-    });
     let join = tokio::spawn(async move {
         let (graceful_tx, graceful_rx) = oneshot::channel::<()>();
         let mut serve = tokio::spawn(async move {
@@ -212,20 +217,32 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
                 error!(error = %e, "manager server failed");
             }
         });
-        tokio::select! {
-            _ = stop_rx => {}
-            _ = &mut serve => {}
+        let mut stop_rx = stop_rx;
+        let led = match local {
+            Some(led) => Some(led),
+            None => tokio::select! {
+                _ = &mut stop_rx => None,
+                led = elect(&cfg, addr, &role_tx) => Some(led),
+            },
+        };
+        if let Some(led) = led {
+            let resign = serve_as_leader(
+                led,
+                &cfg,
+                addr,
+                rx,
+                core_tx,
+                services_rx,
+                &role_tx,
+                &mut stop_rx,
+                &mut serve,
+                &deposed_tx,
+            )
+            .await;
+            if let Some(r) = resign {
+                r.resign().await;
+            }
         }
-        // The services scheduler goes first: it is a client of the core.
-        if let Some(t) = services_task {
-            t.abort();
-            t.await.ok();
-        }
-        // Stop the core first: it owns every agent link and subscription
-        // stream, and dropping them ends those long-lived responses, so the
-        // graceful shutdown of the listener does not wait on them forever.
-        core_stop_tx.send(()).ok();
-        core_task.await.ok();
         graceful_tx.send(()).ok();
         if tokio::time::timeout(Duration::from_secs(5), &mut serve)
             .await
@@ -240,7 +257,108 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         addr,
         shutdown: Some(stop_tx),
         join,
+        deposed: deposed_rx,
     })
+}
+
+/// Campaigns in the store `cfg` names until elected, telling the gate
+/// where the leader is meanwhile.
+#[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
+async fn elect(cfg: &ManagerConfig, addr: SocketAddr, role: &watch::Sender<Role>) -> lead::Led {
+    match &cfg.store {
+        StoreConfig::Local => std::future::pending().await,
+        #[cfg(feature = "etcd")]
+        StoreConfig::Etcd(url) => {
+            let me = crate::registry::etcd::LeaderInfo {
+                id: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()),
+                advertise: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()),
+                since_ms: Timestamp::now().as_millis(),
+            };
+            lead::lead_etcd(url, &me, cfg.lease_ttl, |leader| {
+                role.send_replace(Role::Standby { leader });
+            })
+            .await
+        }
+    }
+}
+
+/// Recovers the master from what leading started with and runs it (the
+/// core, the services scheduler) until stopped, the listener fails or the
+/// leadership is lost. Returns how to resign, on a graceful stop.
+#[allow(clippy::too_many_arguments)]
+async fn serve_as_leader(
+    led: lead::Led,
+    cfg: &ManagerConfig,
+    addr: SocketAddr,
+    rx: mpsc::Receiver<Input>,
+    core_tx: mpsc::Sender<Input>,
+    services_rx: Option<mpsc::Receiver<crate::services::runner::Command>>,
+    role: &watch::Sender<Role>,
+    stop_rx: &mut oneshot::Receiver<()>,
+    serve: &mut tokio::task::JoinHandle<()>,
+    deposed: &watch::Sender<bool>,
+) -> Option<lead::Resign> {
+    let mut master_cfg = cfg.master.clone();
+    master_cfg.instance = format!("m{}", led.term);
+    let clock = Clock::new();
+    let snapshot = led.snapshot;
+    let recovered = !snapshot.agents.is_empty() || !snapshot.frameworks.is_empty();
+    let master = Master::recover(master_cfg, snapshot, clock.now());
+    if recovered {
+        info!("manager recovered state from its registry");
+    }
+    let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
+    let core_task = tokio::spawn(run_core(
+        master,
+        led.backend,
+        rx,
+        clock,
+        cfg.tick,
+        core_stop_rx,
+    ));
+    role.send_replace(Role::Leading);
+    info!(term = led.term, "manager leads");
+    let services_task = services_rx.map(|rx| {
+        let rc = crate::services::RunnerConfig {
+            manager: addr.to_string(),
+            token: cfg.token.clone(),
+            state_file: cfg.work_dir.join("services.json"),
+            classes: cfg.master.classes.clone(),
+            cpu_usage: Some(cpu_usage_source(core_tx.clone())),
+        };
+        tokio::spawn(crate::services::runner::run(rc, rx))
+    });
+    let mut lost = led.lost;
+    let lost_lease = async {
+        match lost.as_mut() {
+            Some(l) => {
+                l.wait_for(|lost| *lost).await.ok();
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let mut resign = led.resign;
+    tokio::select! {
+        _ = stop_rx => {}
+        _ = &mut *serve => {}
+        _ = lost_lease => {
+            error!("leadership lost; this manager stops acting");
+            role.send_replace(Role::Standby { leader: None });
+            deposed.send_replace(true);
+            resign = None;
+        }
+    }
+    // The services scheduler goes first: it is a client of the core.
+    if let Some(t) = services_task {
+        t.abort();
+        t.await.ok();
+    }
+    // Stop the core first: it owns every agent link and subscription
+    // stream, and dropping them ends those long-lived responses, so the
+    // graceful shutdown of the listener does not wait on them forever.
+    core_stop_tx.send(()).ok();
+    core_task.await.ok();
+    resign
 }
 
 struct Routes {
@@ -265,7 +383,7 @@ enum Reply {
 
 async fn run_core(
     mut master: Master,
-    registry: Registry,
+    registry: lead::Backend,
     mut rx: mpsc::Receiver<Input>,
     clock: Clock,
     tick: Duration,
@@ -302,7 +420,7 @@ async fn run_core(
                 _ => None,
             })
             .collect();
-        if let Err(e) = registry.apply(&ops) {
+        if let Err(e) = registry.apply(&ops).await {
             // Without durability we must not acknowledge: fail the callers.
             error!(error = %e, "registry write failed; refusing the inputs of this batch");
             for r in replies {

@@ -42,6 +42,8 @@ pub struct ManagerSpec {
     pub revocable_window: Option<String>,
     /// The host it runs on (`None`: this machine's own network).
     pub host: Option<Host>,
+    /// More arguments.
+    pub extra: Vec<String>,
 }
 
 impl Default for ManagerSpec {
@@ -56,6 +58,7 @@ impl Default for ManagerSpec {
             preemption_grace: None,
             revocable_window: None,
             host: None,
+            extra: Vec::new(),
         }
     }
 }

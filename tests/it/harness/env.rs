@@ -301,6 +301,7 @@ impl Env {
         if let Some(g) = &spec.preemption_grace {
             args.extend(["--preemption-grace".into(), g.clone()]);
         }
+        args.extend(spec.extra.iter().cloned());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut proc = self.spawn_on(spec.host.as_ref(), "manager", &argv);
         let line = proc.wait_stderr("strata manager listening on ", LONG).await;

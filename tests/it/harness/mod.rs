@@ -14,6 +14,7 @@
 
 mod cluster;
 mod env;
+mod etcd;
 mod hosts;
 mod http;
 mod raw;
@@ -21,6 +22,7 @@ mod sdk;
 
 pub use cluster::*;
 pub use env::*;
+pub use etcd::*;
 pub use hosts::*;
 pub use http::*;
 pub use raw::*;

@@ -121,7 +121,7 @@ async fn one_leads_the_other_stands_by_and_takes_over_with_a_later_epoch() {
         r1.apply(&[agent("a0")]).await,
         Err(RegistryError::NotLeader)
     ));
-    let l1 = r1.campaign(&member("m1"), TTL).await.unwrap();
+    let l1 = r1.campaign(&member("m1"), TTL, |_| {}).await.unwrap();
     assert!(l1.held());
     r1.apply(&[agent("a1")]).await.unwrap();
     r1.put_document("services", b"{\"apps\":[]}").await.unwrap();
@@ -129,7 +129,13 @@ async fn one_leads_the_other_stands_by_and_takes_over_with_a_later_epoch() {
 
     // The second stands by while the first leads.
     let mut standby = tokio::spawn(async move {
-        let l2 = r2.campaign(&member("m2"), TTL).await.unwrap();
+        let mut seen = Vec::new();
+        let l2 = r2
+            .campaign(&member("m2"), TTL, |l| seen.push(l))
+            .await
+            .unwrap();
+        // It saw the first leader while it stood by.
+        assert_eq!(seen.first(), Some(&Some(member("m1"))));
         (r2, l2)
     });
     let early = tokio::time::timeout(Duration::from_millis(300), &mut standby).await;
@@ -165,12 +171,12 @@ async fn a_leader_whose_lease_is_gone_learns_it_and_is_fenced_out() {
     let Some(etcd) = etcd().await else { return };
     let mut r1 = EtcdRegistry::connect(&etcd.url).await.unwrap();
     let mut r2 = EtcdRegistry::connect(&etcd.url).await.unwrap();
-    let mut l1 = r1.campaign(&member("m1"), TTL).await.unwrap();
+    let mut l1 = r1.campaign(&member("m1"), TTL, |_| {}).await.unwrap();
     // The lease ends behind the leader's back (as when it was paused or
     // cut off past its time to live): etcd deletes the key.
     let other = EtcdRegistry::connect(&etcd.url).await.unwrap();
     other.client.lease_client().revoke(l1.lease).await.unwrap();
-    let l2 = r2.campaign(&member("m2"), TTL).await.unwrap();
+    let l2 = r2.campaign(&member("m2"), TTL, |_| {}).await.unwrap();
     assert!(l2.epoch > l1.epoch);
     // The old leader still thinks it leads until its keep-alive says
     // otherwise; its writes are refused either way.

@@ -1,0 +1,150 @@
+//! Managers sharing a registry in etcd (feature `etcd`): one leads, the
+//! others stand by and send clients to it; a leader killed with `-9` is
+//! replaced within its lease, one stopped gracefully resigns at once, and
+//! what the registry holds survives both.
+
+use std::time::{Duration, Instant};
+
+use strata_manager::master::view::RoleView;
+use strata_proto::pb;
+
+use crate::harness::*;
+
+/// Lease of the test managers: a dead leader leads at most this long.
+const LEASE: &str = "2s";
+
+fn spec(env: &Env, name: &str, store: &str) -> ManagerSpec {
+    ManagerSpec {
+        work_dir: Some(env.path(name)),
+        extra: vec![
+            "--store".into(),
+            store.into(),
+            "--lease-ttl".into(),
+            LEASE.into(),
+        ],
+        ..ManagerSpec::default()
+    }
+}
+
+/// Whether `m` serves its API (it leads).
+async fn leads(m: &Manager) -> bool {
+    strata_sdk::http::request(
+        "GET",
+        &m.addr,
+        "/api/v1/roles",
+        None,
+        None,
+        Duration::from_secs(2),
+    )
+    .await
+    .is_ok_and(|(status, _, _)| status == 200)
+}
+
+/// The `Location` `standby` sends `path` to, once it redirects.
+async fn redirect_of(standby: &Manager, path: &str) -> String {
+    wait_for(
+        &format!("{} to redirect {path}", standby.addr),
+        LONG,
+        async || {
+            let (status, headers, _) = strata_sdk::http::request(
+                "GET",
+                &standby.addr,
+                path,
+                None,
+                None,
+                Duration::from_secs(2),
+            )
+            .await
+            .ok()?;
+            (status == 307)
+                .then(|| headers.into_iter().find(|(k, _)| k == "location"))
+                .flatten()
+                .map(|(_, v)| v)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
+    let env = Env::new("ha");
+    let Some(etcd) = EtcdMember::start(&env, "ha").await else {
+        return;
+    };
+    let store = format!("etcd://{}/ha", etcd.addr);
+    let mut a = env.start_manager(spec(&env, "a", &store)).await;
+    wait_until("the first manager leads", LONG, async || leads(&a).await).await;
+    let mut b = env.start_manager(spec(&env, "b", &store)).await;
+
+    // The second stands by: HTTP is redirected to the leader (path and
+    // query kept), `/health` answers, gRPC is refused naming the leader.
+    assert_eq!(
+        redirect_of(&b, "/api/v1/state?x=1").await,
+        format!("http://{}/api/v1/state?x=1", a.addr)
+    );
+    let (status, body) = http("GET", &b.addr, "/health", None, None).await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).trim()),
+        (200, "standby")
+    );
+    let refused = Raw::subscribe(
+        &b.addr,
+        pb::SubscribeRequest {
+            protocol_version: strata_proto::PROTOCOL_VERSION,
+            framework: Some(raw_framework("to-a-standby")),
+            demand: vec![],
+            suppressed: false,
+        },
+    )
+    .await
+    .err()
+    .expect("a standby accepted a framework");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains(&a.addr), "{refused:?}");
+
+    // The leader records a role's weight durably, in etcd.
+    let (status, body) = http(
+        "PUT",
+        &a.addr,
+        "/api/v1/roles/eng",
+        None,
+        Some(br#"{"weight": 3}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // kill -9 of the leader: the standby leads within the lease, with the
+    // registry as the leader left it.
+    let killed = Instant::now();
+    a.proc.kill9();
+    wait_until("the standby leads", LONG, async || leads(&b).await).await;
+    let failover = killed.elapsed();
+    let roles: Vec<RoleView> = get_json(&b.addr, "/api/v1/roles", None).await;
+    assert!(
+        roles.iter().any(|r| r.name == "eng" && r.weight == 3.0),
+        "{roles:?}"
+    );
+
+    // The killed manager comes back as a standby of the new leader.
+    let a2 = env.start_manager(spec(&env, "a", &store)).await;
+    assert_eq!(
+        redirect_of(&a2, "/api/v1/roles").await,
+        format!("http://{}/api/v1/roles", b.addr)
+    );
+
+    // SIGTERM: the leader resigns, and the standby leads at once rather
+    // than after the lease.
+    let stopped = Instant::now();
+    b.proc.signal(libc::SIGTERM);
+    wait_until("the standby leads after a resignation", LONG, async || {
+        leads(&a2).await
+    })
+    .await;
+    let handover = stopped.elapsed();
+    let status = b.proc.wait_exit(LONG).await;
+    assert!(status.success(), "{status:?}");
+    eprintln!(
+        "leader kill -9 to new leader serving: {failover:?}; graceful handover: {handover:?}"
+    );
+    assert!(failover < LONG && handover < LONG);
+}
