@@ -253,7 +253,7 @@ pub async fn manager(a: ManagerArgs) -> anyhow::Result<ExitCode> {
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
     #[arg(long, env = "STRATA_MANAGER", help = with_default(
-        "Manager address (host:port)",
+        "Manager address (host:port), or every manager (H1:PORT,H2:PORT,…): the agent finds the leader",
         crate::discovery::DEFAULT_MANAGER,
     ))]
     manager: Option<String>,

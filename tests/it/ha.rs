@@ -1,7 +1,8 @@
 //! Managers sharing a registry in etcd (feature `etcd`): one leads, the
 //! others stand by and send clients to it; a leader killed with `-9` is
 //! replaced within its lease, one stopped gracefully resigns at once, and
-//! what the registry holds survives both.
+//! what the registry holds survives both; an agent given every manager
+//! follows the leader.
 
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,12 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains(&a.addr), "{refused:?}");
 
+    // An agent given both managers registers with the leader (through the
+    // standby's redirect when it tries that one first).
+    let managers = format!("{},{}", b.addr, a.addr);
+    let _agent = env.start_agent(&managers, &env.path("agent"), None).await;
+    let registered = a.wait_registered_agents(1).await;
+
     // The leader records a role's weight durably, in etcd.
     let (status, body) = http(
         "PUT",
@@ -120,6 +127,9 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     wait_until("the standby leads", LONG, async || leads(&b).await).await;
     let failover = killed.elapsed();
     let roles: Vec<RoleView> = get_json(&b.addr, "/api/v1/roles", None).await;
+    // The agent found the new leader and re-registered, keeping its id.
+    let again = b.wait_registered_agents(1).await;
+    assert_eq!(again[0].id, registered[0].id);
     assert!(
         roles.iter().any(|r| r.name == "eng" && r.weight == 3.0),
         "{roles:?}"

@@ -53,6 +53,9 @@ pub enum AgentError {
         /// The cause.
         source: tonic::transport::Error,
     },
+    /// No manager address was given.
+    #[error("no manager address given (--manager HOST:PORT[,HOST:PORT…])")]
+    NoManager,
     /// The configured token cannot be sent as a header value.
     #[error("the agent token contains characters that cannot be sent in a header")]
     InvalidToken,

@@ -323,11 +323,17 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         ),
         None => None,
     };
-    let endpoint =
-        link::endpoint(&config.manager).map_err(|source| AgentError::ManagerAddress {
-            address: config.manager.clone(),
+    // Every manager of the list must be an address; they are tried in turn.
+    let managers = link::managers(&config.manager);
+    for m in &managers {
+        link::endpoint(m).map_err(|source| AgentError::ManagerAddress {
+            address: m.clone(),
             source,
         })?;
+    }
+    if managers.is_empty() {
+        return Err(AgentError::NoManager);
+    }
     let cgroups = match cgroup::Cgroups::probe(Path::new(cgroup::CGROUP_ROOT)) {
         Ok(c) => {
             info!("cgroup v2 available, task limits enforced");
@@ -412,8 +418,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     ));
     tasks.push(tokio::spawn(link::run(
         link::LinkSettings {
-            endpoint,
-            manager: config.manager.clone(),
+            managers: managers.clone(),
             authorization,
             first_backoff: config
                 .reconnect_backoff
@@ -460,7 +465,8 @@ fn default_advertise(bound: SocketAddr, config: &AgentConfig) -> String {
     if !bound.ip().is_unspecified() {
         return bound.to_string();
     }
-    match strata_proto::net::local_ip_toward(&config.manager) {
+    let first = config.manager.split(',').next().unwrap_or_default().trim();
+    match strata_proto::net::local_ip_toward(first) {
         Ok(ip) => SocketAddr::new(ip, bound.port()).to_string(),
         Err(e) => {
             warn!(manager = %config.manager, error = %e,

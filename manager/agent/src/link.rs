@@ -3,6 +3,10 @@
 //! whenever it fails, closes, or the manager answers `Error` before
 //! `Registered`. The backoff starts over after a registration.
 //!
+//! The manager may be several (`H1:5050,H2:5050,H3:5050`), of which one
+//! leads: the link tries them in turn, and goes straight to the leader
+//! when a standby names it (`UNAVAILABLE` with `strata-leader`).
+//!
 //! The link owns no state: for each stream it hands the core a sender
 //! (`CoreEvent::Connecting`), into which the core writes `Register` first and
 //! then everything else, and it forwards what the manager sends.
@@ -22,8 +26,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How the link connects.
 #[derive(Debug, Clone)]
 pub(crate) struct LinkSettings {
-    pub endpoint: Endpoint,
-    pub manager: String,
+    /// The managers' addresses, tried in turn.
+    pub managers: Vec<String>,
     pub authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     pub first_backoff: Duration,
 }
@@ -37,6 +41,8 @@ pub fn next_backoff(current: Duration) -> Duration {
 enum End {
     /// The manager accepted us (then the stream ended): retry soon.
     AfterRegistration,
+    /// A standby named the leader: go there at once.
+    Redirected(String),
     /// Never registered on this stream: back off.
     BeforeRegistration,
     /// Shutting down.
@@ -52,10 +58,20 @@ pub(crate) async fn run(
     let first = settings.first_backoff.max(Duration::from_millis(1));
     let mut backoff = first;
     let mut epoch = 0u64;
+    let mut next = 0usize;
+    let mut leader: Option<String> = None;
     loop {
         epoch += 1;
+        let manager = match leader.take() {
+            Some(l) => l,
+            None => {
+                let m = settings.managers[next % settings.managers.len().max(1)].clone();
+                next += 1;
+                m
+            }
+        };
         let end = tokio::select! {
-            end = attempt(&settings, &core, epoch) => end,
+            end = attempt(&settings, &manager, &core, epoch) => end,
             _ = shutdown.changed() => End::Shutdown,
         };
         if core.send(CoreEvent::Disconnected { epoch }).await.is_err() {
@@ -63,6 +79,11 @@ pub(crate) async fn run(
         }
         let delay = match end {
             End::Shutdown => return,
+            End::Redirected(to) => {
+                info!(from = %manager, leader = %to, "following the leader");
+                leader = Some(to);
+                continue;
+            }
             End::AfterRegistration => {
                 backoff = first;
                 first
@@ -87,9 +108,20 @@ pub(crate) async fn run(
     }
 }
 
-async fn attempt(settings: &LinkSettings, core: &mpsc::Sender<CoreEvent>, epoch: u64) -> End {
-    let manager = &settings.manager;
-    let channel = match settings.endpoint.connect().await {
+async fn attempt(
+    settings: &LinkSettings,
+    manager: &str,
+    core: &mpsc::Sender<CoreEvent>,
+    epoch: u64,
+) -> End {
+    let endpoint = match endpoint(manager) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(manager = %manager, error = %e, "bad manager address");
+            return End::BeforeRegistration;
+        }
+    };
+    let channel = match endpoint.connect().await {
         Ok(c) => c,
         Err(e) => {
             warn!(manager = %manager, error = %e, "cannot connect to the manager");
@@ -116,6 +148,9 @@ async fn attempt(settings: &LinkSettings, core: &mpsc::Sender<CoreEvent>, epoch:
     let mut stream = match client.attach(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
+            if let Some(leader) = leader_of(&status) {
+                return End::Redirected(leader);
+            }
             warn!(manager = %manager, code = ?status.code(), message = %status.message(),
                 "the manager refused the agent stream");
             return End::BeforeRegistration;
@@ -163,6 +198,28 @@ async fn attempt(settings: &LinkSettings, core: &mpsc::Sender<CoreEvent>, epoch:
     }
 }
 
+/// The leader a standby named in its refusal, if it did.
+fn leader_of(status: &tonic::Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    status
+        .metadata()
+        .get(strata_proto::LEADER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
+/// The managers of a `H1:PORT,H2:PORT,…` list, in order.
+pub(crate) fn managers(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Builds the endpoint for `http://{manager}`.
 pub(crate) fn endpoint(manager: &str) -> Result<Endpoint, tonic::transport::Error> {
     let manager = manager.strip_prefix("http://").unwrap_or(manager);
@@ -177,6 +234,24 @@ pub(crate) fn endpoint(manager: &str) -> Result<Endpoint, tonic::transport::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manager_lists_and_leader_hints() {
+        assert_eq!(managers("a:1, b:2,,c:3"), vec!["a:1", "b:2", "c:3"]);
+        let mut s = tonic::Status::unavailable("standby");
+        assert_eq!(leader_of(&s), None);
+        s.metadata_mut().insert(
+            strata_proto::LEADER_HEADER,
+            "10.0.0.1:5050".parse().unwrap(),
+        );
+        assert_eq!(leader_of(&s).as_deref(), Some("10.0.0.1:5050"));
+        let mut other = tonic::Status::permission_denied("no");
+        other.metadata_mut().insert(
+            strata_proto::LEADER_HEADER,
+            "10.0.0.1:5050".parse().unwrap(),
+        );
+        assert_eq!(leader_of(&other), None);
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_seconds() {

@@ -63,6 +63,10 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// installed but `strata`.
 pub const OWN_PROGRAM: &str = "strata";
 
+/// The HTTP header and gRPC metadata key with which a standby manager
+/// names the leader (`host:port`) when it sends a client there.
+pub const LEADER_HEADER: &str = "strata-leader";
+
 /// The gRPC metadata key (and HTTP header) that carries the shared secret.
 pub const AUTH_HEADER: &str = "authorization";
 

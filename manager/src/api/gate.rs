@@ -25,8 +25,7 @@ pub enum Role {
     },
 }
 
-/// The header (and gRPC metadata key) that names the leader.
-pub const LEADER_HEADER: &str = "strata-leader";
+pub use strata_proto::LEADER_HEADER;
 
 /// The middleware: serves requests while leading, redirects them otherwise.
 pub(crate) async fn gate(
