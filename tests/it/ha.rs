@@ -108,6 +108,17 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     let managers = format!("{},{}", b.addr, a.addr);
     let _agent = env.start_agent(&managers, &env.path("agent"), None).await;
     let registered = a.wait_registered_agents(1).await;
+    // It keeps the leader's epoch: it will refuse any older one.
+    let epoch_file = env.path("agent/meta/manager_epoch");
+    let epoch = |f: &std::path::Path| -> u64 {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let first_epoch = epoch(&epoch_file);
+    assert!(first_epoch > 0, "no epoch recorded");
 
     // The leader records a role's weight durably, in etcd.
     let (status, body) = http(
@@ -130,6 +141,12 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     // The agent found the new leader and re-registered, keeping its id.
     let again = b.wait_registered_agents(1).await;
     assert_eq!(again[0].id, registered[0].id);
+    wait_until(
+        "the agent records the new leader's epoch",
+        LONG,
+        async || epoch(&epoch_file) > first_epoch,
+    )
+    .await;
     assert!(
         roles.iter().any(|r| r.name == "eng" && r.weight == 3.0),
         "{roles:?}"

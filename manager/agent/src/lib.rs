@@ -122,6 +122,7 @@ mod core;
 pub mod docker;
 #[cfg(test)]
 mod docker_tests;
+mod epoch;
 pub mod error;
 pub mod fetch;
 pub mod gc;
@@ -419,6 +420,9 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     tasks.push(tokio::spawn(link::run(
         link::LinkSettings {
             managers: managers.clone(),
+            epochs: Arc::new(epoch::EpochGuard::load(
+                layout.meta_dir().join("manager_epoch"),
+            )),
             authorization,
             first_backoff: config
                 .reconnect_backoff

@@ -30,6 +30,8 @@ pub(crate) struct LinkSettings {
     pub managers: Vec<String>,
     pub authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
     pub first_backoff: Duration,
+    /// The highest manager epoch registered with: lower ones are refused.
+    pub epochs: std::sync::Arc<super::epoch::EpochGuard>,
 }
 
 /// The next delay after `current`: doubled, at most [`MAX_BACKOFF`].
@@ -161,7 +163,15 @@ async fn attempt(
         match stream.message().await {
             Ok(Some(message)) => {
                 match &message.message {
-                    Some(manager_message::Message::Registered(_)) => registered = true,
+                    Some(manager_message::Message::Registered(r)) => {
+                        if !settings.epochs.admit(r.epoch) {
+                            warn!(manager = %manager, epoch = r.epoch,
+                                highest = settings.epochs.highest(),
+                                "refusing a manager of an older epoch (a deposed leader)");
+                            return End::BeforeRegistration;
+                        }
+                        registered = true;
+                    }
                     Some(manager_message::Message::Error(e)) if !registered => {
                         warn!(manager = %manager, message = %e.message,
                             "the manager refused the registration");

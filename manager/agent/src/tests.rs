@@ -86,6 +86,7 @@ impl Conn {
             manager_message::Registered {
                 agent_id: id.into(),
                 heartbeat_interval_seconds: 0.2,
+                epoch: 0,
             },
         ));
     }

@@ -142,6 +142,7 @@ impl Master {
                     manager_message::Registered {
                         agent_id: id.to_string(),
                         heartbeat_interval_seconds: self.cfg.agent_heartbeat_interval.as_secs_f64(),
+                        epoch: self.cfg.epoch,
                     },
                 )),
             },

@@ -57,6 +57,9 @@ pub struct MasterConfig {
     /// ids (`fw-m3-1`). The server sets it from the registry's term, which
     /// every start advances, so no id is issued twice.
     pub instance: String,
+    /// This manager's epoch, told to agents at registration (they refuse a
+    /// lower one than they have seen). The server sets it to the term.
+    pub epoch: u64,
     /// The priority classes.
     pub classes: PriorityClasses,
     /// An agent silent this long is marked unreachable.
@@ -91,6 +94,7 @@ impl Default for MasterConfig {
     fn default() -> Self {
         MasterConfig {
             instance: "m0".into(),
+            epoch: 0,
             classes: PriorityClasses::default(),
             agent_timeout: Duration::from_secs(15),
             agent_heartbeat_interval: Duration::from_secs(1),

@@ -300,6 +300,7 @@ async fn serve_as_leader(
 ) -> Option<lead::Resign> {
     let mut master_cfg = cfg.master.clone();
     master_cfg.instance = format!("m{}", led.term);
+    master_cfg.epoch = led.term;
     let clock = Clock::new();
     let snapshot = led.snapshot;
     let recovered = !snapshot.agents.is_empty() || !snapshot.frameworks.is_empty();
