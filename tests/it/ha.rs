@@ -69,7 +69,7 @@ async fn redirect_of(standby: &Manager, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     let env = Env::new("ha");
-    let Some(etcd) = EtcdMember::start(&env, "ha").await else {
+    let Some(etcd) = start_etcd(&env, "ha").await else {
         return;
     };
     let store = format!("etcd://{}/ha", etcd.addr);

@@ -171,33 +171,9 @@ async fn agents_on_other_hosts_run_tasks_executors_and_shuffles() {
     let path = env.path("grouped.sql");
     std::fs::write(&path, format!("{}\n{GROUPED};\n", numbers(&env, rows))).unwrap();
     let path = path.display().to_string();
-    let out = env
-        .cli_on(
-            client,
-            env.home(),
-            &[
-                "submit",
-                "--manager",
-                &m.addr,
-                "--token",
-                TOKEN,
-                "--executors",
-                "2",
-                "--executor-cpus",
-                "1",
-                "--executor-mem",
-                "256",
-                "--driver-cpus",
-                "0.25",
-                "--driver-mem",
-                "128",
-                "--format",
-                "csv",
-                "--wait",
-                &path,
-            ],
-        )
-        .await;
+    let args =
+        crate::jobs::submit_args(&m, &["--token", TOKEN, "--format", "csv", "--wait", &path]);
+    let out = env.cli_on(client, env.home(), &args).await;
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(out.stdout.contains(&expected(rows)), "{out:?}");
     wait_until("every task of the cluster ended", LONG, async || {

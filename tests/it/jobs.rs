@@ -24,7 +24,7 @@ async fn cluster(env: &Env) -> (Manager, Vec<Agent>) {
 }
 
 /// `strata submit` with small driver and executors, then `extra`.
-fn submit_args<'a>(m: &'a Manager, extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn submit_args<'a>(m: &'a Manager, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "submit",
         "--manager",

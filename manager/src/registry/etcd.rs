@@ -411,5 +411,7 @@ fn keep_alive(client: Client, lease: i64, ttl: Duration) -> watch::Receiver<bool
     rx
 }
 
+pub mod member;
+
 #[cfg(test)]
 mod tests;

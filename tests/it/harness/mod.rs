@@ -14,6 +14,7 @@
 
 mod cluster;
 mod env;
+#[cfg(feature = "etcd")]
 mod etcd;
 mod hosts;
 mod http;
@@ -22,6 +23,7 @@ mod sdk;
 
 pub use cluster::*;
 pub use env::*;
+#[cfg(feature = "etcd")]
 pub use etcd::*;
 pub use hosts::*;
 pub use http::*;

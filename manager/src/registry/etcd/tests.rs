@@ -5,73 +5,22 @@
 
 use super::*;
 use crate::master::AgentRecord;
-use std::process::{Child, Command, Stdio};
 use strata_proto::resources::Resources;
 
-/// One etcd member, killed on drop.
-struct Etcd {
-    child: Child,
-    url: EtcdUrl,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-/// Starts an etcd member and waits (with a deadline) until it answers.
-async fn etcd() -> Option<Etcd> {
-    if Command::new("etcd").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_ETCD").is_none(),
-            "no etcd on the PATH, and STRATA_REQUIRE_ETCD is set"
-        );
-        eprintln!("skipped: no etcd on the PATH (Debian: etcd-server)");
-        return None;
-    }
+/// A member for one test, or `None` (the test returns) without etcd.
+async fn etcd() -> Option<(super::member::EtcdMember, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
-        .args(["--name", "n1", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &client_url])
-        .args(["--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("n1={peer_url}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let etcd = Etcd {
-        child,
-        url: format!("etcd://127.0.0.1:{client}/test").parse().unwrap(),
-        _dir: dir,
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = EtcdRegistry::connect(&etcd.url).await
-            && r.leader().await.is_ok()
-        {
-            return Some(etcd);
+    match super::member::EtcdMember::start(&dir.path().join("data")).await {
+        Ok(Some(m)) => Some((m, dir)),
+        Ok(None) => {
+            assert!(
+                std::env::var_os("STRATA_REQUIRE_ETCD").is_none(),
+                "no etcd on the PATH, and STRATA_REQUIRE_ETCD is set"
+            );
+            eprintln!("skipped: no etcd on the PATH (Debian: etcd-server)");
+            None
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "etcd did not answer within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(e) => panic!("cannot start etcd: {e}"),
     }
 }
 
@@ -113,9 +62,12 @@ fn store_urls() {
 
 #[tokio::test]
 async fn one_leads_the_other_stands_by_and_takes_over_with_a_later_epoch() {
-    let Some(etcd) = etcd().await else { return };
-    let mut r1 = EtcdRegistry::connect(&etcd.url).await.unwrap();
-    let mut r2 = EtcdRegistry::connect(&etcd.url).await.unwrap();
+    let Some((etcd, _dir)) = etcd().await else {
+        return;
+    };
+    let url = etcd.url("/test");
+    let mut r1 = EtcdRegistry::connect(&url).await.unwrap();
+    let mut r2 = EtcdRegistry::connect(&url).await.unwrap();
     // Nothing is written before an election.
     assert!(matches!(
         r1.apply(&[agent("a0")]).await,
@@ -168,13 +120,16 @@ async fn one_leads_the_other_stands_by_and_takes_over_with_a_later_epoch() {
 
 #[tokio::test]
 async fn a_leader_whose_lease_is_gone_learns_it_and_is_fenced_out() {
-    let Some(etcd) = etcd().await else { return };
-    let mut r1 = EtcdRegistry::connect(&etcd.url).await.unwrap();
-    let mut r2 = EtcdRegistry::connect(&etcd.url).await.unwrap();
+    let Some((etcd, _dir)) = etcd().await else {
+        return;
+    };
+    let url = etcd.url("/test");
+    let mut r1 = EtcdRegistry::connect(&url).await.unwrap();
+    let mut r2 = EtcdRegistry::connect(&url).await.unwrap();
     let mut l1 = r1.campaign(&member("m1"), TTL, |_| {}).await.unwrap();
     // The lease ends behind the leader's back (as when it was paused or
     // cut off past its time to live): etcd deletes the key.
-    let other = EtcdRegistry::connect(&etcd.url).await.unwrap();
+    let other = EtcdRegistry::connect(&url).await.unwrap();
     other.client.lease_client().revoke(l1.lease).await.unwrap();
     let l2 = r2.campaign(&member("m2"), TTL, |_| {}).await.unwrap();
     assert!(l2.epoch > l1.epoch);

@@ -1,0 +1,83 @@
+//! One etcd member on free loopback ports (Debian's `etcd-server`), for the
+//! tests of this crate and of the end-to-end suite: started with its data
+//! under a given directory, killed on drop.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{EtcdRegistry, EtcdUrl};
+
+/// A running one-member etcd cluster.
+pub struct EtcdMember {
+    child: Child,
+    /// Its client address, `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Drop for EtcdMember {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl EtcdMember {
+    /// Starts a member with its data in `data_dir` and waits until it
+    /// answers (at most 20 s); `Ok(None)` when there is no `etcd` on the
+    /// PATH.
+    pub async fn start(data_dir: &Path) -> std::io::Result<Option<EtcdMember>> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            return Ok(None);
+        }
+        let (client, peer) = (free_port()?, free_port()?);
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "n1", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("n1={peer_url}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let member = EtcdMember {
+            child,
+            addr: format!("127.0.0.1:{client}"),
+        };
+        let url = member.url("/probe");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = EtcdRegistry::connect(&url).await
+                && r.leader().await.is_ok()
+            {
+                return Ok(Some(member));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "etcd did not answer within 20 s",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Its store URL with keys under `prefix`.
+    pub fn url(&self, prefix: &str) -> EtcdUrl {
+        EtcdUrl {
+            endpoints: vec![format!("http://{}", self.addr)],
+            prefix: prefix.to_owned(),
+        }
+    }
+}
