@@ -87,7 +87,7 @@ impl Lan {
     /// namespaces cannot be made and `STRATA_REQUIRE_NETNS` is unset.
     pub fn new(test: &str, n: usize) -> Option<Lan> {
         assert!((1..=16).contains(&n), "1 to 16 hosts");
-        if let Err(why) = usable() {
+        if let Some(why) = unusable() {
             assert!(
                 std::env::var_os("STRATA_REQUIRE_NETNS").is_none(),
                 "{test}: network namespaces are needed ({why}), and STRATA_REQUIRE_NETNS is set"
@@ -189,21 +189,22 @@ impl Drop for Lan {
     }
 }
 
-/// Whether this process can make namespaces: root, and `ip netns` works.
-fn usable() -> Result<(), String> {
+/// Why this process cannot make namespaces (it must be root, and `ip
+/// netns` and iptables must work), if it cannot.
+fn unusable() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("not root".into());
+        return Some("not root");
     }
     let probe = format!("st-probe-{}", std::process::id());
     if !quiet(&["ip", "netns", "add", &probe]) {
-        return Err("`ip netns add` fails".into());
+        return Some("`ip netns add` fails");
     }
     quiet(&["ip", "netns", "del", &probe]);
     if !quiet(&["iptables", "-S", "FORWARD"]) {
-        return Err("iptables does not work".into());
+        return Some("iptables does not work");
     }
-    Ok(())
+    None
 }
 
 /// A LAN index no other live test process holds (a file lock the kernel
