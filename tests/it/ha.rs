@@ -1,8 +1,8 @@
 //! Managers sharing a registry in etcd (feature `etcd`): one leads, the
 //! others stand by and send clients to it; a leader killed with `-9` is
 //! replaced within its lease, one stopped gracefully resigns at once, and
-//! what the registry holds survives both; an agent given every manager
-//! follows the leader.
+//! what the registry holds survives both; an agent and a framework given
+//! every manager follow the leader.
 
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,10 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     let first_epoch = epoch(&epoch_file);
     assert!(first_epoch > 0, "no epoch recorded");
 
+    // So does a framework (the SDK) given both.
+    let mut fw = Fw::subscribe(framework_config(&managers, "ha-framework")).await;
+    let fw_id = fw.id.clone();
+
     // The leader records a role's weight durably, in etcd.
     let (status, body) = http(
         "PUT",
@@ -141,6 +145,13 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     // The agent found the new leader and re-registered, keeping its id.
     let again = b.wait_registered_agents(1).await;
     assert_eq!(again[0].id, registered[0].id);
+    // The framework re-subscribes to the new leader, as itself.
+    fw.expect("a re-subscription to the new leader", LONG, |e| {
+        matches!(e, strata_sdk::Event::Subscribed { framework_id, .. } if *framework_id == fw_id)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(fw.handle.framework_id(), fw_id);
     wait_until(
         "the agent records the new leader's epoch",
         LONG,

@@ -333,7 +333,9 @@ impl Driver {
             (Some(bind), _) => bind,
             (None, ExecutorSource::InProcess(_)) => SocketAddr::from(([127, 0, 0, 1], 0)),
             (None, ExecutorSource::Cluster(source)) => {
-                let ip = strata_proto::net::local_ip_toward(&source.manager).map_err(|e| {
+                // Of several managers, the first stands for their network.
+                let first = source.manager.split(',').next().unwrap_or_default().trim();
+                let ip = strata_proto::net::local_ip_toward(first).map_err(|e| {
                     DriverError::Setup(format!(
                         "finding this host's address toward the manager {}: {e}",
                         source.manager

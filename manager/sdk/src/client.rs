@@ -43,7 +43,9 @@ pub(crate) type Client = SchedulerClient<InterceptedService<Channel, Auth>>;
 
 /// The state shared by the handles and the background driver.
 pub(crate) struct Shared {
-    pub(crate) client: Client,
+    /// The channel to the manager that leads (replaced when a
+    /// re-subscription finds another one).
+    client: Mutex<Client>,
     pub(crate) config: SchedulerConfig,
     state: Mutex<State>,
     pub(crate) dedup: Mutex<UuidCache>,
@@ -67,6 +69,19 @@ pub(crate) struct State {
 }
 
 impl Shared {
+    /// The channel to the leading manager.
+    pub(crate) fn client(&self) -> Client {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Uses `client` from now on (the manager that leads now).
+    pub(crate) fn set_client(&self, client: Client) {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = client;
+    }
+
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -109,7 +124,7 @@ impl Shared {
             call: Some(call),
         });
         req.set_timeout(timeout);
-        let mut client = self.client.clone();
+        let mut client = self.client();
         match tokio::time::timeout(timeout, client.call(req)).await {
             Err(_) => Err(SdkError::Timeout {
                 operation,
@@ -121,15 +136,63 @@ impl Shared {
     }
 }
 
-/// Opens the gRPC channel (h2c) to the manager.
-async fn connect(config: &SchedulerConfig) -> Result<Client, SdkError> {
-    let uri = config.endpoint_uri();
+/// Subscribes to whichever of the configured managers leads: each in turn,
+/// going straight to the leader a standby names. Returns the channel to
+/// it, the event stream and its `Subscribed`; with every manager tried,
+/// the last error.
+pub(crate) async fn subscribe_leader(
+    config: &SchedulerConfig,
+    framework_id: Option<&FrameworkId>,
+    demand: &[Ask],
+    suppressed: bool,
+) -> Result<(Client, tonic::Streaming<pb::Event>, Subscribed), SdkError> {
+    let managers = config.managers();
+    let mut candidates: std::collections::VecDeque<String> = managers.iter().cloned().collect();
+    // Each manager once, and a few leader hints besides.
+    let mut budget = managers.len() + 3;
+    let mut last = None;
+    while let Some(address) = candidates.pop_front() {
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        let client = match connect(config, &address).await {
+            Ok(c) => c,
+            Err(e) if e.is_transient() => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match subscribe_once(&client, config, framework_id, demand, suppressed).await {
+            Ok((stream, sub)) => return Ok((client, stream, sub)),
+            Err(SdkError::Standby {
+                leader: Some(leader),
+                message,
+            }) => {
+                tracing::debug!(manager = %address, %leader, "a standby named the leader");
+                if leader != address {
+                    candidates.push_front(leader.clone());
+                }
+                last = Some(SdkError::Standby {
+                    leader: Some(leader),
+                    message,
+                });
+            }
+            Err(e) if e.is_transient() => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| SdkError::InvalidConfig {
+        message: "no manager address given".into(),
+    }))
+}
+
+/// Opens the gRPC channel (h2c) to the manager at `address`.
+async fn connect(config: &SchedulerConfig, address: &str) -> Result<Client, SdkError> {
+    let uri = SchedulerConfig::endpoint_uri(address);
     let endpoint = Endpoint::from_shared(uri).map_err(|e| SdkError::InvalidConfig {
-        message: format!(
-            "bad manager address {:?}: {}",
-            config.manager,
-            error_chain(&e)
-        ),
+        message: format!("bad manager address {address:?}: {}", error_chain(&e)),
     })?;
     let endpoint = endpoint
         .connect_timeout(config.connect_timeout)
@@ -155,7 +218,7 @@ async fn connect(config: &SchedulerConfig) -> Result<Client, SdkError> {
         }
         Ok(Err(e)) => {
             return Err(SdkError::Transport {
-                address: config.manager.clone(),
+                address: address.to_owned(),
                 message: error_chain(&e),
             });
         }
@@ -175,7 +238,7 @@ async fn connect(config: &SchedulerConfig) -> Result<Client, SdkError> {
 }
 
 /// Subscribes once and waits for the `Subscribed` event.
-pub(crate) async fn subscribe_once(
+async fn subscribe_once(
     client: &Client,
     config: &SchedulerConfig,
     framework_id: Option<&FrameworkId>,
@@ -276,10 +339,8 @@ impl Scheduler {
         config: SchedulerConfig,
     ) -> Result<(SchedulerHandle, EventStream), SdkError> {
         config.validate()?;
-        let client = connect(&config).await?;
         let framework_id = config.framework.framework_id.clone();
-        let (stream, sub) = subscribe_once(
-            &client,
+        let (client, stream, sub) = subscribe_leader(
             &config,
             framework_id.as_ref(),
             &config.demand,
@@ -294,7 +355,7 @@ impl Scheduler {
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
-            client,
+            client: Mutex::new(client),
             state: Mutex::new(State {
                 framework_id: sub.framework_id.clone(),
                 stream_id: Some(sub.stream_id.clone()),

@@ -98,7 +98,10 @@ fn local_hostname() -> String {
 /// Everything [`Scheduler::subscribe`](crate::Scheduler::subscribe) needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
-    /// The manager's address, `host:port` (or a full `http://host:port`).
+    /// The manager's address, `host:port` (or a full `http://host:port`),
+    /// or every manager of a highly available cluster, comma-separated: the
+    /// SDK subscribes to the one that leads (a standby names it) and, after
+    /// a failover, finds the new one.
     pub manager: String,
     /// The shared secret, sent as `authorization: Bearer <token>` on every
     /// request when set.
@@ -200,13 +203,23 @@ impl SchedulerConfig {
     }
 
     /// The URI the gRPC channel connects to (h2c).
-    pub(crate) fn endpoint_uri(&self) -> String {
-        let m = self.manager.trim();
+    pub(crate) fn endpoint_uri(address: &str) -> String {
+        let m = address.trim();
         if m.contains("://") {
             m.to_owned()
         } else {
             format!("http://{m}")
         }
+    }
+
+    /// The managers `manager` names (`H1:PORT,H2:PORT,…`), in order.
+    pub(crate) fn managers(&self) -> Vec<String> {
+        self.manager
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Checks what can be checked before connecting.
@@ -254,7 +267,10 @@ mod tests {
         let c = SchedulerConfig::new("127.0.0.1:5050", FrameworkConfig::new("fw"));
         assert!(c.validate().is_ok());
         assert!(c.auto_acknowledge && c.reconnect && !c.suppressed);
-        assert_eq!(c.endpoint_uri(), "http://127.0.0.1:5050");
+        assert_eq!(
+            SchedulerConfig::endpoint_uri(&c.managers()[0]),
+            "http://127.0.0.1:5050"
+        );
         assert_eq!(c.framework.role.as_str(), "*");
         assert_eq!(c.framework.default_class, "batch");
         let p = c.framework.to_proto(None);
@@ -278,8 +294,14 @@ mod tests {
         let mut bad = c.clone();
         bad.framework.name.clear();
         assert!(bad.validate().is_err());
-        let mut https = c;
+        let mut https = c.clone();
         https.manager = "http://m:1".into();
-        assert_eq!(https.endpoint_uri(), "http://m:1");
+        assert_eq!(
+            SchedulerConfig::endpoint_uri(&https.managers()[0]),
+            "http://m:1"
+        );
+        let mut several = c;
+        several.manager = "a:1, b:2,,c:3".into();
+        assert_eq!(several.managers(), vec!["a:1", "b:2", "c:3"]);
     }
 }

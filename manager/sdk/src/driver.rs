@@ -10,7 +10,7 @@ use strata_proto::pb::{self, call::Call as C, event::Event as E};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::client::{Shared, ack_call, subscribe_once};
+use crate::client::{Shared, ack_call, subscribe_leader};
 use crate::dedup::Seen;
 use crate::error::SdkError;
 use crate::event::{Event, Offer, Subscribed, TaskStatus};
@@ -368,10 +368,14 @@ impl Driver {
             let result = tokio::select! {
                 _ = self.shutdown.changed() => return None,
                 _ = self.tx.closed() => return None,
-                r = subscribe_once(&shared.client, &shared.config, Some(&framework_id), &demand, suppressed) => r,
+                r = subscribe_leader(&shared.config, Some(&framework_id), &demand, suppressed) => r,
             };
             match result {
-                Ok(ok) => return Some(ok),
+                Ok((client, stream, sub)) => {
+                    // The manager that leads now (perhaps another one).
+                    shared.set_client(client);
+                    return Some((stream, sub));
+                }
                 Err(error) if error.is_transient() => {
                     tracing::debug!(attempt, %error, "re-subscription failed; retrying");
                     delay = (delay * 2).min(MAX_BACKOFF);

@@ -73,6 +73,15 @@ pub enum SdkError {
         /// Details.
         message: String,
     },
+    /// The manager is a standby; `leader` is the one that leads, when it
+    /// named it (gRPC `UNAVAILABLE` with `strata-leader` metadata).
+    #[error("the manager is a standby: {message}")]
+    Standby {
+        /// The leader's address, when known.
+        leader: Option<String>,
+        /// The standby's message.
+        message: String,
+    },
     /// No answer within the allotted time.
     #[error("{operation} timed out after {after:?}")]
     Timeout {
@@ -121,7 +130,21 @@ impl SdkError {
             Code::FailedPrecondition => SdkError::NotSubscribed { message },
             Code::NotFound => SdkError::NotFound { message },
             Code::ResourceExhausted => SdkError::ResourceExhausted { message },
-            Code::Unavailable => SdkError::Unavailable { message },
+            Code::Unavailable => match status
+                .metadata()
+                .get(strata_proto::LEADER_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(leader) => SdkError::Standby {
+                    leader: Some(leader.to_owned()),
+                    message,
+                },
+                None if message.contains("standby") => SdkError::Standby {
+                    leader: None,
+                    message,
+                },
+                None => SdkError::Unavailable { message },
+            },
             Code::DeadlineExceeded => SdkError::Timeout {
                 operation,
                 after: timeout,
@@ -141,6 +164,7 @@ impl SdkError {
         match self {
             SdkError::Transport { .. }
             | SdkError::Unavailable { .. }
+            | SdkError::Standby { .. }
             | SdkError::Timeout { .. }
             | SdkError::ResourceExhausted { .. }
             | SdkError::Protocol { .. } => true,
