@@ -170,6 +170,18 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
         format!("http://{}/api/v1/roles", b.addr)
     );
 
+    // Client commands given every manager find the leader too.
+    let out = env
+        .cli(&[
+            "status",
+            "--manager",
+            &format!("{},{}", a2.addr, b.addr),
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains("\"eng\""), "{}", out.stdout);
+
     // SIGTERM: the leader resigns, and the standby leads at once rather
     // than after the lease.
     let stopped = Instant::now();

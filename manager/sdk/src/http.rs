@@ -140,23 +140,65 @@ pub async fn request(
         })?
 }
 
-/// GET that must answer 2xx; returns the body.
+/// GET that must answer 2xx; returns the body. `address` may name several
+/// managers (`H1:PORT,H2:PORT,…`): they are asked in turn (one that cannot
+/// be reached, or a standby that knows no leader yet, passes to the next),
+/// and a standby's redirect to the leader (`307` with `strata-leader`) is
+/// followed.
 pub async fn get(
     address: &str,
     path: &str,
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<u8>, HttpError> {
-    let (status, _, body) = request("GET", address, path, token, None, timeout).await?;
-    if !(200..300).contains(&status) {
-        return Err(HttpError::Status {
-            address: address.to_owned(),
+    let mut candidates: std::collections::VecDeque<String> = address
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if candidates.is_empty() {
+        candidates.push_back(address.to_owned());
+    }
+    // Each address once, and a few redirects besides.
+    let mut budget = candidates.len() + 3;
+    let mut last = None;
+    while let Some(at) = candidates.pop_front() {
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        let (status, headers, body) = match request("GET", &at, path, token, None, timeout).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let error = HttpError::Status {
+            address: at.clone(),
             path: path.to_owned(),
             status,
             body: String::from_utf8_lossy(&body).chars().take(500).collect(),
-        });
+        };
+        let leader = headers
+            .iter()
+            .find(|(k, _)| k == strata_proto::LEADER_HEADER)
+            .map(|(_, v)| v.clone());
+        match (status, leader) {
+            (307, Some(leader)) if leader != at => candidates.push_front(leader),
+            (503, _) => {}
+            _ => return Err(error),
+        }
+        last = Some(error);
     }
-    Ok(body)
+    Err(last.unwrap_or_else(|| HttpError::Timeout {
+        address: address.to_owned(),
+        after: Duration::ZERO,
+    }))
 }
 
 #[cfg(test)]
