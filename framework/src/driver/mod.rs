@@ -333,8 +333,7 @@ impl Driver {
             (Some(bind), _) => bind,
             (None, ExecutorSource::InProcess(_)) => SocketAddr::from(([127, 0, 0, 1], 0)),
             (None, ExecutorSource::Cluster(source)) => {
-                // Of several managers, the first stands for their network.
-                let first = source.manager.split(',').next().unwrap_or_default().trim();
+                let first = strata_proto::net::first_manager(&source.manager);
                 let ip = strata_proto::net::local_ip_toward(first).map_err(|e| {
                     DriverError::Setup(format!(
                         "finding this host's address toward the manager {}: {e}",

@@ -325,7 +325,7 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         None => None,
     };
     // Every manager of the list must be an address; they are tried in turn.
-    let managers = link::managers(&config.manager);
+    let managers = strata_proto::net::managers(&config.manager);
     for m in &managers {
         link::endpoint(m).map_err(|source| AgentError::ManagerAddress {
             address: m.clone(),
@@ -469,8 +469,7 @@ fn default_advertise(bound: SocketAddr, config: &AgentConfig) -> String {
     if !bound.ip().is_unspecified() {
         return bound.to_string();
     }
-    let first = config.manager.split(',').next().unwrap_or_default().trim();
-    match strata_proto::net::local_ip_toward(first) {
+    match strata_proto::net::local_ip_toward(strata_proto::net::first_manager(&config.manager)) {
         Ok(ip) => SocketAddr::new(ip, bound.port()).to_string(),
         Err(e) => {
             warn!(manager = %config.manager, error = %e,

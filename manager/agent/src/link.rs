@@ -221,15 +221,6 @@ fn leader_of(status: &tonic::Status) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The managers of a `H1:PORT,H2:PORT,…` list, in order.
-pub(crate) fn managers(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Builds the endpoint for `http://{manager}`.
 pub(crate) fn endpoint(manager: &str) -> Result<Endpoint, tonic::transport::Error> {
     let manager = manager.strip_prefix("http://").unwrap_or(manager);
@@ -246,8 +237,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn manager_lists_and_leader_hints() {
-        assert_eq!(managers("a:1, b:2,,c:3"), vec!["a:1", "b:2", "c:3"]);
+    fn leader_hints() {
         let mut s = tonic::Status::unavailable("standby");
         assert_eq!(leader_of(&s), None);
         s.metadata_mut().insert(

@@ -45,6 +45,59 @@ pub fn resolve(peer: &str) -> io::Result<SocketAddr> {
     })
 }
 
+/// The managers a `H1:PORT,H2:PORT,…` list names, in order (one address is
+/// a list of one).
+pub fn managers(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The first manager of a list: the one whose network stands for all.
+pub fn first_manager(list: &str) -> &str {
+    list.split(',').next().unwrap_or_default().trim()
+}
+
+/// A search for the leading manager of a list: each address once, in
+/// order, with the leader a standby names tried next, and a few such
+/// hints at most (so two confused standbys cannot send a client round in
+/// circles).
+#[derive(Debug)]
+pub struct LeaderSearch {
+    queue: std::collections::VecDeque<String>,
+    budget: usize,
+}
+
+impl LeaderSearch {
+    /// Starts a search over `list` (`H1:PORT,H2:PORT,…`).
+    pub fn new(list: &str) -> LeaderSearch {
+        let mut queue: std::collections::VecDeque<String> = managers(list).into();
+        if queue.is_empty() {
+            queue.push_back(list.to_owned());
+        }
+        let budget = queue.len() + 3;
+        LeaderSearch { queue, budget }
+    }
+
+    /// The next address to try, if the search is not over.
+    pub fn next_address(&mut self) -> Option<String> {
+        if self.budget == 0 {
+            return None;
+        }
+        self.budget -= 1;
+        self.queue.pop_front()
+    }
+
+    /// `from` named `leader`: try it next.
+    pub fn follow(&mut self, from: &str, leader: &str) {
+        if leader != from {
+            self.queue.push_front(leader.to_owned());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +108,27 @@ mod tests {
         assert!(ip.is_loopback(), "{ip}");
         let ip = local_ip_toward("http://localhost:5050/").unwrap();
         assert!(ip.is_loopback(), "{ip}");
+    }
+
+    #[test]
+    fn manager_lists_and_the_leader_search() {
+        assert_eq!(managers("a:1, b:2,,c:3"), vec!["a:1", "b:2", "c:3"]);
+        assert_eq!(first_manager(" a:1 ,b:2"), "a:1");
+        let mut s = LeaderSearch::new("a:1,b:2");
+        assert_eq!(s.next_address().as_deref(), Some("a:1"));
+        s.follow("a:1", "c:3");
+        assert_eq!(s.next_address().as_deref(), Some("c:3"));
+        s.follow("c:3", "c:3");
+        assert_eq!(s.next_address().as_deref(), Some("b:2"));
+        assert_eq!(s.next_address(), None);
+        // Hints are bounded: a standby pointing at another forever ends.
+        let mut s = LeaderSearch::new("a:1");
+        let mut tries = 0;
+        while let Some(at) = s.next_address() {
+            tries += 1;
+            s.follow(&at, if at == "a:1" { "b:2" } else { "a:1" });
+        }
+        assert_eq!(tries, 4);
     }
 
     #[test]

@@ -146,16 +146,9 @@ pub(crate) async fn subscribe_leader(
     demand: &[Ask],
     suppressed: bool,
 ) -> Result<(Client, tonic::Streaming<pb::Event>, Subscribed), SdkError> {
-    let managers = config.managers();
-    let mut candidates: std::collections::VecDeque<String> = managers.iter().cloned().collect();
-    // Each manager once, and a few leader hints besides.
-    let mut budget = managers.len() + 3;
+    let mut search = strata_proto::net::LeaderSearch::new(&config.manager);
     let mut last = None;
-    while let Some(address) = candidates.pop_front() {
-        if budget == 0 {
-            break;
-        }
-        budget -= 1;
+    while let Some(address) = search.next_address() {
         let client = match connect(config, &address).await {
             Ok(c) => c,
             Err(e) if e.is_transient() => {
@@ -171,9 +164,7 @@ pub(crate) async fn subscribe_leader(
                 message,
             }) => {
                 tracing::debug!(manager = %address, %leader, "a standby named the leader");
-                if leader != address {
-                    candidates.push_front(leader.clone());
-                }
+                search.follow(&address, &leader);
                 last = Some(SdkError::Standby {
                     leader: Some(leader),
                     message,

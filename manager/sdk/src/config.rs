@@ -212,16 +212,6 @@ impl SchedulerConfig {
         }
     }
 
-    /// The managers `manager` names (`H1:PORT,H2:PORT,…`), in order.
-    pub(crate) fn managers(&self) -> Vec<String> {
-        self.manager
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-
     /// Checks what can be checked before connecting.
     pub(crate) fn validate(&self) -> Result<(), SdkError> {
         let invalid = |message: &str| {
@@ -268,7 +258,7 @@ mod tests {
         assert!(c.validate().is_ok());
         assert!(c.auto_acknowledge && c.reconnect && !c.suppressed);
         assert_eq!(
-            SchedulerConfig::endpoint_uri(&c.managers()[0]),
+            SchedulerConfig::endpoint_uri(&c.manager),
             "http://127.0.0.1:5050"
         );
         assert_eq!(c.framework.role.as_str(), "*");
@@ -294,14 +284,8 @@ mod tests {
         let mut bad = c.clone();
         bad.framework.name.clear();
         assert!(bad.validate().is_err());
-        let mut https = c.clone();
+        let mut https = c;
         https.manager = "http://m:1".into();
-        assert_eq!(
-            SchedulerConfig::endpoint_uri(&https.managers()[0]),
-            "http://m:1"
-        );
-        let mut several = c;
-        several.manager = "a:1, b:2,,c:3".into();
-        assert_eq!(several.managers(), vec!["a:1", "b:2", "c:3"]);
+        assert_eq!(SchedulerConfig::endpoint_uri(&https.manager), "http://m:1");
     }
 }

@@ -151,23 +151,9 @@ pub async fn get(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<u8>, HttpError> {
-    let mut candidates: std::collections::VecDeque<String> = address
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if candidates.is_empty() {
-        candidates.push_back(address.to_owned());
-    }
-    // Each address once, and a few redirects besides.
-    let mut budget = candidates.len() + 3;
+    let mut search = strata_proto::net::LeaderSearch::new(address);
     let mut last = None;
-    while let Some(at) = candidates.pop_front() {
-        if budget == 0 {
-            break;
-        }
-        budget -= 1;
+    while let Some(at) = search.next_address() {
         let (status, headers, body) = match request("GET", &at, path, token, None, timeout).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -189,7 +175,7 @@ pub async fn get(
             .find(|(k, _)| k == strata_proto::LEADER_HEADER)
             .map(|(_, v)| v.clone());
         match (status, leader) {
-            (307, Some(leader)) if leader != at => candidates.push_front(leader),
+            (307, Some(leader)) if leader != at => search.follow(&at, &leader),
             (503, _) => {}
             _ => return Err(error),
         }
