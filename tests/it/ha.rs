@@ -117,8 +117,11 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
             .parse()
             .unwrap_or(0)
     };
-    let first_epoch = epoch(&epoch_file);
-    assert!(first_epoch > 0, "no epoch recorded");
+    // The agent writes it after the manager has counted it registered.
+    let first_epoch = wait_for("the agent records the leader's epoch", LONG, async || {
+        Some(epoch(&epoch_file)).filter(|e| *e > 0)
+    })
+    .await;
 
     // So does a framework (the SDK) given both.
     let mut fw = Fw::subscribe(framework_config(&managers, "ha-framework")).await;
