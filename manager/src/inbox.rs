@@ -63,6 +63,13 @@ pub(crate) enum Input {
         quota: Option<Resources>,
         reply: oneshot::Sender<Result<(), MasterError>>,
     },
+    /// Drain an agent (kill what is left after `deadline`), or, with
+    /// `None`, end its drain.
+    Drain {
+        agent: AgentId,
+        deadline: Option<std::time::Duration>,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
 }
 
 /// A cheap handle the API handlers use to reach the core.

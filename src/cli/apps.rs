@@ -107,7 +107,7 @@ pub async fn run(a: AppsArgs) -> anyhow::Result<ExitCode> {
     let call = |method: &'static str, path: String, body: Option<Vec<u8>>| {
         let target = target.clone();
         async move {
-            let (code, _, body) = http::request(
+            let (_, (code, _, body)) = http::send(
                 method,
                 &target.address,
                 &path,

@@ -7,6 +7,7 @@ mod batch;
 mod bench;
 mod daemons;
 mod demo;
+mod drain;
 mod executor;
 mod jobs;
 mod run;
@@ -43,8 +44,12 @@ enum Command {
     Agent(daemons::AgentArgs),
     /// Run a command as a task on the cluster, print its output, exit with its exit code.
     Run(run::RunArgs),
-    /// Show agents, frameworks, roles and tasks.
+    /// Show the leading manager, agents, frameworks, roles and tasks.
     Status(status::StatusArgs),
+    /// Drain an agent for maintenance: no more offers on it, services moved away, what is left killed at the deadline.
+    Drain(drain::DrainArgs),
+    /// End an agent's drain: it is offered again.
+    Undrain(drain::UndrainArgs),
     /// Run SQL on the cluster (the driver runs in this process).
     Sql(sql::SqlArgs),
     /// Benchmarks: TPC-H against single-process DataFusion, tiny-task throughput.
@@ -140,6 +145,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Agent(a) => daemons::agent(a).await,
         Command::Run(a) => run::run(a).await,
         Command::Status(a) => status::run(a).await,
+        Command::Drain(a) => drain::drain(a).await,
+        Command::Undrain(a) => drain::undrain(a).await,
         Command::Sql(a) => sql::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Executor(a) => executor::run(a).await,

@@ -1,4 +1,4 @@
-//! `strata status`: agents (total / allocated / free), frameworks, roles
+//! `strata status`: the leading manager and since when, agents (total / allocated / free), frameworks, roles
 //! with their DRF shares, and tasks, read from the manager's HTTP API.
 
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use strata_manager::master::view::StateView;
+use strata_proto::time::Timestamp;
 
 use super::ClientArgs;
 use strata_sdk::http;
@@ -44,7 +45,10 @@ pub fn render(s: &StateView) -> String {
         t.add_row(vec![
             a.id.clone(),
             a.hostname.clone(),
-            a.state.clone(),
+            match &a.drain {
+                Some(d) => format!("{} ({d})", a.state),
+                None => a.state.clone(),
+            },
             a.total.clone(),
             a.allocated.clone(),
             a.free.clone(),
@@ -113,6 +117,35 @@ pub fn render(s: &StateView) -> String {
     out
 }
 
+/// Which manager leads and since when (a manager too old to say: the
+/// address asked).
+fn leader_line(s: &StateView, asked: &str, now: Timestamp) -> String {
+    let l = &s.leader;
+    if l.id.is_empty() {
+        return format!("Manager {asked}\n");
+    }
+    let ago = (now - l.since).as_secs();
+    format!(
+        "Leader {} at {} (epoch {}), leading since {} ({})\n\n",
+        l.id,
+        l.address,
+        l.epoch,
+        l.since.iso8601(),
+        ago_text(ago)
+    )
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+fn ago_text(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
 /// `strata status`.
 pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let target = a.client.target();
@@ -130,7 +163,49 @@ pub async fn run(a: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let state: StateView =
         serde_json::from_slice(&body).context("malformed state from the manager")?;
-    println!("Manager {}", target.address);
+    print!("{}", leader_line(&state, &target.address, Timestamp::now()));
     print!("{}", render(&state));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_manager::master::view::LeaderView;
+
+    fn state(leader: LeaderView) -> StateView {
+        let mut v: StateView = serde_json::from_str(
+            r#"{"agents":[],"frameworks":[],"roles":[],"tasks":[],"completed_tasks":[],
+                "classes":[],"outstanding_offers":0}"#,
+        )
+        .unwrap();
+        v.leader = leader;
+        v
+    }
+
+    #[test]
+    fn the_leader_line_names_the_leader_and_how_long_it_has_led() {
+        let since = Timestamp::from_millis(1_795_556_280_000);
+        let s = state(LeaderView {
+            id: "m7".into(),
+            epoch: 7,
+            address: "10.0.0.2:5050".into(),
+            since,
+        });
+        let now = since + Duration::from_secs(2 * 3_600 + 5 * 60 + 9);
+        assert_eq!(
+            leader_line(&s, "10.0.0.1:5050", now),
+            "Leader m7 at 10.0.0.2:5050 (epoch 7), leading since 2026-11-24T21:38:00.000Z (2h 5m)\n\n"
+        );
+        // A manager too old to say who leads: the address asked.
+        let old = state(LeaderView::default());
+        assert_eq!(leader_line(&old, "h:1", now), "Manager h:1\n");
+    }
+
+    #[test]
+    fn spans_read_in_their_two_largest_units() {
+        assert_eq!(ago_text(12), "12s");
+        assert_eq!(ago_text(250), "4m 10s");
+        assert_eq!(ago_text(3 * 86_400 + 4 * 3_600 + 59), "3d 4h");
+    }
 }

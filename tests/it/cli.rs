@@ -131,7 +131,8 @@ async fn local_cluster_discovery_and_status() {
     let out = env.cli_in(&elsewhere, &["status"]).await;
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(
-        out.stdout.contains(&format!("Manager {address}")),
+        out.stdout
+            .starts_with(&format!("Leader m1 at {address} (epoch 1), leading since ")),
         "{out:?}"
     );
     assert!(out.stdout.contains("Agents (2)"), "{out:?}");

@@ -1,8 +1,9 @@
 //! Managers sharing a registry in etcd (feature `etcd`): one leads, the
 //! others stand by and send clients to it; a leader killed with `-9` is
 //! replaced within its lease, one stopped gracefully resigns at once, and
-//! what the registry holds survives both; an agent and a framework given
-//! every manager follow the leader.
+//! what the registry holds survives both (the services scheduler's apps
+//! included); an agent and a framework given every manager follow the
+//! leader.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use strata_manager::master::view::RoleView;
 use strata_proto::pb;
 
 use crate::harness::*;
+use crate::services::{request, settled, web_app};
 
 /// Lease of the test managers: a dead leader leads at most this long.
 const LEASE: &str = "2s";
@@ -138,6 +140,12 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 
+    // A service runs, its state kept in etcd by the leader's services
+    // scheduler.
+    let (code, _, v) = request(&a, "POST", "/v2/apps", Some(web_app("/web", 1))).await;
+    assert_eq!(code, 201, "{v}");
+    let before = settled(&a, "/web", 1).await;
+
     // kill -9 of the leader: the standby leads within the lease, with the
     // registry as the leader left it.
     let killed = Instant::now();
@@ -165,6 +173,11 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
         roles.iter().any(|r| r.name == "eng" && r.weight == 3.0),
         "{roles:?}"
     );
+    // The new leader's services scheduler has the app and its instance:
+    // the same task, still running, not a second one.
+    let after = settled(&b, "/web", 1).await;
+    assert_eq!(after["tasks"][0]["id"], before["tasks"][0]["id"], "{after}");
+    assert_eq!(after["version"], before["version"]);
 
     // The killed manager comes back as a standby of the new leader.
     let a2 = env.start_manager(spec(&env, "a", &store)).await;
@@ -184,6 +197,18 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
         .await;
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(out.stdout.contains("\"eng\""), "{}", out.stdout);
+    // And say which manager leads, and since when.
+    let out = env
+        .cli(&["status", "--manager", &format!("{},{}", a2.addr, b.addr)])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("Leader m") && first.contains(&format!(" at {} (epoch ", b.addr)),
+        "{}",
+        out.stdout
+    );
+    assert!(first.contains("leading since 20"), "{first}");
 
     // SIGTERM: the leader resigns, and the standby leads at once rather
     // than after the lease.

@@ -13,6 +13,8 @@
 //!   the shared token;
 //! * [`cluster`]: launching and killing tasks, an agent killed with `-9` and
 //!   restarted, malformed scheduler requests;
+//! * [`drain`]: an agent drained for maintenance (its service moved within
+//!   the healthy minimum, its batch task killed at the deadline), undrained;
 //! * [`failover`]: a manager restart, framework failover within and after
 //!   its timeout.
 //! * [`hosts`]: a manager, agents and a client each on a host of its own
@@ -40,6 +42,7 @@
 mod batch;
 mod cli;
 mod cluster;
+mod drain;
 mod failover;
 #[cfg(feature = "etcd")]
 mod ha;

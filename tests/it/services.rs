@@ -38,7 +38,7 @@ pub(crate) async fn app(m: &Manager, id: &str) -> Value {
 }
 
 /// Waits until the app has `n` healthy instances and no deployment.
-async fn settled(m: &Manager, id: &str, n: u64) -> Value {
+pub(crate) async fn settled(m: &Manager, id: &str, n: u64) -> Value {
     wait_for(
         &format!("{id} with {n} healthy instances"),
         LONG,
@@ -51,7 +51,7 @@ async fn settled(m: &Manager, id: &str, n: u64) -> Value {
     .await
 }
 
-fn web_app(id: &str, instances: u32) -> Value {
+pub(crate) fn web_app(id: &str, instances: u32) -> Value {
     json!({
         "id": id,
         "cmd": format!("exec {STRATA} web --port $PORT0 --bind 127.0.0.1"),

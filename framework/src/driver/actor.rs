@@ -116,6 +116,7 @@ impl Core {
                 _ = tick.tick() => {
                     self.schedule(true).await;
                     self.release_idle().await;
+                    self.release_retired().await;
                     self.check_starved();
                 }
             }
@@ -245,6 +246,13 @@ impl Core {
                     self.last_launch_error = Some(message);
                 }
                 self.rescale().await;
+            }
+            Command::Retire(ids) => {
+                for id in ids {
+                    if self.sched.retire_executor(&id) {
+                        info!(executor = %id, "executor retiring: its agent is being drained");
+                    }
+                }
             }
             Command::ClusterLost(why) => {
                 self.fail_all(&format!("lost the cluster: {why}")).await;
@@ -644,18 +652,37 @@ impl Core {
                 break;
             }
             info!(executor = %id, "releasing an idle executor");
-            if let Some(l) = self.links.get(&id) {
-                l.tx.send(Ok(DriverMessage {
-                    kind: Some(Msg::Shutdown(Shutdown {
-                        reason: "idle".into(),
-                    })),
-                }))
-                .await
-                .ok();
-            }
-            self.lose_executor(&id).await;
+            self.let_go(&id, "idle").await;
             live -= 1;
         }
+    }
+
+    /// Lets go of retiring executors that run nothing any more, and
+    /// launches replacements for the work left.
+    async fn release_retired(&mut self) {
+        let retired = self.sched.retired_idle();
+        if retired.is_empty() {
+            return;
+        }
+        for id in retired {
+            info!(executor = %id, "releasing a retired executor");
+            self.let_go(&id, "its agent is being drained").await;
+        }
+        self.rescale().await;
+    }
+
+    /// Tells an executor to shut down, and writes it off.
+    async fn let_go(&mut self, id: &ExecutorId, reason: &str) {
+        if let Some(l) = self.links.get(id) {
+            l.tx.send(Ok(DriverMessage {
+                kind: Some(Msg::Shutdown(Shutdown {
+                    reason: reason.into(),
+                })),
+            }))
+            .await
+            .ok();
+        }
+        self.lose_executor(id).await;
     }
 
     async fn shutdown(&mut self) {

@@ -203,6 +203,18 @@ impl Launcher {
                         self.demand = None;
                         self.update_demand().await;
                     }
+                    Some(Event::AgentDraining { agent_id, .. }) => {
+                        let ids: Vec<ExecutorId> = self
+                            .launched
+                            .iter()
+                            .filter(|(_, a)| **a == agent_id)
+                            .map(|(id, _)| id.clone())
+                            .collect();
+                        if !ids.is_empty() {
+                            info!(agent = %agent_id, executors = ids.len(), "agent draining; retiring its executors");
+                            self.core.send(Command::Retire(ids)).ok();
+                        }
+                    }
                     Some(Event::Error(e)) => warn!(error = %e, "manager error"),
                     Some(Event::Disconnected { reason }) => warn!(%reason, "lost the manager"),
                     Some(_) => {}

@@ -297,6 +297,10 @@ pub(crate) enum Command {
         message: String,
     },
     ClusterLost(String),
+    /// These executors' agent is being drained: no new attempts go to
+    /// them, and each is let go once idle (its outputs re-run where still
+    /// needed, ahead of the drain's deadline).
+    Retire(Vec<ExecutorId>),
     Fetched {
         job: JobId,
         result: Result<Vec<RecordBatch>, (ExecutorId, String)>,

@@ -45,6 +45,32 @@ impl Timestamp {
         self.0
     }
 
+    /// The instant as UTC in ISO 8601, `2026-11-24T21:38:00.000Z`
+    /// (milliseconds since the Unix epoch read as a civil date).
+    pub fn iso8601(self) -> String {
+        let ms = self.0;
+        let secs = ms / 1000;
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        // Civil date from days since 1970-01-01 (Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms % 1000
+        )
+    }
+
     /// Seconds since the origin, as Mesos reports times on the wire.
     pub fn as_secs_f64(self) -> f64 {
         self.0 as f64 / 1000.0

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use strata_proto::ids::OfferId;
+use strata_proto::ids::{AgentId, OfferId};
 use strata_proto::pb::{self, call::Call as C, event::Event as E};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -246,6 +246,28 @@ impl Driver {
                     message: f.message,
                 })
                 .await
+            }
+            E::Drain(d) if d.agent_id.is_empty() => {
+                self.emit(Event::Error(
+                    "malformed event from the manager: drain has no agent_id".into(),
+                ))
+                .await
+            }
+            E::Drain(d) => {
+                let agent_id = AgentId::new(d.agent_id);
+                if !d.draining {
+                    return self.emit(Event::AgentUndrained { agent_id }).await;
+                }
+                match crate::event::seconds("drain", "deadline", d.deadline) {
+                    Ok(since_epoch) => {
+                        self.emit(Event::AgentDraining {
+                            agent_id,
+                            deadline: UNIX_EPOCH + since_epoch,
+                        })
+                        .await
+                    }
+                    Err(e) => self.malformed(e).await,
+                }
             }
             E::Error(e) => self.emit(Event::Error(e.message)).await,
             E::Heartbeat(_) => self.emit(Event::Heartbeat).await,

@@ -33,6 +33,20 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+    /// An agent is being drained for maintenance: nothing more is offered
+    /// on it, and what still runs there at `deadline` is killed. Move work
+    /// away (and treat outputs kept there as going).
+    AgentDraining {
+        /// The agent.
+        agent_id: AgentId,
+        /// When what is left there is killed.
+        deadline: std::time::SystemTime,
+    },
+    /// A drain ended: the agent is offered again.
+    AgentUndrained {
+        /// The agent.
+        agent_id: AgentId,
+    },
     /// An error reported by the manager, or a malformed event the SDK could
     /// not convert.
     Error(String),

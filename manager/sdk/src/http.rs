@@ -140,51 +140,68 @@ pub async fn request(
         })?
 }
 
+/// Sends a request to the managers `address` names (`H1:PORT,H2:PORT,…`)
+/// until one that leads answers: they are asked in turn (one that cannot
+/// be reached, or that answers 503 — a standby that knows no leader yet —
+/// passes to the next), and a standby's redirect to the leader (`307` with
+/// `strata-leader`) is followed. Returns the address that answered and its
+/// reply, whatever its status; the last failure when none answered.
+pub async fn send(
+    method: &str,
+    address: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(String, Reply), HttpError> {
+    let mut search = strata_proto::net::LeaderSearch::new(address);
+    let mut last = None;
+    while let Some(at) = search.next_address() {
+        let reply = match request(method, &at, path, token, body, timeout).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                last = Some(Err(e));
+                continue;
+            }
+        };
+        let leader = reply
+            .1
+            .iter()
+            .find(|(k, _)| k == strata_proto::LEADER_HEADER)
+            .map(|(_, v)| v.clone());
+        match (reply.0, leader) {
+            (307, Some(leader)) if leader != at => search.follow(&at, &leader),
+            (503, _) => {}
+            _ => return Ok((at, reply)),
+        }
+        last = Some(Ok((at, reply)));
+    }
+    last.unwrap_or_else(|| {
+        Err(HttpError::Timeout {
+            address: address.to_owned(),
+            after: Duration::ZERO,
+        })
+    })
+}
+
 /// GET that must answer 2xx; returns the body. `address` may name several
-/// managers (`H1:PORT,H2:PORT,…`): they are asked in turn (one that cannot
-/// be reached, or a standby that knows no leader yet, passes to the next),
-/// and a standby's redirect to the leader (`307` with `strata-leader`) is
-/// followed.
+/// managers, as with [`send`].
 pub async fn get(
     address: &str,
     path: &str,
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<u8>, HttpError> {
-    let mut search = strata_proto::net::LeaderSearch::new(address);
-    let mut last = None;
-    while let Some(at) = search.next_address() {
-        let (status, headers, body) = match request("GET", &at, path, token, None, timeout).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                last = Some(e);
-                continue;
-            }
-        };
-        if (200..300).contains(&status) {
-            return Ok(body);
-        }
-        let error = HttpError::Status {
-            address: at.clone(),
-            path: path.to_owned(),
-            status,
-            body: String::from_utf8_lossy(&body).chars().take(500).collect(),
-        };
-        let leader = headers
-            .iter()
-            .find(|(k, _)| k == strata_proto::LEADER_HEADER)
-            .map(|(_, v)| v.clone());
-        match (status, leader) {
-            (307, Some(leader)) if leader != at => search.follow(&at, &leader),
-            (503, _) => {}
-            _ => return Err(error),
-        }
-        last = Some(error);
+    let (at, (status, _, body)) = send("GET", address, path, token, None, timeout).await?;
+    if (200..300).contains(&status) {
+        return Ok(body);
     }
-    Err(last.unwrap_or_else(|| HttpError::Timeout {
-        address: address.to_owned(),
-        after: Duration::ZERO,
-    }))
+    Err(HttpError::Status {
+        address: at,
+        path: path.to_owned(),
+        status,
+        body: String::from_utf8_lossy(&body).chars().take(500).collect(),
+    })
 }
 
 #[cfg(test)]

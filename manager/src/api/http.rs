@@ -5,21 +5,25 @@
 //! * `GET /api/v1/state`: agents, frameworks, roles, tasks, classes.
 //! * `GET /api/v1/agents`, `/api/v1/frameworks`, `/api/v1/tasks`, `/api/v1/roles`.
 //! * `PUT /api/v1/roles/{role}` with `{"weight": 2, "quota": "cpus:4;mem:8g"}`.
+//! * `POST /api/v1/agents/{agent}/drain` with `{"deadline_seconds": 3600}`
+//!   (optional): no offers on the agent, what is left at the deadline
+//!   killed; `POST /api/v1/agents/{agent}/undrain` ends it.
 //! * `GET /metrics`: Prometheus text format.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use strata_proto::ids::Role;
+use strata_proto::ids::{AgentId, Role};
 use strata_proto::resources::Resources;
 use tokio::sync::oneshot;
 
 use crate::inbox::{CoreHandle, Input};
+use crate::master::MasterError;
 use crate::master::view::StateView;
 use crate::services::ServicesHandle;
 
@@ -32,6 +36,8 @@ pub(super) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> Rout
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/roles", get(roles))
         .route("/api/v1/roles/{role}", put(set_role))
+        .route("/api/v1/agents/{agent}/drain", post(drain))
+        .route("/api/v1/agents/{agent}/undrain", post(undrain))
         .route("/metrics", get(metrics))
         .merge(crate::services::http::routes(services))
         .route_layer(middleware::from_fn_with_state(core.clone(), auth))
@@ -147,18 +153,23 @@ async fn set_role(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    change(&core, |reply| Input::SetRole {
+        role: Role::new(role),
+        weight: body.weight,
+        quota,
+        reply,
+    })
+    .await
+}
+
+/// Sends a change to the core and answers once it is durable: `{"status":
+/// "ok"}`, or the master's error with its status.
+async fn change(
+    core: &CoreHandle,
+    input: impl FnOnce(oneshot::Sender<Result<(), MasterError>>) -> Input,
+) -> Response {
     let (reply, wait) = oneshot::channel();
-    if core
-        .tx
-        .send(Input::SetRole {
-            role: Role::new(role),
-            weight: body.weight,
-            quota,
-            reply,
-        })
-        .await
-        .is_err()
-    {
+    if core.tx.send(input(reply)).await.is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down");
     }
     match wait.await {
@@ -169,6 +180,59 @@ async fn set_role(
         ),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down"),
     }
+}
+
+/// The longest drain deadline accepted (a week).
+const MAX_DRAIN_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainBody {
+    /// Seconds until what is left is killed (default an hour).
+    #[serde(default = "an_hour")]
+    deadline_seconds: f64,
+}
+
+fn an_hour() -> f64 {
+    3600.0
+}
+
+async fn drain(
+    State(core): State<CoreHandle>,
+    Path(agent): Path<String>,
+    body: Result<Json<DrainBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let deadline = match std::time::Duration::try_from_secs_f64(body.deadline_seconds) {
+        Ok(d) if body.deadline_seconds <= MAX_DRAIN_SECONDS => d,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid deadline_seconds {}: a number of seconds from 0 to {MAX_DRAIN_SECONDS}",
+                    body.deadline_seconds
+                ),
+            );
+        }
+    };
+    change(&core, |reply| Input::Drain {
+        agent: AgentId::new(agent),
+        deadline: Some(deadline),
+        reply,
+    })
+    .await
+}
+
+async fn undrain(State(core): State<CoreHandle>, Path(agent): Path<String>) -> Response {
+    change(&core, |reply| Input::Drain {
+        agent: AgentId::new(agent),
+        deadline: None,
+        reply,
+    })
+    .await
 }
 
 async fn metrics(State(core): State<CoreHandle>) -> Response {

@@ -25,6 +25,8 @@ impl Master {
         self.agents.push(AgentEntry {
             id: rec.id,
             address: rec.address,
+            drain: rec.drain,
+            drain_killed: false,
             state,
             last_seen: now,
             registered_at: now,
@@ -40,7 +42,7 @@ impl Master {
             lent: Vec::new(),
             revocable_allocated: Default::default(),
         });
-        if state == AgentState::Registered {
+        if state == AgentState::Registered && rec.drain.is_none() {
             self.set_agent_active(idx, true);
         }
         idx
@@ -48,7 +50,7 @@ impl Master {
 
     /// Marks an agent as offerable or not, keeping the cluster total (the DRF
     /// denominator) as the sum of offerable agents.
-    fn set_agent_active(&mut self, idx: AgentIdx, active: bool) {
+    pub(super) fn set_agent_active(&mut self, idx: AgentIdx, active: bool) {
         let a = &mut self.alloc_agents[idx as usize];
         if a.active == active {
             return;
@@ -98,6 +100,7 @@ impl Master {
             address: info.address,
             resources,
             attributes,
+            drain: None,
         };
         let idx = match self.agent_index.get(&id).copied() {
             None => {
@@ -108,6 +111,8 @@ impl Master {
             }
             Some(idx) => {
                 info!(agent_id = %id, "agent re-registered");
+                let mut record = record;
+                record.drain = self.agents[idx as usize].drain;
                 self.rescind_agent_offers(idx);
                 self.set_agent_active(idx, false);
                 let changed = {
@@ -130,7 +135,9 @@ impl Master {
                 e.state = AgentState::Registered;
                 e.last_seen = now;
                 e.registered_at = now;
-                self.set_agent_active(idx, true);
+                // A drained agent stays drained when it comes back.
+                let offerable = e.drain.is_none();
+                self.set_agent_active(idx, offerable);
                 idx
             }
         };

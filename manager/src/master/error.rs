@@ -1,7 +1,7 @@
 //! Errors the master returns to a caller whose input it refuses.
 
 use strata_proto::class::UnknownClass;
-use strata_proto::ids::{FrameworkId, Role, StreamId};
+use strata_proto::ids::{AgentId, FrameworkId, Role, StreamId};
 use strata_proto::resources::ResourceError;
 
 /// Why the master refused an input. Each variant maps to one gRPC code and
@@ -96,6 +96,18 @@ pub enum MasterError {
         /// The largest agent.
         largest: String,
     },
+    /// No agent has this id.
+    #[error("agent {agent_id} is not known to this manager")]
+    UnknownAgent {
+        /// The id asked for.
+        agent_id: AgentId,
+    },
+    /// Undraining an agent that is not being drained.
+    #[error("agent {agent_id} is not being drained")]
+    NotDraining {
+        /// The agent.
+        agent_id: AgentId,
+    },
 }
 
 impl MasterError {
@@ -115,7 +127,8 @@ impl MasterError {
             NotSubscribed { .. } | AgentNotRegistered => tonic::Code::FailedPrecondition,
             StaleStream { .. } => tonic::Code::FailedPrecondition,
             FrameworkRemoved { .. } => tonic::Code::PermissionDenied,
-            RoleChange { .. } => tonic::Code::FailedPrecondition,
+            RoleChange { .. } | NotDraining { .. } => tonic::Code::FailedPrecondition,
+            UnknownAgent { .. } => tonic::Code::NotFound,
         }
     }
 

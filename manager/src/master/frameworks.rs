@@ -178,6 +178,7 @@ impl Master {
         for status in pending {
             self.push_update_event(idx, status);
         }
+        self.tell_drains_to(idx as usize);
         self.dirty = true;
         Ok((id, stream))
     }
@@ -447,6 +448,7 @@ impl Master {
     /// Runs timers: agent health, framework timers, offer timeouts.
     pub fn tick(&mut self, now: Timestamp) {
         self.check_agent_health(now);
+        self.drain_deadlines(now);
         self.tick_frameworks(now);
         self.expire_offers(now);
     }

@@ -23,6 +23,7 @@
 //! `offers` (allocation cycles, rescinds, filters).
 
 mod agents;
+mod drain;
 pub mod error;
 mod frameworks;
 mod offers;
@@ -44,8 +45,11 @@ use strata_proto::resources::{Resources, Scalar};
 use crate::allocator::{
     AgentAlloc, AgentIdx, FrameworkAlloc, FrameworkIdx, PendingAsk, RoleAlloc, RoleIdx,
 };
+pub use drain::DrainState;
 pub use error::MasterError;
-pub use records::{AgentRecord, FrameworkRecord, PersistOp, RegistrySnapshot, RoleRecord};
+pub use records::{
+    AgentRecord, DrainRecord, FrameworkRecord, PersistOp, RegistrySnapshot, RoleRecord,
+};
 
 use std::time::Duration;
 pub use strata_proto::time::Timestamp;
@@ -60,6 +64,9 @@ pub struct MasterConfig {
     /// This manager's epoch, told to agents at registration (they refuse a
     /// lower one than they have seen). The server sets it to the term.
     pub epoch: u64,
+    /// The address clients reach this manager on (its `--advertise`, or
+    /// where it listens), shown as the leader's in the state API.
+    pub address: String,
     /// The priority classes.
     pub classes: PriorityClasses,
     /// An agent silent this long is marked unreachable.
@@ -95,6 +102,7 @@ impl Default for MasterConfig {
         MasterConfig {
             instance: "m0".into(),
             epoch: 0,
+            address: String::new(),
             classes: PriorityClasses::default(),
             agent_timeout: Duration::from_secs(15),
             agent_heartbeat_interval: Duration::from_secs(1),
@@ -161,6 +169,10 @@ pub enum AgentState {
 struct AgentEntry {
     id: AgentId,
     address: String,
+    /// Being drained: no offers; what is left at the deadline is killed.
+    drain: Option<records::DrainRecord>,
+    /// The drain's deadline kills have been sent.
+    drain_killed: bool,
     state: AgentState,
     last_seen: Timestamp,
     registered_at: Timestamp,
@@ -290,6 +302,8 @@ pub struct Master {
     /// Per class: unreleased tasks and outstanding offers, so a preemption
     /// search is skipped when nothing it could take back exists.
     live_by_class: Vec<u32>,
+    /// When this master began (leading, with several managers).
+    since: Timestamp,
 }
 
 /// Figures of the last allocation cycle.
@@ -330,6 +344,7 @@ impl Master {
             preempting_agents: std::collections::BTreeSet::new(),
             preempt_cursor: 0,
             live_by_class: vec![0; cfg.classes.len()],
+            since: Timestamp::ZERO,
             cfg,
         }
     }
@@ -350,6 +365,7 @@ impl Master {
     /// now), roles keep their weights and quotas.
     pub fn recover(cfg: MasterConfig, snapshot: RegistrySnapshot, now: Timestamp) -> Self {
         let mut m = Master::new(cfg);
+        m.since = now;
         for r in snapshot.roles {
             let idx = m.role_idx(&r.role);
             m.alloc_roles[idx as usize].weight = r.weight;

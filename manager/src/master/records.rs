@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use strata_proto::ids::{AgentId, FrameworkId, Role};
 use strata_proto::resources::Resources;
+use strata_proto::time::Timestamp;
 
 /// A registered agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,6 +22,19 @@ pub struct AgentRecord {
     pub resources: Resources,
     /// Attributes.
     pub attributes: Vec<(String, String)>,
+    /// Being drained for maintenance (kept across restarts and failovers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainRecord>,
+}
+
+/// An agent's drain: no offers on it from `since`; what still runs there
+/// at `deadline` is killed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    /// When the drain began.
+    pub since: Timestamp,
+    /// When what is left is killed.
+    pub deadline: Timestamp,
 }
 
 /// A subscribed framework.

@@ -4,7 +4,20 @@
 use serde::{Deserialize, Serialize};
 
 use super::{AgentState, Master, Timestamp};
-use crate::allocator::drf;
+use crate::allocator::{AgentIdx, drf};
+
+/// The manager that leads, as the state API shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaderView {
+    /// Its instance (`m{epoch}`), the prefix of the ids it issues.
+    pub id: String,
+    /// Its epoch: the registry's term, or the election's revision in etcd.
+    pub epoch: u64,
+    /// Where clients reach it.
+    pub address: String,
+    /// When it began leading (milliseconds since the Unix epoch).
+    pub since: Timestamp,
+}
 
 /// An agent as the state API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,6 +54,12 @@ pub struct AgentView {
     /// Revocable cpus borrowed by tasks and offers.
     #[serde(default)]
     pub cpus_revocable_allocated: f64,
+    /// `draining` (tasks remain) or `drained`; absent when not drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<String>,
+    /// When what is left on a draining agent is killed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline: Option<Timestamp>,
 }
 
 /// A framework as the state API shows it.
@@ -126,6 +145,9 @@ pub struct TaskView {
 /// The whole state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StateView {
+    /// The manager that answered (the leader, with several).
+    #[serde(default)]
+    pub leader: LeaderView,
     /// Agents.
     pub agents: Vec<AgentView>,
     /// Frameworks (not removed).
@@ -149,7 +171,8 @@ impl Master {
             .agents
             .iter()
             .zip(&self.alloc_agents)
-            .map(|(e, a)| AgentView {
+            .enumerate()
+            .map(|(idx, (e, a))| AgentView {
                 id: e.id.to_string(),
                 hostname: a.hostname.clone(),
                 address: e.address.clone(),
@@ -175,6 +198,10 @@ impl Master {
                     .count(),
                 cpus_lent: a.lent.iter().map(|(_, c)| c.as_f64()).sum(),
                 cpus_revocable_allocated: a.revocable_allocated.as_f64(),
+                drain: self
+                    .drain_state(idx as AgentIdx)
+                    .map(|d| d.as_str().to_owned()),
+                drain_deadline: e.drain.map(|d| d.deadline),
             })
             .collect();
         let frameworks = self
@@ -223,6 +250,12 @@ impl Master {
             .collect();
         tasks.sort_by(|a, b| a.id.cmp(&b.id));
         StateView {
+            leader: LeaderView {
+                id: self.cfg.instance.clone(),
+                epoch: self.cfg.epoch,
+                address: self.cfg.address.clone(),
+                since: self.since,
+            },
             agents,
             frameworks,
             roles,

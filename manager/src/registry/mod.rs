@@ -246,6 +246,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             resources: Resources::new(2.0, 512.0),
             attributes: vec![("rack".into(), "r1".into())],
+            drain: None,
         };
         let fw = FrameworkRecord {
             id: "f1".into(),

@@ -8,8 +8,13 @@ use std::time::Duration;
 #[cfg(feature = "etcd")]
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use crate::master::{PersistOp, RegistrySnapshot};
 use crate::registry::{Registry, RegistryError};
+#[cfg(feature = "etcd")]
+use crate::services::store::{DocumentError, DocumentFuture};
+use crate::services::store::{DocumentStore, FileDocument};
 
 /// Where the manager keeps its registry.
 #[derive(Clone, Debug, Default)]
@@ -62,6 +67,76 @@ impl Backend {
             #[cfg(feature = "etcd")]
             Backend::Etcd(r) => r.apply(ops).await,
         }
+    }
+}
+
+impl Backend {
+    /// Where the services scheduler keeps its state: `services.json` in
+    /// the work directory beside the local registry; a document in etcd
+    /// beside the shared one, so whichever manager leads next finds it.
+    pub(super) fn services_store(&self, work_dir: &std::path::Path) -> Arc<dyn DocumentStore> {
+        match self {
+            Backend::Local(_) => Arc::new(FileDocument::new(work_dir.join("services.json"))),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(r) => Arc::new(EtcdDocument {
+                registry: (**r).clone(),
+                name: "services",
+            }),
+        }
+    }
+}
+
+/// A document in etcd, written fenced on the leader's epoch.
+#[cfg(feature = "etcd")]
+struct EtcdDocument {
+    registry: crate::registry::etcd::EtcdRegistry,
+    name: &'static str,
+}
+
+#[cfg(feature = "etcd")]
+impl EtcdDocument {
+    fn error(&self, doing: &'static str, e: RegistryError) -> DocumentError {
+        DocumentError {
+            doing,
+            document: self.describe(),
+            source: Box::new(e),
+        }
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl DocumentStore for EtcdDocument {
+    fn describe(&self) -> String {
+        format!("the store's document {}", self.name)
+    }
+
+    fn read(&self) -> DocumentFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            self.registry
+                .document(self.name)
+                .await
+                .map_err(|e| self.error("reading", e))
+        })
+    }
+
+    fn write(&self, bytes: Vec<u8>) -> DocumentFuture<'_, ()> {
+        Box::pin(async move {
+            self.registry
+                .put_document(self.name, &bytes)
+                .await
+                .map_err(|e| self.error("writing", e))
+        })
+    }
+
+    fn set_aside(&self, bytes: Vec<u8>) -> DocumentFuture<'_, String> {
+        Box::pin(async move {
+            let aside = format!("{}.bad", self.name);
+            self.registry
+                .put_document(&aside, &bytes)
+                .await
+                .map_err(|e| self.error("setting aside", e))?;
+            Ok(format!("the store's document {aside}"))
+        })
     }
 }
 

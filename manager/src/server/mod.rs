@@ -301,6 +301,7 @@ async fn serve_as_leader(
     let mut master_cfg = cfg.master.clone();
     master_cfg.instance = format!("m{}", led.term);
     master_cfg.epoch = led.term;
+    master_cfg.address = cfg.advertise.clone().unwrap_or_else(|| addr.to_string());
     let clock = Clock::new();
     let snapshot = led.snapshot;
     let recovered = !snapshot.agents.is_empty() || !snapshot.frameworks.is_empty();
@@ -308,6 +309,7 @@ async fn serve_as_leader(
     if recovered {
         info!("manager recovered state from its registry");
     }
+    let services_store = led.backend.services_store(&cfg.work_dir);
     let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
     let core_task = tokio::spawn(run_core(
         master,
@@ -323,7 +325,7 @@ async fn serve_as_leader(
         let rc = crate::services::RunnerConfig {
             manager: addr.to_string(),
             token: cfg.token.clone(),
-            state_file: cfg.work_dir.join("services.json"),
+            store: services_store,
             classes: cfg.master.classes.clone(),
             cpu_usage: Some(cpu_usage_source(core_tx.clone())),
         };
@@ -547,6 +549,17 @@ fn handle_input(
             reply,
         } => {
             let r = master.set_role(role, weight, quota);
+            replies.push(Reply::Unit(reply, r));
+        }
+        Input::Drain {
+            agent,
+            deadline,
+            reply,
+        } => {
+            let r = match deadline {
+                Some(d) => master.drain_agent(now, &agent, d).map(|_| ()),
+                None => master.undrain_agent(&agent),
+            };
             replies.push(Reply::Unit(reply, r));
         }
     }

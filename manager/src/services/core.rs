@@ -7,7 +7,7 @@
 //! [`Services::drain`]. After each input the runner calls
 //! [`Services::step`], which re-plans every app with [`plan::step`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use strata_proto::class::PriorityClasses;
@@ -65,6 +65,8 @@ pub struct Services {
     outbox: Vec<Effect>,
     demand: Vec<Ask>,
     default_user: Option<String>,
+    /// Agents being drained: their instances are replaced elsewhere.
+    draining: BTreeSet<AgentId>,
 }
 
 impl Services {
@@ -88,6 +90,7 @@ impl Services {
             outbox: Vec::new(),
             demand: Vec::new(),
             default_user: None,
+            draining: BTreeSet::new(),
         }
     }
 
@@ -95,6 +98,23 @@ impl Services {
     /// framework user: the manager's own).
     pub fn set_default_user(&mut self, user: Option<String>) {
         self.default_user = user;
+    }
+
+    /// An agent's drain began (`true`) or ended. Instances on a draining
+    /// agent count as outdated: they are replaced elsewhere as in a rolling
+    /// restart, within each app's upgrade strategy (never below
+    /// `minimumHealthCapacity` healthy), and killed once replaced. The
+    /// manager repeats every drain under way on each subscription, so this
+    /// is not persisted.
+    pub fn agent_drain(&mut self, agent: AgentId, draining: bool) {
+        let changed = if draining {
+            self.draining.insert(agent.clone())
+        } else {
+            self.draining.remove(&agent)
+        };
+        if changed {
+            info!(agent_id = %agent, draining, "agent drain noted; its instances move");
+        }
     }
 
     /// The state to persist.
@@ -562,7 +582,8 @@ impl Services {
             .live()
             .map(|i| Live {
                 key: i.task_id.clone(),
-                current: i.config_version == app.config_version,
+                current: i.config_version == app.config_version
+                    && !self.draining.contains(&i.agent_id),
                 healthy: app.is_healthy(i),
                 running: i.state == TaskState::TaskRunning,
                 staged_at: i.staged_at,

@@ -18,7 +18,8 @@
 //! * `launch.rs`: an instance's task from an app and an offer.
 //! * `autoscale.rs`: the autoscaling policy from `strata.autoscale.*`.
 //! * `probe.rs`: health checks and metric samples.
-//! * `runner.rs`: the effectful shell (SDK subscription, state file).
+//! * `runner.rs`: the effectful shell (SDK subscription, state saved).
+//! * `store.rs`: where the state is saved (a file, or the cluster's store).
 //! * `http.rs`, `view.rs`, `error.rs`: Marathon's REST API v2.
 
 pub mod app;
@@ -31,6 +32,7 @@ pub mod plan;
 pub mod probe;
 pub mod runner;
 pub mod state;
+pub mod store;
 pub mod view;
 
 pub use app::{AppDefinition, AppId};

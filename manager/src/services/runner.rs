@@ -3,12 +3,12 @@
 //!
 //! One tokio task owns the state. It takes API commands, scheduler events,
 //! probe results and a one-second tick; after each it re-plans, carries
-//! out the effects through the SDK, and writes the state to
-//! `services.json` (atomically) before answering the API call that changed
-//! it.
+//! out the effects through the SDK, and writes the state to its
+//! [`DocumentStore`] (`services.json`, or the cluster's store) before
+//! answering the API call that changed it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use super::autoscale::Metric;
 use super::core::{Effect, Services, Snapshot, Timestamp, secs};
 use super::error::ServiceError;
 use super::probe;
+use super::store::DocumentStore;
 
 /// The services framework's name.
 pub const FRAMEWORK_NAME: &str = "strata-services";
@@ -40,7 +41,7 @@ pub struct RunnerConfig {
     /// The manager's token, if any.
     pub token: Option<String>,
     /// Where the state is kept.
-    pub state_file: PathBuf,
+    pub store: Arc<dyn DocumentStore>,
     /// The priority classes.
     pub classes: PriorityClasses,
     /// Reads the cpus the scheduler's tasks used (for the `cpu` autoscaling
@@ -177,27 +178,14 @@ async fn refuse_all(mut rx: mpsc::Receiver<Command>, reason: String) {
 
 /// Runs the services scheduler until `rx` closes.
 pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
-    let state: StateFile = match std::fs::read(&cfg.state_file) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            warn!(path = %cfg.state_file.display(), error = %e,
-                "services state unreadable; starting empty (the file is kept as .bad)");
-            let bad = cfg.state_file.with_extension("json.bad");
-            if let Err(e) = std::fs::rename(&cfg.state_file, &bad) {
-                error!(path = %bad.display(), error = %e,
-                    "cannot keep the unreadable services state aside");
-            }
-            StateFile::default()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateFile::default(),
+    let state = match load(cfg.store.as_ref()).await {
+        Ok(state) => state,
         Err(e) => {
             // Starting empty would later overwrite apps that are there but
-            // cannot be read now (permissions, an I/O error): refuse.
-            let reason = format!(
-                "its state {} cannot be read ({e}); fix it and restart the manager",
-                cfg.state_file.display()
-            );
-            error!(path = %cfg.state_file.display(), error = %e,
-                "services state cannot be read; the services scheduler is not started");
+            // cannot be read now (permissions, an I/O error, a store out
+            // of reach): refuse.
+            let reason = format!("its state cannot be read ({e}); fix it and restart the manager");
+            error!(error = %e, "services state cannot be read; the services scheduler is not started");
             refuse_all(rx, reason).await;
             return;
         }
@@ -260,7 +248,8 @@ pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
             Some(p) = probes_rx.recv() => r.probe(p),
             _ = tick.tick() => r.tick(),
         }
-        r.settle().await;
+        // A failed write is logged and retried after the next input.
+        r.settle().await.ok();
     }
 }
 
@@ -299,7 +288,14 @@ impl Runner {
                 }
                 let result = f(&mut self.core, Timestamp::now());
                 // Durable before answered.
-                self.settle().await;
+                let result = match self.settle().await {
+                    Ok(()) => result,
+                    Err(e) => result.and(Err(ServiceError::Unavailable {
+                        reason: format!(
+                            "the change is made but not stored yet ({e}); it is retried"
+                        ),
+                    })),
+                };
                 reply.send(result).ok();
             }
         }
@@ -331,6 +327,8 @@ impl Runner {
             }
             Event::Error(m) => warn!(message = m, "manager reported an error"),
             Event::Disconnected { reason } => warn!(reason, "services scheduler disconnected"),
+            Event::AgentDraining { agent_id, .. } => self.core.agent_drain(agent_id, true),
+            Event::AgentUndrained { agent_id } => self.core.agent_drain(agent_id, false),
             Event::Rescind(_) | Event::Heartbeat => {}
         }
         self.core.step(now);
@@ -448,8 +446,9 @@ impl Runner {
         self.core.step(now);
     }
 
-    /// Carries out the effects of the last inputs, then writes the state.
-    async fn settle(&mut self) {
+    /// Carries out the effects of the last inputs, then writes the state
+    /// (kept dirty, so written again later, when that fails).
+    async fn settle(&mut self) -> Result<(), super::store::DocumentError> {
         let effects = self.core.drain();
         for e in effects {
             let Some(h) = self.handle.clone() else {
@@ -473,13 +472,9 @@ impl Runner {
                 warn!(error = %e, "services scheduler call failed");
             }
         }
-        if self.dirty {
-            self.dirty = false;
-            self.save();
+        if !self.dirty {
+            return Ok(());
         }
-    }
-
-    fn save(&self) {
         let state = StateFile {
             framework_id: self.framework_id.as_ref().map(|f| f.to_string()),
             services: self.core.snapshot(),
@@ -487,12 +482,44 @@ impl Runner {
         let bytes = match serde_json::to_vec_pretty(&state) {
             Ok(b) => b,
             Err(e) => {
-                warn!(error = %e, "services state not serialisable");
-                return;
+                error!(error = %e, "services state not serialisable");
+                self.dirty = false;
+                return Ok(());
             }
         };
-        if let Err(e) = strata_proto::fsutil::write_atomic(&self.cfg.state_file, &bytes) {
-            warn!(path = %self.cfg.state_file.display(), error = %e, "cannot write services state");
+        match self.cfg.store.write(bytes).await {
+            Ok(()) => {
+                self.dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot write services state");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads the state: empty when there is none, and when what is there
+/// cannot be parsed (kept aside first); an error when it cannot be read.
+async fn load(store: &dyn DocumentStore) -> Result<StateFile, super::store::DocumentError> {
+    let Some(bytes) = store.read().await? else {
+        return Ok(StateFile::default());
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let document = store.describe();
+            match store.set_aside(bytes).await {
+                Ok(kept) => warn!(document, kept, error = %e,
+                    "services state unparseable; starting empty (the old one is kept)"),
+                Err(aside) => {
+                    error!(document, error = %aside,
+                        "cannot keep the unparseable services state aside");
+                    return Err(aside);
+                }
+            }
+            Ok(StateFile::default())
         }
     }
 }
@@ -539,7 +566,9 @@ mod tests {
         let cfg = RunnerConfig {
             manager: "127.0.0.1:1".into(),
             token: None,
-            state_file: state_file.clone(),
+            store: Arc::new(crate::services::store::FileDocument::new(
+                state_file.clone(),
+            )),
             classes: PriorityClasses::default(),
             cpu_usage: None,
         };

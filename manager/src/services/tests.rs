@@ -331,3 +331,47 @@ fn hostname_unique_spreads_instances() {
     assert_eq!(t.offer("a1", 8.0).len(), 0);
     assert_eq!(t.offer("a2", 8.0).len(), 1);
 }
+
+#[test]
+fn a_drained_agents_instances_move_within_the_upgrade_strategy() {
+    let mut t = T::new();
+    let id = t.create(
+        r#"{"id":"/d","cmd":"serve","instances":2,"cpus":1,
+            "upgradeStrategy":{"minimumHealthCapacity":1,"maximumOverCapacity":0}}"#,
+    );
+    let on_a1 = t.offer("a1", 1.0);
+    let on_a2 = t.offer("a2", 1.0);
+    for x in on_a1.iter().chain(&on_a2) {
+        t.says(x, TaskState::TaskRunning);
+    }
+    t.s.drain();
+    // a1 drains: one replacement is asked for, nothing is killed while
+    // the app would fall below its healthy minimum.
+    t.s.agent_drain(AgentId::new("a1"), true);
+    t.s.step(t.now);
+    assert_eq!(t.demand(), Some(vec![("service".into(), 1)]));
+    let moved = t.offer("a3", 1.0);
+    assert_eq!(moved.len(), 1);
+    assert!(t.kills().is_empty(), "killed before its replacement ran");
+    // Once the replacement is healthy, the drained instance goes, and
+    // only it.
+    t.says(&moved[0], TaskState::TaskRunning);
+    assert_eq!(t.kills(), on_a1);
+    t.says(&on_a1[0], TaskState::TaskKilled);
+    t.s.step(t.now);
+    assert!(t.kills().is_empty());
+    let app = t.s.app(&id).unwrap();
+    let mut agents: Vec<&str> = app
+        .instances
+        .values()
+        .map(|i| i.agent_id.as_str())
+        .collect();
+    agents.sort();
+    assert_eq!(agents, ["a2", "a3"]);
+    // An undrained agent's instances are current again: nothing moves.
+    t.s.agent_drain(AgentId::new("a2"), true);
+    t.s.agent_drain(AgentId::new("a2"), false);
+    t.s.step(t.now);
+    assert!(t.kills().is_empty());
+    assert_eq!(t.demand(), None);
+}

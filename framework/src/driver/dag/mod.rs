@@ -286,6 +286,9 @@ struct Executor {
     /// a queue only once it is half empty sends launches in batches
     /// instead of one message per finished task.
     open: bool,
+    /// Takes no new attempts: its agent is being drained, and it is let
+    /// go once idle.
+    retiring: bool,
 }
 
 /// The map outputs a task reads: per input stage, (map partition,

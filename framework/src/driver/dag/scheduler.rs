@@ -37,8 +37,28 @@ impl TaskScheduler {
                 slots: slots.max(1),
                 busy: 0,
                 open: true,
+                retiring: false,
             },
         );
+    }
+
+    /// An executor takes no new attempts from now (its agent is being
+    /// drained); those it runs finish. Returns whether it is known.
+    pub fn retire_executor(&mut self, id: &ExecutorId) -> bool {
+        self.executors
+            .get_mut(id)
+            .map(|e| e.retiring = true)
+            .is_some()
+    }
+
+    /// Retiring executors that run nothing any more: ready to let go
+    /// (their outputs are then lost, and re-run where still needed).
+    pub fn retired_idle(&self) -> Vec<ExecutorId> {
+        self.executors
+            .iter()
+            .filter(|(_, e)| e.retiring && e.busy == 0)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Registered executors.
@@ -350,7 +370,7 @@ impl TaskScheduler {
         let mut launches = Vec::new();
         let deepest = self.policy.pipeline.max(1);
         for e in self.executors.values_mut() {
-            e.open = e.busy < e.slots || e.busy <= e.slots * deepest / 2;
+            e.open = !e.retiring && (e.busy < e.slots || e.busy <= e.slots * deepest / 2);
         }
         if self.executors.values().all(|e| !e.open) {
             return launches;
@@ -495,7 +515,10 @@ impl TaskScheduler {
         self.executors
             .iter()
             .filter(|(id, e)| {
-                e.busy < e.slots * depth && (depth == 1 || e.open) && Some(*id) != avoid
+                !e.retiring
+                    && e.busy < e.slots * depth
+                    && (depth == 1 || e.open)
+                    && Some(*id) != avoid
             })
             .max_by_key(|(id, e)| {
                 (

@@ -512,3 +512,38 @@ fn empty_final_partitions_are_not_fetched() {
     let parts: Vec<PartitionId> = outs.iter().map(|(p, _, _)| *p).collect();
     assert_eq!(parts, vec![l[0].task.partition, l[2].task.partition]);
 }
+
+#[test]
+fn a_retiring_executor_takes_no_new_attempts_and_is_let_go_once_idle() {
+    let t0 = Instant::now();
+    let mut s = sched(&[("a", 2), ("b", 2)]);
+    s.submit(job(), two_stage(8, 2));
+    let first = s.assign(t0);
+    assert_eq!(first.len(), 4);
+    // a's agent drains: what runs there finishes, nothing new goes there.
+    assert!(s.retire_executor(&ex("a")));
+    assert!(!s.retire_executor(&ex("nobody")));
+    assert!(s.retired_idle().is_empty(), "a still runs two attempts");
+    finish_all(&mut s, &first, t0);
+    assert_eq!(s.retired_idle(), vec![ex("a")]);
+    let second = s.assign(t0);
+    assert!(!second.is_empty());
+    assert!(second.iter().all(|l| l.executor == ex("b")), "{second:?}");
+    // Let go, its map outputs are lost and run again elsewhere.
+    s.remove_executor(&ex("a"));
+    finish_all(&mut s, &second, t0);
+    let maps = |ls: &[Launch]| ls.iter().filter(|l| l.task.stage == S0).count();
+    let mut map_attempts = maps(&first) + maps(&second);
+    loop {
+        let next = s.assign(t0);
+        if next.is_empty() {
+            break;
+        }
+        assert!(next.iter().all(|l| l.executor == ex("b")));
+        map_attempts += maps(&next);
+        finish_all(&mut s, &next, t0);
+    }
+    // Eight maps, and again the two whose outputs were on a, only they.
+    assert_eq!(map_attempts, 10);
+    assert_eq!(s.state(&job()), Some(&JobState::OutputsReady));
+}

@@ -548,6 +548,7 @@ fn recovered_master_adopts_running_tasks_without_loss() {
             address: "127.0.0.1:1".into(),
             resources: Resources::new(2.0, 4096.0),
             attributes: vec![],
+            drain: None,
         }],
         frameworks: vec![FrameworkRecord {
             id: f.0.clone(),
@@ -667,5 +668,6 @@ fn kills(actions: &[Action]) -> Vec<manager_message::KillTask> {
         .collect()
 }
 
+mod drain;
 mod preemption;
 mod revocable;

@@ -39,6 +39,7 @@ fn agent(id: &str) -> PersistOp {
         address: "10.0.0.2:5051".into(),
         resources: Resources::new(2.0, 512.0),
         attributes: vec![],
+        drain: None,
     })
 }
 
