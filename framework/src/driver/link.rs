@@ -42,9 +42,9 @@ impl ExecutorLink for LinkService {
                 "the first message on an executor link must be Register",
             ));
         };
-        if reg.version != strata_proto::PROTOCOL_VERSION {
+        if strata_proto::negotiate(reg.version).is_none() {
             return Err(Status::failed_precondition(format!(
-                "executor speaks protocol {}, this driver {}",
+                "executor speaks protocol {}, this driver {} (and one older)",
                 reg.version,
                 strata_proto::PROTOCOL_VERSION
             )));

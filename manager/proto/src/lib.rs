@@ -22,7 +22,8 @@
 //!   spans between instants are `std::time::Duration`.
 //!
 //! The protocol is versioned by [`PROTOCOL_VERSION`], checked in every
-//! handshake (framework subscription and agent registration).
+//! handshake (framework subscription, agent registration, executor link):
+//! a peer one version behind is served in its version ([`negotiate`]).
 
 #![warn(missing_docs)]
 
@@ -48,9 +49,23 @@ pub mod exec {
     tonic::include_proto!("strata.exec.v1");
 }
 
-/// The protocol version spoken by this build. A peer with another version is
-/// refused at its handshake with a clear error.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version spoken by this build. Version 2 added agent drains
+/// (the `Drain` event, `REASON_AGENT_DRAINED`).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest version a peer may speak and still be served: one behind, so
+/// a cluster upgrades its managers first, then its agents and frameworks,
+/// one at a time. A peer outside `OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION`
+/// is refused at its handshake with a clear error.
+pub const OLDEST_PROTOCOL_VERSION: u32 = PROTOCOL_VERSION - 1;
+
+/// The version two peers speak: the older of theirs and ours, or `None`
+/// when theirs is outside the versions this build serves.
+pub fn negotiate(theirs: u32) -> Option<u32> {
+    (OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION)
+        .contains(&theirs)
+        .then_some(theirs)
+}
 
 /// The largest message, in bytes, that any Strata endpoint accepts.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

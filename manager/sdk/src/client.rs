@@ -266,7 +266,7 @@ async fn subscribe_once(
         let s = Subscribed::from_proto(s).map_err(|e| SdkError::Protocol {
             message: e.to_string(),
         })?;
-        if s.protocol_version != PROTOCOL_VERSION {
+        if strata_proto::negotiate(s.protocol_version).is_none() {
             return Err(SdkError::VersionMismatch {
                 ours: PROTOCOL_VERSION,
                 theirs: s.protocol_version,

@@ -73,7 +73,7 @@ impl Master {
         now: Timestamp,
         reg: pb::agent_message::Register,
     ) -> Result<AgentId, MasterError> {
-        if reg.protocol_version != strata_proto::PROTOCOL_VERSION {
+        if strata_proto::negotiate(reg.protocol_version).is_none() {
             return Err(MasterError::ProtocolVersion {
                 ours: strata_proto::PROTOCOL_VERSION,
                 theirs: reg.protocol_version,

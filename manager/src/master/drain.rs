@@ -140,6 +140,11 @@ impl Master {
                 .filter(|&f| self.frameworks[f].connected)
                 .collect(),
         };
+        // Frameworks of protocol 1 know no drains (they would read an
+        // empty event); they learn of the kills at the deadline.
+        let targets = targets
+            .into_iter()
+            .filter(|&f| self.frameworks[f].version >= 2);
         for f in targets {
             self.outbox.push(Action::ToFramework {
                 framework: self.frameworks[f].id.clone(),

@@ -41,6 +41,7 @@ impl Master {
             tasks: HashSet::default(),
             offers: HashSet::default(),
             unacked: BTreeMap::new(),
+            version: strata_proto::PROTOCOL_VERSION,
             last_heartbeat: Timestamp::ZERO,
             declared: Vec::new(),
             offered: Vec::new(),
@@ -67,12 +68,11 @@ impl Master {
         now: Timestamp,
         req: pb::SubscribeRequest,
     ) -> Result<(FrameworkId, StreamId), MasterError> {
-        if req.protocol_version != strata_proto::PROTOCOL_VERSION {
-            return Err(MasterError::ProtocolVersion {
+        let version =
+            strata_proto::negotiate(req.protocol_version).ok_or(MasterError::ProtocolVersion {
                 ours: strata_proto::PROTOCOL_VERSION,
                 theirs: req.protocol_version,
-            });
-        }
+            })?;
         let info = req
             .framework
             .ok_or(MasterError::MissingField { field: "framework" })?;
@@ -155,6 +155,7 @@ impl Master {
         fw.connected = true;
         fw.disconnected_at = None;
         fw.last_heartbeat = now;
+        fw.version = version;
         self.alloc_fws[idx as usize].active = true;
         self.alloc_fws[idx as usize].suppressed = req.suppressed && demand.is_empty();
         self.set_demand(idx, demand);
@@ -164,7 +165,9 @@ impl Master {
                 event: Some(pb::event::Event::Subscribed(pb::event::Subscribed {
                     framework_id: id.to_string(),
                     heartbeat_interval_seconds: self.cfg.framework_heartbeat_interval.as_secs_f64(),
-                    protocol_version: strata_proto::PROTOCOL_VERSION,
+                    // The version spoken on this stream: an older framework
+                    // gets its own.
+                    protocol_version: version,
                     stream_id: stream.to_string(),
                 })),
             },

@@ -190,6 +190,8 @@ struct FrameworkEntry {
     failover_timeout: Duration,
     tasks: HashSet<TaskId>,
     offers: HashSet<OfferId>,
+    /// The protocol version its subscription speaks.
+    version: u32,
     /// Manager-generated updates awaiting acknowledgement, by uuid.
     unacked: BTreeMap<Vec<u8>, (Timestamp, pb::TaskStatus)>,
     last_heartbeat: Timestamp,

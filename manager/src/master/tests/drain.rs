@@ -1,6 +1,7 @@
 //! Draining an agent: offers stop and are rescinded, frameworks are told
 //! (again on subscription), what is left at the deadline is killed once,
-//! the state goes DRAINING → DRAINED, and the drain survives a restart.
+//! the state goes DRAINING → DRAINED, and the drain survives a restart;
+//! peers one protocol version behind are served (and not told of drains).
 
 use super::*;
 
@@ -143,4 +144,51 @@ fn draining_an_unknown_agent_is_refused() {
         MasterError::UnknownAgent { agent_id: nobody }.http_status(),
         404
     );
+}
+
+#[test]
+fn peers_one_protocol_version_behind_are_served_in_theirs() {
+    use strata_proto::{OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+    assert_eq!(OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION - 1);
+    let mut t = T::new();
+    // An agent one version behind registers.
+    let mut reg = register("", 2.0, vec![]);
+    reg.protocol_version = OLDEST_PROTOCOL_VERSION;
+    let a = t.m.agent_register(t.now, reg).unwrap();
+    // So does a framework, answered in its own version.
+    let mut req = subscribe_req("");
+    req.protocol_version = OLDEST_PROTOCOL_VERSION;
+    let old = t.m.subscribe(t.now, req).unwrap();
+    let subscribed = t.events(&old.0).into_iter().find_map(|e| match e {
+        event::Event::Subscribed(s) => Some(s.protocol_version),
+        _ => None,
+    });
+    assert_eq!(subscribed, Some(OLDEST_PROTOCOL_VERSION));
+    let new = t.framework();
+    // Two behind is refused, naming both versions.
+    let mut req = subscribe_req("");
+    req.protocol_version = OLDEST_PROTOCOL_VERSION - 1;
+    let err = t.m.subscribe(t.now, req).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("speaks {PROTOCOL_VERSION}")),
+        "{err}"
+    );
+    // A drain is told to the framework that knows the event, not the old one.
+    t.m.drain_agent(t.now, &a, Duration::from_secs(60)).unwrap();
+    let actions = t.m.drain_actions();
+    let told: Vec<&FrameworkId> = actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::ToFramework {
+                framework,
+                event:
+                    pb::Event {
+                        event: Some(event::Event::Drain(_)),
+                    },
+            } => Some(framework),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![&new.0]);
 }
