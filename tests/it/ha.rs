@@ -3,12 +3,14 @@
 //! replaced within its lease, one stopped gracefully resigns at once, and
 //! what the registry holds survives both (the services scheduler's apps
 //! included); an agent and a framework given every manager follow the
-//! leader.
+//! leader. A leader paused past its lease (SIGSTOP) is replaced, and when
+//! it resumes it writes nothing and exits.
 
 use std::time::{Duration, Instant};
 
 use strata_manager::master::view::RoleView;
 use strata_proto::pb;
+use strata_sdk::{Event, TaskState};
 
 use crate::harness::*;
 use crate::services::{request, settled, web_app};
@@ -225,4 +227,82 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
         "leader kill -9 to new leader serving: {failover:?}; graceful handover: {handover:?}"
     );
     assert!(failover < LONG && handover < LONG);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_acts_no_more_when_it_resumes() {
+    let env = Env::new("ha-pause");
+    let Some(etcd) = start_etcd(&env, "ha-pause").await else {
+        return;
+    };
+    let store = format!("etcd://{}/pause", etcd.addr);
+    let mut a = env.start_manager(spec(&env, "a", &store)).await;
+    wait_until("the first manager leads", LONG, async || leads(&a).await).await;
+    let b = env.start_manager(spec(&env, "b", &store)).await;
+    redirect_of(&b, "/api/v1/roles").await;
+    let managers = format!("{},{}", a.addr, b.addr);
+    let _agent = env.start_agent(&managers, &env.path("agent"), None).await;
+    a.wait_registered_agents(1).await;
+    let mut fw = Fw::subscribe(framework_config(&managers, "paused")).await;
+    let fw_id = fw.id.clone();
+    fw.launch(vec![shell_task("long", "exec sleep 600")]).await;
+    fw.wait_state("long", TaskState::TaskRunning).await;
+
+    // SIGSTOP past the lease: the standby leads, and the agent and the
+    // framework find it although the paused leader's connections stay open.
+    let paused = Instant::now();
+    a.proc.signal(libc::SIGSTOP);
+    wait_until("the standby leads", LONG, async || leads(&b).await).await;
+    let took_over = paused.elapsed();
+    wait_until(
+        "the agent registers with the new leader",
+        LONG,
+        async || {
+            b.state()
+                .await
+                .agents
+                .iter()
+                .any(|x| x.state == "registered")
+        },
+    )
+    .await;
+    let agent_back = paused.elapsed();
+    fw.expect("a re-subscription to the new leader", LONG, |e| {
+        matches!(e, Event::Subscribed { framework_id, .. } if *framework_id == fw_id).then_some(())
+    })
+    .await;
+    let framework_back = paused.elapsed();
+
+    // SIGCONT: the old leader's first write is refused (or redirected),
+    // never applied, and it stops acting and exits.
+    a.proc.signal(libc::SIGCONT);
+    let stale = strata_sdk::http::request(
+        "PUT",
+        &a.addr,
+        "/api/v1/roles/stale",
+        None,
+        Some(br#"{"weight": 9}"#),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        !matches!(stale, Ok((200, _, _))),
+        "a paused leader accepted a write: {stale:?}"
+    );
+    let exit = a.proc.wait_exit(LONG).await;
+    assert_eq!(exit.code(), Some(1), "a deposed leader exits 1");
+    let roles: Vec<RoleView> = get_json(&b.addr, "/api/v1/roles", None).await;
+    assert!(roles.iter().all(|r| r.name != "stale"), "{roles:?}");
+
+    // The task ran on, once: running under the new leader, never ended.
+    let task = b.task("long").await.expect("the new leader knows the task");
+    assert_eq!(task.state, "TASK_RUNNING");
+    assert!(
+        fw.states_of("long").iter().all(|s| !s.is_terminal()),
+        "{:?}",
+        fw.states_of("long")
+    );
+    eprintln!(
+        "leader SIGSTOP to new leader serving: {took_over:?}; agent re-registered after {agent_back:?}, framework after {framework_back:?}"
+    );
 }

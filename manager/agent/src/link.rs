@@ -221,14 +221,17 @@ fn leader_of(status: &tonic::Status) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Builds the endpoint for `http://{manager}`.
+/// Builds the endpoint for `http://{manager}`. An HTTP/2 ping every 2 s,
+/// answered within 3 s, finds a manager that is paused or cut off (its
+/// connection stays open) within 5 s, so the agent moves to a new leader
+/// about as soon as that one leads.
 pub(crate) fn endpoint(manager: &str) -> Result<Endpoint, tonic::transport::Error> {
     let manager = manager.strip_prefix("http://").unwrap_or(manager);
     Ok(Endpoint::from_shared(format!("http://{manager}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3))
         .keep_alive_while_idle(true))
 }
 

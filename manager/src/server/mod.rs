@@ -311,6 +311,8 @@ async fn serve_as_leader(
     }
     let services_store = led.backend.services_store(&cfg.work_dir);
     let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
+    // Turns true when a write is refused because another manager leads.
+    let (fenced_tx, mut fenced) = watch::channel(false);
     let core_task = tokio::spawn(run_core(
         master,
         led.backend,
@@ -318,6 +320,7 @@ async fn serve_as_leader(
         clock,
         cfg.tick,
         core_stop_rx,
+        fenced_tx,
     ));
     role.send_replace(Role::Leading);
     info!(term = led.term, "manager leads");
@@ -333,11 +336,23 @@ async fn serve_as_leader(
     });
     let mut lost = led.lost;
     let lost_lease = async {
-        match lost.as_mut() {
-            Some(l) => {
-                l.wait_for(|lost| *lost).await.ok();
+        let lease = async {
+            match lost.as_mut() {
+                Some(l) => {
+                    l.wait_for(|lost| *lost).await.ok();
+                }
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
+        };
+        // A fenced write is news of a new leader before the lease says so.
+        let refused = async {
+            if fenced.wait_for(|f| *f).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = lease => {}
+            _ = refused => {}
         }
     };
     let mut resign = led.resign;
@@ -391,6 +406,7 @@ async fn run_core(
     clock: Clock,
     tick: Duration,
     mut stop: oneshot::Receiver<()>,
+    fenced: watch::Sender<bool>,
 ) {
     let mut routes = Routes {
         agents: HashMap::new(),
@@ -426,6 +442,12 @@ async fn run_core(
         if let Err(e) = registry.apply(&ops).await {
             // Without durability we must not acknowledge: fail the callers.
             error!(error = %e, "registry write failed; refusing the inputs of this batch");
+            if matches!(e, crate::registry::RegistryError::Fenced { .. }) {
+                // Another manager leads: act no more, not even the
+                // messages of this batch.
+                fenced.send_replace(true);
+                break;
+            }
             for r in replies {
                 match r {
                     Reply::Register(tx, _) => drop(tx),
