@@ -1,7 +1,9 @@
 //! The link to the manager: one `AgentLink.Attach` stream at a time,
-//! reconnected with a doubling backoff (from `reconnect_backoff` up to 5 s)
-//! whenever it fails, closes, or the manager answers `Error` before
-//! `Registered`. The backoff starts over after a registration.
+//! reconnected whenever it fails, closes, or the manager answers `Error`
+//! before `Registered`: at once to the next of several managers, and with
+//! a doubling backoff (from `reconnect_backoff` up to 5 s) once each has
+//! failed. The backoff starts over after a registration; a standby that
+//! knows no leader yet is asked again after `reconnect_backoff`.
 //!
 //! The manager may be several (`H1:5050,H2:5050,H3:5050`), of which one
 //! leads: the link tries them in turn, and goes straight to the leader
@@ -45,6 +47,9 @@ enum End {
     AfterRegistration,
     /// A standby named the leader: go there at once.
     Redirected(String),
+    /// A standby that knows no leader yet (an election is under way):
+    /// ask again soon, without backing off further.
+    NoLeaderYet,
     /// Never registered on this stream: back off.
     BeforeRegistration,
     /// Shutting down.
@@ -62,6 +67,10 @@ pub(crate) async fn run(
     let mut epoch = 0u64;
     let mut next = 0usize;
     let mut leader: Option<String> = None;
+    // Failures since the last pause: the other managers are tried at once,
+    // and the link backs off only once each has failed.
+    let mut failed_in_round = 0usize;
+    let managers = settings.managers.len().max(1);
     loop {
         epoch += 1;
         let manager = match leader.take() {
@@ -88,9 +97,19 @@ pub(crate) async fn run(
             }
             End::AfterRegistration => {
                 backoff = first;
+                failed_in_round = 0;
+                first
+            }
+            End::NoLeaderYet => {
+                failed_in_round = 0;
                 first
             }
             End::BeforeRegistration => {
+                failed_in_round += 1;
+                if failed_in_round < managers {
+                    continue;
+                }
+                failed_in_round = 0;
                 let d = backoff;
                 backoff = next_backoff(backoff);
                 d
@@ -152,6 +171,10 @@ async fn attempt(
         Err(status) => {
             if let Some(leader) = leader_of(&status) {
                 return End::Redirected(leader);
+            }
+            if status.code() == tonic::Code::Unavailable {
+                debug!(manager = %manager, "a standby knows no leader yet");
+                return End::NoLeaderYet;
             }
             warn!(manager = %manager, code = ?status.code(), message = %status.message(),
                 "the manager refused the agent stream");
