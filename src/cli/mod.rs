@@ -10,6 +10,7 @@ mod demo;
 mod drain;
 mod executor;
 mod jobs;
+mod registry;
 mod run;
 mod sql;
 mod status;
@@ -50,6 +51,8 @@ enum Command {
     Drain(drain::DrainArgs),
     /// End an agent's drain: it is offered again.
     Undrain(drain::UndrainArgs),
+    /// Export the manager's persisted state to a JSON file, or import one into an empty store (local or etcd).
+    Registry(registry::RegistryArgs),
     /// Run SQL on the cluster (the driver runs in this process).
     Sql(sql::SqlArgs),
     /// Benchmarks: TPC-H against single-process DataFusion, tiny-task throughput.
@@ -147,6 +150,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run(a).await,
         Command::Drain(a) => drain::drain(a).await,
         Command::Undrain(a) => drain::undrain(a).await,
+        Command::Registry(a) => registry::run(a).await,
         Command::Sql(a) => sql::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Executor(a) => executor::run(a).await,

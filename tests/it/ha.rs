@@ -420,3 +420,90 @@ async fn leader_killed_twenty_times() {
         offering[ROUNDS - 1],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_moves_from_the_embedded_registry_to_etcd_with_its_apps() {
+    let env = Env::new("ha-move");
+    let Some(etcd) = start_etcd(&env, "ha-move").await else {
+        return;
+    };
+    // A one-manager cluster on the embedded registry, with a service and
+    // a role's weight.
+    let mut m = env.start_manager(ManagerSpec::default()).await;
+    let _agent = env.start_agent(&m.addr, &env.path("agent"), None).await;
+    m.wait_registered_agents(1).await;
+    let (code, _, v) = request(&m, "POST", "/v2/apps", Some(web_app("/web", 1))).await;
+    assert_eq!(code, 201, "{v}");
+    let before = settled(&m, "/web", 1).await;
+    let (status, _) = http(
+        "PUT",
+        &m.addr,
+        "/api/v1/roles/eng",
+        None,
+        Some(br#"{"weight": 3}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let old_term = m.state().await.leader.epoch;
+
+    // Stopped, exported, imported into etcd.
+    m.proc.signal(libc::SIGTERM);
+    assert!(m.proc.wait_exit(LONG).await.success());
+    let file = env.path("export.json");
+    let work_dir = m.work_dir.display().to_string();
+    let file_arg = file.display().to_string();
+    let out = env
+        .cli(&[
+            "registry",
+            "export",
+            "--work-dir",
+            &work_dir,
+            "--out",
+            &file_arg,
+        ])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.contains("exported 1 agents"), "{}", out.stderr);
+    let store = format!("etcd://{}/moved", etcd.addr);
+    let out = env
+        .cli(&["registry", "import", "--store", &store, &file_arg])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    // Never over what is there.
+    let out = env
+        .cli(&["registry", "import", "--store", &store, &file_arg])
+        .await;
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("not empty"), "{}", out.stderr);
+
+    // A manager on etcd, where the agent looks for its manager: the agent
+    // comes back, the service keeps its instance, the weight is there, and
+    // the new term is above the old one.
+    let b = env
+        .start_manager(ManagerSpec {
+            listen: m.addr.clone(),
+            ..spec(&env, "b", &store)
+        })
+        .await;
+    wait_until("the manager on etcd leads", LONG, async || leads(&b).await).await;
+    let after = settled(&b, "/web", 1).await;
+    assert_eq!(after["tasks"][0]["id"], before["tasks"][0]["id"], "{after}");
+    let state = b.state().await;
+    assert!(state.leader.epoch > old_term, "{:?}", state.leader);
+    assert!(
+        state
+            .roles
+            .iter()
+            .any(|r| r.name == "eng" && r.weight == 3.0),
+        "{:?}",
+        state.roles
+    );
+    wait_until("the agent with the manager on etcd", LONG, async || {
+        b.state()
+            .await
+            .agents
+            .iter()
+            .any(|a| a.state == "registered")
+    })
+    .await;
+}

@@ -306,24 +306,29 @@ impl EtcdRegistry {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut writes = Vec::with_capacity(ops.len());
-        for op in ops {
-            writes.push(match op {
-                PersistOp::PutAgent(a) => {
-                    TxnOp::put(self.key(&format!("agents/{}", a.id)), encode(a)?, None)
-                }
-                PersistOp::PutFramework(f) => {
-                    TxnOp::put(self.key(&format!("frameworks/{}", f.id)), encode(f)?, None)
-                }
-                PersistOp::RemoveFramework(id) => {
-                    TxnOp::delete(self.key(&format!("frameworks/{id}")), None)
-                }
-                PersistOp::PutRole(r) => {
-                    TxnOp::put(self.key(&format!("roles/{}", r.role)), encode(r)?, None)
-                }
-            });
-        }
+        let writes = ops
+            .iter()
+            .map(|op| self.write_op(op))
+            .collect::<Result<Vec<_>, _>>()?;
         self.fenced(writes).await
+    }
+
+    /// The etcd write of one registry write.
+    fn write_op(&self, op: &PersistOp) -> Result<TxnOp, RegistryError> {
+        Ok(match op {
+            PersistOp::PutAgent(a) => {
+                TxnOp::put(self.key(&format!("agents/{}", a.id)), encode(a)?, None)
+            }
+            PersistOp::PutFramework(f) => {
+                TxnOp::put(self.key(&format!("frameworks/{}", f.id)), encode(f)?, None)
+            }
+            PersistOp::RemoveFramework(id) => {
+                TxnOp::delete(self.key(&format!("frameworks/{id}")), None)
+            }
+            PersistOp::PutRole(r) => {
+                TxnOp::put(self.key(&format!("roles/{}", r.role)), encode(r)?, None)
+            }
+        })
     }
 
     /// Stores a whole document under `name` (the services scheduler's
@@ -412,6 +417,7 @@ fn keep_alive(client: Client, lease: i64, ttl: Duration) -> watch::Receiver<bool
 }
 
 pub mod member;
+mod transfer;
 
 #[cfg(test)]
 mod tests;

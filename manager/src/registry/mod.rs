@@ -16,6 +16,7 @@ use crate::master::{PersistOp, RegistrySnapshot};
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod transfer;
 
 /// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -77,6 +78,12 @@ pub enum RegistryError {
     /// A write before this manager was elected.
     #[error("write refused: this manager has not been elected")]
     NotLeader,
+    /// An export or import that would lose or misread something.
+    #[error("{why}")]
+    Refused {
+        /// Why.
+        why: String,
+    },
     /// A store URL that cannot be used.
     #[error("bad store url {url:?}: {why}")]
     BadUrl {
@@ -143,6 +150,26 @@ impl Registry {
         };
         txn.commit().map_err(storage)?;
         Ok(term)
+    }
+
+    /// The term of the last start (0 before the first).
+    pub fn term(&self) -> Result<u64, RegistryError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        Ok(meta.get("term").map_err(storage)?.map_or(0, |v| v.value()))
+    }
+
+    /// Raises the term to at least `term` (an import from a store whose
+    /// managers used terms up to it), durably.
+    pub fn raise_term(&self, term: u64) -> Result<(), RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let last = meta.get("term").map_err(storage)?.map_or(0, |v| v.value());
+            meta.insert("term", last.max(term)).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(())
     }
 
     /// Reads everything.

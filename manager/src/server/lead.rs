@@ -207,13 +207,16 @@ pub(super) async fn lead_etcd(
                 .campaign(me, ttl, |l| observe(l.map(|l| l.advertise)))
                 .await?;
             let snapshot = registry.load().await?;
-            Ok::<_, RegistryError>((registry, leadership, snapshot))
+            let floor = registry.term_floor().await?;
+            Ok::<_, RegistryError>((registry, leadership, snapshot, floor))
         };
         match attempt.await {
-            Ok((registry, leadership, snapshot)) => {
+            Ok((registry, leadership, snapshot, floor)) => {
                 return Led {
                     snapshot,
-                    term: leadership.epoch,
+                    // Above every term of a registry imported into this
+                    // one (`strata registry import`).
+                    term: floor + leadership.epoch,
                     lost: Some(leadership.lost.clone()),
                     resign: Some(Resign::Etcd(Box::new(registry.clone()), leadership)),
                     backend: Backend::Etcd(Box::new(registry)),
