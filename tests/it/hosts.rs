@@ -3,7 +3,8 @@
 //! [`crate::harness::Lan`]). Nothing here is reachable over a shared
 //! loopback: tasks' output is read through the agents' advertised
 //! addresses, executors dial their driver's routable address and fetch
-//! shuffle data from each other's.
+//! shuffle data from each other's. Partitions of the fault suite cut one
+//! host off from another with iptables.
 
 use crate::harness::*;
 
@@ -178,6 +179,169 @@ async fn agents_on_other_hosts_run_tasks_executors_and_shuffles() {
     assert!(out.stdout.contains(&expected(rows)), "{out:?}");
     wait_until("every task of the cluster ended", LONG, async || {
         m.state().await.tasks.is_empty()
+    })
+    .await;
+}
+
+/// Whether `m` serves its API (it leads), asked with the cluster's token.
+#[cfg(feature = "etcd")]
+async fn leads_with_token(m: &Manager) -> bool {
+    strata_sdk::http::request(
+        "GET",
+        &m.addr,
+        "/api/v1/roles",
+        Some(TOKEN),
+        None,
+        std::time::Duration::from_secs(2),
+    )
+    .await
+    .is_ok_and(|(status, _, _)| status == 200)
+}
+
+/// A partition of the fault suite: etcd, two managers and an agent each on
+/// a host of its own; the leader's host is cut off from etcd's (iptables
+/// DROP both ways). The leader stops acting within its lease and exits;
+/// the standby on the other host leads and the agent follows it.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_etcd_steps_down_and_the_standby_leads() {
+    let Some(lan) = Lan::new("hosts-etcd", 4) else {
+        return;
+    };
+    let env = Env::new("hosts-etcd");
+    let Some(etcd) = start_etcd_in(&env, "hosts-etcd", Some(&lan[0])).await else {
+        return;
+    };
+    let store = format!("etcd://{}/cut", etcd.addr);
+    let manager_on = |i: usize| ManagerSpec {
+        listen: lan[i].addr(5050),
+        token: Some(TOKEN.into()),
+        host: Some(lan[i].clone()),
+        work_dir: Some(env.path(&format!("manager-{i}"))),
+        extra: vec![
+            "--store".into(),
+            store.clone(),
+            "--lease-ttl".into(),
+            "2s".into(),
+        ],
+        ..ManagerSpec::default()
+    };
+    let mut a = env.start_manager(manager_on(1)).await;
+    wait_until("the manager on host 1 leads", LONG, async || {
+        leads_with_token(&a).await
+    })
+    .await;
+    let b = env.start_manager(manager_on(2)).await;
+    let _agent = env
+        .start_agent_with(
+            &format!("{},{}", a.addr, b.addr),
+            &env.path("agent"),
+            AgentSpec {
+                listen: "0.0.0.0:5051".into(),
+                token: Some(TOKEN.into()),
+                host: Some(lan[3].clone()),
+                ..AgentSpec::default()
+            },
+        )
+        .await;
+    a.wait_registered_agents(1).await;
+
+    let cut = std::time::Instant::now();
+    lan[1].cut_from(&lan[0]);
+    let exit = a.proc.wait_exit(LONG).await;
+    let stepped_down = cut.elapsed();
+    assert_eq!(exit.code(), Some(1), "a leader cut off from etcd exits 1");
+    wait_until("the standby leads", LONG, async || {
+        leads_with_token(&b).await
+    })
+    .await;
+    let standby_leads = cut.elapsed();
+    b.wait_registered_agents(1).await;
+    let agent_back = cut.elapsed();
+    lan[1].heal_from(&lan[0]);
+    eprintln!(
+        "leader cut off from etcd: stepped down (exited) after {stepped_down:?}; standby leads after {standby_leads:?}; agent with it after {agent_back:?}"
+    );
+}
+
+/// A partition of the fault suite: an agent holding a service's instance
+/// is cut off from the manager. The instance is replaced on another host;
+/// when the partition heals the agent comes back with its task, and the
+/// app is brought back to one instance (the extra killed), never two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cut_off_and_healed_has_its_service_replaced_then_the_extra_killed() {
+    let Some(lan) = Lan::new("hosts-cut", 3) else {
+        return;
+    };
+    let env = Env::new("hosts-cut");
+    let m = env
+        .start_manager(ManagerSpec {
+            listen: lan[0].addr(0),
+            token: Some(TOKEN.into()),
+            host: Some(lan[0].clone()),
+            agent_timeout: "3s".into(),
+            ..ManagerSpec::default()
+        })
+        .await;
+    let agent_on = |i: usize| AgentSpec {
+        listen: "0.0.0.0:5051".into(),
+        token: Some(TOKEN.into()),
+        host: Some(lan[i].clone()),
+        ..AgentSpec::default()
+    };
+    let _a1 = env
+        .start_agent_with(&m.addr, &env.path("agent-1"), agent_on(1))
+        .await;
+    let first = m.wait_registered_agents(1).await[0].id.clone();
+    // Reachable from the manager's host: every interface of the agent's.
+    let app = serde_json::json!({
+        "id": "/web",
+        "cmd": format!("exec {STRATA} web --port $PORT0 --bind 0.0.0.0"),
+        "instances": 1, "cpus": 0.25, "mem": 64,
+        "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 30,
+            "intervalSeconds": 1, "timeoutSeconds": 2, "maxConsecutiveFailures": 2}],
+        "backoffSeconds": 0.2
+    });
+    let (code, _, v) = crate::services::request(&m, "POST", "/v2/apps", Some(app)).await;
+    assert_eq!(code, 201, "{v}");
+    let before = crate::services::settled(&m, "/web", 1).await;
+    assert_eq!(before["tasks"][0]["slaveId"], first.as_str());
+    let _a2 = env
+        .start_agent_with(&m.addr, &env.path("agent-2"), agent_on(2))
+        .await;
+    m.wait_registered_agents(2).await;
+
+    // Cut: the instance is replaced on the other host.
+    lan[1].cut_from(&lan[0]);
+    let replaced = wait_for("a healthy replacement on host 2", LONG, async || {
+        let a = crate::services::app(&m, "/web").await;
+        a["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| {
+                t["slaveId"] != first.as_str()
+                    && t["healthCheckResults"][0]["alive"] == serde_json::json!(true)
+            })
+            .cloned()
+    })
+    .await;
+    // Heal: the agent comes back with its task, and one of the two goes.
+    lan[1].heal_from(&lan[0]);
+    m.wait_registered_agents(2).await;
+    let after = crate::services::settled(&m, "/web", 1).await;
+    let kept = after["tasks"][0]["id"].clone();
+    assert!(
+        kept == before["tasks"][0]["id"] || kept == replaced["id"],
+        "{after}"
+    );
+    let gone = if kept == before["tasks"][0]["id"] {
+        replaced["id"].as_str().unwrap().to_owned()
+    } else {
+        before["tasks"][0]["id"].as_str().unwrap().to_owned()
+    };
+    wait_until("the extra instance ends", LONG, async || {
+        m.task(&gone).await.is_none()
     })
     .await;
 }

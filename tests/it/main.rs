@@ -18,7 +18,8 @@
 //! * [`failover`]: a manager restart, framework failover within and after
 //!   its timeout.
 //! * [`hosts`]: a manager, agents and a client each on a host of its own
-//!   (network namespaces): tasks, executors and shuffles across hosts;
+//!   (network namespaces): tasks, executors and shuffles across hosts; a
+//!   leader cut off from etcd's host, an agent cut off and healed;
 //! * [`jobs`]: `strata submit`, `strata jobs`, cancellation, a killed and a
 //!   supervised driver;
 //! * [`revocable`]: a service's idle cpus lent to batch and revoked when

@@ -10,7 +10,19 @@ pub use strata_manager::registry::etcd::member::EtcdMember;
 /// Starts a one-member etcd for `test` under `env`; `None` (the test
 /// should return) without etcd.
 pub async fn start_etcd(env: &Env, test: &str) -> Option<EtcdMember> {
-    match EtcdMember::start(&env.path("etcd")).await {
+    start_etcd_in(env, test, None).await
+}
+
+/// Starts a one-member etcd on `host` (its own address), or on loopback.
+pub async fn start_etcd_in(env: &Env, test: &str, host: Option<&Host>) -> Option<EtcdMember> {
+    let started = match host {
+        None => EtcdMember::start(&env.path("etcd")).await,
+        Some(h) => {
+            let wrapper: Vec<String> = ["ip", "netns", "exec", &h.netns].map(str::to_owned).into();
+            EtcdMember::start_in(&env.path("etcd"), &h.ip.to_string(), &wrapper).await
+        }
+    };
+    match started {
         Ok(Some(m)) => Some(m),
         Ok(None) => {
             assert!(

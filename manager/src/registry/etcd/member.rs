@@ -11,7 +11,7 @@ use super::{EtcdRegistry, EtcdUrl};
 /// A running one-member etcd cluster.
 pub struct EtcdMember {
     child: Child,
-    /// Its client address, `127.0.0.1:PORT`.
+    /// Its client address, `IP:PORT` (`127.0.0.1` unless started elsewhere).
     pub addr: String,
 }
 
@@ -33,13 +33,31 @@ impl EtcdMember {
     /// answers (at most 20 s); `Ok(None)` when there is no `etcd` on the
     /// PATH.
     pub async fn start(data_dir: &Path) -> std::io::Result<Option<EtcdMember>> {
+        EtcdMember::start_in(data_dir, "127.0.0.1", &[]).await
+    }
+
+    /// Like [`EtcdMember::start`], listening on `ip`, started through
+    /// `wrapper` (`ip netns exec NS`: a member on a host of its own).
+    pub async fn start_in(
+        data_dir: &Path,
+        ip: &str,
+        wrapper: &[String],
+    ) -> std::io::Result<Option<EtcdMember>> {
         if Command::new("etcd").arg("--version").output().is_err() {
             return Ok(None);
         }
         let (client, peer) = (free_port()?, free_port()?);
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
+        let client_url = format!("http://{ip}:{client}");
+        let peer_url = format!("http://{ip}:{peer}");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("etcd");
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let child = command
             .args(["--name", "n1", "--data-dir"])
             .arg(data_dir)
             .args(["--listen-client-urls", &client_url])
@@ -53,7 +71,7 @@ impl EtcdMember {
             .spawn()?;
         let member = EtcdMember {
             child,
-            addr: format!("127.0.0.1:{client}"),
+            addr: format!("{ip}:{client}"),
         };
         let url = member.url("/probe");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
