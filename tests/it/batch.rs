@@ -246,3 +246,100 @@ async fn strata_sql_prints_tables_csv_and_json_and_fails_clearly() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_runs_on_through_a_drain_of_an_executors_agent() {
+    let env = Env::new("drain-query");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.02, &data).unwrap();
+    let reference = SessionContext::new();
+    tpch::register_parquet(&reference, &data).await.unwrap();
+    let (m, _agents) = cluster(&env, 3).await;
+    let d = driver(
+        &m,
+        2,
+        1.0,
+        vec![Straggle {
+            stage: StageId::new(1),
+            partition: PartitionId::new(0),
+            delay: Duration::from_secs(3),
+        }],
+    )
+    .await;
+    let session = Session::new(d.clone(), 4).unwrap();
+    tpch::register_parquet(session.context(), &data)
+        .await
+        .unwrap();
+    let q = "select l_returnflag, l_linestatus, count(*), sum(l_quantity) from lineitem \
+             group by l_returnflag, l_linestatus";
+    let expected = reference.sql(q).await.unwrap().collect().await.unwrap();
+    let job = session
+        .submit_dataframe(session.context().sql(q).await.unwrap())
+        .await
+        .unwrap();
+    let mut progress = job.progress();
+    tokio::time::timeout(
+        LONG,
+        progress.wait_for(|p| p.stages.first().is_some_and(|s| s.done == s.tasks)),
+    )
+    .await
+    .expect("stage 0 completes")
+    .unwrap();
+    // Drain the agent of one executor while stage 1 runs.
+    let executor = d.executors().await[1].id.clone();
+    let agent = m
+        .task(executor.as_str())
+        .await
+        .expect("the executor is a task")
+        .agent_id;
+    let (status, body) = http(
+        "POST",
+        &m.addr,
+        &format!("/api/v1/agents/{agent}/drain"),
+        None,
+        Some(br#"{"deadline_seconds": 120}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let out = tokio::time::timeout(Duration::from_secs(60), job.result())
+        .await
+        .expect("the query completes")
+        .expect("the query succeeds");
+    strata_framework::compare::same_rows(&expected, &out.batches).unwrap();
+    eprintln!(
+        "query through the drain: {:?}, stages {:?}",
+        out.elapsed, out.stages
+    );
+    // The retired executor's map outputs ran again elsewhere, only they,
+    // and nothing counted as a failure.
+    let s0 = &out.stages[0];
+    assert!(
+        s0.recomputed >= 1 && s0.recomputed < s0.tasks,
+        "only the drained executor's outputs run again: {s0:?}"
+    );
+    assert!(out.stages.iter().all(|s| s.failed == 0), "{:?}", out.stages);
+    // The drain ends long before its deadline: the executor is let go
+    // once idle (nothing killed), and replaced on another agent.
+    wait_until("the agent drained", LONG, async || {
+        m.state()
+            .await
+            .agents
+            .iter()
+            .any(|a| a.id == agent && a.drain.as_deref() == Some("drained"))
+    })
+    .await;
+    wait_until("a replacement executor elsewhere", LONG, async || {
+        let mut on_other = 0;
+        for e in d.executors().await {
+            if m.task(e.id.as_str())
+                .await
+                .is_some_and(|t| t.agent_id != agent)
+            {
+                on_other += 1;
+            }
+        }
+        on_other == 2
+    })
+    .await;
+    d.shutdown().await;
+}
