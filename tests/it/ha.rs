@@ -293,6 +293,7 @@ async fn a_leader_paused_past_its_lease_acts_no_more_when_it_resumes() {
     assert_eq!(exit.code(), Some(1), "a deposed leader exits 1");
     let roles: Vec<RoleView> = get_json(&b.addr, "/api/v1/roles", None).await;
     assert!(roles.iter().all(|r| r.name != "stale"), "{roles:?}");
+    assert!(!role_in_store(&etcd, "/pause", "stale").await);
 
     // The task ran on, once: running under the new leader, never ended.
     let task = b.task("long").await.expect("the new leader knows the task");
@@ -506,4 +507,54 @@ async fn a_cluster_moves_from_the_embedded_registry_to_etcd_with_its_apps() {
             .any(|a| a.state == "registered")
     })
     .await;
+}
+
+/// Whether the registry in etcd under `prefix` holds `role`.
+async fn role_in_store(etcd: &EtcdMember, prefix: &str, role: &str) -> bool {
+    let registry = strata_manager::registry::etcd::EtcdRegistry::connect(&etcd.url(prefix))
+        .await
+        .unwrap();
+    let snapshot = registry.load().await.unwrap();
+    snapshot.roles.iter().any(|r| r.role.as_str() == role)
+}
+
+/// The negative control of the fault suite: with fencing switched off (the
+/// test-only `STRATA_TEST_UNFENCED=1`, which also keeps a leader acting
+/// after its lease is lost), the paused leader's write after SIGCONT lands
+/// in the store behind its successor's back, and the check the suite makes
+/// sees it. The suite can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_fencing_a_resumed_leader_writes_over_its_successor() {
+    let env = Env::new("ha-unfenced");
+    let Some(etcd) = start_etcd(&env, "ha-unfenced").await else {
+        return;
+    };
+    let store = format!("etcd://{}/unfenced", etcd.addr);
+    let unfenced = |name: &str| ManagerSpec {
+        env: vec![(
+            strata_manager::registry::etcd::UNFENCED_ENV.into(),
+            "1".into(),
+        )],
+        ..spec(&env, name, &store)
+    };
+    let a = env.start_manager(unfenced("a")).await;
+    wait_until("the first manager leads", LONG, async || leads(&a).await).await;
+    let b = env.start_manager(unfenced("b")).await;
+    redirect_of(&b, "/api/v1/roles").await;
+    a.proc.signal(libc::SIGSTOP);
+    wait_until("the standby leads", LONG, async || leads(&b).await).await;
+    a.proc.signal(libc::SIGCONT);
+    let (status, body) = http(
+        "PUT",
+        &a.addr,
+        "/api/v1/roles/stale",
+        None,
+        Some(br#"{"weight": 9}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        role_in_store(&etcd, "/unfenced", "stale").await,
+        "without fencing the deposed leader's write must land (else the suite could not fail)"
+    );
 }

@@ -107,6 +107,19 @@ pub struct EtcdRegistry {
     prefix: String,
     /// The epoch every write is fenced on (set once elected).
     epoch: Option<u64>,
+    /// Writes without the fence: the fault suite's negative control only
+    /// ([`UNFENCED_ENV`]).
+    unfenced: bool,
+}
+
+/// Set to `1`, a manager writes without fencing and does not stop when it
+/// loses its lease: **unsafe**, for the fault suite's negative control,
+/// which must then see a deposed leader's writes land.
+pub const UNFENCED_ENV: &str = "STRATA_TEST_UNFENCED";
+
+/// Whether the negative control's switch is on (see [`UNFENCED_ENV`]).
+pub fn unfenced() -> bool {
+    std::env::var(UNFENCED_ENV).is_ok_and(|v| v == "1")
 }
 
 fn etcd(source: etcd_client::Error) -> RegistryError {
@@ -125,10 +138,17 @@ impl EtcdRegistry {
         let client = Client::connect(&url.endpoints, Some(options))
             .await
             .map_err(etcd)?;
+        let unfenced = unfenced();
+        if unfenced {
+            warn!(
+                "fencing is OFF ({UNFENCED_ENV}=1): a deposed leader's writes land; for the fault suite's negative control only"
+            );
+        }
         Ok(EtcdRegistry {
             client,
             prefix: url.prefix.clone(),
             epoch: None,
+            unfenced,
         })
     }
 
@@ -351,7 +371,11 @@ impl EtcdRegistry {
 
     async fn fenced(&self, writes: Vec<TxnOp>) -> Result<(), RegistryError> {
         let (fence, epoch) = self.fence()?;
-        let txn = Txn::new().when([fence]).and_then(writes);
+        let txn = if self.unfenced {
+            Txn::new().and_then(writes)
+        } else {
+            Txn::new().when([fence]).and_then(writes)
+        };
         let resp = self.client.kv_client().txn(txn).await.map_err(etcd)?;
         if resp.succeeded() {
             Ok(())

@@ -338,6 +338,8 @@ async fn serve_as_leader(
     let lost_lease = async {
         let lease = async {
             match lost.as_mut() {
+                #[cfg(feature = "etcd")]
+                Some(_) if crate::registry::etcd::unfenced() => std::future::pending().await,
                 Some(l) => {
                     l.wait_for(|lost| *lost).await.ok();
                 }

@@ -44,6 +44,8 @@ pub struct ManagerSpec {
     pub host: Option<Host>,
     /// More arguments.
     pub extra: Vec<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ManagerSpec {
@@ -59,6 +61,7 @@ impl Default for ManagerSpec {
             revocable_window: None,
             host: None,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 }

@@ -213,9 +213,14 @@ impl Env {
 
     /// [`Env::spawn`] on `host` (see [`Env::command_on`]).
     pub fn spawn_on(&self, host: Option<&Host>, label: &str, args: &[&str]) -> Proc {
+        self.spawn_command(label, self.command_on(host, args))
+    }
+
+    /// Starts a command made by [`Env::command_on`] (perhaps with more
+    /// variables) in the background, capturing its output.
+    pub fn spawn_command(&self, label: &str, mut command: Command) -> Proc {
         let label = self.unique_label(label);
-        let mut child = self
-            .command_on(host, args)
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -303,7 +308,9 @@ impl Env {
         }
         args.extend(spec.extra.iter().cloned());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut proc = self.spawn_on(spec.host.as_ref(), "manager", &argv);
+        let mut command = self.command_on(spec.host.as_ref(), &argv);
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let mut proc = self.spawn_command("manager", command);
         let line = proc.wait_stderr("strata manager listening on ", LONG).await;
         let addr = line
             .split("listening on ")
