@@ -1,6 +1,7 @@
 //! Tasks on a manager and an agent: launch and kill (the whole process tree
 //! goes), an agent killed with `-9` and restarted (tasks survive, final
-//! states are not lost), and malformed scheduler requests.
+//! states are not lost), malformed scheduler requests, and a full disk on
+//! an agent.
 
 use strata_proto::pb;
 use strata_sdk::TaskState;
@@ -345,4 +346,83 @@ async fn bad_requests_get_clear_errors() {
     fw.call(pb::call::Call::Teardown(pb::call::Teardown {}))
         .await
         .expect("teardown");
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// A `size` tmpfs at `dir`, or `None` (skip) where mounting is not
+    /// allowed and `STRATA_REQUIRE_NETNS` (root tests) is unset.
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("STRATA_REQUIRE_NETNS").is_none(),
+                "cannot mount a tmpfs, and STRATA_REQUIRE_NETNS (root tests) is set"
+            );
+            eprintln!("skipped: cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        Some(SmallDisk(dir.to_owned()))
+    }
+
+    /// Fills the disk with one file; returns it.
+    fn fill(&self) -> std::path::PathBuf {
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status()
+            .ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_an_agent_fails_new_tasks_clearly_and_recovers() {
+    let env = Env::new("disk-full");
+    let Some(disk) = SmallDisk::mount(&env.path("agent"), "4m") else {
+        return;
+    };
+    let m = env.start_manager(ManagerSpec::default()).await;
+    let _agent = env.start_agent(&m.addr, &disk.0, None).await;
+    m.wait_registered_agents(1).await;
+    let mut fw = Fw::subscribe(framework_config(&m.addr, "disk")).await;
+
+    // Full: a new task fails, saying why; the agent stays registered.
+    let filler = disk.fill();
+    fw.launch(vec![shell_task("on-full", "echo hi")]).await;
+    let failed = fw
+        .expect("the task on a full disk to end", LONG, |e| match e {
+            strata_sdk::Event::Update(s) if s.task_id.as_str() == "on-full" && s.is_terminal() => {
+                Some(s.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_ne!(failed.state, TaskState::TaskFinished, "{failed:?}");
+    assert!(
+        failed.message.contains("No space left on device"),
+        "{failed:?}"
+    );
+    assert_eq!(m.wait_registered_agents(1).await.len(), 1);
+
+    // Space again: tasks run.
+    std::fs::remove_file(filler).unwrap();
+    fw.launch(vec![shell_task("after", "echo hi")]).await;
+    fw.wait_state("after", TaskState::TaskFinished).await;
 }
