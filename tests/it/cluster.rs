@@ -426,3 +426,73 @@ async fn a_full_disk_on_an_agent_fails_new_tasks_clearly_and_recovers() {
     fw.launch(vec![shell_task("after", "echo hi")]).await;
     fw.wait_state("after", TaskState::TaskFinished).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_the_manager_refuses_writes_clearly_and_recovers() {
+    let env = Env::new("manager-disk-full");
+    let Some(disk) = SmallDisk::mount(&env.path("manager"), "4m") else {
+        return;
+    };
+    let m = env
+        .start_manager(ManagerSpec {
+            work_dir: Some(disk.0.clone()),
+            ..ManagerSpec::default()
+        })
+        .await;
+    let filler = disk.fill();
+    let mut refused = None;
+    // Several writes: the registry's file may hold room for a first few.
+    for i in 0..50 {
+        let body = format!(r#"{{"weight": {}}}"#, i + 2);
+        let (status, body) = crate::harness::http(
+            "PUT",
+            &m.addr,
+            &format!("/api/v1/roles/r{i}"),
+            None,
+            Some(body.as_bytes()),
+        )
+        .await;
+        if status != 200 {
+            refused = Some((i, status, String::from_utf8_lossy(&body).into_owned()));
+            break;
+        }
+    }
+    eprintln!("manager on a full disk: {refused:?}");
+    let (i, status, body) = refused.expect("a write on a full disk is refused");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("No space left on device"), "{body}");
+    // Space again: writes land, and what was refused is not there.
+    std::fs::remove_file(filler).unwrap();
+    let (status, body) = crate::harness::http(
+        "PUT",
+        &m.addr,
+        "/api/v1/roles/after",
+        None,
+        Some(br#"{"weight": 2}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // Nothing was lost: a restart on the same registry has both, the
+    // refused change written with the next one.
+    let mut m = m;
+    m.proc.signal(libc::SIGTERM);
+    assert!(m.proc.wait_exit(LONG).await.success());
+    let again = env
+        .start_manager(ManagerSpec {
+            work_dir: Some(disk.0.clone()),
+            ..ManagerSpec::default()
+        })
+        .await;
+    let roles: Vec<String> = again
+        .state()
+        .await
+        .roles
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    let first_refused = format!("r{i}");
+    assert!(
+        roles.contains(&"after".to_owned()) && roles.contains(&first_refused),
+        "{roles:?}"
+    );
+}

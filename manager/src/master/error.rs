@@ -102,6 +102,16 @@ pub enum MasterError {
         /// The id asked for.
         agent_id: AgentId,
     },
+    /// The registry could not be written (a full disk, etcd out of
+    /// reach): the change is kept in memory and written with the next
+    /// batch, but it is not acknowledged.
+    #[error(
+        "the registry cannot be written ({reason}); the change is retried with the next write and is not acknowledged"
+    )]
+    StoreUnavailable {
+        /// The store's error.
+        reason: String,
+    },
     /// Undraining an agent that is not being drained.
     #[error("agent {agent_id} is not being drained")]
     NotDraining {
@@ -129,6 +139,7 @@ impl MasterError {
             FrameworkRemoved { .. } => tonic::Code::PermissionDenied,
             RoleChange { .. } | NotDraining { .. } => tonic::Code::FailedPrecondition,
             UnknownAgent { .. } => tonic::Code::NotFound,
+            StoreUnavailable { .. } => tonic::Code::Unavailable,
         }
     }
 
@@ -138,6 +149,7 @@ impl MasterError {
             tonic::Code::InvalidArgument => 400,
             tonic::Code::PermissionDenied => 403,
             tonic::Code::NotFound => 404,
+            tonic::Code::Unavailable => 503,
             _ => 409,
         }
     }

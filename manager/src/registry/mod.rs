@@ -102,7 +102,9 @@ fn storage(e: impl Into<redb::Error>) -> RegistryError {
 
 /// The registry.
 pub struct Registry {
-    db: Database,
+    path: std::path::PathBuf,
+    /// `None` after an I/O error closed it, until it is opened again.
+    db: Option<Database>,
 }
 
 impl Registry {
@@ -132,7 +134,31 @@ impl Registry {
             txn.open_table(ROLES).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        Ok(Registry { db })
+        Ok(Registry {
+            path: path.to_owned(),
+            db: Some(db),
+        })
+    }
+
+    fn db(&self) -> Result<&Database, RegistryError> {
+        self.db.as_ref().ok_or_else(|| RegistryError::Refused {
+            why: format!(
+                "the registry {} is closed after an I/O error and cannot be opened again yet",
+                self.path.display()
+            ),
+        })
+    }
+
+    /// Opens the database again: redb refuses every transaction after an
+    /// I/O error (a full disk) until it is. Logged, and tried again at the
+    /// next write, when it fails.
+    fn reopen(&mut self) {
+        self.db = None;
+        match Database::create(&self.path) {
+            Ok(db) => self.db = Some(db),
+            Err(e) => tracing::warn!(path = %self.path.display(), error = %e,
+                "cannot open the registry again; retrying at the next write"),
+        }
     }
 
     /// Begins a new term: the number of this start of a manager on this
@@ -140,7 +166,7 @@ impl Registry {
     /// returned. Ids the master issues carry it, so no id is issued twice
     /// across restarts, including the ids of removed agents and frameworks.
     pub fn begin_term(&self) -> Result<u64, RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let txn = self.db()?.begin_write().map_err(storage)?;
         let term = {
             let mut meta = txn.open_table(META).map_err(storage)?;
             let last = meta.get("term").map_err(storage)?.map(|v| v.value());
@@ -154,7 +180,7 @@ impl Registry {
 
     /// The term of the last start (0 before the first).
     pub fn term(&self) -> Result<u64, RegistryError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let meta = txn.open_table(META).map_err(storage)?;
         Ok(meta.get("term").map_err(storage)?.map_or(0, |v| v.value()))
     }
@@ -162,7 +188,7 @@ impl Registry {
     /// Raises the term to at least `term` (an import from a store whose
     /// managers used terms up to it), durably.
     pub fn raise_term(&self, term: u64) -> Result<(), RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let txn = self.db()?.begin_write().map_err(storage)?;
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
             let last = meta.get("term").map_err(storage)?.map_or(0, |v| v.value());
@@ -174,7 +200,7 @@ impl Registry {
 
     /// Reads everything.
     pub fn load(&self) -> Result<RegistrySnapshot, RegistryError> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.db()?.begin_read().map_err(storage)?;
         let mut snap = RegistrySnapshot::default();
         fn read<T: serde::de::DeserializeOwned>(
             txn: &redb::ReadTransaction,
@@ -201,12 +227,25 @@ impl Registry {
         Ok(snap)
     }
 
-    /// Applies writes in one durable transaction.
-    pub fn apply(&self, ops: &[PersistOp]) -> Result<(), RegistryError> {
+    /// Applies writes in one durable transaction. After a failure (a full
+    /// disk) the database is opened again, so a later write can succeed
+    /// once the cause is gone.
+    pub fn apply(&mut self, ops: &[PersistOp]) -> Result<(), RegistryError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(storage)?;
+        if self.db.is_none() {
+            self.reopen();
+        }
+        let result = self.write(ops);
+        if result.is_err() {
+            self.reopen();
+        }
+        result
+    }
+
+    fn write(&self, ops: &[PersistOp]) -> Result<(), RegistryError> {
+        let txn = self.db()?.begin_write().map_err(storage)?;
         {
             let mut agents = txn.open_table(AGENTS).map_err(storage)?;
             let mut frameworks = txn.open_table(FRAMEWORKS).map_err(storage)?;
@@ -266,7 +305,7 @@ mod tests {
     fn round_trip_and_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.redb");
-        let reg = Registry::open(&path).unwrap();
+        let mut reg = Registry::open(&path).unwrap();
         let agent = AgentRecord {
             id: "a1".into(),
             hostname: "h".into(),
@@ -297,7 +336,7 @@ mod tests {
         ])
         .unwrap();
         drop(reg);
-        let reg = Registry::open(&path).unwrap();
+        let mut reg = Registry::open(&path).unwrap();
         let snap = reg.load().unwrap();
         assert_eq!(snap.agents, vec![agent]);
         assert_eq!(snap.frameworks, vec![fw.clone()]);
@@ -305,7 +344,7 @@ mod tests {
         reg.apply(&[PersistOp::RemoveFramework(fw.id)]).unwrap();
         assert!(reg.load().unwrap().frameworks.is_empty());
         // A database of another version is refused.
-        let txn = reg.db.begin_write().unwrap();
+        let txn = reg.db().unwrap().begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
             .insert("format_version", 99)

@@ -140,7 +140,7 @@ pub fn export_local(work_dir: &Path) -> Result<Export, RegistryError> {
 /// Imports into the embedded registry of `work_dir`, which must be empty
 /// (and its manager stopped).
 pub fn import_local(work_dir: &Path, export: &Export) -> Result<(), RegistryError> {
-    let registry = open_local(work_dir)?;
+    let mut registry = open_local(work_dir)?;
     let services = work_dir.join("services.json");
     if !is_empty(&registry.load()?) || services.exists() {
         return Err(RegistryError::Refused {

@@ -61,7 +61,7 @@ pub(super) enum Backend {
 
 impl Backend {
     /// Applies one batch of writes durably (fenced, with etcd).
-    pub(super) async fn apply(&self, ops: &[PersistOp]) -> Result<(), RegistryError> {
+    pub(super) async fn apply(&mut self, ops: &[PersistOp]) -> Result<(), RegistryError> {
         match self {
             Backend::Local(r) => r.apply(ops),
             #[cfg(feature = "etcd")]

@@ -403,7 +403,7 @@ enum Reply {
 
 async fn run_core(
     mut master: Master,
-    registry: lead::Backend,
+    mut registry: lead::Backend,
     mut rx: mpsc::Receiver<Input>,
     clock: Clock,
     tick: Duration,
@@ -417,6 +417,9 @@ async fn run_core(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(1024);
+    // Writes of batches whose write failed: written first with the next,
+    // so the registry catches up with the master once the store is back.
+    let mut unwritten: Vec<PersistOp> = Vec::new();
     loop {
         let mut ticked = false;
         tokio::select! {
@@ -434,12 +437,12 @@ async fn run_core(
         }
         master.allocate(now);
         let actions = master.drain_actions();
-        let ops: Vec<PersistOp> = actions
-            .iter()
-            .filter_map(|a| match a {
+        let ops: Vec<PersistOp> = unwritten
+            .drain(..)
+            .chain(actions.iter().filter_map(|a| match a {
                 Action::Persist(op) => Some(op.clone()),
                 _ => None,
-            })
+            }))
             .collect();
         if let Err(e) = registry.apply(&ops).await {
             // Without durability we must not acknowledge: fail the callers.
@@ -450,11 +453,15 @@ async fn run_core(
                 fenced.send_replace(true);
                 break;
             }
+            unwritten = ops;
+            let refused = || MasterError::StoreUnavailable {
+                reason: e.to_string(),
+            };
             for r in replies {
                 match r {
-                    Reply::Register(tx, _) => drop(tx),
-                    Reply::Subscribe(tx, _) => drop(tx),
-                    Reply::Unit(tx, _) => drop(tx),
+                    Reply::Register(tx, _) => drop(tx.send(Err(refused()))),
+                    Reply::Subscribe(tx, _) => drop(tx.send(Err(refused()))),
+                    Reply::Unit(tx, _) => drop(tx.send(Err(refused()))),
                 }
             }
             continue;
