@@ -91,16 +91,26 @@ async fn tpch_sf01_on_executors_on_separate_agents_matches_datafusion() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_of_an_executor_mid_query_recomputes_only_its_outputs() {
-    let env = Env::new("kill-exec");
+/// A query mid-way: a manager, `agents` agents and two one-cpu executors
+/// over TPC-H SF 0.02; a grouped query over `lineitem` whose stage 1
+/// straggles on its first partition (so stage 1 is still running), once
+/// stage 0 has completed. Returns the cluster, the driver, the job and the
+/// reference result.
+async fn query_mid_way(
+    env: &Env,
+    agents: usize,
+) -> (
+    Manager,
+    Vec<Agent>,
+    Arc<Driver>,
+    strata_framework::driver::JobHandle,
+    Vec<datafusion::arrow::record_batch::RecordBatch>,
+) {
     let data = env.path("tpch");
     tpch::generate_parquet(0.02, &data).unwrap();
     let reference = SessionContext::new();
     tpch::register_parquet(&reference, &data).await.unwrap();
-    let (m, _agents) = cluster(&env, 2).await;
-    // Stage 1's first partition straggles, so stage 1 is still running
-    // when the executor dies.
+    let (m, agents) = cluster(env, agents).await;
     let d = driver(
         &m,
         2,
@@ -131,6 +141,13 @@ async fn kill_9_of_an_executor_mid_query_recomputes_only_its_outputs() {
     .await
     .expect("stage 0 completes")
     .unwrap();
+    (m, agents, d, job, expected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_an_executor_mid_query_recomputes_only_its_outputs() {
+    let env = Env::new("kill-exec");
+    let (_m, _agents, d, job, expected) = query_mid_way(&env, 2).await;
     let victims = d.executors().await;
     let victim = &victims[1];
     signal(victim.pid as i32, libc::SIGKILL);
@@ -250,41 +267,7 @@ async fn strata_sql_prints_tables_csv_and_json_and_fails_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_runs_on_through_a_drain_of_an_executors_agent() {
     let env = Env::new("drain-query");
-    let data = env.path("tpch");
-    tpch::generate_parquet(0.02, &data).unwrap();
-    let reference = SessionContext::new();
-    tpch::register_parquet(&reference, &data).await.unwrap();
-    let (m, _agents) = cluster(&env, 3).await;
-    let d = driver(
-        &m,
-        2,
-        1.0,
-        vec![Straggle {
-            stage: StageId::new(1),
-            partition: PartitionId::new(0),
-            delay: Duration::from_secs(3),
-        }],
-    )
-    .await;
-    let session = Session::new(d.clone(), 4).unwrap();
-    tpch::register_parquet(session.context(), &data)
-        .await
-        .unwrap();
-    let q = "select l_returnflag, l_linestatus, count(*), sum(l_quantity) from lineitem \
-             group by l_returnflag, l_linestatus";
-    let expected = reference.sql(q).await.unwrap().collect().await.unwrap();
-    let job = session
-        .submit_dataframe(session.context().sql(q).await.unwrap())
-        .await
-        .unwrap();
-    let mut progress = job.progress();
-    tokio::time::timeout(
-        LONG,
-        progress.wait_for(|p| p.stages.first().is_some_and(|s| s.done == s.tasks)),
-    )
-    .await
-    .expect("stage 0 completes")
-    .unwrap();
+    let (m, _agents, d, job, expected) = query_mid_way(&env, 3).await;
     // Drain the agent of one executor while stage 1 runs.
     let executor = d.executors().await[1].id.clone();
     let agent = m
