@@ -31,20 +31,6 @@ fn spec(env: &Env, name: &str, store: &str) -> ManagerSpec {
     }
 }
 
-/// Whether `m` serves its API (it leads).
-async fn leads(m: &Manager) -> bool {
-    strata_sdk::http::request(
-        "GET",
-        &m.addr,
-        "/api/v1/roles",
-        None,
-        None,
-        Duration::from_secs(2),
-    )
-    .await
-    .is_ok_and(|(status, _, _)| status == 200)
-}
-
 /// The `Location` `standby` sends `path` to, once it redirects.
 async fn redirect_of(standby: &Manager, path: &str) -> String {
     wait_for(
@@ -78,7 +64,7 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     };
     let store = format!("etcd://{}/ha", etcd.addr);
     let mut a = env.start_manager(spec(&env, "a", &store)).await;
-    wait_until("the first manager leads", LONG, async || leads(&a).await).await;
+    wait_until("the first manager leads", LONG, async || a.leads().await).await;
     let mut b = env.start_manager(spec(&env, "b", &store)).await;
 
     // The second stands by: HTTP is redirected to the leader (path and
@@ -152,7 +138,7 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     // registry as the leader left it.
     let killed = Instant::now();
     a.proc.kill9();
-    wait_until("the standby leads", LONG, async || leads(&b).await).await;
+    wait_until("the standby leads", LONG, async || b.leads().await).await;
     let failover = killed.elapsed();
     let roles: Vec<RoleView> = get_json(&b.addr, "/api/v1/roles", None).await;
     // The agent found the new leader and re-registered, keeping its id.
@@ -217,7 +203,7 @@ async fn managers_on_etcd_elect_one_leader_redirect_to_it_and_fail_over() {
     let stopped = Instant::now();
     b.proc.signal(libc::SIGTERM);
     wait_until("the standby leads after a resignation", LONG, async || {
-        leads(&a2).await
+        a2.leads().await
     })
     .await;
     let handover = stopped.elapsed();
@@ -237,7 +223,7 @@ async fn a_leader_paused_past_its_lease_acts_no_more_when_it_resumes() {
     };
     let store = format!("etcd://{}/pause", etcd.addr);
     let mut a = env.start_manager(spec(&env, "a", &store)).await;
-    wait_until("the first manager leads", LONG, async || leads(&a).await).await;
+    wait_until("the first manager leads", LONG, async || a.leads().await).await;
     let b = env.start_manager(spec(&env, "b", &store)).await;
     redirect_of(&b, "/api/v1/roles").await;
     let managers = format!("{},{}", a.addr, b.addr);
@@ -252,7 +238,7 @@ async fn a_leader_paused_past_its_lease_acts_no_more_when_it_resumes() {
     // framework find it although the paused leader's connections stay open.
     let paused = Instant::now();
     a.proc.signal(libc::SIGSTOP);
-    wait_until("the standby leads", LONG, async || leads(&b).await).await;
+    wait_until("the standby leads", LONG, async || b.leads().await).await;
     let took_over = paused.elapsed();
     wait_until(
         "the agent registers with the new leader",
@@ -341,7 +327,7 @@ async fn leader_killed_twenty_times() {
         .join(",");
     let leader_of = async |ms: &[Manager]| {
         for (i, m) in ms.iter().enumerate() {
-            if leads(m).await {
+            if m.leads().await {
                 return Some(i);
             }
         }
@@ -370,7 +356,7 @@ async fn leader_killed_twenty_times() {
         let dead = leader;
         leader = wait_for("a new leader", LONG, async || {
             for (i, m) in managers.iter().enumerate() {
-                if i != dead && leads(m).await {
+                if i != dead && m.leads().await {
                     return Some(i);
                 }
             }
@@ -486,7 +472,7 @@ async fn a_cluster_moves_from_the_embedded_registry_to_etcd_with_its_apps() {
             ..spec(&env, "b", &store)
         })
         .await;
-    wait_until("the manager on etcd leads", LONG, async || leads(&b).await).await;
+    wait_until("the manager on etcd leads", LONG, async || b.leads().await).await;
     let after = settled(&b, "/web", 1).await;
     assert_eq!(after["tasks"][0]["id"], before["tasks"][0]["id"], "{after}");
     let state = b.state().await;
@@ -538,11 +524,11 @@ async fn without_fencing_a_resumed_leader_writes_over_its_successor() {
         ..spec(&env, name, &store)
     };
     let a = env.start_manager(unfenced("a")).await;
-    wait_until("the first manager leads", LONG, async || leads(&a).await).await;
+    wait_until("the first manager leads", LONG, async || a.leads().await).await;
     let b = env.start_manager(unfenced("b")).await;
     redirect_of(&b, "/api/v1/roles").await;
     a.proc.signal(libc::SIGSTOP);
-    wait_until("the standby leads", LONG, async || leads(&b).await).await;
+    wait_until("the standby leads", LONG, async || b.leads().await).await;
     a.proc.signal(libc::SIGCONT);
     let (status, body) = http(
         "PUT",

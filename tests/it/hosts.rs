@@ -183,21 +183,6 @@ async fn agents_on_other_hosts_run_tasks_executors_and_shuffles() {
     .await;
 }
 
-/// Whether `m` serves its API (it leads), asked with the cluster's token.
-#[cfg(feature = "etcd")]
-async fn leads_with_token(m: &Manager) -> bool {
-    strata_sdk::http::request(
-        "GET",
-        &m.addr,
-        "/api/v1/roles",
-        Some(TOKEN),
-        None,
-        std::time::Duration::from_secs(2),
-    )
-    .await
-    .is_ok_and(|(status, _, _)| status == 200)
-}
-
 /// A partition of the fault suite: etcd, two managers and an agent each on
 /// a host of its own; the leader's host is cut off from etcd's (iptables
 /// DROP both ways). The leader stops acting within its lease and exits;
@@ -228,7 +213,7 @@ async fn a_leader_cut_off_from_etcd_steps_down_and_the_standby_leads() {
     };
     let mut a = env.start_manager(manager_on(1)).await;
     wait_until("the manager on host 1 leads", LONG, async || {
-        leads_with_token(&a).await
+        a.leads().await
     })
     .await;
     let b = env.start_manager(manager_on(2)).await;
@@ -251,10 +236,7 @@ async fn a_leader_cut_off_from_etcd_steps_down_and_the_standby_leads() {
     let exit = a.proc.wait_exit(LONG).await;
     let stepped_down = cut.elapsed();
     assert_eq!(exit.code(), Some(1), "a leader cut off from etcd exits 1");
-    wait_until("the standby leads", LONG, async || {
-        leads_with_token(&b).await
-    })
-    .await;
+    wait_until("the standby leads", LONG, async || b.leads().await).await;
     let standby_leads = cut.elapsed();
     b.wait_registered_agents(1).await;
     let agent_back = cut.elapsed();

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -49,7 +49,7 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io::
         .ok_or_else(|| std::io::Error::other(format!("bad response {head:.200}")))
 }
 
-fn start_moto() -> Moto {
+async fn start_moto() -> Moto {
     let program = std::env::var("STRATA_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
     let port = free_port();
     let child = Command::new(&program)
@@ -65,20 +65,18 @@ fn start_moto() -> Moto {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = moto.child.try_wait() {
-            panic!("moto_server exited with {status}");
-        }
-        if request(moto.addr, "GET", "/", b"").is_ok_and(|c| c == 200) {
-            return moto;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not answer within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "moto_server to answer",
+        Duration::from_secs(60),
+        async || {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto_server exited with {status}");
+            }
+            request(moto.addr, "GET", "/", b"").is_ok_and(|c| c == 200)
+        },
+    )
+    .await;
+    moto
 }
 
 /// `strata sql ARGS…` on the cluster of `manager`, with the S3 settings of
@@ -105,7 +103,7 @@ async fn sql_with_s3(env: &Env, manager: &str, moto: &Moto, args: &[&str]) -> st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_tables_are_read_by_executors_on_the_cluster() {
     let env = Env::new("s3");
-    let moto = start_moto();
+    let moto = start_moto().await;
     // moto checks no signatures: plain requests create the bucket and objects.
     assert_eq!(request(moto.addr, "PUT", "/sales", b"").unwrap(), 200);
     for (key, body) in [

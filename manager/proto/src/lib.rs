@@ -53,6 +53,10 @@ pub mod exec {
 /// (the `Drain` event, `REASON_AGENT_DRAINED`).
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// The first version with agent drains (the `Drain` event): frameworks of
+/// an older one are not sent it.
+pub const DRAIN_PROTOCOL_VERSION: u32 = 2;
+
 /// The oldest version a peer may speak and still be served: one behind, so
 /// a cluster upgrades its managers first, then its agents and frameworks,
 /// one at a time. A peer outside `OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION`

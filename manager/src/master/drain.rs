@@ -144,7 +144,7 @@ impl Master {
         // empty event); they learn of the kills at the deadline.
         let targets = targets
             .into_iter()
-            .filter(|&f| self.frameworks[f].version >= 2);
+            .filter(|&f| self.frameworks[f].version >= strata_proto::DRAIN_PROTOCOL_VERSION);
         for f in targets {
             self.outbox.push(Action::ToFramework {
                 framework: self.frameworks[f].id.clone(),

@@ -81,6 +81,20 @@ pub struct Manager {
 }
 
 impl Manager {
+    /// Whether it serves its API (it leads; a standby redirects).
+    pub async fn leads(&self) -> bool {
+        strata_sdk::http::request(
+            "GET",
+            &self.addr,
+            "/api/v1/roles",
+            self.token.as_deref(),
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .is_ok_and(|(status, _, _)| status == 200)
+    }
+
     /// `GET /api/v1/state`.
     pub async fn state(&self) -> StateView {
         get_json(&self.addr, "/api/v1/state", self.token.as_deref()).await

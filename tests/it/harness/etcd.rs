@@ -22,16 +22,5 @@ pub async fn start_etcd_in(env: &Env, test: &str, host: Option<&Host>) -> Option
             EtcdMember::start_in(&env.path("etcd"), &h.ip.to_string(), &wrapper).await
         }
     };
-    match started {
-        Ok(Some(m)) => Some(m),
-        Ok(None) => {
-            assert!(
-                std::env::var_os("STRATA_REQUIRE_ETCD").is_none(),
-                "{test}: no etcd on the PATH, and STRATA_REQUIRE_ETCD is set"
-            );
-            eprintln!("{test}: skipped: no etcd on the PATH (Debian: etcd-server)");
-            None
-        }
-        Err(e) => panic!("{test}: cannot start etcd: {e}"),
-    }
+    EtcdMember::or_skip(started, test)
 }

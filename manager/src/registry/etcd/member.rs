@@ -91,6 +91,24 @@ impl EtcdMember {
         }
     }
 
+    /// What a test does with a start: the member, or `None` (the test
+    /// returns, saying so) when there is no `etcd` on the PATH and
+    /// `STRATA_REQUIRE_ETCD` is unset; a failure to start panics.
+    pub fn or_skip(started: std::io::Result<Option<EtcdMember>>, test: &str) -> Option<EtcdMember> {
+        match started {
+            Ok(Some(m)) => Some(m),
+            Ok(None) => {
+                assert!(
+                    std::env::var_os("STRATA_REQUIRE_ETCD").is_none(),
+                    "{test}: no etcd on the PATH, and STRATA_REQUIRE_ETCD is set"
+                );
+                eprintln!("{test}: skipped: no etcd on the PATH (Debian: etcd-server)");
+                None
+            }
+            Err(e) => panic!("{test}: cannot start etcd: {e}"),
+        }
+    }
+
     /// Its store URL with keys under `prefix`.
     pub fn url(&self, prefix: &str) -> EtcdUrl {
         EtcdUrl {

@@ -9,19 +9,10 @@ use strata_proto::resources::Resources;
 
 /// A member for one test, or `None` (the test returns) without etcd.
 async fn etcd() -> Option<(super::member::EtcdMember, tempfile::TempDir)> {
+    use super::member::EtcdMember;
     let dir = tempfile::tempdir().unwrap();
-    match super::member::EtcdMember::start(&dir.path().join("data")).await {
-        Ok(Some(m)) => Some((m, dir)),
-        Ok(None) => {
-            assert!(
-                std::env::var_os("STRATA_REQUIRE_ETCD").is_none(),
-                "no etcd on the PATH, and STRATA_REQUIRE_ETCD is set"
-            );
-            eprintln!("skipped: no etcd on the PATH (Debian: etcd-server)");
-            None
-        }
-        Err(e) => panic!("cannot start etcd: {e}"),
-    }
+    let started = EtcdMember::start(&dir.path().join("data")).await;
+    EtcdMember::or_skip(started, "etcd registry").map(|m| (m, dir))
 }
 
 fn member(id: &str) -> LeaderInfo {
