@@ -32,7 +32,7 @@ pub struct ManagerArgs {
     /// Shared secret required of agents, frameworks and clients (required for a non-loopback address).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, revocable_window, services (true or false).
+    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, revocable_window, services (true or false), store, advertise, lease_ttl, dns_listen, dns_domain, dns_ttl.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long, value_parser = parse_duration, help = with_default_of(
@@ -84,6 +84,17 @@ pub struct ManagerArgs {
     /// the leadership [default: 5s].
     #[arg(long, value_parser = parse_duration)]
     lease_ttl: Option<Duration>,
+    /// Answer DNS for the apps on this address, UDP and TCP (e.g.
+    /// `0.0.0.0:53`): `APP.marathon.DOMAIN` (A), `_APP._tcp.marathon.DOMAIN`
+    /// (SRV), `leader.DOMAIN` [default: no DNS].
+    #[arg(long, env = "STRATA_DNS_LISTEN")]
+    dns_listen: Option<SocketAddr>,
+    /// The domain the DNS answers for [default: strata].
+    #[arg(long)]
+    dns_domain: Option<String>,
+    /// Seconds DNS answers may be cached [default: 5].
+    #[arg(long)]
+    dns_ttl: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -103,6 +114,9 @@ struct ManagerFile {
     store: Option<String>,
     advertise: Option<String>,
     lease_ttl: Option<String>,
+    dns_listen: Option<SocketAddr>,
+    dns_domain: Option<String>,
+    dns_ttl: Option<u32>,
 }
 
 /// A flag's help ending in its default, taken from the library that
@@ -203,6 +217,16 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
     if let Some(d) = a.lease_ttl.or(file_duration(f.lease_ttl, "lease_ttl")?) {
         cfg.lease_ttl = d.max(Duration::from_secs(1));
     }
+    if let Some(listen) = a.dns_listen.or(f.dns_listen) {
+        let mut dns = strata_manager::services::dns::DnsConfig::new(listen);
+        if let Some(d) = a.dns_domain.or(f.dns_domain) {
+            dns.domain = d;
+        }
+        if let Some(t) = a.dns_ttl.or(f.dns_ttl) {
+            dns.ttl = t;
+        }
+        cfg.dns = Some(dns);
+    }
     Ok(cfg)
 }
 
@@ -285,7 +309,11 @@ pub struct AgentArgs {
         format_duration(agent::DEFAULT_SANDBOX_RETENTION),
     ))]
     sandbox_retention: Option<Duration>,
-    /// TOML file with any of: manager, listen, advertise, work_dir, resources, attributes, token, task_user, sandbox_retention.
+    /// Do not forward the apps' service ports (by default every agent
+    /// listens on them and forwards to healthy instances, as marathon-lb).
+    #[arg(long)]
+    no_service_ports: bool,
+    /// TOML file with any of: manager, listen, advertise, work_dir, resources, attributes, token, task_user, sandbox_retention, service_ports (true or false).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -302,6 +330,7 @@ struct AgentFile {
     token: Option<String>,
     task_user: Option<String>,
     sandbox_retention: Option<String>,
+    service_ports: Option<bool>,
 }
 
 /// `strata agent`.
@@ -352,6 +381,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
         cfg.attributes = parse_attributes(&at)?;
     }
     cfg.token = a.token.or(f.token);
+    cfg.service_ports = !a.no_service_ports && f.service_ports.unwrap_or(true);
     if let Some(u) = a.task_user.or(f.task_user) {
         cfg.task_user = Some(u);
     }

@@ -6,20 +6,24 @@
 //! shuffle data from each other's. Partitions of the fault suite cut one
 //! host off from another with iptables.
 
+use std::time::Duration;
+
 use crate::harness::*;
 
 /// The cluster's shared secret (required off loopback).
 const TOKEN: &str = "hosts-secret";
 
-/// A manager on host 0 and agents on hosts 1 and 2: the first as the
-/// README writes it (every interface, an advertised address), the second
-/// with no address given (it finds the one the manager routes back to).
-async fn cluster_on(env: &Env, lan: &Lan) -> (Manager, Vec<Agent>) {
+/// A manager on host 0 (with `extra` flags) and agents on hosts 1 and 2:
+/// the first as the README writes it (every interface, an advertised
+/// address), the second with no address given (it finds the one the
+/// manager routes back to).
+async fn cluster_on(env: &Env, lan: &Lan, extra: &[&str]) -> (Manager, Vec<Agent>) {
     let m = env
         .start_manager(ManagerSpec {
             listen: lan[0].addr(0),
             token: Some(TOKEN.into()),
             host: Some(lan[0].clone()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             ..ManagerSpec::default()
         })
         .await;
@@ -101,7 +105,7 @@ async fn agents_on_other_hosts_run_tasks_executors_and_shuffles() {
         return;
     };
     let env = Env::new("hosts");
-    let (m, _agents) = cluster_on(&env, &lan).await;
+    let (m, _agents) = cluster_on(&env, &lan, &[]).await;
     let client = Some(&lan[0]);
 
     // A task's output is read from its sandbox through its agent's
@@ -326,4 +330,138 @@ async fn an_agent_cut_off_and_healed_has_its_service_replaced_then_the_extra_kil
         m.task(&gone).await.is_none()
     })
     .await;
+}
+
+/// `dig @SERVER ARGS…` (Debian's bind9-dnsutils), one try of 2 s: its
+/// output.
+fn dig(server: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("dig (Debian's bind9-dnsutils) cannot run: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `dig +short`'s answer lines, sorted.
+fn dig_short(server: &str, name: &str, rtype: &str) -> Vec<String> {
+    let mut lines: Vec<String> = dig(server, &["+short", name, rtype])
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `GET http://ADDR/` through a service port: the body, or why not.
+async fn get_via(addr: &str) -> Result<String, String> {
+    match strata_sdk::http::request("GET", addr, "/", None, None, Duration::from_secs(5)).await {
+        Ok((200, _, body)) => Ok(String::from_utf8_lossy(&body).into_owned()),
+        Ok((code, _, body)) => Err(format!("{code}: {}", String::from_utf8_lossy(&body))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Apps are reached by name and by a fixed port from anywhere: the manager
+/// answers DNS (asked with dig, over UDP and TCP) with the healthy
+/// instance's agent and host port, and every agent — the one running the
+/// instance and the one that runs none — forwards the app's service port
+/// to it (as Mesos-DNS and marathon-lb do). When the app goes, so do its
+/// name and its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_are_reached_by_dns_name_and_by_service_port_on_any_agent() {
+    let Some(lan) = Lan::new("hosts-dns", 3) else {
+        return;
+    };
+    let env = Env::new("hosts-dns");
+    // Port 53: the manager's host is a namespace of its own.
+    let dns = lan[0].ip.to_string();
+    let (m, _agents) = cluster_on(&env, &lan, &["--dns-listen", &lan[0].addr(53)]).await;
+    let agents: std::collections::BTreeMap<String, String> = m
+        .wait_registered_agents(2)
+        .await
+        .into_iter()
+        .map(|a| {
+            (
+                a.id.to_string(),
+                a.address.split(':').next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let app = serde_json::json!({
+        "id": "/web",
+        "cmd": format!("exec {STRATA} web --port $PORT0 --bind 0.0.0.0"),
+        "instances": 1, "cpus": 0.25, "mem": 64,
+        "portDefinitions": [{"port": 10101, "name": "http"}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 30,
+            "intervalSeconds": 1, "timeoutSeconds": 2, "maxConsecutiveFailures": 2}]
+    });
+    let (code, _, v) = crate::services::request(&m, "POST", "/v2/apps", Some(app)).await;
+    assert_eq!(code, 201, "{v}");
+    let a = crate::services::settled(&m, "/web", 1).await;
+    let task = &a["tasks"][0];
+    let (task_id, agent_id) = (
+        task["id"].as_str().unwrap(),
+        task["slaveId"].as_str().unwrap(),
+    );
+    let host_port = task["ports"][0].as_u64().unwrap();
+    assert_eq!(task["servicePorts"], serde_json::json!([10101]));
+    let ip = agents[agent_id].clone();
+
+    // DNS: the app's name, its SRV records (all ports and the named one),
+    // the agent they name, the leader; over UDP and TCP.
+    wait_until("the app's name resolves", LONG, async || {
+        dig_short(&dns, "web.marathon.strata", "A") == vec![ip.clone()]
+    })
+    .await;
+    let srv = vec![format!("0 0 {host_port} {agent_id}.agents.strata.")];
+    assert_eq!(dig_short(&dns, "_web._tcp.marathon.strata", "SRV"), srv);
+    assert_eq!(
+        dig_short(&dns, "_http._web._tcp.marathon.strata", "SRV"),
+        srv
+    );
+    assert_eq!(
+        dig_short(&dns, &format!("{agent_id}.agents.strata"), "A"),
+        vec![ip.clone()]
+    );
+    assert_eq!(dig_short(&dns, "leader.strata", "A"), vec![dns.clone()]);
+    let over_tcp = dig(&dns, &["+tcp", "web.marathon.strata", "A"]);
+    assert!(over_tcp.contains(&format!("IN\tA\t{ip}")), "{over_tcp}");
+    assert!(
+        over_tcp.contains("flags: qr aa"),
+        "authoritative: {over_tcp}"
+    );
+    let nx = dig(&dns, &["nothing.marathon.strata", "A"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    let refused = dig(&dns, &["example.com", "A"]);
+    assert!(refused.contains("status: REFUSED"), "{refused}");
+
+    // The service port, on every agent's address.
+    for host in [&lan[1], &lan[2]] {
+        let via = host.addr(10101);
+        let body = wait_for(&format!("the service port on {via}"), LONG, async || {
+            get_via(&via).await.ok()
+        })
+        .await;
+        assert_eq!(body, format!("hello from {task_id}\n"), "through {via}");
+    }
+
+    // The app goes: its name and its port with it.
+    let (code, _, v) = crate::services::request(&m, "DELETE", "/v2/apps/web", None).await;
+    assert_eq!(code, 200, "{v}");
+    wait_until("the name is gone", LONG, async || {
+        dig(&dns, &["web.marathon.strata", "A"]).contains("status: NXDOMAIN")
+    })
+    .await;
+    for host in [&lan[1], &lan[2]] {
+        let via = host.addr(10101);
+        wait_until(
+            &format!("the service port on {via} closes"),
+            LONG,
+            async || get_via(&via).await.is_err(),
+        )
+        .await;
+    }
 }

@@ -61,6 +61,9 @@ pub struct AgentConfig {
     /// The Docker Engine that runs Docker tasks, `unix:///path` (only unix
     /// sockets are supported).
     pub docker_host: String,
+    /// Forward the apps' service ports to their healthy instances
+    /// ([`crate::proxy`]), as marathon-lb does.
+    pub service_ports: bool,
 }
 
 impl AgentConfig {
@@ -69,7 +72,7 @@ impl AgentConfig {
     /// `[current_exe, "supervise"]`, sandboxes kept a week (GC every
     /// minute), status retry 1 s, reconnect backoff 200 ms, heartbeat 1 s,
     /// exit polling every 100 ms, usage measured every 2 s, Docker at `DOCKER_HOST` or
-    /// `unix:///var/run/docker.sock`.
+    /// `unix:///var/run/docker.sock`, service ports forwarded.
     pub fn new(manager: impl Into<String>, work_dir: PathBuf) -> Self {
         let exe = std::env::current_exe()
             .map(|p| p.to_string_lossy().into_owned())
@@ -94,6 +97,7 @@ impl AgentConfig {
             poll_interval: Duration::from_millis(100),
             usage_interval: Duration::from_secs(2),
             docker_host: super::docker::host_from_env(),
+            service_ports: true,
         }
     }
 }

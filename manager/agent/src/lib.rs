@@ -8,8 +8,8 @@
 //! around it, and `strata supervise` around [`supervisor::main`].
 //!
 //! The agent speaks to the manager only through the protocol: this crate
-//! depends on `strata-proto` and never on `strata-manager` (nor the manager
-//! on it). The Docker Engine client (bollard) and the process and user
+//! depends on `strata-proto` (and `strata-sdk`'s HTTP client, for the route
+//! table) and never on `strata-manager` (nor the manager on it). The Docker Engine client (bollard) and the process and user
 //! system calls (nix, libc) live here, out of the manager's build.
 //!
 //! ## Pieces
@@ -33,6 +33,8 @@
 //!   `<AgentConfig::supervisor…> --launch <work_dir>/meta/tasks/<framework>/<task>/launch.json`.
 //! * **HTTP API** ([`http`]): health, task list, sandbox files, metrics.
 //! * **sandbox GC** ([`gc`]).
+//! * **service ports** ([`proxy`]): each app's service ports forwarded to
+//!   its healthy instances, following the manager's route table.
 //!
 //! ## Checkpoint layout
 //!
@@ -132,6 +134,7 @@ mod launch;
 pub mod layout;
 pub mod link;
 pub mod process;
+pub mod proxy;
 mod recovery;
 pub mod supervisor;
 pub mod task;
@@ -439,6 +442,19 @@ pub async fn spawn(config: AgentConfig) -> Result<AgentHandle, AgentError> {
             .clamp(Duration::from_millis(10), Duration::from_secs(24 * 3600)),
         shutdown_rx.clone(),
     )));
+    if config.service_ports {
+        tasks.push(tokio::spawn(proxy::run(
+            proxy::ProxySettings {
+                managers: config.manager.clone(),
+                token: config.token.clone(),
+                bind: address.ip(),
+                retry: config
+                    .reconnect_backoff
+                    .clamp(Duration::from_secs(1), Duration::from_secs(5)),
+            },
+            shutdown_rx.clone(),
+        )));
+    }
     let app = http::router(shared.clone());
     let mut stop = shutdown_rx;
     tasks.push(tokio::spawn(async move {

@@ -217,6 +217,8 @@ fn config(manager: SocketAddr, work_dir: &Path) -> AgentConfig {
     c.status_retry = Duration::from_millis(300);
     c.reconnect_backoff = Duration::from_millis(50);
     c.poll_interval = Duration::from_millis(20);
+    // The fake manager serves no route table.
+    c.service_ports = false;
     c
 }
 

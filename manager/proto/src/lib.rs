@@ -32,6 +32,7 @@ pub mod fsutil;
 pub mod ids;
 pub mod net;
 pub mod resources;
+pub mod routes;
 pub mod state;
 pub mod time;
 pub mod units;

@@ -46,6 +46,8 @@ pub struct ManagerConfig {
     /// With a shared store, the leader's lease: how long a dead leader
     /// keeps the leadership.
     pub lease_ttl: Duration,
+    /// Serve DNS for the apps (`--dns-listen`).
+    pub dns: Option<crate::services::dns::DnsConfig>,
 }
 
 impl ManagerConfig {
@@ -61,6 +63,7 @@ impl ManagerConfig {
             store: StoreConfig::Local,
             advertise: None,
             lease_ttl: Duration::from_secs(5),
+            dns: None,
         }
     }
 }
@@ -88,6 +91,9 @@ pub enum ServerError {
     /// The registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The DNS could not start.
+    #[error(transparent)]
+    Dns(#[from] crate::services::dns::DnsError),
 }
 
 mod lead;
@@ -97,6 +103,7 @@ pub use lead::StoreConfig;
 /// A running manager.
 pub struct ManagerHandle {
     addr: SocketAddr,
+    dns_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     join: tokio::task::JoinHandle<()>,
     deposed: watch::Receiver<bool>,
@@ -106,6 +113,11 @@ impl ManagerHandle {
     /// The bound address.
     pub fn address(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where DNS is served, if it is.
+    pub fn dns_address(&self) -> Option<SocketAddr> {
+        self.dns_addr
     }
 
     /// Resolves when this manager has lost its leadership (and stopped
@@ -197,6 +209,32 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         token: cfg.token.as_deref().map(Arc::from),
     };
     let (role_tx, role_rx) = watch::channel(Role::Standby { leader: None });
+    let dns = match &cfg.dns {
+        Some(d) => {
+            let domain = crate::services::dns::domain_name(&d.domain)?;
+            let sockets = crate::services::dns::DnsSockets::bind(d.listen).await?;
+            let dns_addr =
+                sockets
+                    .local_addr()
+                    .map_err(|source| crate::services::dns::DnsError::Bind {
+                        addr: d.listen,
+                        source,
+                    })?;
+            let source = crate::services::dns::DnsSource {
+                domain,
+                ttl: d.ttl,
+                routes: services.as_ref().map(|s| s.routes()),
+                role: role_rx.clone(),
+                me: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()),
+            };
+            Some((
+                dns_addr,
+                tokio::spawn(crate::services::dns::serve(sockets, source)),
+            ))
+        }
+        None => None,
+    };
+    let dns_addr = dns.as_ref().map(|(a, _)| *a);
     let router = crate::api::gated_router(core, services, role_rx);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (deposed_tx, deposed_rx) = watch::channel(false);
@@ -244,6 +282,9 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
             }
         }
         graceful_tx.send(()).ok();
+        if let Some((_, dns)) = dns {
+            dns.abort();
+        }
         if tokio::time::timeout(Duration::from_secs(5), &mut serve)
             .await
             .is_err()
@@ -255,6 +296,7 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
     });
     Ok(ManagerHandle {
         addr,
+        dns_addr,
         shutdown: Some(stop_tx),
         join,
         deposed: deposed_rx,
@@ -292,7 +334,7 @@ async fn serve_as_leader(
     addr: SocketAddr,
     rx: mpsc::Receiver<Input>,
     core_tx: mpsc::Sender<Input>,
-    services_rx: Option<mpsc::Receiver<crate::services::runner::Command>>,
+    services_rx: Option<crate::services::runner::Inbox>,
     role: &watch::Sender<Role>,
     stop_rx: &mut oneshot::Receiver<()>,
     serve: &mut tokio::task::JoinHandle<()>,

@@ -116,8 +116,10 @@ pub struct AppDefinition {
     /// A Docker container to run in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
-    /// Host ports to reserve (`port: 0` for any). Absent (or `null`), one
-    /// port of any number, as Marathon gives; `[]` for none.
+    /// The app's ports: each instance gets one host port per definition
+    /// (any number the offer has), and `port`, when not 0, is its service
+    /// port. Absent (or `null`), one port, as Marathon gives; `[]` for
+    /// none.
     #[serde(
         default = "default_port_definitions",
         deserialize_with = "port_definitions_or_default"
@@ -240,6 +242,10 @@ pub struct PortMappingSpec {
     /// The host port (`0`: any of the offer's).
     #[serde(default)]
     pub host_port: u16,
+    /// Marathon's `servicePort`: the fixed port every agent forwards to the
+    /// app's healthy instances (`0`: none).
+    #[serde(default)]
+    pub service_port: u16,
     /// `tcp` or `udp`.
     #[serde(default = "tcp")]
     pub protocol: String,
@@ -256,7 +262,10 @@ fn tcp() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortDefinition {
-    /// The host port (`0`: any).
+    /// The service port (Marathon's `port` with `requirePorts` false): the
+    /// host port is always picked from the offer, and a `port` other than
+    /// 0 is the fixed port every agent forwards to the app's healthy
+    /// instances, as marathon-lb does.
     #[serde(default)]
     pub port: u16,
     /// `tcp` or `udp`.
@@ -456,6 +465,30 @@ impl AppDefinition {
         }
     }
 
+    /// The app's ports as routes see them, one per host port: the service
+    /// port (0: none), the protocol and the name.
+    pub fn route_ports(&self) -> Vec<strata_proto::routes::RoutePort> {
+        let port = |service_port, protocol: &String, name: &Option<String>| {
+            strata_proto::routes::RoutePort {
+                service_port,
+                protocol: protocol.clone(),
+                name: name.clone(),
+            }
+        };
+        match &self.container {
+            Some(c) if !c.port_mappings.is_empty() => c
+                .port_mappings
+                .iter()
+                .map(|m| port(m.service_port, &m.protocol, &m.name))
+                .collect(),
+            _ => self
+                .port_definitions
+                .iter()
+                .map(|d| port(d.port, &d.protocol, &d.name))
+                .collect(),
+        }
+    }
+
     /// The Docker image, if the app runs in a container.
     pub fn image(&self) -> Option<&str> {
         self.container
@@ -564,6 +597,21 @@ impl AppDefinition {
                 err(
                     &format!("/portDefinitions({i})/protocol"),
                     "must be tcp or udp".into(),
+                );
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.route_ports().iter().enumerate() {
+            if p.service_port != 0 && !seen.insert(p.service_port) {
+                let at = match &self.container {
+                    Some(c) if !c.port_mappings.is_empty() => {
+                        format!("/container/portMappings({i})/servicePort")
+                    }
+                    _ => format!("/portDefinitions({i})/port"),
+                };
+                err(
+                    &at,
+                    format!("service port {} is given twice", p.service_port),
                 );
             }
         }
@@ -789,9 +837,9 @@ mod tests {
                 "healthChecks":[{"protocol":"HTTP","path":"/"}]}"#,
         );
         let text = serde_json::to_string(&a).unwrap();
-        assert!(
-            text.contains(r#""portMappings":[{"containerPort":80,"hostPort":0,"protocol":"tcp"}]"#)
-        );
+        assert!(text.contains(
+            r#""portMappings":[{"containerPort":80,"hostPort":0,"servicePort":0,"protocol":"tcp"}]"#
+        ));
         assert!(text.contains(r#""maxConsecutiveFailures":3"#));
         assert_eq!(parse(text.as_bytes()).unwrap(), a);
         a.validate(&PriorityClasses::default()).unwrap();

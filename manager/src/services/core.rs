@@ -195,9 +195,39 @@ impl Services {
         id
     }
 
+    /// The app's id once its definition is valid and its service ports are
+    /// used by no other app (each is forwarded on every agent).
     fn validated(&self, def: &AppDefinition) -> Result<AppId, ServiceError> {
-        def.validate(&self.classes)
-            .map_err(|details| ServiceError::Invalid { details })
+        let id = def
+            .validate(&self.classes)
+            .map_err(|details| ServiceError::Invalid { details })?;
+        let details: Vec<super::app::FieldError> = def
+            .route_ports()
+            .iter()
+            .filter(|p| p.service_port != 0)
+            .filter_map(|p| {
+                let (other, _) = self.apps.iter().find(|(other, a)| {
+                    **other != id
+                        && !a.deleting
+                        && a.def
+                            .route_ports()
+                            .iter()
+                            .any(|q| q.service_port == p.service_port)
+                })?;
+                Some(super::app::FieldError {
+                    path: "/portDefinitions".into(),
+                    errors: vec![format!(
+                        "service port {} is used by app {other}",
+                        p.service_port
+                    )],
+                })
+            })
+            .collect();
+        if details.is_empty() {
+            Ok(id)
+        } else {
+            Err(ServiceError::Invalid { details })
+        }
     }
 
     /// Creates an app; returns its id and deployment.

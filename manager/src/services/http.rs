@@ -6,7 +6,11 @@
 //! * `GET|PUT|PATCH|DELETE /v2/apps/{id}`, `POST /v2/apps/{id}/restart`,
 //!   `GET|DELETE /v2/apps/{id}/tasks[/{task}]?scale=`;
 //! * `GET /v2/tasks`, `GET /v2/deployments`, `DELETE /v2/deployments/{id}`;
-//! * `GET /v2/info`; `GET /ping` (`pong`, no token needed).
+//! * `GET /v2/info`; `GET /ping` (`pong`, no token needed);
+//! * `GET /api/v1/routes[?after=VERSION&wait=SECS]`: the route table
+//!   (healthy instances and service ports); with `after`, answered once
+//!   the table's version differs from it or `wait` seconds (default 30,
+//!   at most 60) have passed: a long poll the agents follow.
 //!
 //! A change to an app held by a deployment answers 409 unless `force=true`;
 //! an invalid definition 422 with per-field details; malformed JSON 400;
@@ -53,7 +57,44 @@ where
         .route("/v2/deployments", get(list_deployments))
         .route("/v2/deployments/{id}", delete(cancel_deployment))
         .route("/v2/info", get(info))
+        .route("/api/v1/routes", get(routes_table))
         .with_state(services)
+}
+
+/// The longest a route watcher is kept waiting.
+const ROUTES_MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Query of `GET /api/v1/routes`.
+#[derive(Debug, Default, Deserialize)]
+struct RoutesQuery {
+    /// The version the caller holds.
+    #[serde(default)]
+    after: Option<String>,
+    /// Seconds to wait for a change.
+    #[serde(default)]
+    wait: Option<f64>,
+}
+
+/// `GET /api/v1/routes`.
+async fn routes_table(State(services): State<Services>, Query(q): Query<RoutesQuery>) -> Response {
+    let svc = match handle(&services) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut rx = svc.routes();
+    if let Some(after) = q.after {
+        let wait = q
+            .wait
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .unwrap_or(std::time::Duration::from_secs(30))
+            .min(ROUTES_MAX_WAIT);
+        tokio::time::timeout(wait, rx.wait_for(|t| t.version != after))
+            .await
+            .ok();
+    }
+    let table = rx.borrow().clone();
+    (StatusCode::OK, axum::Json(table.as_ref().clone())).into_response()
 }
 
 /// `GET /ping`.

@@ -18,6 +18,9 @@
 //! * `launch.rs`: an instance's task from an app and an offer.
 //! * `autoscale.rs`: the autoscaling policy from `strata.autoscale.*`.
 //! * `probe.rs`: health checks and metric samples.
+//! * `routes.rs`: the route table (healthy instances, service ports) that
+//!   the manager's DNS and the agents' service port forwarding follow.
+//! * `dns.rs`: the manager's DNS for apps (A and SRV records).
 //! * `runner.rs`: the effectful shell (SDK subscription, state saved).
 //! * `store.rs`: where the state is saved (a file, or the cluster's store).
 //! * `http.rs`, `view.rs`, `error.rs`: Marathon's REST API v2.
@@ -25,11 +28,13 @@
 pub mod app;
 pub mod autoscale;
 pub mod core;
+pub mod dns;
 pub mod error;
 pub(crate) mod http;
 pub mod launch;
 pub mod plan;
 pub mod probe;
+pub mod routes;
 pub mod runner;
 pub mod state;
 pub mod store;

@@ -16,8 +16,9 @@ use serde_json::Value;
 use strata_proto::class::PriorityClasses;
 use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb::TaskState;
+use strata_proto::routes::RouteTable;
 use strata_sdk::{Event, FrameworkConfig, Scheduler, SchedulerConfig, SchedulerHandle};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::app::{AppDefinition, AppId};
@@ -77,13 +78,34 @@ pub enum Command {
 #[derive(Clone)]
 pub struct ServicesHandle {
     tx: mpsc::Sender<Command>,
+    routes: watch::Receiver<Arc<RouteTable>>,
+}
+
+/// What the runner takes: the API's commands, and where it publishes the
+/// route table.
+pub struct Inbox {
+    commands: mpsc::Receiver<Command>,
+    routes: watch::Sender<Arc<RouteTable>>,
 }
 
 impl ServicesHandle {
-    /// A handle and the receiver the runner takes.
-    pub fn channel() -> (ServicesHandle, mpsc::Receiver<Command>) {
-        let (tx, rx) = mpsc::channel(256);
-        (ServicesHandle { tx }, rx)
+    /// A handle and the inbox the runner takes.
+    pub fn channel() -> (ServicesHandle, Inbox) {
+        let (tx, commands) = mpsc::channel(256);
+        let (routes_tx, routes) = watch::channel(Arc::new(RouteTable::new(Vec::new())));
+        (
+            ServicesHandle { tx, routes },
+            Inbox {
+                commands,
+                routes: routes_tx,
+            },
+        )
+    }
+
+    /// The route table, kept current by the runner (empty until it has
+    /// loaded its state).
+    pub fn routes(&self) -> watch::Receiver<Arc<RouteTable>> {
+        self.routes.clone()
     }
 
     async fn ask(
@@ -146,6 +168,8 @@ struct Runner {
     last_sample: BTreeMap<AppId, Timestamp>,
     sampling: BTreeSet<AppId>,
     dirty: bool,
+    /// Where the route table is published.
+    routes: watch::Sender<Arc<RouteTable>>,
 }
 
 /// Each instance's cpu use as a percentage of its `cpus` (instances not
@@ -176,8 +200,12 @@ async fn refuse_all(mut rx: mpsc::Receiver<Command>, reason: String) {
     }
 }
 
-/// Runs the services scheduler until `rx` closes.
-pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
+/// Runs the services scheduler until the handles are dropped.
+pub async fn run(cfg: RunnerConfig, inbox: Inbox) {
+    let Inbox {
+        commands: mut rx,
+        routes,
+    } = inbox;
     let state = match load(cfg.store.as_ref()).await {
         Ok(state) => state,
         Err(e) => {
@@ -209,7 +237,9 @@ pub async fn run(cfg: RunnerConfig, mut rx: mpsc::Receiver<Command>) {
         last_sample: BTreeMap::new(),
         sampling: BTreeSet::new(),
         dirty: false,
+        routes,
     };
+    r.publish();
     let mut events = loop {
         match r.subscribe().await {
             Ok(events) => break events,
@@ -448,7 +478,20 @@ impl Runner {
 
     /// Carries out the effects of the last inputs, then writes the state
     /// (kept dirty, so written again later, when that fails).
+    /// Publishes the route table if it changed.
+    fn publish(&self) {
+        let table = super::routes::table(&self.core);
+        self.routes.send_if_modified(|t| {
+            if t.version == table.version {
+                return false;
+            }
+            *t = Arc::new(table);
+            true
+        });
+    }
+
     async fn settle(&mut self) -> Result<(), super::store::DocumentError> {
+        self.publish();
         let effects = self.core.drain();
         for e in effects {
             let Some(h) = self.handle.clone() else {

@@ -375,3 +375,77 @@ fn a_drained_agents_instances_move_within_the_upgrade_strategy() {
     assert!(t.kills().is_empty());
     assert_eq!(t.demand(), None);
 }
+
+#[test]
+fn the_route_table_holds_only_healthy_instances_and_service_ports() {
+    let mut t = T::new();
+    t.create(
+        r#"{"id":"/shop/api","cmd":"x","instances":2,
+            "portDefinitions":[{"port":10101,"name":"http"},{"port":0}],
+            "healthChecks":[{"protocol":"HTTP","portIndex":0}]}"#,
+    );
+    let tasks = t.offer("a1", 2.0);
+    assert_eq!(tasks.len(), 2);
+    let table = super::routes::table(&t.s);
+    let app = &table.apps[0];
+    assert_eq!(
+        (app.id.as_str(), app.name.as_str()),
+        ("/shop/api", "api-shop")
+    );
+    assert_eq!(
+        app.ports.iter().map(|p| p.service_port).collect::<Vec<_>>(),
+        vec![10101, 0]
+    );
+    assert!(
+        app.backends.is_empty(),
+        "staging instances are not routed to"
+    );
+    for task in &tasks {
+        t.says(task, TaskState::TaskRunning);
+    }
+    assert!(
+        super::routes::table(&t.s).apps[0].backends.is_empty(),
+        "not yet healthy"
+    );
+    t.s.health(t.now, &tasks[0], true, "200".into());
+    let table = super::routes::table(&t.s);
+    let backends = &table.apps[0].backends;
+    assert_eq!(backends.len(), 1);
+    assert_eq!(backends[0].task_id, tasks[0].as_str());
+    assert_eq!(backends[0].agent_id, "a1");
+    assert_eq!(backends[0].ip, "127.0.0.1");
+    assert_eq!(backends[0].ports.len(), 2);
+    assert_eq!(
+        table.service_ports()[0].backends,
+        vec![format!("127.0.0.1:{}", backends[0].ports[0])]
+    );
+    let before = table.version.clone();
+    t.s.health(t.now, &tasks[1], true, "200".into());
+    assert_ne!(super::routes::table(&t.s).version, before);
+}
+
+#[test]
+fn a_service_port_belongs_to_one_app() {
+    let mut t = T::new();
+    t.create(r#"{"id":"/a","cmd":"x","portDefinitions":[{"port":10101}]}"#);
+    let taken = parse(br#"{"id":"/b","cmd":"x","portDefinitions":[{"port":10101}]}"#).unwrap();
+    match t.s.create(t.now, taken) {
+        Err(ServiceError::Invalid { details }) => {
+            assert!(
+                details[0].errors[0].contains("used by app /a"),
+                "{details:?}"
+            );
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    // The app itself may keep it when it changes; twice in one app is not.
+    let same = parse(br#"{"id":"/a","cmd":"y","portDefinitions":[{"port":10101}]}"#).unwrap();
+    t.s.put(t.now, same, true).unwrap();
+    let twice =
+        parse(br#"{"id":"/c","cmd":"x","portDefinitions":[{"port":10102},{"port":10102}]}"#)
+            .unwrap();
+    assert!(matches!(
+        t.s.create(t.now, twice),
+        Err(ServiceError::Invalid { .. })
+    ));
+}

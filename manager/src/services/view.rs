@@ -55,7 +55,7 @@ pub fn task(id: &AppId, a: &App, i: &Instance) -> Value {
         "appId": id.as_str(),
         "host": i.host,
         "ports": i.ports,
-        "servicePorts": [],
+        "servicePorts": a.def.route_ports().iter().map(|p| p.service_port).collect::<Vec<_>>(),
         "ipAddresses": [],
         "slaveId": i.agent_id.as_str(),
         "stagedAt": iso8601(i.staged_at),
