@@ -109,6 +109,9 @@ impl Master {
             hostname: info.hostname,
             labels: info.labels.into_iter().collect(),
         };
+        if self.removed_frameworks.contains(&id) {
+            return Err(MasterError::FrameworkRemoved { framework_id: id });
+        }
         let idx = match self.fw_index.get(&id).copied() {
             Some(idx) => {
                 let fw = &self.frameworks[idx as usize];

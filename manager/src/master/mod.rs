@@ -284,6 +284,8 @@ pub struct Master {
     frameworks: Vec<FrameworkEntry>,
     alloc_fws: Vec<FrameworkAlloc>,
     fw_index: HashMap<FrameworkId, FrameworkIdx>,
+    /// Frameworks removed under an earlier leader (from the registry).
+    removed_frameworks: rustc_hash::FxHashSet<FrameworkId>,
     roles: Vec<RoleEntry>,
     alloc_roles: Vec<RoleAlloc>,
     role_index: HashMap<Role, RoleIdx>,
@@ -330,6 +332,7 @@ impl Master {
             frameworks: Vec::new(),
             alloc_fws: Vec::new(),
             fw_index: HashMap::default(),
+            removed_frameworks: Default::default(),
             roles: Vec::new(),
             alloc_roles: Vec::new(),
             role_index: HashMap::default(),
@@ -376,6 +379,7 @@ impl Master {
         for a in snapshot.agents {
             m.insert_agent(a, AgentState::Recovered, now);
         }
+        m.removed_frameworks.extend(snapshot.removed_frameworks);
         for f in snapshot.frameworks {
             let idx = m.insert_framework(f);
             let fw = &mut m.frameworks[idx as usize];

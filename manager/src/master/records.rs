@@ -76,7 +76,8 @@ pub enum PersistOp {
     PutAgent(AgentRecord),
     /// Insert or replace a framework.
     PutFramework(FrameworkRecord),
-    /// Forget a framework (teardown or failover timeout).
+    /// Forget a framework (teardown or failover timeout), keeping its id
+    /// as removed.
     RemoveFramework(FrameworkId),
     /// Insert or replace a role.
     PutRole(RoleRecord),
@@ -91,4 +92,8 @@ pub struct RegistrySnapshot {
     pub frameworks: Vec<FrameworkRecord>,
     /// Roles.
     pub roles: Vec<RoleRecord>,
+    /// Frameworks removed (torn down, or past their failover timeout):
+    /// they may never subscribe again, also under a later leader.
+    #[serde(default)]
+    pub removed_frameworks: Vec<FrameworkId>,
 }

@@ -15,7 +15,8 @@
 //! (Jepsen's advice for etcd: locks alone do not exclude, fencing does).
 //!
 //! Records use the same key schema as the embedded registry:
-//! `PREFIX/agents/ID`, `PREFIX/frameworks/ID`, `PREFIX/roles/ROLE`, JSON
+//! `PREFIX/agents/ID`, `PREFIX/frameworks/ID`, `PREFIX/roles/ROLE`,
+//! `PREFIX/tombstones/ID` (removed frameworks), JSON
 //! values.
 
 use std::time::Duration;
@@ -293,6 +294,7 @@ impl EtcdRegistry {
             agents: self.read_all("agents").await?,
             frameworks: self.read_all("frameworks").await?,
             roles: self.read_all("roles").await?,
+            removed_frameworks: self.read_all("tombstones").await?,
         })
     }
 
@@ -329,13 +331,16 @@ impl EtcdRegistry {
         let writes = ops
             .iter()
             .map(|op| self.write_op(op))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         self.fenced(writes).await
     }
 
-    /// The etcd write of one registry write.
-    fn write_op(&self, op: &PersistOp) -> Result<TxnOp, RegistryError> {
-        Ok(match op {
+    /// The etcd writes of one registry write.
+    fn write_op(&self, op: &PersistOp) -> Result<Vec<TxnOp>, RegistryError> {
+        Ok(vec![match op {
             PersistOp::PutAgent(a) => {
                 TxnOp::put(self.key(&format!("agents/{}", a.id)), encode(a)?, None)
             }
@@ -343,12 +348,15 @@ impl EtcdRegistry {
                 TxnOp::put(self.key(&format!("frameworks/{}", f.id)), encode(f)?, None)
             }
             PersistOp::RemoveFramework(id) => {
-                TxnOp::delete(self.key(&format!("frameworks/{id}")), None)
+                return Ok(vec![
+                    TxnOp::delete(self.key(&format!("frameworks/{id}")), None),
+                    TxnOp::put(self.key(&format!("tombstones/{id}")), encode(id)?, None),
+                ]);
             }
             PersistOp::PutRole(r) => {
                 TxnOp::put(self.key(&format!("roles/{}", r.role)), encode(r)?, None)
             }
-        })
+        }])
     }
 
     /// Stores a whole document under `name` (the services scheduler's

@@ -25,6 +25,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 const FRAMEWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("frameworks");
 const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
+/// Removed frameworks' ids (the value is the id, as JSON).
+const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones");
 
 /// A registry failure.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,7 @@ impl Registry {
             txn.open_table(AGENTS).map_err(storage)?;
             txn.open_table(FRAMEWORKS).map_err(storage)?;
             txn.open_table(ROLES).map_err(storage)?;
+            txn.open_table(TOMBSTONES).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Registry {
@@ -224,6 +227,7 @@ impl Registry {
         snap.agents = read(&txn, AGENTS, "agents")?;
         snap.frameworks = read(&txn, FRAMEWORKS, "frameworks")?;
         snap.roles = read(&txn, ROLES, "roles")?;
+        snap.removed_frameworks = read(&txn, TOMBSTONES, "tombstones")?;
         Ok(snap)
     }
 
@@ -250,6 +254,7 @@ impl Registry {
             let mut agents = txn.open_table(AGENTS).map_err(storage)?;
             let mut frameworks = txn.open_table(FRAMEWORKS).map_err(storage)?;
             let mut roles = txn.open_table(ROLES).map_err(storage)?;
+            let mut tombstones = txn.open_table(TOMBSTONES).map_err(storage)?;
             for op in ops {
                 match op {
                     PersistOp::PutAgent(a) => {
@@ -264,6 +269,9 @@ impl Registry {
                     }
                     PersistOp::RemoveFramework(id) => {
                         frameworks.remove(id.as_str()).map_err(storage)?;
+                        tombstones
+                            .insert(id.as_str(), encode(id)?.as_slice())
+                            .map_err(storage)?;
                     }
                     PersistOp::PutRole(r) => {
                         roles
@@ -341,8 +349,15 @@ mod tests {
         assert_eq!(snap.agents, vec![agent]);
         assert_eq!(snap.frameworks, vec![fw.clone()]);
         assert_eq!(snap.roles, vec![role]);
-        reg.apply(&[PersistOp::RemoveFramework(fw.id)]).unwrap();
-        assert!(reg.load().unwrap().frameworks.is_empty());
+        reg.apply(&[PersistOp::RemoveFramework(fw.id.clone())])
+            .unwrap();
+        let snap = reg.load().unwrap();
+        assert!(snap.frameworks.is_empty());
+        assert_eq!(
+            snap.removed_frameworks,
+            vec![fw.id],
+            "its id is kept as removed"
+        );
         // A database of another version is refused.
         let txn = reg.db().unwrap().begin_write().unwrap();
         txn.open_table(META)

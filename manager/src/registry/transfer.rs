@@ -67,6 +67,12 @@ impl Export {
             .map(PersistOp::PutAgent)
             .chain(r.frameworks.iter().cloned().map(PersistOp::PutFramework))
             .chain(r.roles.iter().cloned().map(PersistOp::PutRole))
+            .chain(
+                r.removed_frameworks
+                    .iter()
+                    .cloned()
+                    .map(PersistOp::RemoveFramework),
+            )
             .collect()
     }
 
@@ -99,7 +105,10 @@ pub(super) fn document_bytes(value: &serde_json::Value) -> Result<Vec<u8>, Regis
 }
 
 fn is_empty(s: &RegistrySnapshot) -> bool {
-    s.agents.is_empty() && s.frameworks.is_empty() && s.roles.is_empty()
+    s.agents.is_empty()
+        && s.frameworks.is_empty()
+        && s.roles.is_empty()
+        && s.removed_frameworks.is_empty()
 }
 
 /// The embedded registry of a manager's work directory and the services
@@ -166,7 +175,7 @@ pub fn import_local(work_dir: &Path, export: &Export) -> Result<(), RegistryErro
 mod tests {
     use super::*;
     use crate::master::{AgentRecord, DrainRecord, RoleRecord};
-    use strata_proto::ids::{AgentId, Role};
+    use strata_proto::ids::{AgentId, FrameworkId, Role};
     use strata_proto::resources::Resources;
     use strata_proto::time::Timestamp;
 
@@ -192,6 +201,7 @@ mod tests {
                     weight: 3.0,
                     quota: None,
                 }],
+                removed_frameworks: vec![FrameworkId::new("fw-m39-7")],
             },
             documents: BTreeMap::from([(
                 SERVICES_DOCUMENT.to_owned(),

@@ -496,6 +496,7 @@ async fn run_core(
                 break;
             }
             unwritten = ops;
+            disconnect_skipped(&mut master, &mut routes, now, &actions);
             let refused = || MasterError::StoreUnavailable {
                 reason: e.to_string(),
             };
@@ -634,6 +635,40 @@ fn handle_input(
                 None => master.undrain_agent(&agent),
             };
             replies.push(Reply::Unit(reply, r));
+        }
+    }
+}
+
+/// The messages of a batch whose write failed are not sent: they rest on
+/// changes that are not durable. Every agent and framework that misses one
+/// is disconnected instead, as a broken connection would be, so it comes
+/// back and is reconciled (an agent re-registers with what it runs; the
+/// master reports what it placed there and the agent lacks as gone).
+fn disconnect_skipped(
+    master: &mut Master,
+    routes: &mut Routes,
+    now: Timestamp,
+    actions: &[Action],
+) {
+    for a in actions {
+        match a {
+            Action::ToAgent { agent, .. } => {
+                if routes.agents.remove(agent).is_some() {
+                    warn!(agent_id = %agent, "a message to the agent rests on an unwritten change; its link is closed");
+                    master.agent_disconnected(now, agent);
+                }
+            }
+            Action::ToFramework { framework, .. } => {
+                if let Some((stream, tx)) = routes.frameworks.remove(framework) {
+                    warn!(framework_id = %framework, "an event for the framework rests on an unwritten change; its stream is closed");
+                    tx.try_send(Err(tonic::Status::unavailable(
+                        "the manager's store refused a write; subscribe again",
+                    )))
+                    .ok();
+                    master.framework_disconnected(now, framework, &stream);
+                }
+            }
+            Action::Persist(_) | Action::CloseStream { .. } => {}
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct SimAgent {
     pub connected: bool,
     /// When a lost link comes back.
     pub down_until: Timestamp,
+    /// How often it came back with another address (each a registry write).
+    pub moves: u32,
     tasks: BTreeMap<(FrameworkId, TaskId), SimTask>,
     pending: BTreeMap<(FrameworkId, TaskId), Pending>,
     next_heartbeat: Timestamp,
@@ -61,6 +63,7 @@ impl SimAgent {
             total,
             connected: false,
             down_until: Timestamp::ZERO,
+            moves: 0,
             tasks: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_heartbeat: Timestamp::ZERO,
@@ -78,7 +81,12 @@ impl SimAgent {
             agent_id: self.id.as_ref().map(|i| i.to_string()).unwrap_or_default(),
             info: Some(pb::AgentInfo {
                 hostname: format!("host{}", self.index),
-                address: format!("10.0.{}.{}:5051", self.index / 250, self.index % 250),
+                address: format!(
+                    "10.{}.{}.{}:5051",
+                    self.moves % 250,
+                    self.index / 250,
+                    self.index % 250
+                ),
                 resources: self.total.to_proto(false),
                 attributes: vec![pb::Attribute {
                     name: "rack".into(),

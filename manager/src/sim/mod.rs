@@ -6,15 +6,21 @@
 //! tasks and acknowledge updates. Time is simulated (100 ms steps) and every
 //! random choice comes from one seeded generator, so a seed replays a run
 //! exactly. Faults are injected: agents lose their link and come back (some
-//! before the agent timeout, some after), and frameworks fail over (some
-//! within their failover timeout, some after it).
+//! before the agent timeout, some after), frameworks fail over (some
+//! within their failover timeout, some after it), the leading master dies
+//! and a new one takes over from what its store holds (every agent and
+//! framework re-registers with it after an election), and the store
+//! refuses writes for a while (a round whose write fails sends none of its
+//! messages: every agent or framework that misses one is disconnected, as
+//! the server does, and comes back to be reconciled).
 //!
 //! After every step the simulator checks the master's invariants and its
 //! own: no resource offered twice at once, allocations within agents'
 //! totals, offers in class order, DRF gaps bounded. At the end it heals every
 //! fault, drains, and checks that every launched task reached a terminal
 //! state that its framework was told about (or that its framework was
-//! removed and the task killed).
+//! removed and the task killed), that no task was launched twice, and that
+//! the store holds every agent and framework the master knows.
 //!
 //! [`colocation`] runs a mixed workload of services and batch jobs on one
 //! shared pool against two separate pools, to measure the agents sharing
@@ -22,6 +28,7 @@
 
 mod actors;
 pub mod colocation;
+mod store;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,6 +40,7 @@ use strata_proto::resources::Resources;
 
 use crate::master::{Action, Master, MasterConfig, Timestamp};
 pub use actors::{SimAgent, SimFramework};
+pub use store::SimStore;
 
 /// Settings of a simulation run.
 #[derive(Clone, Debug)]
@@ -53,6 +61,12 @@ pub struct SimConfig {
     pub demand_per_framework: u32,
     /// Task duration range in milliseconds.
     pub task_ms: (u64, u64),
+    /// Per step, the chance that the leading master dies and another takes
+    /// over from the store.
+    pub leader_fault_rate: f64,
+    /// Per step, the chance that the store starts refusing writes for a
+    /// while (0.2 to 3 s).
+    pub store_fault_rate: f64,
 }
 
 impl Default for SimConfig {
@@ -66,6 +80,8 @@ impl Default for SimConfig {
             framework_fault_rate: 0.005,
             demand_per_framework: 400,
             task_ms: (500, 20_000),
+            leader_fault_rate: 0.0,
+            store_fault_rate: 0.0,
         }
     }
 }
@@ -81,6 +97,12 @@ pub struct SimReport {
     pub agent_faults: u64,
     /// Framework disconnects injected.
     pub framework_faults: u64,
+    /// Leader failovers injected.
+    pub failovers: u64,
+    /// Store outages injected.
+    pub store_faults: u64,
+    /// Rounds whose write the store refused (their messages withheld).
+    pub rounds_refused: u64,
     /// Frameworks removed after their failover timeout.
     pub frameworks_removed: u64,
     /// Allocation cycles run.
@@ -102,8 +124,14 @@ pub struct SimFailure {
 /// The simulator.
 pub struct Sim {
     cfg: SimConfig,
-    /// The master under test.
+    /// The master under test (the current leader).
     pub master: Master,
+    master_cfg: MasterConfig,
+    /// The leader's term: each failover starts the next.
+    term: u64,
+    store: SimStore,
+    /// Every task launch an agent received, to catch one launched twice.
+    launches: HashMap<(FrameworkId, TaskId), usize>,
     now: Timestamp,
     rng: StdRng,
     agents: Vec<SimAgent>,
@@ -133,7 +161,11 @@ impl Sim {
         };
         let mut sim = Sim {
             rng: StdRng::seed_from_u64(cfg.seed),
-            master: Master::new(master_cfg),
+            master: Master::new(master_cfg.clone()),
+            master_cfg,
+            term: 0,
+            store: SimStore::default(),
+            launches: HashMap::default(),
             now: Timestamp::from_millis(1_000_000),
             agents: Vec::new(),
             agent_by_id: HashMap::default(),
@@ -204,18 +236,18 @@ impl Sim {
         self.faults = false;
         for f in &mut self.frameworks {
             f.want = 0;
+            f.down_until = Timestamp::ZERO;
         }
+        for a in &mut self.agents {
+            a.down_until = Timestamp::ZERO;
+        }
+        // (A framework the master removed meanwhile learns it here.)
+        self.reconnect_due()?;
         for i in 0..self.frameworks.len() {
-            if !self.frameworks[i].removed {
-                if !self.frameworks[i].connected {
-                    self.subscribe_framework(i)?;
-                }
+            if !self.frameworks[i].removed && self.frameworks[i].connected {
                 let call = self.frameworks[i].demand_call(0);
                 self.call(i, call)?;
             }
-        }
-        for i in 0..self.agents.len() {
-            self.agents[i].down_until = Timestamp::ZERO;
         }
         let drain_steps =
             (Duration::from_millis(self.cfg.task_ms.1).div_duration_f64(STEP)) as usize + 400;
@@ -223,6 +255,7 @@ impl Sim {
             self.step()?;
         }
         self.check_nothing_lost()?;
+        self.check_store_agrees()?;
         self.report.cycles = self.master.counters().allocation_cycles;
         Ok(self.report)
     }
@@ -278,6 +311,14 @@ impl Sim {
     }
 
     fn inject_faults(&mut self) -> Result<(), SimFailure> {
+        if self.cfg.leader_fault_rate > 0.0 && self.rng.random_bool(self.cfg.leader_fault_rate) {
+            self.fail_over();
+        }
+        if self.cfg.store_fault_rate > 0.0 && self.rng.random_bool(self.cfg.store_fault_rate) {
+            self.report.store_faults += 1;
+            let window = Duration::from_millis(self.rng.random_range(200..3_000));
+            self.store.refuse_until(self.now + window);
+        }
         if self.rng.random_bool(self.cfg.agent_fault_rate) {
             let i = self.rng.random_range(0..self.agents.len());
             if self.agents[i].connected {
@@ -290,6 +331,11 @@ impl Sim {
                 };
                 self.agents[i].connected = false;
                 self.agents[i].down_until = self.now + Duration::from_millis(down);
+                // With store faults on, some come back at another address:
+                // their re-registration is a write the store may refuse.
+                if self.cfg.store_fault_rate > 0.0 && self.rng.random_bool(0.5) {
+                    self.agents[i].moves += 1;
+                }
                 let id = self.agents[i].id.clone().expect("registered");
                 self.master.agent_disconnected(self.now, &id);
             }
@@ -358,6 +404,17 @@ impl Sim {
             if actions.is_empty() {
                 return Ok(());
             }
+            let ops: Vec<crate::master::PersistOp> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Persist(op) => Some(op.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !self.store.write(self.now, ops) {
+                self.skip_round(&actions);
+                continue;
+            }
             for a in actions {
                 match a {
                     Action::Persist(_) => {}
@@ -366,6 +423,7 @@ impl Sim {
                             continue;
                         };
                         if self.agents[i].connected {
+                            self.check_launched_once(i, &message)?;
                             self.agents[i].receive(
                                 self.now,
                                 message,
@@ -412,6 +470,112 @@ impl Sim {
             }
         }
         Err(self.fail("actions did not quiesce within 64 rounds"))
+    }
+
+    /// A round whose write was refused: its messages are not sent, and
+    /// every agent and framework that misses one is disconnected (it comes
+    /// back next step), as the server does.
+    fn skip_round(&mut self, actions: &[Action]) {
+        self.report.rounds_refused += 1;
+        let back = self.now + STEP;
+        for a in actions {
+            match a {
+                Action::ToAgent { agent, .. } => {
+                    let Some(&i) = self.agent_by_id.get(agent) else {
+                        continue;
+                    };
+                    if self.agents[i].connected {
+                        self.agents[i].connected = false;
+                        self.agents[i].down_until = back;
+                        self.master.agent_disconnected(self.now, agent);
+                    }
+                }
+                Action::ToFramework { framework, .. } => {
+                    let Some(&i) = self.fw_by_id.get(framework) else {
+                        continue;
+                    };
+                    let f = &mut self.frameworks[i];
+                    if f.connected && !f.removed {
+                        f.connected = false;
+                        f.down_until = back;
+                        f.offers.clear();
+                        if let Some(stream) = f.stream.clone() {
+                            self.master
+                                .framework_disconnected(self.now, framework, &stream);
+                        }
+                    }
+                }
+                Action::Persist(_) | Action::CloseStream { .. } => {}
+            }
+        }
+    }
+
+    /// The leader dies: the next one recovers from what the store holds,
+    /// and every agent and framework finds it after an election.
+    fn fail_over(&mut self) {
+        self.report.failovers += 1;
+        self.term += 1;
+        let mut cfg = self.master_cfg.clone();
+        cfg.instance = format!("sim{}", self.term);
+        cfg.epoch = self.term;
+        let snapshot = self.store.load_as_new_leader();
+        self.master = Master::recover(cfg, snapshot, self.now);
+        let election = self.now + Duration::from_millis(self.rng.random_range(500..3_000));
+        for a in &mut self.agents {
+            a.connected = false;
+            let jitter = Duration::from_millis(self.rng.random_range(0..1_000));
+            a.down_until = a.down_until.max(election + jitter);
+        }
+        for f in &mut self.frameworks {
+            if f.removed {
+                continue;
+            }
+            f.connected = false;
+            f.offers.clear();
+            let jitter = Duration::from_millis(self.rng.random_range(0..1_000));
+            f.down_until = f.down_until.max(election + jitter);
+        }
+    }
+
+    /// No task is launched twice (task ids are never reused).
+    fn check_launched_once(
+        &mut self,
+        agent: usize,
+        m: &pb::ManagerMessage,
+    ) -> Result<(), SimFailure> {
+        let Some(pb::manager_message::Message::RunTask(r)) = &m.message else {
+            return Ok(());
+        };
+        let Some(t) = &r.task else { return Ok(()) };
+        let key = (
+            FrameworkId::new(r.framework_id.clone()),
+            TaskId::new(t.task_id.clone()),
+        );
+        if let Some(first) = self.launches.insert(key.clone(), agent) {
+            return Err(self.fail(format!(
+                "task {} of {} launched twice (agents {first} and {agent})",
+                key.1, key.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// After quiet, the store holds every agent registered with the master
+    /// and every framework it still serves.
+    fn check_store_agrees(&self) -> Result<(), SimFailure> {
+        for a in self.agents.iter().filter(|a| a.connected) {
+            let id = a.id.as_ref().expect("registered");
+            if !self.store.has_agent(id) {
+                return Err(self.fail(format!("agent {id} is registered but not stored")));
+            }
+        }
+        for f in self.frameworks.iter().filter(|f| !f.removed) {
+            let id = f.id.as_ref().expect("subscribed");
+            if !self.store.has_framework(id) {
+                return Err(self.fail(format!("framework {id} is served but not stored")));
+            }
+        }
+        Ok(())
     }
 
     fn master_removed(&self, id: &FrameworkId) -> bool {

@@ -53,3 +53,32 @@ fn same_seed_same_run() {
     let b = Sim::new(cfg).and_then(Sim::run).unwrap();
     assert_eq!(format!("{a:?}"), format!("{b:?}"));
 }
+
+#[test]
+fn leader_failovers_and_store_outages_lose_nothing_and_launch_nothing_twice() {
+    let (mut failovers, mut refused) = (0, 0);
+    for seed in seeds() {
+        let cfg = SimConfig {
+            seed,
+            agents: 200,
+            steps: 1_500,
+            demand_per_framework: 300,
+            leader_fault_rate: 0.005,
+            store_fault_rate: 0.01,
+            ..SimConfig::default()
+        };
+        let report = Sim::new(cfg)
+            .and_then(Sim::run)
+            .unwrap_or_else(|e| panic!("{e}\nreplay with STRATA_SIM_SEED={seed}"));
+        eprintln!("seed {seed}: {report:?}");
+        assert!(
+            report.launched > 1_000,
+            "seed {seed}: too little work: {report:?}"
+        );
+        failovers += report.failovers;
+        refused += report.rounds_refused;
+    }
+    // The faults happened (in some seed: a run may draw none of either).
+    assert!(failovers > 0, "no failover in any seed");
+    assert!(refused > 0, "no write refused in any seed");
+}

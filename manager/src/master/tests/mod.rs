@@ -458,6 +458,16 @@ fn framework_failover_timeout_kills_tasks() {
         Err(MasterError::FrameworkRemoved { .. })
     ));
     assert_eq!(t.m.agent_free(&a).unwrap().cpus.milli(), 2_000);
+    // Nor under the next leader, which knows it from the registry only.
+    let snapshot = RegistrySnapshot {
+        removed_frameworks: vec![f.0.clone()],
+        ..Default::default()
+    };
+    let mut next = Master::recover(cfg(), snapshot, t.now);
+    assert!(matches!(
+        next.subscribe(t.now, subscribe_req(f.0.as_str())),
+        Err(MasterError::FrameworkRemoved { .. })
+    ));
 }
 
 #[test]
@@ -561,6 +571,7 @@ fn recovered_master_adopts_running_tasks_without_loss() {
             labels: Default::default(),
         }],
         roles: vec![],
+        removed_frameworks: vec![],
     };
     let mut m = Master::recover(cfg(), snapshot, t.now);
     // The agent comes back with its task; the framework re-subscribes.

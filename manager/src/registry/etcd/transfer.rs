@@ -88,6 +88,7 @@ impl EtcdRegistry {
             || !records.agents.is_empty()
             || !records.frameworks.is_empty()
             || !records.roles.is_empty()
+            || !records.removed_frameworks.is_empty()
         {
             return Err(RegistryError::Refused {
                 why:
@@ -98,7 +99,7 @@ impl EtcdRegistry {
         let floor = self.term_floor().await?.max(export.term);
         let mut writes = vec![TxnOp::put(self.floor_key(), floor.to_string(), None)];
         for op in export.ops() {
-            writes.push(self.write_op(&op)?);
+            writes.extend(self.write_op(&op)?);
         }
         for (name, doc) in &export.documents {
             writes.push(TxnOp::put(
