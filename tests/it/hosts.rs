@@ -465,3 +465,99 @@ async fn apps_are_reached_by_dns_name_and_by_service_port_on_any_agent() {
         .await;
     }
 }
+
+/// Three etcd members, two managers and an agent, each on a host of its
+/// own, as the README installs them. Losing an etcd member (kill -9) costs
+/// nothing: the quorum of two keeps the leader's lease and writes. Then
+/// the leading manager is killed: the standby leads on the two members
+/// left, and the agent and its running task follow it.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_etcd_members_lose_one_and_the_managers_fail_over_on_the_rest() {
+    let Some(lan) = Lan::new("hosts-etcd3", 6) else {
+        return;
+    };
+    let env = Env::new("hosts-etcd3");
+    let Some(mut etcd) =
+        start_etcd_cluster(&env, "hosts-etcd3", &[&lan[0], &lan[1], &lan[2]]).await
+    else {
+        return;
+    };
+    let endpoints: Vec<String> = etcd.iter().map(|m| m.addr.clone()).collect();
+    let store = format!("etcd://{}/three", endpoints.join(","));
+    let manager_on = |i: usize| ManagerSpec {
+        listen: lan[i].addr(5050),
+        token: Some(TOKEN.into()),
+        host: Some(lan[i].clone()),
+        work_dir: Some(env.path(&format!("manager-{i}"))),
+        extra: vec![
+            "--store".into(),
+            store.clone(),
+            "--lease-ttl".into(),
+            "2s".into(),
+        ],
+        ..ManagerSpec::default()
+    };
+    let a = env.start_manager(manager_on(3)).await;
+    wait_until("the manager on host 3 leads", LONG, async || {
+        a.leads().await
+    })
+    .await;
+    let b = env.start_manager(manager_on(4)).await;
+    let _agent = env
+        .start_agent_with(
+            &format!("{},{}", a.addr, b.addr),
+            &env.path("agent"),
+            AgentSpec {
+                listen: "0.0.0.0:5051".into(),
+                token: Some(TOKEN.into()),
+                host: Some(lan[5].clone()),
+                ..AgentSpec::default()
+            },
+        )
+        .await;
+    a.wait_registered_agents(1).await;
+    let app = serde_json::json!({
+        "id": "/web",
+        "cmd": format!("exec {STRATA} web --port $PORT0 --bind 0.0.0.0"),
+        "instances": 1, "cpus": 0.25, "mem": 64,
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 30,
+            "intervalSeconds": 1, "timeoutSeconds": 2, "maxConsecutiveFailures": 2}]
+    });
+    let (code, _, v) = crate::services::request(&a, "POST", "/v2/apps", Some(app)).await;
+    assert_eq!(code, 201, "{v}");
+    let task = crate::services::settled(&a, "/web", 1).await["tasks"][0]["id"].clone();
+
+    // One etcd member dies: the leader keeps leading and writing.
+    drop(etcd.remove(0));
+    let (code, _, v) = crate::services::request(
+        &a,
+        "PUT",
+        "/v2/apps/web",
+        Some(serde_json::json!({"instances": 2})),
+    )
+    .await;
+    // While etcd elects a new raft leader a write may time out: the API
+    // says so (503) and the change is stored when it can be.
+    assert!(
+        code == 200 || code == 503,
+        "a write with one etcd member gone: {code} {v}"
+    );
+    crate::services::settled(&a, "/web", 2).await;
+    assert!(a.leads().await, "the leader kept its lease on two members");
+
+    // The leader dies: the standby leads on the two members left, with the
+    // app (scaled to two: the write landed) and its running instances (the
+    // first one among them).
+    a.proc.signal(libc::SIGKILL);
+    wait_until("the standby leads", LONG, async || b.leads().await).await;
+    b.wait_registered_agents(1).await;
+    let after = crate::services::settled(&b, "/web", 2).await;
+    let ids: Vec<&serde_json::Value> = after["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert!(ids.contains(&&task), "{after}");
+}

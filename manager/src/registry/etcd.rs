@@ -123,6 +123,17 @@ pub fn unfenced() -> bool {
     std::env::var(UNFENCED_ENV).is_ok_and(|v| v == "1")
 }
 
+/// How often a request is sent again when the member it went to cannot
+/// be reached.
+const MEMBER_RETRIES: u32 = 8;
+
+/// Whether a request failed before it reached etcd: the connection to the
+/// member it was sent to could not be made.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::Unavailable && s.message().contains("connect"))
+}
+
 fn etcd(source: etcd_client::Error) -> RegistryError {
     RegistryError::Etcd {
         source: Box::new(source),
@@ -153,6 +164,24 @@ impl EtcdRegistry {
         })
     }
 
+    /// Runs a request, sent again (up to [`MEMBER_RETRIES`] times) while
+    /// the member it went to cannot be reached: the client spreads
+    /// requests over every endpoint, a dead member's too, and a request
+    /// that never reached etcd is safe to send again.
+    pub(crate) async fn any_member<T, F, Fut>(&self, mut request: F) -> Result<T, RegistryError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            match request(self.client.clone()).await {
+                Err(e) if tries < MEMBER_RETRIES && not_sent(&e) => tries += 1,
+                r => return r.map_err(etcd),
+            }
+        }
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.prefix)
     }
@@ -164,11 +193,11 @@ impl EtcdRegistry {
     /// The current leader, if any.
     pub async fn leader(&self) -> Result<Option<LeaderInfo>, RegistryError> {
         let resp = self
-            .client
-            .kv_client()
-            .get(self.leader_key(), None)
-            .await
-            .map_err(etcd)?;
+            .any_member(|c| {
+                let key = self.leader_key();
+                async move { c.kv_client().get(key, None).await }
+            })
+            .await?;
         resp.kvs()
             .first()
             .map(|kv| {
@@ -199,11 +228,8 @@ impl EtcdRegistry {
         let mut waiting_logged = false;
         loop {
             let lease = self
-                .client
-                .lease_client()
-                .grant(ttl_s, None)
-                .await
-                .map_err(etcd)?
+                .any_member(|c| async move { c.lease_client().grant(ttl_s, None).await })
+                .await?
                 .id();
             let txn = Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -213,7 +239,12 @@ impl EtcdRegistry {
                     Some(PutOptions::new().with_lease(lease)),
                 )])
                 .or_else([TxnOp::get(key.clone(), None)]);
-            let resp = self.client.kv_client().txn(txn).await.map_err(etcd)?;
+            let resp = self
+                .any_member(|c| {
+                    let txn = txn.clone();
+                    async move { c.kv_client().txn(txn).await }
+                })
+                .await?;
             let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
             if resp.succeeded() {
                 let epoch = u64::try_from(revision).unwrap_or(0);
@@ -242,11 +273,11 @@ impl EtcdRegistry {
         let key = self.leader_key();
         let options = WatchOptions::new().with_start_revision(revision + 1);
         let mut stream = self
-            .client
-            .watch_client()
-            .watch(key.clone(), Some(options))
-            .await
-            .map_err(etcd)?;
+            .any_member(|c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.watch_client().watch(key, Some(options)).await }
+            })
+            .await?;
         // The key may have gone between the transaction and the watch.
         loop {
             match stream.message().await.map_err(etcd)? {
@@ -304,11 +335,15 @@ impl EtcdRegistry {
     ) -> Result<Vec<T>, RegistryError> {
         let prefix = self.key(&format!("{table}/"));
         let resp = self
-            .client
-            .kv_client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd)?;
+            .any_member(|c| {
+                let key = prefix.clone();
+                async move {
+                    c.kv_client()
+                        .get(key, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await?;
         resp.kvs()
             .iter()
             .map(|kv| {
@@ -369,11 +404,11 @@ impl EtcdRegistry {
     /// The document stored under `name`, if any.
     pub async fn document(&self, name: &str) -> Result<Option<Vec<u8>>, RegistryError> {
         let resp = self
-            .client
-            .kv_client()
-            .get(self.key(&format!("documents/{name}")), None)
-            .await
-            .map_err(etcd)?;
+            .any_member(|c| {
+                let key = self.key(&format!("documents/{name}"));
+                async move { c.kv_client().get(key, None).await }
+            })
+            .await?;
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -384,7 +419,12 @@ impl EtcdRegistry {
         } else {
             Txn::new().when([fence]).and_then(writes)
         };
-        let resp = self.client.kv_client().txn(txn).await.map_err(etcd)?;
+        let resp = self
+            .any_member(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             Ok(())
         } else {

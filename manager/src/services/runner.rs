@@ -185,18 +185,45 @@ fn cpu_percentages(tasks: &[TaskId], used: &BTreeMap<TaskId, f64>, cpus: f64) ->
         .collect()
 }
 
-/// Answers every command with [`ServiceError::Unavailable`] and `reason`
-/// until `rx` closes: the scheduler that could not start.
-async fn refuse_all(mut rx: mpsc::Receiver<Command>, reason: String) {
-    while let Some(c) = rx.recv().await {
-        let reply = match c {
-            Command::Read(_, reply) | Command::Write(_, reply) => reply,
+/// Answers a command with [`ServiceError::Unavailable`] and `reason`.
+fn refuse(c: Command, reason: &str) {
+    let reply = match c {
+        Command::Read(_, reply) | Command::Write(_, reply) => reply,
+    };
+    reply
+        .send(Err(ServiceError::Unavailable {
+            reason: reason.to_owned(),
+        }))
+        .ok();
+}
+
+/// The state, read again every second until it can be (a store member
+/// out of reach, an I/O error, a file to fix), with every command refused
+/// meanwhile; `None` when the handles are dropped first.
+async fn load_or_wait(
+    store: &dyn DocumentStore,
+    rx: &mut mpsc::Receiver<Command>,
+) -> Option<StateFile> {
+    loop {
+        let e = match load(store).await {
+            Ok(state) => return Some(state),
+            Err(e) => e,
         };
-        reply
-            .send(Err(ServiceError::Unavailable {
-                reason: reason.clone(),
-            }))
-            .ok();
+        // Starting empty would later overwrite apps that are there but
+        // cannot be read now: wait for them instead.
+        let reason = format!("its state cannot be read ({e}); retrying every second");
+        error!(error = %e, "services state cannot be read; the services scheduler waits for it");
+        let retry = tokio::time::sleep(Duration::from_secs(1));
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = &mut retry => break,
+                c = rx.recv() => match c {
+                    Some(c) => refuse(c, &reason),
+                    None => return None,
+                },
+            }
+        }
     }
 }
 
@@ -206,17 +233,8 @@ pub async fn run(cfg: RunnerConfig, inbox: Inbox) {
         commands: mut rx,
         routes,
     } = inbox;
-    let state = match load(cfg.store.as_ref()).await {
-        Ok(state) => state,
-        Err(e) => {
-            // Starting empty would later overwrite apps that are there but
-            // cannot be read now (permissions, an I/O error, a store out
-            // of reach): refuse.
-            let reason = format!("its state cannot be read ({e}); fix it and restart the manager");
-            error!(error = %e, "services state cannot be read; the services scheduler is not started");
-            refuse_all(rx, reason).await;
-            return;
-        }
+    let Some(state) = load_or_wait(cfg.store.as_ref(), &mut rx).await else {
+        return;
     };
     let (probes_tx, mut probes_rx) = mpsc::channel(1024);
     let mut core = Services::new(cfg.classes.clone(), state.services);

@@ -24,3 +24,22 @@ pub async fn start_etcd_in(env: &Env, test: &str, host: Option<&Host>) -> Option
     };
     EtcdMember::or_skip(started, test)
 }
+
+/// Starts a three-member etcd cluster, one member on each of `hosts`;
+/// `None` (the test should return) without etcd.
+pub async fn start_etcd_cluster(env: &Env, test: &str, hosts: &[&Host]) -> Option<Vec<EtcdMember>> {
+    let hosts: Vec<(String, Vec<String>)> = hosts
+        .iter()
+        .map(|h| {
+            (
+                h.ip.to_string(),
+                ["ip", "netns", "exec", &h.netns].map(str::to_owned).into(),
+            )
+        })
+        .collect();
+    match EtcdMember::start_cluster(&env.path("etcd"), &hosts).await {
+        Ok(Some(m)) => Some(m),
+        Ok(None) => EtcdMember::or_skip(Ok(None), test).map(|m| vec![m]),
+        Err(e) => panic!("{test}: cannot start the etcd cluster: {e}"),
+    }
+}

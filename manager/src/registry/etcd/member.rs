@@ -91,6 +91,82 @@ impl EtcdMember {
         }
     }
 
+    /// Starts a cluster of one member per host, each through its
+    /// `wrapper` (`ip netns exec NS`) on its `ip` with etcd's usual ports
+    /// (2379 for clients, 2380 for peers: each host is a namespace of its
+    /// own), data under `data_dir/nN`, and waits until the cluster answers
+    /// (at most 30 s); `Ok(None)` without `etcd` on the PATH.
+    pub async fn start_cluster(
+        data_dir: &Path,
+        hosts: &[(String, Vec<String>)],
+    ) -> std::io::Result<Option<Vec<EtcdMember>>> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            return Ok(None);
+        }
+        let initial: Vec<String> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (ip, _))| format!("n{}=http://{ip}:2380", i + 1))
+            .collect();
+        let mut members = Vec::new();
+        for (i, (ip, wrapper)) in hosts.iter().enumerate() {
+            let client_url = format!("http://{ip}:2379");
+            let peer_url = format!("http://{ip}:2380");
+            let mut command = match wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg("etcd");
+                    c
+                }
+                None => Command::new("etcd"),
+            };
+            let child = command
+                .args(["--name", &format!("n{}", i + 1), "--data-dir"])
+                .arg(data_dir.join(format!("n{}", i + 1)))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &initial.join(",")])
+                .args(["--initial-cluster-state", "new"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            members.push(EtcdMember {
+                child,
+                addr: format!("{ip}:2379"),
+            });
+        }
+        let url = EtcdMember::cluster_url(&members, "/probe");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = EtcdRegistry::connect(&url).await
+                && r.leader().await.is_ok()
+            {
+                return Ok(Some(members));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the etcd cluster did not answer within 30 s",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The store URL of a cluster of `members`, keys under `prefix`.
+    pub fn cluster_url(members: &[EtcdMember], prefix: &str) -> EtcdUrl {
+        EtcdUrl {
+            endpoints: members
+                .iter()
+                .map(|m| format!("http://{}", m.addr))
+                .collect(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
     /// What a test does with a start: the member, or `None` (the test
     /// returns, saying so) when there is no `etcd` on the PATH and
     /// `STRATA_REQUIRE_ETCD` is unset; a failure to start panics.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 
-use super::{EtcdRegistry, etcd};
+use super::EtcdRegistry;
 use crate::registry::RegistryError;
 use crate::registry::transfer::{Export, FORMAT, document_bytes, document_value};
 
@@ -23,11 +23,11 @@ impl EtcdRegistry {
     /// The floor under every epoch (0 unless an import set it).
     pub async fn term_floor(&self) -> Result<u64, RegistryError> {
         let resp = self
-            .client
-            .kv_client()
-            .get(self.floor_key(), None)
-            .await
-            .map_err(etcd)?;
+            .any_member(|c| {
+                let key = self.floor_key();
+                async move { c.kv_client().get(key, None).await }
+            })
+            .await?;
         Ok(resp
             .kvs()
             .first()
@@ -39,11 +39,15 @@ impl EtcdRegistry {
     async fn documents(&self) -> Result<(BTreeMap<String, serde_json::Value>, u64), RegistryError> {
         let prefix = self.key("documents/");
         let resp = self
-            .client
-            .kv_client()
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(etcd)?;
+            .any_member(|c| {
+                let key = prefix.clone();
+                async move {
+                    c.kv_client()
+                        .get(key, Some(GetOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision()).max(0) as u64;
         let docs = resp
             .kvs()
@@ -114,7 +118,12 @@ impl EtcdRegistry {
         while writes.peek().is_some() {
             let part: Vec<TxnOp> = writes.by_ref().take(CHUNK).collect();
             let txn = Txn::new().when([no_leader.clone()]).and_then(part);
-            let resp = self.client.kv_client().txn(txn).await.map_err(etcd)?;
+            let resp = self
+                .any_member(|c| {
+                    let txn = txn.clone();
+                    async move { c.kv_client().txn(txn).await }
+                })
+                .await?;
             if !resp.succeeded() {
                 return Err(RegistryError::Refused {
                     why: "a manager was elected during the import; stop every manager and import again under a new prefix".into(),
