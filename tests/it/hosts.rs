@@ -187,6 +187,24 @@ async fn agents_on_other_hosts_run_tasks_executors_and_shuffles() {
     .await;
 }
 
+/// Manager `i` on `host`, on the etcd `store`, with a 2 s lease.
+#[cfg(feature = "etcd")]
+fn manager_on_etcd(env: &Env, host: &Host, i: usize, store: &str) -> ManagerSpec {
+    ManagerSpec {
+        listen: host.addr(5050),
+        token: Some(TOKEN.into()),
+        host: Some(host.clone()),
+        work_dir: Some(env.path(&format!("manager-{i}"))),
+        extra: vec![
+            "--store".into(),
+            store.to_owned(),
+            "--lease-ttl".into(),
+            "2s".into(),
+        ],
+        ..ManagerSpec::default()
+    }
+}
+
 /// A partition of the fault suite: etcd, two managers and an agent each on
 /// a host of its own; the leader's host is cut off from etcd's (iptables
 /// DROP both ways). The leader stops acting within its lease and exits;
@@ -202,19 +220,7 @@ async fn a_leader_cut_off_from_etcd_steps_down_and_the_standby_leads() {
         return;
     };
     let store = format!("etcd://{}/cut", etcd.addr);
-    let manager_on = |i: usize| ManagerSpec {
-        listen: lan[i].addr(5050),
-        token: Some(TOKEN.into()),
-        host: Some(lan[i].clone()),
-        work_dir: Some(env.path(&format!("manager-{i}"))),
-        extra: vec![
-            "--store".into(),
-            store.clone(),
-            "--lease-ttl".into(),
-            "2s".into(),
-        ],
-        ..ManagerSpec::default()
-    };
+    let manager_on = |i: usize| manager_on_etcd(&env, &lan[i], i, &store);
     let mut a = env.start_manager(manager_on(1)).await;
     wait_until("the manager on host 1 leads", LONG, async || {
         a.leads().await
@@ -485,19 +491,7 @@ async fn three_etcd_members_lose_one_and_the_managers_fail_over_on_the_rest() {
     };
     let endpoints: Vec<String> = etcd.iter().map(|m| m.addr.clone()).collect();
     let store = format!("etcd://{}/three", endpoints.join(","));
-    let manager_on = |i: usize| ManagerSpec {
-        listen: lan[i].addr(5050),
-        token: Some(TOKEN.into()),
-        host: Some(lan[i].clone()),
-        work_dir: Some(env.path(&format!("manager-{i}"))),
-        extra: vec![
-            "--store".into(),
-            store.clone(),
-            "--lease-ttl".into(),
-            "2s".into(),
-        ],
-        ..ManagerSpec::default()
-    };
+    let manager_on = |i: usize| manager_on_etcd(&env, &lan[i], i, &store);
     let a = env.start_manager(manager_on(3)).await;
     wait_until("the manager on host 3 leads", LONG, async || {
         a.leads().await

@@ -329,21 +329,27 @@ impl EtcdRegistry {
         })
     }
 
+    /// Every key under `prefix`, with the read's header.
+    pub(crate) async fn get_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<etcd_client::GetResponse, RegistryError> {
+        self.any_member(|c| {
+            let key = prefix.to_owned();
+            async move {
+                c.kv_client()
+                    .get(key, Some(GetOptions::new().with_prefix()))
+                    .await
+            }
+        })
+        .await
+    }
+
     async fn read_all<T: serde::de::DeserializeOwned>(
         &self,
         table: &'static str,
     ) -> Result<Vec<T>, RegistryError> {
-        let prefix = self.key(&format!("{table}/"));
-        let resp = self
-            .any_member(|c| {
-                let key = prefix.clone();
-                async move {
-                    c.kv_client()
-                        .get(key, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .await?;
+        let resp = self.get_prefix(&self.key(&format!("{table}/"))).await?;
         resp.kvs()
             .iter()
             .map(|kv| {

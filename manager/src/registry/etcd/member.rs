@@ -47,48 +47,10 @@ impl EtcdMember {
             return Ok(None);
         }
         let (client, peer) = (free_port()?, free_port()?);
-        let client_url = format!("http://{ip}:{client}");
-        let peer_url = format!("http://{ip}:{peer}");
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg("etcd");
-                c
-            }
-            None => Command::new("etcd"),
-        };
-        let child = command
-            .args(["--name", "n1", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("n1={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let member = EtcdMember {
-            child,
-            addr: format!("{ip}:{client}"),
-        };
-        let url = member.url("/probe");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = EtcdRegistry::connect(&url).await
-                && r.leader().await.is_ok()
-            {
-                return Ok(Some(member));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "etcd did not answer within 20 s",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let initial = format!("n1=http://{ip}:{peer}");
+        let member = EtcdMember::spawn(wrapper, "n1", data_dir, ip, (client, peer), &initial)?;
+        EtcdMember::ready(&member.url("/probe"), Duration::from_secs(20)).await?;
+        Ok(Some(member))
     }
 
     /// Starts a cluster of one member per host, each through its
@@ -110,46 +72,74 @@ impl EtcdMember {
             .collect();
         let mut members = Vec::new();
         for (i, (ip, wrapper)) in hosts.iter().enumerate() {
-            let client_url = format!("http://{ip}:2379");
-            let peer_url = format!("http://{ip}:2380");
-            let mut command = match wrapper.split_first() {
-                Some((program, args)) => {
-                    let mut c = Command::new(program);
-                    c.args(args).arg("etcd");
-                    c
-                }
-                None => Command::new("etcd"),
-            };
-            let child = command
-                .args(["--name", &format!("n{}", i + 1), "--data-dir"])
-                .arg(data_dir.join(format!("n{}", i + 1)))
-                .args(["--listen-client-urls", &client_url])
-                .args(["--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &initial.join(",")])
-                .args(["--initial-cluster-state", "new"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            members.push(EtcdMember {
-                child,
-                addr: format!("{ip}:2379"),
-            });
+            let name = format!("n{}", i + 1);
+            members.push(EtcdMember::spawn(
+                wrapper,
+                &name,
+                &data_dir.join(&name),
+                ip,
+                (2379, 2380),
+                &initial.join(","),
+            )?);
         }
         let url = EtcdMember::cluster_url(&members, "/probe");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        EtcdMember::ready(&url, Duration::from_secs(30)).await?;
+        Ok(Some(members))
+    }
+
+    /// Starts one member (not waiting for it) named `name` of the cluster
+    /// `initial` (`n1=http://IP:PEER,…`), on `ip` with `(client, peer)`
+    /// ports, through `wrapper`.
+    fn spawn(
+        wrapper: &[String],
+        name: &str,
+        data_dir: &Path,
+        ip: &str,
+        (client, peer): (u16, u16),
+        initial: &str,
+    ) -> std::io::Result<EtcdMember> {
+        let client_url = format!("http://{ip}:{client}");
+        let peer_url = format!("http://{ip}:{peer}");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("etcd");
+                c
+            }
+            None => Command::new("etcd"),
+        };
+        let child = command
+            .args(["--name", name, "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", initial])
+            .args(["--initial-cluster-state", "new"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(EtcdMember {
+            child,
+            addr: format!("{ip}:{client}"),
+        })
+    }
+
+    /// Waits until the store at `url` answers, at most `within`.
+    async fn ready(url: &EtcdUrl, within: Duration) -> std::io::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Ok(r) = EtcdRegistry::connect(&url).await
+            if let Ok(r) = EtcdRegistry::connect(url).await
                 && r.leader().await.is_ok()
             {
-                return Ok(Some(members));
+                return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "the etcd cluster did not answer within 30 s",
+                    format!("etcd did not answer within {within:?}"),
                 ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::EtcdRegistry;
 use crate::registry::RegistryError;
@@ -38,16 +38,7 @@ impl EtcdRegistry {
     /// Every document, by name.
     async fn documents(&self) -> Result<(BTreeMap<String, serde_json::Value>, u64), RegistryError> {
         let prefix = self.key("documents/");
-        let resp = self
-            .any_member(|c| {
-                let key = prefix.clone();
-                async move {
-                    c.kv_client()
-                        .get(key, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .await?;
+        let resp = self.get_prefix(&prefix).await?;
         let revision = resp.header().map_or(0, |h| h.revision()).max(0) as u64;
         let docs = resp
             .kvs()
