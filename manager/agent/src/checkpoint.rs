@@ -1,6 +1,13 @@
-//! Checkpoints: small JSON files written atomically (temporary file, fsync,
-//! rename, fsync of the directory), so that a crash leaves either the old or
-//! the new version of a file, never a torn one.
+//! Checkpoints: small JSON files written atomically (a temporary file
+//! renamed over the old one), so that a crash of the agent or of a
+//! supervisor leaves either the old or the new version of a file, never a
+//! torn one.
+//!
+//! A task's checkpoints are not flushed to disk: they describe processes
+//! that die with the host, and an agent that finds the host rebooted since
+//! it wrote them discards them unread ([`super::recovery`]). What must
+//! outlive a reboot, the agent's id, is written durably (fsync of the file
+//! and of its directory).
 //!
 //! Protobuf messages (`TaskInfo`, `TaskStatus`) are stored as hex-encoded
 //! protobuf bytes inside the JSON, next to a few readable fields for
@@ -16,18 +23,28 @@ use std::path::Path;
 use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb;
 
-// The workspace's one atomic writer: a fresh temporary file beside the
-// target, created exclusively (so never through a symlink), fsync, rename,
-// fsync of the directory.
-pub use strata_proto::fsutil::write_atomic;
+// The workspace's atomic writers: a fresh temporary file beside the
+// target, created exclusively (so never through a symlink), renamed over
+// it; `write_atomic` also fsyncs the file and the directory.
+pub use strata_proto::fsutil::{replace_atomic, write_atomic};
 
-/// Serialises `value` as pretty JSON and writes it atomically.
+/// Serialises `value` as pretty JSON and writes it atomically, for this
+/// boot (a task's checkpoint: see the [module](self) docs).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::CorruptCheckpoint {
+    replace_atomic(path, &to_json(path, value)?).map_err(|e| AgentError::io("writing", path, e))
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically and durably
+/// (what must outlive a reboot).
+pub fn write_json_durable<T: Serialize>(path: &Path, value: &T) -> Result<(), AgentError> {
+    write_atomic(path, &to_json(path, value)?).map_err(|e| AgentError::io("writing", path, e))
+}
+
+fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, AgentError> {
+    serde_json::to_vec_pretty(value).map_err(|e| AgentError::CorruptCheckpoint {
         path: path.to_owned(),
         reason: format!("cannot serialise: {e}"),
-    })?;
-    write_atomic(path, &bytes).map_err(|e| AgentError::io("writing", path, e))
+    })
 }
 
 /// Reads a JSON file; `Ok(None)` when it does not exist.
@@ -363,7 +380,7 @@ mod tests {
         fs::write(&target, b"keep").unwrap();
         let p = dir.path().join("exit_status.json");
         std::os::unix::fs::symlink(&target, &p).unwrap();
-        write_atomic(&p, b"new").unwrap();
+        replace_atomic(&p, b"new").unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"keep");
         assert_eq!(fs::read(&p).unwrap(), b"new");
     }

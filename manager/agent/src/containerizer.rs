@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -183,8 +182,6 @@ pub trait Containerizer: Send + Sync {
     fn signal(&self, record: &ContainerRecord, step: KillStep) -> Signalled;
     /// Releases what is left of a container that ended (or was lost).
     fn cleanup(&self, record: &ContainerRecord);
-    /// Reaps child processes that have exited (called periodically).
-    fn reap(&self) {}
 }
 
 /// Runs tasks as process trees under `strata supervise`.
@@ -232,8 +229,9 @@ struct Supervised {
 }
 
 impl ProcessContainerizer {
-    /// Writes `launch.json` for a task and starts its supervisor, in a
-    /// session of its own with its output going to `supervisor.log`.
+    /// Writes `launch.json` for a task and starts its supervisor (which
+    /// makes a session of its own) with its output going to
+    /// `supervisor.log`.
     fn spawn_supervisor(
         &self,
         req: &LaunchRequest<'_>,
@@ -292,15 +290,8 @@ impl ProcessContainerizer {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
-        // SAFETY: setsid is async-signal-safe and touches no memory.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // No `pre_exec`: the supervisor makes its own session, so the
+        // spawn is a `posix_spawn` (no copy of the agent's page tables).
         let child = cmd.spawn().map_err(|source| ContainerError::Spawn {
             program: program.clone(),
             source,
@@ -427,11 +418,23 @@ impl Containerizer for ProcessContainerizer {
             ContainerRecord::Docker { .. } => remove_docker(record),
         }
     }
+}
 
-    fn reap(&self) {
+impl ProcessContainerizer {
+    /// Reaps the supervisors (of process and Docker tasks alike) that have
+    /// exited; returns their pids.
+    pub fn reap(&self) -> Vec<i32> {
+        let mut exited = Vec::new();
         if let Ok(mut children) = self.children.lock() {
-            children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+            children.retain_mut(|c| match c.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    exited.push(c.id() as i32);
+                    false
+                }
+            });
         }
+        exited
     }
 }
 

@@ -231,12 +231,22 @@ impl Core {
     ) {
         let mut ticker = tokio::time::interval(poll_interval.max(Duration::from_millis(5)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A supervisor's exit is seen at once, not at the next tick.
+        let mut child_exits =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "cannot watch for SIGCHLD; task exits are seen at each poll");
+                    None
+                }
+            };
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => self.handle(ev),
                     None => break,
                 },
+                Some(()) = async { child_exits.as_mut()?.recv().await } => self.supervisors_exited(),
                 _ = ticker.tick() => self.tick(),
                 r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
             }
@@ -366,7 +376,7 @@ impl Core {
                 agent_id: id.as_str().to_owned(),
                 registered_at: unix_now(),
             };
-            if let Err(e) = write_json(&self.layout.agent_file(), &cp) {
+            if let Err(e) = super::checkpoint::write_json_durable(&self.layout.agent_file(), &cp) {
                 error!(error = %e, "cannot checkpoint the agent id");
             }
             self.agent_id = Some(id.clone());
@@ -521,6 +531,28 @@ impl Core {
             fs::remove_dir(parent).ok(); // only if empty
         }
         info!(framework_id = %key.0, task_id = %key.1, state = %t.state, "task done");
+    }
+
+    /// Polls the tasks whose supervisors just exited (on SIGCHLD).
+    fn supervisors_exited(&mut self) {
+        let exited = self.process.reap();
+        if exited.is_empty() {
+            return;
+        }
+        let keys: Vec<TaskKey> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                !t.state.is_terminal()
+                    && t.container
+                        .as_ref()
+                        .is_some_and(|c| exited.contains(&c.supervisor().0))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.poll_task(&key);
+        }
     }
 
     /// The periodic work.

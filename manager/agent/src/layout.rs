@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <work_dir>/meta/agent.json                                  the agent id
+//! <work_dir>/meta/boot_id                                     the host's boot the task checkpoints are of
 //! <work_dir>/meta/tasks/<framework_id>/<task_id>/task.json    the task (before launch)
 //! <work_dir>/meta/tasks/<framework_id>/<task_id>/updates.json latest state + unacknowledged updates
 //! <work_dir>/meta/tasks/<framework_id>/<task_id>/container.json  how to find the running container
@@ -43,6 +44,11 @@ impl Layout {
     /// `meta/agent.json`.
     pub fn agent_file(&self) -> PathBuf {
         self.meta_dir().join("agent.json")
+    }
+
+    /// `meta/boot_id`: the kernel's boot id when the agent last started.
+    pub fn boot_id_file(&self) -> PathBuf {
+        self.meta_dir().join("boot_id")
     }
 
     /// `meta/tasks/`.

@@ -81,7 +81,10 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
 
 /// Whether `pid` is a live (not zombie) process that is still the one we
 /// started: same start time when known, and `needle` among its arguments
-/// when given (so a reused pid is not mistaken for it).
+/// when given (so a reused pid is not mistaken for it). A process whose
+/// arguments read empty is in the middle of its `exec` (a `posix_spawn`
+/// returns before the new program's arguments are in place) and counts as
+/// the one started.
 pub fn is_alive(pid: i32, start_time: Option<u64>, needle: Option<&str>) -> bool {
     let Some(stat) = proc_stat(pid) else {
         return false;
@@ -95,7 +98,7 @@ pub fn is_alive(pid: i32, start_time: Option<u64>, needle: Option<&str>) -> bool
         return false;
     }
     match needle {
-        Some(n) => cmdline(pid).is_some_and(|args| args.iter().any(|a| a == n)),
+        Some(n) => cmdline(pid).is_some_and(|args| args.is_empty() || args.iter().any(|a| a == n)),
         None => true,
     }
 }

@@ -16,6 +16,13 @@
 //! * a task whose checkpoint cannot be read is reported `TASK_FAILED` (its
 //!   ids are known from the directory names) and whatever is left of its
 //!   container is killed.
+//!
+//! First of all, an agent that finds the host rebooted since it last started
+//! (the kernel's boot id differs from `meta/boot_id`) discards every task
+//! checkpoint unread: those tasks died with the host, and their checkpoints
+//! were never flushed to disk (see [`super::checkpoint`]). The agent then
+//! re-registers with no tasks and the manager reports them `TASK_GONE`, as
+//! Mesos does for an agent whose host rebooted.
 
 use super::checkpoint::{self, list_dirs, read_json};
 use super::containerizer::{ContainerRecord, remove_docker};
@@ -43,6 +50,60 @@ pub(crate) struct Recovered {
 /// Reads the agent id and every task checkpoint. Never fails: unreadable
 /// parts are logged and handled as described in the module docs.
 pub(crate) fn recover(layout: &Layout) -> Recovered {
+    recover_at_boot(layout, current_boot_id().as_deref())
+}
+
+/// The kernel's id of the running boot (`None` where it cannot be read).
+fn current_boot_id() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Discards the task checkpoints of an earlier boot, then records `boot` as
+/// the boot they are of. Without a recorded boot (a first start, or an
+/// agent from before boot ids were kept) the checkpoints are taken as this
+/// boot's.
+fn forget_earlier_boot(layout: &Layout, boot: Option<&str>) {
+    let Some(boot) = boot else { return };
+    let file = layout.boot_id_file();
+    let recorded = fs::read_to_string(&file).ok();
+    match recorded.as_deref().map(str::trim) {
+        Some(r) if r == boot => return,
+        Some(r) => {
+            let dir = layout.tasks_meta_dir();
+            let tasks: usize = list_dirs(&dir)
+                .0
+                .iter()
+                .map(|fw| list_dirs(&dir.join(fw)).0.len())
+                .sum();
+            warn!(
+                previous_boot = r,
+                tasks,
+                "the host rebooted since the agent last ran: its tasks died with it and their checkpoints are discarded"
+            );
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // The boot is not recorded, so the next start tries again.
+                Err(e) => {
+                    error!(dir = %dir.display(), error = %e, "cannot discard the task checkpoints of an earlier boot");
+                    return;
+                }
+            }
+        }
+        None => {}
+    }
+    if let Err(e) = fs::create_dir_all(layout.meta_dir())
+        .and_then(|()| checkpoint::write_atomic(&file, boot.as_bytes()))
+    {
+        warn!(file = %file.display(), error = %e, "cannot record the boot id");
+    }
+}
+
+fn recover_at_boot(layout: &Layout, boot: Option<&str>) -> Recovered {
+    forget_earlier_boot(layout, boot);
     let agent_id = match read_json::<checkpoint::AgentCheckpoint>(&layout.agent_file()) {
         Ok(Some(cp)) if !cp.agent_id.is_empty() => Some(AgentId::new(cp.agent_id)),
         Ok(_) => None,
@@ -312,7 +373,7 @@ mod tests {
         fs::create_dir_all(&broken).unwrap();
         fs::write(broken.join(files::TASK), b"garbage").unwrap();
 
-        let r = recover(&l);
+        let r = recover_at_boot(&l, Some("boot-1"));
         assert_eq!(r.agent_id, Some(AgentId::new("a1")));
         assert!(!done.exists());
         let keys: Vec<_> = r.tasks.keys().cloned().collect();
@@ -335,8 +396,19 @@ mod tests {
             assert_eq!(head.agent_id, "a1");
         }
         // The failure was checkpointed: a second recovery sees the same update.
-        let again = recover(&l);
+        let again = recover_at_boot(&l, Some("boot-1"));
         let t = &again.tasks[&(FrameworkId::new("fw2"), TaskId::new("broken"))];
         assert_eq!(t.queue.len(), 1);
+        // After a reboot, none of them is left; the agent keeps its id.
+        let rebooted = recover_at_boot(&l, Some("boot-2"));
+        assert_eq!(rebooted.agent_id, Some(AgentId::new("a1")));
+        assert!(rebooted.tasks.is_empty());
+        assert!(!l.tasks_meta_dir().exists());
+        assert_eq!(fs::read_to_string(l.boot_id_file()).unwrap(), "boot-2");
+    }
+
+    #[test]
+    fn the_running_boot_has_an_id() {
+        assert!(current_boot_id().is_some_and(|b| b.len() >= 32));
     }
 }

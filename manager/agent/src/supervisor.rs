@@ -1,8 +1,11 @@
 //! The per-task supervisor: the body of `strata supervise`.
 //!
-//! The agent starts one supervisor per task, in a session of its own
-//! (`setsid`), so that it outlives a restart or a `kill -9` of the agent. Its
-//! command line is stable:
+//! The agent starts one supervisor per task; the supervisor's first act is
+//! to put itself in a session of its own (`setsid`), so that it outlives a
+//! restart or a `kill -9` of the agent and no terminal's signals reach it.
+//! (Doing so itself, not between `fork` and `exec` in the agent, lets the
+//! agent start it with `posix_spawn`, which costs no copy of the agent's
+//! page tables.) Its command line is stable:
 //!
 //! ```text
 //! <AgentConfig::supervisor...> --launch <work_dir>/meta/tasks/<framework_id>/<task_id>/launch.json
@@ -43,7 +46,7 @@
 //! Exit code: 0 when the outcome was recorded, 1 when it could not be, 2 on
 //! a usage error.
 
-use super::checkpoint::write_atomic;
+use super::checkpoint::replace_atomic;
 use super::docker::DockerSpec;
 use super::fetch::FetchUri;
 use super::layout::files;
@@ -195,14 +198,16 @@ pub fn main(args: Vec<String>) -> i32 {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    // Orphaned descendants of the task come to us, to be reaped and killed.
-    // (No terminal can send SIGHUP: the agent started us with setsid.)
-    // SAFETY: a plain system call with no memory arguments.
+    // A session of our own (it fails only when we lead a process group
+    // already, as when an older agent made the session for us); then
+    // orphaned descendants of the task come to us, to be reaped and killed.
+    // SAFETY: plain system calls with no memory arguments.
     unsafe {
+        libc::setsid();
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
     }
     let me = std::process::id();
-    if let Err(e) = write_atomic(
+    if let Err(e) = replace_atomic(
         &status_dir.join(files::SUPERVISOR_PID),
         format!("{me}\n").as_bytes(),
     ) {
@@ -250,11 +255,11 @@ fn record(status_dir: &Path, sandbox: Option<&Path>, outcome: ExitRecord) -> i32
         }
     };
     if let Some(sandbox) = sandbox
-        && let Err(e) = write_atomic(&sandbox.join(files::EXIT_STATUS), &bytes)
+        && let Err(e) = replace_atomic(&sandbox.join(files::EXIT_STATUS), &bytes)
     {
         eprintln!("supervisor: cannot write the sandbox exit status: {e}");
     }
-    match write_atomic(&status_dir.join(files::EXIT_STATUS), &bytes) {
+    match replace_atomic(&status_dir.join(files::EXIT_STATUS), &bytes) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("supervisor: cannot write the exit status: {e}");
@@ -328,7 +333,7 @@ fn run(spec: &LaunchSpec, status_dir: &Path) -> ExitRecord {
     let pid = child.id() as i32;
     // The child is reaped below with waitpid(-1); the handle is not used.
     drop(child);
-    if let Err(e) = write_atomic(
+    if let Err(e) = replace_atomic(
         &status_dir.join(files::TASK_PID),
         format!("{pid}\n").as_bytes(),
     ) {
@@ -436,7 +441,11 @@ fn wait_for(pid: i32) -> Option<std::process::ExitStatus> {
     }
 }
 
-/// Kills what the task left behind and reaps it (bounded).
+/// Kills what the task left behind and reaps it (bounded). The supervisor
+/// is a child subreaper, so every descendant of the task is its child:
+/// when none is left (`waitpid` says so) nothing is, and the common case
+/// costs no scan of `/proc`. Only descendants still alive after the kill
+/// (they left the task's process group) are looked up there and killed.
 fn cleanup(pgid: i32, cgroup: Option<&Path>) {
     use nix::sys::signal::Signal;
     let me = std::process::id() as i32;
@@ -446,25 +455,35 @@ fn cleanup(pgid: i32, cgroup: Option<&Path>) {
         if let Some(cg) = cgroup {
             super::cgroup::kill_all(cg);
         }
-        for child in super::process::live_children(me) {
-            super::process::signal_pid(child, Signal::SIGKILL).ok();
-        }
-        // Reap whatever has exited.
-        loop {
-            let mut raw = 0;
-            // SAFETY: as above.
-            let got = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
-            if got <= 0 {
-                break;
-            }
-        }
-        let empty = super::process::live_group_members(pgid).is_empty()
-            && super::process::live_children(me).is_empty()
-            && cgroup.is_none_or(|cg| super::cgroup::procs(cg).is_empty());
+        let no_children = reap_exited();
+        let empty = no_children && cgroup.is_none_or(|cg| super::cgroup::procs(cg).is_empty());
         if empty || Instant::now() >= deadline {
             return;
         }
+        for child in super::process::live_children(me) {
+            super::process::signal_pid(child, Signal::SIGKILL).ok();
+        }
         std::thread::sleep(Duration::from_millis(10));
+        reap_exited();
+    }
+}
+
+/// Reaps every child that has exited; `true` when no child is left at all.
+fn reap_exited() -> bool {
+    loop {
+        let mut raw = 0;
+        // SAFETY: waitpid writes into the integer we own.
+        let got = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+        if got > 0 {
+            continue;
+        }
+        if got == 0 {
+            return false;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return err.raw_os_error() == Some(libc::ECHILD);
+        }
     }
 }
 

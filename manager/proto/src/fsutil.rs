@@ -8,6 +8,13 @@
 //! the old or the new content, never a torn file, and a write that returned
 //! `Ok` is on disk. Every error is returned; the temporary file is removed
 //! when the write fails before the rename.
+//!
+//! [`replace_atomic`] is the same without the two fsyncs: a crash of the
+//! writing process still leaves the old or the new content (the page cache
+//! outlives the process), but a crash of the host may leave neither. It is
+//! for state that dies with the host anyway: the agent's per-task
+//! checkpoints, which an agent discards after a reboot (its tasks died with
+//! the host), so the launch of a task costs no disk flush.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -28,17 +35,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// permissions from its creation on, so no other user can open it while it
 /// is written.
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    replace(path, bytes, mode, true)?;
+    // Make the rename itself durable.
+    sync_dir(parent_dir(path))
+}
+
+/// Replaces `path` with `bytes` atomically for the processes of this boot,
+/// without flushing anything to disk (see the [module](self) docs): for
+/// state that a host crash makes worthless anyway.
+pub fn replace_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, 0o644, false)
+}
+
+/// Writes a fresh temporary file (fsynced when `sync`) and renames it over
+/// `path`.
+fn replace(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     let dir = parent_dir(path);
     let tmp = temporary_path(dir, path)?;
-    let written = write_new(&tmp, bytes, mode).and_then(|()| fs::rename(&tmp, path));
+    let written = write_new(&tmp, bytes, mode, sync).and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = written {
         // Best effort: the write already failed, and a leftover temporary
         // file is harmless (its name is never read).
         fs::remove_file(&tmp).ok();
         return Err(e);
     }
-    // Make the rename itself durable.
-    sync_dir(dir)
+    Ok(())
 }
 
 /// Fsyncs a directory, making the creation, renaming or removal of its
@@ -79,8 +100,9 @@ fn temporary_path(dir: &Path, path: &Path) -> io::Result<PathBuf> {
     )))
 }
 
-/// Creates `tmp` (it must not exist), writes `bytes` and fsyncs it.
-fn write_new(tmp: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+/// Creates `tmp` (it must not exist), writes `bytes` and, when `sync`,
+/// fsyncs it.
+fn write_new(tmp: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -92,7 +114,7 @@ fn write_new(tmp: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let _ = mode;
     let mut f = options.open(tmp)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    if sync { f.sync_all() } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -116,6 +138,8 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"one");
         write_atomic(&path, b"two, longer").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two, longer");
+        replace_atomic(&path, b"three").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"three");
         assert_eq!(entries(dir.path()), ["state.json"]);
     }
 

@@ -5,7 +5,7 @@ use super::{
     DockerError, DockerSpec, KILL_SIGNAL, OUTPUT_DRAIN, REQUEST_TIMEOUT_SECS, STOP_SIGNAL,
     check_image, connect, container_err, force_remove,
 };
-use crate::checkpoint::{KillCheckpoint, read_json, write_atomic};
+use crate::checkpoint::{KillCheckpoint, read_json, replace_atomic};
 use crate::layout::files;
 use crate::supervisor::{ExitRecord, LaunchSpec, failed, unix_now};
 use bollard::Docker;
@@ -87,7 +87,7 @@ async fn run_container(spec: &LaunchSpec, d: &DockerSpec, status_dir: &Path) -> 
         }
     };
     if let Some(pid) = pid
-        && let Err(e) = write_atomic(
+        && let Err(e) = replace_atomic(
             &status_dir.join(files::TASK_PID),
             format!("{pid}\n").as_bytes(),
         )
