@@ -256,10 +256,137 @@ async fn a_leader_cut_off_from_etcd_steps_down_and_the_standby_leads() {
     );
 }
 
+/// A partition of the fault suite: the leading manager is cut off from
+/// every agent but still reaches etcd and the standby. It keeps its lease
+/// (the standby never leads), marks the agents unreachable, and the agents
+/// keep their tasks running, trying every manager they know (the standby
+/// only names the leader). The service's instance keeps its place (the
+/// default `unreachableStrategy`, as Marathon's: 300 s before a
+/// replacement). On heal the agents re-register with the leader and their
+/// tasks are reconciled: the instance is the one that ran all along, at
+/// the app's count, and no task ran twice.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_agents_keeps_leading_and_reconciles_them_on_heal() {
+    let Some(lan) = Lan::new("hosts-lcut", 5) else {
+        return;
+    };
+    let env = Env::new("hosts-lcut");
+    let Some(etcd) = start_etcd_in(&env, "hosts-lcut", Some(&lan[0])).await else {
+        return;
+    };
+    let store = format!("etcd://{}/lcut", etcd.addr);
+    let manager_on = |i: usize| ManagerSpec {
+        agent_timeout: "2s".into(),
+        ..manager_on_etcd(&env, &lan[i], i, &store)
+    };
+    let a = env.start_manager(manager_on(1)).await;
+    wait_until("the manager on host 1 leads", LONG, async || {
+        a.leads().await
+    })
+    .await;
+    let b = env.start_manager(manager_on(2)).await;
+    let managers = format!("{},{}", a.addr, b.addr);
+    let agent_on = |i: usize| AgentSpec {
+        listen: "0.0.0.0:5051".into(),
+        token: Some(TOKEN.into()),
+        host: Some(lan[i].clone()),
+        ..AgentSpec::default()
+    };
+    let mut agents = Vec::new();
+    for i in [3, 4] {
+        let mut agent = env
+            .start_agent_with(&managers, &env.path(&format!("agent-{i}")), agent_on(i))
+            .await;
+        agent.addr = lan[i].addr(5051);
+        agents.push(agent);
+    }
+    a.wait_registered_agents(2).await;
+    let app = serde_json::json!({
+        "id": "/web",
+        "cmd": format!("exec {STRATA} web --port $PORT0 --bind 0.0.0.0"),
+        "instances": 1, "cpus": 0.25, "mem": 64,
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 30,
+            "intervalSeconds": 1, "timeoutSeconds": 2, "maxConsecutiveFailures": 2}],
+        "backoffSeconds": 0.2
+    });
+    let (code, _, v) = crate::services::request(&a, "POST", "/v2/apps", Some(app)).await;
+    assert_eq!(code, 201, "{v}");
+    let before = crate::services::settled(&a, "/web", 1).await;
+    let task = before["tasks"][0]["id"].as_str().unwrap().to_owned();
+    let mut pid = None;
+    for ag in &agents {
+        if ag
+            .tasks()
+            .await
+            .iter()
+            .any(|t| t["task_id"] == task.as_str())
+        {
+            pid = Some(ag.task_pid(&task).await);
+        }
+    }
+    let pid = pid.expect("an agent runs the instance");
+
+    let cut = std::time::Instant::now();
+    for i in [3, 4] {
+        lan[1].cut_from(&lan[i]);
+    }
+    wait_until(
+        "the leader marks both agents unreachable",
+        LONG,
+        async || {
+            let state = a.state().await;
+            state.agents.len() == 2 && state.agents.iter().all(|ag| ag.state != "registered")
+        },
+    )
+    .await;
+    let unreachable_after = cut.elapsed();
+    assert!(a.leads().await, "the leader still holds its lease");
+    assert!(
+        !b.leads().await,
+        "the standby never leads while the leader holds the lease"
+    );
+    assert!(
+        pid_alive(pid),
+        "the instance keeps running on its cut-off agent"
+    );
+
+    let heal = std::time::Instant::now();
+    for i in [3, 4] {
+        lan[1].heal_from(&lan[i]);
+    }
+    a.wait_registered_agents(2).await;
+    let back_after = heal.elapsed();
+    let after = crate::services::settled(&a, "/web", 1).await;
+    assert_eq!(
+        after["tasks"][0]["id"],
+        task.as_str(),
+        "the instance that ran through the partition is kept: {after}"
+    );
+    assert!(pid_alive(pid), "the same process, never restarted");
+    let web_tasks: Vec<String> = a
+        .state()
+        .await
+        .tasks
+        .into_iter()
+        .map(|t| t.id)
+        .filter(|id| id.starts_with("web."))
+        .collect();
+    assert_eq!(
+        web_tasks,
+        vec![task.clone()],
+        "no second instance was launched"
+    );
+    eprintln!(
+        "leader cut off from its agents: unreachable after {unreachable_after:?}; re-registered {back_after:?} after the heal"
+    );
+}
+
 /// A partition of the fault suite: an agent holding a service's instance
-/// is cut off from the manager. The instance is replaced on another host;
-/// when the partition heals the agent comes back with its task, and the
-/// app is brought back to one instance (the extra killed), never two.
+/// is cut off from the manager. The instance is replaced on another host
+/// at once (`unreachableStrategy` with `inactiveAfterSeconds` 0); when the
+/// partition heals the agent comes back with its task, and the app is
+/// brought back to one instance (the extra killed), never two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_cut_off_and_healed_has_its_service_replaced_then_the_extra_killed() {
     let Some(lan) = Lan::new("hosts-cut", 3) else {
@@ -293,7 +420,8 @@ async fn an_agent_cut_off_and_healed_has_its_service_replaced_then_the_extra_kil
         "portDefinitions": [{"port": 0}],
         "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 30,
             "intervalSeconds": 1, "timeoutSeconds": 2, "maxConsecutiveFailures": 2}],
-        "backoffSeconds": 0.2
+        "backoffSeconds": 0.2,
+        "unreachableStrategy": {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 60}
     });
     let (code, _, v) = crate::services::request(&m, "POST", "/v2/apps", Some(app)).await;
     assert_eq!(code, 201, "{v}");

@@ -17,6 +17,9 @@
 //!   the healthy minimum, its batch task killed at the deadline), undrained;
 //! * [`failover`]: a manager restart, framework failover within and after
 //!   its timeout.
+//! * `faults` (feature `etcd`, ignored: minutes): the fault suite's long
+//!   loop, twenty faults on nine hosts under a service, a task stream and
+//!   TPC-H, checking nothing is lost or run twice;
 //! * [`hosts`]: a manager, agents and a client each on a host of its own
 //!   (network namespaces): tasks, executors and shuffles across hosts; a
 //!   leader cut off from etcd's host, an agent cut off and healed;
@@ -45,6 +48,8 @@ mod cli;
 mod cluster;
 mod drain;
 mod failover;
+#[cfg(feature = "etcd")]
+mod faults;
 #[cfg(feature = "etcd")]
 mod ha;
 mod harness;

@@ -112,3 +112,40 @@ fn a_definition_round_trips_as_marathon_json() {
     assert_eq!(parse(text.as_bytes()).unwrap(), a);
     a.validate(&PriorityClasses::default()).unwrap();
 }
+
+#[test]
+fn unreachable_strategy_reads_as_marathon_writes_it() {
+    let a = app(r#"{"id":"/web","cmd":"x"}"#);
+    assert_eq!(
+        (
+            a.unreachable_strategy.inactive_after_seconds,
+            a.unreachable_strategy.expunge_after_seconds
+        ),
+        (300.0, 600.0)
+    );
+    let a = app(r#"{"id":"/web","cmd":"x","unreachableStrategy":"disabled"}"#);
+    assert_eq!(a.unreachable_strategy.expunge_after_seconds, 0.0);
+    let a = app(r#"{"id":"/web","cmd":"x","unreachableStrategy":{"inactiveAfterSeconds":60}}"#);
+    assert_eq!(
+        (
+            a.unreachable_strategy.inactive_after_seconds,
+            a.unreachable_strategy.expunge_after_seconds
+        ),
+        (60.0, 600.0)
+    );
+    // It round-trips as the object.
+    let text = serde_json::to_value(&a).unwrap();
+    assert_eq!(
+        text["unreachableStrategy"],
+        serde_json::json!({"inactiveAfterSeconds": 60.0, "expungeAfterSeconds": 600.0})
+    );
+    assert!(parse(br#"{"id":"/web","cmd":"x","unreachableStrategy":"sometimes"}"#).is_err());
+    let backwards = app(
+        r#"{"id":"/web","cmd":"x","unreachableStrategy":{"inactiveAfterSeconds":60,"expungeAfterSeconds":10}}"#,
+    );
+    let errs = backwards.validate(&PriorityClasses::default()).unwrap_err();
+    assert!(
+        format!("{errs:?}").contains("/unreachableStrategy/expungeAfterSeconds"),
+        "{errs:?}"
+    );
+}

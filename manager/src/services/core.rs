@@ -439,11 +439,30 @@ impl Services {
         let Some(app) = self.apps.get_mut(&app_id) else {
             return;
         };
-        let gone = s.is_terminal() || s.state == TaskState::TaskUnreachable;
+        let unreachable = s.state == TaskState::TaskUnreachable;
+        if unreachable && app.def.unreachable_strategy.expunge_after_seconds > 0.0 {
+            // Kept while its agent may come back (`unreachableStrategy`).
+            if let Some(i) = app.instances.get_mut(&s.task_id) {
+                if i.unreachable_since.is_none() {
+                    info!(app_id = %app_id, task_id = %s.task_id, "instance unreachable; kept while its agent may come back");
+                    i.unreachable_since = Some(now);
+                }
+                i.state = s.state;
+                i.healthy = None;
+                i.failures = 0;
+            }
+            self.outbox.push(Effect::Persist);
+            return;
+        }
+        let gone = s.is_terminal() || unreachable;
         if !gone {
             let Some(i) = app.instances.get_mut(&s.task_id) else {
                 return;
             };
+            if i.unreachable_since.take().is_some() {
+                info!(app_id = %app_id, task_id = %s.task_id, state = s.state.as_str_name(),
+                    "instance reachable again");
+            }
             i.state = s.state;
             if s.state == TaskState::TaskRunning && i.started_at.is_none() {
                 i.started_at = Some(now);
@@ -609,7 +628,7 @@ impl Services {
     fn plan_app(&self, id: &AppId, now: Timestamp) -> plan::Step<TaskId> {
         let app = &self.apps[id];
         let live: Vec<Live<TaskId>> = app
-            .live()
+            .placed(now)
             .map(|i| Live {
                 key: i.task_id.clone(),
                 current: i.config_version == app.config_version
@@ -634,6 +653,7 @@ impl Services {
         let ids: Vec<AppId> = self.apps.keys().cloned().collect();
         let mut asks: BTreeMap<(String, String), Ask> = BTreeMap::new();
         for id in ids {
+            self.expunge(&id, now);
             let plan = self.plan_app(&id, now);
             for t in &plan.kill {
                 self.kill_instance(&id, t, "replaced by the app's plan");
@@ -663,6 +683,26 @@ impl Services {
         if asks != self.demand {
             self.demand = asks.clone();
             self.outbox.push(Effect::Demand(asks));
+        }
+    }
+
+    /// Forgets the app's instances unreachable for longer than its
+    /// `expungeAfterSeconds` (one that comes back is then killed).
+    fn expunge(&mut self, id: &AppId, now: Timestamp) {
+        let Some(app) = self.apps.get_mut(id) else {
+            return;
+        };
+        let after = secs(app.def.unreachable_strategy.expunge_after_seconds);
+        let before = app.instances.len();
+        app.instances.retain(|task, i| {
+            let keep = i.unreachable_since.is_none_or(|since| now < since + after);
+            if !keep {
+                info!(app_id = %id, task_id = %task, "unreachable instance expunged");
+            }
+            keep
+        });
+        if app.instances.len() != before {
+            self.outbox.push(Effect::Persist);
         }
     }
 

@@ -170,6 +170,7 @@ pub fn build(
         failures: 0,
         last_check: None,
         killing: false,
+        unreachable_since: None,
     };
     Some((task, inst))
 }

@@ -70,6 +70,10 @@ pub struct Instance {
     pub last_check: Option<String>,
     /// Whether it is being killed.
     pub killing: bool,
+    /// Since when its agent is unreachable (it is kept for the app's
+    /// `unreachableStrategy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_since: Option<Timestamp>,
 }
 
 mod state_name {
@@ -128,6 +132,14 @@ pub struct App {
 impl App {
     pub(super) fn live(&self) -> impl Iterator<Item = &Instance> {
         self.instances.values().filter(|i| !i.killing)
+    }
+
+    /// The live instances that hold their place at `now`: all but those
+    /// unreachable for longer than the app's `inactiveAfterSeconds`.
+    pub(super) fn placed(&self, now: Timestamp) -> impl Iterator<Item = &Instance> {
+        let keep = super::core::secs(self.def.unreachable_strategy.inactive_after_seconds);
+        self.live()
+            .filter(move |i| i.unreachable_since.is_none_or(|since| now < since + keep))
     }
 
     /// Whether an instance counts as healthy.

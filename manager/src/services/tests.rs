@@ -293,7 +293,8 @@ fn scaling_deleting_and_unknown_tasks() {
 #[test]
 fn an_unreachable_instance_is_replaced_and_a_snapshot_restores_the_state() {
     let mut t = T::new();
-    let id = t.create(r#"{"id":"/u","cmd":"x","instances":1,"cpus":1}"#);
+    let id = t
+        .create(r#"{"id":"/u","cmd":"x","instances":1,"cpus":1,"unreachableStrategy":"disabled"}"#);
     let first = t.offer("a1", 2.0);
     t.says(&first[0], TaskState::TaskRunning);
     t.says(&first[0], TaskState::TaskUnreachable);
@@ -448,4 +449,53 @@ fn a_service_port_belongs_to_one_app() {
         t.s.create(t.now, twice),
         Err(ServiceError::Invalid { .. })
     ));
+}
+
+#[test]
+fn an_unreachable_instance_keeps_its_place_then_is_replaced_then_expunged() {
+    let mut t = T::new();
+    t.create(
+        r#"{"id":"/u","cmd":"x","instances":1,"cpus":1,
+            "unreachableStrategy":{"inactiveAfterSeconds":60,"expungeAfterSeconds":120}}"#,
+    );
+    let first = t.offer("a1", 2.0);
+    t.says(&first[0], TaskState::TaskRunning);
+    t.says(&first[0], TaskState::TaskUnreachable);
+    // Within inactiveAfterSeconds: no replacement, and back it runs on.
+    t.now = t.now + Duration::from_secs(30);
+    t.s.step(t.now);
+    assert!(t.offer("a2", 2.0).is_empty());
+    t.says(&first[0], TaskState::TaskRunning);
+    assert!(t.kills().is_empty());
+    assert!(
+        t.s.apps()
+            .all(|(_, a)| a.instances[&first[0]].unreachable_since.is_none())
+    );
+
+    // Unreachable again, past inactiveAfterSeconds: a replacement; back
+    // before expungeAfterSeconds, one of the two goes (the app's count).
+    t.says(&first[0], TaskState::TaskUnreachable);
+    t.now = t.now + Duration::from_secs(61);
+    t.s.step(t.now);
+    let second = t.offer("a2", 2.0);
+    assert_eq!(second.len(), 1);
+    t.says(&second[0], TaskState::TaskRunning);
+    t.says(&first[0], TaskState::TaskRunning);
+    t.s.step(t.now);
+    assert_eq!(t.kills().len(), 1);
+
+    // Past expungeAfterSeconds it is forgotten: it is killed should it
+    // come back.
+    let third_app = t.create(
+        r#"{"id":"/v","cmd":"x","instances":1,"cpus":1,
+            "unreachableStrategy":{"inactiveAfterSeconds":0,"expungeAfterSeconds":10}}"#,
+    );
+    let v = t.offer("a3", 2.0);
+    t.says(&v[0], TaskState::TaskRunning);
+    t.says(&v[0], TaskState::TaskUnreachable);
+    t.now = t.now + Duration::from_secs(11);
+    t.s.step(t.now);
+    assert!(!t.s.app(&third_app).unwrap().instances.contains_key(&v[0]));
+    t.says(&v[0], TaskState::TaskRunning);
+    assert!(t.kills().contains(&v[0]));
 }

@@ -130,7 +130,8 @@ pub struct AgentSpec {
     pub advertise: Option<String>,
     /// `--token`.
     pub token: Option<String>,
-    /// `--resources` before the ports (default [`AGENT_RESOURCES`]).
+    /// `--resources` before the ports (default [`AGENT_RESOURCES`]); with
+    /// `ports:` in it, the ports too.
     pub resources: Option<String>,
     /// The host it runs on (`None`: this machine's own network).
     pub host: Option<Host>,

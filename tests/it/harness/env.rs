@@ -347,11 +347,12 @@ impl Env {
     pub async fn start_agent_with(&self, manager: &str, work_dir: &Path, spec: AgentSpec) -> Agent {
         let token = spec.token.as_deref();
         let wd = work_dir.display().to_string();
-        let resources = format!(
-            "{};{}",
-            spec.resources.as_deref().unwrap_or(AGENT_RESOURCES),
-            agent_ports()
-        );
+        // Ports of its own unless the spec names them (an agent on a host
+        // of its own, started again with the same ones).
+        let resources = match spec.resources.as_deref() {
+            Some(r) if r.contains("ports:") => r.to_owned(),
+            r => format!("{};{}", r.unwrap_or(AGENT_RESOURCES), agent_ports()),
+        };
         let mut args = vec![
             "agent",
             "--manager",
