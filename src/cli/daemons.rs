@@ -298,6 +298,10 @@ pub struct AgentArgs {
     /// Attributes, e.g. `rack:r1;zone:a`.
     #[arg(long, env = "STRATA_ATTRIBUTES")]
     attributes: Option<String>,
+    /// The host name the agent registers with (what `hostname` constraints
+    /// match) [default: the machine's].
+    #[arg(long)]
+    hostname: Option<String>,
     /// Shared secret token.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -313,7 +317,7 @@ pub struct AgentArgs {
     /// listens on them and forwards to healthy instances, as marathon-lb).
     #[arg(long)]
     no_service_ports: bool,
-    /// TOML file with any of: manager, listen, advertise, work_dir, resources, attributes, token, task_user, sandbox_retention, service_ports (true or false).
+    /// TOML file with any of: manager, listen, advertise, work_dir, resources, attributes, hostname, token, task_user, sandbox_retention, service_ports (true or false).
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -327,6 +331,7 @@ struct AgentFile {
     work_dir: Option<PathBuf>,
     resources: Option<String>,
     attributes: Option<String>,
+    hostname: Option<String>,
     token: Option<String>,
     task_user: Option<String>,
     sandbox_retention: Option<String>,
@@ -379,6 +384,12 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(at) = a.attributes.or(f.attributes) {
         cfg.attributes = parse_attributes(&at)?;
+    }
+    if let Some(h) = a.hostname.or(f.hostname) {
+        if h.trim().is_empty() {
+            anyhow::bail!("--hostname must not be empty");
+        }
+        cfg.hostname = h;
     }
     cfg.token = a.token.or(f.token);
     cfg.service_ports = !a.no_service_ports && f.service_ports.unwrap_or(true);

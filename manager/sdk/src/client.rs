@@ -139,7 +139,8 @@ impl Shared {
 /// Subscribes to whichever of the configured managers leads: each in turn,
 /// going straight to the leader a standby names. Returns the channel to
 /// it, the event stream and its `Subscribed`; with every manager tried,
-/// the last error.
+/// the last error (a standby's, when one answered: a cluster without a
+/// leader right now, rather than no cluster).
 pub(crate) async fn subscribe_leader(
     config: &SchedulerConfig,
     framework_id: Option<&FrameworkId>,
@@ -152,7 +153,9 @@ pub(crate) async fn subscribe_leader(
         let client = match connect(config, &address).await {
             Ok(c) => c,
             Err(e) if e.is_transient() => {
-                last = Some(e);
+                if !matches!(last, Some(SdkError::Standby { .. })) {
+                    last = Some(e);
+                }
                 continue;
             }
             Err(e) => return Err(e),
@@ -170,7 +173,12 @@ pub(crate) async fn subscribe_leader(
                     message,
                 });
             }
-            Err(e) if e.is_transient() => last = Some(e),
+            Err(e @ SdkError::Standby { .. }) => last = Some(e),
+            Err(e) if e.is_transient() => {
+                if !matches!(last, Some(SdkError::Standby { .. })) {
+                    last = Some(e);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -340,13 +348,29 @@ impl Scheduler {
     ) -> Result<(SchedulerHandle, EventStream), SdkError> {
         config.validate()?;
         let framework_id = config.framework.framework_id.clone();
-        let (client, stream, sub) = subscribe_leader(
-            &config,
-            framework_id.as_ref(),
-            &config.demand,
-            config.suppressed,
-        )
-        .await?;
+        // Managers that answer but none leads: an election is under way.
+        let deadline = tokio::time::Instant::now() + config.leader_wait;
+        let mut delay = Duration::from_millis(100);
+        let (client, stream, sub) = loop {
+            match subscribe_leader(
+                &config,
+                framework_id.as_ref(),
+                &config.demand,
+                config.suppressed,
+            )
+            .await
+            {
+                Ok(found) => break found,
+                Err(e @ SdkError::Standby { .. })
+                    if tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::info!(error = %e, "no manager leads yet; asking again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         tracing::info!(
             framework_id = %sub.framework_id,
             stream_id = %sub.stream_id,

@@ -118,6 +118,10 @@ pub struct SchedulerConfig {
     pub connect_timeout: Duration,
     /// How long to wait for the answer to each call (default 30 s).
     pub call_timeout: Duration,
+    /// How long the first subscription waits for a leader while managers
+    /// answer but none leads (an election under way after a leader died;
+    /// default 30 s). With no manager answering at all it fails at once.
+    pub leader_wait: Duration,
     /// Acknowledge each status update that carries a uuid as soon as it is
     /// handed to the event stream (default true). Turn it off to acknowledge
     /// with [`acknowledge`] only once an update has been acted on (for
@@ -188,6 +192,7 @@ impl SchedulerConfig {
             demand: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
+            leader_wait: Duration::from_secs(30),
             auto_acknowledge: true,
             reconnect: true,
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,

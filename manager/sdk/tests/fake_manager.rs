@@ -36,6 +36,8 @@ struct Fake {
     subscriptions: AtomicU32,
     /// Refuse new subscriptions as a manager shutting down would.
     dead: AtomicBool,
+    /// Refuse this many subscriptions as a standby that knows no leader.
+    standby_for: AtomicU32,
     stream_id: Mutex<String>,
     subscribed: mpsc::UnboundedSender<(pb::SubscribeRequest, EventTx)>,
     calls: mpsc::UnboundedSender<pb::Call>,
@@ -69,6 +71,13 @@ impl SchedulerService for Fake {
         self.check_auth(&req)?;
         if self.dead.load(Ordering::SeqCst) {
             return Err(Status::unavailable("shutting down"));
+        }
+        if self
+            .standby_for
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Status::unavailable("a standby: no leader is elected yet"));
         }
         let req = req.into_inner();
         let n = self.subscriptions.fetch_add(1, Ordering::SeqCst) + 1;
@@ -166,6 +175,7 @@ fn new_fake(
         heartbeats: Mutex::new(heartbeats.iter().copied().collect()),
         subscriptions: AtomicU32::new(0),
         dead: AtomicBool::new(false),
+        standby_for: AtomicU32::new(0),
         stream_id: Mutex::new(String::new()),
         subscribed: subscribed_tx,
         calls: calls_tx,
@@ -432,6 +442,29 @@ async fn refusals_at_subscription_are_typed_errors() {
     let err = Scheduler::subscribe(config).await.unwrap_err();
     assert!(matches!(err, SdkError::Transport { .. }), "{err}");
     assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn the_first_subscription_waits_out_an_election_past_a_dead_manager() {
+    let h = start(None, strata_proto::PROTOCOL_VERSION, &[]).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    // A dead manager, then a standby that knows no leader for three tries.
+    h.fake.standby_for.store(3, Ordering::SeqCst);
+    let mut config = h.config(None);
+    config.manager = format!("{dead},{}", h.address);
+    let (handle, _events) = Scheduler::subscribe(config.clone()).await.unwrap();
+    assert_eq!(handle.framework_id().as_str(), "fw-1");
+    // No leader within `leader_wait`: the standby's answer, not the dead
+    // manager's.
+    h.fake.standby_for.store(1_000, Ordering::SeqCst);
+    config.leader_wait = Duration::from_millis(300);
+    let err = Scheduler::subscribe(config).await.unwrap_err();
+    assert!(
+        matches!(err, SdkError::Standby { leader: None, .. }),
+        "{err}"
+    );
 }
 
 /// In paused time, over in-memory connections: the three missed

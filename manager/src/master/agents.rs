@@ -210,6 +210,9 @@ impl Master {
                     status.set_state(TaskState::TaskRunning);
                     status.set_reason(Reason::AgentReregistered);
                     status.message = "agent re-registered; the task is running".into();
+                    // The master's own record runs again too (its views,
+                    // its reconciliation answers).
+                    t.status = status.clone();
                     self.send_manager_update(now, fw, status, true);
                 }
                 if kill && !state.is_terminal() {

@@ -370,6 +370,11 @@ impl Env {
         if let Some(a) = &spec.advertise {
             args.extend(["--advertise", a]);
         }
+        // A host of its own has a name of its own (what `hostname`
+        // constraints spread over).
+        if let Some(h) = &spec.host {
+            args.extend(["--hostname", &h.netns]);
+        }
         let label = work_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

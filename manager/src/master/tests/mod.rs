@@ -365,7 +365,17 @@ fn unreachable_agent_returns_and_tasks_run_again() {
     let ups = T::updates(&t.m.drain_actions());
     assert_eq!(ups.len(), 1);
     assert_eq!(ups[0].state(), pb::TaskState::TaskRunning);
-    assert_eq!(t.m.state_view(t.now).tasks.len(), 1, "never duplicated");
+    let tasks = t.m.state_view(t.now).tasks;
+    assert_eq!(tasks.len(), 1, "never duplicated");
+    assert_eq!(
+        tasks[0].state, "TASK_RUNNING",
+        "the master's own view runs too"
+    );
+    // And reconciliation answers running.
+    t.call(&f, call::Call::Reconcile(call::Reconcile { tasks: vec![] }))
+        .unwrap();
+    let ups = T::updates(&t.m.drain_actions());
+    assert_eq!(ups[0].state(), pb::TaskState::TaskRunning);
     t.m.check_invariants().unwrap();
 }
 
