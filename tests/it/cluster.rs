@@ -1,7 +1,9 @@
 //! Tasks on a manager and an agent: launch and kill (the whole process tree
 //! goes), an agent killed with `-9` and restarted (tasks survive, final
-//! states are not lost), malformed scheduler requests, and a full disk on
-//! an agent.
+//! states are not lost), malformed scheduler requests, a full disk on an
+//! agent and on the manager, and a slow disk under the manager.
+
+use std::time::{Duration, Instant};
 
 use strata_proto::pb;
 use strata_sdk::TaskState;
@@ -495,4 +497,193 @@ async fn a_full_disk_on_the_manager_refuses_writes_clearly_and_recovers() {
         roles.contains(&"after".to_owned()) && roles.contains(&first_refused),
         "{roles:?}"
     );
+}
+
+/// A slow disk: an ext4 file system on a loop device, mounted for a test,
+/// whose writes are throttled (`blkio.throttle.write_iops_device`, cgroup
+/// v1) for the processes put in its cgroup. Unmounted, detached and removed
+/// when dropped.
+struct SlowDisk {
+    dir: std::path::PathBuf,
+    device: String,
+    cgroup: std::path::PathBuf,
+}
+
+impl SlowDisk {
+    /// A 64 MiB slow disk at `dir` allowing `iops` writes a second, or
+    /// `None` (skip) where loop devices or the blkio controller are not
+    /// available and `STRATA_REQUIRE_NETNS` (root tests) is unset.
+    fn mount(dir: &std::path::Path, iops: u32) -> Option<SlowDisk> {
+        let run = |args: &[&str]| -> Option<String> {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        };
+        let blkio = std::path::Path::new("/sys/fs/cgroup/blkio");
+        std::fs::create_dir_all(dir).unwrap();
+        let image = dir.with_extension("img");
+        let made = (|| {
+            if !blkio.is_dir() {
+                return None;
+            }
+            std::fs::File::create(&image).ok()?.set_len(64 << 20).ok()?;
+            let device = run(&["losetup", "--find", "--show", image.to_str()?])?;
+            run(&["mkfs.ext4", "-q", &device])?;
+            run(&["mount", &device, dir.to_str()?])?;
+            let numbers = run(&["lsblk", "-dno", "MAJ:MIN", &device])?.replace(' ', "");
+            let cgroup = blkio.join(format!("strata-it-slow-{}", std::process::id()));
+            std::fs::create_dir_all(&cgroup).ok()?;
+            std::fs::write(
+                cgroup.join("blkio.throttle.write_iops_device"),
+                format!("{numbers} {iops}"),
+            )
+            .ok()?;
+            Some(SlowDisk {
+                dir: dir.to_owned(),
+                device,
+                cgroup,
+            })
+        })();
+        if made.is_none() {
+            assert!(
+                std::env::var_os("STRATA_REQUIRE_NETNS").is_none(),
+                "cannot make a slow disk (loop device, ext4, blkio cgroup), and STRATA_REQUIRE_NETNS (root tests) is set"
+            );
+            eprintln!(
+                "skipped: cannot make a slow disk (needs root, loop devices and cgroup v1 blkio)"
+            );
+        }
+        made
+    }
+
+    /// Puts process `pid` under the throttle.
+    fn slow_down(&self, pid: i32) {
+        std::fs::write(self.cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        let quiet = |args: &[&str]| {
+            std::process::Command::new(args[0])
+                .args(&args[1..])
+                .status()
+                .ok();
+        };
+        quiet(&["umount", "-l", self.dir.to_str().unwrap_or_default()]);
+        quiet(&["losetup", "-d", &self.device]);
+        std::fs::remove_dir(&self.cgroup).ok();
+        std::fs::remove_file(self.dir.with_extension("img")).ok();
+    }
+}
+
+/// A slow disk under the manager (its registry's writes throttled to 2 a
+/// second: a commit takes about as long as the agent timeout): every
+/// change still lands, slower; the agents stay registered, since
+/// heartbeats wait on no disk; a task runs and finishes meanwhile; a
+/// restart finds every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_disk_under_the_manager_slows_its_writes_and_loses_nothing() {
+    const IOPS: u32 = 2;
+    let env = Env::new("manager-disk-slow");
+    let Some(disk) = SlowDisk::mount(&env.path("manager"), IOPS) else {
+        return;
+    };
+    let spec = || ManagerSpec {
+        work_dir: Some(disk.dir.clone()),
+        agent_timeout: "3s".into(),
+        ..ManagerSpec::default()
+    };
+    let mut m = env.start_manager(spec()).await;
+    let _agent = env.start_agent(&m.addr, &env.path("agent"), None).await;
+    m.wait_registered_agents(1).await;
+    let mut fw = Fw::subscribe(framework_config(&m.addr, "slow")).await;
+    disk.slow_down(m.proc.pid());
+
+    // Changes for longer than the agent timeout, each a registry commit.
+    fw.launch(vec![shell_task("meanwhile", "sleep 2")]).await;
+    let started = Instant::now();
+    let mut took = Vec::new();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let at = Instant::now();
+        let (status, body) = crate::harness::http(
+            "PUT",
+            &m.addr,
+            &format!("/api/v1/roles/r{i}"),
+            None,
+            Some(br#"{"weight": 2}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        took.push(at.elapsed());
+        i += 1;
+        let agents = m.state().await.agents;
+        assert!(
+            agents.iter().all(|a| a.state == "registered"),
+            "an agent was lost while the manager's disk was slow: {agents:?}"
+        );
+    }
+    fw.wait_state("meanwhile", TaskState::TaskFinished).await;
+    took.sort();
+    eprintln!(
+        "manager on a slow disk ({IOPS} writes/s): {i} role changes, each {:?} to {:?}",
+        took[0],
+        took[took.len() - 1]
+    );
+    assert!(
+        took[took.len() - 1] >= Duration::from_millis(200),
+        "the disk was not slow: {took:?}"
+    );
+
+    // Nothing lost: a restart on the same registry has every change.
+    m.proc.signal(libc::SIGTERM);
+    assert!(m.proc.wait_exit(LONG).await.success());
+    let again = env.start_manager(spec()).await;
+    let roles: Vec<String> = again
+        .state()
+        .await
+        .roles
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    for k in 0..i {
+        assert!(roles.contains(&format!("r{k}")), "r{k} lost: {roles:?}");
+    }
+}
+
+/// A slow disk under an agent (2 writes a second): tasks launch and finish,
+/// slower (ext4 starts writing a file renamed over another at once, and
+/// each checkpoint is replaced that way), none is lost, and the agent stays
+/// registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_disk_under_an_agent_slows_its_tasks_and_loses_none() {
+    let env = Env::new("agent-disk-slow");
+    let Some(disk) = SlowDisk::mount(&env.path("agent"), 2) else {
+        return;
+    };
+    let m = env
+        .start_manager(ManagerSpec {
+            agent_timeout: "3s".into(),
+            ..ManagerSpec::default()
+        })
+        .await;
+    let agent = env.start_agent(&m.addr, &disk.dir, None).await;
+    m.wait_registered_agents(1).await;
+    disk.slow_down(agent.proc.pid());
+    let mut fw = Fw::subscribe(framework_config(&m.addr, "slow-agent")).await;
+    let started = Instant::now();
+    let ids: Vec<String> = (0..5).map(|i| format!("quick-{i}")).collect();
+    fw.launch(ids.iter().map(|id| shell_task(id, "true")).collect())
+        .await;
+    for id in &ids {
+        fw.wait_state(id, TaskState::TaskFinished).await;
+    }
+    let took = started.elapsed();
+    eprintln!("agent on a slow disk (2 writes/s): 5 tasks launched and finished in {took:?}");
+    assert_eq!(m.wait_registered_agents(1).await.len(), 1);
 }

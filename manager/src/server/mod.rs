@@ -469,6 +469,17 @@ async fn run_core(
             n = rx.recv_many(&mut batch, 1024) => if n == 0 { break },
             _ = ticker.tick() => ticked = true,
         }
+        if ticked {
+            // What queued while the last batch was being written (a slow
+            // registry disk, a slow store) goes first: the tick must see
+            // the heartbeats it holds, or it takes live agents for lost.
+            while batch.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(input) => batch.push(input),
+                    Err(_) => break,
+                }
+            }
+        }
         let now = clock.now();
         let mut replies = Vec::new();
         for input in batch.drain(..) {

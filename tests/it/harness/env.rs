@@ -323,13 +323,20 @@ impl Env {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {addr:?}"));
-        Manager {
+        let manager = Manager {
             proc,
             addr,
             port,
             work_dir,
             token: spec.token,
+        };
+        // On the embedded registry it leads once it holds the registry's
+        // lock, a moment after it listens (on a shared store, whoever
+        // wins the election leads: the test waits for what it needs).
+        if !spec.extra.iter().any(|a| a == "--store") {
+            wait_until("the manager leads", LONG, async || manager.leads().await).await;
         }
+        manager
     }
 
     /// Starts an agent with [`AGENT_RESOURCES`] and waits until it serves
