@@ -656,10 +656,11 @@ async fn a_slow_disk_under_the_manager_slows_its_writes_and_loses_nothing() {
     }
 }
 
-/// A slow disk under an agent (2 writes a second): tasks launch and finish,
-/// slower (ext4 starts writing a file renamed over another at once, and
-/// each checkpoint is replaced that way), none is lost, and the agent stays
-/// registered.
+/// A slow disk under an agent (2 writes a second): tasks launch and finish
+/// (a little slower: ext4 starts writing a file renamed over another at
+/// once, which a task's checkpoints avoid where they can: a task's first
+/// `updates.json`, holding its running and finished updates of one poll, is
+/// a new file), none is lost, and the agent stays registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_disk_under_an_agent_slows_its_tasks_and_loses_none() {
     let env = Env::new("agent-disk-slow");

@@ -107,6 +107,10 @@ pub(crate) struct Task {
     pub container: Option<ContainerRecord>,
     pub pid: Option<i32>,
     pub kill: Option<KillState>,
+    /// Updates changed since `updates.json` was written: written before
+    /// anything is sent (once per turn of the core, so a task's running and
+    /// finished updates of one poll cost one write).
+    pub updates_dirty: bool,
 }
 
 impl Task {
@@ -126,6 +130,7 @@ impl Task {
             container: None,
             pid: None,
             kill: None,
+            updates_dirty: false,
         }
     }
 
@@ -218,6 +223,7 @@ impl Core {
         // Recovered tasks that ended while the agent was down get their
         // final update before the agent registers.
         core.tick();
+        core.checkpoint_dirty();
         core.publish();
         core
     }
@@ -418,11 +424,21 @@ impl Core {
             reason = reason.wire_name(), message = %status.message, "task status update");
         task.state = state;
         task.queue.push(status);
-        task.checkpoint_updates();
+        task.updates_dirty = true;
+    }
+
+    /// Writes `updates.json` of every task whose updates changed.
+    fn checkpoint_dirty(&mut self) {
+        for t in self.tasks.values_mut().filter(|t| t.updates_dirty) {
+            t.checkpoint_updates();
+            t.updates_dirty = false;
+        }
     }
 
     /// Sends every update that is due and a heartbeat if due.
     fn flush(&mut self) {
+        // Checkpointed before sent, also while no manager listens.
+        self.checkpoint_dirty();
         let Some(link) = &mut self.link else { return };
         if !link.registered {
             return;
@@ -507,9 +523,11 @@ impl Core {
             }
             AckOutcome::Acked(status) => {
                 debug!(%framework_id, %task_id, state = %status.state(), "update acknowledged");
-                t.checkpoint_updates();
                 if status.state().is_terminal() && t.queue.is_empty() {
+                    // Its checkpoint goes whole: nothing to rewrite first.
                     self.finish(key);
+                } else {
+                    t.updates_dirty = true;
                 }
             }
         }

@@ -80,7 +80,10 @@ impl Core {
             );
             return;
         }
-        task.checkpoint_updates();
+        // No `updates.json` yet: a missing one reads as staging with nothing
+        // pending, and its first write (at the end of this turn of the
+        // core) is then a new file, which ext4 does not flush at once as it
+        // does a file renamed over another.
         let info = task.info.clone();
         self.tasks.insert(key.clone(), task);
         match self.launch(&framework_id, &info, &meta_dir, &sandbox) {
