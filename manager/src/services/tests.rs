@@ -462,7 +462,7 @@ fn an_unreachable_instance_keeps_its_place_then_is_replaced_then_expunged() {
     t.says(&first[0], TaskState::TaskRunning);
     t.says(&first[0], TaskState::TaskUnreachable);
     // Within inactiveAfterSeconds: no replacement, and back it runs on.
-    t.now = t.now + Duration::from_secs(30);
+    t.now += Duration::from_secs(30);
     t.s.step(t.now);
     assert!(t.offer("a2", 2.0).is_empty());
     t.says(&first[0], TaskState::TaskRunning);
@@ -475,7 +475,7 @@ fn an_unreachable_instance_keeps_its_place_then_is_replaced_then_expunged() {
     // Unreachable again, past inactiveAfterSeconds: a replacement; back
     // before expungeAfterSeconds, one of the two goes (the app's count).
     t.says(&first[0], TaskState::TaskUnreachable);
-    t.now = t.now + Duration::from_secs(61);
+    t.now += Duration::from_secs(61);
     t.s.step(t.now);
     let second = t.offer("a2", 2.0);
     assert_eq!(second.len(), 1);
@@ -493,7 +493,7 @@ fn an_unreachable_instance_keeps_its_place_then_is_replaced_then_expunged() {
     let v = t.offer("a3", 2.0);
     t.says(&v[0], TaskState::TaskRunning);
     t.says(&v[0], TaskState::TaskUnreachable);
-    t.now = t.now + Duration::from_secs(11);
+    t.now += Duration::from_secs(11);
     t.s.step(t.now);
     assert!(!t.s.app(&third_app).unwrap().instances.contains_key(&v[0]));
     t.says(&v[0], TaskState::TaskRunning);
