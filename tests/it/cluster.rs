@@ -350,6 +350,11 @@ async fn bad_requests_get_clear_errors() {
         .expect("teardown");
 }
 
+/// The names of the roles the manager knows.
+async fn role_names(m: &crate::harness::Manager) -> Vec<String> {
+    m.state().await.roles.into_iter().map(|r| r.name).collect()
+}
+
 /// A tmpfs mounted for a test, unmounted when dropped.
 struct SmallDisk(std::path::PathBuf);
 
@@ -485,13 +490,7 @@ async fn a_full_disk_on_the_manager_refuses_writes_clearly_and_recovers() {
             ..ManagerSpec::default()
         })
         .await;
-    let roles: Vec<String> = again
-        .state()
-        .await
-        .roles
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let roles = role_names(&again).await;
     let first_refused = format!("r{i}");
     assert!(
         roles.contains(&"after".to_owned()) && roles.contains(&first_refused),
@@ -644,13 +643,7 @@ async fn a_slow_disk_under_the_manager_slows_its_writes_and_loses_nothing() {
     m.proc.signal(libc::SIGTERM);
     assert!(m.proc.wait_exit(LONG).await.success());
     let again = env.start_manager(spec()).await;
-    let roles: Vec<String> = again
-        .state()
-        .await
-        .roles
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let roles = role_names(&again).await;
     for k in 0..i {
         assert!(roles.contains(&format!("r{k}")), "r{k} lost: {roles:?}");
     }
