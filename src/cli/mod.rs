@@ -113,6 +113,14 @@ pub fn read_config<T: serde::de::DeserializeOwned + Default>(
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // The agent starts one supervisor per task as `strata supervise …`:
+    // straight to it, without building the whole command line's parser
+    // or registering the jobs' functions (a task's start costs less).
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some("supervise") {
+        let code = strata_agent::supervisor::main(argv.collect());
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let cli = Cli::parse();
     // The packaged jobs' functions (mappers) must be known to every driver
     // and executor of this binary before either starts.
