@@ -244,3 +244,77 @@ async fn token_is_enforced() {
         "{out:?}"
     );
 }
+
+/// `strata run --id`: a run tried again is never run twice. Tried again
+/// after it ended, it says so (exit 3); tried again while it runs (the
+/// first client killed), it follows the task the first try launched to its
+/// end and prints its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_an_id_runs_once_however_often_it_is_tried() {
+    let env = Env::new("run-id");
+    let m = env.start_manager(ManagerSpec::default()).await;
+    let agent = env.start_agent(&m.addr, &env.path("agent"), None).await;
+    m.wait_registered_agents(1).await;
+    let launches = |id: &str| {
+        let needle = format!("task_id={id} ");
+        agent
+            .proc
+            .stderr_text()
+            .lines()
+            .filter(|l| l.contains("task launched") && l.contains(&needle))
+            .count()
+    };
+
+    let run = ["run", "--manager", &m.addr, "--id", "once", "--", "echo hi"];
+    let out = env.cli(&run).await;
+    assert_eq!(
+        (out.code(), out.stdout.as_str()),
+        (Some(0), "hi\n"),
+        "{out:?}"
+    );
+    let again = env.cli(&run).await;
+    assert_eq!(again.code(), Some(3), "{again:?}");
+    assert!(again.stderr.contains("ended before"), "{again:?}");
+    assert_eq!(launches("once"), 1);
+
+    // The first client dies while its task runs: the retry follows it.
+    let slow = [
+        "run",
+        "--manager",
+        &m.addr,
+        "--id",
+        "slow",
+        "--",
+        "sleep 2; echo done",
+    ];
+    let mut first = env.spawn("first-try", &slow);
+    wait_until("the first try's task runs", LONG, async || {
+        m.task("slow")
+            .await
+            .is_some_and(|t| t.state == "TASK_RUNNING")
+    })
+    .await;
+    first.kill9();
+    let out = env.cli(&slow).await;
+    assert_eq!(
+        (out.code(), out.stdout.as_str()),
+        (Some(0), "done\n"),
+        "{out:?}"
+    );
+    assert_eq!(launches("slow"), 1);
+
+    // A bad id is refused before anything is launched.
+    let out = env
+        .cli(&[
+            "run",
+            "--manager",
+            &m.addr,
+            "--id",
+            "no/slash",
+            "--",
+            "true",
+        ])
+        .await;
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("--id"), "{out:?}");
+}

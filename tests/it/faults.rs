@@ -1,7 +1,9 @@
 //! The fault suite's long loop: three etcd members, three managers and
 //! three agents, each on a host of its own, under a service app with an
-//! HTTP health check, a stream of tasks with idempotent ids and TPC-H
-//! queries run again and again, while twenty faults follow one another:
+//! HTTP health check, a framework's stream of tasks with idempotent ids, a
+//! stream of `strata run --id` clients (each tried again with its id until
+//! it ends) and TPC-H queries run again and again, while twenty faults
+//! follow one another:
 //! the leader killed (`-9`), paused past its lease (SIGSTOP, SIGCONT), cut
 //! off from etcd; an agent cut off from the managers and healed, an agent
 //! killed and restarted. A deposed or killed manager comes back as a
@@ -9,7 +11,7 @@
 //!
 //! Every run checks and prints: no task the stream saw running was lost,
 //! no task ran twice (each appends its id to a shared file when it
-//! starts), the service's healthy count as its leader reported it (never
+//! starts; each `strata run` task was launched once, by the agents' logs), the service's healthy count as its leader reported it (never
 //! zero), every TPC-H result equal to single-process DataFusion's, and the
 //! leader and the agents agree on the tasks once it is quiet.
 //!
@@ -395,6 +397,59 @@ async fn stream(
     report
 }
 
+/// What the stream of `strata run --id` clients saw.
+#[derive(Debug, Default)]
+struct RunReport {
+    /// Runs that ended (exit 0, or 3: it ended before, under a retry).
+    done: usize,
+    /// Client invocations, retries included.
+    tries: usize,
+    /// Runs given up after their tries.
+    failed: Vec<String>,
+}
+
+/// `strata run --id r-N` one run after another until `stop`, as a client
+/// with a retry loop would: a try that fails (a leader gone mid-run) is
+/// tried again with the same id until it exits 0, or 3 (it had ended).
+async fn run_stream(
+    list: String,
+    home: std::path::PathBuf,
+    stop: watch::Receiver<bool>,
+) -> RunReport {
+    let mut report = RunReport::default();
+    let mut n = 0;
+    while !*stop.borrow() {
+        n += 1;
+        let id = format!("r-{n}");
+        let mut ended = false;
+        for _ in 0..30 {
+            report.tries += 1;
+            let out = tokio::process::Command::new(STRATA)
+                .args(["run", "--manager", &list, "--token", TOKEN, "--id", &id])
+                .args([
+                    "--cpus", "0.05", "--mem", "16", "--wait", "20s", "--", "true",
+                ])
+                .env("STRATA_HOME", &home)
+                .env("STRATA_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .expect("strata run starts");
+            if matches!(out.status.code(), Some(0) | Some(3)) {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if ended {
+            report.done += 1;
+        } else {
+            report.failed.push(id);
+        }
+    }
+    report
+}
+
 /// TPC-H queries 1, 3, 6 and 12 again and again on executors of the
 /// cluster until `stop`; each result compared with single-process
 /// DataFusion's. Returns (queries that matched, failures).
@@ -547,6 +602,11 @@ async fn twenty_faults_under_load_lose_nothing_and_run_nothing_twice() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stream = tokio::spawn(stream(c.list.clone(), launches.clone(), stop_rx.clone()));
     let queries = tokio::spawn(tpch_loop(c.list.clone(), data, stop_rx.clone()));
+    let runs = tokio::spawn(run_stream(
+        c.list.clone(),
+        c.env.home().to_owned(),
+        stop_rx.clone(),
+    ));
     let health = tokio::spawn(watch_service(c.list.clone(), stop_rx));
 
     let started = Instant::now();
@@ -560,6 +620,7 @@ async fn twenty_faults_under_load_lose_nothing_and_run_nothing_twice() {
     }
     stop_tx.send(true).unwrap();
     let report = stream.await.unwrap();
+    let run_report = runs.await.unwrap();
     let (matched, failures) = queries.await.unwrap();
     let (samples, lowest, low) = health.await.unwrap();
 
@@ -573,6 +634,23 @@ async fn twenty_faults_under_load_lose_nothing_and_run_nothing_twice() {
         .iter()
         .filter(|(_, n)| **n > 1)
         .map(|(id, _)| *id)
+        .collect();
+    // Each `strata run --id` task was launched once, by every agent's log
+    // (every incarnation's).
+    let logs = c.env.dump_logs();
+    let mut run_launches: HashMap<String, usize> = HashMap::new();
+    for line in logs.lines().filter(|l| l.contains("task launched")) {
+        if let Some(id) = line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("task_id=r-"))
+        {
+            *run_launches.entry(format!("r-{id}")).or_default() += 1;
+        }
+    }
+    let runs_twice: Vec<&String> = run_launches
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
         .collect();
     // Quiet: the leader and the agents hold the same tasks.
     let l = c.settle().await;
@@ -643,6 +721,19 @@ async fn twenty_faults_under_load_lose_nothing_and_run_nothing_twice() {
         q(0.99),
         turnaround.last().copied().unwrap_or_default()
     );
+    eprintln!(
+        "strata run --id stream: {} runs ended after {} client tries, {} given up, {} launched twice",
+        run_report.done,
+        run_report.tries,
+        run_report.failed.len(),
+        runs_twice.len()
+    );
+    assert!(
+        runs_twice.is_empty(),
+        "strata run tasks launched twice: {runs_twice:?}"
+    );
+    assert!(run_report.failed.is_empty(), "{run_report:?}");
+    assert!(run_report.done > 0, "{run_report:?}");
     assert!(
         report.lost.is_empty(),
         "tasks lost after running: {:?}",

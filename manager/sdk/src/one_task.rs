@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use strata_proto::ids::FrameworkId;
+use strata_proto::ids::{FrameworkId, TaskId};
 use strata_proto::pb::TaskState;
 use strata_proto::resources::Resources;
 use tokio::time::Instant;
@@ -144,6 +144,11 @@ pub enum LaunchError {
 pub struct OneTask {
     handle: SchedulerHandle,
     events: EventStream,
+    /// Offers read while asking about the task, used first when launching.
+    held: Vec<Offer>,
+    /// Acknowledge every update of the task but its last, so the manager
+    /// keeps telling its end until the framework is torn down.
+    keep_end: bool,
 }
 
 impl OneTask {
@@ -154,7 +159,68 @@ impl OneTask {
         let (handle, events) = Scheduler::subscribe(config)
             .await
             .map_err(LaunchError::Subscribe)?;
-        Ok(OneTask { handle, events })
+        Ok(OneTask {
+            handle,
+            events,
+            held: Vec::new(),
+            keep_end: false,
+        })
+    }
+
+    /// [`OneTask::subscribe`] for a run that may be tried again under the
+    /// same framework id: the task's final update is left unacknowledged,
+    /// so until the framework is torn down the manager answers it to
+    /// [`OneTask::status_of`] (a run that ended is never launched again).
+    pub async fn subscribe_keeping_end(
+        mut config: SchedulerConfig,
+        ask: Ask,
+    ) -> Result<OneTask, LaunchError> {
+        config.auto_acknowledge = false;
+        let mut one = OneTask::subscribe(config, ask).await?;
+        one.keep_end = true;
+        Ok(one)
+    }
+
+    /// What the manager knows of the task `task_id` of this framework (an
+    /// explicit reconciliation), or `None` when it has not answered within
+    /// `wait`. Offers read meanwhile are kept for the launch.
+    pub async fn status_of(
+        &mut self,
+        task_id: &TaskId,
+        wait: Duration,
+    ) -> Result<Option<TaskStatus>, LaunchError> {
+        self.handle
+            .reconcile(vec![(task_id.clone(), None)])
+            .await
+            .map_err(LaunchError::Launch)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err(LaunchError::Closed),
+                Ok(Some(Event::Offers(offers))) => self.held.extend(offers),
+                Ok(Some(Event::Update(s))) if s.task_id == *task_id => return Ok(Some(s)),
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Follows the task `task_id`, launched earlier (by an earlier run of
+    /// this framework), as [`OneTask::follow`] does after its launch.
+    pub async fn attach(
+        &mut self,
+        task_id: &TaskId,
+        options: &OneTaskOptions,
+        notice: impl FnMut(Notice<'_>),
+    ) -> Result<Launched, LaunchError> {
+        self.handle.suppress().await.ok();
+        let result = self
+            .follow_inner(task_id.clone(), Resources::default(), None, options, notice)
+            .await;
+        if result.is_err() {
+            self.handle.teardown().await.ok();
+        }
+        result
     }
 
     /// The framework's id.
@@ -172,7 +238,10 @@ impl OneTask {
         options: &OneTaskOptions,
         notice: impl FnMut(Notice<'_>),
     ) -> Result<Launched, LaunchError> {
-        let result = self.follow_inner(task, options, notice).await;
+        let (task_id, resources) = (task.task_id.clone(), task.resources.clone());
+        let result = self
+            .follow_inner(task_id, resources, Some(task), options, notice)
+            .await;
         if result.is_err() {
             self.handle.teardown().await.ok();
         }
@@ -181,19 +250,20 @@ impl OneTask {
 
     async fn follow_inner(
         &mut self,
-        task: TaskInfo,
+        task_id: TaskId,
+        resources: Resources,
+        mut task: Option<TaskInfo>,
         options: &OneTaskOptions,
         mut notice: impl FnMut(Notice<'_>),
     ) -> Result<Launched, LaunchError> {
-        let task_id = task.task_id.clone();
-        let resources = task.resources.clone();
-        let mut task = Some(task);
         let mut agent_address: Option<String> = None;
         let deadline = Instant::now() + options.wait;
         loop {
             let launched = task.is_none();
             let timed = !launched || options.until == Until::Running;
-            let next = if timed {
+            let next = if !self.held.is_empty() {
+                Ok(Some(Event::Offers(std::mem::take(&mut self.held))))
+            } else if timed {
                 tokio::time::timeout_at(deadline, self.events.next()).await
             } else {
                 Ok(self.events.next().await)
@@ -231,6 +301,13 @@ impl OneTask {
                 }
                 Event::Update(s) if s.task_id == task_id => {
                     notice(Notice::Update(&s));
+                    if self.keep_end
+                        && !s.is_terminal()
+                        && s.uuid.is_some()
+                        && let Err(e) = self.handle.acknowledge(&s).await
+                    {
+                        notice(Notice::Warning(&e.to_string()));
+                    }
                     if options.until == Until::Running && s.state == TaskState::TaskRunning {
                         return Ok(Launched {
                             agent_address,

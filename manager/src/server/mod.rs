@@ -465,9 +465,12 @@ async fn run_core(
     loop {
         let mut ticked = false;
         tokio::select! {
+            // A stop goes first (a deposed leader acts no more), then the
+            // timer (never starved by a busy queue; it reads the queue too).
+            biased;
             _ = &mut stop => break,
-            n = rx.recv_many(&mut batch, 1024) => if n == 0 { break },
             _ = ticker.tick() => ticked = true,
+            n = rx.recv_many(&mut batch, 1024) => if n == 0 { break },
         }
         if ticked {
             // What queued while the last batch was being written (a slow
@@ -497,7 +500,15 @@ async fn run_core(
                 _ => None,
             }))
             .collect();
-        if let Err(e) = registry.apply(&ops).await {
+        // A write that cannot land (a store out of reach retries for
+        // seconds) must not hold a stop back: the batch is dropped, its
+        // messages unsent and its callers answered by the dropped replies.
+        let written = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            r = registry.apply(&ops) => r,
+        };
+        if let Err(e) = written {
             // Without durability we must not acknowledge: fail the callers.
             error!(error = %e, "registry write failed; refusing the inputs of this batch");
             if matches!(e, crate::registry::RegistryError::Fenced { .. }) {
