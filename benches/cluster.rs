@@ -19,6 +19,10 @@
 #[allow(dead_code)]
 mod hosts;
 
+#[path = "../tests/it/harness/disk.rs"]
+#[allow(dead_code)]
+mod disk;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -127,59 +131,38 @@ impl Drop for Proc {
     }
 }
 
-/// The agents' disk: a journaled ext4 file system on a loop device, as an
-/// agent host's disk is (this machine's own root file system may differ:
-/// without a journal, ext4 scans for an inode not recently freed on every
-/// file it creates), when this process may make one; else the directory
-/// as it is.
+/// The agents' disk: a journaled ext4 on a loop device, as an agent
+/// host's disk is (this machine's own root file system may differ: without
+/// a journal, ext4 scans for an inode not recently freed on every file it
+/// creates), when this process may make one; else the directory as it is.
 struct AgentDisk {
     dir: PathBuf,
-    device: Option<String>,
+    loop_disk: Option<disk::LoopDisk>,
 }
 
 impl AgentDisk {
     fn make(dir: &Path) -> AgentDisk {
         let mount = dir.join("agents");
-        std::fs::create_dir_all(&mount).unwrap();
-        let run = |args: &[&str]| -> Option<String> {
-            let out = Command::new(args[0]).args(&args[1..]).output().ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        };
-        let image = dir.join("agents.img");
-        let device = (|| {
-            std::fs::File::create(&image).ok()?.set_len(2 << 30).ok()?;
-            let device = run(&["losetup", "--find", "--show", image.to_str()?])?;
-            let made = run(&["mkfs.ext4", "-q", &device]).is_some()
-                && run(&["mount", &device, mount.to_str()?]).is_some();
-            if !made {
-                run(&["losetup", "-d", &device]);
-                return None;
+        match disk::LoopDisk::mount(&mount, 2 << 30) {
+            Some(d) => AgentDisk {
+                dir: mount,
+                loop_disk: Some(d),
+            },
+            None => {
+                std::fs::create_dir_all(&mount).unwrap();
+                AgentDisk {
+                    dir: mount,
+                    loop_disk: None,
+                }
             }
-            Some(device)
-        })();
-        AgentDisk { dir: mount, device }
+        }
     }
 
     fn describe(&self) -> &'static str {
-        if self.device.is_some() {
+        if self.loop_disk.is_some() {
             "work dirs on a journaled ext4 (loop device)"
         } else {
             "work dirs under the temporary directory"
-        }
-    }
-}
-
-impl Drop for AgentDisk {
-    fn drop(&mut self) {
-        if let Some(device) = &self.device {
-            Command::new("umount")
-                .arg("-l")
-                .arg(&self.dir)
-                .status()
-                .ok();
-            Command::new("losetup").args(["-d", device]).status().ok();
         }
     }
 }

@@ -9,8 +9,8 @@ use strata_proto::pb;
 use strata_sdk::TaskState;
 
 use crate::harness::{
-    Env, Fw, LONG, ManagerSpec, Raw, framework_config, pid_alive, proc_comm, raw_framework,
-    raw_task, resource, shell_task, wait_for, wait_until,
+    Env, Fw, LONG, LoopDisk, ManagerSpec, Raw, framework_config, pid_alive, proc_comm,
+    raw_framework, raw_task, resource, shell_task, wait_for, wait_until,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,86 +498,21 @@ async fn a_full_disk_on_the_manager_refuses_writes_clearly_and_recovers() {
     );
 }
 
-/// A slow disk: an ext4 file system on a loop device, mounted for a test,
-/// whose writes are throttled (`blkio.throttle.write_iops_device`, cgroup
-/// v1) for the processes put in its cgroup. Unmounted, detached and removed
-/// when dropped.
-struct SlowDisk {
-    dir: std::path::PathBuf,
-    device: String,
-    cgroup: std::path::PathBuf,
-}
-
-impl SlowDisk {
-    /// A 64 MiB slow disk at `dir` allowing `iops` writes a second, or
-    /// `None` (skip) where loop devices or the blkio controller are not
-    /// available and `STRATA_REQUIRE_NETNS` (root tests) is unset.
-    fn mount(dir: &std::path::Path, iops: u32) -> Option<SlowDisk> {
-        let run = |args: &[&str]| -> Option<String> {
-            let out = std::process::Command::new(args[0])
-                .args(&args[1..])
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        };
-        let blkio = std::path::Path::new("/sys/fs/cgroup/blkio");
-        std::fs::create_dir_all(dir).unwrap();
-        let image = dir.with_extension("img");
-        let made = (|| {
-            if !blkio.is_dir() {
-                return None;
-            }
-            std::fs::File::create(&image).ok()?.set_len(64 << 20).ok()?;
-            let device = run(&["losetup", "--find", "--show", image.to_str()?])?;
-            run(&["mkfs.ext4", "-q", &device])?;
-            run(&["mount", &device, dir.to_str()?])?;
-            let numbers = run(&["lsblk", "-dno", "MAJ:MIN", &device])?.replace(' ', "");
-            let cgroup = blkio.join(format!("strata-it-slow-{}", std::process::id()));
-            std::fs::create_dir_all(&cgroup).ok()?;
-            std::fs::write(
-                cgroup.join("blkio.throttle.write_iops_device"),
-                format!("{numbers} {iops}"),
-            )
-            .ok()?;
-            Some(SlowDisk {
-                dir: dir.to_owned(),
-                device,
-                cgroup,
-            })
-        })();
-        if made.is_none() {
-            assert!(
-                std::env::var_os("STRATA_REQUIRE_NETNS").is_none(),
-                "cannot make a slow disk (loop device, ext4, blkio cgroup), and STRATA_REQUIRE_NETNS (root tests) is set"
-            );
-            eprintln!(
-                "skipped: cannot make a slow disk (needs root, loop devices and cgroup v1 blkio)"
-            );
-        }
-        made
+/// A 64 MiB ext4 on a loop device at `dir` whose writes are throttled to
+/// `iops` a second for the processes put under it, or `None` (skip) where
+/// it cannot be made and `STRATA_REQUIRE_NETNS` (root tests) is unset.
+fn slow_disk(dir: &std::path::Path, iops: u32) -> Option<LoopDisk> {
+    let disk = LoopDisk::mount(dir, 64 << 20).and_then(|d| d.throttle(iops));
+    if disk.is_none() {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_NETNS").is_none(),
+            "cannot make a slow disk (loop device, ext4, blkio cgroup), and STRATA_REQUIRE_NETNS (root tests) is set"
+        );
+        eprintln!(
+            "skipped: cannot make a slow disk (needs root, loop devices and cgroup v1 blkio)"
+        );
     }
-
-    /// Puts process `pid` under the throttle.
-    fn slow_down(&self, pid: i32) {
-        std::fs::write(self.cgroup.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-}
-
-impl Drop for SlowDisk {
-    fn drop(&mut self) {
-        let quiet = |args: &[&str]| {
-            std::process::Command::new(args[0])
-                .args(&args[1..])
-                .status()
-                .ok();
-        };
-        quiet(&["umount", "-l", self.dir.to_str().unwrap_or_default()]);
-        quiet(&["losetup", "-d", &self.device]);
-        std::fs::remove_dir(&self.cgroup).ok();
-        std::fs::remove_file(self.dir.with_extension("img")).ok();
-    }
+    disk
 }
 
 /// A slow disk under the manager (its registry's writes throttled to 2 a
@@ -589,7 +524,7 @@ impl Drop for SlowDisk {
 async fn a_slow_disk_under_the_manager_slows_its_writes_and_loses_nothing() {
     const IOPS: u32 = 2;
     let env = Env::new("manager-disk-slow");
-    let Some(disk) = SlowDisk::mount(&env.path("manager"), IOPS) else {
+    let Some(disk) = slow_disk(&env.path("manager"), IOPS) else {
         return;
     };
     let spec = || ManagerSpec {
@@ -657,7 +592,7 @@ async fn a_slow_disk_under_the_manager_slows_its_writes_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_disk_under_an_agent_slows_its_tasks_and_loses_none() {
     let env = Env::new("agent-disk-slow");
-    let Some(disk) = SlowDisk::mount(&env.path("agent"), 2) else {
+    let Some(disk) = slow_disk(&env.path("agent"), 2) else {
         return;
     };
     let m = env

@@ -422,7 +422,10 @@ async fn run_stream(
         n += 1;
         let id = format!("r-{n}");
         let mut ended = false;
+        // A failed try is tried again at most every 300 ms.
+        let mut pace = tokio::time::interval(Duration::from_millis(300));
         for _ in 0..30 {
+            pace.tick().await;
             report.tries += 1;
             let out = tokio::process::Command::new(STRATA)
                 .args(["run", "--manager", &list, "--token", TOKEN, "--id", &id])
@@ -439,7 +442,6 @@ async fn run_stream(
                 ended = true;
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         if ended {
             report.done += 1;
@@ -519,7 +521,10 @@ async fn watch_service(
     let managers: Vec<String> = list.split(',').map(str::to_owned).collect();
     let (mut samples, mut lowest, mut low) = (0, u64::MAX, Vec::new());
     let t0 = Instant::now();
+    // A sample every 200 ms.
+    let mut every = tokio::time::interval(Duration::from_millis(200));
     while !*stop.borrow() {
+        every.tick().await;
         for m in &managers {
             let got = strata_sdk::http::request(
                 "GET",
@@ -542,7 +547,6 @@ async fn watch_service(
                 break;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     (samples, lowest, low)
 }
@@ -654,15 +658,12 @@ async fn twenty_faults_under_load_lose_nothing_and_run_nothing_twice() {
         .collect();
     // Quiet: the leader and the agents hold the same tasks.
     let l = c.settle().await;
-    let deadline = Instant::now() + LONG;
-    let quiet = loop {
-        let held: BTreeSet<String> = c.managers[l]
-            .state()
-            .await
-            .tasks
-            .into_iter()
+    let quiet = wait_explained("the leader and the agents to agree", LONG, async || {
+        let tasks = c.managers[l].state().await.tasks;
+        let held: BTreeSet<String> = tasks
+            .iter()
             .filter(|t| t.state == "TASK_RUNNING")
-            .map(|t| t.id)
+            .map(|t| t.id.clone())
             .collect();
         let mut on_agents = BTreeSet::new();
         for a in &c.agents {
@@ -673,22 +674,17 @@ async fn twenty_faults_under_load_lose_nothing_and_run_nothing_twice() {
             }
         }
         if held == on_agents {
-            break held;
+            return Ok(held);
         }
-        if Instant::now() >= deadline {
-            let all: Vec<String> = c.managers[l]
-                .state()
-                .await
-                .tasks
-                .into_iter()
-                .map(|t| format!("{} {} {} {}", t.id, t.state, t.reason, t.agent_id))
-                .collect();
-            panic!(
-                "the leader and the agents disagree once quiet: leader {held:?}, agents {on_agents:?}; the leader's tasks: {all:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        let all: Vec<String> = tasks
+            .iter()
+            .map(|t| format!("{} {} {} {}", t.id, t.state, t.reason, t.agent_id))
+            .collect();
+        Err(format!(
+            "leader {held:?}, agents {on_agents:?}; the leader's tasks: {all:?}"
+        ))
+    })
+    .await;
     let web_tasks = app(&c.managers[l], "/web").await["tasks"]
         .as_array()
         .map(Vec::len)

@@ -38,6 +38,7 @@ pub mod routes;
 pub mod runner;
 pub mod state;
 pub mod store;
+pub mod strategy;
 pub mod view;
 
 pub use app::{AppDefinition, AppId};

@@ -13,6 +13,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod cluster;
+mod disk;
 mod env;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -22,6 +23,7 @@ mod raw;
 mod sdk;
 
 pub use cluster::*;
+pub use disk::*;
 pub use env::*;
 #[cfg(feature = "etcd")]
 pub use etcd::*;
@@ -118,14 +120,33 @@ pub async fn wait_for<T>(
     timeout: Duration,
     mut f: impl AsyncFnMut() -> Option<T>,
 ) -> T {
+    wait_explained(what, timeout, async || f().await.ok_or_else(String::new)).await
+}
+
+/// Polls `f` until it returns `Ok`; panics after `timeout` naming `what`
+/// and saying what the last `Err` said.
+pub async fn wait_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
+    let mut poll = tokio::time::interval(POLL);
     loop {
-        if let Some(v) = f().await {
-            return v;
-        }
+        poll.tick().await;
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(why) => why,
+        };
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            panic!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {last}")
+                }
+            );
         }
-        tokio::time::sleep(POLL).await;
     }
 }
