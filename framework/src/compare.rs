@@ -13,6 +13,24 @@ enum Cell {
     Str(String),
 }
 
+fn is_numeric(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(_, _)
+            | DataType::Decimal256(_, _)
+    )
+}
+
+fn cell(numeric: bool, s: String) -> Cell {
+    match (numeric, s.parse::<f64>()) {
+        (true, Ok(v)) => Cell::Num(v),
+        _ => Cell::Str(s),
+    }
+}
+
 fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
     let mut out = Vec::new();
     for b in batches {
@@ -20,22 +38,40 @@ fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
             let mut row = Vec::new();
             for c in b.columns() {
                 let s = array_value_to_string(c, r).unwrap_or_default();
-                let numeric = matches!(
-                    c.data_type(),
-                    DataType::Float16
-                        | DataType::Float32
-                        | DataType::Float64
-                        | DataType::Decimal128(_, _)
-                        | DataType::Decimal256(_, _)
-                );
-                row.push(match (numeric, s.parse::<f64>()) {
-                    (true, Ok(v)) => Cell::Num(v),
-                    _ => Cell::Str(s),
-                });
+                row.push(cell(is_numeric(c.data_type()), s));
             }
             out.push(row);
         }
     }
+    sorted(out)
+}
+
+/// Whether rows a client read as text (a PostgreSQL client's, say) are
+/// those of `reference`: numbers where its columns are floats or decimals.
+pub fn same_rows_as_text(reference: &[RecordBatch], text: &[Vec<String>]) -> Result<(), Mismatch> {
+    let numeric: Vec<bool> = reference
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| is_numeric(f.data_type()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let theirs = text
+        .iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .map(|(i, s)| cell(numeric.get(i).copied().unwrap_or(false), s.clone()))
+                .collect()
+        })
+        .collect();
+    same(&rows(reference), &sorted(theirs))
+}
+
+fn sorted(mut out: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
     // Order-insensitive comparison (ties under ORDER BY may come out in
     // any order): sort by a rounded rendering.
     out.sort_by_key(|row| {

@@ -370,6 +370,15 @@ pub fn session_state(
     target_partitions: usize,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 ) -> datafusion::execution::SessionState {
+    session_state_with(session_config(target_partitions), runtime)
+}
+
+/// [`session_state`] with a configuration of the caller's (made from
+/// [`session_config`]: the SQL gateway names its catalog and schema).
+pub fn session_state_with(
+    config: datafusion::prelude::SessionConfig,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> datafusion::execution::SessionState {
     use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
     use strata_executor::functions::WithJobFunctions;
     let mut rules = PhysicalOptimizer::new().rules;
@@ -379,7 +388,7 @@ pub fn session_state(
         .map_or(rules.len(), |i| i + 1);
     rules.insert(at, Arc::new(PartitionTrackingJoins));
     datafusion::execution::session_state::SessionStateBuilder::new()
-        .with_config(session_config(target_partitions))
+        .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rules(rules)

@@ -21,11 +21,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 
 use crate::driver::{Driver, DriverError, JobHandle, JobOutput};
-use crate::planner::{JobPlan, cut, display_stages, session_state};
+use crate::planner::{JobPlan, cut, display_stages, session_config, session_state_with};
 
 /// Why a statement failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +58,19 @@ pub struct Session {
 impl Session {
     /// A session whose plans have `partitions` partitions per stage.
     pub fn new(driver: Arc<Driver>, partitions: usize) -> Result<Session> {
+        Session::with_config(driver, partitions, session_config(partitions))
+    }
+
+    /// A session with a configuration of the caller's, made from
+    /// [`session_config`] (the SQL gateway names its catalog and schema
+    /// and turns `information_schema` on).
+    pub fn with_config(
+        driver: Arc<Driver>,
+        partitions: usize,
+        config: SessionConfig,
+    ) -> Result<Session> {
         let runtime = strata_executor::storage::runtime_env_builder().build_arc()?;
-        let state = session_state(partitions, runtime);
+        let state = session_state_with(config, runtime);
         Ok(Session {
             ctx: SessionContext::new_with_state(state),
             driver,
@@ -109,6 +120,12 @@ impl Session {
     pub async fn prepare(&self, statement: Statement) -> Result<Prepared, SessionError> {
         let state = self.ctx.state();
         let plan = state.statement_to_plan(statement).await?;
+        self.run_plan(plan).await
+    }
+
+    /// Starts a logical plan of this session: DDL and settings done at
+    /// once, `EXPLAIN` and writes in this process, queries on the cluster.
+    pub async fn run_plan(&self, plan: LogicalPlan) -> Result<Prepared, SessionError> {
         match plan {
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) => {
                 self.ctx.execute_logical_plan(plan).await?.collect().await?;

@@ -37,7 +37,24 @@ pub async fn start_driver(
     token: Option<&str>,
     name: &str,
 ) -> anyhow::Result<Arc<Driver>> {
+    start_elastic_driver(opts, manager, token, name, opts.executors, opts.executors).await
+}
+
+/// [`start_driver`] with dynamic allocation: between `min` and `max`
+/// executors (idle ones above `min` released); waits for `min` of them.
+pub async fn start_elastic_driver(
+    opts: &ExecutorOpts,
+    manager: &str,
+    token: Option<&str>,
+    name: &str,
+    min: usize,
+    max: usize,
+) -> anyhow::Result<Arc<Driver>> {
     opts.validate()?;
+    anyhow::ensure!(
+        max >= 1 && min <= max,
+        "executors: at least 1 at most, and no more kept than at most (min {min}, max {max})"
+    );
     let ask = strata_proto::resources::Resources::new(opts.executor_cpus, opts.executor_mem);
     super::run::check_capacity(manager, token, &ask, opts.executor_wait).await?;
     // Executors run each agent's own `strata`, wherever it is installed.
@@ -45,11 +62,11 @@ pub async fn start_driver(
     source.token = token.map(str::to_owned);
     source.name = name.to_owned();
     source.env = forwarded_env();
-    let driver = Driver::start(opts.driver_config(source)).await?;
-    if let Err(e) = driver
-        .wait_for_executors(opts.executors, opts.executor_wait)
-        .await
-    {
+    let mut config = opts.driver_config(source);
+    config.executors.min = min;
+    config.executors.max = max;
+    let driver = Driver::start(config).await?;
+    if let Err(e) = driver.wait_for_executors(min, opts.executor_wait).await {
         driver.shutdown().await;
         return Err(e).context("starting executors");
     }

@@ -230,7 +230,8 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
     Ok(cfg)
 }
 
-async fn wait_for_signal() {
+/// Waits for Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -437,6 +438,13 @@ pub struct LocalArgs {
         MasterConfig::default().preemption_grace,
     ))]
     preemption_grace: Option<Duration>,
+    /// Also start a SQL gateway on the cluster (PostgreSQL wire protocol).
+    #[arg(long)]
+    gateway: bool,
+    #[command(flatten)]
+    serve: super::gateway::ServeOpts,
+    #[command(flatten)]
+    executors: super::batch::ExecutorOpts,
 }
 
 /// `strata local`.
@@ -447,6 +455,7 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
     let mut opts = LocalOptions::new(a.agents, work_dir.clone());
     opts.listen = a.listen;
     opts.token = a.token.clone();
+    let opts_token = a.token.clone();
     if let Some(r) = &a.resources {
         opts.machine = Some(Resources::parse(r)?);
     }
@@ -467,8 +476,34 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
     }
     println!("  state    {}", work_dir.display());
     println!("  discovery file {}", path.display());
+    let gateway = if a.gateway {
+        let started = a
+            .serve
+            .start(&a.executors, &address, opts_token.as_deref())
+            .await;
+        let (driver, handle) = match started {
+            Ok(g) => g,
+            Err(e) => {
+                discovery::remove_if_ours();
+                cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
+                return Err(e.context("starting the gateway"));
+            }
+        };
+        println!("  gateway  postgresql {}", handle.pg_addr());
+        println!(
+            "  connect  {}",
+            super::gateway::connect_hint(&handle, &a.serve.database)
+        );
+        Some((driver, handle))
+    } else {
+        None
+    };
     println!("Client commands (strata run, strata status) now find this cluster. Ctrl-C stops it.");
     wait_for_signal().await;
+    if let Some((driver, handle)) = gateway {
+        handle.shutdown().await;
+        driver.shutdown().await;
+    }
     eprintln!("stopping the local cluster and its tasks");
     discovery::remove_if_ours();
     cluster.shutdown_with_tasks(Duration::from_secs(10)).await;

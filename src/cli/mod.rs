@@ -9,6 +9,7 @@ mod daemons;
 mod demo;
 mod drain;
 mod executor;
+mod gateway;
 mod jobs;
 mod registry;
 mod run;
@@ -55,6 +56,8 @@ enum Command {
     Registry(registry::RegistryArgs),
     /// Run SQL on the cluster (the driver runs in this process).
     Sql(sql::SqlArgs),
+    /// Serve SQL to PostgreSQL clients (psql, psycopg, JDBC…); queries run on the cluster's executors.
+    Gateway(gateway::GatewayArgs),
     /// Benchmarks: TPC-H against single-process DataFusion, tiny-task throughput.
     Bench(bench::BenchArgs),
     /// Run a batch executor (started by an agent as a task of a driver).
@@ -160,6 +163,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Undrain(a) => drain::undrain(a).await,
         Command::Registry(a) => registry::run(a).await,
         Command::Sql(a) => sql::run(a).await,
+        Command::Gateway(a) => gateway::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Executor(a) => executor::run(a).await,
         Command::Submit(a) => submit::run(a).await,

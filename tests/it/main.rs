@@ -2,6 +2,9 @@
 //! ports (or on hosts of their own, network namespaces with their own
 //! addresses), each test with its own `STRATA_HOME`.
 //!
+//! * [`gateway`]: `strata gateway` on a real cluster with real PostgreSQL
+//!   clients: psql (its `\d` catalog queries, the 22 TPC-H queries against
+//!   DataFusion) and psycopg (types, bound parameters, SQLSTATEs, SCRAM);
 //! * `ha` (feature `etcd`): managers sharing a registry in a real etcd:
 //!   election, standbys redirecting to the leader, failover after `kill -9`
 //!   and a graceful resignation;
@@ -50,6 +53,7 @@ mod drain;
 mod failover;
 #[cfg(feature = "etcd")]
 mod faults;
+mod gateway;
 #[cfg(feature = "etcd")]
 mod ha;
 mod harness;

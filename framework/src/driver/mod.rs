@@ -264,9 +264,37 @@ impl JobHandle {
         self.core.send(Command::Cancel(self.id.clone())).ok();
     }
 
+    /// What cancels it, apart from the handle (a session keeps it while
+    /// it waits for the result).
+    pub fn canceller(&self) -> JobCanceller {
+        JobCanceller {
+            id: self.id.clone(),
+            core: self.core.clone(),
+        }
+    }
+
     /// Waits for its results.
     pub async fn result(self) -> Result<JobOutput, DriverError> {
         self.result.await.map_err(|_| DriverError::Stopped)?
+    }
+}
+
+/// Cancels a job from elsewhere than its [`JobHandle`].
+#[derive(Clone)]
+pub struct JobCanceller {
+    id: JobId,
+    core: mpsc::UnboundedSender<Command>,
+}
+
+impl JobCanceller {
+    /// Cancels the job (nothing if it has ended).
+    pub fn cancel(&self) {
+        self.core.send(Command::Cancel(self.id.clone())).ok();
+    }
+
+    /// The job.
+    pub fn id(&self) -> &JobId {
+        &self.id
     }
 }
 

@@ -143,8 +143,14 @@ pub enum ExecutorOptsError {
 impl ExecutorOpts {
     /// Partitions per stage.
     pub fn partitions(&self) -> usize {
+        self.partitions_for(self.executors)
+    }
+
+    /// Partitions per stage with `executors` executors (default: executors
+    /// × CPUs).
+    pub fn partitions_for(&self, executors: usize) -> usize {
         self.partitions
-            .unwrap_or_else(|| self.executors.max(1) * (self.executor_cpus.ceil() as usize).max(1))
+            .unwrap_or_else(|| executors.max(1) * (self.executor_cpus.ceil() as usize).max(1))
     }
 
     /// Checks the options.

@@ -6,7 +6,10 @@
 //!   totals, the ratio, and peak memory per process.
 //! * `strata bench tasks`: tiny tasks per second through driver →
 //!   executors.
+//! * `strata bench gateway`: the SQL gateway's `SELECT 1` round trip
+//!   beside a local PostgreSQL 15's (pgbench, p50 and p99).
 
+mod gateway;
 mod procfs;
 mod tasks;
 mod tpch;
@@ -26,6 +29,8 @@ enum Which {
     Tpch(tpch::TpchArgs),
     /// Tiny tasks per second through the driver and executors.
     Tasks(tasks::TasksArgs),
+    /// The SQL gateway's round trip beside a local PostgreSQL 15's.
+    Gateway(gateway::GatewayBenchArgs),
     /// (internal) One side of the TPC-H benchmark in its own process.
     #[command(hide = true)]
     TpchWorker(tpch::WorkerArgs),
@@ -36,6 +41,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.which {
         Which::Tpch(a) => tpch::run(a).await,
         Which::Tasks(a) => tasks::run(a).await,
+        Which::Gateway(a) => gateway::run(a).await,
         Which::TpchWorker(a) => tpch::worker(a).await,
     }
 }

@@ -1,0 +1,189 @@
+//! Strata's SQL gateway: one long-running endpoint that PostgreSQL clients
+//! (psql, psycopg, SQLAlchemy, pgJDBC…) connect to, whose queries run as
+//! jobs on the cluster.
+//!
+//! ```text
+//!  client ──PostgreSQL wire──▶ pg (pgwire: startup/auth, simple + extended protocol, cancel)
+//!                                │ one task and one GatewaySession per connection
+//!                                ▼
+//!                      session (settings, SHOW, transactions, pg_catalog, version())
+//!                        │ plans with DataFusion over the shared catalog
+//!                        ├── reads no files ─▶ answered in the gateway (SELECT 1, catalog queries)
+//!                        └── reads files ────▶ a job on the Driver's executors (the cluster)
+//! ```
+//!
+//! The gateway is a batch driver: [`Gateway::start`] takes the
+//! [`Driver`] whose executors run every session's queries (its dynamic
+//! allocation keeps between `min` and `max` executors, releasing idle
+//! ones). Modules depend one way: `pg` ──▶ `session` ──▶ `catalog`,
+//! `registry`, `error`.
+//!
+//! - [`catalog`]: the catalog sessions share (named after the database,
+//!   `strata`, with schema `public`) and each session's view of it.
+//! - [`session`]: one connection's session over the batch engine's
+//!   [`strata_framework::session::Session`].
+//! - [`registry`]: the sessions and running queries (listing, cancel).
+//! - [`empty`]: scans of empty in-memory tables planned as empty relations.
+//! - [`functions`]: `version()` and PostgreSQL's text arrays.
+//! - [`rewrite`]: PostgreSQL syntax DataFusion does not plan, translated.
+//! - [`pg`]: the wire protocol.
+//! - [`error`]: errors with their SQLSTATE.
+
+pub mod catalog;
+pub mod empty;
+pub mod error;
+pub mod functions;
+pub mod pg;
+pub mod registry;
+pub mod rewrite;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use datafusion::catalog::CatalogProvider;
+use pgwire::api::{ConnectionManager, RandomPidSecretKeyGenerator};
+use strata_framework::driver::Driver;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use pg::auth::TokenSecret;
+use registry::Registry;
+
+/// The gateway's settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Where the PostgreSQL protocol listens (default `127.0.0.1:5432`).
+    pub pg_listen: SocketAddr,
+    /// The database clients name, which is the catalog (`strata`).
+    pub database: String,
+    /// Partitions per stage of the queries' plans.
+    pub partitions: usize,
+    /// The cluster's token: clients give it as their password. Without
+    /// one the gateway listens on loopback only.
+    pub token: Option<String>,
+    /// Connections at once; past it a startup is refused (53300).
+    pub max_connections: usize,
+}
+
+impl GatewayConfig {
+    /// The defaults, with queries cut into `partitions` partitions.
+    pub fn new(partitions: usize) -> GatewayConfig {
+        GatewayConfig {
+            pg_listen: SocketAddr::from(([127, 0, 0, 1], 5432)),
+            database: "strata".to_owned(),
+            partitions: partitions.max(1),
+            token: None,
+            max_connections: 100,
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No token, and an address other than loopback.
+    #[error(
+        "the gateway listens on {0} without a token: give the cluster's token (--token or \
+         STRATA_TOKEN), or listen on loopback"
+    )]
+    NoToken(SocketAddr),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The catalog could not be made.
+    #[error("catalog: {0}")]
+    Catalog(#[from] datafusion::error::DataFusionError),
+}
+
+/// A gateway: its sessions share its catalog and its driver.
+pub struct Gateway {
+    config: GatewayConfig,
+    driver: Arc<Driver>,
+    catalog: Arc<dyn CatalogProvider>,
+    registry: Arc<Registry>,
+    connections: Arc<Semaphore>,
+    cancels: Arc<ConnectionManager>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
+    secret: Option<Arc<TokenSecret>>,
+}
+
+impl Gateway {
+    /// Binds the listeners and serves until [`GatewayHandle::shutdown`].
+    pub async fn start(
+        config: GatewayConfig,
+        driver: Arc<Driver>,
+    ) -> Result<GatewayHandle, StartError> {
+        if config.token.is_none() && !config.pg_listen.ip().is_loopback() {
+            return Err(StartError::NoToken(config.pg_listen));
+        }
+        let listener = TcpListener::bind(config.pg_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.pg_listen,
+                source,
+            })?;
+        let pg_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.pg_listen,
+            source,
+        })?;
+        let gateway = Arc::new(Gateway {
+            catalog: catalog::shared_catalog()?,
+            registry: Arc::new(Registry::default()),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            cancels: Arc::new(ConnectionManager::new()),
+            pids: Arc::new(RandomPidSecretKeyGenerator::default()),
+            secret: config
+                .token
+                .as_deref()
+                .map(|t| Arc::new(TokenSecret::new(t))),
+            driver,
+            config,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(pg::serve(listener, gateway.clone(), stopped));
+        tracing::info!(pg = %pg_addr, database = %gateway.config.database, "gateway serving");
+        Ok(GatewayHandle {
+            gateway,
+            pg_addr,
+            stop,
+            serving,
+        })
+    }
+
+    /// Its sessions and queries.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    gateway: Arc<Gateway>,
+    pg_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    /// Where the PostgreSQL protocol listens.
+    pub fn pg_addr(&self) -> SocketAddr {
+        self.pg_addr
+    }
+
+    /// The gateway.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Stops accepting connections (open ones end with the process).
+    pub async fn shutdown(self) {
+        self.stop.send(true).ok();
+        self.serving.await.ok();
+    }
+}

@@ -1,0 +1,204 @@
+//! PostgreSQL syntax DataFusion does not plan, rewritten into forms it
+//! does, before planning: general translations of the syntax, never
+//! answers keyed on a query's text.
+//!
+//! * `ARRAY(SELECT e FROM … ORDER BY k)` (psql's `\d` uses it) is the
+//!   scalar subquery `(SELECT array_agg(e ORDER BY k) FROM …)`.
+//! * Expressions a select list repeats unnamed (`SELECT a, NULL, NULL`:
+//!   PostgreSQL allows it, DataFusion wants unique names) are named
+//!   `expr_2`, `expr_3`, … after the first.
+//! * `x = ANY(a)` and `x op ALL(a)` read `a` through `pg_text_array`
+//!   ([`crate::functions`]): an array, or one in PostgreSQL's text form as
+//!   `pg_catalog` holds them.
+
+use std::convert::Infallible;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArguments, Ident, OrderByKind, Query, SelectItem, SetExpr, Statement, Value,
+    VisitMut, VisitorMut, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Rewrites what this module translates, in place.
+pub fn rewrite(statement: &mut Statement) {
+    let ControlFlow::Continue(()) = statement.visit(&mut DistinctNames);
+    let ControlFlow::Continue(()) = visit_expressions_mut(statement, |expr| {
+        if let Some(rewritten) = array_of_subquery(expr) {
+            *expr = rewritten;
+        }
+        if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = expr
+            && !matches!(right.as_ref(), Expr::Subquery(_) | Expr::Array(_))
+            && !is_text_array_call(right)
+            && let Some(wrapped) = parse_expr(&format!("pg_text_array({right})"))
+        {
+            **right = wrapped;
+        }
+        ControlFlow::<Infallible>::Continue(())
+    });
+}
+
+/// `ARRAY(subquery)` as a scalar subquery aggregating its one column.
+fn array_of_subquery(expr: &Expr) -> Option<Expr> {
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    if f.name.0.len() != 1 || !f.name.to_string().eq_ignore_ascii_case("array") {
+        return None;
+    }
+    let FunctionArguments::Subquery(query) = &f.args else {
+        return None;
+    };
+    let mut query: Query = query.as_ref().clone();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    let [item] = select.projection.as_mut_slice() else {
+        return None;
+    };
+    let (element, alias) = match item {
+        SelectItem::UnnamedExpr(e) => (e.clone(), None),
+        SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.clone())),
+        _ => return None,
+    };
+    let order = match query.order_by.take() {
+        None => String::new(),
+        Some(o) => match o.kind {
+            OrderByKind::Expressions(exprs) => {
+                let keys: Vec<String> = exprs
+                    .into_iter()
+                    .map(|mut k| {
+                        // `ORDER BY 1` names the (one) projected column.
+                        if matches!(&k.expr, Expr::Value(v) if matches!(v.value, Value::Number(ref n, _) if n == "1"))
+                        {
+                            k.expr = element.clone();
+                        }
+                        k.to_string()
+                    })
+                    .collect();
+                format!(" ORDER BY {}", keys.join(", "))
+            }
+            OrderByKind::All(_) => return None,
+        },
+    };
+    let aggregate = parse_expr(&format!("array_agg({element}{order})"))?;
+    *item = match alias {
+        Some(alias) => SelectItem::ExprWithAlias {
+            expr: aggregate,
+            alias,
+        },
+        None => SelectItem::UnnamedExpr(aggregate),
+    };
+    Some(Expr::Subquery(Box::new(query)))
+}
+
+/// Names repeated unnamed select-list expressions apart.
+struct DistinctNames;
+
+impl VisitorMut for DistinctNames {
+    type Break = Infallible;
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<Infallible> {
+        name_apart(query.body.as_mut());
+        ControlFlow::Continue(())
+    }
+}
+
+fn name_apart(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            let mut seen: Vec<String> = Vec::new();
+            for item in &mut select.projection {
+                let SelectItem::UnnamedExpr(e) = item else {
+                    continue;
+                };
+                if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                    continue;
+                }
+                let name = e.to_string();
+                let n = seen.iter().filter(|s| **s == name).count();
+                seen.push(name.clone());
+                if n > 0 {
+                    let alias = Ident::new(format!("{}_{}", alias_stem(&name), n + 1));
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias,
+                    };
+                }
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            name_apart(left);
+            name_apart(right);
+        }
+        _ => {}
+    }
+}
+
+/// A readable stem of an expression's text for its alias.
+fn alias_stem(text: &str) -> String {
+    let stem: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    stem.trim_matches('_').to_owned()
+}
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+fn is_text_array_call(e: &Expr) -> bool {
+    matches!(e, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("pg_text_array"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite(&mut s);
+        s.to_string()
+    }
+
+    #[test]
+    fn array_of_a_subquery_is_an_aggregating_subquery() {
+        assert_eq!(
+            rewritten("SELECT array(select rolname from pg_roles where oid = 1 order by 1) FROM t"),
+            "SELECT (SELECT array_agg(rolname ORDER BY rolname) FROM pg_roles WHERE oid = 1) FROM t"
+        );
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT a AS x FROM u)"),
+            "SELECT (SELECT array_agg(a) AS x FROM u)"
+        );
+        assert_eq!(
+            rewritten("SELECT 1 WHERE oid = any (pol.polroles) AND 2 <> ALL(ARRAY[1])"),
+            "SELECT 1 WHERE oid = ANY(pg_text_array(pol.polroles)) AND 2 <> ALL(ARRAY[1])"
+        );
+        assert_eq!(
+            rewritten("SELECT a, NULL, NULL, b, b UNION SELECT x, NULL, NULL, y, z"),
+            "SELECT a, NULL, NULL AS null_2, b, b UNION SELECT x, NULL, NULL AS null_2, y, z"
+        );
+        // Other uses of ARRAY are left alone.
+        assert_eq!(rewritten("SELECT ARRAY[1, 2]"), "SELECT ARRAY[1, 2]");
+        assert_eq!(
+            rewritten("SELECT array(select a, b from u)"),
+            "SELECT array(SELECT a, b FROM u)"
+        );
+    }
+}

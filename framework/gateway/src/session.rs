@@ -1,0 +1,684 @@
+//! One client connection's SQL session.
+//!
+//! A [`GatewaySession`] wraps the batch engine's [`Session`] (its own
+//! DataFusion context over the gateway's shared catalog, planning with
+//! PostgreSQL's dialect) and adds what a PostgreSQL client expects of a
+//! session: its settings (`SET`, `SHOW`), transaction statements, the
+//! `pg_catalog` schema and `version()`.
+//!
+//! A statement runs in one of two places (see [`GatewaySession::execute`]):
+//! a query that reads files (tables in the warehouse, external tables) is a
+//! job on the cluster's executors; one that reads none (`SELECT 1`, the
+//! catalog queries clients send at connect time, `pg_catalog`,
+//! `information_schema`) is answered in the gateway, in a fraction of a
+//! millisecond.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{
+    DdlStatement, LogicalPlan, Statement as PlanStatement, TransactionConclusion, WriteOp,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, visit_relations};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
+use strata_framework::driver::JobCanceller;
+use strata_framework::planner::session_config;
+use strata_framework::session::{Prepared, Session, SessionError};
+
+use crate::Gateway;
+use crate::catalog::{DEFAULT_SCHEMA, SessionCatalog};
+use crate::error::GatewayError;
+use crate::registry::{QueryGuard, SessionGuard};
+
+/// The PostgreSQL version the gateway speaks as (`server_version`,
+/// `version()`); clients pick their catalog queries by it. 14: the catalog
+/// has no publication column lists nor row filters (15's `\d` asks for
+/// them with a correlated `generate_series`), and 14's queries are what
+/// every newer psql sends a 14 server.
+pub const PG_VERSION: &str = "14.0";
+
+/// What `SELECT version()` answers: clients parse `PostgreSQL X.Y`.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL {PG_VERSION} (Strata {} on DataFusion {}), {}-{}",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION,
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}
+
+/// A statement planned, ready to run (once, or many times with parameters).
+#[derive(Clone, Debug)]
+pub enum Planned {
+    /// A plan of DataFusion's (a query, DDL, a write, `EXPLAIN`…).
+    Plan(Box<LogicalPlan>),
+    /// `SHOW name` of a PostgreSQL setting (lowercased).
+    Show(String),
+    /// A statement the session answers itself.
+    Command(Command),
+}
+
+/// Statements a session answers without DataFusion.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// `SET name = value` of a PostgreSQL setting.
+    Set(String, String),
+    /// `BEGIN` / `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` or `ROLLBACK` (each statement commits on its own).
+    End(&'static str),
+    /// Accepted and without effect here, with its command tag
+    /// (`SET TRANSACTION ISOLATION LEVEL …`, `DISCARD ALL`).
+    Accepted(&'static str),
+}
+
+impl Planned {
+    /// The result columns, when it returns rows.
+    pub fn result_schema(&self) -> Option<SchemaRef> {
+        match self {
+            Planned::Plan(p) if returns_rows(p) => Some(Arc::new(p.schema().as_arrow().clone())),
+            Planned::Plan(_) | Planned::Command(_) => None,
+            Planned::Show(name) => Some(show_schema(name)),
+        }
+    }
+
+    /// Its parameters' types (`$1`, `$2`, …; `None` where the plan does not
+    /// tell).
+    pub fn parameter_types(&self) -> Result<Vec<Option<DataType>>, GatewayError> {
+        let Planned::Plan(p) = self else {
+            return Ok(Vec::new());
+        };
+        let types = p.get_parameter_types()?;
+        let count = types
+            .keys()
+            .filter_map(|k| k.strip_prefix('$')?.parse::<usize>().ok())
+            .max()
+            .unwrap_or(0);
+        Ok((1..=count)
+            .map(|i| types.get(&format!("${i}")).cloned().flatten())
+            .collect())
+    }
+}
+
+/// What a statement did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Rows, with the command tag to end them with (`SELECT`, `SHOW`).
+    Rows {
+        /// Their columns.
+        schema: SchemaRef,
+        /// The rows.
+        batches: Vec<RecordBatch>,
+        /// The tag.
+        tag: &'static str,
+    },
+    /// Done: a command tag and, for writes, the rows written.
+    Done(&'static str, Option<usize>),
+    /// A transaction block began.
+    Begin,
+    /// It ended (`COMMIT` or `ROLLBACK`).
+    End(&'static str),
+}
+
+/// One connection's session.
+pub struct GatewaySession {
+    gateway: Arc<Gateway>,
+    inner: Session,
+    rules: Vec<Arc<dyn SqlStatementRewriteRule>>,
+    settings: Mutex<BTreeMap<String, String>>,
+    registration: SessionGuard,
+}
+
+impl GatewaySession {
+    /// A session for `user` (connected from `client`) over the gateway's
+    /// catalog and driver.
+    pub fn open(
+        gateway: &Arc<Gateway>,
+        user: &str,
+        application: &str,
+        client: &str,
+    ) -> Result<GatewaySession, GatewayError> {
+        let database = gateway.config.database.as_str();
+        let mut config = session_config(gateway.config.partitions)
+            .with_default_catalog_and_schema(database, DEFAULT_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        config
+            .options_mut()
+            .set("datafusion.sql_parser.dialect", "PostgreSQL")?;
+        let inner =
+            Session::with_config(gateway.driver.clone(), gateway.config.partitions, config)?;
+        let ctx = inner.context();
+        ctx.register_catalog(
+            database,
+            Arc::new(SessionCatalog::new(gateway.catalog.clone())),
+        );
+        setup_pg_catalog(ctx, database, EmptyContextProvider).map_err(|e| *e)?;
+        for f in crate::functions::all() {
+            ctx.register_udf(f);
+        }
+        ctx.add_analyzer_rule(Arc::new(crate::empty::EmptyMemoryScans));
+        let registration = gateway.registry.open_session(user, application, client);
+        Ok(GatewaySession {
+            gateway: gateway.clone(),
+            inner,
+            rules: compatibility_rules(),
+            settings: Mutex::new(default_settings(user, application)),
+            registration,
+        })
+    }
+
+    /// Its id in the gateway's listing.
+    pub fn id(&self) -> u64 {
+        self.registration.id()
+    }
+
+    /// Splits SQL into statements (DataFusion's parser, PostgreSQL's
+    /// dialect), rewriting the PostgreSQL forms clients use in catalog
+    /// queries (`::regclass`, `OPERATOR(pg_catalog.~)`, `COLLATE`, …) into
+    /// ones DataFusion plans.
+    pub fn parse(&self, sql: &str) -> Result<Vec<DfStatement>, GatewayError> {
+        let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+        Ok(statements
+            .into_iter()
+            .map(|s| match s {
+                DfStatement::Statement(mut s) => {
+                    crate::rewrite::rewrite(&mut s);
+                    let s = self.rules.iter().fold(*s, |s, rule| rule.rewrite(s));
+                    // In the catalog (no column defaults, no collations
+                    // but the default), the correlated subqueries clients'
+                    // catalog queries put in their select lists are NULL.
+                    let s = if reads_only_the_catalog(&s) {
+                        rules::RemoveSubqueryFromProjection.rewrite(s)
+                    } else {
+                        s
+                    };
+                    DfStatement::Statement(Box::new(s))
+                }
+                other => other,
+            })
+            .collect())
+    }
+
+    /// Plans one statement (nothing runs yet).
+    pub async fn plan(&self, statement: &DfStatement) -> Result<Planned, GatewayError> {
+        let sql = match statement {
+            DfStatement::Statement(s) => Some(s.as_ref()),
+            _ => None,
+        };
+        if let Some(SqlStatement::ShowVariable { variable }) = sql {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !is_engine_setting(&name) {
+                return Ok(Planned::Show(setting_name(&name)));
+            }
+        }
+        match sql {
+            Some(SqlStatement::StartTransaction { .. }) => {
+                return Ok(Planned::Command(Command::Begin));
+            }
+            Some(SqlStatement::Commit { .. }) => {
+                return Ok(Planned::Command(Command::End("COMMIT")));
+            }
+            Some(SqlStatement::Rollback { .. }) => {
+                return Ok(Planned::Command(Command::End("ROLLBACK")));
+            }
+            _ => {}
+        }
+        let text = statement.to_string().to_uppercase();
+        if text.starts_with("SET TRANSACTION") || text.starts_with("SET SESSION CHARACTERISTICS") {
+            return Ok(Planned::Command(Command::Accepted("SET")));
+        }
+        if text.starts_with("DISCARD") {
+            return Ok(Planned::Command(Command::Accepted("DISCARD ALL")));
+        }
+        let state = self.inner.context().state();
+        let plan = match state.statement_to_plan(statement.clone()).await {
+            Ok(plan) => plan,
+            // Forms of SET DataFusion does not plan (`SET TIME ZONE`,
+            // `SET NAMES`) are settings of the client's only.
+            Err(_) if matches!(sql, Some(SqlStatement::Set(_))) => {
+                return Ok(Planned::Command(Command::Accepted("SET")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(match plan {
+            LogicalPlan::Statement(PlanStatement::SetVariable(s))
+                if !is_engine_setting(&s.variable) =>
+            {
+                Planned::Command(Command::Set(setting_name(&s.variable), s.value))
+            }
+            LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => {
+                Planned::Command(Command::Begin)
+            }
+            LogicalPlan::Statement(PlanStatement::TransactionEnd(end)) => {
+                Planned::Command(Command::End(match end.conclusion {
+                    TransactionConclusion::Commit => "COMMIT",
+                    TransactionConclusion::Rollback => "ROLLBACK",
+                }))
+            }
+            plan => Planned::Plan(Box::new(plan)),
+        })
+    }
+
+    /// Runs a planned statement with its parameters' values, under the
+    /// session's `statement_timeout`; `sql` is what the query listing shows.
+    pub async fn execute(
+        &self,
+        planned: &Planned,
+        params: Option<ParamValues>,
+        sql: &str,
+    ) -> Result<Outcome, GatewayError> {
+        match planned {
+            Planned::Show(name) => self.show(name),
+            Planned::Command(c) => self.command(c),
+            Planned::Plan(plan) => {
+                let plan = match params {
+                    Some(p) => plan.as_ref().clone().with_param_values(p)?,
+                    None => plan.as_ref().clone(),
+                };
+                let timeout = self.statement_timeout();
+                let query = self.gateway.registry.start_query(self.id(), sql);
+                let run = self.run(plan, &query);
+                match timeout {
+                    Some(t) => tokio::time::timeout(t, run)
+                        .await
+                        .map_err(|_| GatewayError::Timeout)?,
+                    None => run.await,
+                }
+            }
+        }
+    }
+
+    async fn run(&self, plan: LogicalPlan, query: &QueryGuard) -> Result<Outcome, GatewayError> {
+        let ctx = self.inner.context();
+        match plan {
+            LogicalPlan::Ddl(ref d) => {
+                let tag = ddl_tag(d);
+                self.inner.run_plan(plan).await?;
+                Ok(Outcome::Done(tag, None))
+            }
+            LogicalPlan::Dml(ref d) => {
+                let tag = match d.op {
+                    WriteOp::Insert(_) => "INSERT",
+                    WriteOp::Delete => "DELETE",
+                    WriteOp::Update => "UPDATE",
+                    WriteOp::Ctas => "SELECT",
+                    WriteOp::Truncate => "TRUNCATE TABLE",
+                    _ => "UPDATE",
+                };
+                let rows = match self.inner.run_plan(plan).await? {
+                    Prepared::Rows(_, batches) => count_of(&batches),
+                    _ => None,
+                };
+                Ok(Outcome::Done(tag, rows))
+            }
+            LogicalPlan::Copy(_) => {
+                let rows = match self.inner.run_plan(plan).await? {
+                    Prepared::Rows(_, batches) => count_of(&batches),
+                    _ => None,
+                };
+                Ok(Outcome::Done("COPY", rows))
+            }
+            LogicalPlan::Statement(_) => {
+                self.inner.run_plan(plan).await?;
+                Ok(Outcome::Done("SET", None))
+            }
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_) => {
+                match self.inner.run_plan(plan).await? {
+                    Prepared::Rows(schema, batches) => Ok(Outcome::Rows {
+                        schema,
+                        batches,
+                        tag: "EXPLAIN",
+                    }),
+                    _ => Ok(Outcome::Done("EXPLAIN", None)),
+                }
+            }
+            plan => {
+                let df = ctx.execute_logical_plan(plan).await?;
+                let physical = df.create_physical_plan().await?;
+                let schema = physical.schema();
+                let batches = if reads_files(&physical) {
+                    let job = self
+                        .inner
+                        .submit_plan(physical)
+                        .map_err(GatewayError::Session)?;
+                    let cancel = CancelOnDrop(Some(job.canceller()));
+                    query.running_as(job.id().to_string(), job.canceller());
+                    let out = job.result().await.map_err(SessionError::Job)?;
+                    cancel.disarm();
+                    tracing::info!(
+                        session = self.id(),
+                        job = %out.job,
+                        tasks = out.stages.iter().map(|s| s.launched).sum::<u32>(),
+                        ms = out.elapsed.as_millis() as u64,
+                        "query ran on the cluster"
+                    );
+                    out.batches
+                } else {
+                    datafusion::physical_plan::collect(physical, ctx.task_ctx()).await?
+                };
+                Ok(Outcome::Rows {
+                    schema,
+                    batches,
+                    tag: "SELECT",
+                })
+            }
+        }
+    }
+
+    fn show(&self, name: &str) -> Result<Outcome, GatewayError> {
+        let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        let (names, values): (Vec<&str>, Vec<&str>) = if name == "all" {
+            settings
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .unzip()
+        } else {
+            let value = settings
+                .get(name)
+                .ok_or_else(|| GatewayError::UnknownSetting(name.to_owned()))?;
+            (vec![name], vec![value.as_str()])
+        };
+        let schema = show_schema(name);
+        let columns: Vec<Arc<dyn datafusion::arrow::array::Array>> = if name == "all" {
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(values)),
+            ]
+        } else {
+            vec![Arc::new(StringArray::from(values))]
+        };
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| GatewayError::from(DataFusionError::from(e)))?;
+        Ok(Outcome::Rows {
+            schema,
+            batches: vec![batch],
+            tag: "SHOW",
+        })
+    }
+
+    fn command(&self, c: &Command) -> Result<Outcome, GatewayError> {
+        Ok(match c {
+            Command::Set(name, value) => {
+                if name == "statement_timeout" {
+                    parse_timeout(value)?;
+                }
+                self.settings
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.clone(), value.clone());
+                Outcome::Done("SET", None)
+            }
+            Command::Begin => Outcome::Begin,
+            Command::End(tag) => Outcome::End(tag),
+            Command::Accepted(tag) => Outcome::Done(tag, None),
+        })
+    }
+
+    fn statement_timeout(&self) -> Option<Duration> {
+        let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        let value = settings.get("statement_timeout")?;
+        parse_timeout(value).ok().flatten()
+    }
+}
+
+/// `datafusion-pg-catalog`'s syntax rewrites that translate (qualifying
+/// `pg_catalog` names, `OPERATOR(pg_catalog.~)`, `COLLATE`, `::regclass`,
+/// `= ANY(array)`…) — not the one that turns a correlated subquery of a
+/// select list into NULL (applied to catalog queries only: over data it
+/// would be a wrong answer where an error is due), nor the parser's table
+/// of whole queries answered by substitution.
+fn compatibility_rules() -> Vec<Arc<dyn SqlStatementRewriteRule>> {
+    vec![
+        Arc::new(rules::AliasDuplicatedProjectionRewrite),
+        Arc::new(rules::ResolveUnqualifiedIdentifier),
+        Arc::new(rules::RewriteArrayAnyAllOperation),
+        Arc::new(rules::PrependUnqualifiedPgTableName),
+        Arc::new(rules::StripCallableQualifier),
+        Arc::new(rules::FixArrayLiteral),
+        Arc::new(rules::CurrentUserVariableToSessionUserFunctionCall),
+        Arc::new(rules::StripCollate),
+        Arc::new(rules::RewritePgCatalogOperator),
+        Arc::new(rules::RewriteRegCastToSubquery::new()),
+        Arc::new(rules::FixVersionColumnName),
+    ]
+}
+
+/// Whether every relation a statement names is a catalog table
+/// (`pg_catalog.…`, `information_schema.…`, or an unqualified `pg_…`).
+fn reads_only_the_catalog(statement: &SqlStatement) -> bool {
+    let mut only = true;
+    let mut any = false;
+    let ControlFlow::Continue(()) = visit_relations(statement, |name| {
+        any = true;
+        let parts: Vec<String> = name.0.iter().map(|p| p.to_string().to_lowercase()).collect();
+        let catalog = match parts.as_slice() {
+            [table] => table.starts_with("pg_"),
+            [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",
+            [] => false,
+        };
+        only &= catalog;
+        ControlFlow::<Infallible>::Continue(())
+    });
+    any && only
+}
+
+/// Cancels a job when the wait for it is dropped (a cancel request, a
+/// closed connection, a statement timeout), unless disarmed.
+struct CancelOnDrop(Option<JobCanceller>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            tracing::info!(job = %c.id(), "query cancelled");
+            c.cancel();
+        }
+    }
+}
+
+/// Whether a plan reads files: then it runs on the cluster.
+fn reads_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let scans_files = plan
+        .downcast_ref::<DataSourceExec>()
+        .is_some_and(|d| d.data_source().is::<FileScanConfig>());
+    scans_files || plan.children().into_iter().any(reads_files)
+}
+
+fn returns_rows(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+    )
+}
+
+fn ddl_tag(d: &DdlStatement) -> &'static str {
+    match d {
+        DdlStatement::CreateExternalTable(_) | DdlStatement::CreateMemoryTable(_) => "CREATE TABLE",
+        DdlStatement::CreateView(_) => "CREATE VIEW",
+        DdlStatement::CreateCatalogSchema(_) => "CREATE SCHEMA",
+        DdlStatement::CreateCatalog(_) => "CREATE DATABASE",
+        DdlStatement::CreateIndex(_) => "CREATE INDEX",
+        DdlStatement::DropTable(_) => "DROP TABLE",
+        DdlStatement::DropView(_) => "DROP VIEW",
+        DdlStatement::DropCatalogSchema(_) => "DROP SCHEMA",
+        DdlStatement::CreateFunction(_) => "CREATE FUNCTION",
+        DdlStatement::DropFunction(_) => "DROP FUNCTION",
+    }
+}
+
+/// The row count DataFusion's writes return (one `count` column).
+fn count_of(batches: &[RecordBatch]) -> Option<usize> {
+    let mut total = 0u64;
+    for b in batches {
+        let col = b.column_by_name("count")?;
+        let counts = col
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::UInt64Array>()?;
+        total += counts.iter().flatten().sum::<u64>();
+    }
+    usize::try_from(total).ok()
+}
+
+/// Settings DataFusion (or Strata's engine) owns: `SET`/`SHOW` pass them
+/// through.
+fn is_engine_setting(name: &str) -> bool {
+    let name = name.to_lowercase();
+    name.starts_with("datafusion.") || name.starts_with("strata.")
+}
+
+/// PostgreSQL's name for a setting (`transaction isolation level` is
+/// `transaction_isolation`; names are case-insensitive).
+fn setting_name(name: &str) -> String {
+    let name = name.trim().to_lowercase();
+    match name.as_str() {
+        "transaction isolation level" => "transaction_isolation".to_owned(),
+        "time zone" => "timezone".to_owned(),
+        _ => name,
+    }
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    if name == "all" {
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ]))
+    } else {
+        Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
+    }
+}
+
+/// The settings a session starts with: what PostgreSQL clients read.
+fn default_settings(user: &str, application: &str) -> BTreeMap<String, String> {
+    [
+        ("application_name", application),
+        ("client_encoding", "UTF8"),
+        ("datestyle", "ISO, MDY"),
+        ("default_transaction_isolation", "read committed"),
+        ("default_transaction_read_only", "off"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("is_superuser", "on"),
+        ("lc_collate", "C"),
+        ("lc_ctype", "C"),
+        ("max_identifier_length", "63"),
+        ("search_path", "\"$user\", public"),
+        ("server_encoding", "UTF8"),
+        ("server_version", PG_VERSION),
+        ("server_version_num", "140000"),
+        ("session_authorization", user),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("timezone", "UTC"),
+        ("transaction_isolation", "read committed"),
+        ("transaction_read_only", "off"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// `statement_timeout`'s value: milliseconds, or with a unit (`5s`,
+/// `2min`); 0 is none.
+fn parse_timeout(value: &str) -> Result<Option<Duration>, GatewayError> {
+    let v = value.trim().trim_matches('\'').to_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number.parse().map_err(|_| {
+        GatewayError::InvalidValue(format!("invalid value for statement_timeout: {value}"))
+    })?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n * 1000,
+        "min" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => {
+            return Err(GatewayError::InvalidValue(format!(
+                "invalid value for statement_timeout: {value} (units: ms, s, min, h)"
+            )));
+        }
+    };
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_timeouts_read_as_postgresql_reads_them() {
+        assert_eq!(parse_timeout("0").unwrap(), None);
+        assert_eq!(
+            parse_timeout("250").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_timeout("'5s'").unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_timeout("2min").unwrap(),
+            Some(Duration::from_secs(120))
+        );
+        assert!(parse_timeout("soon").is_err());
+        assert!(parse_timeout("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn catalog_queries_are_told_from_queries_over_data() {
+        let parse = |sql: &str| {
+            datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0)
+        };
+        assert!(reads_only_the_catalog(&parse(
+            "SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_type t ON true"
+        )));
+        assert!(reads_only_the_catalog(&parse(
+            "SELECT * FROM information_schema.tables"
+        )));
+        assert!(!reads_only_the_catalog(&parse(
+            "SELECT (SELECT 1 FROM pg_class c WHERE c.oid = t.x) FROM t"
+        )));
+        assert!(!reads_only_the_catalog(&parse("SELECT 1")));
+    }
+
+    #[test]
+    fn setting_names_are_postgresqls() {
+        assert_eq!(
+            setting_name("Transaction Isolation Level"),
+            "transaction_isolation"
+        );
+        assert_eq!(setting_name("TimeZone"), "timezone");
+        assert!(is_engine_setting("datafusion.execution.batch_size"));
+        assert!(!is_engine_setting("search_path"));
+        assert!(version_string().starts_with("PostgreSQL 14.0 (Strata"));
+    }
+}

@@ -1,0 +1,272 @@
+//! `strata bench gateway`: the SQL gateway's round trip, beside a local
+//! PostgreSQL 15 measured the same way in the same run.
+//!
+//! A local cluster and a gateway run in this process; a PostgreSQL server
+//! (Debian's `postgresql-15`, `initdb` in a temporary directory) beside
+//! it. `pgbench` runs `SELECT 1` against each, one client, in the simple
+//! and in the extended protocol, logging every transaction's latency; the
+//! figures are their p50 and p99.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use strata_gateway::{Gateway, GatewayConfig};
+use strata_proto::resources::Resources;
+
+use crate::cli::batch::{ExecutorOpts, start_elastic_driver};
+use crate::local::{LocalCluster, LocalOptions};
+
+/// Arguments of `strata bench gateway`.
+#[derive(clap::Args, Debug)]
+pub struct GatewayBenchArgs {
+    /// `SELECT 1` round trips per measurement.
+    #[arg(long, default_value_t = 5000)]
+    transactions: usize,
+    /// Where PostgreSQL's programs are (initdb, postgres, pgbench).
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    pg_bin: PathBuf,
+    #[command(flatten)]
+    executors: ExecutorOpts,
+}
+
+/// One measurement's latencies, in microseconds, sorted.
+struct Latencies(Vec<u64>);
+
+impl Latencies {
+    fn quantile(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.0.len() - 1) as f64 * q).round() as usize;
+        self.0[i.min(self.0.len() - 1)] as f64 / 1000.0
+    }
+}
+
+/// `strata bench gateway`.
+pub async fn run(a: GatewayBenchArgs) -> anyhow::Result<ExitCode> {
+    for tool in ["initdb", "postgres", "pgbench"] {
+        if !a.pg_bin.join(tool).exists() {
+            bail!(
+                "{} not found: install Debian's postgresql-15 (or give --pg-bin)",
+                a.pg_bin.join(tool).display()
+            );
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("strata-bench-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = bench(&a, &dir).await;
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    // The gateway: one agent, one executor (`SELECT 1` runs in the gateway).
+    let mut opts = LocalOptions::new(1, dir.join("cluster"));
+    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    opts.machine = Some(Resources::parse(
+        "cpus:2;mem:2048;disk:1024;ports:[31000-31999]",
+    )?);
+    let cluster = LocalCluster::start(opts).await?;
+    let manager = cluster.address().to_string();
+    let mut executors = a.executors.clone();
+    executors.executor_mem = executors.executor_mem.min(1024.0);
+    let driver =
+        start_elastic_driver(&executors, &manager, None, "strata-bench-gateway", 1, 1).await?;
+    let mut config = GatewayConfig::new(executors.partitions_for(1));
+    config.pg_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let gateway = Gateway::start(config, driver.clone()).await?;
+    let port = gateway.pg_addr().port();
+
+    let script = dir.join("select1.sql");
+    std::fs::write(&script, "SELECT 1;\n")?;
+    let mut rows = Vec::new();
+    let postgres = Postgres::start(&a.pg_bin, &dir.join("pg")).await;
+    for mode in ["simple", "extended"] {
+        let ours = pgbench(a, dir, &script, mode, port, "strata", "strata", "gateway").await?;
+        let theirs = match &postgres {
+            Ok(pg) => {
+                Some(pgbench(a, dir, &script, mode, pg.port, "postgres", "postgres", "pg").await?)
+            }
+            Err(_) => None,
+        };
+        rows.push((mode, ours, theirs));
+    }
+    if let Ok(pg) = postgres {
+        pg.stop().await;
+    } else if let Err(e) = &postgres {
+        eprintln!("PostgreSQL did not start, measured alone: {e:#}");
+    }
+    gateway.shutdown().await;
+    driver.shutdown().await;
+    cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
+
+    println!(
+        "SELECT 1 round trip, one client, {} transactions per row (pgbench):",
+        a.transactions
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>14} {:>14} {:>8}",
+        "protocol", "gateway p50", "gateway p99", "postgres p50", "postgres p99", "p50 ×"
+    );
+    for (mode, ours, theirs) in rows {
+        let (p50, p99) = (ours.quantile(0.5), ours.quantile(0.99));
+        let (t50, t99) = theirs.as_ref().map_or((f64::NAN, f64::NAN), |t| {
+            (t.quantile(0.5), t.quantile(0.99))
+        });
+        println!(
+            "{mode:<10} {:>9.3} ms {:>9.3} ms {:>11.3} ms {:>11.3} ms {:>8.2}",
+            p50,
+            p99,
+            t50,
+            t99,
+            p50 / t50
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs pgbench and reads its per-transaction log.
+#[allow(clippy::too_many_arguments)]
+async fn pgbench(
+    a: &GatewayBenchArgs,
+    dir: &Path,
+    script: &Path,
+    mode: &str,
+    port: u16,
+    user: &str,
+    database: &str,
+    label: &str,
+) -> anyhow::Result<Latencies> {
+    let logs = dir.join(format!("log-{label}-{mode}"));
+    std::fs::create_dir_all(&logs)?;
+    let prefix = logs.join("tx");
+    let out = tokio::process::Command::new(a.pg_bin.join("pgbench"))
+        .args(["-n", "-M", mode, "-h", "127.0.0.1", "-U", user])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-t")
+        .arg(a.transactions.to_string())
+        .arg("-f")
+        .arg(script)
+        .arg("-l")
+        .arg(format!("--log-prefix={}", prefix.display()))
+        .arg(database)
+        .current_dir(&logs)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot run pgbench")?;
+    if !out.status.success() {
+        bail!(
+            "pgbench against {label} ({mode}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut micros = Vec::new();
+    for entry in std::fs::read_dir(&logs)? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        // client transaction latency_us script epoch_s epoch_us
+        micros.extend(
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()),
+        );
+    }
+    micros.sort_unstable();
+    Ok(Latencies(micros))
+}
+
+/// A PostgreSQL server in a directory of its own, as the `postgres` user
+/// when this runs as root (PostgreSQL refuses to run as root).
+struct Postgres {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Postgres {
+    async fn start(bin: &Path, data: &Path) -> anyhow::Result<Postgres> {
+        std::fs::create_dir_all(data)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(data.parent().unwrap_or(data))
+                .status()?;
+            anyhow::ensure!(
+                status.success(),
+                "cannot give {} to postgres",
+                data.display()
+            );
+        }
+        let as_postgres = |program: PathBuf| {
+            let mut c = if root {
+                let mut c = tokio::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program);
+                c
+            } else {
+                tokio::process::Command::new(program)
+            };
+            c.stdin(Stdio::null());
+            c
+        };
+        let out = as_postgres(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(data)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port()?;
+        let mut child = as_postgres(bin.join("postgres"))
+            .arg("-D")
+            .arg(data)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c"])
+            .arg(format!("unix_socket_directories={}", data.display()))
+            .arg("-p")
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start postgres")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(Postgres { child, port });
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("postgres exited: {status}");
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("postgres did not listen within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        // SIGINT: PostgreSQL's fast shutdown.
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill with a pid of our own child and a valid signal.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .ok();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}

@@ -1,0 +1,237 @@
+//! The SQL gateway (`strata gateway`) on a real cluster, driven by real
+//! PostgreSQL clients: psql (Debian's) and psycopg 3 (PyPI).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use datafusion::prelude::SessionContext;
+use strata_framework::compare::same_rows_as_text;
+use strata_framework::tpch;
+
+use crate::harness::*;
+
+/// A manager and two agents (2 cpus, 1 GiB each).
+async fn cluster(env: &Env) -> (Manager, Vec<Agent>) {
+    let m = env.start_manager(ManagerSpec::default()).await;
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        agents.push(
+            env.start_agent(&m.addr, &env.path(&format!("agent{i}")), None)
+                .await,
+        );
+    }
+    m.wait_registered_agents(2).await;
+    (m, agents)
+}
+
+/// A `strata gateway` process on the cluster, on an ephemeral port.
+struct Gateway {
+    proc: Proc,
+    port: u16,
+    password: Option<String>,
+}
+
+impl Gateway {
+    async fn start(env: &Env, m: &Manager, extra: &[&str]) -> Gateway {
+        let mut args = vec![
+            "gateway",
+            "--manager",
+            &m.addr,
+            "--pg-listen",
+            "127.0.0.1:0",
+            "--executors",
+            "2",
+            "--min-executors",
+            "2",
+            "--executor-mem",
+            "640m",
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = env.spawn("gateway", &args);
+        let line = proc.wait_stdout("postgresql", LONG).await;
+        let addr: SocketAddr = line
+            .split_whitespace()
+            .last()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let password = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .map(|i| extra[i + 1].to_owned());
+        Gateway {
+            proc,
+            port: addr.port(),
+            password,
+        }
+    }
+
+    /// psql with these arguments, to completion (at most two minutes).
+    async fn psql(&self, args: &[&str]) -> CliOutput {
+        let mut c = tokio::process::Command::new("psql");
+        c.args(["-X", "-h", "127.0.0.1", "-U", "strata", "-d", "strata"])
+            .args(["-p", &self.port.to_string(), "-v", "ON_ERROR_STOP=1"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(p) = &self.password {
+            c.env("PGPASSWORD", p);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+            .await
+            .unwrap_or_else(|_| panic!("psql {args:?} did not end within two minutes"))
+            .unwrap_or_else(|e| panic!("cannot run psql (Debian: postgresql-client): {e}"));
+        CliOutput {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// psql's output of `args`, which must succeed.
+    async fn psql_ok(&self, args: &[&str]) -> String {
+        let out = self.psql(args).await;
+        assert!(
+            out.status.success(),
+            "psql {args:?} failed:\n{}\n{}\ngateway stderr:\n{}",
+            out.stdout,
+            out.stderr,
+            self.proc.stderr_text()
+        );
+        out.stdout
+    }
+
+    /// The rows of `sql` as psql prints them (unaligned, tuples only).
+    async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let out = self
+            .psql_ok(&["-q", "-A", "-t", "-F", "\u{1f}", "-c", sql])
+            .await;
+        out.lines()
+            .map(|l| l.split('\u{1f}').map(str::to_owned).collect())
+            .collect()
+    }
+}
+
+/// `CREATE EXTERNAL TABLE` of each TPC-H table generated under `data`.
+fn tpch_ddl(data: &Path) -> String {
+    tpch::TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "CREATE EXTERNAL TABLE {t} STORED AS PARQUET LOCATION '{}/'",
+                data.join(t).display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_runs_the_22_tpch_queries_through_the_gateway_on_the_clusters_executors() {
+    let env = Env::new("gateway-tpch");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let reference = SessionContext::new();
+    tpch::register_parquet(&reference, &data).await.unwrap();
+    let (m, _agents) = cluster(&env).await;
+    let mut gw = Gateway::start(&env, &m, &[]).await;
+
+    gw.psql_ok(&["-c", &tpch_ddl(&data)]).await;
+    // psql's own catalog queries: \dt lists the tables, \d one's columns.
+    let dt = gw.psql_ok(&["-c", "\\dt"]).await;
+    for t in tpch::TABLES {
+        assert!(dt.contains(t), "\\dt does not list {t}:\n{dt}");
+    }
+    let d = gw.psql_ok(&["-c", "\\d lineitem"]).await;
+    assert!(
+        d.contains("l_orderkey") && d.contains("l_shipdate") && d.contains("date"),
+        "\\d lineitem:\n{d}"
+    );
+
+    for (i, query) in tpch::QUERIES.iter().enumerate() {
+        let n = i + 1;
+        let mut expected = Vec::new();
+        for statement in tpch::statements(n) {
+            let batches = reference
+                .sql(&statement)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            // q15's rows are its select's, not its last statement's
+            // (`drop view`).
+            if statement.trim_start().to_lowercase().starts_with("select") {
+                expected = batches;
+            }
+        }
+        let got = gw.rows(query).await;
+        same_rows_as_text(&expected, &got).unwrap_or_else(|e| panic!("q{n}: {e}"));
+    }
+
+    // The queries ran as jobs of the gateway's framework, whose executors
+    // are tasks on the agents (other processes than the gateway).
+    gw.proc.wait_stderr("query ran on the cluster", LONG).await;
+    let state = m.state().await;
+    let gateway_framework = state
+        .frameworks
+        .iter()
+        .find(|f| f.name == "strata-gateway")
+        .expect("the gateway's framework is subscribed");
+    let executors = state
+        .tasks
+        .iter()
+        .filter(|t| t.framework_id == gateway_framework.id && t.state == "TASK_RUNNING")
+        .count();
+    assert_eq!(
+        executors, 2,
+        "two executors run as tasks: {:?}",
+        state.tasks
+    );
+    assert!(gw.proc.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_reads_types_binds_parameters_and_gets_sqlstates_from_the_gateway() {
+    let env = Env::new("gateway-psycopg");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let (m, _agents) = cluster(&env).await;
+    let gw = Gateway::start(&env, &m, &["--token", "s3cret"]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/psycopg_check.py");
+    let nation = format!("{}/", data.join("nation").display());
+    let run = |password: &'static str| {
+        let mut c = tokio::process::Command::new("python3");
+        c.arg(&script)
+            .args([&gw.port.to_string(), &nation, "25", password])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+                .await
+                .expect("the psycopg checks end within two minutes")
+                .expect("python3 runs");
+            (
+                out.status,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    // A wrong password is refused with invalid_password (28P01).
+    let (status, _, stderr) = run("wrong").await;
+    assert!(!status.success());
+    assert!(
+        stderr
+            .to_lowercase()
+            .contains("password authentication failed"),
+        "a wrong password: {stderr}"
+    );
+    let (status, stdout, stderr) = run("s3cret").await;
+    assert!(
+        status.success(),
+        "psycopg checks failed:\n{stdout}\n{stderr}\ngateway stderr:\n{}",
+        gw.proc.stderr_text()
+    );
+}
