@@ -14,20 +14,6 @@ use strata_framework::tpch;
 
 use crate::harness::*;
 
-/// A manager and `agents` agents (2 cpus, 1 GiB each).
-async fn cluster(env: &Env, agents: usize) -> (Manager, Vec<Agent>) {
-    let m = env.start_manager(ManagerSpec::default()).await;
-    let mut v = Vec::new();
-    for i in 0..agents {
-        v.push(
-            env.start_agent(&m.addr, &env.path(&format!("agent{i}")), None)
-                .await,
-        );
-    }
-    m.wait_registered_agents(agents).await;
-    (m, v)
-}
-
 /// A driver on the cluster with `n` executors of `cpus` each.
 async fn driver(m: &Manager, n: usize, cpus: f64, straggle: Vec<Straggle>) -> Arc<Driver> {
     let mut source = ClusterSource::new(m.addr.clone(), STRATA);
@@ -52,7 +38,7 @@ async fn tpch_sf01_on_executors_on_separate_agents_matches_datafusion() {
     tpch::generate_parquet(0.1, &data).unwrap();
     let reference = SessionContext::new();
     tpch::register_parquet(&reference, &data).await.unwrap();
-    let (m, _agents) = cluster(&env, 2).await;
+    let (m, _agents) = env.start_cluster(2).await;
     // Two-cpu executors on two-cpu agents: one executor per agent.
     let d = driver(&m, 2, 2.0, vec![]).await;
     let state = m.state().await;
@@ -110,7 +96,7 @@ async fn query_mid_way(
     tpch::generate_parquet(0.02, &data).unwrap();
     let reference = SessionContext::new();
     tpch::register_parquet(&reference, &data).await.unwrap();
-    let (m, agents) = cluster(env, agents).await;
+    let (m, agents) = env.start_cluster(agents).await;
     let d = driver(
         &m,
         2,
@@ -173,7 +159,7 @@ async fn kill_9_of_an_executor_mid_query_recomputes_only_its_outputs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strata_sql_prints_tables_csv_and_json_and_fails_clearly() {
     let env = Env::new("sql");
-    let (m, _agents) = cluster(&env, 2).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let csv = env.path("people.csv");
     std::fs::write(&csv, "name,age\nada,36\nalan,41\ngrace,85\n").unwrap();
     let ddl = format!(

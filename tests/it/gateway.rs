@@ -11,20 +11,6 @@ use strata_framework::tpch;
 
 use crate::harness::*;
 
-/// A manager and two agents (2 cpus, 1 GiB each).
-async fn cluster(env: &Env) -> (Manager, Vec<Agent>) {
-    let m = env.start_manager(ManagerSpec::default()).await;
-    let mut agents = Vec::new();
-    for i in 0..2 {
-        agents.push(
-            env.start_agent(&m.addr, &env.path(&format!("agent{i}")), None)
-                .await,
-        );
-    }
-    m.wait_registered_agents(2).await;
-    (m, agents)
-}
-
 /// A `strata gateway` process on the cluster, on an ephemeral port.
 struct Gateway {
     proc: Proc,
@@ -134,7 +120,7 @@ async fn psql_runs_the_22_tpch_queries_through_the_gateway_on_the_clusters_execu
     tpch::generate_parquet(0.01, &data).unwrap();
     let reference = SessionContext::new();
     tpch::register_parquet(&reference, &data).await.unwrap();
-    let (m, _agents) = cluster(&env).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let mut gw = Gateway::start(&env, &m, &[]).await;
 
     gw.psql_ok(&["-c", &tpch_ddl(&data)]).await;
@@ -197,7 +183,7 @@ async fn psycopg_reads_types_binds_parameters_and_gets_sqlstates_from_the_gatewa
     let env = Env::new("gateway-psycopg");
     let data = env.path("tpch");
     tpch::generate_parquet(0.01, &data).unwrap();
-    let (m, _agents) = cluster(&env).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let gw = Gateway::start(&env, &m, &["--token", "s3cret"]).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/psycopg_check.py");
     let nation = format!("{}/", data.join("nation").display());

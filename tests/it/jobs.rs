@@ -9,20 +9,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-/// A manager and two agents (2 cpus, 1 GiB each).
-async fn cluster(env: &Env) -> (Manager, Vec<Agent>) {
-    let m = env.start_manager(ManagerSpec::default()).await;
-    let mut v = Vec::new();
-    for i in 0..2 {
-        v.push(
-            env.start_agent(&m.addr, &env.path(&format!("agent{i}")), None)
-                .await,
-        );
-    }
-    m.wait_registered_agents(2).await;
-    (m, v)
-}
-
 /// `strata submit` with small driver and executors, then `extra`.
 pub(crate) fn submit_args<'a>(m: &'a Manager, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
@@ -144,7 +130,7 @@ fn submitted_id(stderr: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_wait_prints_the_results_and_the_job_is_listed_as_succeeded() {
     let env = Env::new("jobs-wait");
-    let (m, _agents) = cluster(&env).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let script = people_script(
         &env,
         "people.sql",
@@ -259,7 +245,7 @@ async fn submit_wait_prints_the_results_and_the_job_is_listed_as_succeeded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_is_listed_and_cancelled() {
     let env = Env::new("jobs-cancel");
-    let (m, _agents) = cluster(&env).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let script = endless_script(&env);
     let out = env.cli(&submit_args(&m, &[&script])).await;
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
@@ -320,7 +306,7 @@ async fn a_running_job_is_listed_and_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_driver_is_killed_fails_and_its_executors_end() {
     let env = Env::new("jobs-kill");
-    let (m, _agents) = cluster(&env).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let script = endless_script(&env);
     // The framework outlives its driver by 2 s: then its executors are killed.
     let out = env
@@ -358,7 +344,7 @@ async fn a_job_whose_driver_is_killed_fails_and_its_executors_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervised_driver_killed_once_is_restarted_and_the_job_succeeds() {
     let env = Env::new("jobs-supervise");
-    let (m, _agents) = cluster(&env).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let script = slow_script(&env, "slow.sql", 1000, 3);
     let args = submit_args(&m, &["--supervise", "--wait", "--format", "csv", &script]);
     let mut submit = env.spawn("submit", &args);
@@ -447,7 +433,7 @@ async fn serve_binary(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_binary_runs_as_its_own_driver_and_executors() {
     let env = Env::new("jobs-binary");
-    let (m, _agents) = cluster(&env).await;
+    let (m, _agents) = env.start_cluster(2).await;
     let text = env.path("letters.txt");
     std::fs::write(&text, "Abc, ab!\nA\n\ncab\n").unwrap();
     let text = text.display().to_string();

@@ -471,7 +471,11 @@ fn reads_only_the_catalog(statement: &SqlStatement) -> bool {
     let mut any = false;
     let ControlFlow::Continue(()) = visit_relations(statement, |name| {
         any = true;
-        let parts: Vec<String> = name.0.iter().map(|p| p.to_string().to_lowercase()).collect();
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| p.to_string().to_lowercase())
+            .collect();
         let catalog = match parts.as_slice() {
             [table] => table.starts_with("pg_"),
             [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",

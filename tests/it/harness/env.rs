@@ -339,6 +339,19 @@ impl Env {
         manager
     }
 
+    /// A manager and `agents` agents (work dirs `agent0`, `agent1`, …,
+    /// [`AGENT_RESOURCES`] each), all registered.
+    pub async fn start_cluster(&self, agents: usize) -> (Manager, Vec<Agent>) {
+        let m = self.start_manager(ManagerSpec::default()).await;
+        let mut started = Vec::new();
+        for i in 0..agents {
+            let dir = self.path(&format!("agent{i}"));
+            started.push(self.start_agent(&m.addr, &dir, None).await);
+        }
+        m.wait_registered_agents(agents).await;
+        (m, started)
+    }
+
     /// Starts an agent with [`AGENT_RESOURCES`] and waits until it serves
     /// (not until it has registered).
     pub async fn start_agent(&self, manager: &str, work_dir: &Path, token: Option<&str>) -> Agent {
