@@ -15,7 +15,10 @@ use super::batch::{ExecutorOpts, start_elastic_driver};
 
 /// Arguments of `strata gateway`.
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct GatewayArgs {
+    #[command(subcommand)]
+    action: Option<Action>,
     #[command(flatten)]
     client: ClientArgs,
     #[command(flatten)]
@@ -24,6 +27,33 @@ pub struct GatewayArgs {
     serve: ServeOpts,
 }
 
+/// What else `strata gateway` does than serve.
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// List a running gateway's queries (and sessions), or cancel one.
+    Queries(QueriesArgs),
+}
+
+/// Arguments of `strata gateway queries`.
+#[derive(clap::Args, Debug)]
+struct QueriesArgs {
+    /// The gateway's HTTP API.
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    gateway: String,
+    /// The gateway's token (also STRATA_TOKEN).
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Cancel this query (its id in the listing).
+    #[arg(long)]
+    cancel: Option<u64>,
+    /// List the sessions too.
+    #[arg(long)]
+    sessions: bool,
+}
+
+/// Where the HTTP API listens by default.
+const DEFAULT_HTTP: &str = "127.0.0.1:5434";
+
 /// Where and how the gateway serves (shared with `strata local --gateway`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeOpts {
@@ -31,6 +61,9 @@ pub struct ServeOpts {
     /// loopback addresses are allowed.
     #[arg(long, default_value = "127.0.0.1:5432")]
     pub pg_listen: SocketAddr,
+    /// Where the HTTP API listens (sessions, running queries, cancel).
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    pub http_listen: SocketAddr,
     /// Executors kept while idle [default: 1].
     #[arg(long)]
     pub min_executors: Option<usize>,
@@ -59,6 +92,7 @@ impl ServeOpts {
             start_elastic_driver(executors, manager, token, "strata-gateway", min, max).await?;
         let mut config = GatewayConfig::new(executors.partitions_for(max));
         config.pg_listen = self.pg_listen;
+        config.http_listen = Some(self.http_listen);
         config.database = self.database.clone();
         config.token = token.map(str::to_owned);
         config.max_connections = self.max_connections;
@@ -84,6 +118,9 @@ pub fn connect_hint(handle: &GatewayHandle, database: &str) -> String {
 
 /// `strata gateway`.
 pub async fn run(a: GatewayArgs) -> anyhow::Result<ExitCode> {
+    if let Some(Action::Queries(q)) = a.action {
+        return queries(q).await;
+    }
     let target = a.client.target();
     let (driver, handle) = a
         .serve
@@ -91,11 +128,73 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<ExitCode> {
         .await?;
     println!("strata gateway");
     println!("  postgresql  {}", handle.pg_addr());
+    if let Some(http) = handle.http_addr() {
+        println!("  http        {http} (strata gateway queries --gateway {http})");
+    }
     println!("  connect     {}", connect_hint(&handle, &a.serve.database));
     println!("Ctrl-C stops it.");
     super::daemons::wait_for_signal().await;
     eprintln!("stopping the gateway");
     handle.shutdown().await;
     driver.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `strata gateway queries`.
+async fn queries(a: QueriesArgs) -> anyhow::Result<ExitCode> {
+    let token = a.token.as_deref();
+    let timeout = std::time::Duration::from_secs(10);
+    if let Some(id) = a.cancel {
+        let path = format!("/api/v1/queries/{id}/cancel");
+        let (status, _, body) =
+            strata_sdk::http::request("POST", &a.gateway, &path, token, None, timeout).await?;
+        return match status {
+            200 => {
+                println!("query {id} cancelled");
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => anyhow::bail!("{}", String::from_utf8_lossy(&body).trim()),
+        };
+    }
+    let get = |path: &'static str| {
+        strata_sdk::http::request("GET", &a.gateway, path, token, None, timeout)
+    };
+    let (status, _, body) = get("/api/v1/queries").await?;
+    anyhow::ensure!(status == 200, "{}", String::from_utf8_lossy(&body).trim());
+    let queries: Vec<strata_gateway::registry::QueryInfo> = serde_json::from_slice(&body)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["QUERY", "SESSION", "RUNNING", "JOB", "SQL"]);
+    for q in &queries {
+        let sql: String = q.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        table.add_row([
+            q.id.to_string(),
+            q.session.to_string(),
+            format!("{:.1} s", now.saturating_sub(q.started_ms) as f64 / 1000.0),
+            q.job.clone().unwrap_or_else(|| "(in the gateway)".into()),
+            sql.chars().take(80).collect(),
+        ]);
+    }
+    println!("{table}");
+    if a.sessions {
+        let (status, _, body) = get("/api/v1/sessions").await?;
+        anyhow::ensure!(status == 200, "{}", String::from_utf8_lossy(&body).trim());
+        let sessions: Vec<strata_gateway::registry::SessionInfo> = serde_json::from_slice(&body)?;
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header(["SESSION", "USER", "APPLICATION", "CLIENT"]);
+        for s in &sessions {
+            table.add_row([
+                s.id.to_string(),
+                s.user.clone(),
+                s.application.clone(),
+                s.client.clone(),
+            ]);
+        }
+        println!("\n{table}");
+    }
     Ok(ExitCode::SUCCESS)
 }

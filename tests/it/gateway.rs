@@ -15,6 +15,7 @@ use crate::harness::*;
 struct Gateway {
     proc: Proc,
     port: u16,
+    http: String,
     password: Option<String>,
 }
 
@@ -25,6 +26,8 @@ impl Gateway {
             "--manager",
             &m.addr,
             "--pg-listen",
+            "127.0.0.1:0",
+            "--http-listen",
             "127.0.0.1:0",
             "--executors",
             "2",
@@ -41,6 +44,12 @@ impl Gateway {
             .last()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let line = proc.wait_stdout("http", LONG).await;
+        let http = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no HTTP address in {line:?}"))
+            .to_owned();
         let password = extra
             .iter()
             .position(|a| *a == "--token")
@@ -48,12 +57,13 @@ impl Gateway {
         Gateway {
             proc,
             port: addr.port(),
+            http,
             password,
         }
     }
 
-    /// psql with these arguments, to completion (at most two minutes).
-    async fn psql(&self, args: &[&str]) -> CliOutput {
+    /// A psql command with these arguments.
+    fn psql_command(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("psql");
         c.args(["-X", "-h", "127.0.0.1", "-U", "strata", "-d", "strata"])
             .args(["-p", &self.port.to_string(), "-v", "ON_ERROR_STOP=1"])
@@ -64,6 +74,27 @@ impl Gateway {
         if let Some(p) = &self.password {
             c.env("PGPASSWORD", p);
         }
+        c
+    }
+
+    /// The running queries, as the HTTP API lists them.
+    async fn queries(&self) -> Vec<serde_json::Value> {
+        get_json(&self.http, "/api/v1/queries", self.password.as_deref()).await
+    }
+
+    /// Waits for a query running as a job on the executors; its id.
+    async fn running_job(&self) -> u64 {
+        wait_for("a query running as a job", LONG, async || {
+            let queries = self.queries().await;
+            let q = queries.iter().find(|q| !q["job"].is_null())?;
+            q["id"].as_u64()
+        })
+        .await
+    }
+
+    /// psql with these arguments, to completion (at most two minutes).
+    async fn psql(&self, args: &[&str]) -> CliOutput {
+        let mut c = self.psql_command(args);
         let out = tokio::time::timeout(Duration::from_secs(120), c.output())
             .await
             .unwrap_or_else(|_| panic!("psql {args:?} did not end within two minutes"))
@@ -178,6 +209,49 @@ async fn psql_runs_the_22_tpch_queries_through_the_gateway_on_the_clusters_execu
     assert!(gw.proc.is_running());
 }
 
+/// Runs a client check script of `tests/it/clients` with `args`; its
+/// status, stdout and stderr (at most two minutes).
+async fn python_check(script: &str, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/clients")
+        .join(script);
+    let mut c = tokio::process::Command::new("python3");
+    c.arg(&path)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not end within two minutes"))
+        .expect("python3 runs");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlalchemy_pandas_and_asyncpg_query_and_list_tables_through_the_gateway() {
+    let env = Env::new("gateway-python");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    let gw = Gateway::start(&env, &m, &[]).await;
+    let port = gw.port.to_string();
+    let nation = format!("{}/", data.join("nation").display());
+    for script in ["sqlalchemy_check.py", "asyncpg_check.py"] {
+        let (status, stdout, stderr) = python_check(script, &[&port, &nation]).await;
+        assert!(
+            status.success(),
+            "{script} failed:\n{stdout}\n{stderr}\ngateway stderr:\n{}",
+            gw.proc.stderr_text()
+        );
+        // Each script creates the table: the next one starts over.
+        gw.psql_ok(&["-c", "drop table nation"]).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_reads_types_binds_parameters_and_gets_sqlstates_from_the_gateway() {
     let env = Env::new("gateway-psycopg");
@@ -185,24 +259,18 @@ async fn psycopg_reads_types_binds_parameters_and_gets_sqlstates_from_the_gatewa
     tpch::generate_parquet(0.01, &data).unwrap();
     let (m, _agents) = env.start_cluster(2).await;
     let gw = Gateway::start(&env, &m, &["--token", "s3cret"]).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/psycopg_check.py");
     let nation = format!("{}/", data.join("nation").display());
+    let port = gw.port.to_string();
     let run = |password: &'static str| {
-        let mut c = tokio::process::Command::new("python3");
-        c.arg(&script)
-            .args([&gw.port.to_string(), &nation, "25", password])
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+        let args = [
+            port.clone(),
+            nation.clone(),
+            "25".to_owned(),
+            password.to_owned(),
+        ];
         async move {
-            let out = tokio::time::timeout(Duration::from_secs(120), c.output())
-                .await
-                .expect("the psycopg checks end within two minutes")
-                .expect("python3 runs");
-            (
-                out.status,
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            python_check("psycopg_check.py", &args).await
         }
     };
     // A wrong password is refused with invalid_password (28P01).
@@ -220,4 +288,85 @@ async fn psycopg_reads_types_binds_parameters_and_gets_sqlstates_from_the_gatewa
         "psycopg checks failed:\n{stdout}\n{stderr}\ngateway stderr:\n{}",
         gw.proc.stderr_text()
     );
+}
+
+/// A query that keeps the executors busy for minutes (a cross join).
+const LONG_QUERY: &str =
+    "select count(*) from lineitem a, orders b where a.l_quantity + b.o_totalprice > 0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_psql_or_the_gateway_stops_the_query_and_frees_its_executors() {
+    let env = Env::new("gateway-cancel");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    let mut gw = Gateway::start(&env, &m, &[]).await;
+    gw.psql_ok(&["-c", &tpch_ddl(&data)]).await;
+
+    // psql's Ctrl-C (SIGINT): it sends PostgreSQL's cancel request.
+    let psql = gw
+        .psql_command(&["-c", LONG_QUERY])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gw.running_job().await;
+    let cancelled_at = std::time::Instant::now();
+    signal(psql.id().unwrap() as i32, libc::SIGINT);
+    let out = tokio::time::timeout(LONG, psql.wait_with_output())
+        .await
+        .expect("psql ends after its cancel")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "psql after Ctrl-C: {stderr}"
+    );
+    wait_until("the cancelled query is gone", LONG, async || {
+        gw.queries().await.is_empty()
+    })
+    .await;
+    eprintln!(
+        "psql's cancel ended the query in {:?}",
+        cancelled_at.elapsed()
+    );
+
+    // `strata gateway queries --cancel` from another client.
+    let psql = gw
+        .psql_command(&["-c", LONG_QUERY])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = gw.running_job().await;
+    let listed = env
+        .cli(&["gateway", "queries", "--gateway", &gw.http])
+        .await;
+    assert!(
+        listed.stdout.contains("lineitem a, orders b"),
+        "the listing shows the query: {}",
+        listed.stdout
+    );
+    let id = id.to_string();
+    let cancel = env
+        .cli(&["gateway", "queries", "--gateway", &gw.http, "--cancel", &id])
+        .await;
+    assert_eq!(cancel.code(), Some(0), "{}", cancel.stderr);
+    let out = tokio::time::timeout(LONG, psql.wait_with_output())
+        .await
+        .expect("psql ends after the cancel")
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("canceling statement"));
+
+    // The executors' slots are free: a short query over files runs at once.
+    let quick = std::time::Instant::now();
+    let rows = gw.rows("select count(*) from nation").await;
+    assert_eq!(rows, vec![vec!["25".to_owned()]]);
+    assert!(
+        quick.elapsed() < Duration::from_secs(10),
+        "a query after the cancels took {:?}",
+        quick.elapsed()
+    );
+    assert!(gw.proc.is_running());
 }

@@ -4,7 +4,9 @@
 //!
 //! * [`gateway`]: `strata gateway` on a real cluster with real PostgreSQL
 //!   clients: psql (its `\d` catalog queries, the 22 TPC-H queries against
-//!   DataFusion) and psycopg (types, bound parameters, SQLSTATEs, SCRAM);
+//!   DataFusion; Ctrl-C), psycopg (types, bound parameters, SQLSTATEs,
+//!   SCRAM), SQLAlchemy with pandas and asyncpg; `strata gateway queries`
+//!   and its cancel;
 //! * `ha` (feature `etcd`): managers sharing a registry in a real etcd:
 //!   election, standbys redirecting to the leader, failover after `kill -9`
 //!   and a graceful resignation;

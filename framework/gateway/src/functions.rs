@@ -5,15 +5,24 @@
 //! * `pg_relation_is_publishable(rel)`: true for every relation (all are
 //!   ordinary tables); takes the oid as a number or as the untyped literal
 //!   psql gives (`'16455'`).
+//! * `to_regtype(name)`: a type's oid from `pg_catalog.pg_type` by its
+//!   name or an alias (`integer`, `character varying`, `int4[]`,
+//!   `pg_catalog.text`), NULL when there is none — psycopg asks it at
+//!   connect time for `hstore`.
+//! * `pg_like_pattern(p, c)`: a `LIKE` pattern whose escape is `c`, with
+//!   backslash escapes instead (see [`crate::rewrite`]).
 //! * `pg_text_array(v)`: an array given in PostgreSQL's text form
 //!   (`{a,b,"c d",NULL}`) as a list of strings; a list passes through.
 //!   `pg_catalog`'s array columns (`pg_policy.polroles`, …) hold that text
 //!   form, and [`crate::rewrite`] reads the right side of `= ANY(…)` through
 //!   it, so `oid = ANY(polroles)` plans whichever form the column has.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, ListBuilder, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Int32Array, ListBuilder, StringArray, StringBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::cast::as_string_array;
 use datafusion::common::{ScalarValue, exec_err, plan_err};
@@ -21,6 +30,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
 };
+use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 
 use crate::session::version_string;
 
@@ -30,6 +40,8 @@ pub fn all() -> Vec<ScalarUDF> {
         version(),
         relation_is_publishable(),
         ScalarUDF::new_from_impl(PgTextArray::new()),
+        to_regtype(),
+        like_pattern(),
     ]
 }
 
@@ -45,6 +57,149 @@ fn version() -> ScalarUDF {
             Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
                 version.clone(),
             ))))
+        }),
+    )
+}
+
+/// `pg_catalog.pg_type`'s oids by name, read once.
+fn type_oids() -> &'static HashMap<String, i32> {
+    static OIDS: OnceLock<HashMap<String, i32>> = OnceLock::new();
+    OIDS.get_or_init(|| {
+        let mut oids = HashMap::new();
+        let Ok(tables) = PgCatalogStaticTables::try_new() else {
+            return oids;
+        };
+        for batch in tables.pg_type.data() {
+            let (Some(names), Some(ids)) = (
+                batch
+                    .column_by_name("typname")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+                batch
+                    .column_by_name("oid")
+                    .and_then(|c| c.as_any().downcast_ref::<Int32Array>()),
+            ) else {
+                continue;
+            };
+            for (name, id) in names.iter().zip(ids.iter()) {
+                if let (Some(name), Some(id)) = (name, id) {
+                    oids.insert(name.to_owned(), id);
+                }
+            }
+        }
+        oids
+    })
+}
+
+/// The `pg_type` name of a type named as SQL names it.
+fn type_name(sql: &str) -> String {
+    let name = sql.trim().to_lowercase();
+    let name = name
+        .strip_prefix("pg_catalog.")
+        .unwrap_or(&name)
+        .trim_matches('"');
+    if let Some(element) = name.strip_suffix("[]") {
+        return format!("_{}", type_name(element));
+    }
+    let alias = match name {
+        "integer" | "int" => "int4",
+        "bigint" => "int8",
+        "smallint" => "int2",
+        "real" => "float4",
+        "double precision" | "float" => "float8",
+        "boolean" => "bool",
+        "character varying" => "varchar",
+        "character" | "char" => "bpchar",
+        "decimal" => "numeric",
+        "timestamp without time zone" => "timestamp",
+        "timestamp with time zone" => "timestamptz",
+        "time without time zone" => "time",
+        "time with time zone" => "timetz",
+        other => other,
+    };
+    alias.to_owned()
+}
+
+/// `pattern` with escape `escape` in backslash escapes.
+fn backslash_escapes(pattern: &str, escape: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == escape {
+            out.push('\\');
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `pg_like_pattern(pattern, escape)`.
+fn like_pattern() -> ScalarUDF {
+    create_udf(
+        "pg_like_pattern",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let [pattern, escape] = args else {
+                return exec_err!("pg_like_pattern takes a pattern and an escape character");
+            };
+            let rows = match (pattern, escape) {
+                (ColumnarValue::Array(a), _) | (_, ColumnarValue::Array(a)) => a.len(),
+                _ => 1,
+            };
+            let patterns = pattern.to_array(rows)?;
+            let escapes = escape.to_array(rows)?;
+            let (patterns, escapes) = (as_string_array(&patterns)?, as_string_array(&escapes)?);
+            let out: StringArray = patterns
+                .iter()
+                .zip(escapes.iter())
+                .map(|(p, e)| {
+                    let p = p?;
+                    Some(match e.and_then(|e| e.chars().next()) {
+                        Some(e) => backslash_escapes(p, e),
+                        None => p.to_owned(),
+                    })
+                })
+                .collect();
+            Ok(match (pattern, escape) {
+                (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
+                _ => ColumnarValue::Array(Arc::new(out)),
+            })
+        }),
+    )
+}
+
+/// `to_regtype(name)`.
+fn to_regtype() -> ScalarUDF {
+    create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let [arg] = args else {
+                return exec_err!("to_regtype takes one argument");
+            };
+            let names = arg.to_array(1)?;
+            let names = as_string_array(&names)?;
+            let oids: Int32Array = names
+                .iter()
+                .map(|n| n.and_then(|n| type_oids().get(&type_name(n)).copied()))
+                .collect();
+            Ok(match arg {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&oids, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(oids)),
+            })
         }),
     )
 }
@@ -215,6 +370,23 @@ mod tests {
                 .map(|i| i.map(|s| &*Box::leak(s.into_boxed_str())))
                 .collect()
         })
+    }
+
+    #[test]
+    fn like_patterns_take_backslash_escapes() {
+        assert_eq!(backslash_escapes("pg/_%", '/'), "pg\\_%");
+        assert_eq!(backslash_escapes("a\\b//c", '/'), "a\\\\b\\/c");
+    }
+
+    #[test]
+    fn types_are_found_by_their_names_and_aliases() {
+        let oid = |n: &str| type_oids().get(&type_name(n)).copied();
+        assert_eq!(oid("int4"), Some(23));
+        assert_eq!(oid("integer"), Some(23));
+        assert_eq!(oid("pg_catalog.varchar"), Some(1043));
+        assert_eq!(oid("character varying"), Some(1043));
+        assert_eq!(oid("int4[]"), Some(1007));
+        assert_eq!(oid("hstore"), None);
     }
 
     #[test]

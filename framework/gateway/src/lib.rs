@@ -25,6 +25,7 @@
 //! - [`registry`]: the sessions and running queries (listing, cancel).
 //! - [`empty`]: scans of empty in-memory tables planned as empty relations.
 //! - [`functions`]: `version()` and PostgreSQL's text arrays.
+//! - [`http`]: the HTTP API (sessions, running queries, cancel).
 //! - [`rewrite`]: PostgreSQL syntax DataFusion does not plan, translated.
 //! - [`pg`]: the wire protocol.
 //! - [`error`]: errors with their SQLSTATE.
@@ -33,6 +34,7 @@ pub mod catalog;
 pub mod empty;
 pub mod error;
 pub mod functions;
+pub mod http;
 pub mod pg;
 pub mod registry;
 pub mod rewrite;
@@ -55,6 +57,8 @@ use registry::Registry;
 pub struct GatewayConfig {
     /// Where the PostgreSQL protocol listens (default `127.0.0.1:5432`).
     pub pg_listen: SocketAddr,
+    /// Where the HTTP API listens (sessions, queries, cancel), if at all.
+    pub http_listen: Option<SocketAddr>,
     /// The database clients name, which is the catalog (`strata`).
     pub database: String,
     /// Partitions per stage of the queries' plans.
@@ -71,6 +75,7 @@ impl GatewayConfig {
     pub fn new(partitions: usize) -> GatewayConfig {
         GatewayConfig {
             pg_listen: SocketAddr::from(([127, 0, 0, 1], 5432)),
+            http_listen: None,
             database: "strata".to_owned(),
             partitions: partitions.max(1),
             token: None,
@@ -119,19 +124,17 @@ impl Gateway {
         config: GatewayConfig,
         driver: Arc<Driver>,
     ) -> Result<GatewayHandle, StartError> {
-        if config.token.is_none() && !config.pg_listen.ip().is_loopback() {
-            return Err(StartError::NoToken(config.pg_listen));
+        let mut listens = std::iter::once(config.pg_listen).chain(config.http_listen);
+        if let Some(open) = listens.find(|a| !a.ip().is_loopback())
+            && config.token.is_none()
+        {
+            return Err(StartError::NoToken(open));
         }
-        let listener = TcpListener::bind(config.pg_listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.pg_listen,
-                source,
-            })?;
-        let pg_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.pg_listen,
-            source,
-        })?;
+        let (listener, pg_addr) = bind(config.pg_listen).await?;
+        let http = match config.http_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         let gateway = Arc::new(Gateway {
             catalog: catalog::shared_catalog()?,
             registry: Arc::new(Registry::default()),
@@ -146,11 +149,32 @@ impl Gateway {
             config,
         });
         let (stop, stopped) = watch::channel(false);
-        let serving = tokio::spawn(pg::serve(listener, gateway.clone(), stopped));
-        tracing::info!(pg = %pg_addr, database = %gateway.config.database, "gateway serving");
+        let mut serving = vec![tokio::spawn(pg::serve(
+            listener,
+            gateway.clone(),
+            stopped.clone(),
+        ))];
+        let http_addr = http.as_ref().map(|(_, a)| *a);
+        if let Some((listener, _)) = http {
+            let router = http::router(gateway.clone());
+            let mut stopped = stopped;
+            serving.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    stopped.wait_for(|s| *s).await.ok();
+                };
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::warn!(error = %e, "the gateway's HTTP API stopped");
+                }
+            }));
+        }
+        tracing::info!(pg = %pg_addr, http = ?http_addr, database = %gateway.config.database, "gateway serving");
         Ok(GatewayHandle {
             gateway,
             pg_addr,
+            http_addr,
             stop,
             serving,
         })
@@ -162,18 +186,32 @@ impl Gateway {
     }
 }
 
+/// Binds a listener; its address (the port chosen for port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(failed)?;
+    let local = listener.local_addr().map_err(failed)?;
+    Ok((listener, local))
+}
+
 /// A running gateway.
 pub struct GatewayHandle {
     gateway: Arc<Gateway>,
     pg_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    serving: tokio::task::JoinHandle<()>,
+    serving: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl GatewayHandle {
     /// Where the PostgreSQL protocol listens.
     pub fn pg_addr(&self) -> SocketAddr {
         self.pg_addr
+    }
+
+    /// Where the HTTP API listens, if it does.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The gateway.
@@ -184,6 +222,8 @@ impl GatewayHandle {
     /// Stops accepting connections (open ones end with the process).
     pub async fn shutdown(self) {
         self.stop.send(true).ok();
-        self.serving.await.ok();
+        for task in self.serving {
+            task.await.ok();
+        }
     }
 }

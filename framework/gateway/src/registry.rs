@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
-use strata_framework::driver::JobCanceller;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 /// A connected session, as listed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionInfo {
     /// Its id (the listing's; PostgreSQL clients know it as the backend pid).
     pub id: u64,
@@ -28,7 +28,7 @@ pub struct SessionInfo {
 }
 
 /// A running query, as listed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QueryInfo {
     /// Its id.
     pub id: u64,
@@ -45,7 +45,7 @@ pub struct QueryInfo {
 #[derive(Default)]
 struct Inner {
     sessions: BTreeMap<u64, SessionInfo>,
-    queries: BTreeMap<u64, (QueryInfo, Option<JobCanceller>)>,
+    queries: BTreeMap<u64, (QueryInfo, watch::Sender<bool>)>,
 }
 
 /// Sessions and queries of one gateway.
@@ -88,7 +88,8 @@ impl Registry {
         }
     }
 
-    /// Lists a query until the guard is dropped.
+    /// Lists a query until the guard is dropped; the guard tells when
+    /// [`Registry::cancel`] is called for it.
     pub fn start_query(self: &Arc<Self>, session: u64, sql: &str) -> QueryGuard {
         let id = self.next_id();
         let info = QueryInfo {
@@ -98,10 +99,12 @@ impl Registry {
             started_ms: now_ms(),
             job: None,
         };
-        self.lock().queries.insert(id, (info, None));
+        let (cancel, cancelled) = watch::channel(false);
+        self.lock().queries.insert(id, (info, cancel));
         QueryGuard {
             id,
             registry: self.clone(),
+            cancelled,
         }
     }
 
@@ -119,13 +122,12 @@ impl Registry {
             .collect()
     }
 
-    /// Cancels a running query; false when there is no such query, or it
-    /// runs in the gateway (those end with their connection's cancel).
+    /// Cancels a running query (its wait ends with an error and its job,
+    /// if it has one, is cancelled); false when there is no such query.
     pub fn cancel(&self, id: u64) -> bool {
-        let canceller = self.lock().queries.get(&id).and_then(|(_, c)| c.clone());
-        match canceller {
-            Some(c) => {
-                c.cancel();
+        match self.lock().queries.get(&id) {
+            Some((_, cancel)) => {
+                cancel.send_replace(true);
                 true
             }
             None => false,
@@ -156,14 +158,22 @@ impl Drop for SessionGuard {
 pub struct QueryGuard {
     id: u64,
     registry: Arc<Registry>,
+    cancelled: watch::Receiver<bool>,
 }
 
 impl QueryGuard {
-    /// The query runs as this job, which `canceller` cancels.
-    pub fn running_as(&self, job: String, canceller: JobCanceller) {
+    /// The query runs as this job.
+    pub fn running_as(&self, job: String) {
         if let Some(q) = self.registry.lock().queries.get_mut(&self.id) {
             q.0.job = Some(job);
-            q.1 = Some(canceller);
+        }
+    }
+
+    /// Resolves once the query is cancelled through the registry.
+    pub async fn cancelled(&self) {
+        let mut rx = self.cancelled.clone();
+        if rx.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -184,14 +194,18 @@ fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_and_queries_are_listed_while_they_live() {
+    #[tokio::test]
+    async fn sessions_and_queries_are_listed_while_they_live() {
         let r = Arc::new(Registry::default());
         let s = r.open_session("ana", "psql", "127.0.0.1:5000");
         let q = r.start_query(s.id(), "select 1");
         assert_eq!(r.sessions().len(), 1);
         assert_eq!(r.queries()[0].sql, "select 1");
-        assert!(!r.cancel(r.queries()[0].id), "no job to cancel yet");
+        q.running_as("job-1".into());
+        assert_eq!(r.queries()[0].job.as_deref(), Some("job-1"));
+        assert!(r.cancel(r.queries()[0].id));
+        q.cancelled().await;
+        assert!(!r.cancel(999), "no such query");
         drop(q);
         assert!(r.queries().is_empty());
         drop(s);

@@ -7,6 +7,9 @@
 //! * Expressions a select list repeats unnamed (`SELECT a, NULL, NULL`:
 //!   PostgreSQL allows it, DataFusion wants unique names) are named
 //!   `expr_2`, `expr_3`, … after the first.
+//! * `LIKE p ESCAPE 'c'` with another escape than the backslash (SQLAlchemy
+//!   sends `ESCAPE '/'`) is `LIKE pg_like_pattern(p, 'c')`, the pattern
+//!   rewritten to backslash escapes, DataFusion's only escape.
 //! * `x = ANY(a)` and `x op ALL(a)` read `a` through `pg_text_array`
 //!   ([`crate::functions`]): an array, or one in PostgreSQL's text form as
 //!   `pg_catalog` holds them.
@@ -27,6 +30,23 @@ pub fn rewrite(statement: &mut Statement) {
     let ControlFlow::Continue(()) = visit_expressions_mut(statement, |expr| {
         if let Some(rewritten) = array_of_subquery(expr) {
             *expr = rewritten;
+        }
+        if let Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        } = expr
+            && let Some(escape) = escape_char.as_ref().map(|e| e.value.to_string())
+            && escape != "'\\'"
+            && let Some(rewritten) = parse_expr(&format!("pg_like_pattern({pattern}, {escape})"))
+        {
+            **pattern = rewritten;
+            *escape_char = None;
         }
         if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = expr
             && !matches!(right.as_ref(), Expr::Subquery(_) | Expr::Array(_))
@@ -193,6 +213,14 @@ mod tests {
         assert_eq!(
             rewritten("SELECT a, NULL, NULL, b, b UNION SELECT x, NULL, NULL, y, z"),
             "SELECT a, NULL, NULL AS null_2, b, b UNION SELECT x, NULL, NULL AS null_2, y, z"
+        );
+        assert_eq!(
+            rewritten("SELECT 1 WHERE n NOT LIKE $1 || '%' ESCAPE '/'"),
+            "SELECT 1 WHERE n NOT LIKE pg_like_pattern($1 || '%', '/')"
+        );
+        assert_eq!(
+            rewritten("SELECT 1 WHERE n LIKE 'a\\_%' ESCAPE '\\'"),
+            "SELECT 1 WHERE n LIKE 'a\\_%' ESCAPE '\\'"
         );
         // Other uses of ARRAY are left alone.
         assert_eq!(rewritten("SELECT ARRAY[1, 2]"), "SELECT ARRAY[1, 2]");

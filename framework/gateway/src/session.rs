@@ -23,11 +23,12 @@ use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
-    DdlStatement, LogicalPlan, Statement as PlanStatement, TransactionConclusion, WriteOp,
+    DdlStatement, Expr, LogicalPlan, Statement as PlanStatement, TransactionConclusion, WriteOp,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
@@ -92,6 +93,7 @@ impl Planned {
     /// The result columns, when it returns rows.
     pub fn result_schema(&self) -> Option<SchemaRef> {
         match self {
+            Planned::Plan(p) if is_query(p) => Some(pg_names(p.schema().as_arrow())),
             Planned::Plan(p) if returns_rows(p) => Some(Arc::new(p.schema().as_arrow().clone())),
             Planned::Plan(_) | Planned::Command(_) => None,
             Planned::Show(name) => Some(show_schema(name)),
@@ -104,7 +106,14 @@ impl Planned {
         let Planned::Plan(p) = self else {
             return Ok(Vec::new());
         };
-        let types = p.get_parameter_types()?;
+        let mut types = p.get_parameter_types()?;
+        // `$1::int8`: a parameter cast at once has the type it is cast to,
+        // as PostgreSQL infers it.
+        for (id, t) in cast_parameter_types(p) {
+            if let Some(slot @ None) = types.get_mut(&id) {
+                *slot = Some(t);
+            }
+        }
         let count = types
             .keys()
             .filter_map(|k| k.strip_prefix('$')?.parse::<usize>().ok())
@@ -239,8 +248,19 @@ impl GatewaySession {
             Some(SqlStatement::Commit { .. }) => {
                 return Ok(Planned::Command(Command::End("COMMIT")));
             }
+            // Savepoints are accepted: each statement commits on its own,
+            // so there is nothing for one to keep or roll back.
+            Some(SqlStatement::Rollback {
+                savepoint: Some(_), ..
+            }) => return Ok(Planned::Command(Command::Accepted("ROLLBACK"))),
             Some(SqlStatement::Rollback { .. }) => {
                 return Ok(Planned::Command(Command::End("ROLLBACK")));
+            }
+            Some(SqlStatement::Savepoint { .. }) => {
+                return Ok(Planned::Command(Command::Accepted("SAVEPOINT")));
+            }
+            Some(SqlStatement::ReleaseSavepoint { .. }) => {
+                return Ok(Planned::Command(Command::Accepted("RELEASE")));
             }
             _ => {}
         }
@@ -298,12 +318,19 @@ impl GatewaySession {
                 };
                 let timeout = self.statement_timeout();
                 let query = self.gateway.registry.start_query(self.id(), sql);
-                let run = self.run(plan, &query);
-                match timeout {
-                    Some(t) => tokio::time::timeout(t, run)
-                        .await
-                        .map_err(|_| GatewayError::Timeout)?,
-                    None => run.await,
+                let run = async {
+                    match timeout {
+                        Some(t) => tokio::time::timeout(t, self.run(plan, &query))
+                            .await
+                            .map_err(|_| GatewayError::Timeout)?,
+                        None => self.run(plan, &query).await,
+                    }
+                };
+                // A cancel through the registry drops the run, and with it
+                // the wait for its job, which cancels the job.
+                tokio::select! {
+                    outcome = run => outcome,
+                    () = query.cancelled() => Err(GatewayError::Cancelled),
                 }
             }
         }
@@ -363,7 +390,7 @@ impl GatewaySession {
                         .submit_plan(physical)
                         .map_err(GatewayError::Session)?;
                     let cancel = CancelOnDrop(Some(job.canceller()));
-                    query.running_as(job.id().to_string(), job.canceller());
+                    query.running_as(job.id().to_string());
                     let out = job.result().await.map_err(SessionError::Job)?;
                     cancel.disarm();
                     tracing::info!(
@@ -377,8 +404,14 @@ impl GatewaySession {
                 } else {
                     datafusion::physical_plan::collect(physical, ctx.task_ctx()).await?
                 };
+                let named = pg_names(&schema);
+                let batches = batches
+                    .into_iter()
+                    .map(|b| RecordBatch::try_new(named.clone(), b.columns().to_vec()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| GatewayError::from(DataFusionError::from(e)))?;
                 Ok(Outcome::Rows {
-                    schema,
+                    schema: named,
                     batches,
                     tag: "SELECT",
                 })
@@ -506,12 +539,71 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// The types of parameters a plan casts as they are (`CAST($1 AS t)`).
+fn cast_parameter_types(plan: &LogicalPlan) -> Vec<(String, DataType)> {
+    let mut found = Vec::new();
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Cast(cast) = e
+                    && let Expr::Placeholder(p) = cast.expr.as_ref()
+                {
+                    found.push((p.id.clone(), cast.field.data_type().clone()));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    if let Err(e) = walked {
+        tracing::debug!(error = %e, "parameter types not inferred from casts");
+    }
+    found
+}
+
 /// Whether a plan reads files: then it runs on the cluster.
 fn reads_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let scans_files = plan
         .downcast_ref::<DataSourceExec>()
         .is_some_and(|d| d.data_source().is::<FileScanConfig>());
     scans_files || plan.children().into_iter().any(reads_files)
+}
+
+/// A query's columns named as PostgreSQL names them: a plain name stays,
+/// a function's result is named after the function (`count`, `sum`), any
+/// other expression is `?column?`.
+fn pg_names(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_name(pg_name(f.name())))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn pg_name(name: &str) -> String {
+    let is_word = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    if !name.contains(['(', ' ', '"', '.', '\'']) {
+        return name.to_owned();
+    }
+    match name.split_once('(') {
+        Some((function, _)) if is_word(function) => function.to_owned(),
+        _ => "?column?".to_owned(),
+    }
+}
+
+/// A plan that is a query (not an `EXPLAIN`, `DESCRIBE`, write or DDL).
+fn is_query(plan: &LogicalPlan) -> bool {
+    returns_rows(plan)
+        && !matches!(
+            plan,
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
+        )
 }
 
 fn returns_rows(plan: &LogicalPlan) -> bool {
@@ -672,6 +764,16 @@ mod tests {
             "SELECT (SELECT 1 FROM pg_class c WHERE c.oid = t.x) FROM t"
         )));
         assert!(!reads_only_the_catalog(&parse("SELECT 1")));
+    }
+
+    #[test]
+    fn result_columns_are_named_as_postgresql_names_them() {
+        assert_eq!(pg_name("n_name"), "n_name");
+        assert_eq!(pg_name("Int64(1)"), "?column?");
+        assert_eq!(pg_name("count(*)"), "count");
+        assert_eq!(pg_name("sum(lineitem.l_quantity * Int64(2))"), "sum");
+        assert_eq!(pg_name("t.a + Int64(1)"), "?column?");
+        assert_eq!(pg_name("Total"), "Total");
     }
 
     #[test]
