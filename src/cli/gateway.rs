@@ -76,6 +76,10 @@ pub struct ServeOpts {
     /// The database name clients connect to (the catalog).
     #[arg(long, default_value = "strata")]
     pub database: String,
+    /// Where the catalog (schemas, external tables, views) is kept across
+    /// restarts [default: $STRATA_HOME/warehouse].
+    #[arg(long)]
+    pub warehouse: Option<std::path::PathBuf>,
 }
 
 impl ServeOpts {
@@ -96,6 +100,11 @@ impl ServeOpts {
         config.database = self.database.clone();
         config.token = token.map(str::to_owned);
         config.max_connections = self.max_connections;
+        config.warehouse = Some(
+            self.warehouse
+                .clone()
+                .unwrap_or_else(|| crate::discovery::strata_home().join("warehouse")),
+        );
         match Gateway::start(config, driver.clone()).await {
             Ok(handle) => Ok((driver, handle)),
             Err(e) => {

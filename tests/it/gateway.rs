@@ -29,13 +29,17 @@ impl Gateway {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
-            "--executors",
-            "2",
-            "--min-executors",
-            "2",
-            "--executor-mem",
-            "640m",
         ];
+        // Two executors of 640 MiB unless `extra` says otherwise.
+        for (flag, value) in [
+            ("--executors", "2"),
+            ("--min-executors", "2"),
+            ("--executor-mem", "640m"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         let mut proc = env.spawn("gateway", &args);
         let line = proc.wait_stdout("postgresql", LONG).await;
@@ -369,4 +373,82 @@ async fn a_cancel_from_psql_or_the_gateway_stops_the_query_and_frees_its_executo
         quick.elapsed()
     );
     assert!(gw.proc.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_outlives_a_killed_gateway_and_ddl_from_sessions_at_once() {
+    let env = Env::new("gateway-warehouse");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    // Small executors: the second gateway's fit beside the first's.
+    let small = [
+        "--executors",
+        "1",
+        "--min-executors",
+        "1",
+        "--executor-mem",
+        "256m",
+    ];
+    let mut first = Gateway::start(&env, &m, &small).await;
+    let nation = data.join("nation");
+    first
+        .psql_ok(&[
+            "-c",
+            &format!(
+                "CREATE SCHEMA sales; \
+                 CREATE EXTERNAL TABLE sales.nation STORED AS PARQUET LOCATION '{}/'; \
+                 CREATE VIEW europe AS SELECT n_name FROM sales.nation WHERE n_regionkey = 3; \
+                 CREATE VIEW dropped AS SELECT 1 AS one; DROP VIEW dropped",
+                nation.display()
+            ),
+        ])
+        .await;
+    // Two sessions making views at once.
+    let makers: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|who| {
+            let script: String = (0..10)
+                .map(|i| format!("CREATE VIEW v_{who}_{i} AS SELECT {i} AS n;"))
+                .collect();
+            first
+                .psql_command(&["-q", "-c", &script])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for maker in makers {
+        let out = tokio::time::timeout(LONG, maker.wait_with_output())
+            .await
+            .expect("the views are made")
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    first.proc.kill9();
+
+    let second = Gateway::start(&env, &m, &small).await;
+    let europe = second
+        .rows("SELECT n_name FROM europe ORDER BY n_name")
+        .await;
+    assert_eq!(
+        europe.concat(),
+        ["FRANCE", "GERMANY", "ROMANIA", "RUSSIA", "UNITED KINGDOM"]
+    );
+    let views = second
+        .rows(
+            "SELECT count(*) FROM information_schema.views \
+             WHERE table_name LIKE 'v\\_%' OR table_name = 'europe'",
+        )
+        .await;
+    assert_eq!(views, vec![vec!["21".to_owned()]]);
+    let dropped = second.psql(&["-c", "SELECT * FROM dropped"]).await;
+    assert!(!dropped.status.success(), "a dropped view stays dropped");
+    let dn = second.psql_ok(&["-c", "\\dn"]).await;
+    assert!(dn.contains("sales"), "\\dn: {dn}");
 }

@@ -26,6 +26,9 @@ pub enum GatewayError {
     /// `SHOW` of a setting there is no such name for.
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
+    /// The change was made but could not be kept in the warehouse.
+    #[error("{0} (the change holds in this gateway until it restarts)")]
+    Warehouse(#[from] crate::warehouse::WarehouseError),
     /// A parameter or setting value that cannot be read.
     #[error("{0}")]
     InvalidValue(String),
@@ -51,6 +54,7 @@ impl GatewayError {
             GatewayError::Cancelled | GatewayError::Timeout => "57014",
             GatewayError::InvalidValue(_) => "22023",
             GatewayError::UnknownSetting(_) => "42704",
+            GatewayError::Warehouse(_) => "58030",
         }
     }
 

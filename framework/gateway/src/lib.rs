@@ -28,6 +28,7 @@
 //! - [`http`]: the HTTP API (sessions, running queries, cancel).
 //! - [`rewrite`]: PostgreSQL syntax DataFusion does not plan, translated.
 //! - [`pg`]: the wire protocol.
+//! - [`warehouse`]: the catalog's definitions kept across restarts.
 //! - [`error`]: errors with their SQLSTATE.
 
 pub mod catalog;
@@ -39,6 +40,7 @@ pub mod pg;
 pub mod registry;
 pub mod rewrite;
 pub mod session;
+pub mod warehouse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +70,9 @@ pub struct GatewayConfig {
     pub token: Option<String>,
     /// Connections at once; past it a startup is refused (53300).
     pub max_connections: usize,
+    /// Where the catalog is kept across restarts (none: it lives as long
+    /// as the gateway).
+    pub warehouse: Option<std::path::PathBuf>,
 }
 
 impl GatewayConfig {
@@ -80,6 +85,7 @@ impl GatewayConfig {
             partitions: partitions.max(1),
             token: None,
             max_connections: 100,
+            warehouse: None,
         }
     }
 }
@@ -104,6 +110,9 @@ pub enum StartError {
     /// The catalog could not be made.
     #[error("catalog: {0}")]
     Catalog(#[from] datafusion::error::DataFusionError),
+    /// The warehouse could not be opened.
+    #[error(transparent)]
+    Warehouse(#[from] warehouse::WarehouseError),
 }
 
 /// A gateway: its sessions share its catalog and its driver.
@@ -116,6 +125,9 @@ pub struct Gateway {
     cancels: Arc<ConnectionManager>,
     pids: Arc<RandomPidSecretKeyGenerator>,
     secret: Option<Arc<TokenSecret>>,
+    warehouse: Option<warehouse::Warehouse>,
+    /// DDL runs one statement at a time (with its warehouse write).
+    ddl: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -145,9 +157,15 @@ impl Gateway {
                 .token
                 .as_deref()
                 .map(|t| Arc::new(TokenSecret::new(t))),
+            warehouse: match &config.warehouse {
+                Some(dir) => Some(warehouse::Warehouse::open(dir)?),
+                None => None,
+            },
+            ddl: tokio::sync::Mutex::new(()),
             driver,
             config,
         });
+        gateway.replay_warehouse().await;
         let (stop, stopped) = watch::channel(false);
         let mut serving = vec![tokio::spawn(pg::serve(
             listener,
@@ -183,6 +201,34 @@ impl Gateway {
     /// Its sessions and queries.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Makes the warehouse's definitions again in the shared catalog, in
+    /// order; one that fails (its files gone) is reported and kept.
+    async fn replay_warehouse(self: &Arc<Self>) {
+        let Some(w) = &self.warehouse else { return };
+        let definitions = w.definitions();
+        if definitions.is_empty() {
+            return;
+        }
+        let session = match session::GatewaySession::open(self, "strata", "warehouse", "gateway") {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot replay the warehouse's catalog");
+                return;
+            }
+        };
+        let mut made = 0;
+        for d in &definitions {
+            match session.run_sql(&d.sql).await {
+                Ok(()) => made += 1,
+                Err(e) => tracing::warn!(
+                    schema = %d.schema, name = %d.name, error = %e,
+                    "a warehouse definition could not be made again"
+                ),
+            }
+        }
+        tracing::info!(warehouse = %w.dir().display(), made, of = definitions.len(), "catalog replayed");
     }
 }
 

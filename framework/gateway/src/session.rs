@@ -341,7 +341,12 @@ impl GatewaySession {
         match plan {
             LogicalPlan::Ddl(ref d) => {
                 let tag = ddl_tag(d);
+                let ddl = d.clone();
+                let _one_at_a_time = self.gateway.ddl.lock().await;
                 self.inner.run_plan(plan).await?;
+                if let Some(w) = &self.gateway.warehouse {
+                    w.record(&ddl, &self.gateway.config.database, DEFAULT_SCHEMA)?;
+                }
                 Ok(Outcome::Done(tag, None))
             }
             LogicalPlan::Dml(ref d) => {
@@ -417,6 +422,15 @@ impl GatewaySession {
                 })
             }
         }
+    }
+
+    /// Runs every statement of `sql`, dropping their rows.
+    pub async fn run_sql(&self, sql: &str) -> Result<(), GatewayError> {
+        for statement in self.parse(sql)? {
+            let planned = self.plan(&statement).await?;
+            self.execute(&planned, None, sql).await?;
+        }
+        Ok(())
     }
 
     fn show(&self, name: &str) -> Result<Outcome, GatewayError> {
