@@ -32,6 +32,44 @@ pub struct GatewayArgs {
 enum Action {
     /// List a running gateway's queries (and sessions), or cancel one.
     Queries(QueriesArgs),
+    /// Print a Marathon app definition that runs the gateway as a service
+    /// on the cluster (`strata gateway app … | strata apps create -`).
+    App(AppArgs),
+}
+
+/// Arguments of `strata gateway app`.
+#[derive(clap::Args, Debug)]
+struct AppArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The app's id.
+    #[arg(long, default_value = "/strata/gateway")]
+    id: String,
+    /// The `strata` program on the agents.
+    #[arg(long, default_value = "strata")]
+    program: String,
+    /// The warehouse, a directory every agent that may run the gateway
+    /// reaches (the same path).
+    #[arg(long)]
+    warehouse: std::path::PathBuf,
+    /// CPUs of the gateway's own task.
+    #[arg(long, default_value_t = 0.5)]
+    cpus: f64,
+    /// Memory of the gateway's own task, MiB or with a unit.
+    #[arg(long, default_value = "512", value_parser = strata_proto::units::mib)]
+    mem: f64,
+    /// Executors kept while idle.
+    #[arg(long, default_value_t = 1)]
+    min_executors: usize,
+    /// Executors at most.
+    #[arg(long, default_value_t = 2)]
+    max_executors: usize,
+    /// CPUs per executor.
+    #[arg(long, default_value_t = 1.0)]
+    executor_cpus: f64,
+    /// Memory per executor, MiB or with a unit.
+    #[arg(long, default_value = "1g", value_parser = strata_proto::units::mib)]
+    executor_mem: f64,
 }
 
 /// Arguments of `strata gateway queries`.
@@ -127,8 +165,13 @@ pub fn connect_hint(handle: &GatewayHandle, database: &str) -> String {
 
 /// `strata gateway`.
 pub async fn run(a: GatewayArgs) -> anyhow::Result<ExitCode> {
-    if let Some(Action::Queries(q)) = a.action {
-        return queries(q).await;
+    match a.action {
+        Some(Action::Queries(q)) => return queries(q).await,
+        Some(Action::App(app)) => {
+            println!("{}", serde_json::to_string_pretty(&app_definition(&app))?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
     let target = a.client.target();
     let (driver, handle) = a
@@ -206,4 +249,58 @@ async fn queries(a: QueriesArgs) -> anyhow::Result<ExitCode> {
         println!("\n{table}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway as a Marathon app: one instance of class `service` (the
+/// default), its PostgreSQL port and HTTP API on two ports the agent
+/// assigns, health-checked on the API, replaced only after the old one is
+/// gone (one gateway writes the warehouse at a time).
+fn app_definition(a: &AppArgs) -> serde_json::Value {
+    let target = a.client.target();
+    // A cluster without a token runs on loopback only (as the gateway
+    // without one listens); with one, the gateway listens on every
+    // interface of its agent.
+    let ip = if target.token.is_some() {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
+    let cmd = format!(
+        "exec {} gateway --manager {} --pg-listen {ip}:$PORT0 --http-listen {ip}:$PORT1 \
+         --warehouse {} --executors {} --min-executors {} --max-executors {} \
+         --executor-cpus {} --executor-mem {}",
+        a.program,
+        target.address,
+        a.warehouse.display(),
+        a.max_executors,
+        a.min_executors,
+        a.max_executors,
+        a.executor_cpus,
+        a.executor_mem,
+    );
+    let mut env = serde_json::Map::new();
+    if let Some(t) = &target.token {
+        // The gateway takes the cluster's token from its environment.
+        env.insert("STRATA_TOKEN".into(), serde_json::Value::String(t.clone()));
+    }
+    serde_json::json!({
+        "id": a.id,
+        "cmd": cmd,
+        "instances": 1,
+        "cpus": a.cpus,
+        "mem": a.mem,
+        "env": env,
+        "portDefinitions": [
+            {"port": 0, "name": "postgresql"},
+            {"port": 0, "name": "http"}
+        ],
+        "healthChecks": [{
+            "protocol": "HTTP", "portIndex": 1, "path": "/api/v1/health",
+            "gracePeriodSeconds": 120, "intervalSeconds": 2, "timeoutSeconds": 2,
+            "maxConsecutiveFailures": 3
+        }],
+        "upgradeStrategy": {"minimumHealthCapacity": 0, "maximumOverCapacity": 0},
+        "backoffSeconds": 1,
+        "labels": {"strata.class": "service"}
+    })
 }

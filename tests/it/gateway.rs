@@ -14,9 +14,22 @@ use crate::harness::*;
 /// A `strata gateway` process on the cluster, on an ephemeral port.
 struct Gateway {
     proc: Proc,
+    pg: Pg,
+}
+
+/// Where a gateway serves, and its clients.
+struct Pg {
     port: u16,
     http: String,
     password: Option<String>,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Pg;
+
+    fn deref(&self) -> &Pg {
+        &self.pg
+    }
 }
 
 impl Gateway {
@@ -60,12 +73,16 @@ impl Gateway {
             .map(|i| extra[i + 1].to_owned());
         Gateway {
             proc,
-            port: addr.port(),
-            http,
-            password,
+            pg: Pg {
+                port: addr.port(),
+                http,
+                password,
+            },
         }
     }
+}
 
+impl Pg {
     /// A psql command with these arguments.
     fn psql_command(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("psql");
@@ -115,10 +132,9 @@ impl Gateway {
         let out = self.psql(args).await;
         assert!(
             out.status.success(),
-            "psql {args:?} failed:\n{}\n{}\ngateway stderr:\n{}",
+            "psql {args:?} failed:\n{}\n{}",
             out.stdout,
-            out.stderr,
-            self.proc.stderr_text()
+            out.stderr
         );
         out.stdout
     }
@@ -451,4 +467,88 @@ async fn the_catalog_outlives_a_killed_gateway_and_ddl_from_sessions_at_once() {
     assert!(!dropped.status.success(), "a dropped view stays dropped");
     let dn = second.psql_ok(&["-c", "\\dn"]).await;
     assert!(dn.contains("sales"), "\\dn: {dn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_runs_as_a_service_app_and_its_replacement_keeps_the_catalog() {
+    let env = Env::new("gateway-app");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    let warehouse = env.path("warehouse").display().to_string();
+    let definition = env
+        .cli(&[
+            "gateway",
+            "app",
+            "--manager",
+            &m.addr,
+            "--program",
+            STRATA,
+            "--warehouse",
+            &warehouse,
+            "--cpus",
+            "0.25",
+            "--mem",
+            "256",
+            "--min-executors",
+            "1",
+            "--max-executors",
+            "1",
+            "--executor-mem",
+            "256m",
+        ])
+        .await;
+    assert_eq!(definition.code(), Some(0), "{}", definition.stderr);
+    let app: serde_json::Value = serde_json::from_str(&definition.stdout).unwrap();
+    let (code, _, body) = crate::services::request(&m, "POST", "/v2/apps", Some(app)).await;
+    assert_eq!(code, 201, "{body}");
+    let id = "/strata/gateway";
+    let first = crate::services::settled(&m, id, 1).await;
+    let task = |app: &serde_json::Value| {
+        let t = &app["tasks"][0];
+        let port = t["ports"][0].as_u64().unwrap() as u16;
+        (t["id"].as_str().unwrap().to_owned(), port)
+    };
+    let (task_id, port) = task(&first);
+    let pg = Pg {
+        port,
+        http: String::new(),
+        password: None,
+    };
+    pg.psql_ok(&[
+        "-c",
+        &format!(
+            "CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION '{}/'",
+            data.join("nation").display()
+        ),
+    ])
+    .await;
+    assert_eq!(
+        pg.rows("SELECT count(*) FROM nation").await,
+        vec![vec!["25".to_owned()]]
+    );
+
+    // The gateway dies; the services scheduler starts another, which
+    // finds the catalog in the warehouse.
+    for pid in env.task_processes(&task_id) {
+        signal(pid, libc::SIGKILL);
+    }
+    let second = wait_for("a new healthy gateway", LONG, async || {
+        let a = crate::services::app(&m, id).await;
+        let replaced = a["tasks"]
+            .as_array()
+            .is_some_and(|t| t.len() == 1 && t[0]["id"] != task_id.as_str());
+        (replaced && a["tasksHealthy"] == 1).then_some(a)
+    })
+    .await;
+    let (_, port) = task(&second);
+    let pg = Pg {
+        port,
+        http: String::new(),
+        password: None,
+    };
+    assert_eq!(
+        pg.rows("SELECT count(*) FROM nation").await,
+        vec![vec!["25".to_owned()]]
+    );
 }

@@ -1,6 +1,8 @@
 //! The gateway's HTTP API: its sessions and running queries, and a cancel
 //! (what `strata gateway queries` reads and calls).
 //!
+//! * `GET /api/v1/health`: 200 while the gateway serves (no token needed:
+//!   the services scheduler's health check asks it).
 //! * `GET /api/v1/sessions`: the connected sessions (JSON array).
 //! * `GET /api/v1/queries`: the running queries (JSON array).
 //! * `POST /api/v1/queries/{id}/cancel`: cancels one (404 if no such query).
@@ -23,11 +25,14 @@ use crate::Gateway;
 
 /// The API's routes over `gateway`.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let authorized = Router::new()
         .route("/api/v1/sessions", get(sessions))
         .route("/api/v1/queries", get(queries))
         .route("/api/v1/queries/{id}/cancel", post(cancel))
-        .layer(middleware::from_fn_with_state(gateway.clone(), authorize))
+        .layer(middleware::from_fn_with_state(gateway.clone(), authorize));
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .merge(authorized)
         .with_state(gateway)
 }
 
@@ -47,6 +52,14 @@ async fn authorize(State(gateway): State<Arc<Gateway>>, request: Request, next: 
         }
     }
     next.run(request).await
+}
+
+async fn health(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "status": "serving",
+        "sessions": gateway.registry.sessions().len(),
+        "queries": gateway.registry.queries().len(),
+    }))
 }
 
 async fn sessions(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
