@@ -252,6 +252,34 @@ async fn python_check(script: &str, args: &[&str]) -> (std::process::ExitStatus,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_binds_prepares_reads_types_and_lists_tables_through_the_gateway() {
+    let env = Env::new("gateway-jdbc");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    let gw = Gateway::start(&env, &m, &[]).await;
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/JdbcCheck.java");
+    let mut c = tokio::process::Command::new("java");
+    c.args(["-cp", "/usr/share/java/postgresql.jar"])
+        .arg(&source)
+        .arg(gw.port.to_string())
+        .arg(format!("{}/", data.join("nation").display()))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), c.output())
+        .await
+        .expect("the pgJDBC checks end within two minutes")
+        .expect("java runs (Debian: default-jdk-headless, libpostgresql-jdbc-java)");
+    assert!(
+        out.status.success(),
+        "pgJDBC checks failed:\n{}\n{}\ngateway stderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        gw.proc.stderr_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_pandas_and_asyncpg_query_and_list_tables_through_the_gateway() {
     let env = Env::new("gateway-python");
     let data = env.path("tpch");

@@ -5,7 +5,7 @@
 //! * [`gateway`]: `strata gateway` on a real cluster with real PostgreSQL
 //!   clients: psql (its `\d` catalog queries, the 22 TPC-H queries against
 //!   DataFusion; Ctrl-C), psycopg (types, bound parameters, SQLSTATEs,
-//!   SCRAM), SQLAlchemy with pandas and asyncpg; `strata gateway queries`
+//!   SCRAM), pgJDBC, SQLAlchemy with pandas and asyncpg; `strata gateway queries`
 //!   and its cancel; the warehouse's catalog across a `kill -9`; the
 //!   gateway as a service app, replaced after it dies;
 //! * `ha` (feature `etcd`): managers sharing a registry in a real etcd:

@@ -42,6 +42,9 @@ pub mod rewrite;
 pub mod session;
 pub mod warehouse;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
