@@ -6,7 +6,9 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use datafusion::logical_expr::LogicalPlan;
 use strata_framework::session::{Prepared, Session};
+use strata_gateway::warehouse::Warehouse;
 
 use super::ClientArgs;
 use super::batch::{ExecutorOpts, show_progress, stage_lines};
@@ -31,6 +33,10 @@ pub struct SqlArgs {
     /// Print each query's per-stage figures on stderr.
     #[arg(long)]
     metrics: bool,
+    /// Use the SQL gateway's catalog kept in this warehouse: its schemas,
+    /// external tables and views are there, and DDL here is kept there.
+    #[arg(long)]
+    warehouse: Option<std::path::PathBuf>,
 }
 
 /// `strata sql`.
@@ -42,6 +48,7 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => bail!("give SQL with -e \"…\" or a script with -f FILE"),
     };
+    let warehouse = a.warehouse.as_deref().map(Warehouse::open).transpose()?;
     let target = a.client.target();
     let driver = super::batch::start_driver(
         &a.executors,
@@ -51,7 +58,10 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let session = Session::new(driver.clone(), a.executors.partitions())?;
-    let result = run_script(&session, &sql, a.format, a.metrics).await;
+    if let Some(w) = &warehouse {
+        replay(&session, w).await;
+    }
+    let result = run_script(&session, &sql, a.format, a.metrics, warehouse.as_ref()).await;
     driver.shutdown().await;
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -62,17 +72,52 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs every statement of `sql`, printing results; stops at the first error.
+/// Makes the warehouse's definitions in `session` (one that fails is
+/// reported and skipped).
+async fn replay(session: &Session, warehouse: &Warehouse) {
+    for d in warehouse.definitions() {
+        if let Err(e) = session.sql(&d.sql).await {
+            eprintln!("warning: {}.{} from the warehouse: {e}", d.schema, d.name);
+        }
+    }
+}
+
+/// Runs every statement of `sql`, printing results; stops at the first
+/// error. DDL is kept in `warehouse` when there is one.
 pub async fn run_script(
     session: &Session,
     sql: &str,
     format: Format,
     metrics: bool,
+    warehouse: Option<&Warehouse>,
 ) -> anyhow::Result<()> {
     let statements = session.parse(sql)?;
     let mut stdout = std::io::stdout().lock();
     for statement in statements {
-        match session.prepare(statement).await? {
+        let plan = session
+            .context()
+            .state()
+            .statement_to_plan(statement)
+            .await?;
+        let ddl = match &plan {
+            LogicalPlan::Ddl(d) => Some(d.clone()),
+            _ => None,
+        };
+        let prepared = session.run_plan(plan).await?;
+        if let (Some(d), Some(w)) = (&ddl, warehouse) {
+            let config = session
+                .context()
+                .state_ref()
+                .read()
+                .config_options()
+                .clone();
+            w.record(
+                d,
+                &config.catalog.default_catalog,
+                &config.catalog.default_schema,
+            )?;
+        }
+        match prepared {
             Prepared::Done => {}
             Prepared::Rows(schema, batches) => {
                 output::write(&mut stdout, format, &schema, &batches)?;

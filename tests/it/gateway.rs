@@ -495,6 +495,30 @@ async fn the_catalog_outlives_a_killed_gateway_and_ddl_from_sessions_at_once() {
     assert!(!dropped.status.success(), "a dropped view stays dropped");
     let dn = second.psql_ok(&["-c", "\\dn"]).await;
     assert!(dn.contains("sales"), "\\dn: {dn}");
+
+    // `strata sql --warehouse` works in the same catalog, and keeps its DDL there.
+    let warehouse = env.path("warehouse").display().to_string();
+    let sql = env
+        .cli(&[
+            "sql",
+            "--manager",
+            &m.addr,
+            "--warehouse",
+            &warehouse,
+            "--executors",
+            "1",
+            "--executor-mem",
+            "256m",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT count(*) AS n FROM europe; CREATE VIEW from_sql AS SELECT 7 AS seven",
+        ])
+        .await;
+    assert_eq!(sql.code(), Some(0), "{}", sql.stderr);
+    assert!(sql.stdout.contains("n\n5"), "strata sql: {}", sql.stdout);
+    let catalog = std::fs::read_to_string(env.path("warehouse/catalog.json")).unwrap();
+    assert!(catalog.contains("from_sql"), "{catalog}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

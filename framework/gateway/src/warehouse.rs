@@ -4,10 +4,12 @@
 //! schema, external table and view sessions created, in the order they
 //! were made (as the SQL that made them, which DataFusion's plans keep);
 //! a drop removes them. It is rewritten atomically (a temporary file,
-//! fsync, rename) after each change, under the gateway's DDL lock, so two
-//! sessions' DDL at once never leaves a torn or mixed file, and a gateway
-//! killed mid-change finds the catalog as it was before or after it. A
-//! starting gateway replays the file into its catalog.
+//! fsync, rename) after each change, under the gateway's DDL lock and an
+//! advisory lock on `catalog.lock` (other processes — `strata sql
+//! --warehouse`, a second gateway — write it too; each change starts from
+//! what the file holds), so DDL at once never leaves a torn or mixed file,
+//! and a process killed mid-change leaves the catalog as it was before or
+//! after it. A starting gateway replays the file into its catalog.
 //!
 //! In-memory tables (`CREATE TABLE … AS`, `CREATE TABLE t (…)` without a
 //! location) hold their rows in the gateway only and are not kept.
@@ -85,20 +87,28 @@ impl Warehouse {
             path: dir.to_owned(),
             source,
         })?;
-        let path = dir.join("catalog.json");
-        let objects = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let file: CatalogFile = serde_json::from_slice(&bytes)
-                    .map_err(|source| WarehouseError::Corrupt { path, source })?;
-                file.objects
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(WarehouseError::Io { path, source }),
-        };
+        let objects = read_catalog(&dir.join("catalog.json"))?;
         Ok(Warehouse {
             dir: dir.to_owned(),
             objects: Mutex::new(objects),
         })
+    }
+
+    /// Holds `catalog.lock` exclusively until dropped.
+    fn lock_file(&self) -> Result<std::fs::File, WarehouseError> {
+        let path = self.dir.join("catalog.lock");
+        let io = |source| WarehouseError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(file)
     }
 
     /// Its directory.
@@ -127,6 +137,11 @@ impl Warehouse {
             name.clone().resolve(catalog, default_schema)
         };
         let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
+        // Other processes (`strata sql --warehouse`, another gateway) may
+        // write the same catalog: one writer at a time across processes,
+        // each starting from what the file holds now.
+        let _writer = self.lock_file()?;
+        *objects = read_catalog(&self.dir.join("catalog.json"))?;
         let before = objects.clone();
         let mut define = |kind: Kind, name: &TableReference, sql: &Option<String>| {
             let Some(sql) = sql else { return };
@@ -208,6 +223,25 @@ impl Warehouse {
     }
 }
 
+/// The definitions `path` holds (none if it does not exist yet).
+fn read_catalog(path: &Path) -> Result<Vec<Definition>, WarehouseError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let file: CatalogFile =
+                serde_json::from_slice(&bytes).map_err(|source| WarehouseError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            Ok(file.objects)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(WarehouseError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +312,27 @@ mod tests {
         let d = ddl(&fresh, "DROP SCHEMA sales CASCADE").await;
         again.record(&d, cat, schema).unwrap();
         assert_eq!(again.definitions().len(), 1, "the view in public stays");
+    }
+
+    #[tokio::test]
+    async fn two_writers_of_one_warehouse_keep_each_others_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            Warehouse::open(dir.path()).unwrap(),
+            Warehouse::open(dir.path()).unwrap(),
+        );
+        let ctx = SessionContext::new();
+        let one = ddl(&ctx, "CREATE VIEW one AS SELECT 1").await;
+        let two = ddl(&ctx, "CREATE VIEW two AS SELECT 2").await;
+        a.record(&one, "datafusion", "public").unwrap();
+        b.record(&two, "datafusion", "public").unwrap();
+        let names: Vec<String> = Warehouse::open(dir.path())
+            .unwrap()
+            .definitions()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, vec!["one", "two"]);
     }
 
     #[test]
