@@ -180,6 +180,9 @@ async fn psql_runs_the_22_tpch_queries_through_the_gateway_on_the_clusters_execu
     for t in tpch::TABLES {
         assert!(dt.contains(t), "\\dt does not list {t}:\n{dt}");
     }
+    for command in ["\\dn", "\\dn+", "\\dt+", "\\dv", "\\df", "\\l"] {
+        gw.psql_ok(&["-c", command]).await;
+    }
     let d = gw.psql_ok(&["-c", "\\d lineitem"]).await;
     assert!(
         d.contains("l_orderkey") && d.contains("l_shipdate") && d.contains("date"),

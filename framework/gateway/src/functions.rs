@@ -4,7 +4,16 @@
 //! * `version()`: `PostgreSQL 14.0 (Strata …)`, as clients parse it.
 //! * `pg_relation_is_publishable(rel)`: true for every relation (all are
 //!   ordinary tables); takes the oid as a number or as the untyped literal
-//!   psql gives (`'16455'`).
+//!   psql gives (`'16455'`). `pg_function_is_visible`, `pg_type_is_visible`
+//!   and `pg_collation_is_visible` alike: true (the search path holds
+//!   `public` and `pg_catalog`, where everything is).
+//! * `obj_description`, `col_description`, `shobj_description`: NULL (no
+//!   object has a comment); `pg_get_function_result`,
+//!   `pg_get_function_arguments`: NULL (there are no user functions);
+//!   `pg_table_size`: NULL (not known yet) — what psql's `\df`, `\dT`,
+//!   `\dn+` and `\dt+` ask.
+//! * `pg_size_pretty(bytes)`: `8192 bytes`, `16 kB`, `10 MB`, as
+//!   PostgreSQL rounds them.
 //! * `to_regtype(name)`: a type's oid from `pg_catalog.pg_type` by its
 //!   name or an alias (`integer`, `character varying`, `int4[]`,
 //!   `pg_catalog.text`), NULL when there is none — psycopg asks it at
@@ -38,7 +47,17 @@ use crate::session::version_string;
 pub fn all() -> Vec<ScalarUDF> {
     vec![
         version(),
-        relation_is_publishable(),
+        true_where_set("pg_relation_is_publishable"),
+        true_where_set("pg_function_is_visible"),
+        true_where_set("pg_type_is_visible"),
+        true_where_set("pg_collation_is_visible"),
+        size_pretty(),
+        null_of("obj_description", DataType::Utf8),
+        null_of("col_description", DataType::Utf8),
+        null_of("shobj_description", DataType::Utf8),
+        null_of("pg_get_function_result", DataType::Utf8),
+        null_of("pg_get_function_arguments", DataType::Utf8),
+        null_of("pg_table_size", DataType::Int64),
         ScalarUDF::new_from_impl(PgTextArray::new()),
         to_regtype(),
         like_pattern(),
@@ -204,12 +223,88 @@ fn to_regtype() -> ScalarUDF {
     )
 }
 
-/// `pg_relation_is_publishable(rel)`.
-fn relation_is_publishable() -> ScalarUDF {
+/// A function of one argument of any type, true where it is not null.
+fn true_where_set(name: &'static str) -> ScalarUDF {
     ScalarUDF::new_from_impl(AnyArgument {
-        name: "pg_relation_is_publishable",
+        name,
         signature: Signature::any(1, Volatility::Stable),
     })
+}
+
+/// A function of any arguments whose value is NULL of type `t`.
+fn null_of(name: &'static str, t: DataType) -> ScalarUDF {
+    ScalarUDF::new_from_impl(NullOf {
+        name,
+        t,
+        signature: Signature::variadic_any(Volatility::Stable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullOf {
+    name: &'static str,
+    t: DataType,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NullOf {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.t.clone())
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from(&self.t)?))
+    }
+}
+
+/// PostgreSQL's rendering of a size in bytes.
+fn pretty_size(bytes: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    if bytes.abs() < LIMIT {
+        return format!("{bytes} bytes");
+    }
+    // In half units, rounded at the end, as PostgreSQL does.
+    let mut size = bytes >> 9;
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if size.abs() < LIMIT * 2 - 1 {
+            return format!("{} {unit}", half_rounded(size));
+        }
+        size >>= 10;
+    }
+    format!("{} PB", half_rounded(size))
+}
+
+/// `pg_size_pretty(bytes)`.
+fn size_pretty() -> ScalarUDF {
+    create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let [arg] = args else {
+                return exec_err!("pg_size_pretty takes one argument");
+            };
+            let sizes = arg.to_array(1)?;
+            let sizes = datafusion::common::cast::as_int64_array(&sizes)?;
+            let out: StringArray = sizes.iter().map(|s| s.map(pretty_size)).collect();
+            Ok(match arg {
+                ColumnarValue::Scalar(_) => {
+                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+                }
+                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
+            })
+        }),
+    )
 }
 
 /// A function of one argument of any type that is true where it is not
@@ -370,6 +465,15 @@ mod tests {
                 .map(|i| i.map(|s| &*Box::leak(s.into_boxed_str())))
                 .collect()
         })
+    }
+
+    #[test]
+    fn sizes_are_rendered_as_postgresql_renders_them() {
+        assert_eq!(pretty_size(8192), "8192 bytes");
+        assert_eq!(pretty_size(10 * 1024), "10 kB");
+        assert_eq!(pretty_size(16 * 1024 + 100), "16 kB");
+        assert_eq!(pretty_size(10 * 1024 * 1024), "10 MB");
+        assert_eq!(pretty_size(123_456_789_012), "115 GB");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! * `LIKE p ESCAPE 'c'` with another escape than the backslash (SQLAlchemy
 //!   sends `ESCAPE '/'`) is `LIKE pg_like_pattern(p, 'c')`, the pattern
 //!   rewritten to backslash escapes, DataFusion's only escape.
+//! * `array_to_string(a, …)` reads `a` through `pg_text_array` too.
 //! * `x = ANY(a)` and `x op ALL(a)` read `a` through `pg_text_array`
 //!   ([`crate::functions`]): an array, or one in PostgreSQL's text form as
 //!   `pg_catalog` holds them.
@@ -18,8 +19,8 @@ use std::convert::Infallible;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArguments, Ident, OrderByKind, Query, SelectItem, SetExpr, Statement, Value,
-    VisitMut, VisitorMut, visit_expressions_mut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, OrderByKind, Query, SelectItem,
+    SetExpr, Statement, Value, VisitMut, VisitorMut, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -47,6 +48,18 @@ pub fn rewrite(statement: &mut Statement) {
         {
             **pattern = rewritten;
             *escape_char = None;
+        }
+        if let Expr::Function(f) = expr
+            && f.name
+                .0
+                .last()
+                .is_some_and(|p| p.to_string().eq_ignore_ascii_case("array_to_string"))
+            && let FunctionArguments::List(list) = &mut f.args
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = list.args.first_mut()
+            && !is_text_array_call(first)
+            && let Some(wrapped) = parse_expr(&format!("pg_text_array({first})"))
+        {
+            *first = wrapped;
         }
         if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = expr
             && !matches!(right.as_ref(), Expr::Subquery(_) | Expr::Array(_))
@@ -221,6 +234,10 @@ mod tests {
         assert_eq!(
             rewritten("SELECT 1 WHERE n LIKE 'a\\_%' ESCAPE '\\'"),
             "SELECT 1 WHERE n LIKE 'a\\_%' ESCAPE '\\'"
+        );
+        assert_eq!(
+            rewritten("SELECT pg_catalog.array_to_string(n.nspacl, ',') FROM n"),
+            "SELECT pg_catalog.array_to_string(pg_text_array(n.nspacl), ',') FROM n"
         );
         // Other uses of ARRAY are left alone.
         assert_eq!(rewritten("SELECT ARRAY[1, 2]"), "SELECT ARRAY[1, 2]");
