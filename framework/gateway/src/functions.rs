@@ -41,7 +41,7 @@ use datafusion::logical_expr::{
 };
 use datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables;
 
-use crate::session::version_string;
+use crate::settings::version_string;
 
 /// The functions, to register in a session.
 pub fn all() -> Vec<ScalarUDF> {

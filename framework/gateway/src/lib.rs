@@ -29,6 +29,7 @@
 //! - [`rewrite`]: PostgreSQL syntax DataFusion does not plan, translated.
 //! - [`pg`]: the wire protocol.
 //! - [`warehouse`]: the catalog's definitions kept across restarts.
+//! - [`settings`]: the version, settings and column names clients see.
 //! - [`error`]: errors with their SQLSTATE.
 
 pub mod catalog;
@@ -40,6 +41,7 @@ pub mod pg;
 pub mod registry;
 pub mod rewrite;
 pub mod session;
+pub mod settings;
 pub mod warehouse;
 
 #[cfg(test)]

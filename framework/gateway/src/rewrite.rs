@@ -17,13 +17,16 @@
 
 use std::convert::Infallible;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
+use datafusion::sql::sqlparser::ast::visit_relations;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, OrderByKind, Query, SelectItem,
     SetExpr, Statement, Value, VisitMut, VisitorMut, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 
 /// Rewrites what this module translates, in place.
 pub fn rewrite(statement: &mut Statement) {
@@ -197,6 +200,51 @@ fn is_text_array_call(e: &Expr) -> bool {
     matches!(e, Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("pg_text_array"))
 }
 
+/// `datafusion-pg-catalog`'s syntax rewrites that translate (qualifying
+/// `pg_catalog` names, `OPERATOR(pg_catalog.~)`, `COLLATE`, `::regclass`,
+/// `= ANY(array)`…) — not the one that turns a correlated subquery of a
+/// select list into NULL (applied to catalog queries only: over data it
+/// would be a wrong answer where an error is due), nor the parser's table
+/// of whole queries answered by substitution.
+pub(crate) fn compatibility_rules() -> Vec<Arc<dyn SqlStatementRewriteRule>> {
+    vec![
+        Arc::new(rules::AliasDuplicatedProjectionRewrite),
+        Arc::new(rules::ResolveUnqualifiedIdentifier),
+        Arc::new(rules::RewriteArrayAnyAllOperation),
+        Arc::new(rules::PrependUnqualifiedPgTableName),
+        Arc::new(rules::StripCallableQualifier),
+        Arc::new(rules::FixArrayLiteral),
+        Arc::new(rules::CurrentUserVariableToSessionUserFunctionCall),
+        Arc::new(rules::StripCollate),
+        Arc::new(rules::RewritePgCatalogOperator),
+        Arc::new(rules::RewriteRegCastToSubquery::new()),
+        Arc::new(rules::FixVersionColumnName),
+    ]
+}
+
+/// Whether every relation a statement names is a catalog table
+/// (`pg_catalog.…`, `information_schema.…`, or an unqualified `pg_…`).
+pub(crate) fn reads_only_the_catalog(statement: &Statement) -> bool {
+    let mut only = true;
+    let mut any = false;
+    let ControlFlow::Continue(()) = visit_relations(statement, |name| {
+        any = true;
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| p.to_string().to_lowercase())
+            .collect();
+        let catalog = match parts.as_slice() {
+            [table] => table.starts_with("pg_"),
+            [.., schema, _] => schema == "pg_catalog" || schema == "information_schema",
+            [] => false,
+        };
+        only &= catalog;
+        ControlFlow::<Infallible>::Continue(())
+    });
+    any && only
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +293,24 @@ mod tests {
             rewritten("SELECT array(select a, b from u)"),
             "SELECT array(SELECT a, b FROM u)"
         );
+    }
+
+    #[test]
+    fn catalog_queries_are_told_from_queries_over_data() {
+        let parse = |sql: &str| {
+            datafusion::sql::sqlparser::parser::Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0)
+        };
+        assert!(reads_only_the_catalog(&parse(
+            "SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_type t ON true"
+        )));
+        assert!(reads_only_the_catalog(&parse(
+            "SELECT * FROM information_schema.tables"
+        )));
+        assert!(!reads_only_the_catalog(&parse(
+            "SELECT (SELECT 1 FROM pg_class c WHERE c.oid = t.x) FROM t"
+        )));
+        assert!(!reads_only_the_catalog(&parse("SELECT 1")));
     }
 }

@@ -26,7 +26,7 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
-use crate::session::PG_VERSION;
+use crate::settings::PG_VERSION;
 
 /// The parameters a client is told at startup (`server_version` first:
 /// clients choose their catalog queries by it).
