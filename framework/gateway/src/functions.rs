@@ -186,12 +186,11 @@ fn like_pattern() -> ScalarUDF {
                     })
                 })
                 .collect();
-            Ok(match (pattern, escape) {
-                (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                _ => ColumnarValue::Array(Arc::new(out)),
-            })
+            let scalar = matches!(
+                (pattern, escape),
+                (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
+            );
+            shaped(scalar, Arc::new(out))
         }),
     )
 }
@@ -213,12 +212,7 @@ fn to_regtype() -> ScalarUDF {
                 .iter()
                 .map(|n| n.and_then(|n| type_oids().get(&type_name(n)).copied()))
                 .collect();
-            Ok(match arg {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&oids, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(oids)),
-            })
+            shaped(matches!(arg, ColumnarValue::Scalar(_)), Arc::new(oids))
         }),
     )
 }
@@ -228,6 +222,16 @@ fn true_where_set(name: &'static str) -> ScalarUDF {
     ScalarUDF::new_from_impl(AnyArgument {
         name,
         signature: Signature::any(1, Volatility::Stable),
+    })
+}
+
+/// A function's result in the shape of its input: a scalar for scalar
+/// arguments (its one row), else the array.
+fn shaped(scalar: bool, out: ArrayRef) -> Result<ColumnarValue> {
+    Ok(if scalar {
+        ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+    } else {
+        ColumnarValue::Array(out)
     })
 }
 
@@ -297,12 +301,7 @@ fn size_pretty() -> ScalarUDF {
             let sizes = arg.to_array(1)?;
             let sizes = datafusion::common::cast::as_int64_array(&sizes)?;
             let out: StringArray = sizes.iter().map(|s| s.map(pretty_size)).collect();
-            Ok(match arg {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(out)),
-            })
+            shaped(matches!(arg, ColumnarValue::Scalar(_)), Arc::new(out))
         }),
     )
 }
