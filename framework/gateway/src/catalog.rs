@@ -5,13 +5,16 @@
 //! table one connection creates is seen by all. A session sees it through
 //! a [`SessionCatalog`]: the shared schemas, and over them schemas of its
 //! own — `pg_catalog`, whose tables are views over the live catalog as that
-//! session sees it (`information_schema` is DataFusion's, also live).
+//! session sees it (`information_schema` is DataFusion's, also live) — and
+//! its temporary views, seen in `public` by that session alone, over the
+//! shared tables of the same names.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use datafusion::catalog::{
-    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
 };
 use datafusion::error::{DataFusionError, Result};
 
@@ -34,6 +37,7 @@ pub fn shared_catalog() -> Result<Arc<dyn CatalogProvider>> {
 pub struct SessionCatalog {
     shared: Arc<dyn CatalogProvider>,
     own: MemoryCatalogProvider,
+    temporary: Arc<MemorySchemaProvider>,
 }
 
 impl SessionCatalog {
@@ -42,7 +46,61 @@ impl SessionCatalog {
         SessionCatalog {
             shared,
             own: MemoryCatalogProvider::new(),
+            temporary: Arc::new(MemorySchemaProvider::new()),
         }
+    }
+
+    /// This session's temporary views (seen in `public`, by it alone).
+    pub fn temporary(&self) -> &Arc<MemorySchemaProvider> {
+        &self.temporary
+    }
+}
+
+/// `public` as one session sees it: its temporary views over the shared
+/// schema. New tables go to the shared schema; a drop takes a temporary
+/// view first.
+#[derive(Debug)]
+struct WithTemporary {
+    temporary: Arc<MemorySchemaProvider>,
+    shared: Arc<dyn SchemaProvider>,
+}
+
+#[async_trait]
+impl SchemaProvider for WithTemporary {
+    fn table_names(&self) -> Vec<String> {
+        let names: BTreeSet<String> = self
+            .temporary
+            .table_names()
+            .into_iter()
+            .chain(self.shared.table_names())
+            .collect();
+        names.into_iter().collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match self.temporary.table(name).await? {
+            Some(t) => Ok(Some(t)),
+            None => self.shared.table(name).await,
+        }
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.shared.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if self.temporary.table_exist(name) {
+            return self.temporary.deregister_table(name);
+        }
+        self.shared.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.temporary.table_exist(name) || self.shared.table_exist(name)
     }
 }
 
@@ -58,7 +116,17 @@ impl CatalogProvider for SessionCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.own.schema(name).or_else(|| self.shared.schema(name))
+        if let Some(own) = self.own.schema(name) {
+            return Some(own);
+        }
+        let shared = self.shared.schema(name)?;
+        if name == DEFAULT_SCHEMA {
+            return Some(Arc::new(WithTemporary {
+                temporary: self.temporary.clone(),
+                shared,
+            }));
+        }
+        Some(shared)
     }
 
     fn register_schema(
@@ -106,5 +174,29 @@ mod tests {
         assert!(a.deregister_schema("public", true).is_err());
         assert!(b.deregister_schema("sales", true).unwrap().is_some());
         assert_eq!(a.schema_names(), vec!["pg_catalog", "public"]);
+    }
+
+    #[tokio::test]
+    async fn a_temporary_view_is_its_sessions_alone() {
+        use datafusion::arrow::datatypes::Schema;
+        use datafusion::catalog::MemTable;
+        let shared = shared_catalog().unwrap();
+        let (a, b) = (
+            SessionCatalog::new(shared.clone()),
+            SessionCatalog::new(shared),
+        );
+        let t =
+            |_: ()| Arc::new(MemTable::try_new(Arc::new(Schema::empty()), vec![vec![]]).unwrap());
+        a.temporary().register_table("tmp".into(), t(())).unwrap();
+        a.schema("public")
+            .unwrap()
+            .register_table("kept".into(), t(()))
+            .unwrap();
+        let (pa, pb) = (a.schema("public").unwrap(), b.schema("public").unwrap());
+        assert_eq!(pa.table_names(), vec!["kept", "tmp"]);
+        assert_eq!(pb.table_names(), vec!["kept"]);
+        assert!(pb.table("tmp").await.unwrap().is_none());
+        assert!(pa.deregister_table("tmp").unwrap().is_some());
+        assert!(!pa.table_exist("tmp"));
     }
 }

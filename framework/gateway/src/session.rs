@@ -20,8 +20,10 @@ use std::time::Duration;
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::SchemaProvider;
 use datafusion::common::ParamValues;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::ViewTable;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
@@ -134,6 +136,7 @@ pub struct GatewaySession {
     gateway: Arc<Gateway>,
     inner: Session,
     rules: Vec<Arc<dyn SqlStatementRewriteRule>>,
+    catalog: Arc<SessionCatalog>,
     settings: Mutex<BTreeMap<String, String>>,
     registration: SessionGuard,
 }
@@ -158,10 +161,8 @@ impl GatewaySession {
         let inner =
             Session::with_config(gateway.driver.clone(), gateway.config.partitions, config)?;
         let ctx = inner.context();
-        ctx.register_catalog(
-            database,
-            Arc::new(SessionCatalog::new(gateway.catalog.clone())),
-        );
+        let catalog = Arc::new(SessionCatalog::new(gateway.catalog.clone()));
+        ctx.register_catalog(database, catalog.clone());
         setup_pg_catalog(ctx, database, EmptyContextProvider).map_err(|e| *e)?;
         for f in crate::functions::all() {
             ctx.register_udf(f);
@@ -172,6 +173,7 @@ impl GatewaySession {
             gateway: gateway.clone(),
             inner,
             rules: compatibility_rules(),
+            catalog,
             settings: Mutex::new(default_settings(user, application)),
             registration,
         })
@@ -323,6 +325,19 @@ impl GatewaySession {
     async fn run(&self, plan: LogicalPlan, query: &QueryGuard) -> Result<Outcome, GatewayError> {
         let ctx = self.inner.context();
         match plan {
+            // A temporary view is this session's alone, and not kept.
+            LogicalPlan::Ddl(DdlStatement::CreateView(ref v)) if v.temporary => {
+                let view = ViewTable::new(v.input.as_ref().clone(), v.definition.clone());
+                let temporary = self.catalog.temporary();
+                let name = v.name.table().to_owned();
+                if temporary.table_exist(&name) && !v.or_replace {
+                    return Err(GatewayError::from(DataFusionError::Plan(format!(
+                        "Table '{name}' already exists"
+                    ))));
+                }
+                temporary.register_table(name, Arc::new(view))?;
+                Ok(Outcome::Done("CREATE VIEW", None))
+            }
             LogicalPlan::Ddl(ref d) => {
                 let tag = ddl_tag(d);
                 let ddl = d.clone();

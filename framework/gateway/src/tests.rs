@@ -191,3 +191,39 @@ async fn connections_past_the_limit_are_refused_with_53300() {
     gw.shutdown().await;
     driver.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_view_is_seen_by_its_session_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, gw) = gateway(dir.path(), 10).await;
+    let addr = gw.pg_addr();
+    let mut a = session(addr).await;
+    let mut b = session(addr).await;
+    a.write_all(&query_message(
+        "CREATE TEMPORARY VIEW tv AS SELECT 5 AS five",
+    ))
+    .await
+    .unwrap();
+    until_ready(&mut a).await.expect("the view is made");
+    assert_eq!(select(&mut a, "SELECT five FROM tv").await, "5");
+    b.write_all(&query_message("SELECT five FROM tv"))
+        .await
+        .unwrap();
+    let msgs = until_ready(&mut b).await.expect("an answer");
+    let error = msgs.iter().find(|(k, _)| *k == b'E').expect("an error");
+    assert!(
+        String::from_utf8_lossy(&error.1).contains("42P01"),
+        "{msgs:?}"
+    );
+    // Nothing of it is in the shared catalog either.
+    assert!(
+        gw.gateway()
+            .catalog
+            .schema("public")
+            .unwrap()
+            .table_names()
+            .is_empty()
+    );
+    gw.shutdown().await;
+    driver.shutdown().await;
+}
