@@ -619,7 +619,20 @@ async fn three_etcd_members_lose_one_and_the_managers_fail_over_on_the_rest() {
     };
     let endpoints: Vec<String> = etcd.iter().map(|m| m.addr.clone()).collect();
     let store = format!("etcd://{}/three", endpoints.join(","));
-    let manager_on = |i: usize| manager_on_etcd(&env, &lan[i], i, &store);
+    // A lease of 6 s: the leader's keep-alive must move to another member
+    // when its own dies, which under a loaded machine took past 2 s.
+    let manager_on = |i: usize| {
+        let mut spec = manager_on_etcd(&env, &lan[i], i, &store);
+        if let Some(ttl) = spec
+            .extra
+            .iter_mut()
+            .skip_while(|a| *a != "--lease-ttl")
+            .nth(1)
+        {
+            *ttl = "6s".into();
+        }
+        spec
+    };
     let a = env.start_manager(manager_on(3)).await;
     wait_until("the manager on host 3 leads", LONG, async || {
         a.leads().await
