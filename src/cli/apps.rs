@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::{Value, json};
 use strata_sdk::http;
 
 use super::ClientArgs;
+use super::table;
 
 /// Arguments of `strata apps`.
 #[derive(clap::Args, Debug)]
@@ -189,13 +189,6 @@ fn error_text(v: &Value) -> String {
         }
     }
     out
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY);
-    t.set_header(header.to_vec());
-    t
 }
 
 fn app_row(a: &Value) -> Vec<String> {

@@ -217,9 +217,7 @@ async fn queries(a: QueriesArgs) -> anyhow::Result<ExitCode> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let mut table = comfy_table::Table::new();
-    table.load_preset(comfy_table::presets::NOTHING);
-    table.set_header(["QUERY", "SESSION", "RUNNING", "JOB", "SQL"]);
+    let mut table = super::table(&["QUERY", "SESSION", "RUNNING", "JOB", "SQL"]);
     for q in &queries {
         let sql: String = q.sql.split_whitespace().collect::<Vec<_>>().join(" ");
         table.add_row([
@@ -235,9 +233,7 @@ async fn queries(a: QueriesArgs) -> anyhow::Result<ExitCode> {
         let (status, _, body) = get("/api/v1/sessions").await?;
         anyhow::ensure!(status == 200, "{}", String::from_utf8_lossy(&body).trim());
         let sessions: Vec<strata_gateway::registry::SessionInfo> = serde_json::from_slice(&body)?;
-        let mut table = comfy_table::Table::new();
-        table.load_preset(comfy_table::presets::NOTHING);
-        table.set_header(["SESSION", "USER", "APPLICATION", "CLIENT"]);
+        let mut table = super::table(&["SESSION", "USER", "APPLICATION", "CLIENT"]);
         for s in &sessions {
             table.add_row([
                 s.id.to_string(),

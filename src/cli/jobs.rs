@@ -19,7 +19,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use strata_framework::job::record::{JOB_FILE, JOB_PREFIX, JobFile, JobState, unix_ms};
 use strata_framework::job::status::{self, DriverTask, JobStatus};
 use strata_framework::job::teardown_framework;
@@ -103,9 +102,7 @@ pub async fn run(a: JobsArgs) -> anyhow::Result<ExitCode> {
 
 /// The jobs as a table, followed by the errors of those that failed.
 fn render(jobs: &[JobStatus]) -> String {
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY);
-    t.set_header(vec!["ID", "NAME", "STATE", "PROGRESS", "DURATION"]);
+    let mut t = super::table(&["ID", "NAME", "STATE", "PROGRESS", "DURATION"]);
     for j in jobs {
         let mut state = j.state.to_string();
         if j.restarts > 0 {

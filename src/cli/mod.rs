@@ -102,6 +102,14 @@ impl ClientArgs {
 
 pub use strata_proto::units::{duration as parse_duration, mib as parse_mib};
 
+/// A table for people, with this header (what the listing commands print).
+pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header(header.to_vec());
+    t
+}
+
 /// Reads a TOML config file into `T`.
 pub fn read_config<T: serde::de::DeserializeOwned + Default>(
     path: Option<&PathBuf>,

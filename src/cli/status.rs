@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use strata_manager::master::view::StateView;
 use strata_proto::time::Timestamp;
 
 use super::ClientArgs;
+use super::table;
 use strata_sdk::http;
 
 /// Arguments of `strata status`.
@@ -20,13 +20,6 @@ pub struct StatusArgs {
     /// Print the raw JSON state instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY);
-    t.set_header(header.to_vec());
-    t
 }
 
 /// Renders the state as tables.

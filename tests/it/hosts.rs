@@ -190,6 +190,17 @@ async fn agents_on_other_hosts_run_tasks_executors_and_shuffles() {
 /// Manager `i` on `host`, on the etcd `store`, with a 2 s lease.
 #[cfg(feature = "etcd")]
 fn manager_on_etcd(env: &Env, host: &Host, i: usize, store: &str) -> ManagerSpec {
+    manager_on_etcd_with_lease(env, host, i, store, "2s")
+}
+
+/// [`manager_on_etcd`] with a lease of `ttl`.
+fn manager_on_etcd_with_lease(
+    env: &Env,
+    host: &Host,
+    i: usize,
+    store: &str,
+    ttl: &str,
+) -> ManagerSpec {
     ManagerSpec {
         listen: host.addr(5050),
         token: Some(TOKEN.into()),
@@ -199,7 +210,7 @@ fn manager_on_etcd(env: &Env, host: &Host, i: usize, store: &str) -> ManagerSpec
             "--store".into(),
             store.to_owned(),
             "--lease-ttl".into(),
-            "2s".into(),
+            ttl.into(),
         ],
         ..ManagerSpec::default()
     }

@@ -68,13 +68,7 @@ struct WithTemporary {
 #[async_trait]
 impl SchemaProvider for WithTemporary {
     fn table_names(&self) -> Vec<String> {
-        let names: BTreeSet<String> = self
-            .temporary
-            .table_names()
-            .into_iter()
-            .chain(self.shared.table_names())
-            .collect();
-        names.into_iter().collect()
+        sorted_union(self.temporary.table_names(), self.shared.table_names())
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -106,13 +100,7 @@ impl SchemaProvider for WithTemporary {
 
 impl CatalogProvider for SessionCatalog {
     fn schema_names(&self) -> Vec<String> {
-        let names: BTreeSet<String> = self
-            .own
-            .schema_names()
-            .into_iter()
-            .chain(self.shared.schema_names())
-            .collect();
-        names.into_iter().collect()
+        sorted_union(self.own.schema_names(), self.shared.schema_names())
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
@@ -153,6 +141,12 @@ impl CatalogProvider for SessionCatalog {
         }
         self.shared.deregister_schema(name, cascade)
     }
+}
+
+/// The names of both lists, each once, in order.
+fn sorted_union(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    let names: BTreeSet<String> = a.into_iter().chain(b).collect();
+    names.into_iter().collect()
 }
 
 #[cfg(test)]
