@@ -490,6 +490,9 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
             }
         };
         println!("  gateway  postgresql {}", handle.pg_addr());
+        if let Some(flight) = handle.flight_addr() {
+            println!("  gateway  flight sql {flight} (ADBC: grpc://{flight})");
+        }
         println!(
             "  connect  {}",
             super::gateway::connect_hint(&handle, &a.serve.database)

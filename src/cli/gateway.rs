@@ -102,6 +102,10 @@ pub struct ServeOpts {
     /// Where the HTTP API listens (sessions, running queries, cancel).
     #[arg(long, default_value = DEFAULT_HTTP)]
     pub http_listen: SocketAddr,
+    /// Where Arrow Flight SQL listens (ADBC: `grpc://ADDR`). Without a
+    /// token, only loopback addresses are allowed.
+    #[arg(long, default_value = "127.0.0.1:32010")]
+    pub flight_listen: SocketAddr,
     /// Executors kept while idle [default: 1].
     #[arg(long)]
     pub min_executors: Option<usize>,
@@ -135,6 +139,7 @@ impl ServeOpts {
         let mut config = GatewayConfig::new(executors.partitions_for(max));
         config.pg_listen = self.pg_listen;
         config.http_listen = Some(self.http_listen);
+        config.flight_listen = Some(self.flight_listen);
         config.database = self.database.clone();
         config.token = token.map(str::to_owned);
         config.max_connections = self.max_connections;
@@ -180,6 +185,9 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<ExitCode> {
         .await?;
     println!("strata gateway");
     println!("  postgresql  {}", handle.pg_addr());
+    if let Some(flight) = handle.flight_addr() {
+        println!("  flight sql  {flight} (ADBC: grpc://{flight})");
+    }
     if let Some(http) = handle.http_addr() {
         println!("  http        {http} (strata gateway queries --gateway {http})");
     }
@@ -248,8 +256,8 @@ async fn queries(a: QueriesArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The gateway as a Marathon app: one instance of class `service` (the
-/// default), its PostgreSQL port and HTTP API on two ports the agent
-/// assigns, health-checked on the API, replaced only after the old one is
+/// default), its PostgreSQL port, HTTP API and Flight SQL on three ports
+/// the agent assigns, health-checked on the API, replaced only after the old one is
 /// gone (one gateway writes the warehouse at a time).
 fn app_definition(a: &AppArgs) -> serde_json::Value {
     let target = a.client.target();
@@ -263,7 +271,8 @@ fn app_definition(a: &AppArgs) -> serde_json::Value {
     };
     let cmd = format!(
         "exec {} gateway --manager {} --pg-listen {ip}:$PORT0 --http-listen {ip}:$PORT1 \
-         --warehouse {} --executors {} --min-executors {} --max-executors {} \
+         --flight-listen {ip}:$PORT2 --warehouse {} --executors {} --min-executors {} \
+         --max-executors {} \
          --executor-cpus {} --executor-mem {}",
         a.program,
         target.address,
@@ -288,7 +297,8 @@ fn app_definition(a: &AppArgs) -> serde_json::Value {
         "env": env,
         "portDefinitions": [
             {"port": 0, "name": "postgresql"},
-            {"port": 0, "name": "http"}
+            {"port": 0, "name": "http"},
+            {"port": 0, "name": "flight-sql"}
         ],
         "healthChecks": [{
             "protocol": "HTTP", "portIndex": 1, "path": "/api/v1/health",

@@ -56,7 +56,7 @@ enum Command {
     Registry(registry::RegistryArgs),
     /// Run SQL on the cluster (the driver runs in this process).
     Sql(sql::SqlArgs),
-    /// Serve SQL to PostgreSQL clients (psql, psycopg, JDBC…); queries run on the cluster's executors.
+    /// Serve SQL to PostgreSQL clients (psql, psycopg, JDBC…) and Arrow Flight SQL clients (ADBC); queries run on the cluster's executors.
     Gateway(gateway::GatewayArgs),
     /// Benchmarks: TPC-H against single-process DataFusion, tiny-task throughput.
     Bench(bench::BenchArgs),

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
-use strata_framework::compare::same_rows_as_text;
+use strata_framework::compare::{same_rows, same_rows_as_text};
 use strata_framework::tpch;
 
 use crate::harness::*;
@@ -21,6 +21,8 @@ struct Gateway {
 struct Pg {
     port: u16,
     http: String,
+    /// Flight SQL's address (`host:port`).
+    flight: String,
     password: Option<String>,
 }
 
@@ -42,6 +44,8 @@ impl Gateway {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--flight-listen",
+            "127.0.0.1:0",
         ];
         // Two executors of 640 MiB unless `extra` says otherwise.
         for (flag, value) in [
@@ -61,6 +65,12 @@ impl Gateway {
             .last()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let line = proc.wait_stdout("flight sql", LONG).await;
+        let flight = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no Flight SQL address in {line:?}"))
+            .to_owned();
         let line = proc.wait_stdout("http", LONG).await;
         let http = line
             .split_whitespace()
@@ -76,6 +86,7 @@ impl Gateway {
             pg: Pg {
                 port: addr.port(),
                 http,
+                flight,
                 password,
             },
         }
@@ -341,6 +352,105 @@ async fn psycopg_reads_types_binds_parameters_and_gets_sqlstates_from_the_gatewa
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adbc_runs_the_22_tpch_queries_ingests_lists_binds_and_cancels_over_flight_sql() {
+    let env = Env::new("gateway-adbc");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let reference = SessionContext::new();
+    tpch::register_parquet(&reference, &data).await.unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    let gw = Gateway::start(&env, &m, &["--token", "s3cret"]).await;
+    gw.psql_ok(&["-c", &tpch_ddl(&data)]).await;
+
+    let out = env.path("adbc");
+    std::fs::create_dir_all(&out).unwrap();
+    let queries: serde_json::Map<String, serde_json::Value> = (1..=tpch::QUERIES.len())
+        .map(|n| (n.to_string(), serde_json::json!(tpch::statements(n))))
+        .collect();
+    let queries_file = out.join("tpch.json");
+    std::fs::write(&queries_file, serde_json::to_string(&queries).unwrap()).unwrap();
+    std::fs::write(out.join("long.sql"), LONG_QUERY).unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/adbc_check.py");
+    let uri = format!("grpc://{}", gw.flight);
+    let mut check = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([uri.as_str(), "s3cret"])
+        .arg(&queries_file)
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    // The script ends with a long query to cancel: once it runs as a job,
+    // it is told to cancel it (a script that ends before is reported
+    // below).
+    wait_for(
+        "the long query running as a job",
+        Duration::from_secs(240),
+        async || {
+            if let Ok(Some(_)) = check.try_wait() {
+                return Some(());
+            }
+            let queries = gw.queries().await;
+            queries
+                .iter()
+                .any(|q| {
+                    !q["job"].is_null()
+                        && q["sql"]
+                            .as_str()
+                            .is_some_and(|s| s.contains("lineitem a, orders b"))
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    std::fs::write(out.join("running"), "").unwrap();
+    let done = tokio::time::timeout(LONG, check.wait_with_output())
+        .await
+        .expect("the ADBC checks end after the cancel")
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "ADBC checks failed:\n{}\n{}\ngateway stderr:\n{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+        gw.proc.stderr_text()
+    );
+    eprintln!("{}", String::from_utf8_lossy(&done.stdout));
+    // The cancelled query is gone from the gateway (its job cancelled).
+    wait_until("the cancelled query is gone", LONG, async || {
+        gw.queries().await.is_empty()
+    })
+    .await;
+
+    // The 22 queries' rows are single-process DataFusion's.
+    for n in 1..=tpch::QUERIES.len() {
+        let mut expected = Vec::new();
+        for statement in tpch::statements(n) {
+            let batches = reference
+                .sql(&statement)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            if statement.trim_start().to_lowercase().starts_with("select") {
+                expected = batches;
+            }
+        }
+        let file = std::fs::File::open(out.join(format!("q{n}.arrow"))).unwrap();
+        let got = datafusion::arrow::ipc::reader::FileReader::try_new(file, None)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        same_rows(&expected, &got).unwrap_or_else(|e| panic!("q{n} over Flight SQL: {e}"));
+    }
+}
+
 /// A query that keeps the executors busy for minutes (a cross join).
 const LONG_QUERY: &str =
     "select count(*) from lineitem a, orders b where a.l_quantity + b.o_totalprice > 0";
@@ -568,6 +678,7 @@ async fn the_gateway_runs_as_a_service_app_and_its_replacement_keeps_the_catalog
     let pg = Pg {
         port,
         http: String::new(),
+        flight: String::new(),
         password: None,
     };
     pg.psql_ok(&[
@@ -600,6 +711,7 @@ async fn the_gateway_runs_as_a_service_app_and_its_replacement_keeps_the_catalog
     let pg = Pg {
         port,
         http: String::new(),
+        flight: String::new(),
         password: None,
     };
     assert_eq!(

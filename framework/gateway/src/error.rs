@@ -68,6 +68,26 @@ impl GatewayError {
     }
 }
 
+impl From<GatewayError> for tonic::Status {
+    /// The error as Flight SQL's clients get it: a gRPC code from its
+    /// SQLSTATE's class, and the message with the SQLSTATE.
+    fn from(e: GatewayError) -> Self {
+        let state = e.sqlstate();
+        let code = match state {
+            "57014" if matches!(e, GatewayError::Timeout) => tonic::Code::DeadlineExceeded,
+            "57014" => tonic::Code::Cancelled,
+            "42P01" | "42704" | "3F000" | "3D000" => tonic::Code::NotFound,
+            "42P07" | "42P06" => tonic::Code::AlreadyExists,
+            "0A000" => tonic::Code::Unimplemented,
+            "53300" => tonic::Code::ResourceExhausted,
+            "28P01" => tonic::Code::Unauthenticated,
+            s if s.starts_with("42") || s.starts_with("22") => tonic::Code::InvalidArgument,
+            _ => tonic::Code::Internal,
+        };
+        tonic::Status::new(code, format!("{e} (SQLSTATE {state})"))
+    }
+}
+
 impl From<GatewayError> for PgWireError {
     fn from(e: GatewayError) -> Self {
         PgWireError::UserError(Box::new(e.to_error_info()))

@@ -1,10 +1,11 @@
 //! Strata's SQL gateway: one long-running endpoint that PostgreSQL clients
-//! (psql, psycopg, SQLAlchemy, pgJDBC…) connect to, whose queries run as
-//! jobs on the cluster.
+//! (psql, psycopg, SQLAlchemy, pgJDBC…) and Arrow Flight SQL clients (ADBC)
+//! connect to, whose queries run as jobs on the cluster.
 //!
 //! ```text
 //!  client ──PostgreSQL wire──▶ pg (pgwire: startup/auth, simple + extended protocol, cancel)
-//!                                │ one task and one GatewaySession per connection
+//!  client ──Flight SQL──────▶ flight (tonic: session tokens, statements, get_objects, ingest)
+//!                                │ one GatewaySession per connection / session token
 //!                                ▼
 //!                      session (settings, SHOW, transactions, pg_catalog, version())
 //!                        │ plans with DataFusion over the shared catalog
@@ -15,7 +16,7 @@
 //! The gateway is a batch driver: [`Gateway::start`] takes the
 //! [`Driver`] whose executors run every session's queries (its dynamic
 //! allocation keeps between `min` and `max` executors, releasing idle
-//! ones). Modules depend one way: `pg` ──▶ `session` ──▶ `catalog`,
+//! ones). Modules depend one way: `pg`, `flight` ──▶ `session` ──▶ `catalog`,
 //! `registry`, `error`.
 //!
 //! - [`catalog`]: the catalog sessions share (named after the database,
@@ -27,7 +28,8 @@
 //! - [`functions`]: `version()` and PostgreSQL's text arrays.
 //! - [`http`]: the HTTP API (sessions, running queries, cancel).
 //! - [`rewrite`]: PostgreSQL syntax DataFusion does not plan, translated.
-//! - [`pg`]: the wire protocol.
+//! - [`pg`]: the PostgreSQL wire protocol.
+//! - [`flight`]: Arrow Flight SQL (ADBC), over the same sessions.
 //! - [`warehouse`]: the catalog's definitions kept across restarts.
 //! - [`settings`]: the version, settings and column names clients see.
 //! - [`error`]: errors with their SQLSTATE.
@@ -35,6 +37,7 @@
 pub mod catalog;
 pub mod empty;
 pub mod error;
+pub mod flight;
 pub mod functions;
 pub mod http;
 pub mod pg;
@@ -66,6 +69,9 @@ pub struct GatewayConfig {
     pub pg_listen: SocketAddr,
     /// Where the HTTP API listens (sessions, queries, cancel), if at all.
     pub http_listen: Option<SocketAddr>,
+    /// Where Arrow Flight SQL listens, if at all (`strata gateway`'s
+    /// default: `127.0.0.1:32010`).
+    pub flight_listen: Option<SocketAddr>,
     /// The database clients name, which is the catalog (`strata`).
     pub database: String,
     /// Partitions per stage of the queries' plans.
@@ -86,6 +92,7 @@ impl GatewayConfig {
         GatewayConfig {
             pg_listen: SocketAddr::from(([127, 0, 0, 1], 5432)),
             http_listen: None,
+            flight_listen: None,
             database: "strata".to_owned(),
             partitions: partitions.max(1),
             token: None,
@@ -141,7 +148,9 @@ impl Gateway {
         config: GatewayConfig,
         driver: Arc<Driver>,
     ) -> Result<GatewayHandle, StartError> {
-        let mut listens = std::iter::once(config.pg_listen).chain(config.http_listen);
+        let mut listens = std::iter::once(config.pg_listen)
+            .chain(config.http_listen)
+            .chain(config.flight_listen);
         if let Some(open) = listens.find(|a| !a.ip().is_loopback())
             && config.token.is_none()
         {
@@ -149,6 +158,10 @@ impl Gateway {
         }
         let (listener, pg_addr) = bind(config.pg_listen).await?;
         let http = match config.http_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let flight = match config.flight_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
@@ -177,6 +190,14 @@ impl Gateway {
             gateway.clone(),
             stopped.clone(),
         ))];
+        let flight_addr = flight.as_ref().map(|(_, a)| *a);
+        if let Some((listener, _)) = flight {
+            serving.push(tokio::spawn(flight::serve(
+                listener,
+                gateway.clone(),
+                stopped.clone(),
+            )));
+        }
         let http_addr = http.as_ref().map(|(_, a)| *a);
         if let Some((listener, _)) = http {
             let router = http::router(gateway.clone());
@@ -193,11 +214,12 @@ impl Gateway {
                 }
             }));
         }
-        tracing::info!(pg = %pg_addr, http = ?http_addr, database = %gateway.config.database, "gateway serving");
+        tracing::info!(pg = %pg_addr, flight = ?flight_addr, http = ?http_addr, database = %gateway.config.database, "gateway serving");
         Ok(GatewayHandle {
             gateway,
             pg_addr,
             http_addr,
+            flight_addr,
             stop,
             serving,
         })
@@ -250,6 +272,7 @@ pub struct GatewayHandle {
     gateway: Arc<Gateway>,
     pg_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    flight_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     serving: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -263,6 +286,11 @@ impl GatewayHandle {
     /// Where the HTTP API listens, if it does.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Where Arrow Flight SQL listens, if it does.
+    pub fn flight_addr(&self) -> Option<SocketAddr> {
+        self.flight_addr
     }
 
     /// The gateway.

@@ -179,6 +179,17 @@ impl GatewaySession {
         })
     }
 
+    /// The DataFusion context its statements plan in.
+    pub fn context(&self) -> &datafusion::prelude::SessionContext {
+        self.inner.context()
+    }
+
+    /// Its temporary tables and views (seen in `public`, this session's
+    /// only).
+    pub fn temporary(&self) -> &Arc<datafusion::catalog::MemorySchemaProvider> {
+        self.catalog.temporary()
+    }
+
     /// Its id in the gateway's listing.
     pub fn id(&self) -> u64 {
         self.registration.id()
