@@ -456,6 +456,56 @@ const LONG_QUERY: &str =
     "select count(*) from lineitem a, orders b where a.l_quantity + b.o_totalprice > 0";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_query_runs_while_another_sessions_long_query_holds_the_executors() {
+    let env = Env::new("gateway-fair");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    let gw = Gateway::start(&env, &m, &[]).await;
+    gw.psql_ok(&["-c", &tpch_ddl(&data)]).await;
+
+    // A long query of many tasks (a self cross join in 32 partitions)
+    // from one session…
+    let long = gw
+        .psql_command(&[
+            "-c",
+            "SET datafusion.execution.target_partitions = 32",
+            "-c",
+            "select count(*) from lineitem a, lineitem b where a.l_quantity + b.l_tax > 0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = gw.running_job().await;
+    // …does not hold back another session's short one: its tasks get the
+    // next free slots, before the long query's pending tasks.
+    let rows = gw.rows("select count(*) from nation").await;
+    assert_eq!(rows, vec![vec!["25".to_owned()]]);
+    let queries = gw.queries().await;
+    assert!(
+        queries.iter().any(|q| q["id"].as_u64() == Some(id)),
+        "the short query ended while the long one runs: {queries:?}"
+    );
+    let cancel = env
+        .cli(&[
+            "gateway",
+            "queries",
+            "--gateway",
+            &gw.http,
+            "--cancel",
+            &id.to_string(),
+        ])
+        .await;
+    assert_eq!(cancel.code(), Some(0), "{}", cancel.stderr);
+    let out = tokio::time::timeout(LONG, long.wait_with_output())
+        .await
+        .expect("the long query ends after its cancel")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("canceling statement"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_from_psql_or_the_gateway_stops_the_query_and_frees_its_executors() {
     let env = Env::new("gateway-cancel");
     let data = env.path("tpch");

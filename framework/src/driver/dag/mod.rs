@@ -22,6 +22,10 @@
 //!   running longer than `multiplier` × their median (and `min_runtime`)
 //!   gets one copy on another executor; the first to finish wins and the
 //!   other is cancelled.
+//! * Sharing: jobs at once share the slots fairly (Spark's FAIR mode with
+//!   equal pools): each free slot goes to the running job with the fewest
+//!   attempts running, the earliest submitted among equals, so a short
+//!   job behind a long one waits for one of its tasks, not for all.
 //! * Placement: a task goes to the free executor holding most of its input
 //!   bytes, else to the one with most free slots.
 
@@ -265,6 +269,11 @@ impl Job {
             }
         }
         req
+    }
+
+    /// Attempts of its running now.
+    fn running(&self) -> u32 {
+        self.stages.iter().map(|s| s.metrics.running).sum()
     }
 
     fn runnable(&self, s: StageId) -> bool {

@@ -15,7 +15,7 @@ use super::{
 pub struct TaskScheduler {
     policy: Policy,
     executors: BTreeMap<ExecutorId, Executor>,
-    /// Jobs in submission order.
+    /// Jobs in submission order (which breaks ties when slots are shared).
     jobs: Vec<Job>,
 }
 
@@ -375,31 +375,79 @@ impl TaskScheduler {
         if self.executors.values().all(|e| !e.open) {
             return launches;
         }
-        for j in 0..self.jobs.len() {
-            if self.jobs[j].state != JobState::Running {
-                continue;
-            }
-            let req = self.jobs[j].required();
-            for (s, required) in self.jobs[j].stage_ids().zip(req) {
-                if !required
-                    || !self.jobs[j].runnable(s)
-                    || self.jobs[j].stage(s).pending.is_empty()
-                {
-                    continue;
+        // Jobs share the slots fairly: each attempt placed goes to the
+        // running job with the fewest attempts running (the earliest
+        // submitted among equals), so a short job submitted behind a long
+        // one starts as soon as a slot frees instead of after every
+        // pending task of the long one. A job none of whose pending tasks
+        // can be placed sits out the rest of this round.
+        let mut ready: BTreeMap<(usize, StageId), (Inputs, u32)> = BTreeMap::new();
+        let mut running: Vec<u32> = self.jobs.iter().map(Job::running).collect();
+        let mut waiting: Vec<bool> = (0..self.jobs.len())
+            .map(|j| self.jobs[j].state == JobState::Running)
+            .collect();
+        // Which stages are needed changes as stages complete, not as
+        // attempts start: once per job per round.
+        let required: Vec<Vec<bool>> = (0..self.jobs.len())
+            .map(|j| {
+                if waiting[j] {
+                    self.jobs[j].required()
+                } else {
+                    Vec::new()
                 }
-                let inputs = self.inputs_of(j, s);
-                let depth = self.depth(j, s);
-                while let Some(p) = self.jobs[j].stage_mut(s).pending.pop_first() {
-                    let executor = self.place(j, s, p, None, depth);
-                    let Some(executor) = executor else {
-                        self.jobs[j].stage_mut(s).pending.insert(p);
+            })
+            .collect();
+        while let Some(j) = (0..self.jobs.len())
+            .filter(|&j| waiting[j])
+            .min_by_key(|&j| (running[j], j))
+        {
+            // `j` keeps the turn until another waiting job would come
+            // first (fewer running; the earlier one among equals).
+            let turn_ends = (0..self.jobs.len())
+                .filter(|&k| k != j && waiting[k])
+                .map(|k| if k < j { running[k] } else { running[k] + 1 })
+                .min()
+                .unwrap_or(u32::MAX);
+            while running[j] < turn_ends {
+                match self.assign_one(j, &required[j], now, &mut ready) {
+                    Some(launch) => {
+                        launches.push(launch);
+                        running[j] += 1;
+                    }
+                    None => {
+                        waiting[j] = false;
                         break;
-                    };
-                    launches.push(self.start(j, s, p, executor, &inputs, now, false));
+                    }
                 }
             }
         }
         launches
+    }
+
+    /// Places one pending task of job `j` (of its first runnable stage
+    /// that has one and an executor for it), if it can.
+    fn assign_one(
+        &mut self,
+        j: usize,
+        required: &[bool],
+        now: Instant,
+        ready: &mut BTreeMap<(usize, StageId), (Inputs, u32)>,
+    ) -> Option<Launch> {
+        for (s, &required) in self.jobs[j].stage_ids().zip(required) {
+            if !required || !self.jobs[j].runnable(s) || self.jobs[j].stage(s).pending.is_empty() {
+                continue;
+            }
+            let (inputs, depth) = ready
+                .entry((j, s))
+                .or_insert_with(|| (self.inputs_of(j, s), self.depth(j, s)));
+            let p = *self.jobs[j].stage(s).pending.first()?;
+            let Some(executor) = self.place(j, s, p, None, *depth) else {
+                continue;
+            };
+            self.jobs[j].stage_mut(s).pending.remove(&p);
+            return Some(self.start(j, s, p, executor, inputs, now, false));
+        }
+        None
     }
 
     /// Speculative copies of stragglers, on free slots.

@@ -547,3 +547,54 @@ fn a_retiring_executor_takes_no_new_attempts_and_is_let_go_once_idle() {
     assert_eq!(map_attempts, 10);
     assert_eq!(s.state(&job()), Some(&JobState::OutputsReady));
 }
+
+/// One stage of `tasks` tasks.
+fn one_stage(tasks: u32) -> Vec<StageSpec> {
+    vec![StageSpec {
+        id: S0,
+        inputs: vec![],
+        tasks,
+        plan: Arc::new(vec![0]),
+    }]
+}
+
+#[test]
+fn a_job_submitted_behind_a_long_one_gets_the_next_free_slot() {
+    let t0 = Instant::now();
+    let mut s = sched(&[("a", 2)]);
+    let (long, short) = (JobId::new("long"), JobId::new("short"));
+    s.submit(long.clone(), one_stage(10));
+    let first = s.assign(t0);
+    assert_eq!(first.len(), 2, "the long job takes both slots");
+    s.submit(short.clone(), one_stage(2));
+    assert!(s.assign(t0).is_empty(), "no slot is free");
+    // One of the long job's tasks ends: its slot goes to the short job,
+    // though the long one has eight tasks pending.
+    s.on_status(&first[0].executor, &first[0].task, finished(10, 1), t0);
+    let next = s.assign(t0);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].task.job, short);
+    // Now each runs one: the next slot goes to the earlier job.
+    s.on_status(&first[1].executor, &first[1].task, finished(10, 1), t0);
+    let next = s.assign(t0);
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].task.job, long);
+}
+
+#[test]
+fn jobs_submitted_together_split_the_slots() {
+    let t0 = Instant::now();
+    let mut s = sched(&[("a", 2), ("b", 2)]);
+    for name in ["x", "y"] {
+        s.submit(JobId::new(name), one_stage(8));
+    }
+    let launches = s.assign(t0);
+    assert_eq!(launches.len(), 4);
+    for name in ["x", "y"] {
+        let theirs = launches
+            .iter()
+            .filter(|l| l.task.job == JobId::new(name))
+            .count();
+        assert_eq!(theirs, 2, "job {name} has half the slots");
+    }
+}
