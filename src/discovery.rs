@@ -21,6 +21,10 @@ pub struct Discovery {
     pub token: Option<String>,
     /// The pid of the `strata local` process.
     pub pid: u32,
+    /// The Flight SQL address of its SQL gateway (`strata local
+    /// --gateway`), if it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// `$STRATA_HOME`, else `~/.strata`.
@@ -70,6 +74,12 @@ fn pid_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The Flight SQL address of the gateway of a live `strata local
+/// --gateway`, if there is one.
+pub fn local_gateway() -> Option<String> {
+    read_file().filter(|d| pid_alive(d.pid))?.gateway
 }
 
 /// Where the manager is and which token to use.

@@ -163,7 +163,16 @@ impl Session {
             }
             plan => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
-                Ok(Prepared::Job(self.submit_dataframe(df).await?))
+                let physical = df.create_physical_plan().await?;
+                // A query of the catalog (`information_schema`, `SHOW`)
+                // is answered here: its tables live in this process.
+                if !reads_files(&physical) && reads_catalog(&physical) {
+                    let schema = physical.schema();
+                    let batches =
+                        datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await?;
+                    return Ok(Prepared::Rows(schema, batches));
+                }
+                Ok(Prepared::Job(self.submit_plan(physical)?))
             }
         }
     }
@@ -226,4 +235,23 @@ fn explain_batch(logical: &str, stages: &str) -> Result<(SchemaRef, RecordBatch)
         ],
     )?;
     Ok((schema, batch))
+}
+
+/// Whether a physical plan reads the session's catalog tables
+/// (`information_schema`, settings), which exist in its process only.
+pub fn reads_catalog(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::physical_plan::streaming::StreamingTableExec;
+    plan.downcast_ref::<StreamingTableExec>().is_some()
+        || plan.children().into_iter().any(reads_catalog)
+}
+
+/// Whether a physical plan scans files (local or object store): those are
+/// the plans worth running on executors.
+pub fn reads_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    let scans_files = plan
+        .downcast_ref::<DataSourceExec>()
+        .is_some_and(|d| d.data_source().is::<FileScanConfig>());
+    scans_files || plan.children().into_iter().any(reads_files)
 }

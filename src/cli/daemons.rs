@@ -462,12 +462,13 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
     opts.preemption_grace = a.preemption_grace;
     let cluster = LocalCluster::start(opts).await?;
     let address = cluster.address().to_string();
-    let path = discovery::write(&Discovery {
+    let mut found = Discovery {
         address: address.clone(),
         token: a.token,
         pid: std::process::id(),
-    })
-    .context("cannot write the discovery file")?;
+        gateway: None,
+    };
+    let path = discovery::write(&found).context("cannot write the discovery file")?;
     println!("strata local cluster");
     println!("  manager  {address} (grpc and http: http://{address}/api/v1/state)");
     for (i, ag) in cluster.agents.iter().enumerate() {
@@ -492,9 +493,12 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
         println!("  gateway  postgresql {}", handle.pg_addr());
         if let Some(flight) = handle.flight_addr() {
             println!("  gateway  flight sql {flight} (ADBC: grpc://{flight})");
+            // `strata sql`'s shell finds the gateway here.
+            found.gateway = Some(flight.to_string());
+            discovery::write(&found).context("cannot write the discovery file")?;
         }
         println!(
-            "  connect  {}",
+            "  connect  {}   (or strata sql)",
             super::gateway::connect_hint(&handle, &a.serve.database)
         );
         Some((driver, handle))

@@ -13,6 +13,7 @@ mod gateway;
 mod jobs;
 mod registry;
 mod run;
+mod shell;
 mod sql;
 mod status;
 mod submit;

@@ -1,17 +1,22 @@
 //! `strata sql`: runs SQL statements on the cluster with the driver in
-//! this process. DDL prints nothing; each query's rows go to stdout as a
-//! table, CSV or JSON; errors go to stderr and the exit code is non-zero
-//! (the script stops at the first failing statement).
+//! this process, or through the SQL gateway (`--gateway`). DDL prints
+//! nothing; each query's rows go to stdout as a table, CSV or JSON; errors
+//! go to stderr and the exit code is non-zero (a script given with `-e` or
+//! `-f` stops at the first failing statement). Without `-e` or `-f` it is
+//! an interactive shell (`shell.rs`), against the gateway `strata local
+//! --gateway` runs when there is one.
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use datafusion::logical_expr::LogicalPlan;
+use strata_framework::planner::session_config;
 use strata_framework::session::{Prepared, Session};
 use strata_gateway::warehouse::Warehouse;
 
 use super::ClientArgs;
 use super::batch::{ExecutorOpts, show_progress, stage_lines};
+use super::shell::{self, Backend};
 use strata_framework::output::{self, Format};
 
 /// Arguments of `strata sql`.
@@ -35,21 +40,47 @@ pub struct SqlArgs {
     metrics: bool,
     /// Use the SQL gateway's catalog kept in this warehouse: its schemas,
     /// external tables and views are there, and DDL here is kept there.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gateway")]
     warehouse: Option<std::path::PathBuf>,
+    /// Run through the SQL gateway at this Flight SQL address
+    /// (`host:port`) instead of a driver in this process. The shell (no
+    /// `-e`, no `-f`) uses the gateway of `strata local --gateway` when
+    /// there is one.
+    #[arg(long, env = "STRATA_GATEWAY")]
+    gateway: Option<String>,
 }
 
 /// `strata sql`.
 pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
-    let sql = match (&a.execute, &a.file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
-        }
-        (None, None) => bail!("give SQL with -e \"…\" or a script with -f FILE"),
+    let script = match (&a.execute, &a.file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ),
+        (None, None) => None,
     };
-    let warehouse = a.warehouse.as_deref().map(Warehouse::open).transpose()?;
     let target = a.client.target();
+    // The gateway: named, or (for the shell) the local cluster's.
+    let gateway = a.gateway.clone().or_else(|| {
+        script
+            .is_none()
+            .then(crate::discovery::local_gateway)
+            .flatten()
+    });
+    if let Some(addr) = gateway {
+        let mut backend = Backend::gateway(&addr, target.token.as_deref()).await?;
+        return match script {
+            None => shell::run(backend, a.format, &format!("gateway {addr}")).await,
+            Some(sql) => match backend.run(&sql, a.format).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            },
+        };
+    }
+    let warehouse = a.warehouse.as_deref().map(Warehouse::open).transpose()?;
     let driver = super::batch::start_driver(
         &a.executors,
         &target.address,
@@ -57,11 +88,22 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
         "strata-sql",
     )
     .await?;
-    let session = Session::new(driver.clone(), a.executors.partitions())?;
+    let partitions = a.executors.partitions();
+    let config = session_config(partitions).with_information_schema(true);
+    let session = Session::with_config(driver.clone(), partitions, config)?;
     if let Some(w) = &warehouse {
         replay(&session, w).await;
     }
-    let result = run_script(&session, &sql, a.format, a.metrics, warehouse.as_ref()).await;
+    let result = match script {
+        Some(sql) => run_script(&session, &sql, a.format, a.metrics, warehouse.as_ref()).await,
+        None => {
+            let label = format!("driver on {}", target.address);
+            let backend = Backend::Local { session, warehouse };
+            let code = shell::run(backend, a.format, &label).await;
+            driver.shutdown().await;
+            return code;
+        }
+    };
     driver.shutdown().await;
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),

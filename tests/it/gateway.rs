@@ -12,17 +12,17 @@ use strata_framework::tpch;
 use crate::harness::*;
 
 /// A `strata gateway` process on the cluster, on an ephemeral port.
-struct Gateway {
+pub(crate) struct Gateway {
     proc: Proc,
     pg: Pg,
 }
 
 /// Where a gateway serves, and its clients.
-struct Pg {
+pub(crate) struct Pg {
     port: u16,
     http: String,
     /// Flight SQL's address (`host:port`).
-    flight: String,
+    pub(crate) flight: String,
     password: Option<String>,
 }
 
@@ -35,7 +35,7 @@ impl std::ops::Deref for Gateway {
 }
 
 impl Gateway {
-    async fn start(env: &Env, m: &Manager, extra: &[&str]) -> Gateway {
+    pub(crate) async fn start(env: &Env, m: &Manager, extra: &[&str]) -> Gateway {
         let mut args = vec![
             "gateway",
             "--manager",
@@ -151,7 +151,7 @@ impl Pg {
     }
 
     /// The rows of `sql` as psql prints them (unaligned, tuples only).
-    async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+    pub(crate) async fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         let out = self
             .psql_ok(&["-q", "-A", "-t", "-F", "\u{1f}", "-c", sql])
             .await;

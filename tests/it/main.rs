@@ -66,3 +66,4 @@ mod revocable;
 mod s3;
 mod services;
 mod slt;
+mod sql_shell;

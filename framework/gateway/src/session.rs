@@ -24,13 +24,10 @@ use datafusion::catalog::SchemaProvider;
 use datafusion::common::ParamValues;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::ViewTable;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
     DdlStatement, Expr, LogicalPlan, Statement as PlanStatement, TransactionConclusion, WriteOp,
 };
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -39,7 +36,7 @@ use datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
 use strata_framework::driver::JobCanceller;
 use strata_framework::planner::session_config;
-use strata_framework::session::{Prepared, Session, SessionError};
+use strata_framework::session::{Prepared, Session, SessionError, reads_files};
 
 use crate::Gateway;
 use crate::catalog::{DEFAULT_SCHEMA, SessionCatalog};
@@ -229,11 +226,16 @@ impl GatewaySession {
             _ => None,
         };
         if let Some(SqlStatement::ShowVariable { variable }) = sql {
-            let name = variable
-                .iter()
-                .map(|i| i.value.to_lowercase())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let parts: Vec<String> = variable.iter().map(|i| i.value.to_lowercase()).collect();
+            // `SHOW datafusion.execution.batch_size` comes as three words
+            // as `SHOW transaction isolation level` does: an engine
+            // setting's are dotted.
+            let dotted = parts.join(".");
+            let name = if is_engine_setting(&dotted) {
+                dotted
+            } else {
+                parts.join(" ")
+            };
             if !is_engine_setting(&name) {
                 return Ok(Planned::Show(setting_name(&name)));
             }
@@ -537,14 +539,6 @@ fn cast_parameter_types(plan: &LogicalPlan) -> Vec<(String, DataType)> {
         tracing::debug!(error = %e, "parameter types not inferred from casts");
     }
     found
-}
-
-/// Whether a plan reads files: then it runs on the cluster.
-fn reads_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let scans_files = plan
-        .downcast_ref::<DataSourceExec>()
-        .is_some_and(|d| d.data_source().is::<FileScanConfig>());
-    scans_files || plan.children().into_iter().any(reads_files)
 }
 
 /// A plan that is a query (not an `EXPLAIN`, `DESCRIBE`, write or DDL).

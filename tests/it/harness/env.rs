@@ -247,6 +247,32 @@ impl Env {
         self.cli_in(&self.root, args).await
     }
 
+    /// Runs a client command with `input` as its standard input, to
+    /// completion (at most a minute).
+    pub async fn cli_with_input(&self, args: &[&str], input: &str) -> CliOutput {
+        use tokio::io::AsyncWriteExt;
+        let mut c = tokio::process::Command::from(self.command_on(None, args));
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `strata {}`: {e}", args.join(" ")));
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("`strata {}` did not finish within 60 s", args.join(" ")))
+            .unwrap();
+        CliOutput {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Runs a client command to completion in `cwd`.
     pub async fn cli_in(&self, cwd: &Path, args: &[&str]) -> CliOutput {
         self.cli_on(None, cwd, args).await

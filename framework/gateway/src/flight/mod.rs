@@ -22,6 +22,7 @@ mod tests;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -40,10 +41,15 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch
     let service = FlightServiceServer::new(FlightSql::new())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Small responses go out at once (no Nagle delay on the round trip).
+    let incoming = TcpListenerStream::new(listener).map_ok(|s| {
+        s.set_nodelay(true).ok();
+        s
+    });
     let served = tonic::transport::Server::builder()
         .layer(SessionLayer(sessions))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stop.wait_for(|s| *s).await.ok();
         })
         .await;
