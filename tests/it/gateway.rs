@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use strata_framework::compare::{same_rows, same_rows_as_text};
 use strata_framework::tpch;
@@ -161,6 +162,25 @@ impl Pg {
     }
 }
 
+/// TPC-H query `n`'s rows from single-process DataFusion: its select's
+/// (q15's last statement is `drop view`).
+async fn reference_rows(reference: &SessionContext, n: usize) -> Vec<RecordBatch> {
+    let mut expected = Vec::new();
+    for statement in tpch::statements(n) {
+        let batches = reference
+            .sql(&statement)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        if statement.trim_start().to_lowercase().starts_with("select") {
+            expected = batches;
+        }
+    }
+    expected
+}
+
 /// `CREATE EXTERNAL TABLE` of each TPC-H table generated under `data`.
 fn tpch_ddl(data: &Path) -> String {
     tpch::TABLES
@@ -202,21 +222,7 @@ async fn psql_runs_the_22_tpch_queries_through_the_gateway_on_the_clusters_execu
 
     for (i, query) in tpch::QUERIES.iter().enumerate() {
         let n = i + 1;
-        let mut expected = Vec::new();
-        for statement in tpch::statements(n) {
-            let batches = reference
-                .sql(&statement)
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            // q15's rows are its select's, not its last statement's
-            // (`drop view`).
-            if statement.trim_start().to_lowercase().starts_with("select") {
-                expected = batches;
-            }
-        }
+        let expected = reference_rows(&reference, n).await;
         let got = gw.rows(query).await;
         same_rows_as_text(&expected, &got).unwrap_or_else(|e| panic!("q{n}: {e}"));
     }
@@ -429,19 +435,7 @@ async fn adbc_runs_the_22_tpch_queries_ingests_lists_binds_and_cancels_over_flig
 
     // The 22 queries' rows are single-process DataFusion's.
     for n in 1..=tpch::QUERIES.len() {
-        let mut expected = Vec::new();
-        for statement in tpch::statements(n) {
-            let batches = reference
-                .sql(&statement)
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            if statement.trim_start().to_lowercase().starts_with("select") {
-                expected = batches;
-            }
-        }
+        let expected = reference_rows(&reference, n).await;
         let file = std::fs::File::open(out.join(format!("q{n}.arrow"))).unwrap();
         let got = datafusion::arrow::ipc::reader::FileReader::try_new(file, None)
             .unwrap()

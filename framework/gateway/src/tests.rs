@@ -18,6 +18,15 @@ use crate::{Gateway, GatewayConfig, GatewayHandle};
 const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn gateway(dir: &std::path::Path, max_connections: usize) -> (Arc<Driver>, GatewayHandle) {
+    gateway_with(dir, |gw| gw.max_connections = max_connections).await
+}
+
+/// A gateway on ephemeral ports over one in-process executor, with the
+/// settings `tweak` makes.
+pub(crate) async fn gateway_with(
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> (Arc<Driver>, GatewayHandle) {
     let mut config = DriverConfig::new(ExecutorSource::InProcess(dir.to_path_buf()));
     config.executors.min = 1;
     config.executors.max = 1;
@@ -25,7 +34,7 @@ async fn gateway(dir: &std::path::Path, max_connections: usize) -> (Arc<Driver>,
     let driver = Arc::new(Driver::start(config).await.unwrap());
     let mut gw = GatewayConfig::new(1);
     gw.pg_listen = "127.0.0.1:0".parse().unwrap();
-    gw.max_connections = max_connections;
+    tweak(&mut gw);
     let handle = Gateway::start(gw, driver.clone()).await.unwrap();
     (driver, handle)
 }

@@ -5,7 +5,9 @@
 //! (Debian's `postgresql-15`, `initdb` in a temporary directory) beside
 //! it. `pgbench` runs `SELECT 1` against each, one client, in the simple
 //! and in the extended protocol, logging every transaction's latency; the
-//! figures are their p50 and p99.
+//! figures are their p50 and p99. The same round trip over the gateway's
+//! Arrow Flight SQL (`GetFlightInfo` and `DoGet`, arrow-flight's client
+//! in this process) is measured too; PostgreSQL has no Flight SQL.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,6 +79,7 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         start_elastic_driver(&executors, &manager, None, "strata-bench-gateway", 1, 1).await?;
     let mut config = GatewayConfig::new(executors.partitions_for(1));
     config.pg_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.flight_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let gateway = Gateway::start(config, driver.clone()).await?;
     let port = gateway.pg_addr().port();
 
@@ -94,6 +97,13 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         };
         rows.push((mode, ours, theirs));
     }
+    if let Some(flight) = gateway.flight_addr() {
+        rows.push((
+            "flight sql",
+            flight_select1(flight, a.transactions).await?,
+            None,
+        ));
+    }
     if let Ok(pg) = postgres {
         pg.stop().await;
     } else if let Err(e) = &postgres {
@@ -104,7 +114,8 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
 
     println!(
-        "SELECT 1 round trip, one client, {} transactions per row (pgbench):",
+        "SELECT 1 round trip, one client, {} transactions per row (pgbench; Flight SQL: \
+         arrow-flight's client):",
         a.transactions
     );
     println!(
@@ -113,19 +124,45 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     );
     for (mode, ours, theirs) in rows {
         let (p50, p99) = (ours.quantile(0.5), ours.quantile(0.99));
-        let (t50, t99) = theirs.as_ref().map_or((f64::NAN, f64::NAN), |t| {
-            (t.quantile(0.5), t.quantile(0.99))
-        });
-        println!(
-            "{mode:<10} {:>9.3} ms {:>9.3} ms {:>11.3} ms {:>11.3} ms {:>8.2}",
-            p50,
-            p99,
-            t50,
-            t99,
-            p50 / t50
-        );
+        let reference = match &theirs {
+            Some(t) => {
+                let (t50, t99) = (t.quantile(0.5), t.quantile(0.99));
+                format!("{t50:>11.3} ms {t99:>11.3} ms {:>8.2}", p50 / t50)
+            }
+            None => format!("{:>14} {:>14} {:>8}", "-", "-", "-"),
+        };
+        println!("{mode:<10} {p50:>9.3} ms {p99:>9.3} ms {reference}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `SELECT 1` over Flight SQL `n` times, one after another, after a
+/// warm-up; each round trip's latency.
+async fn flight_select1(addr: SocketAddr, n: usize) -> anyhow::Result<Latencies> {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.handshake("strata", "").await?;
+    let mut micros = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let started = std::time::Instant::now();
+        let info = client.execute("SELECT 1".to_owned(), None).await?;
+        for endpoint in info.endpoint {
+            if let Some(ticket) = endpoint.ticket {
+                let rows: Vec<_> = client.do_get(ticket).await?.try_collect().await?;
+                anyhow::ensure!(rows.len() == 1, "SELECT 1 gave {} batches", rows.len());
+            }
+        }
+        // The first tenth warms up.
+        if i >= n / 10 {
+            micros.push(started.elapsed().as_micros() as u64);
+        }
+    }
+    micros.sort_unstable();
+    Ok(Latencies(micros))
 }
 
 /// Runs pgbench and reads its per-transaction log.

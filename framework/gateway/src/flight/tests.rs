@@ -6,23 +6,17 @@ use std::sync::Arc;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use futures::TryStreamExt;
-use strata_framework::driver::{Driver, DriverConfig, ExecutorSource};
+use strata_framework::driver::Driver;
 use tonic::transport::Channel;
 
-use crate::{Gateway, GatewayConfig, GatewayHandle};
+use crate::GatewayHandle;
 
 async fn gateway(dir: &std::path::Path, token: Option<&str>) -> (Arc<Driver>, GatewayHandle) {
-    let mut config = DriverConfig::new(ExecutorSource::InProcess(dir.to_path_buf()));
-    config.executors.min = 1;
-    config.executors.max = 1;
-    config.executors.mem_mib = 256.0;
-    let driver = Arc::new(Driver::start(config).await.unwrap());
-    let mut gw = GatewayConfig::new(1);
-    gw.pg_listen = "127.0.0.1:0".parse().unwrap();
-    gw.flight_listen = Some("127.0.0.1:0".parse().unwrap());
-    gw.token = token.map(str::to_owned);
-    let handle = Gateway::start(gw, driver.clone()).await.unwrap();
-    (driver, handle)
+    crate::tests::gateway_with(dir, |gw| {
+        gw.flight_listen = Some("127.0.0.1:0".parse().unwrap());
+        gw.token = token.map(str::to_owned);
+    })
+    .await
 }
 
 async fn client(handle: &GatewayHandle) -> FlightSqlServiceClient<Channel> {
