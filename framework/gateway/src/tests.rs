@@ -40,8 +40,13 @@ pub(crate) async fn gateway_with(
 }
 
 fn startup_message() -> Vec<u8> {
+    startup_for("strata")
+}
+
+/// A startup message naming `database`.
+fn startup_for(database: &str) -> Vec<u8> {
     let mut body = 196_608_i32.to_be_bytes().to_vec();
-    for s in ["user", "strata", "database", "strata"] {
+    for s in ["user", "strata", "database", database] {
         body.extend_from_slice(s.as_bytes());
         body.push(0);
     }
@@ -156,6 +161,35 @@ async fn malformed_messages_end_their_connection_and_no_other() {
         select(&mut after, "SELECT 'still here'").await,
         "still here"
     );
+    gw.shutdown().await;
+    driver.shutdown().await;
+}
+
+/// The first message the gateway answers `startup` with: its kind and
+/// text.
+async fn first_reply(addr: std::net::SocketAddr, startup: &[u8]) -> (u8, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(startup).await.unwrap();
+    let kind = s.read_u8().await.unwrap();
+    let len = s.read_i32().await.unwrap() as usize;
+    let mut body = vec![0; len - 4];
+    s.read_exact(&mut body).await.unwrap();
+    (kind, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_other_than_the_gateways_is_refused_with_3d000() {
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, gw) = gateway(dir.path(), 4).await;
+    let (kind, body) = first_reply(gw.pg_addr(), &startup_for("sales")).await;
+    assert_eq!(kind, b'E', "an ErrorResponse: {body}");
+    assert!(
+        body.contains("3D000") && body.contains("\"sales\" does not exist"),
+        "{body}"
+    );
+    // The gateway's own database is let in.
+    let (kind, body) = first_reply(gw.pg_addr(), &startup_for("strata")).await;
+    assert_eq!(kind, b'R', "authentication: {body}");
     gw.shutdown().await;
     driver.shutdown().await;
 }

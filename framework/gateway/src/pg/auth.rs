@@ -82,7 +82,15 @@ impl AuthSource for TokenSecret {
 }
 
 /// A connection's startup.
-pub enum Startup {
+pub struct Startup {
+    /// The one database there is (clients naming another are refused with
+    /// 3D000, as PostgreSQL refuses them).
+    database: String,
+    method: Method,
+}
+
+/// How a connection is let in.
+pub enum Method {
     /// No token: every client is trusted (loopback only).
     Trust {
         /// Where its cancel key is registered.
@@ -99,28 +107,33 @@ pub enum Startup {
 }
 
 impl Startup {
-    /// The startup of a connection: `secret` when a token is configured,
-    /// `admitted` false past the connection limit.
+    /// The startup of a connection to `database`: `secret` when a token is
+    /// configured, `admitted` false past the connection limit.
     pub fn new(
+        database: &str,
         secret: Option<Arc<TokenSecret>>,
         cancels: Arc<ConnectionManager>,
         pids: Arc<RandomPidSecretKeyGenerator>,
         admitted: bool,
     ) -> Startup {
         let params = Arc::new(ServerParams::new());
-        match (admitted, secret) {
-            (false, _) => Startup::Full,
-            (true, None) => Startup::Trust {
+        let method = match (admitted, secret) {
+            (false, _) => Method::Full,
+            (true, None) => Method::Trust {
                 cancels,
                 pids,
                 params,
             },
-            (true, Some(secret)) => Startup::Scram(Box::new(
+            (true, Some(secret)) => Method::Scram(Box::new(
                 SASLAuthStartupHandler::new(params)
                     .with_scram(ScramAuth::new(secret))
                     .with_pid_secret_key_generator(pids)
                     .with_connection_manager(cancels),
             )),
+        };
+        Startup {
+            database: database.to_owned(),
+            method,
         }
     }
 }
@@ -137,14 +150,35 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Scram(h) => h.on_startup(client, message).await,
-            Startup::Full => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+        // The database defaults to the user's name, as in PostgreSQL.
+        if let PgWireFrontendMessage::Startup(ref startup) = message
+            && !matches!(self.method, Method::Full)
+        {
+            let named = startup
+                .parameters
+                .get("database")
+                .or_else(|| startup.parameters.get("user"));
+            if let Some(db) = named
+                && *db != self.database
+            {
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "FATAL".to_owned(),
+                    "3D000".to_owned(),
+                    format!(
+                        "database \"{db}\" does not exist (this gateway serves \"{}\")",
+                        self.database
+                    ),
+                ))));
+            }
+        }
+        match &self.method {
+            Method::Scram(h) => h.on_startup(client, message).await,
+            Method::Full => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "FATAL".to_owned(),
                 "53300".to_owned(),
                 "sorry, too many clients already".to_owned(),
             )))),
-            Startup::Trust {
+            Method::Trust {
                 cancels,
                 pids,
                 params,

@@ -66,6 +66,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch
         }
         let connection = Connection {
             startup: Arc::new(Startup::new(
+                &gateway.config.database,
                 gateway.secret.clone(),
                 gateway.cancels.clone(),
                 gateway.pids.clone(),
