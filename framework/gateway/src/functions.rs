@@ -12,6 +12,9 @@
 //!   `pg_get_function_arguments`: NULL (there are no user functions);
 //!   `pg_table_size`: NULL (not known yet) — what psql's `\df`, `\dT`,
 //!   `\dn+` and `\dt+` ask.
+//! * `pg_get_serial_sequence`: NULL (there are no sequences);
+//!   `json_build_object(k1, v1, …)`: the JSON object of those pairs, as
+//!   text — what SQLAlchemy's column reflection asks.
 //! * `pg_size_pretty(bytes)`: `8192 bytes`, `16 kB`, `10 MB`, as
 //!   PostgreSQL rounds them.
 //! * `to_regtype(name)`: a type's oid from `pg_catalog.pg_type` by its
@@ -58,6 +61,8 @@ pub fn all() -> Vec<ScalarUDF> {
         null_of("pg_get_function_result", DataType::Utf8),
         null_of("pg_get_function_arguments", DataType::Utf8),
         null_of("pg_table_size", DataType::Int64),
+        null_of("pg_get_serial_sequence", DataType::Utf8),
+        ScalarUDF::new_from_impl(JsonBuildObject::new()),
         ScalarUDF::new_from_impl(PgTextArray::new()),
         to_regtype(),
         like_pattern(),
@@ -337,6 +342,97 @@ impl ScalarUDFImpl for AnyArgument {
     }
 }
 
+/// `json_build_object(k1, v1, …)`: see the module's docs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl JsonBuildObject {
+    /// The function.
+    pub fn new() -> JsonBuildObject {
+        JsonBuildObject {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+impl Default for JsonBuildObject {
+    fn default() -> Self {
+        JsonBuildObject::new()
+    }
+}
+
+/// A value as JSON: numbers, booleans and nulls as themselves, anything
+/// else as its text.
+fn json_value(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value;
+    if v.is_null() {
+        return Value::Null;
+    }
+    match v {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
+        ScalarValue::Int8(Some(_))
+        | ScalarValue::Int16(Some(_))
+        | ScalarValue::Int32(Some(_))
+        | ScalarValue::Int64(Some(_))
+        | ScalarValue::UInt8(Some(_))
+        | ScalarValue::UInt16(Some(_))
+        | ScalarValue::UInt32(Some(_))
+        | ScalarValue::UInt64(Some(_))
+        | ScalarValue::Float32(Some(_))
+        | ScalarValue::Float64(Some(_)) => {
+            serde_json::from_str(&v.to_string()).unwrap_or_else(|_| Value::String(v.to_string()))
+        }
+        _ => Value::String(v.to_string()),
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if !args.args.len().is_multiple_of(2) {
+            return exec_err!("json_build_object takes keys and values in pairs");
+        }
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(args.number_rows))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = StringBuilder::new();
+        for row in 0..args.number_rows {
+            let mut object = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = ScalarValue::try_from_array(&pair[0], row)?;
+                if key.is_null() {
+                    return exec_err!("json_build_object: a key is null");
+                }
+                let value = ScalarValue::try_from_array(&pair[1], row)?;
+                let key = match key {
+                    ScalarValue::Utf8(Some(k))
+                    | ScalarValue::LargeUtf8(Some(k))
+                    | ScalarValue::Utf8View(Some(k)) => k,
+                    other => other.to_string(),
+                };
+                object.insert(key, json_value(&value));
+            }
+            out.append_value(serde_json::Value::Object(object).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
 /// `pg_text_array(v)`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PgTextArray {
@@ -490,6 +586,37 @@ mod tests {
         assert_eq!(oid("character varying"), Some(1043));
         assert_eq!(oid("int4[]"), Some(1007));
         assert_eq!(oid("hstore"), None);
+    }
+
+    #[test]
+    fn json_objects_are_built_from_pairs() {
+        let f = JsonBuildObject::new();
+        let text = |v: &str| ColumnarValue::Scalar(ScalarValue::Utf8(Some(v.to_owned())));
+        let args = vec![
+            text("a"),
+            ColumnarValue::Scalar(ScalarValue::Int64(Some(1))),
+            text("b"),
+            ColumnarValue::Scalar(ScalarValue::Boolean(None)),
+            text("c"),
+            text("x\"y"),
+        ];
+        let out = f
+            .invoke_with_args(ScalarFunctionArgs {
+                arg_fields: args
+                    .iter()
+                    .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
+                    .collect(),
+                args,
+                number_rows: 1,
+                return_field: Arc::new(Field::new("r", DataType::Utf8, true)),
+                config_options: Arc::new(Default::default()),
+            })
+            .unwrap()
+            .to_array(1)
+            .unwrap();
+        let out = as_string_array(&out).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(out.value(0)).unwrap();
+        assert_eq!(parsed, serde_json::json!({"a": 1, "b": null, "c": "x\"y"}));
     }
 
     #[test]
