@@ -224,6 +224,31 @@ pub(crate) fn compatibility_rules() -> Vec<Arc<dyn SqlStatementRewriteRule>> {
 
 /// Whether every relation a statement names is a catalog table
 /// (`pg_catalog.…`, `information_schema.…`, or an unqualified `pg_…`).
+/// In a statement over the catalog only: the scalar subqueries nested in
+/// its select list (inside `CASE`, a function's arguments) are NULL too,
+/// as `datafusion-pg-catalog`'s rule makes the top-level ones: they ask
+/// for column defaults, identities and sequences, which do not exist here
+/// (SQLAlchemy's column reflection asks so).
+pub(crate) fn null_nested_subqueries(statement: &mut Statement) {
+    let Statement::Query(query) = statement else {
+        return;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    for item in &mut select.projection {
+        let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            continue;
+        };
+        let ControlFlow::Continue(()) = visit_expressions_mut(e, |e| {
+            if matches!(e, Expr::Subquery(_)) {
+                *e = Expr::value(Value::Null);
+            }
+            ControlFlow::<Infallible>::Continue(())
+        });
+    }
+}
+
 pub(crate) fn reads_only_the_catalog(statement: &Statement) -> bool {
     let mut only = true;
     let mut any = false;
@@ -255,6 +280,23 @@ mod tests {
             .remove(0);
         rewrite(&mut s);
         s.to_string()
+    }
+
+    #[test]
+    fn nested_subqueries_of_a_catalog_select_list_are_null() {
+        let mut s = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT a.attname, CASE WHEN a.atthasdef THEN (SELECT d.adbin FROM pg_attrdef d \
+             WHERE d.adrelid = a.attrelid) ELSE NULL END AS dflt FROM pg_attribute a",
+        )
+        .unwrap()
+        .remove(0);
+        null_nested_subqueries(&mut s);
+        assert_eq!(
+            s.to_string(),
+            "SELECT a.attname, CASE WHEN a.atthasdef THEN NULL ELSE NULL END AS dflt \
+             FROM pg_attribute a"
+        );
     }
 
     #[test]

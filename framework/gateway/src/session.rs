@@ -42,7 +42,7 @@ use crate::Gateway;
 use crate::catalog::{DEFAULT_SCHEMA, SessionCatalog};
 use crate::error::GatewayError;
 use crate::registry::{QueryGuard, SessionGuard};
-use crate::rewrite::{compatibility_rules, reads_only_the_catalog};
+use crate::rewrite::{compatibility_rules, null_nested_subqueries, reads_only_the_catalog};
 use crate::settings::{
     default_settings, is_engine_setting, parse_timeout, pg_names, setting_name, show_schema,
 };
@@ -208,7 +208,9 @@ impl GatewaySession {
                     // but the default), the correlated subqueries clients'
                     // catalog queries put in their select lists are NULL.
                     let s = if reads_only_the_catalog(&s) {
-                        rules::RemoveSubqueryFromProjection.rewrite(s)
+                        let mut s = rules::RemoveSubqueryFromProjection.rewrite(s);
+                        null_nested_subqueries(&mut s);
+                        s
                     } else {
                         s
                     };
