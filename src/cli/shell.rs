@@ -34,26 +34,9 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Connects to the gateway's Flight SQL endpoint (`host:port`), with
-    /// the cluster's token as the password when there is one.
+    /// The gateway's Flight SQL endpoint at `addr` (see [`connect`]).
     pub async fn gateway(addr: &str, token: Option<&str>) -> anyhow::Result<Backend> {
-        let url = if addr.contains("://") {
-            addr.replacen("grpc://", "http://", 1)
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = Channel::from_shared(url.clone())
-            .with_context(|| format!("bad gateway address {addr:?}"))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the gateway's Flight SQL at {url}"))?;
-        let mut client = FlightSqlServiceClient::new(channel);
-        // The handshake opens the session the statements share.
-        client
-            .handshake("strata", token.unwrap_or_default())
-            .await
-            .context("the gateway refused the handshake")?;
-        Ok(Backend::Gateway(Box::new(client)))
+        Ok(Backend::Gateway(Box::new(connect(addr, token).await?)))
     }
 
     /// Runs a script (one or more statements), printing results.
@@ -79,9 +62,34 @@ impl Backend {
     }
 }
 
+/// Connects to the gateway's Flight SQL endpoint (`host:port`) and opens
+/// a session, with the cluster's token as the password when there is one.
+pub(crate) async fn connect(
+    addr: &str,
+    token: Option<&str>,
+) -> anyhow::Result<FlightSqlServiceClient<Channel>> {
+    let url = if addr.contains("://") {
+        addr.replacen("grpc://", "http://", 1)
+    } else {
+        format!("http://{addr}")
+    };
+    let channel = Channel::from_shared(url.clone())
+        .with_context(|| format!("bad gateway address {addr:?}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the gateway's Flight SQL at {url}"))?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    // The handshake opens the session the statements share.
+    client
+        .handshake("strata", token.unwrap_or_default())
+        .await
+        .context("the gateway refused the handshake")?;
+    Ok(client)
+}
+
 /// Runs one statement over Flight SQL; its columns (none for a statement
 /// that returns no rows) and rows.
-async fn flight_query(
+pub(crate) async fn flight_query(
     client: &mut FlightSqlServiceClient<Channel>,
     sql: &str,
 ) -> anyhow::Result<(Option<Schema>, Vec<RecordBatch>)> {

@@ -43,7 +43,7 @@ async fn authorize(State(gateway): State<Arc<Gateway>>, request: Request, next: 
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|g| strata_proto::same_secret(g, token)) {
             return (
                 StatusCode::UNAUTHORIZED,
                 "a valid bearer token is required\n",

@@ -57,11 +57,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Compares without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     if let Some(token) = &shared.token
         && request.uri().path() != "/health"
@@ -70,9 +65,9 @@ async fn auth(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes)
+            .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if !constant_time_eq(given, expected.as_bytes()) {
+        if !strata_proto::same_secret(given, &expected) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }

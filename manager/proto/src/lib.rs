@@ -90,7 +90,27 @@ pub const LEADER_HEADER: &str = "strata-leader";
 /// The gRPC metadata key (and HTTP header) that carries the shared secret.
 pub const AUTH_HEADER: &str = "authorization";
 
+/// Whether a secret given equals the one expected, compared without an
+/// early exit so that timing does not tell how much of it was right.
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Formats a token as the value of [`AUTH_HEADER`].
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("t0k", "t0k"));
+        assert!(!same_secret("t0k", "t0K"));
+        assert!(!same_secret("t0k", "t0k0"));
+        assert!(!same_secret("", "t"));
+    }
 }

@@ -23,8 +23,7 @@ pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
     let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
         return false;
     };
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    strata_proto::same_secret(given, expected)
 }
 
 /// The combined router; Marathon's API over `services` when the manager

@@ -139,23 +139,13 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
 /// `SELECT 1` over Flight SQL `n` times, one after another, after a
 /// warm-up; each round trip's latency.
 async fn flight_select1(addr: SocketAddr, n: usize) -> anyhow::Result<Latencies> {
-    use arrow_flight::sql::client::FlightSqlServiceClient;
-    use futures::TryStreamExt;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    let mut client = FlightSqlServiceClient::new(channel);
-    client.handshake("strata", "").await?;
+    use crate::cli::shell::{connect, flight_query};
+    let mut client = connect(&addr.to_string(), None).await?;
     let mut micros = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
         let started = std::time::Instant::now();
-        let info = client.execute("SELECT 1".to_owned(), None).await?;
-        for endpoint in info.endpoint {
-            if let Some(ticket) = endpoint.ticket {
-                let rows: Vec<_> = client.do_get(ticket).await?.try_collect().await?;
-                anyhow::ensure!(rows.len() == 1, "SELECT 1 gave {} batches", rows.len());
-            }
-        }
+        let (_, rows) = flight_query(&mut client, "SELECT 1").await?;
+        anyhow::ensure!(rows.len() == 1, "SELECT 1 gave {} batches", rows.len());
         // The first tenth warms up.
         if i >= n / 10 {
             micros.push(started.elapsed().as_micros() as u64);

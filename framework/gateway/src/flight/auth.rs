@@ -24,6 +24,8 @@ use base64::Engine;
 use http::HeaderValue;
 use tonic::Status;
 
+use strata_proto::same_secret;
+
 use crate::Gateway;
 use crate::session::GatewaySession;
 
@@ -54,19 +56,6 @@ impl Sessions {
             gateway,
             open: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// How many are open.
-    pub fn len(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Whether none is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The session of a call with this `authorization` header (from
@@ -169,12 +158,6 @@ fn basic_credentials(value: &str) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-/// Compares secrets in time that does not depend on where they differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 /// A tower layer admitting every call of the Flight service (see the
 /// module's docs).
 #[derive(Clone)]
@@ -252,7 +235,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{basic_credentials, same_secret};
+    use super::basic_credentials;
 
     #[test]
     fn basic_credentials_padded_or_not() {
@@ -262,13 +245,5 @@ mod tests {
         assert_eq!(basic_credentials("YW5uOnQwaw"), pair("ann", "t0k"));
         assert_eq!(basic_credentials("YW5u"), pair("ann", ""));
         assert_eq!(basic_credentials("not base64!"), None);
-    }
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("t0k", "t0k"));
-        assert!(!same_secret("t0k", "t0K"));
-        assert!(!same_secret("t0k", "t0k0"));
-        assert!(!same_secret("", "t"));
     }
 }

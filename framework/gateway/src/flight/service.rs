@@ -51,6 +51,7 @@ use crate::session::{GatewaySession, Outcome, Planned};
 const TICKET_TTL: Duration = Duration::from_secs(600);
 
 /// A statement between its plan and its run.
+#[derive(Clone)]
 struct Statement {
     session: Arc<GatewaySession>,
     sql: String,
@@ -122,27 +123,17 @@ impl FlightSql {
             })
     }
 
-    fn prepared(&self, handle: &[u8]) -> Result<PreparedRef, Status> {
+    /// A copy of a prepared statement to run (the map is not held
+    /// meanwhile).
+    fn prepared(&self, handle: &[u8]) -> Result<Statement, Status> {
         let handle = std::str::from_utf8(handle).unwrap_or_default();
-        let prepared = self.prepared.lock().unwrap_or_else(PoisonError::into_inner);
-        let s = prepared
+        self.prepared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .get(handle)
-            .ok_or_else(|| Status::not_found("no such prepared statement (closed?)"))?;
-        Ok(PreparedRef {
-            session: s.session.clone(),
-            sql: s.sql.clone(),
-            planned: s.planned.clone(),
-            params: s.params.clone(),
-        })
+            .cloned()
+            .ok_or_else(|| Status::not_found("no such prepared statement (closed?)"))
     }
-}
-
-/// A copy of a prepared statement to run (the map is not held meanwhile).
-struct PreparedRef {
-    session: Arc<GatewaySession>,
-    sql: String,
-    planned: Planned,
-    params: Option<RecordBatch>,
 }
 
 fn new_handle() -> String {
