@@ -19,6 +19,7 @@ use prost::Message;
 
 use crate::ids::StageId;
 use crate::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
+use crate::write::TableWriterExec;
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct LocationProto {
@@ -54,17 +55,28 @@ struct ReaderProto {
     partitioning: Option<protobuf::Partitioning>,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+struct TableWriterProto {
+    /// The table directory's URL.
+    #[prost(string, tag = "1")]
+    table: String,
+    #[prost(string, tag = "2")]
+    prefix: String,
+}
+
 #[derive(Clone, PartialEq, prost::Oneof)]
 enum NodeKind {
     #[prost(message, tag = "1")]
     Writer(WriterProto),
     #[prost(message, tag = "2")]
     Reader(ReaderProto),
+    #[prost(message, tag = "3")]
+    TableWriter(TableWriterProto),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct NodeProto {
-    #[prost(oneof = "NodeKind", tags = "1, 2")]
+    #[prost(oneof = "NodeKind", tags = "1, 2, 3")]
     kind: Option<NodeKind>,
 }
 
@@ -140,6 +152,18 @@ impl PhysicalExtensionCodec for StrataCodec {
                     r.constant_columns.iter().map(|&c| c as usize).collect(),
                 )))
             }
+            Some(NodeKind::TableWriter(w)) => {
+                let [input] = inputs else {
+                    return internal_err!("TableWriterExec takes one input, got {}", inputs.len());
+                };
+                let table = url::Url::parse(&w.table)
+                    .map_err(|e| DataFusionError::Internal(format!("bad table URL: {e}")))?;
+                Ok(Arc::new(TableWriterExec::new(
+                    input.clone(),
+                    table,
+                    w.prefix,
+                )))
+            }
             None => internal_err!("empty strata plan node"),
         }
     }
@@ -170,6 +194,11 @@ impl PhysicalExtensionCodec for StrataCodec {
                 schema: Some(r.schema().as_ref().try_into()?),
                 partitions: r.partitions() as u64,
                 constant_columns: r.constant_columns().iter().map(|&c| c as u64).collect(),
+            })
+        } else if let Some(w) = node.downcast_ref::<TableWriterExec>() {
+            NodeKind::TableWriter(TableWriterProto {
+                table: w.table().to_string(),
+                prefix: w.prefix().to_owned(),
             })
         } else if matches!(node.name(), "WorkTableExec" | "RecursiveQueryExec") {
             return Err(DataFusionError::NotImplemented(

@@ -34,3 +34,4 @@ pub mod runtime;
 pub mod shuffle;
 pub mod shuffle_service;
 pub mod storage;
+pub mod write;

@@ -28,6 +28,7 @@ pub mod process;
 pub mod runner;
 pub mod session;
 pub mod tpch;
+pub mod write;
 
 #[cfg(test)]
 mod tests;

@@ -9,6 +9,16 @@ use std::process::ExitCode;
 /// `EnvFilter` syntax, e.g. `info` or `strata_manager=debug`), or by
 /// `fallback` when `filter` does not parse. A second call does nothing.
 pub fn init_tracing(filter: &str, fallback: &str) {
+    // delta-rs logs every snapshot it builds at `info`: its warnings only,
+    // unless the filter names it.
+    let filter = if filter.contains("delta") || filter.contains("kernel") {
+        filter.to_owned()
+    } else {
+        format!(
+            "{filter},deltalake_core=warn,delta_kernel=warn,buoyant_kernel=warn,\
+             buoyant_kernel_engine=warn,delta_kernel_default_engine=warn"
+        )
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(fallback));
     tracing_subscriber::fmt()

@@ -7,7 +7,10 @@
 //! * Queries are planned by DataFusion, cut into stages ([`crate::planner`])
 //!   and submitted to the [`Driver`]; results come back to the session.
 //! * `EXPLAIN` shows DataFusion's plans and the stages the query would run as.
-//! * Statements that write (`INSERT`, `COPY`) run in the driver process.
+//! * Statements that write (`INSERT`, `COPY`) run in the driver process,
+//!   except writes into tables planned as a [`CommitExec`] (a warehouse's
+//!   Delta tables): their files are written on the cluster and committed
+//!   at once ([`crate::write`]).
 //!
 //! [`Session::context`] gives DataFusion's DataFrame API: build a
 //! DataFrame with the session's context, then [`Session::collect`] runs it
@@ -26,6 +29,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 
 use crate::driver::{Driver, DriverError, JobHandle, JobOutput};
 use crate::planner::{JobPlan, cut, display_stages, session_config, session_state_with};
+use crate::write::{CommitExec, Committer, count_batch, count_schema};
 
 /// Why a statement failed.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +163,14 @@ impl Session {
             LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::DescribeTable(_) => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let schema = Arc::new(df.schema().as_arrow().clone());
-                Ok(Prepared::Rows(schema, df.collect().await?))
+                let physical = df.create_physical_plan().await?;
+                if let Some(commit) = physical.downcast_ref::<CommitExec>() {
+                    let rows = self.run_write(commit).await?;
+                    return Ok(Prepared::Rows(count_schema(), vec![count_batch(rows)?]));
+                }
+                let batches =
+                    datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await?;
+                Ok(Prepared::Rows(schema, batches))
             }
             plan => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
@@ -174,6 +185,45 @@ impl Session {
                 }
                 Ok(Prepared::Job(self.submit_plan(physical)?))
             }
+        }
+    }
+
+    /// Runs a write ([`crate::write`]): its files are written by tasks on
+    /// the cluster, then committed at once; a write that fails, or whose
+    /// wait is dropped (a cancel), is aborted and leaves the table as it
+    /// was. Returns the rows written.
+    pub async fn run_write(&self, commit: &CommitExec) -> Result<u64, SessionError> {
+        let committer = commit.committer().clone();
+        // Rows that come from no file (`VALUES`, a session's in-memory
+        // table) are written here: there is nothing to spread.
+        if !reads_files(commit.input()) {
+            let here = Arc::new(CommitExec::new(commit.input().clone(), committer));
+            let out = datafusion::physical_plan::collect(here, self.ctx.task_ctx()).await?;
+            return Ok(out
+                .iter()
+                .filter_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                })
+                .flat_map(|a| a.iter().flatten())
+                .sum());
+        }
+        let abort = AbortOnDrop(Some(committer.clone()));
+        let written = match self.submit_plan(commit.input().clone()) {
+            Ok(job) => job.result().await.map_err(SessionError::from),
+            Err(e) => Err(e),
+        };
+        let rows = match written {
+            Ok(out) => committer.commit(&out.batches).await,
+            Err(e) => return Err(e),
+        };
+        match rows {
+            Ok(rows) => {
+                abort.disarm();
+                Ok(rows)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -219,6 +269,32 @@ impl Session {
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SessionError> {
         let mut all = self.sql(sql).await?;
         Ok(all.pop().unwrap_or_default())
+    }
+}
+
+/// Aborts a write that did not reach its commit (failed, or its wait was
+/// dropped).
+struct AbortOnDrop(Option<Arc<dyn Committer>>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(committer) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = committer.abort().await {
+                tracing::warn!(error = %e, "a failed write's files stay");
+            }
+        });
     }
 }
 

@@ -118,7 +118,12 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
 /// reported and skipped).
 async fn replay(session: &Session, warehouse: &Warehouse) {
     for d in warehouse.definitions() {
-        if let Err(e) = session.sql(&d.sql).await {
+        let made = match warehouse.make_managed(&d, session.context()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => session.sql(&d.sql).await.map(|_| ()).map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
             eprintln!("warning: {}.{} from the warehouse: {e}", d.schema, d.name);
         }
     }
@@ -145,19 +150,25 @@ pub async fn run_script(
             LogicalPlan::Ddl(d) => Some(d.clone()),
             _ => None,
         };
+        let config = session
+            .context()
+            .state_ref()
+            .read()
+            .config_options()
+            .clone();
+        let (catalog, schema) = (
+            &config.catalog.default_catalog,
+            &config.catalog.default_schema,
+        );
+        // Tables made without a location are the warehouse's Delta tables.
+        if let (Some(d), Some(w)) = (&ddl, warehouse)
+            && w.run_managed(session, d, catalog, schema).await?.is_some()
+        {
+            continue;
+        }
         let prepared = session.run_plan(plan).await?;
         if let (Some(d), Some(w)) = (&ddl, warehouse) {
-            let config = session
-                .context()
-                .state_ref()
-                .read()
-                .config_options()
-                .clone();
-            w.record(
-                d,
-                &config.catalog.default_catalog,
-                &config.catalog.default_schema,
-            )?;
+            w.record(d, catalog, schema)?;
         }
         match prepared {
             Prepared::Done => {}

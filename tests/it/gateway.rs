@@ -14,7 +14,7 @@ use crate::harness::*;
 
 /// A `strata gateway` process on the cluster, on an ephemeral port.
 pub(crate) struct Gateway {
-    proc: Proc,
+    pub(crate) proc: Proc,
     pg: Pg,
 }
 
@@ -96,7 +96,7 @@ impl Gateway {
 
 impl Pg {
     /// A psql command with these arguments.
-    fn psql_command(&self, args: &[&str]) -> tokio::process::Command {
+    pub(crate) fn psql_command(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("psql");
         c.args(["-X", "-h", "127.0.0.1", "-U", "strata", "-d", "strata"])
             .args(["-p", &self.port.to_string(), "-v", "ON_ERROR_STOP=1"])
@@ -126,7 +126,7 @@ impl Pg {
     }
 
     /// psql with these arguments, to completion (at most two minutes).
-    async fn psql(&self, args: &[&str]) -> CliOutput {
+    pub(crate) async fn psql(&self, args: &[&str]) -> CliOutput {
         let mut c = self.psql_command(args);
         let out = tokio::time::timeout(Duration::from_secs(120), c.output())
             .await
@@ -140,7 +140,7 @@ impl Pg {
     }
 
     /// psql's output of `args`, which must succeed.
-    async fn psql_ok(&self, args: &[&str]) -> String {
+    pub(crate) async fn psql_ok(&self, args: &[&str]) -> String {
         let out = self.psql(args).await;
         assert!(
             out.status.success(),
@@ -251,7 +251,10 @@ async fn psql_runs_the_22_tpch_queries_through_the_gateway_on_the_clusters_execu
 
 /// Runs a client check script of `tests/it/clients` with `args`; its
 /// status, stdout and stderr (at most two minutes).
-async fn python_check(script: &str, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+pub(crate) async fn python_check(
+    script: &str,
+    args: &[&str],
+) -> (std::process::ExitStatus, String, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/it/clients")
         .join(script);

@@ -33,6 +33,9 @@
 //!   supervised driver;
 //! * [`revocable`]: a service's idle cpus lent to batch and revoked when
 //!   it gets busy; a service autoscaled on the cpu its agent measures;
+//! * [`tables`]: the warehouse's managed (Delta Lake) tables through the
+//!   gateway: written by tasks at once, a failed write leaving nothing,
+//!   kept across a killed gateway, read by Python's `deltalake`;
 //! * [`s3`]: `s3://` tables on a real S3-compatible server, read by
 //!   executors on the cluster;
 //! * [`services`]: the built-in services scheduler through Marathon's
@@ -67,3 +70,4 @@ mod s3;
 mod services;
 mod slt;
 mod sql_shell;
+mod tables;

@@ -7,7 +7,8 @@
 //! own — `pg_catalog`, whose tables are views over the live catalog as that
 //! session sees it (`information_schema` is DataFusion's, also live) — and
 //! its temporary views, seen in `public` by that session alone, over the
-//! shared tables of the same names.
+//! shared tables of the same names. In every schema, `t@n` is managed
+//! table `t` at version `n` (`t VERSION AS OF n`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
 };
 use datafusion::error::{DataFusionError, Result};
+
+use crate::warehouse::delta::DeltaProvider;
 
 /// The schema sessions start in.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -98,6 +101,58 @@ impl SchemaProvider for WithTemporary {
     }
 }
 
+/// A shared schema in which `t@n` is managed table `t` read at version
+/// `n`.
+#[derive(Debug)]
+struct Versioned(Arc<dyn SchemaProvider>);
+
+#[async_trait]
+impl SchemaProvider for Versioned {
+    fn table_names(&self) -> Vec<String> {
+        self.0.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.0.table(name).await? {
+            return Ok(Some(t));
+        }
+        let Some((base, version)) = name.rsplit_once('@') else {
+            return Ok(None);
+        };
+        let Ok(version) = version.parse::<i64>() else {
+            return Ok(None);
+        };
+        let Some(table) = self.0.table(base).await? else {
+            return Ok(None);
+        };
+        let Some(delta) = table.downcast_ref::<DeltaProvider>() else {
+            return Err(DataFusionError::Plan(format!(
+                "VERSION AS OF reads managed tables; {base} is not one"
+            )));
+        };
+        let at = DeltaProvider::open(delta.url().clone(), Some(version))
+            .await
+            .map_err(|e| DataFusionError::Plan(format!("{base} VERSION AS OF {version}: {e}")))?;
+        Ok(Some(Arc::new(at)))
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.0.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.0.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.0.table_exist(name)
+    }
+}
+
 impl CatalogProvider for SessionCatalog {
     fn schema_names(&self) -> Vec<String> {
         sorted_union(self.own.schema_names(), self.shared.schema_names())
@@ -107,7 +162,7 @@ impl CatalogProvider for SessionCatalog {
         if let Some(own) = self.own.schema(name) {
             return Some(own);
         }
-        let shared = self.shared.schema(name)?;
+        let shared: Arc<dyn SchemaProvider> = Arc::new(Versioned(self.shared.schema(name)?));
         if name == DEFAULT_SCHEMA {
             return Some(Arc::new(WithTemporary {
                 temporary: self.temporary.clone(),

@@ -28,7 +28,7 @@ pub enum GatewayError {
     UnknownSetting(String),
     /// The change was made but could not be kept in the warehouse.
     #[error("{0} (the change holds in this gateway until it restarts)")]
-    Warehouse(#[from] crate::warehouse::WarehouseError),
+    Warehouse(crate::warehouse::WarehouseError),
     /// A parameter or setting value that cannot be read.
     #[error("{0}")]
     InvalidValue(String),
@@ -37,6 +37,19 @@ pub enum GatewayError {
 impl From<DataFusionError> for GatewayError {
     fn from(e: DataFusionError) -> Self {
         GatewayError::Session(SessionError::Sql(e))
+    }
+}
+
+impl From<crate::warehouse::WarehouseError> for GatewayError {
+    /// A managed table's statement fails as any statement does; only a
+    /// catalog that could not be kept is the warehouse's own error.
+    fn from(e: crate::warehouse::WarehouseError) -> Self {
+        use crate::warehouse::WarehouseError;
+        match e {
+            WarehouseError::Sql(e) => GatewayError::Session(e),
+            WarehouseError::Delta(e) => DataFusionError::External(Box::new(e)).into(),
+            e => GatewayError::Warehouse(e),
+        }
     }
 }
 

@@ -35,6 +35,7 @@
 //! - [`error`]: errors with their SQLSTATE.
 
 pub mod catalog;
+pub mod copy;
 pub mod empty;
 pub mod error;
 pub mod flight;
@@ -247,7 +248,12 @@ impl Gateway {
         };
         let mut made = 0;
         for d in &definitions {
-            match session.run_sql(&d.sql).await {
+            let result = match w.make_managed(d, session.context()).await {
+                Ok(true) => Ok(()),
+                Ok(false) => session.run_sql(&d.sql).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
                 Ok(()) => made += 1,
                 Err(e) => tracing::warn!(
                     schema = %d.schema, name = %d.name, error = %e,

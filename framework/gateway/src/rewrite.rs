@@ -14,6 +14,7 @@
 //! * `x = ANY(a)` and `x op ALL(a)` read `a` through `pg_text_array`
 //!   ([`crate::functions`]): an array, or one in PostgreSQL's text form as
 //!   `pg_catalog` holds them.
+//! * `t VERSION AS OF n` is the table `"t@n"` ([`version_as_of`]).
 
 use std::convert::Infallible;
 use std::ops::ControlFlow;
@@ -270,9 +271,76 @@ pub(crate) fn reads_only_the_catalog(statement: &Statement) -> bool {
     any && only
 }
 
+/// `t VERSION AS OF n` (Delta's and Databricks' time travel, which
+/// PostgreSQL's grammar lacks) becomes the table name `"t@n"`, which the
+/// session's catalog resolves to managed table `t` at version `n`
+/// ([`crate::catalog`]). Statements without it are returned as they are.
+pub fn version_as_of(sql: &str) -> std::borrow::Cow<'_, str> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
+    use std::borrow::Cow;
+    if !sql.to_ascii_uppercase().contains("VERSION") {
+        return Cow::Borrowed(sql);
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return Cow::Borrowed(sql);
+    };
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let is = |i: usize, kw: &str| matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw));
+    let mut out: Vec<Option<Token>> = tokens.iter().cloned().map(Some).collect();
+    let mut changed = false;
+    for w in significant.windows(5) {
+        let &[name, version, as_, of, number] = w else {
+            continue;
+        };
+        let (Token::Word(table), Token::Number(n, _)) = (&tokens[name], &tokens[number]) else {
+            continue;
+        };
+        if !(is(version, "VERSION") && is(as_, "AS") && is(of, "OF")) || out[name].is_none() {
+            continue;
+        }
+        let base = match table.quote_style {
+            Some(_) => table.value.clone(),
+            None => table.value.to_lowercase(),
+        };
+        out[name] = Some(Token::Word(Word {
+            value: format!("{base}@{n}"),
+            quote_style: Some('"'),
+            keyword: Keyword::NoKeyword,
+        }));
+        for slot in &mut out[name + 1..=number] {
+            *slot = None;
+        }
+        changed = true;
+    }
+    if !changed {
+        return Cow::Borrowed(sql);
+    }
+    Cow::Owned(out.into_iter().flatten().map(|t| t.to_string()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_as_of_names_the_tables_version() {
+        assert_eq!(
+            version_as_of("SELECT * FROM sales.T VERSION AS OF 3 WHERE a = 'VERSION AS OF 4'"),
+            "SELECT * FROM sales.\"t@3\" WHERE a = 'VERSION AS OF 4'"
+        );
+        assert_eq!(
+            version_as_of("select 1 from \"Big\" version as of 12 join u on true"),
+            "select 1 from \"Big@12\" join u on true"
+        );
+        let plain = "SELECT version()";
+        assert!(matches!(
+            version_as_of(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     fn rewritten(sql: &str) -> String {
         let mut s = Parser::parse_sql(&PostgreSqlDialect {}, sql)

@@ -31,6 +31,7 @@ use datafusion::logical_expr::{
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
@@ -40,12 +41,14 @@ use strata_framework::session::{Prepared, Session, SessionError, reads_files};
 
 use crate::Gateway;
 use crate::catalog::{DEFAULT_SCHEMA, SessionCatalog};
+use crate::copy::CopyIn;
 use crate::error::GatewayError;
 use crate::registry::{QueryGuard, SessionGuard};
 use crate::rewrite::{compatibility_rules, null_nested_subqueries, reads_only_the_catalog};
 use crate::settings::{
     default_settings, is_engine_setting, parse_timeout, pg_names, setting_name, show_schema,
 };
+use crate::warehouse::managed::{Managed, TableCommand};
 
 /// A statement planned, ready to run (once, or many times with parameters).
 #[derive(Clone, Debug)]
@@ -70,6 +73,10 @@ pub enum Command {
     /// Accepted and without effect here, with its command tag
     /// (`SET TRANSACTION ISOLATION LEVEL …`, `DISCARD ALL`).
     Accepted(&'static str),
+    /// `ALTER TABLE … RENAME TO`, `VACUUM`, `MERGE` of a managed table.
+    Table(TableCommand),
+    /// `COPY t FROM STDIN`: rows follow through the protocol's copy.
+    CopyIn(CopyIn),
 }
 
 impl Planned {
@@ -197,7 +204,19 @@ impl GatewaySession {
     /// queries (`::regclass`, `OPERATOR(pg_catalog.~)`, `COLLATE`, …) into
     /// ones DataFusion plans.
     pub fn parse(&self, sql: &str) -> Result<Vec<DfStatement>, GatewayError> {
-        let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})?;
+        let sql = crate::rewrite::version_as_of(sql);
+        let statements = match DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {}) {
+            Ok(s) => s,
+            // DataFusion's COPY is `COPY … TO`; PostgreSQL's `COPY t FROM
+            // STDIN` is sqlparser's.
+            Err(e) => match Parser::parse_sql(&PostgreSqlDialect {}, &sql) {
+                Ok(s) if s.iter().all(|s| CopyIn::from_statement(s).is_some()) => s
+                    .into_iter()
+                    .map(|s| DfStatement::Statement(Box::new(s)))
+                    .collect(),
+                _ => return Err(e.into()),
+            },
+        };
         Ok(statements
             .into_iter()
             .map(|s| match s {
@@ -263,6 +282,19 @@ impl GatewaySession {
             Some(SqlStatement::ReleaseSavepoint { .. }) => {
                 return Ok(Planned::Command(Command::Accepted("RELEASE")));
             }
+            Some(s @ SqlStatement::Copy { .. }) => {
+                if let Some(copy) = CopyIn::from_statement(s) {
+                    return Ok(Planned::Command(Command::CopyIn(copy?)));
+                }
+            }
+            Some(SqlStatement::Merge(m)) => {
+                return Ok(Planned::Command(Command::Table(TableCommand::Merge(
+                    Box::new(m.clone()),
+                ))));
+            }
+            Some(s @ (SqlStatement::Vacuum(_) | SqlStatement::AlterTable(_))) => {
+                return Ok(Planned::Command(Command::Table(table_command(s)?)));
+            }
             _ => {}
         }
         let text = statement.to_string().to_uppercase();
@@ -311,6 +343,20 @@ impl GatewaySession {
     ) -> Result<Outcome, GatewayError> {
         match planned {
             Planned::Show(name) => self.show(name),
+            Planned::Command(Command::Table(t)) => {
+                let Some(w) = &self.gateway.warehouse else {
+                    return Err(GatewayError::Unsupported(format!(
+                        "{} needs a warehouse (strata gateway --warehouse)",
+                        t.tag()
+                    )));
+                };
+                let _one_at_a_time = self.gateway.ddl.lock().await;
+                let database = &self.gateway.config.database;
+                let rows = w
+                    .run_command(self.inner.context(), t, database, DEFAULT_SCHEMA)
+                    .await?;
+                Ok(Outcome::Done(t.tag(), rows.map(|r| r as usize)))
+            }
             Planned::Command(c) => self.command(c),
             Planned::Plan(plan) => {
                 let plan = match params {
@@ -357,6 +403,20 @@ impl GatewaySession {
                 let tag = ddl_tag(d);
                 let ddl = d.clone();
                 let _one_at_a_time = self.gateway.ddl.lock().await;
+                let (database, warehouse) =
+                    (&self.gateway.config.database, &self.gateway.warehouse);
+                if let Some(w) = warehouse
+                    && let Some(done) = w
+                        .run_managed(&self.inner, d, database, DEFAULT_SCHEMA)
+                        .await?
+                {
+                    return Ok(match done {
+                        Managed::Created(Some(rows)) => {
+                            Outcome::Done("SELECT", Some(rows as usize))
+                        }
+                        Managed::Created(None) | Managed::Dropped => Outcome::Done(tag, None),
+                    });
+                }
                 self.inner.run_plan(plan).await?;
                 if let Some(w) = &self.gateway.warehouse {
                     w.record(&ddl, &self.gateway.config.database, DEFAULT_SCHEMA)?;
@@ -493,6 +553,14 @@ impl GatewaySession {
             Command::Begin => Outcome::Begin,
             Command::End(tag) => Outcome::End(tag),
             Command::Accepted(tag) => Outcome::Done(tag, None),
+            Command::Table(t) => Outcome::Done(t.tag(), None),
+            Command::CopyIn(_) => {
+                return Err(GatewayError::Unsupported(
+                    "COPY … FROM STDIN takes its rows through the PostgreSQL protocol's \
+                     copy (psql's \\copy)"
+                        .into(),
+                ));
+            }
         })
     }
 
@@ -500,6 +568,35 @@ impl GatewaySession {
         let settings = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
         let value = settings.get("statement_timeout")?;
         parse_timeout(value).ok().flatten()
+    }
+}
+
+/// `VACUUM [FULL] t` or `ALTER TABLE t RENAME TO u` as a [`TableCommand`];
+/// other `ALTER TABLE`s are not supported.
+fn table_command(s: &SqlStatement) -> Result<TableCommand, GatewayError> {
+    use datafusion::sql::planner::object_name_to_table_reference;
+    use datafusion::sql::sqlparser::ast::{AlterTableOperation, RenameTableNameKind};
+    let name = |n: &datafusion::sql::sqlparser::ast::ObjectName| {
+        object_name_to_table_reference(n.clone(), true).map_err(GatewayError::from)
+    };
+    match s {
+        SqlStatement::Vacuum(v) => match &v.table_name {
+            Some(t) => Ok(TableCommand::Vacuum(name(t)?, v.full)),
+            None => Err(GatewayError::Unsupported(
+                "VACUUM needs a table: VACUUM [FULL] name".into(),
+            )),
+        },
+        SqlStatement::AlterTable(a) => match a.operations.as_slice() {
+            [
+                AlterTableOperation::RenameTable {
+                    table_name: RenameTableNameKind::To(to) | RenameTableNameKind::As(to),
+                },
+            ] => Ok(TableCommand::Rename(name(&a.name)?, name(to)?)),
+            _ => Err(GatewayError::Unsupported(format!(
+                "{s}: of ALTER TABLE, only RENAME TO is supported"
+            ))),
+        },
+        _ => Err(GatewayError::Unsupported(format!("{s}"))),
     }
 }
 

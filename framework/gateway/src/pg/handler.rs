@@ -4,31 +4,36 @@
 //! statements, binary results).
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use futures::Sink;
+use futures::{Sink, SinkExt};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, METADATA_APPLICATION_NAME, METADATA_USER, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use tokio::sync::OnceCell;
 
 use crate::Gateway;
-use crate::session::{GatewaySession, Outcome, Planned};
+use crate::copy::CopyIn;
+use crate::session::{Command, GatewaySession, Outcome, Planned};
 
 /// A connection's state: its session, opened at its first statement (it
 /// needs the user the startup named).
 pub struct ConnState {
     gateway: Arc<Gateway>,
     session: OnceCell<Arc<GatewaySession>>,
+    /// A `COPY … FROM STDIN` under way and the data received so far.
+    copy: std::sync::Mutex<Option<(CopyIn, Vec<u8>)>>,
 }
 
 impl ConnState {
@@ -37,6 +42,7 @@ impl ConnState {
         ConnState {
             gateway,
             session: OnceCell::new(),
+            copy: std::sync::Mutex::new(None),
         }
     }
 
@@ -162,6 +168,12 @@ impl SimpleQueryHandler for Queries {
         let mut out = Vec::with_capacity(statements.len());
         for statement in statements {
             let result = match session.plan(&statement).await {
+                Ok(Planned::Command(Command::CopyIn(copy))) => {
+                    // The rows follow as CopyData; the statement ends at
+                    // CopyDone ([`CopyHandler`]).
+                    out.push(self.start_copy(&session, copy).await?);
+                    break;
+                }
                 Ok(planned) => session.execute(&planned, None, query).await,
                 Err(e) => Err(e),
             };
@@ -207,11 +219,94 @@ impl ExtendedQueryHandler for Queries {
             let types: Vec<Option<&DataType>> = stmt.params.iter().map(Option::as_ref).collect();
             Some(deserialize_parameters(portal, &types)?)
         };
+        if let Planned::Command(Command::CopyIn(copy)) = &stmt.planned {
+            return self.start_copy(&session, copy.clone()).await;
+        }
         let outcome = session
             .execute(&stmt.planned, params, &stmt.sql)
             .await
             .map_err(wire_error)?;
         response(outcome, &portal.result_column_format)
+    }
+}
+
+impl Queries {
+    /// Starts a `COPY … FROM STDIN`: the response that asks for its rows.
+    async fn start_copy(&self, session: &GatewaySession, copy: CopyIn) -> PgWireResult<Response> {
+        let width = match session.copy_width(&copy).await {
+            Ok(w) => w,
+            Err(e) => return Ok(Response::Error(Box::new(e.to_error_info()))),
+        };
+        *self
+            .conn
+            .copy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((copy, Vec::new()));
+        Ok(Response::CopyIn(CopyResponse::new(
+            0,
+            width,
+            futures::stream::empty(),
+        )))
+    }
+
+    fn take_copy(&self) -> Option<(CopyIn, Vec<u8>)> {
+        self.conn
+            .copy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Queries {
+    async fn on_copy_data<C>(&self, _client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut copy = self
+            .conn
+            .copy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, buffer)) = copy.as_mut() {
+            buffer.extend_from_slice(&data.data);
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some((copy, data)) = self.take_copy() else {
+            return Ok(());
+        };
+        let session = self.conn.session(client).await?;
+        let rows = session.copy_in(&copy, &data).await.map_err(wire_error)?;
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.take_copy();
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_owned(),
+            "57014".to_owned(),
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
     }
 }
 

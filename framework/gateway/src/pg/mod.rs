@@ -43,6 +43,10 @@ impl PgWireServerHandlers for Connection {
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancel.clone()
     }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.queries.clone()
+    }
 }
 
 /// Serves the PostgreSQL protocol on `listener` until `stop` turns true.

@@ -11,8 +11,13 @@
 //! and a process killed mid-change leaves the catalog as it was before or
 //! after it. A starting gateway replays the file into its catalog.
 //!
-//! In-memory tables (`CREATE TABLE … AS`, `CREATE TABLE t (…)` without a
-//! location) hold their rows in the gateway only and are not kept.
+//! Tables made without a location (`CREATE TABLE t (…)`, `CREATE TABLE …
+//! AS`) are managed tables: Delta Lake tables under `tables/` ([`delta`],
+//! [`managed`]), whose definition is their location.
+
+pub mod delta;
+pub mod managed;
+pub mod merge;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -32,6 +37,12 @@ pub enum WarehouseError {
         /// Why.
         source: std::io::Error,
     },
+    /// A managed table's statement failed (its SQL, its write).
+    #[error("{0}")]
+    Sql(#[from] strata_framework::session::SessionError),
+    /// A managed table's Delta log could not be read or written.
+    #[error("{0}")]
+    Delta(#[from] deltalake_core::DeltaTableError),
     /// The catalog file is not one the gateway wrote.
     #[error("warehouse catalog {path} is not valid: {source}")]
     Corrupt {
@@ -52,6 +63,8 @@ pub enum Kind {
     Table,
     /// `CREATE VIEW`.
     View,
+    /// A managed (Delta Lake) table; its SQL is its location.
+    Managed,
 }
 
 /// One object's definition.
@@ -136,6 +149,30 @@ impl Warehouse {
         let resolve = |name: &TableReference| -> ResolvedTableReference {
             name.clone().resolve(catalog, default_schema)
         };
+        self.change(|objects| {
+            record_into(objects, ddl, &resolve);
+        })
+    }
+
+    /// Keeps `d` (replacing a table or view of the same name).
+    pub fn define(&self, d: Definition) -> Result<(), WarehouseError> {
+        self.change(|objects| {
+            objects
+                .retain(|o| !(o.kind != Kind::Schema && o.schema == d.schema && o.name == d.name));
+            objects.push(d);
+        })
+    }
+
+    /// Forgets the `kind` object `schema.name`.
+    pub fn undefine(&self, kind: Kind, schema: &str, name: &str) -> Result<(), WarehouseError> {
+        self.change(|objects| {
+            objects.retain(|o| !(o.kind == kind && o.schema == schema && o.name == name));
+        })
+    }
+
+    /// Applies `edit` to the definitions as the file holds them now and
+    /// writes them back (if they changed) before returning.
+    fn change(&self, edit: impl FnOnce(&mut Vec<Definition>)) -> Result<(), WarehouseError> {
         let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
         // Other processes (`strata sql --warehouse`, another gateway) may
         // write the same catalog: one writer at a time across processes,
@@ -143,6 +180,34 @@ impl Warehouse {
         let _writer = self.lock_file()?;
         *objects = read_catalog(&self.dir.join("catalog.json"))?;
         let before = objects.clone();
+        edit(&mut objects);
+        if *objects == before {
+            return Ok(());
+        }
+        let file = CatalogFile {
+            version: 1,
+            objects: objects.clone(),
+        };
+        let path = self.dir.join("catalog.json");
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|source| WarehouseError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        strata_proto::fsutil::write_atomic(&path, &bytes).map_err(|source| {
+            // Keep memory as the file is: the change did not land.
+            *objects = before;
+            WarehouseError::Io { path, source }
+        })
+    }
+}
+
+/// What a DDL statement that succeeded changes in `objects`.
+fn record_into(
+    objects: &mut Vec<Definition>,
+    ddl: &DdlStatement,
+    resolve: &dyn Fn(&TableReference) -> ResolvedTableReference,
+) {
+    {
         let mut define = |kind: Kind, name: &TableReference, sql: &Option<String>| {
             let Some(sql) = sql else { return };
             let r = resolve(name);
@@ -203,23 +268,6 @@ impl Warehouse {
             }
             _ => {}
         }
-        if *objects == before {
-            return Ok(());
-        }
-        let file = CatalogFile {
-            version: 1,
-            objects: objects.clone(),
-        };
-        let path = self.dir.join("catalog.json");
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|source| WarehouseError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        strata_proto::fsutil::write_atomic(&path, &bytes).map_err(|source| {
-            // Keep memory as the file is: the change did not land.
-            *objects = before;
-            WarehouseError::Io { path, source }
-        })
     }
 }
 

@@ -1,0 +1,441 @@
+//! Managed tables: Delta Lake tables in the warehouse (delta-rs).
+//!
+//! A [`DeltaProvider`] reads a table at its latest version (each query
+//! loads the log again, so commits of other sessions and processes are
+//! seen) or at one pinned version (`VERSION AS OF`). Its scan is a plain
+//! Parquet scan of exactly the files that version holds — the scan the
+//! cluster already runs, with its statistics and pruning — so queries of
+//! managed tables run on executors like any other.
+//!
+//! Writes go through [`strata_framework::write`]: `INSERT` is planned as
+//! `CommitExec(TableWriterExec(query))`, whose tasks write one Parquet file
+//! per partition into the table's directory; the [`DeltaCommitter`] then
+//! adds the files of one attempt per partition in one Delta commit (or, for
+//! `CREATE TABLE … AS`, in the commit that creates the table) and removes
+//! every other file of that write. `DELETE` and `UPDATE` are delta-rs's
+//! operations (they rewrite the files they touch, in the gateway's
+//! process, and commit once).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DataFusionError, Result, not_impl_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use deltalake_core::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::{Action, Add, StructField, StructType};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use strata_executor::write::TableWriterExec;
+use strata_framework::write::{CommitExec, Committer, count_batch, count_schema, rows_in};
+use url::Url;
+
+fn delta_err(e: DeltaTableError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Opens the Delta table at `url`, at `version` or its latest.
+pub async fn open(url: &Url, version: Option<i64>) -> Result<DeltaTable, DeltaTableError> {
+    match version {
+        Some(v) => deltalake_core::open_table_with_version(url.clone(), v.max(0) as u64).await,
+        None => deltalake_core::open_table(url.clone()).await,
+    }
+}
+
+/// The type a column is kept as in a Delta table: Delta has no unsigned
+/// integers, no string views and microsecond timestamps.
+fn storable(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View | DataType::LargeUtf8 | DataType::Null => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 => DataType::Int64,
+        DataType::UInt64 => DataType::Decimal128(20, 0),
+        DataType::Float16 => DataType::Float32,
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::Date64 => DataType::Date32,
+        t => t.clone(),
+    }
+}
+
+/// The schema a table made from `schema` has (every column nullable, as
+/// DataFusion's `CREATE TABLE` columns are unless `NOT NULL`).
+pub fn storable_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), storable(f.data_type()), f.is_nullable()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Delta columns for an Arrow schema.
+pub fn delta_columns(schema: &Schema) -> Result<Vec<StructField>> {
+    let st = StructType::try_from_arrow(schema).map_err(|e| {
+        DataFusionError::Plan(format!("a Delta table cannot hold these columns: {e}"))
+    })?;
+    Ok(st.fields().cloned().collect())
+}
+
+/// Creates an empty Delta table at `url` with `schema`'s columns.
+pub async fn create_empty(url: &Url, name: &str, schema: &Schema) -> Result<()> {
+    deltalake_core::operations::create::CreateBuilder::new()
+        .with_location(url.as_str())
+        .with_table_name(name)
+        .with_columns(delta_columns(schema)?)
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .await
+        .map_err(delta_err)?;
+    Ok(())
+}
+
+/// A managed table as DataFusion sees it.
+#[derive(Debug)]
+pub struct DeltaProvider {
+    url: Url,
+    schema: SchemaRef,
+    version: Option<i64>,
+}
+
+impl DeltaProvider {
+    /// The table at `url`, read at `version` (or its latest each query).
+    pub async fn open(url: Url, version: Option<i64>) -> Result<DeltaProvider, DeltaTableError> {
+        let table = open(&url, version).await?;
+        let schema = table.snapshot()?.snapshot().arrow_schema();
+        Ok(DeltaProvider {
+            url,
+            schema,
+            version,
+        })
+    }
+
+    /// Where the table is.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    async fn load(&self) -> Result<DeltaTable> {
+        let table = open(&self.url, self.version).await.map_err(delta_err)?;
+        let snapshot = table.snapshot().map_err(delta_err)?;
+        if !snapshot.metadata().partition_columns().is_empty() {
+            return not_impl_err!("partitioned Delta tables cannot be read yet");
+        }
+        let features = snapshot.protocol().reader_features();
+        if let Some(f) = features
+            .into_iter()
+            .flatten()
+            .map(|f| f.to_string())
+            .find(|f| matches!(f.as_str(), "deletionVectors" | "columnMapping"))
+        {
+            return not_impl_err!("Delta tables with the reader feature {f} cannot be read yet");
+        }
+        Ok(table)
+    }
+}
+
+#[async_trait]
+impl TableProvider for DeltaProvider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table = self.load().await?;
+        let files = table
+            .get_file_uris()
+            .map_err(delta_err)?
+            .map(|u| ListingTableUrl::parse(&u))
+            .collect::<Result<Vec<_>>>()?;
+        if files.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(files)
+            .with_listing_options(options)
+            .with_schema(self.schema.clone());
+        ListingTable::try_new(config)?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.version.is_some() {
+            return not_impl_err!("an older version of a table cannot be written");
+        }
+        let mode = match insert_op {
+            InsertOp::Append => SaveMode::Append,
+            InsertOp::Overwrite => SaveMode::Overwrite,
+            InsertOp::Replace => return not_impl_err!("INSERT OR REPLACE into a Delta table"),
+        };
+        let committer = DeltaCommitter::new(self.url.clone(), Target::Existing(mode));
+        let writer = TableWriterExec::new(input, self.url.clone(), committer.prefix.clone());
+        Ok(Arc::new(CommitExec::new(
+            Arc::new(writer),
+            Arc::new(committer),
+        )))
+    }
+
+    async fn delete_from(
+        &self,
+        _state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table = self.load().await?;
+        let mut delete = table.delete();
+        if let Some(p) = conjunction(filters)? {
+            delete = delete.with_predicate(p);
+        }
+        let (_, metrics) = delete.await.map_err(delta_err)?;
+        count_exec(metrics.num_deleted_rows.unwrap_or(0) as u64)
+    }
+
+    async fn update(
+        &self,
+        _state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table = self.load().await?;
+        let mut update = table.update();
+        for (column, value) in assignments {
+            // An assignment that keeps a column as it is needs no update.
+            if matches!(&value, Expr::Column(c) if c.name == column) {
+                continue;
+            }
+            update = update.with_update(column, unqualified(value)?);
+        }
+        if let Some(p) = conjunction(filters)? {
+            update = update.with_predicate(p);
+        }
+        let (_, metrics) = update.await.map_err(delta_err)?;
+        count_exec(metrics.num_updated_rows as u64)
+    }
+}
+
+/// `filters` as one predicate with column names alone (delta-rs resolves
+/// them against the table's own schema).
+fn conjunction(filters: Vec<Expr>) -> Result<Option<Expr>> {
+    filters
+        .into_iter()
+        .map(unqualified)
+        .reduce(|a, b| Ok(a?.and(b?)))
+        .transpose()
+}
+
+fn unqualified(e: Expr) -> Result<Expr> {
+    Ok(e.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) if c.relation.is_some() => {
+                Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+            }
+            e => Transformed::no(e),
+        })
+    })?
+    .data)
+}
+
+fn count_exec(rows: u64) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(MemorySourceConfig::try_new_exec(
+        &[vec![count_batch(rows)?]],
+        count_schema(),
+        None,
+    )?)
+}
+
+/// What a write commits into.
+#[derive(Debug)]
+pub enum Target {
+    /// A table that exists, appended to or overwritten.
+    Existing(SaveMode),
+    /// A table the commit creates (`CREATE TABLE … AS`), with its name and
+    /// columns.
+    New(String, Vec<StructField>),
+}
+
+/// Commits a write's files into a Delta table in one commit.
+#[derive(Debug)]
+pub struct DeltaCommitter {
+    url: Url,
+    prefix: String,
+    target: Target,
+}
+
+impl DeltaCommitter {
+    /// A write into the table at `url` whose files get a fresh prefix.
+    pub fn new(url: Url, target: Target) -> DeltaCommitter {
+        DeltaCommitter {
+            url,
+            prefix: format!("part-{}", uuid::Uuid::new_v4().simple()),
+            target,
+        }
+    }
+
+    /// The prefix of the write's files.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn store(&self) -> Result<(Box<dyn ObjectStore>, object_store::path::Path)> {
+        object_store::parse_url(&self.url).map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// Removes this write's files but `keep`.
+    async fn remove_files(&self, keep: &HashSet<String>) -> Result<()> {
+        let (store, dir) = self.store()?;
+        let ours: Vec<object_store::path::Path> = store
+            .list(Some(&dir))
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+            .try_filter_map(|meta| {
+                let name = meta.location.filename().unwrap_or_default().to_owned();
+                let mine = name.starts_with(&self.prefix) && !keep.contains(&name);
+                async move { Ok(mine.then_some(meta.location)) }
+            })
+            .try_collect()
+            .await?;
+        for path in ours {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(DataFusionError::External(Box::new(e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Delta `add` actions for the files a write's tasks report.
+fn adds(files: &[RecordBatch]) -> Result<Vec<Add>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for b in files {
+        let col = |i: usize| b.column(i).as_any();
+        let (Some(path), Some(bytes), Some(rows)) = (
+            col(0).downcast_ref::<StringArray>(),
+            col(1).downcast_ref::<Int64Array>(),
+            col(2).downcast_ref::<Int64Array>(),
+        ) else {
+            return Err(DataFusionError::Internal(
+                "a table writer's report has the wrong columns".into(),
+            ));
+        };
+        for i in 0..b.num_rows() {
+            out.push(Add {
+                path: path.value(i).to_owned(),
+                partition_values: HashMap::new(),
+                size: bytes.value(i),
+                modification_time: now,
+                data_change: true,
+                stats: Some(format!("{{\"numRecords\":{}}}", rows.value(i))),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+                clustering_provider: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Committer for DeltaCommitter {
+    async fn commit(&self, files: &[RecordBatch]) -> Result<u64> {
+        let adds = adds(files)?;
+        let keep: HashSet<String> = adds.iter().map(|a| a.path.clone()).collect();
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        match &self.target {
+            Target::New(name, columns) => {
+                deltalake_core::operations::create::CreateBuilder::new()
+                    .with_location(self.url.as_str())
+                    .with_table_name(name)
+                    .with_columns(columns.clone())
+                    .with_save_mode(SaveMode::ErrorIfExists)
+                    .with_actions(actions)
+                    .await
+                    .map_err(delta_err)?;
+            }
+            Target::Existing(mode) => {
+                let table = open(&self.url, None).await.map_err(delta_err)?;
+                let snapshot = table.snapshot().map_err(delta_err)?;
+                if *mode == SaveMode::Overwrite {
+                    let removes: Vec<Action> = snapshot
+                        .log_data()
+                        .into_iter()
+                        .map(|f| Action::Remove(f.remove_action(true)))
+                        .collect();
+                    actions.extend(removes);
+                }
+                CommitBuilder::default()
+                    .with_actions(actions)
+                    .build(
+                        Some(snapshot),
+                        table.log_store(),
+                        DeltaOperation::Write {
+                            mode: *mode,
+                            partition_by: None,
+                            predicate: None,
+                        },
+                    )
+                    .await
+                    .map_err(delta_err)?;
+            }
+        }
+        // Attempts the driver did not choose wrote files too.
+        if let Err(e) = self.remove_files(&keep).await {
+            tracing::warn!(error = %e, "files of attempts not committed stay");
+        }
+        Ok(rows_in(files))
+    }
+
+    async fn abort(&self) -> Result<()> {
+        self.remove_files(&HashSet::new()).await
+    }
+}

@@ -1,0 +1,350 @@
+//! DDL on managed tables: `CREATE TABLE`, `CREATE TABLE … AS`, `DROP
+//! TABLE`, `ALTER TABLE … RENAME TO` and `VACUUM` of the Delta tables a
+//! warehouse keeps under `tables/`.
+//!
+//! A managed table's definition in `catalog.json` is its location; a new
+//! table gets a directory of its own (`tables/{schema}/{name}-{id}/`), so a
+//! table dropped and made again never meets the old one's files, and a
+//! rename changes only the catalog.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, DataFusionError, TableReference};
+use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, cast};
+use datafusion::prelude::{DataFrame, SessionContext};
+use strata_executor::write::TableWriterExec;
+use strata_framework::session::{Session, SessionError};
+use strata_framework::write::CommitExec;
+use url::Url;
+
+use super::delta::{
+    DeltaCommitter, DeltaProvider, Target, create_empty, delta_columns, storable_schema,
+};
+use super::{Definition, Kind, Warehouse, WarehouseError};
+
+/// What a statement on a managed table did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Managed {
+    /// A table was made (with the rows `CREATE TABLE … AS` wrote).
+    Created(Option<u64>),
+    /// A table was dropped.
+    Dropped,
+}
+
+/// A statement on managed tables that is not DataFusion's.
+#[derive(Clone, Debug)]
+pub enum TableCommand {
+    /// `ALTER TABLE from RENAME TO to`.
+    Rename(TableReference, TableReference),
+    /// `VACUUM [FULL] table`.
+    Vacuum(TableReference, bool),
+    /// `MERGE INTO table USING source ON … WHEN …`.
+    Merge(Box<datafusion::sql::sqlparser::ast::Merge>),
+}
+
+impl TableCommand {
+    /// The command tag PostgreSQL ends it with.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            TableCommand::Rename(..) => "ALTER TABLE",
+            TableCommand::Vacuum(..) => "VACUUM",
+            TableCommand::Merge(..) => "MERGE",
+        }
+    }
+}
+
+fn plan_err(msg: String) -> WarehouseError {
+    WarehouseError::Sql(SessionError::Sql(DataFusionError::Plan(msg)))
+}
+
+impl Warehouse {
+    /// A fresh directory for a new table.
+    fn new_location(&self, schema: &str, name: &str) -> Result<Url, WarehouseError> {
+        let dir = self.dir.join("tables").join(schema).join(format!(
+            "{name}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).map_err(|source| WarehouseError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Url::from_directory_path(&dir).map_err(|()| plan_err(format!("bad path {}", dir.display())))
+    }
+
+    /// The managed table `name` (resolved in `catalog`), if it is one.
+    pub fn managed(&self, schema: &str, name: &str) -> Option<Definition> {
+        self.definitions()
+            .into_iter()
+            .find(|d| d.kind == Kind::Managed && d.schema == schema && d.name == name)
+    }
+
+    /// Runs `ddl` when it makes or drops a managed table (`None`: it is not
+    /// such a statement, and the caller runs it). Tables made without a
+    /// location are managed tables when there is a warehouse.
+    pub async fn run_managed(
+        &self,
+        session: &Session,
+        ddl: &DdlStatement,
+        catalog: &str,
+        default_schema: &str,
+    ) -> Result<Option<Managed>, WarehouseError> {
+        let ctx = session.context();
+        match ddl {
+            DdlStatement::CreateMemoryTable(c) if !c.temporary => {
+                let r = c.name.clone().resolve(catalog, default_schema);
+                let (schema, name) = (r.schema.to_string(), r.table.to_string());
+                let reference = TableReference::full(catalog, schema.as_str(), name.as_str());
+                if ctx
+                    .catalog(catalog)
+                    .and_then(|c| c.schema(&schema))
+                    .is_none()
+                {
+                    return Err(plan_err(format!("schema \"{schema}\" does not exist")));
+                }
+                if ctx.table_exist(reference.clone()).map_err(sql)? {
+                    if c.if_not_exists {
+                        return Ok(Some(Managed::Created(None)));
+                    }
+                    if !c.or_replace {
+                        return Err(plan_err(format!("Table '{name}' already exists")));
+                    }
+                    self.drop_managed(ctx, &reference, &schema, &name).await?;
+                }
+                let location = self.new_location(&schema, &name)?;
+                let rows = self
+                    .make_table(session, &c.input, &location, &name)
+                    .await
+                    .inspect_err(|_| {
+                        if let Ok(dir) = location.to_file_path()
+                            && let Err(e) = std::fs::remove_dir_all(&dir)
+                        {
+                            tracing::warn!(dir = %dir.display(), error = %e, "a table not made stays");
+                        }
+                    })?;
+                let provider = DeltaProvider::open(location.clone(), None).await?;
+                ctx.register_table(reference, Arc::new(provider))
+                    .map_err(sql)?;
+                self.define(Definition {
+                    kind: Kind::Managed,
+                    schema,
+                    name,
+                    sql: location.to_string(),
+                })?;
+                Ok(Some(Managed::Created(rows)))
+            }
+            DdlStatement::DropTable(d) => {
+                let r = d.name.clone().resolve(catalog, default_schema);
+                let (schema, name) = (r.schema.to_string(), r.table.to_string());
+                if self.managed(&schema, &name).is_none() {
+                    return Ok(None);
+                }
+                let reference = TableReference::full(catalog, schema.as_str(), name.as_str());
+                self.drop_managed(ctx, &reference, &schema, &name).await?;
+                Ok(Some(Managed::Dropped))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Makes the table at `location` from `input`: empty with its columns
+    /// (`CREATE TABLE t (…)`), or with its rows, written on the cluster and
+    /// committed with the table's creation (`CREATE TABLE … AS`).
+    async fn make_table(
+        &self,
+        session: &Session,
+        input: &LogicalPlan,
+        location: &Url,
+        name: &str,
+    ) -> Result<Option<u64>, WarehouseError> {
+        let arrow = input.schema().as_arrow().clone();
+        let schema = storable_schema(&arrow);
+        if let LogicalPlan::EmptyRelation(e) = input
+            && !e.produce_one_row
+        {
+            create_empty(location, name, &schema).await.map_err(sql)?;
+            return Ok(None);
+        }
+        let ctx = session.context();
+        let df = DataFrame::new(ctx.state(), input.clone());
+        let columns: Vec<Expr> = df
+            .schema()
+            .iter()
+            .zip(schema.fields())
+            .map(|((q, f), to)| {
+                cast(
+                    Expr::Column(Column::new(q.cloned(), f.name())),
+                    to.data_type().clone(),
+                )
+                .alias(f.name())
+            })
+            .collect();
+        let physical = df
+            .select(columns)
+            .map_err(sql)?
+            .create_physical_plan()
+            .await
+            .map_err(sql)?;
+        let committer = DeltaCommitter::new(
+            location.clone(),
+            Target::New(name.to_owned(), delta_columns(&schema).map_err(sql)?),
+        );
+        let writer = TableWriterExec::new(physical, location.clone(), committer.prefix().into());
+        let commit = CommitExec::new(Arc::new(writer), Arc::new(committer));
+        let rows = session
+            .run_write(&commit)
+            .await
+            .map_err(WarehouseError::Sql)?;
+        Ok(Some(rows))
+    }
+
+    /// Drops a managed table: out of the catalogs, then its files.
+    async fn drop_managed(
+        &self,
+        ctx: &SessionContext,
+        reference: &TableReference,
+        schema: &str,
+        name: &str,
+    ) -> Result<(), WarehouseError> {
+        let Some(d) = self.managed(schema, name) else {
+            return Err(plan_err(format!("table \"{name}\" is not a managed table")));
+        };
+        ctx.deregister_table(reference.clone()).map_err(sql)?;
+        self.undefine(Kind::Managed, schema, name)?;
+        if let Ok(path) = Url::parse(&d.sql).map(|u| u.to_file_path()) {
+            let path = path.map_err(|()| plan_err(format!("bad location {}", d.sql)))?;
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "a dropped table's files stay");
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames the managed table `from` to `to` (names resolved in
+    /// `catalog` and `default_schema`): only the catalog changes, the
+    /// files stay where they are.
+    pub async fn rename_managed(
+        &self,
+        ctx: &SessionContext,
+        from: &TableReference,
+        to: &TableReference,
+        catalog: &str,
+        default_schema: &str,
+    ) -> Result<(), WarehouseError> {
+        let (f, t) = (
+            from.clone().resolve(catalog, default_schema),
+            to.clone().resolve(catalog, default_schema),
+        );
+        let Some(d) = self.managed(&f.schema, &f.table) else {
+            return Err(WarehouseError::Sql(SessionError::Sql(
+                DataFusionError::NotImplemented(format!(
+                    "ALTER TABLE … RENAME: \"{}\" is not a managed table (only the \
+                     warehouse's own tables can be renamed)",
+                    f.table
+                )),
+            )));
+        };
+        let to_ref = TableReference::full(catalog, t.schema.as_ref(), t.table.as_ref());
+        if ctx.table_exist(to_ref.clone()).map_err(sql)? {
+            return Err(plan_err(format!("Table '{}' already exists", t.table)));
+        }
+        let from_ref = TableReference::full(catalog, f.schema.as_ref(), f.table.as_ref());
+        let Some(provider) = ctx.deregister_table(from_ref).map_err(sql)? else {
+            return Err(plan_err(format!("table \"{}\" does not exist", f.table)));
+        };
+        ctx.register_table(to_ref, provider).map_err(sql)?;
+        self.change(|objects| {
+            for o in objects.iter_mut() {
+                if o.kind == Kind::Managed && o.schema == d.schema && o.name == d.name {
+                    o.schema = t.schema.to_string();
+                    o.name = t.table.to_string();
+                }
+            }
+        })
+    }
+
+    /// `VACUUM`: removes the files of the managed table `schema.name` that
+    /// no version within its retention needs (`full`: that its latest
+    /// version does not need — older versions can no longer be read), and
+    /// files of writes that never committed. Returns how many it removed.
+    pub async fn vacuum(
+        &self,
+        schema: &str,
+        name: &str,
+        full: bool,
+    ) -> Result<usize, WarehouseError> {
+        let Some(d) = self.managed(schema, name) else {
+            return Err(plan_err(format!("\"{name}\" is not a managed table")));
+        };
+        let url =
+            Url::parse(&d.sql).map_err(|e| plan_err(format!("bad location {}: {e}", d.sql)))?;
+        let table = super::delta::open(&url, None).await?;
+        let mut vacuum = table
+            .vacuum()
+            .with_mode(deltalake_core::operations::vacuum::VacuumMode::Full);
+        if full {
+            vacuum = vacuum
+                .with_retention_period(chrono::Duration::zero())
+                .with_enforce_retention_duration(false);
+        }
+        let (_, metrics) = vacuum.await?;
+        Ok(metrics.files_deleted.len())
+    }
+
+    /// Runs a [`TableCommand`] in `ctx`'s catalog; the rows it changed,
+    /// for those that change rows.
+    pub async fn run_command(
+        &self,
+        ctx: &SessionContext,
+        command: &TableCommand,
+        catalog: &str,
+        default_schema: &str,
+    ) -> Result<Option<u64>, WarehouseError> {
+        match command {
+            TableCommand::Rename(from, to) => {
+                // A bare new name stays in the table's schema, as in
+                // PostgreSQL.
+                let to = match (to, from.schema()) {
+                    (TableReference::Bare { table }, Some(schema)) => {
+                        TableReference::partial(schema, table.as_ref())
+                    }
+                    (to, _) => to.clone(),
+                };
+                self.rename_managed(ctx, from, &to, catalog, default_schema)
+                    .await?;
+                Ok(None)
+            }
+            TableCommand::Merge(m) => self.merge(ctx, m, catalog, default_schema).await.map(Some),
+            TableCommand::Vacuum(table, full) => {
+                let r = table.clone().resolve(catalog, default_schema);
+                let removed = self.vacuum(&r.schema, &r.table, *full).await?;
+                tracing::info!(table = %r, removed, "vacuumed");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes a kept definition in `ctx` when it is a managed table
+    /// (`false`: the caller runs its SQL).
+    pub async fn make_managed(
+        &self,
+        d: &Definition,
+        ctx: &SessionContext,
+    ) -> Result<bool, WarehouseError> {
+        if d.kind != Kind::Managed {
+            return Ok(false);
+        }
+        let url =
+            Url::parse(&d.sql).map_err(|e| plan_err(format!("bad location {}: {e}", d.sql)))?;
+        let provider = DeltaProvider::open(url, None).await?;
+        ctx.register_table(
+            TableReference::partial(d.schema.as_str(), d.name.as_str()),
+            Arc::new(provider),
+        )
+        .map_err(sql)?;
+        Ok(true)
+    }
+}
+
+fn sql(e: DataFusionError) -> WarehouseError {
+    WarehouseError::Sql(SessionError::Sql(e))
+}

@@ -1,0 +1,194 @@
+//! Writes that land all at once: a plan whose root is a [`CommitExec`].
+//!
+//! A table that takes writes (a warehouse's Delta table) plans `INSERT` as
+//! `CommitExec(TableWriterExec(query))`. A [`crate::session::Session`]
+//! runs the [`TableWriterExec`](strata_executor::write::TableWriterExec)
+//! part as a job on the cluster — every task writes its own file, and the
+//! driver keeps one attempt's output per partition — then hands the files
+//! that job returned to the table's [`Committer`], which makes them part
+//! of the table in one commit. A write that fails or is cancelled is
+//! [aborted](Committer::abort): its files are removed and the table is as
+//! it was. Run in one process (DataFusion executing the plan itself), the
+//! same node writes then commits.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{Result, internal_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions,
+};
+
+/// Makes a write's files part of a table, or removes them.
+#[async_trait]
+pub trait Committer: fmt::Debug + Send + Sync {
+    /// Commits the files the write's tasks wrote (batches of
+    /// [`written_files_schema`](strata_executor::write::written_files_schema),
+    /// one attempt's per partition), in one commit; removes files of the
+    /// same write that are not among them (attempts not chosen).
+    async fn commit(&self, files: &[RecordBatch]) -> Result<u64>;
+
+    /// Removes every file the write made: it will not be committed.
+    async fn abort(&self) -> Result<()>;
+}
+
+/// The rows written, as DataFusion's DML plans report them.
+pub fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+/// The number of rows files batches name.
+pub fn rows_in(files: &[RecordBatch]) -> u64 {
+    files
+        .iter()
+        .filter_map(|b| b.column(2).as_any().downcast_ref::<Int64Array>())
+        .flat_map(|a| a.iter().flatten())
+        .map(|r| r.max(0) as u64)
+        .sum()
+}
+
+/// Commits the files its input (a table writer) reports.
+#[derive(Debug)]
+pub struct CommitExec {
+    input: Arc<dyn ExecutionPlan>,
+    committer: Arc<dyn Committer>,
+    properties: Arc<PlanProperties>,
+}
+
+impl CommitExec {
+    /// Commits what `input` writes through `committer`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, committer: Arc<dyn Committer>) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        CommitExec {
+            input,
+            committer,
+            properties,
+        }
+    }
+
+    /// The plan that writes the files.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// Who commits them.
+    pub fn committer(&self) -> &Arc<dyn Committer> {
+        &self.committer
+    }
+}
+
+/// The one-row result of a write of `rows` rows.
+pub fn count_batch(rows: u64) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        count_schema(),
+        vec![Arc::new(UInt64Array::from(vec![rows]))],
+    )?)
+}
+
+impl DisplayAs for CommitExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CommitExec")
+    }
+}
+
+impl ExecutionPlan for CommitExec {
+    fn name(&self) -> &str {
+        "CommitExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("CommitExec takes one child");
+        }
+        Ok(Arc::new(CommitExec::new(
+            children.swap_remove(0),
+            self.committer.clone(),
+        )))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(
+                datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+            ),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("CommitExec has one partition, not {partition}");
+        }
+        let input = self.input.clone();
+        let committer = self.committer.clone();
+        let fut = async move {
+            match datafusion::physical_plan::collect_partitioned(input, ctx).await {
+                Ok(files) => {
+                    let files: Vec<RecordBatch> = files.into_iter().flatten().collect();
+                    count_batch(committer.commit(&files).await?)
+                }
+                Err(e) => {
+                    if let Err(cleanup) = committer.abort().await {
+                        tracing::warn!(error = %cleanup, "a failed write's files stay");
+                    }
+                    Err(e)
+                }
+            }
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            count_schema(),
+            futures::stream::once(fut),
+        )))
+    }
+}
