@@ -165,8 +165,11 @@ impl Session {
                 let schema = Arc::new(df.schema().as_arrow().clone());
                 let physical = df.create_physical_plan().await?;
                 if let Some(commit) = physical.downcast_ref::<CommitExec>() {
-                    let rows = self.run_write(commit).await?;
-                    return Ok(Prepared::Rows(count_schema(), vec![count_batch(rows)?]));
+                    let written = self.run_write(commit).await?;
+                    return Ok(Prepared::Rows(
+                        count_schema(),
+                        vec![count_batch(written.rows)?],
+                    ));
                 }
                 let batches =
                     datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await?;
@@ -192,14 +195,14 @@ impl Session {
     /// the cluster, then committed at once; a write that fails, or whose
     /// wait is dropped (a cancel), is aborted and leaves the table as it
     /// was. Returns the rows written.
-    pub async fn run_write(&self, commit: &CommitExec) -> Result<u64, SessionError> {
+    pub async fn run_write(&self, commit: &CommitExec) -> Result<Written, SessionError> {
         let committer = commit.committer().clone();
         // Rows that come from no file (`VALUES`, a session's in-memory
         // table) are written here: there is nothing to spread.
         if !reads_files(commit.input()) {
             let here = Arc::new(CommitExec::new(commit.input().clone(), committer));
             let out = datafusion::physical_plan::collect(here, self.ctx.task_ctx()).await?;
-            return Ok(out
+            let rows = out
                 .iter()
                 .filter_map(|b| {
                     b.column(0)
@@ -207,24 +210,26 @@ impl Session {
                         .downcast_ref::<datafusion::arrow::array::UInt64Array>()
                 })
                 .flat_map(|a| a.iter().flatten())
-                .sum());
+                .sum();
+            return Ok(Written {
+                rows,
+                stages: Vec::new(),
+            });
         }
         let abort = AbortOnDrop(Some(committer.clone()));
-        let written = match self.submit_plan(commit.input().clone()) {
-            Ok(job) => job.result().await.map_err(SessionError::from),
-            Err(e) => Err(e),
-        };
-        let rows = match written {
-            Ok(out) => committer.commit(&out.batches).await,
-            Err(e) => return Err(e),
-        };
-        match rows {
-            Ok(rows) => {
-                abort.disarm();
-                Ok(rows)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let job = self.submit_plan(commit.input().clone())?;
+        // A write whose wait is dropped (a cancel, a closed connection)
+        // stops its tasks too.
+        let stop = CancelOnDrop(Some(job.canceller()));
+        let written = job.result().await.map_err(SessionError::from);
+        stop.disarm();
+        let out = written?;
+        let rows = committer.commit(&out.batches).await?;
+        abort.disarm();
+        Ok(Written {
+            rows,
+            stages: out.stages,
+        })
     }
 
     /// Runs a DataFrame built on [`Session::context`] on the cluster.
@@ -269,6 +274,33 @@ impl Session {
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, SessionError> {
         let mut all = self.sql(sql).await?;
         Ok(all.pop().unwrap_or_default())
+    }
+}
+
+/// What a write did: the rows committed and, when tasks on the cluster
+/// wrote them, the job's per-stage figures.
+#[derive(Debug)]
+pub struct Written {
+    /// Rows committed.
+    pub rows: u64,
+    /// The write job's stages (empty when written in this process).
+    pub stages: Vec<crate::driver::dag::StageMetrics>,
+}
+
+/// Cancels a job when the wait for it is dropped, unless disarmed.
+struct CancelOnDrop(Option<crate::driver::JobCanceller>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
     }
 }
 

@@ -15,7 +15,12 @@ use strata_framework::tpch;
 use crate::harness::*;
 
 /// A driver on the cluster with `n` executors of `cpus` each.
-async fn driver(m: &Manager, n: usize, cpus: f64, straggle: Vec<Straggle>) -> Arc<Driver> {
+pub(crate) async fn driver(
+    m: &Manager,
+    n: usize,
+    cpus: f64,
+    straggle: Vec<Straggle>,
+) -> Arc<Driver> {
     let mut source = ClusterSource::new(m.addr.clone(), STRATA);
     source.name = "it-batch".into();
     let mut config = DriverConfig::new(ExecutorSource::Cluster(Box::new(source)));

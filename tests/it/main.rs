@@ -52,7 +52,7 @@
     clippy::let_underscore_must_use
 )]
 
-mod batch;
+pub(crate) mod batch;
 mod cli;
 mod cluster;
 mod drain;

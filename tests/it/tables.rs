@@ -51,8 +51,10 @@ async fn managed_tables_are_delta_tables_written_at_once_kept_and_read_by_deltal
         .psql_ok(&[
             "-c",
             &format!(
-                "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION '{}/'",
-                lineitem.display()
+                "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION '{}/'; \
+                 CREATE EXTERNAL TABLE orders STORED AS PARQUET LOCATION '{}/'",
+                lineitem.display(),
+                data.join("orders").display()
             ),
             "-c",
             "CREATE TABLE items AS SELECT l_orderkey, l_linenumber, l_quantity, l_shipmode \
@@ -78,6 +80,7 @@ async fn managed_tables_are_delta_tables_written_at_once_kept_and_read_by_deltal
     assert_eq!(
         tags,
         [
+            "CREATE TABLE",
             "CREATE TABLE",
             "SELECT 60175",
             "SELECT 15000",
@@ -128,7 +131,24 @@ async fn managed_tables_are_delta_tables_written_at_once_kept_and_read_by_deltal
         "no file of the failed write stays"
     );
 
-    // A gateway killed, another started: the tables are there.
+    // A gateway killed mid-write (its tasks writing files, nothing
+    // committed), another started: the tables are as they were.
+    let entries = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    let before = entries(&t);
+    let _insert = first
+        .psql_command(&[
+            "-c",
+            "INSERT INTO t SELECT a.l_linenumber, b.o_orderstatus, a.l_quantity \
+             FROM lineitem a, orders b",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the insert's tasks writing files", LONG, async || {
+        entries(&t) > before
+    })
+    .await;
     first.proc.kill9();
     let second = Gateway::start(&env, &m, &[]).await;
     assert_eq!(second.rows("SELECT count(*) FROM items").await, [["60175"]]);
@@ -195,4 +215,258 @@ async fn managed_tables_are_delta_tables_written_at_once_kept_and_read_by_deltal
         "strata sql: {}",
         sql.stdout
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_copies_merges_time_travels_renames_and_vacuums_a_managed_table() {
+    let env = Env::new("gateway-table-ops");
+    let (m, _agents) = env.start_cluster(1).await;
+    let small = [
+        "--executors",
+        "1",
+        "--min-executors",
+        "1",
+        "--executor-mem",
+        "256m",
+    ];
+    let gw = Gateway::start(&env, &m, &small).await;
+    let csv = env.path("accounts.csv");
+    std::fs::write(
+        &csv,
+        "id,balance,owner\n1,10.5,\"Smith, J\"\n2,,ann\n3,30,\n",
+    )
+    .unwrap();
+    let text = env.path("more.txt");
+    std::fs::write(&text, "4\tbo\\tb\n5\t\\N\n").unwrap();
+    let out = gw
+        .psql_ok(&[
+            "-c",
+            "CREATE TABLE acc (id INT, balance DOUBLE PRECISION, owner TEXT)",
+            "-c",
+            &format!(
+                "\\copy acc FROM '{}' WITH (FORMAT csv, HEADER true)",
+                csv.display()
+            ),
+            "-c",
+            &format!("\\copy acc (id, owner) FROM '{}'", text.display()),
+            "-c",
+            "MERGE INTO acc AS t USING (SELECT * FROM (VALUES (1, 50.0), (9, 7.5)) AS v(id, delta)) AS s \
+             ON t.id = s.id \
+             WHEN MATCHED THEN UPDATE SET balance = t.balance + s.delta \
+             WHEN NOT MATCHED THEN INSERT (id, balance, owner) VALUES (s.id, s.delta, 'new')",
+        ])
+        .await;
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["CREATE TABLE", "COPY 3", "COPY 2", "MERGE 2"],
+        "{out}"
+    );
+    let rows = gw
+        .rows("SELECT id, balance, owner IS NULL, owner FROM acc ORDER BY id")
+        .await;
+    assert_eq!(
+        rows,
+        [
+            ["1", "60.5", "f", "Smith, J"],
+            ["2", "", "f", "ann"],
+            ["3", "30.0", "t", ""],
+            ["4", "", "f", "bo\tb"],
+            ["5", "", "t", ""],
+            ["9", "7.5", "f", "new"],
+        ]
+    );
+    // A value that does not cast fails the whole COPY, which writes nothing.
+    let bad = env.path("bad.csv");
+    std::fs::write(&bad, "6,1,x\nseven,2,y\n").unwrap();
+    let failed = gw
+        .psql(&["-c", &format!("\\copy acc FROM '{}' CSV", bad.display())])
+        .await;
+    assert!(!failed.status.success(), "{}", failed.stdout);
+    assert!(failed.stderr.contains("seven"), "{}", failed.stderr);
+    // Versions: 0 made it, 1 and 2 the copies, 3 the merge.
+    assert_eq!(
+        gw.rows("SELECT count(*) FROM acc VERSION AS OF 1").await,
+        [["3"]]
+    );
+    assert_eq!(
+        gw.rows("SELECT count(*) FROM acc VERSION AS OF 0").await,
+        [["0"]]
+    );
+    assert_eq!(gw.rows("SELECT count(*) FROM acc").await, [["6"]]);
+    let future = gw.psql(&["-c", "SELECT * FROM acc VERSION AS OF 42"]).await;
+    assert!(!future.status.success());
+
+    let dir = table_dir(&env, "acc");
+    let renamed = gw
+        .psql_ok(&["-c", "ALTER TABLE acc RENAME TO accounts"])
+        .await;
+    assert!(renamed.contains("ALTER TABLE"), "{renamed}");
+    assert_eq!(gw.rows("SELECT count(*) FROM accounts").await, [["6"]]);
+    assert!(!gw.psql(&["-c", "SELECT * FROM acc"]).await.status.success());
+    assert_eq!(table_dir(&env, "accounts"), dir, "a rename moves no file");
+
+    // The merge rewrote a file; VACUUM FULL removes what the latest
+    // version does not need, and older versions go with it.
+    let before = data_files(&dir);
+    gw.psql_ok(&["-c", "VACUUM FULL accounts"]).await;
+    assert!(data_files(&dir) < before, "vacuum removed unneeded files");
+    assert_eq!(gw.rows("SELECT count(*) FROM accounts").await, [["6"]]);
+    assert!(
+        !gw.psql(&["-c", "SELECT sum(id) FROM accounts VERSION AS OF 1"])
+            .await
+            .status
+            .success(),
+        "version 1's files are gone"
+    );
+}
+
+/// A write through a driver of the test's own: the final stage straggles on
+/// its first partition (a speculative copy wins), and, in `kill`, an
+/// executor is killed with -9 once some of the write's files exist. The
+/// table holds exactly the query's rows, one file per partition, and no
+/// other file of the write stays.
+async fn write_through_faults(kill: bool) {
+    use datafusion::logical_expr::dml::InsertOp;
+    use std::time::Duration;
+    use strata_executor::ids::{PartitionId, StageId};
+    use strata_executor::runtime::Straggle;
+    use strata_framework::session::Session;
+    use strata_framework::write::CommitExec;
+    use strata_gateway::warehouse::Warehouse;
+
+    let env = Env::new(if kill {
+        "write-kill"
+    } else {
+        "write-speculate"
+    });
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.02, &data).unwrap();
+    let (m, _agents) = env.start_cluster(2).await;
+    let straggle = Straggle {
+        stage: StageId::new(1),
+        partition: PartitionId::new(0),
+        delay: Duration::from_secs(if kill { 8 } else { 4 }),
+    };
+    let d = crate::batch::driver(&m, 2, 1.0, vec![straggle]).await;
+    let session = Session::new(d.clone(), 4).unwrap();
+    tpch::register_parquet(session.context(), &data)
+        .await
+        .unwrap();
+    let ctx = session.context().clone();
+    let warehouse = Warehouse::open(&env.path("wh")).unwrap();
+    let make = ctx
+        .state()
+        .create_logical_plan("CREATE TABLE sums (l_orderkey BIGINT, n BIGINT, q DECIMAL(25, 2))")
+        .await
+        .unwrap();
+    let datafusion::logical_expr::LogicalPlan::Ddl(make) = make else {
+        panic!("not DDL");
+    };
+    warehouse
+        .run_managed(&session, &make, "datafusion", "public")
+        .await
+        .unwrap()
+        .expect("a managed table");
+    let query = "SELECT l_orderkey, count(*) AS n, sum(l_quantity) AS q FROM lineitem \
+                 GROUP BY l_orderkey";
+    let input = ctx
+        .sql(query)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let table = ctx.table_provider("sums").await.unwrap();
+    let plan = table
+        .insert_into(&ctx.state(), input, InsertOp::Append)
+        .await
+        .unwrap();
+    let dir = {
+        let wh = env.path("wh/tables/public");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&wh)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(dirs.len(), 1);
+        dirs.pop().unwrap()
+    };
+    let write = {
+        let session = &session;
+        async move {
+            let commit = plan.downcast_ref::<CommitExec>().expect("a commit plan");
+            session.run_write(commit).await
+        }
+    };
+    let written = if kill {
+        let killer = async {
+            wait_until("some of the write's files", LONG, async || {
+                data_files(&dir) >= 1
+            })
+            .await;
+            let executors = d.executors().await;
+            signal(executors[1].pid as i32, libc::SIGKILL);
+        };
+        let (written, ()) = tokio::join!(write, killer);
+        written
+    } else {
+        write.await
+    }
+    .expect("the write succeeds");
+    let lineitems = session
+        .query("SELECT count(*) FROM lineitem")
+        .await
+        .unwrap();
+    let check = session
+        .query("SELECT count(*), count(DISTINCT l_orderkey), sum(n) FROM sums")
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&check)
+        .unwrap()
+        .to_string();
+    let total = datafusion::arrow::util::pretty::pretty_format_batches(&lineitems)
+        .unwrap()
+        .to_string();
+    let total = total
+        .lines()
+        .nth(3)
+        .unwrap()
+        .trim_matches(|c| c == '|' || c == ' ');
+    assert!(
+        text.contains("| 30000    | 30000 ") && text.contains(&format!("| {total} ")),
+        "one row per order, each once:\n{text}"
+    );
+    assert_eq!(written.rows, 30000);
+    let last = written.stages.last().unwrap();
+    if kill {
+        assert!(
+            written
+                .stages
+                .iter()
+                .any(|s| s.recomputed > 0 || s.failed > 0 || s.launched > s.tasks),
+            "the killed executor's work ran again: {:?}",
+            written.stages
+        );
+    } else {
+        assert!(last.speculative >= 1, "a speculative copy ran: {last:?}");
+    }
+    // Exactly the committed files are in the table's directory.
+    let committed = deltalake_core::open_table(url::Url::from_directory_path(&dir).unwrap())
+        .await
+        .unwrap()
+        .get_file_uris()
+        .unwrap()
+        .count();
+    assert_eq!(committed, last.tasks as usize, "one file per partition");
+    assert_eq!(data_files(&dir), committed, "no other attempt's file stays");
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_with_a_speculative_copy_commits_one_attempt_per_partition() {
+    write_through_faults(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_executor_is_killed_commits_each_row_once() {
+    write_through_faults(true).await;
 }

@@ -3,9 +3,9 @@
 //! A [`DeltaProvider`] reads a table at its latest version (each query
 //! loads the log again, so commits of other sessions and processes are
 //! seen) or at one pinned version (`VERSION AS OF`). Its scan is a plain
-//! Parquet scan of exactly the files that version holds — the scan the
-//! cluster already runs, with its statistics and pruning — so queries of
-//! managed tables run on executors like any other.
+//! Parquet scan of exactly the files that version holds, with the row
+//! counts the log records — the scan the cluster already runs — so queries
+//! of managed tables run on executors like any other.
 //!
 //! Writes go through [`strata_framework::write`]: `INSERT` is planned as
 //! `CommitExec(TableWriterExec(query))`, whose tasks write one Parquet file
@@ -24,16 +24,19 @@ use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::{Precision, Statistics};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DataFusionError, Result, not_impl_err};
 use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake_core::kernel::engine::arrow_conversion::TryFromArrow;
@@ -166,37 +169,64 @@ impl TableProvider for DeltaProvider {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
+        _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = self.load().await?;
-        let files = table
-            .get_file_uris()
-            .map_err(delta_err)?
-            .map(|u| ListingTableUrl::parse(&u))
-            .collect::<Result<Vec<_>>>()?;
+        let snapshot = table.snapshot().map_err(delta_err)?;
+        let dir = object_store::path::Path::from_url_path(self.url.path())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Exactly the files this version holds, with the row counts the
+        // log records (a file gone from storage fails the scan).
+        let (mut rows, mut bytes) = (Some(0usize), 0usize);
+        let files: Vec<PartitionedFile> = snapshot
+            .log_data()
+            .into_iter()
+            .map(|f| {
+                let path: object_store::path::Path =
+                    dir.parts().chain(f.object_store_path().parts()).collect();
+                let size = f.size().max(0) as u64;
+                bytes += size as usize;
+                let mut stats = Statistics::new_unknown(&self.schema);
+                stats.total_byte_size = Precision::Inexact(size as usize);
+                match f.num_records() {
+                    Some(n) => {
+                        stats.num_rows = Precision::Exact(n);
+                        rows = rows.map(|r| r + n);
+                    }
+                    None => rows = None,
+                }
+                PartitionedFile::new(path.to_string(), size).with_statistics(Arc::new(stats))
+            })
+            .collect();
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
         if files.is_empty() {
-            let projected = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => self.schema.clone(),
-            };
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(files)
-            .with_listing_options(options)
-            .with_schema(self.schema.clone());
-        ListingTable::try_new(config)?
-            .scan(state, projection, filters, limit)
-            .await
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        let partitions = state.config_options().execution.target_partitions.max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(files.len())];
+        let slots = groups.len();
+        for (i, f) in files.into_iter().enumerate() {
+            groups[i % slots].push(f);
+        }
+        let mut table_stats = Statistics::new_unknown(&self.schema);
+        table_stats.total_byte_size = Precision::Inexact(bytes);
+        if let Some(rows) = rows {
+            table_stats.num_rows = Precision::Exact(rows);
+        }
+        let store = ObjectStoreUrl::parse(&self.url[..url::Position::BeforePath])?;
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(TableSchema::from(self.schema.clone()));
+        let config = FileScanConfigBuilder::new(store, source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_statistics(table_stats)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
     }
 
     async fn insert_into(

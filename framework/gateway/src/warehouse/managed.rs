@@ -190,11 +190,11 @@ impl Warehouse {
         );
         let writer = TableWriterExec::new(physical, location.clone(), committer.prefix().into());
         let commit = CommitExec::new(Arc::new(writer), Arc::new(committer));
-        let rows = session
+        let written = session
             .run_write(&commit)
             .await
             .map_err(WarehouseError::Sql)?;
-        Ok(Some(rows))
+        Ok(Some(written.rows))
     }
 
     /// Drops a managed table: out of the catalogs, then its files.
