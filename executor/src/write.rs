@@ -12,8 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -21,6 +20,7 @@ use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_expr::EquivalenceProperties;
@@ -112,10 +112,12 @@ impl TableWriterExec {
             let batch = to_file_schema(&batch, &schema)?;
             let w = match &mut writer {
                 Some(w) => w,
-                None => writer.insert(AsyncArrowWriter::try_new(
+                None => writer.insert(AsyncArrowWriter::try_new_with_options(
                     BufWriter::new(store.clone(), path.clone()),
                     schema.clone(),
-                    Some(props.clone()),
+                    ArrowWriterOptions::new()
+                        .with_properties(props.clone())
+                        .with_skip_arrow_metadata(true),
                 )?),
             };
             w.write(&batch).await?;
@@ -133,38 +135,23 @@ impl TableWriterExec {
     }
 }
 
-/// The schema files are written in: string and binary views as plain
-/// strings and binaries, the types every Parquet and Delta reader knows.
+/// The schema files are written in: the input's, every column nullable.
+/// String and binary views are written as they are; the files carry no
+/// Arrow schema, so readers see Parquet's plain strings and binaries.
 fn file_schema(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| {
-            let t = match f.data_type() {
-                DataType::Utf8View => DataType::Utf8,
-                DataType::BinaryView => DataType::Binary,
-                t => t.clone(),
-            };
-            Field::new(f.name(), t, true)
-        })
+        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
         .collect();
     Arc::new(Schema::new(fields))
 }
 
 fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                cast(c, f.data_type())
-            }
-        })
-        .collect::<Result<Vec<ArrayRef>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        batch.columns().to_vec(),
+    )?)
 }
 
 impl DisplayAs for TableWriterExec {

@@ -10,7 +10,9 @@
 //!                      session (settings, SHOW, transactions, pg_catalog, version())
 //!                        │ plans with DataFusion over the shared catalog
 //!                        ├── reads no files ─▶ answered in the gateway (SELECT 1, catalog queries)
-//!                        └── reads files ────▶ a job on the Driver's executors (the cluster)
+//!                        ├── reads files ────▶ a job on the Driver's executors (the cluster)
+//!                        └── writes a managed table ─▶ a job whose tasks write Parquet files,
+//!                                then one Delta commit in the gateway (warehouse::delta)
 //! ```
 //!
 //! The gateway is a batch driver: [`Gateway::start`] takes the
@@ -30,7 +32,9 @@
 //! - [`rewrite`]: PostgreSQL syntax DataFusion does not plan, translated.
 //! - [`pg`]: the PostgreSQL wire protocol.
 //! - [`flight`]: Arrow Flight SQL (ADBC), over the same sessions.
-//! - [`warehouse`]: the catalog's definitions kept across restarts.
+//! - [`warehouse`]: the catalog's definitions kept across restarts, and
+//!   its managed tables (Delta Lake: writes, `MERGE`, `VACUUM`, versions).
+//! - [`copy`]: `COPY … FROM STDIN`'s text and CSV rows.
 //! - [`settings`]: the version, settings and column names clients see.
 //! - [`error`]: errors with their SQLSTATE.
 

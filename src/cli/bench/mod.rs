@@ -8,7 +8,10 @@
 //!   executors.
 //! * `strata bench gateway`: the SQL gateway's `SELECT 1` round trip
 //!   beside a local PostgreSQL 15's (pgbench, p50 and p99).
+//! * `strata bench etl`: `CREATE TABLE … AS` into a managed (Delta) table
+//!   on a local cluster beside DataFusion's `COPY … TO` Parquet (MB/s).
 
+mod etl;
 mod gateway;
 mod procfs;
 mod tasks;
@@ -31,6 +34,8 @@ enum Which {
     Tasks(tasks::TasksArgs),
     /// The SQL gateway's round trip beside a local PostgreSQL 15's.
     Gateway(gateway::GatewayBenchArgs),
+    /// An ETL write into a managed table beside DataFusion's Parquet write.
+    Etl(etl::EtlArgs),
     /// (internal) One side of the TPC-H benchmark in its own process.
     #[command(hide = true)]
     TpchWorker(tpch::WorkerArgs),
@@ -42,6 +47,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         Which::Tpch(a) => tpch::run(a).await,
         Which::Tasks(a) => tasks::run(a).await,
         Which::Gateway(a) => gateway::run(a).await,
+        Which::Etl(a) => etl::run(a).await,
         Which::TpchWorker(a) => tpch::worker(a).await,
     }
 }

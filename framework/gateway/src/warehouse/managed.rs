@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DataFusionError, TableReference};
 use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, cast};
 use datafusion::prelude::{DataFrame, SessionContext};
@@ -171,11 +172,16 @@ impl Warehouse {
             .iter()
             .zip(schema.fields())
             .map(|((q, f), to)| {
-                cast(
-                    Expr::Column(Column::new(q.cloned(), f.name())),
-                    to.data_type().clone(),
-                )
-                .alias(f.name())
+                let column = Expr::Column(Column::new(q.cloned(), f.name()));
+                // Views are written as plain strings and binaries as they are.
+                let value = if matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView)
+                    || f.data_type() == to.data_type()
+                {
+                    column
+                } else {
+                    cast(column, to.data_type().clone())
+                };
+                value.alias(f.name())
             })
             .collect();
         let physical = df
