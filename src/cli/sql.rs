@@ -166,6 +166,16 @@ pub async fn run_script(
         {
             continue;
         }
+        // DELETE and UPDATE of a managed table from the statement as written.
+        if let LogicalPlan::Dml(d) = &plan
+            && let Some(rows) =
+                strata_gateway::warehouse::delta::run_dml(&session.context().state(), d).await?
+        {
+            let schema = strata_framework::write::count_schema();
+            let batch = strata_framework::write::count_batch(rows)?;
+            output::write(&mut stdout, format, &schema, &[batch])?;
+            continue;
+        }
         let prepared = session.run_plan(plan).await?;
         if let (Some(d), Some(w)) = (&ddl, warehouse) {
             w.record(d, catalog, schema)?;

@@ -20,7 +20,7 @@ pub(crate) struct Gateway {
 
 /// Where a gateway serves, and its clients.
 pub(crate) struct Pg {
-    port: u16,
+    pub(crate) port: u16,
     http: String,
     /// Flight SQL's address (`host:port`).
     pub(crate) flight: String,

@@ -470,3 +470,95 @@ async fn a_write_with_a_speculative_copy_commits_one_attempt_per_partition() {
 async fn a_write_whose_executor_is_killed_commits_each_row_once() {
     write_through_faults(true).await;
 }
+
+/// The dbt executable: `STRATA_DBT`, else the virtual environment `.ci/run`
+/// makes (dbt-core 1.10 with dbt-postgres 1.9).
+fn dbt() -> PathBuf {
+    std::env::var_os("STRATA_DBT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME");
+            PathBuf::from(home).join(".cache/strata/dbt-venv/bin/dbt")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbt_builds_a_view_a_table_and_an_incremental_model_and_tests_them() {
+    let env = Env::new("gateway-dbt");
+    let (m, _agents) = env.start_cluster(1).await;
+    let small = [
+        "--executors",
+        "1",
+        "--min-executors",
+        "1",
+        "--executor-mem",
+        "256m",
+    ];
+    let gw = Gateway::start(&env, &m, &small).await;
+    // The project (tests/it/clients/dbt) copied beside a profile for this
+    // gateway.
+    let project = env.path("dbt");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/clients/dbt");
+    std::fs::create_dir_all(project.join("models")).unwrap();
+    for f in [
+        "dbt_project.yml",
+        "models/stg_numbers.sql",
+        "models/numbers.sql",
+    ]
+    .into_iter()
+    .chain(["models/numbers_incr.sql", "models/schema.yml"])
+    {
+        std::fs::copy(source.join(f), project.join(f)).unwrap();
+    }
+    std::fs::write(
+        project.join("profiles.yml"),
+        format!(
+            "strata:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      \
+             host: 127.0.0.1\n      port: {}\n      user: strata\n      password: strata\n      \
+             dbname: strata\n      schema: analytics\n      threads: 1\n",
+            gw.port
+        ),
+    )
+    .unwrap();
+    let dbt = dbt();
+    let run = async |args: &[&str]| {
+        let mut c = tokio::process::Command::new(&dbt);
+        c.args(args)
+            .args(["--profiles-dir", ".", "--no-use-colors"])
+            .current_dir(&project)
+            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(LONG, c.output())
+            .await
+            .expect("dbt ends")
+            .unwrap_or_else(|e| panic!("cannot run {} (.ci/run installs it): {e}", dbt.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "dbt {args:?}:\n{text}");
+        text
+    };
+    let first = run(&["run"]).await;
+    assert!(first.contains("PASS=3"), "{first}");
+    let second = run(&["run", "--vars", "{mult: 1000}"]).await;
+    assert!(second.contains("PASS=3"), "{second}");
+    let tested = run(&["test"]).await;
+    assert!(tested.contains("PASS=4"), "{tested}");
+    assert_eq!(
+        gw.rows("SELECT id, score FROM analytics.numbers_incr ORDER BY id")
+            .await,
+        [["1", "100"], ["2", "200"], ["3", "3000"]],
+        "the incremental run rewrote only the newest row"
+    );
+    assert_eq!(
+        gw.rows(
+            "SELECT table_name, table_type FROM information_schema.tables \
+                 WHERE table_schema = 'analytics' ORDER BY table_name"
+        )
+        .await,
+        [
+            ["numbers", "BASE TABLE"],
+            ["numbers_incr", "BASE TABLE"],
+            ["stg_numbers", "VIEW"]
+        ]
+    );
+}

@@ -31,6 +31,7 @@
 //! - [`http`]: the HTTP API (sessions, running queries, cancel).
 //! - [`rewrite`]: PostgreSQL syntax DataFusion does not plan, translated.
 //! - [`pg`]: the PostgreSQL wire protocol.
+//! - [`pg_views`]: `pg_tables` and `pg_views` split by relation kind.
 //! - [`flight`]: Arrow Flight SQL (ADBC), over the same sessions.
 //! - [`warehouse`]: the catalog's definitions kept across restarts, and
 //!   its managed tables (Delta Lake: writes, `MERGE`, `VACUUM`, versions).
@@ -46,6 +47,7 @@ pub mod flight;
 pub mod functions;
 pub mod http;
 pub mod pg;
+pub mod pg_views;
 pub mod registry;
 pub mod rewrite;
 pub mod session;

@@ -168,6 +168,12 @@ impl GatewaySession {
         let catalog = Arc::new(SessionCatalog::new(gateway.catalog.clone()));
         ctx.register_catalog(database, catalog.clone());
         setup_pg_catalog(ctx, database, EmptyContextProvider).map_err(|e| *e)?;
+        {
+            use datafusion::catalog::CatalogProvider;
+            if let Some(pg) = catalog.schema("pg_catalog") {
+                catalog.register_schema("pg_catalog", crate::pg_views::overlay(pg))?;
+            }
+        }
         for f in crate::functions::all() {
             ctx.register_udf(f);
         }
@@ -305,6 +311,30 @@ impl GatewaySession {
             return Ok(Planned::Command(Command::Accepted("DISCARD ALL")));
         }
         let state = self.inner.context().state();
+        // `CREATE TEMPORARY TABLE … AS` (dbt's incremental models): planned
+        // as a table, made the session's own when it runs.
+        if let Some(SqlStatement::CreateTable(t)) = sql
+            && t.temporary
+        {
+            let mut t = t.clone();
+            t.temporary = false;
+            let plan = state
+                .statement_to_plan(DfStatement::Statement(Box::new(SqlStatement::CreateTable(
+                    t,
+                ))))
+                .await?;
+            return match plan {
+                LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(mut c)) => {
+                    c.temporary = true;
+                    Ok(Planned::Plan(Box::new(LogicalPlan::Ddl(
+                        DdlStatement::CreateMemoryTable(c),
+                    ))))
+                }
+                _ => Err(GatewayError::Unsupported(
+                    "CREATE TEMPORARY TABLE of this form".into(),
+                )),
+            };
+        }
         let plan = match state.statement_to_plan(statement.clone()).await {
             Ok(plan) => plan,
             // Forms of SET DataFusion does not plan (`SET TIME ZONE`,
@@ -399,6 +429,39 @@ impl GatewaySession {
                 temporary.register_table(name, Arc::new(view))?;
                 Ok(Outcome::Done("CREATE VIEW", None))
             }
+            // A temporary table is this session's alone: its rows are
+            // computed now (on the cluster when they come from files) and
+            // held in the gateway until the session ends.
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(ref c)) if c.temporary => {
+                let name = c.name.table().to_owned();
+                let temporary = self.catalog.temporary();
+                if temporary.table_exist(&name) {
+                    if c.if_not_exists {
+                        return Ok(Outcome::Done("CREATE TABLE", None));
+                    }
+                    if !c.or_replace {
+                        return Err(GatewayError::from(DataFusionError::Plan(format!(
+                            "Table '{name}' already exists"
+                        ))));
+                    }
+                }
+                let schema = Arc::new(c.input.schema().as_arrow().clone());
+                let batches = match self.inner.run_plan(c.input.as_ref().clone()).await? {
+                    Prepared::Done => Vec::new(),
+                    Prepared::Rows(_, b) => b,
+                    Prepared::Job(job) => {
+                        query.running_as(job.id().to_string());
+                        let cancel = CancelOnDrop(Some(job.canceller()));
+                        let out = job.result().await.map_err(SessionError::Job)?;
+                        cancel.disarm();
+                        out.batches
+                    }
+                };
+                let rows = batches.iter().map(|b| b.num_rows()).sum();
+                let table = datafusion::catalog::MemTable::try_new(schema, vec![batches])?;
+                temporary.register_table(name, Arc::new(table))?;
+                Ok(Outcome::Done("SELECT", Some(rows)))
+            }
             LogicalPlan::Ddl(ref d) => {
                 let tag = ddl_tag(d);
                 let ddl = d.clone();
@@ -432,6 +495,9 @@ impl GatewaySession {
                     WriteOp::Truncate => "TRUNCATE TABLE",
                     _ => "UPDATE",
                 };
+                if let Some(rows) = crate::warehouse::delta::run_dml(&ctx.state(), d).await? {
+                    return Ok(Outcome::Done(tag, Some(rows as usize)));
+                }
                 let rows = match self.inner.run_plan(plan).await? {
                     Prepared::Rows(_, batches) => count_of(&batches),
                     _ => None,

@@ -253,11 +253,12 @@ impl TableProvider for DeltaProvider {
 
     async fn delete_from(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = self.load().await?;
         let mut delete = table.delete();
+        let filters = materialize_subqueries(state, filters).await?;
         if let Some(p) = conjunction(filters)? {
             delete = delete.with_predicate(p);
         }
@@ -267,7 +268,7 @@ impl TableProvider for DeltaProvider {
 
     async fn update(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -280,12 +281,165 @@ impl TableProvider for DeltaProvider {
             }
             update = update.with_update(column, unqualified(value)?);
         }
+        let filters = materialize_subqueries(state, filters).await?;
         if let Some(p) = conjunction(filters)? {
             update = update.with_predicate(p);
         }
         let (_, metrics) = update.await.map_err(delta_err)?;
         count_exec(metrics.num_updated_rows as u64)
     }
+}
+
+/// Runs `DELETE` or `UPDATE` of a managed table from the statement's plan
+/// as written (`None`: not one). DataFusion's optimizer would turn a
+/// `WHERE key IN (SELECT …)` into a join before the table sees the
+/// statement, and the table would be handed no filter — every row; taken
+/// from the unoptimized plan, the filter is the statement's, its
+/// subqueries run first. The rows deleted or updated.
+pub async fn run_dml(
+    state: &datafusion::execution::SessionState,
+    dml: &datafusion::logical_expr::DmlStatement,
+) -> Result<Option<u64>> {
+    use datafusion::datasource::DefaultTableSource;
+    use datafusion::logical_expr::{LogicalPlan, WriteOp, utils::split_conjunction};
+    if !matches!(dml.op, WriteOp::Delete | WriteOp::Update) {
+        return Ok(None);
+    }
+    let Some(source) = dml.target.downcast_ref::<DefaultTableSource>() else {
+        return Ok(None);
+    };
+    let Some(table) = source.table_provider.downcast_ref::<DeltaProvider>() else {
+        return Ok(None);
+    };
+    let mut filters = Vec::new();
+    let mut assignments = Vec::new();
+    let mut node = dml.input.as_ref();
+    loop {
+        match node {
+            LogicalPlan::Filter(f) => {
+                filters.extend(split_conjunction(&f.predicate).into_iter().cloned());
+                node = f.input.as_ref();
+            }
+            LogicalPlan::Projection(p) if dml.op == WriteOp::Update && assignments.is_empty() => {
+                for e in &p.expr {
+                    match e {
+                        Expr::Alias(a) => assignments.push((a.name.clone(), (*a.expr).clone())),
+                        Expr::Column(c) => assignments.push((c.name.clone(), e.clone())),
+                        other => {
+                            return not_impl_err!("UPDATE with the assignment {other}");
+                        }
+                    }
+                }
+                node = p.input.as_ref();
+            }
+            LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
+            LogicalPlan::TableScan(_) => break,
+            other => {
+                return not_impl_err!(
+                    "{} of a managed table reading other tables than through WHERE \
+                     subqueries ({})",
+                    dml.op,
+                    other.display()
+                );
+            }
+        }
+    }
+    let plan = if dml.op == WriteOp::Delete {
+        table.delete_from(state, filters).await?
+    } else {
+        table.update(state, assignments, filters).await?
+    };
+    let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+    Ok(Some(rows_in_count(&batches)))
+}
+
+fn rows_in_count(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        })
+        .flat_map(|a| a.iter().flatten())
+        .sum()
+}
+
+/// `filters` with their uncorrelated subqueries run and replaced by their
+/// values (`x IN (SELECT …)` a list, a scalar subquery a literal, `EXISTS`
+/// a boolean): delta-rs evaluates predicates row by row, without plans.
+/// (dbt's incremental models delete `WHERE key IN (SELECT key FROM tmp)`.)
+async fn materialize_subqueries(state: &dyn Session, filters: Vec<Expr>) -> Result<Vec<Expr>> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::expr::{Exists, InList, InSubquery};
+    use datafusion::logical_expr::{LogicalPlan, Subquery};
+    async fn values(state: &dyn Session, plan: &LogicalPlan) -> Result<Vec<ScalarValue>> {
+        let physical = state.create_physical_plan(plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+        let mut out = Vec::new();
+        for b in batches {
+            for row in 0..b.num_rows() {
+                out.push(ScalarValue::try_from_array(b.column(0), row)?);
+            }
+        }
+        Ok(out)
+    }
+    fn subqueries(e: &Expr) -> Vec<Subquery> {
+        let mut found = Vec::new();
+        e.apply(|e| {
+            match e {
+                Expr::InSubquery(InSubquery { subquery, .. })
+                | Expr::Exists(Exists { subquery, .. })
+                | Expr::ScalarSubquery(subquery) => found.push(subquery.clone()),
+                _ => {}
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .ok();
+        found
+    }
+    let mut out = Vec::with_capacity(filters.len());
+    for f in filters {
+        let mut results = HashMap::new();
+        for s in subqueries(&f) {
+            let v = values(state, &s.subquery).await?;
+            results.insert(s, v);
+        }
+        if results.is_empty() {
+            out.push(f);
+            continue;
+        }
+        let replaced = f.transform(|e| {
+            Ok(match e {
+                Expr::InSubquery(InSubquery {
+                    expr,
+                    subquery,
+                    negated,
+                }) => {
+                    let list = results[&subquery]
+                        .iter()
+                        .cloned()
+                        .map(datafusion::logical_expr::lit)
+                        .collect();
+                    Transformed::yes(Expr::InList(InList::new(expr, list, negated)))
+                }
+                Expr::Exists(Exists { subquery, negated }) => {
+                    let any = !results[&subquery].is_empty();
+                    Transformed::yes(datafusion::logical_expr::lit(any != negated))
+                }
+                Expr::ScalarSubquery(subquery) => {
+                    let v = results[&subquery]
+                        .first()
+                        .cloned()
+                        .unwrap_or(ScalarValue::Null);
+                    Transformed::yes(datafusion::logical_expr::lit(v))
+                }
+                e => Transformed::no(e),
+            })
+        })?;
+        out.push(replaced.data);
+    }
+    Ok(out)
 }
 
 /// `filters` as one predicate with column names alone (delta-rs resolves

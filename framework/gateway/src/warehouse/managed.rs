@@ -225,10 +225,11 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Renames the managed table `from` to `to` (names resolved in
-    /// `catalog` and `default_schema`): only the catalog changes, the
-    /// files stay where they are.
-    pub async fn rename_managed(
+    /// Renames the table or view `from` to `to` (names resolved in
+    /// `catalog` and `default_schema`): only the catalog changes — a managed
+    /// table's files stay where they are, a view's or external table's
+    /// kept definition is rewritten under its new name.
+    pub async fn rename(
         &self,
         ctx: &SessionContext,
         from: &TableReference,
@@ -240,11 +241,15 @@ impl Warehouse {
             from.clone().resolve(catalog, default_schema),
             to.clone().resolve(catalog, default_schema),
         );
-        let Some(d) = self.managed(&f.schema, &f.table) else {
+        let Some(d) = self
+            .definitions()
+            .into_iter()
+            .find(|d| d.kind != Kind::Schema && *d.schema == *f.schema && *d.name == *f.table)
+        else {
             return Err(WarehouseError::Sql(SessionError::Sql(
                 DataFusionError::NotImplemented(format!(
-                    "ALTER TABLE … RENAME: \"{}\" is not a managed table (only the \
-                     warehouse's own tables can be renamed)",
+                    "ALTER TABLE … RENAME: \"{}\" is not kept in the warehouse (a session's \
+                     temporary view cannot be renamed)",
                     f.table
                 )),
             )));
@@ -253,6 +258,10 @@ impl Warehouse {
         if ctx.table_exist(to_ref.clone()).map_err(sql)? {
             return Err(plan_err(format!("Table '{}' already exists", t.table)));
         }
+        let sql_text = match d.kind {
+            Kind::Managed => d.sql.clone(),
+            _ => renamed_definition(&d.sql, &t.schema, &t.table)?,
+        };
         let from_ref = TableReference::full(catalog, f.schema.as_ref(), f.table.as_ref());
         let Some(provider) = ctx.deregister_table(from_ref).map_err(sql)? else {
             return Err(plan_err(format!("table \"{}\" does not exist", f.table)));
@@ -260,9 +269,10 @@ impl Warehouse {
         ctx.register_table(to_ref, provider).map_err(sql)?;
         self.change(|objects| {
             for o in objects.iter_mut() {
-                if o.kind == Kind::Managed && o.schema == d.schema && o.name == d.name {
+                if o.kind == d.kind && o.schema == d.schema && o.name == d.name {
                     o.schema = t.schema.to_string();
                     o.name = t.table.to_string();
+                    o.sql = sql_text.clone();
                 }
             }
         })
@@ -315,8 +325,7 @@ impl Warehouse {
                     }
                     (to, _) => to.clone(),
                 };
-                self.rename_managed(ctx, from, &to, catalog, default_schema)
-                    .await?;
+                self.rename(ctx, from, &to, catalog, default_schema).await?;
                 Ok(None)
             }
             TableCommand::Merge(m) => self.merge(ctx, m, catalog, default_schema).await.map(Some),
@@ -348,6 +357,34 @@ impl Warehouse {
         )
         .map_err(sql)?;
         Ok(true)
+    }
+}
+
+/// A view's or external table's defining SQL with the object's name
+/// changed to `schema.table`.
+fn renamed_definition(sql_text: &str, schema: &str, table: &str) -> Result<String, WarehouseError> {
+    use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Statement};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    let name = ObjectName::from(vec![
+        Ident::with_quote('"', schema),
+        Ident::with_quote('"', table),
+    ]);
+    let mut statements =
+        DFParser::parse_sql_with_dialect(sql_text, &PostgreSqlDialect {}).map_err(sql)?;
+    match statements.pop_front() {
+        Some(DfStatement::CreateExternalTable(mut c)) => {
+            c.name = name;
+            Ok(c.to_string())
+        }
+        Some(DfStatement::Statement(s)) => match *s {
+            Statement::CreateView(mut v) => {
+                v.name = name;
+                Ok(Statement::CreateView(v).to_string())
+            }
+            other => Err(plan_err(format!("cannot rename what {other} makes"))),
+        },
+        _ => Err(plan_err(format!("cannot rename what {sql_text} makes"))),
     }
 }
 

@@ -1,0 +1,146 @@
+//! `pg_catalog.pg_tables` and `pg_catalog.pg_views` by relation kind.
+//!
+//! `datafusion-pg-catalog` lists every relation in `pg_tables` (views too)
+//! and nothing in `pg_views`; tools that tell tables from views by these
+//! two (dbt's relation cache does, and drops a view with `DROP TABLE` when
+//! it finds it among the tables) need them split. Both are read from the
+//! session's live `pg_class` and `pg_namespace` each time they are
+//! scanned, never kept.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// A catalog view computed from a query over the live catalog.
+#[derive(Debug)]
+struct CatalogQuery {
+    schema: SchemaRef,
+    sql: &'static str,
+}
+
+#[async_trait]
+impl TableProvider for CatalogQuery {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+            return internal_err!("a catalog view scanned outside a session");
+        };
+        let plan = state.create_logical_plan(self.sql).await?;
+        let physical = state.create_physical_plan(&plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+        let batches = batches
+            .iter()
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(c, f)| cast(c, f.data_type()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                RecordBatch::try_new(self.schema.clone(), columns)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataFusionError::from)?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+fn text(name: &str) -> Field {
+    Field::new(name, DataType::Utf8, true)
+}
+
+fn flag(name: &str) -> Field {
+    Field::new(name, DataType::Boolean, true)
+}
+
+/// `pg_catalog` with `pg_tables` and `pg_views` of its own over the rest.
+#[derive(Debug)]
+struct Overlay {
+    inner: Arc<dyn SchemaProvider>,
+    own: Vec<(&'static str, Arc<dyn TableProvider>)>,
+}
+
+#[async_trait]
+impl SchemaProvider for Overlay {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match self.own.iter().find(|(n, _)| *n == name) {
+            Some((_, t)) => Ok(Some(t.clone())),
+            None => self.inner.table(name).await,
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.own.iter().any(|(n, _)| *n == name) || self.inner.table_exist(name)
+    }
+}
+
+/// `pg_catalog` (`inner`) with `pg_tables` and `pg_views` split by kind.
+pub fn overlay(inner: Arc<dyn SchemaProvider>) -> Arc<dyn SchemaProvider> {
+    let tables = CatalogQuery {
+        schema: Arc::new(Schema::new(vec![
+            text("schemaname"),
+            text("tablename"),
+            text("tableowner"),
+            text("tablespace"),
+            flag("hasindexes"),
+            flag("hasrules"),
+            flag("hastriggers"),
+            flag("rowsecurity"),
+        ])),
+        sql: "SELECT n.nspname, c.relname, 'postgres' AS owner, NULL AS space, false AS a, \
+              false AS b, false AS c, false AS d \
+              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p')",
+    };
+    let views = CatalogQuery {
+        schema: Arc::new(Schema::new(vec![
+            text("schemaname"),
+            text("viewname"),
+            text("viewowner"),
+            text("definition"),
+        ])),
+        sql: "SELECT n.nspname, c.relname, 'postgres' AS owner, v.definition \
+              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+              LEFT JOIN information_schema.views v \
+                ON v.table_schema = n.nspname AND v.table_name = c.relname \
+              WHERE c.relkind = 'v'",
+    };
+    Arc::new(Overlay {
+        inner,
+        own: vec![
+            ("pg_tables", Arc::new(tables)),
+            ("pg_views", Arc::new(views)),
+        ],
+    })
+}
