@@ -22,7 +22,7 @@ use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
@@ -160,6 +160,18 @@ impl Session {
                  (rows, bytes, tasks, time) are in its result (`strata sql --metrics`)"
                     .into(),
             ))),
+            // DataFusion's optimizer turns a subquery of a DELETE's or an
+            // UPDATE's WHERE into a join, after which the table is handed
+            // no filter at all — and would change every row. Refused.
+            LogicalPlan::Dml(ref d)
+                if matches!(d.op, WriteOp::Delete | WriteOp::Update) && has_subquery(&d.input) =>
+            {
+                Err(SessionError::Sql(DataFusionError::NotImplemented(format!(
+                    "{} with a subquery in its WHERE on table {} (managed tables of a \
+                     warehouse take them)",
+                    d.op, d.table_name
+                ))))
+            }
             LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::DescribeTable(_) => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let schema = Arc::new(df.schema().as_arrow().clone());
@@ -343,6 +355,24 @@ fn explain_batch(logical: &str, stages: &str) -> Result<(SchemaRef, RecordBatch)
         ],
     )?;
     Ok((schema, batch))
+}
+
+/// Whether a logical plan holds a subquery expression.
+fn has_subquery(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::Expr;
+    plan.exists(|p| {
+        Ok(p.expressions().iter().any(|e| {
+            e.exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::InSubquery(_) | Expr::Exists(_) | Expr::ScalarSubquery(_)
+                ))
+            })
+            .unwrap_or(false)
+        }))
+    })
+    .unwrap_or(false)
 }
 
 /// Whether a physical plan reads the session's catalog tables

@@ -253,3 +253,36 @@ async fn executors_are_added_for_a_backlog_and_released_when_idle() {
     }
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_or_update_with_a_where_subquery_is_refused_and_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let d = driver(work.path(), 1, vec![]).await;
+    let session = Session::new(d.clone(), 1).unwrap();
+    session
+        .sql(
+            "CREATE TABLE t AS VALUES (1), (2), (3); \
+             CREATE TABLE k AS VALUES (2)",
+        )
+        .await
+        .unwrap();
+    for sql in [
+        "DELETE FROM t WHERE column1 IN (SELECT column1 FROM k)",
+        "UPDATE t SET column1 = 0 WHERE EXISTS (SELECT 1 FROM k WHERE k.column1 = t.column1)",
+    ] {
+        let e = session.sql(sql).await.err().expect("refused");
+        assert!(e.to_string().contains("subquery"), "{sql}: {e}");
+    }
+    // The optimizer would have handed the table no filter: nothing changed.
+    let rows = session.query("SELECT sum(column1) FROM t").await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("| 6 "), "{text}");
+    // Without a subquery, DELETE goes on as before.
+    session
+        .sql("DELETE FROM t WHERE column1 = 2")
+        .await
+        .unwrap();
+    d.shutdown().await;
+}
