@@ -27,6 +27,10 @@ pub struct GatewayBenchArgs {
     /// `SELECT 1` round trips per measurement.
     #[arg(long, default_value_t = 5000)]
     transactions: usize,
+    /// Concurrent clients to measure throughput with (simple protocol),
+    /// besides the one-client latencies.
+    #[arg(long, value_delimiter = ',', default_value = "4,8")]
+    clients: Vec<usize>,
     /// Where PostgreSQL's programs are (initdb, postgres, pgbench).
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     pg_bin: PathBuf,
@@ -88,14 +92,39 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     let postgres = Postgres::start(&a.pg_bin, &dir.join("pg")).await;
     for mode in ["simple", "extended"] {
-        let ours = pgbench(a, dir, &script, mode, port, "strata", "strata", "gateway").await?;
+        let (ours, _) = pgbench(
+            a, dir, &script, mode, port, "strata", "strata", "gateway", 1,
+        )
+        .await?;
         let theirs = match &postgres {
-            Ok(pg) => {
-                Some(pgbench(a, dir, &script, mode, pg.port, "postgres", "postgres", "pg").await?)
-            }
+            Ok(pg) => Some(
+                pgbench(
+                    a, dir, &script, mode, pg.port, "postgres", "postgres", "pg", 1,
+                )
+                .await?
+                .0,
+            ),
             Err(_) => None,
         };
         rows.push((mode, ours, theirs));
+    }
+    // Throughput with clients at once (each its own connection, session).
+    let mut concurrent = Vec::new();
+    for &c in std::iter::once(&1).chain(a.clients.iter()) {
+        let ours = pgbench(
+            a, dir, &script, "simple", port, "strata", "strata", "gateway", c,
+        )
+        .await?;
+        let theirs = match &postgres {
+            Ok(pg) => Some(
+                pgbench(
+                    a, dir, &script, "simple", pg.port, "postgres", "postgres", "pg", c,
+                )
+                .await?,
+            ),
+            Err(_) => None,
+        };
+        concurrent.push((c, ours, theirs));
     }
     if let Some(flight) = gateway.flight_addr() {
         rows.push((
@@ -133,6 +162,22 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         };
         println!("{mode:<10} {p50:>9.3} ms {p99:>9.3} ms {reference}");
     }
+    println!();
+    println!("SELECT 1, simple protocol, clients at once (pgbench -c N -j N):");
+    println!(
+        "{:<8} {:>12} {:>12} {:>14} {:>14}",
+        "clients", "gateway tps", "gateway p99", "postgres tps", "postgres p99"
+    );
+    for (c, (ours, tps), theirs) in concurrent {
+        let reference = match theirs {
+            Some((t, ttps)) => format!("{ttps:>14.0} {:>11.3} ms", t.quantile(0.99)),
+            None => format!("{:>14} {:>14}", "-", "-"),
+        };
+        println!(
+            "{c:<8} {tps:>12.0} {:>9.3} ms {reference}",
+            ours.quantile(0.99)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -166,16 +211,23 @@ async fn pgbench(
     user: &str,
     database: &str,
     label: &str,
-) -> anyhow::Result<Latencies> {
-    let logs = dir.join(format!("log-{label}-{mode}"));
+    clients: usize,
+) -> anyhow::Result<(Latencies, f64)> {
+    let clients = clients.max(1);
+    let logs = dir.join(format!("log-{label}-{mode}-{clients}"));
     std::fs::create_dir_all(&logs)?;
     let prefix = logs.join("tx");
+    let started = std::time::Instant::now();
     let out = tokio::process::Command::new(a.pg_bin.join("pgbench"))
         .args(["-n", "-M", mode, "-h", "127.0.0.1", "-U", user])
         .arg("-p")
         .arg(port.to_string())
+        .arg("-c")
+        .arg(clients.to_string())
+        .arg("-j")
+        .arg(clients.to_string())
         .arg("-t")
-        .arg(a.transactions.to_string())
+        .arg((a.transactions / clients).max(1).to_string())
         .arg("-f")
         .arg(script)
         .arg("-l")
@@ -201,8 +253,10 @@ async fn pgbench(
                 .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()),
         );
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    let tps = micros.len() as f64 / elapsed;
     micros.sort_unstable();
-    Ok(Latencies(micros))
+    Ok((Latencies(micros), tps))
 }
 
 /// A PostgreSQL server in a directory of its own, as the `postgres` user
