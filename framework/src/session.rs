@@ -214,17 +214,8 @@ impl Session {
         if !reads_files(commit.input()) {
             let here = Arc::new(CommitExec::new(commit.input().clone(), committer));
             let out = datafusion::physical_plan::collect(here, self.ctx.task_ctx()).await?;
-            let rows = out
-                .iter()
-                .filter_map(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                })
-                .flat_map(|a| a.iter().flatten())
-                .sum();
             return Ok(Written {
-                rows,
+                rows: crate::write::count_in(&out),
                 stages: Vec::new(),
             });
         }
@@ -232,7 +223,7 @@ impl Session {
         let job = self.submit_plan(commit.input().clone())?;
         // A write whose wait is dropped (a cancel, a closed connection)
         // stops its tasks too.
-        let stop = CancelOnDrop(Some(job.canceller()));
+        let stop = crate::driver::CancelOnDrop::new(job.canceller());
         let written = job.result().await.map_err(SessionError::from);
         stop.disarm();
         let out = written?;
@@ -297,23 +288,6 @@ pub struct Written {
     pub rows: u64,
     /// The write job's stages (empty when written in this process).
     pub stages: Vec<crate::driver::dag::StageMetrics>,
-}
-
-/// Cancels a job when the wait for it is dropped, unless disarmed.
-struct CancelOnDrop(Option<crate::driver::JobCanceller>);
-
-impl CancelOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            c.cancel();
-        }
-    }
 }
 
 /// Aborts a write that did not reach its commit (failed, or its wait was

@@ -60,6 +60,15 @@ pub fn rows_in(files: &[RecordBatch]) -> u64 {
         .sum()
 }
 
+/// The rows a DML plan's `count` batches report.
+pub fn count_in(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+        .flat_map(|a| a.iter().flatten())
+        .sum()
+}
+
 /// Commits the files its input (a table writer) reports.
 #[derive(Debug)]
 pub struct CommitExec {

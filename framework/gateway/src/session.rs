@@ -35,7 +35,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::rules::{self, SqlStatementRewriteRule};
-use strata_framework::driver::JobCanceller;
+use strata_framework::driver::CancelOnDrop;
 use strata_framework::planner::session_config;
 use strata_framework::session::{Prepared, Session, SessionError, reads_files};
 
@@ -416,51 +416,12 @@ impl GatewaySession {
     async fn run(&self, plan: LogicalPlan, query: &QueryGuard) -> Result<Outcome, GatewayError> {
         let ctx = self.inner.context();
         match plan {
-            // A temporary view is this session's alone, and not kept.
+            // Temporary views and tables are this session's alone, not kept.
             LogicalPlan::Ddl(DdlStatement::CreateView(ref v)) if v.temporary => {
-                let view = ViewTable::new(v.input.as_ref().clone(), v.definition.clone());
-                let temporary = self.catalog.temporary();
-                let name = v.name.table().to_owned();
-                if temporary.table_exist(&name) && !v.or_replace {
-                    return Err(GatewayError::from(DataFusionError::Plan(format!(
-                        "Table '{name}' already exists"
-                    ))));
-                }
-                temporary.register_table(name, Arc::new(view))?;
-                Ok(Outcome::Done("CREATE VIEW", None))
+                self.create_temporary_view(v)
             }
-            // A temporary table is this session's alone: its rows are
-            // computed now (on the cluster when they come from files) and
-            // held in the gateway until the session ends.
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(ref c)) if c.temporary => {
-                let name = c.name.table().to_owned();
-                let temporary = self.catalog.temporary();
-                if temporary.table_exist(&name) {
-                    if c.if_not_exists {
-                        return Ok(Outcome::Done("CREATE TABLE", None));
-                    }
-                    if !c.or_replace {
-                        return Err(GatewayError::from(DataFusionError::Plan(format!(
-                            "Table '{name}' already exists"
-                        ))));
-                    }
-                }
-                let schema = Arc::new(c.input.schema().as_arrow().clone());
-                let batches = match self.inner.run_plan(c.input.as_ref().clone()).await? {
-                    Prepared::Done => Vec::new(),
-                    Prepared::Rows(_, b) => b,
-                    Prepared::Job(job) => {
-                        query.running_as(job.id().to_string());
-                        let cancel = CancelOnDrop(Some(job.canceller()));
-                        let out = job.result().await.map_err(SessionError::Job)?;
-                        cancel.disarm();
-                        out.batches
-                    }
-                };
-                let rows = batches.iter().map(|b| b.num_rows()).sum();
-                let table = datafusion::catalog::MemTable::try_new(schema, vec![batches])?;
-                temporary.register_table(name, Arc::new(table))?;
-                Ok(Outcome::Done("SELECT", Some(rows)))
+                self.create_temporary_table(c, query).await
             }
             LogicalPlan::Ddl(ref d) => {
                 let tag = ddl_tag(d);
@@ -534,7 +495,7 @@ impl GatewaySession {
                         .inner
                         .submit_plan(physical)
                         .map_err(GatewayError::Session)?;
-                    let cancel = CancelOnDrop(Some(job.canceller()));
+                    let cancel = CancelOnDrop::new(job.canceller());
                     query.running_as(job.id().to_string());
                     let out = job.result().await.map_err(SessionError::Job)?;
                     cancel.disarm();
@@ -562,6 +523,61 @@ impl GatewaySession {
                 })
             }
         }
+    }
+
+    /// `CREATE TEMPORARY VIEW`: seen by this session alone, not kept.
+    fn create_temporary_view(
+        &self,
+        v: &datafusion::logical_expr::CreateView,
+    ) -> Result<Outcome, GatewayError> {
+        let view = ViewTable::new(v.input.as_ref().clone(), v.definition.clone());
+        let temporary = self.catalog.temporary();
+        let name = v.name.table().to_owned();
+        if temporary.table_exist(&name) && !v.or_replace {
+            return Err(GatewayError::from(DataFusionError::Plan(format!(
+                "Table '{name}' already exists"
+            ))));
+        }
+        temporary.register_table(name, Arc::new(view))?;
+        Ok(Outcome::Done("CREATE VIEW", None))
+    }
+
+    /// `CREATE TEMPORARY TABLE … AS`: its rows computed now (on the
+    /// cluster when they come from files) and held in the gateway until
+    /// the session ends.
+    async fn create_temporary_table(
+        &self,
+        c: &datafusion::logical_expr::CreateMemoryTable,
+        query: &QueryGuard,
+    ) -> Result<Outcome, GatewayError> {
+        let name = c.name.table().to_owned();
+        let temporary = self.catalog.temporary();
+        if temporary.table_exist(&name) {
+            if c.if_not_exists {
+                return Ok(Outcome::Done("CREATE TABLE", None));
+            }
+            if !c.or_replace {
+                return Err(GatewayError::from(DataFusionError::Plan(format!(
+                    "Table '{name}' already exists"
+                ))));
+            }
+        }
+        let schema = Arc::new(c.input.schema().as_arrow().clone());
+        let batches = match self.inner.run_plan(c.input.as_ref().clone()).await? {
+            Prepared::Done => Vec::new(),
+            Prepared::Rows(_, b) => b,
+            Prepared::Job(job) => {
+                query.running_as(job.id().to_string());
+                let cancel = CancelOnDrop::new(job.canceller());
+                let out = job.result().await.map_err(SessionError::Job)?;
+                cancel.disarm();
+                out.batches
+            }
+        };
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        let table = datafusion::catalog::MemTable::try_new(schema, vec![batches])?;
+        temporary.register_table(name, Arc::new(table))?;
+        Ok(Outcome::Done("SELECT", Some(rows)))
     }
 
     /// Runs every statement of `sql`, dropping their rows.
@@ -663,25 +679,6 @@ fn table_command(s: &SqlStatement) -> Result<TableCommand, GatewayError> {
             ))),
         },
         _ => Err(GatewayError::Unsupported(format!("{s}"))),
-    }
-}
-
-/// Cancels a job when the wait for it is dropped (a cancel request, a
-/// closed connection, a statement timeout), unless disarmed.
-struct CancelOnDrop(Option<JobCanceller>);
-
-impl CancelOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            tracing::info!(job = %c.id(), "query cancelled");
-            c.cancel();
-        }
     }
 }
 

@@ -298,6 +298,31 @@ impl JobCanceller {
     }
 }
 
+/// Cancels its job when dropped — the wait for the job was given up (a
+/// cancel request, a closed connection, a timeout) — unless disarmed.
+pub struct CancelOnDrop(Option<JobCanceller>);
+
+impl CancelOnDrop {
+    /// Cancels `job` when dropped.
+    pub fn new(job: JobCanceller) -> CancelOnDrop {
+        CancelOnDrop(Some(job))
+    }
+
+    /// The job ended: nothing to cancel.
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            tracing::info!(job = %c.id(), "job cancelled: its wait was dropped");
+            c.cancel();
+        }
+    }
+}
+
 pub(crate) enum Command {
     Submit {
         id: JobId,

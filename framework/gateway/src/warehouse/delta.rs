@@ -350,19 +350,7 @@ pub async fn run_dml(
         table.update(state, assignments, filters).await?
     };
     let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
-    Ok(Some(rows_in_count(&batches)))
-}
-
-fn rows_in_count(batches: &[RecordBatch]) -> u64 {
-    batches
-        .iter()
-        .filter_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-        })
-        .flat_map(|a| a.iter().flatten())
-        .sum()
+    Ok(Some(strata_framework::write::count_in(&batches)))
 }
 
 /// `filters` with their uncorrelated subqueries run and replaced by their
