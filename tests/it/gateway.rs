@@ -211,9 +211,14 @@ async fn psql_runs_the_22_tpch_queries_through_the_gateway_on_the_clusters_execu
     for t in tpch::TABLES {
         assert!(dt.contains(t), "\\dt does not list {t}:\n{dt}");
     }
-    for command in ["\\dn", "\\dn+", "\\dt+", "\\dv", "\\df", "\\l"] {
+    for command in ["\\dn", "\\dn+", "\\dt+", "\\dv", "\\df", "\\l", "\\dT"] {
         gw.psql_ok(&["-c", command]).await;
     }
+    let types = gw.psql_ok(&["-c", "\\dT pg_catalog.int*"]).await;
+    assert!(
+        types.contains("integer") && types.contains("bigint"),
+        "\\dT:\n{types}"
+    );
     let d = gw.psql_ok(&["-c", "\\d lineitem"]).await;
     assert!(
         d.contains("l_orderkey") && d.contains("l_shipdate") && d.contains("date"),

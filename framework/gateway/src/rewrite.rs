@@ -250,6 +250,56 @@ pub(crate) fn null_nested_subqueries(statement: &mut Statement) {
     }
 }
 
+/// In a statement over the catalog only: a scalar subquery of one plain
+/// select item, not aggregated (`(SELECT c.relkind = 'c' FROM pg_class c
+/// WHERE c.oid = t.typrelid)`, psql's `\dT`), selects `max` of it —
+/// DataFusion plans a correlated scalar subquery only when aggregated,
+/// and a lookup of the catalog by key finds at most the one row anyway.
+pub(crate) fn aggregate_scalar_subqueries(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Function, FunctionArgumentList, FunctionArguments, GroupByExpr, ObjectName,
+    };
+    let ControlFlow::Continue(()) = visit_expressions_mut(statement, |e| {
+        let Expr::Subquery(query) = e else {
+            return ControlFlow::<Infallible>::Continue(());
+        };
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let plain_group = match &select.group_by {
+            GroupByExpr::Expressions(exprs, _) => exprs.is_empty(),
+            GroupByExpr::All(_) => false,
+        };
+        if !plain_group || select.distinct.is_some() || select.projection.len() != 1 {
+            return ControlFlow::Continue(());
+        }
+        let (SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }) =
+            &mut select.projection[0]
+        else {
+            return ControlFlow::Continue(());
+        };
+        if matches!(item, Expr::Function(_) | Expr::Subquery(_)) {
+            return ControlFlow::Continue(());
+        }
+        let inner = std::mem::replace(item, Expr::value(Value::Null));
+        *item = Expr::Function(Function {
+            name: ObjectName::from(vec![Ident::new("max")]),
+            uses_odbc_syntax: false,
+            parameters: FunctionArguments::None,
+            args: FunctionArguments::List(FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))],
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        });
+        ControlFlow::Continue(())
+    });
+}
+
 pub(crate) fn reads_only_the_catalog(statement: &Statement) -> bool {
     let mut only = true;
     let mut any = false;

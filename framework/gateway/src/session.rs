@@ -235,6 +235,7 @@ impl GatewaySession {
                     let s = if reads_only_the_catalog(&s) {
                         let mut s = rules::RemoveSubqueryFromProjection.rewrite(s);
                         null_nested_subqueries(&mut s);
+                        crate::rewrite::aggregate_scalar_subqueries(&mut s);
                         s
                     } else {
                         s
