@@ -243,11 +243,10 @@ impl TableProvider for DeltaProvider {
             InsertOp::Overwrite => SaveMode::Overwrite,
             InsertOp::Replace => return not_impl_err!("INSERT OR REPLACE into a Delta table"),
         };
-        let committer = DeltaCommitter::new(self.url.clone(), Target::Existing(mode));
-        let writer = TableWriterExec::new(input, self.url.clone(), committer.prefix.clone());
-        Ok(Arc::new(CommitExec::new(
-            Arc::new(writer),
-            Arc::new(committer),
+        Ok(Arc::new(DeltaCommitter::plan(
+            input,
+            &self.url,
+            Target::Existing(mode),
         )))
     }
 
@@ -488,9 +487,12 @@ impl DeltaCommitter {
         }
     }
 
-    /// The prefix of the write's files.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
+    /// The plan that writes `input` into the table at `url` (its tasks
+    /// write the files, this committer commits them).
+    pub fn plan(input: Arc<dyn ExecutionPlan>, url: &Url, target: Target) -> CommitExec {
+        let committer = DeltaCommitter::new(url.clone(), target);
+        let writer = TableWriterExec::new(input, url.clone(), committer.prefix.clone());
+        CommitExec::new(Arc::new(writer), Arc::new(committer))
     }
 
     fn store(&self) -> Result<(Box<dyn ObjectStore>, object_store::path::Path)> {

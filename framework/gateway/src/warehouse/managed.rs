@@ -13,9 +13,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DataFusionError, TableReference};
 use datafusion::logical_expr::{DdlStatement, Expr, LogicalPlan, cast};
 use datafusion::prelude::{DataFrame, SessionContext};
-use strata_executor::write::TableWriterExec;
 use strata_framework::session::{Session, SessionError};
-use strata_framework::write::CommitExec;
 use url::Url;
 
 use super::delta::{
@@ -190,12 +188,8 @@ impl Warehouse {
             .create_physical_plan()
             .await
             .map_err(sql)?;
-        let committer = DeltaCommitter::new(
-            location.clone(),
-            Target::New(name.to_owned(), delta_columns(&schema).map_err(sql)?),
-        );
-        let writer = TableWriterExec::new(physical, location.clone(), committer.prefix().into());
-        let commit = CommitExec::new(Arc::new(writer), Arc::new(committer));
+        let target = Target::New(name.to_owned(), delta_columns(&schema).map_err(sql)?);
+        let commit = DeltaCommitter::plan(physical, location, target);
         let written = session
             .run_write(&commit)
             .await
