@@ -165,8 +165,14 @@ impl Lan {
     }
 
     /// Removes whatever a LAN of this index left (also a crashed run's).
+    /// Each veth goes first, explicitly: the kernel tears a deleted
+    /// namespace down in the background (and not at all while a process
+    /// still runs in it), so its pair could outlive `ip netns del` and make
+    /// the next LAN of this index fail with "File exists"; deleting one end
+    /// removes both, at once.
     fn remove(&self) {
         for i in 0..16 {
+            quiet(&["ip", "link", "del", &format!("st{}v{i}", self.index)]);
             quiet(&["ip", "netns", "del", &format!("st{}h{i}", self.index)]);
         }
         quiet(&["ip", "link", "del", &self.bridge()]);
