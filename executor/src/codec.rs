@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::ids::StageId;
 use crate::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
-use crate::write::TableWriterExec;
+use crate::write::{FileFormat, TableWriterExec, WriteSpec};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct LocationProto {
@@ -62,6 +62,65 @@ struct TableWriterProto {
     table: String,
     #[prost(string, tag = "2")]
     prefix: String,
+    /// `parquet` (or empty), `csv` or `json`.
+    #[prost(string, tag = "3")]
+    format: String,
+    /// Parquet's codec.
+    #[prost(string, tag = "4")]
+    compression: String,
+    #[prost(bool, tag = "5")]
+    csv_header: bool,
+    #[prost(uint32, tag = "6")]
+    csv_delimiter: u32,
+    #[prost(string, repeated, tag = "7")]
+    partition_by: Vec<String>,
+}
+
+impl TableWriterProto {
+    fn spec(&self) -> Result<WriteSpec> {
+        let format = match self.format.as_str() {
+            "" | "parquet" => FileFormat::Parquet {
+                compression: match self.compression.as_str() {
+                    "" => "snappy".into(),
+                    c => c.into(),
+                },
+            },
+            "csv" => FileFormat::Csv {
+                header: self.csv_header,
+                delimiter: u8::try_from(self.csv_delimiter)
+                    .map_err(|_| DataFusionError::Internal("a CSV delimiter is one byte".into()))?,
+            },
+            "json" => FileFormat::Json,
+            other => return internal_err!("unknown write format {other}"),
+        };
+        Ok(WriteSpec {
+            format,
+            partition_by: self.partition_by.clone(),
+        })
+    }
+
+    fn from_writer(w: &TableWriterExec) -> TableWriterProto {
+        let spec = w.spec();
+        let mut proto = TableWriterProto {
+            table: w.table().to_string(),
+            prefix: w.prefix().to_owned(),
+            partition_by: spec.partition_by.clone(),
+            ..Default::default()
+        };
+        match &spec.format {
+            FileFormat::Parquet { compression } => {
+                proto.format = "parquet".into();
+                proto.compression = compression.clone();
+            }
+            FileFormat::Csv { header, delimiter } => {
+                proto.format = "csv".into();
+                proto.csv_header = *header;
+                proto.csv_delimiter = u32::from(*delimiter);
+            }
+            FileFormat::Json => proto.format = "json".into(),
+        }
+        proto
+    }
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
@@ -158,10 +217,12 @@ impl PhysicalExtensionCodec for StrataCodec {
                 };
                 let table = url::Url::parse(&w.table)
                     .map_err(|e| DataFusionError::Internal(format!("bad table URL: {e}")))?;
-                Ok(Arc::new(TableWriterExec::new(
+                let spec = w.spec()?;
+                Ok(Arc::new(TableWriterExec::with_spec(
                     input.clone(),
                     table,
                     w.prefix,
+                    spec,
                 )))
             }
             None => internal_err!("empty strata plan node"),
@@ -196,10 +257,7 @@ impl PhysicalExtensionCodec for StrataCodec {
                 constant_columns: r.constant_columns().iter().map(|&c| c as u64).collect(),
             })
         } else if let Some(w) = node.downcast_ref::<TableWriterExec>() {
-            NodeKind::TableWriter(TableWriterProto {
-                table: w.table().to_string(),
-                prefix: w.prefix().to_owned(),
-            })
+            NodeKind::TableWriter(TableWriterProto::from_writer(w))
         } else if matches!(node.name(), "WorkTableExec" | "RecursiveQueryExec") {
             return Err(DataFusionError::NotImplemented(
                 "recursive queries (WITH RECURSIVE) do not run on the cluster yet".into(),

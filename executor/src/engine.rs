@@ -29,6 +29,11 @@ extensions_options! {
         /// broadcast limit (a filter holds only the distinct keys of its
         /// source, where a broadcast holds every row of its side).
         pub key_filter_source_factor: f64, default = 1.0
+        /// The memory one query's tasks may hold at once on each executor
+        /// (bytes, or `512m`, `2g`…; empty or `0`: the executor's pool
+        /// alone limits it). Past it, operators that can spill spill and
+        /// others fail the query ([`crate::memory::QueryPool`]).
+        pub query_memory_limit: String, default = String::new()
     }
 }
 

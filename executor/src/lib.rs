@@ -30,6 +30,7 @@ pub mod functions;
 /// Typed stage and partition indices ([`ids::StageId`], [`ids::PartitionId`]),
 /// shared by the executor and the driver; `u32` on the wire.
 pub mod ids;
+pub mod memory;
 pub mod runtime;
 pub mod shuffle;
 pub mod shuffle_service;

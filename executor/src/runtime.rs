@@ -38,6 +38,7 @@ use crate::codec::plan_from_bytes;
 use crate::engine;
 use crate::functions::WithJobFunctions;
 use crate::ids::{PartitionId, StageId};
+use crate::memory::QueryPool;
 use crate::shuffle::{MapOutputLocation, ShuffleEnv, ShuffleWriterExec};
 use crate::shuffle_service::ShuffleService;
 
@@ -333,7 +334,7 @@ impl Executor {
         let base = self.base_state();
         let slots = Arc::new(Semaphore::new(self.config.slots.max(1)));
         let (status_tx, mut status_rx) = mpsc::unbounded_channel::<TaskStatus>();
-        let mut plans: HashMap<(String, StageId), Arc<Vec<u8>>> = HashMap::new();
+        let mut plans: HashMap<(String, StageId), KeptPlan> = HashMap::new();
         let mut running: HashMap<KeyId, AbortHandle> = HashMap::new();
         let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
         let slots_n = self.config.slots.max(1);
@@ -431,21 +432,45 @@ impl Executor {
     fn launch(
         &self,
         l: LaunchTasks,
-        plans: &mut HashMap<(String, StageId), Arc<Vec<u8>>>,
+        plans: &mut HashMap<(String, StageId), KeptPlan>,
         running: &mut HashMap<KeyId, AbortHandle>,
         base: &Arc<TaskContext>,
         slots: &Arc<Semaphore>,
         status_tx: &mpsc::UnboundedSender<TaskStatus>,
     ) {
         for p in l.plans {
-            plans.insert((p.job, StageId::new(p.stage)), Arc::new(p.plan));
+            // A job with a memory limit shares one cap among its stages.
+            let runtime = (p.memory_limit > 0).then(|| {
+                plans
+                    .iter()
+                    .find(|((job, _), e)| *job == p.job && e.runtime.is_some())
+                    .and_then(|(_, e)| e.runtime.clone())
+                    .unwrap_or_else(|| {
+                        let base = base.runtime_env();
+                        let pool = Arc::new(QueryPool::new(
+                            base.memory_pool.clone(),
+                            &p.job,
+                            usize::try_from(p.memory_limit).unwrap_or(usize::MAX),
+                        ));
+                        pool.runtime(&base)
+                    })
+            });
+            let plan = KeptPlan {
+                bytes: Arc::new(p.plan),
+                runtime,
+            };
+            plans.insert((p.job, StageId::new(p.stage)), plan);
         }
         for spec in l.tasks {
             let Some(key) = spec.key.clone() else {
                 continue;
             };
             let (stage, partition) = (StageId::new(key.stage), PartitionId::new(key.partition));
-            let Some(plan) = plans.get(&(key.job.clone(), stage)).cloned() else {
+            let Some(KeptPlan {
+                bytes: plan,
+                runtime,
+            }) = plans.get(&(key.job.clone(), stage)).cloned()
+            else {
                 let mut s = status(key, TaskOutcome::Failed, Instant::now());
                 s.error = "executor has no plan for this task's stage".into();
                 status_tx.send(s).ok();
@@ -453,6 +478,7 @@ impl Executor {
             };
             let id = KeyId::of(&key);
             let ctx = TaskCtx {
+                runtime: runtime.unwrap_or_else(|| base.runtime_env()),
                 base: base.clone(),
                 root: self.shuffle_root.clone(),
                 executor_id: self.config.executor_id.clone(),
@@ -518,8 +544,20 @@ impl KeyId {
     }
 }
 
+/// A stage's plan as the executor keeps it.
+#[derive(Clone)]
+struct KeptPlan {
+    /// datafusion-proto bytes.
+    bytes: Arc<Vec<u8>>,
+    /// The runtime its tasks run with when its job has a memory limit of
+    /// its own ([`QueryPool`]).
+    runtime: Option<Arc<RuntimeEnv>>,
+}
+
 struct TaskCtx {
     base: Arc<TaskContext>,
+    /// The executor's runtime, or its job's capped one.
+    runtime: Arc<RuntimeEnv>,
     root: PathBuf,
     executor_id: String,
     straggle: Option<Duration>,
@@ -581,7 +619,7 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
         b.higher_order_functions().clone(),
         b.aggregate_functions().clone(),
         b.window_functions().clone(),
-        b.runtime_env(),
+        ctx.runtime.clone(),
     ));
     let result = async {
         let plan = plan_from_bytes(&plan, &task_ctx)?;

@@ -18,6 +18,7 @@
 pub use strata_executor::{codec, shuffle};
 
 pub mod compare;
+pub mod copy;
 pub mod driver;
 pub mod job;
 pub mod key_filter;

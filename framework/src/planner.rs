@@ -57,6 +57,9 @@ pub struct JobPlan {
     pub job: String,
     /// Stages in dependency order.
     pub stages: Vec<Stage>,
+    /// Bytes its tasks may hold at once on one executor (its session's
+    /// `strata.query_memory_limit`); 0: no cap of its own.
+    pub memory_limit: u64,
 }
 
 impl JobPlan {
@@ -105,6 +108,7 @@ pub fn plan_stages(
     Ok(JobPlan {
         job: job.to_owned(),
         stages: c.stages,
+        memory_limit: 0,
     })
 }
 
@@ -267,7 +271,26 @@ pub fn cut(
 ) -> Result<JobPlan> {
     use datafusion::physical_optimizer::PhysicalOptimizerRule;
     let plan = crate::key_filter::KeyFilters.optimize(plan, config)?;
-    plan_stages(job, plan, shuffle_root)
+    let mut job = plan_stages(job, plan, shuffle_root)?;
+    job.memory_limit = memory_limit(config)?;
+    Ok(job)
+}
+
+/// The session's `strata.query_memory_limit` in bytes (0: none).
+fn memory_limit(config: &datafusion::config::ConfigOptions) -> Result<u64> {
+    let Some(options) = config
+        .extensions
+        .get::<strata_executor::engine::StrataOptions>()
+    else {
+        return Ok(0);
+    };
+    strata_executor::memory::parse_size(&options.query_memory_limit)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            datafusion::common::DataFusionError::Configuration(format!(
+                "strata.query_memory_limit: {e}"
+            ))
+        })
 }
 
 /// A human-readable rendering of the stages (what `EXPLAIN` shows).

@@ -9,8 +9,9 @@
 //! * `EXPLAIN` shows DataFusion's plans and the stages the query would run as.
 //! * Statements that write (`INSERT`, `COPY`) run in the driver process,
 //!   except writes into tables planned as a [`CommitExec`] (a warehouse's
-//!   Delta tables): their files are written on the cluster and committed
-//!   at once ([`crate::write`]).
+//!   Delta tables) and `COPY … TO` a directory ([`crate::copy`]): their
+//!   files are written on the cluster and committed at once
+//!   ([`crate::write`]).
 //!
 //! [`Session::context`] gives DataFusion's DataFrame API: build a
 //! DataFrame with the session's context, then [`Session::collect`] runs it
@@ -106,7 +107,10 @@ impl Session {
     }
 
     /// Splits a script into statements.
+    /// DuckDB's `COPY … TO 'dir' (FORMAT …, PARTITION_BY (…))` is read
+    /// too ([`crate::copy::duckdb_options`]).
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, SessionError> {
+        let sql = crate::copy::duckdb_options(sql);
         let name = self
             .ctx
             .state()
@@ -117,7 +121,7 @@ impl Session {
             .to_string();
         let dialect = datafusion::sql::sqlparser::dialect::dialect_from_str(&name)
             .unwrap_or_else(|| Box::new(datafusion::sql::sqlparser::dialect::GenericDialect {}));
-        Ok(DFParser::parse_sql_with_dialect(sql, dialect.as_ref())?.into())
+        Ok(DFParser::parse_sql_with_dialect(&sql, dialect.as_ref())?.into())
     }
 
     /// Plans one statement and starts it.
@@ -172,21 +176,23 @@ impl Session {
                     d.op, d.table_name
                 ))))
             }
-            LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::DescribeTable(_) => {
-                let df = self.ctx.execute_logical_plan(plan).await?;
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                let physical = df.create_physical_plan().await?;
-                if let Some(commit) = physical.downcast_ref::<CommitExec>() {
-                    let written = self.run_write(commit).await?;
-                    return Ok(Prepared::Rows(
-                        count_schema(),
-                        vec![count_batch(written.rows)?],
-                    ));
+            // A COPY into a directory: tasks write, the driver commits.
+            LogicalPlan::Copy(ref copy) => {
+                let state = self.ctx.state();
+                let input = state.create_physical_plan(&copy.input).await?;
+                let config = state.config_options().clone();
+                match crate::copy::plan(copy, input, &config, state.runtime_env())? {
+                    Some(commit) => {
+                        let written = self.run_write(&commit).await?;
+                        Ok(Prepared::Rows(
+                            count_schema(),
+                            vec![count_batch(written.rows)?],
+                        ))
+                    }
+                    None => self.run_here(plan).await,
                 }
-                let batches =
-                    datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await?;
-                Ok(Prepared::Rows(schema, batches))
             }
+            LogicalPlan::Dml(_) | LogicalPlan::DescribeTable(_) => self.run_here(plan).await,
             plan => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let physical = df.create_physical_plan().await?;
@@ -201,6 +207,23 @@ impl Session {
                 Ok(Prepared::Job(self.submit_plan(physical)?))
             }
         }
+    }
+
+    /// Runs a DML, COPY or DESCRIBE plan: in this process, except writes
+    /// planned as a [`CommitExec`], whose files tasks on the cluster write.
+    async fn run_here(&self, plan: LogicalPlan) -> Result<Prepared, SessionError> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let physical = df.create_physical_plan().await?;
+        if let Some(commit) = physical.downcast_ref::<CommitExec>() {
+            let written = self.run_write(commit).await?;
+            return Ok(Prepared::Rows(
+                count_schema(),
+                vec![count_batch(written.rows)?],
+            ));
+        }
+        let batches = datafusion::physical_plan::collect(physical, self.ctx.task_ctx()).await?;
+        Ok(Prepared::Rows(schema, batches))
     }
 
     /// Runs a write ([`crate::write`]): its files are written by tasks on

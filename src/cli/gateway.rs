@@ -115,6 +115,12 @@ pub struct ServeOpts {
     /// Client connections at once; more are refused (SQLSTATE 53300).
     #[arg(long, default_value_t = 100)]
     pub max_connections: usize,
+    /// Memory one query's tasks may hold at once on each executor (`512m`,
+    /// `2g`); past it they spill, or the query fails with SQLSTATE 53200.
+    /// Sessions may `SET strata.query_memory_limit` [default: no cap but
+    /// the executor's memory].
+    #[arg(long, value_parser = parse_query_memory)]
+    pub query_memory: Option<String>,
     /// The database name clients connect to (the catalog).
     #[arg(long, default_value = "strata")]
     pub database: String,
@@ -143,6 +149,7 @@ impl ServeOpts {
         config.database = self.database.clone();
         config.token = token.map(str::to_owned);
         config.max_connections = self.max_connections;
+        config.query_memory = self.query_memory.clone().unwrap_or_default();
         config.warehouse = Some(
             self.warehouse
                 .clone()
@@ -156,6 +163,12 @@ impl ServeOpts {
             }
         }
     }
+}
+
+/// Checks `--query-memory` when the command line is read.
+fn parse_query_memory(text: &str) -> Result<String, String> {
+    strata_executor::memory::parse_size(text)?;
+    Ok(text.to_owned())
 }
 
 /// How to connect, as printed for people.

@@ -17,6 +17,9 @@
 //!   single-process DataFusion, an executor killed mid-query, `strata sql`;
 //! * [`cli`]: `strata run`, `strata local` + discovery + `strata status`,
 //!   the shared token;
+//! * [`copy_to`]: `COPY (query) TO 'dir'` through the gateway: Hive-style
+//!   partitioned Parquet and CSV written by tasks and committed at once
+//!   (`_SUCCESS` manifest), a failed COPY leaving nothing, pyarrow reading;
 //! * [`cluster`]: launching and killing tasks, an agent killed with `-9` and
 //!   restarted, malformed scheduler requests;
 //! * [`drain`]: an agent drained for maintenance (its service moved within
@@ -31,6 +34,8 @@
 //!   leader cut off from etcd's host, an agent cut off and healed;
 //! * [`jobs`]: `strata submit`, `strata jobs`, cancellation, a killed and a
 //!   supervised driver;
+//! * [`limits`]: a query over the gateway's per-query memory limit fails
+//!   with 53200, a session's raised limit runs it;
 //! * [`revocable`]: a service's idle cpus lent to batch and revoked when
 //!   it gets busy; a service autoscaled on the cpu its agent measures;
 //! * [`tables`]: the warehouse's managed (Delta Lake) tables through the
@@ -55,6 +60,7 @@
 pub(crate) mod batch;
 mod cli;
 mod cluster;
+mod copy_to;
 mod drain;
 mod failover;
 #[cfg(feature = "etcd")]
@@ -65,6 +71,7 @@ mod ha;
 mod harness;
 mod hosts;
 mod jobs;
+mod limits;
 mod revocable;
 mod s3;
 mod services;

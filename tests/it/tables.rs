@@ -458,6 +458,37 @@ async fn write_through_faults(kill: bool) {
         .count();
     assert_eq!(committed, last.tasks as usize, "one file per partition");
     assert_eq!(data_files(&dir), committed, "no other attempt's file stays");
+    if !kill {
+        // A COPY into a directory keeps one attempt per partition too.
+        let out = env.path("out");
+        let copy = ctx
+            .state()
+            .create_logical_plan(&format!(
+                "COPY ({query}) TO '{}/' STORED AS PARQUET",
+                out.display()
+            ))
+            .await
+            .unwrap();
+        let datafusion::logical_expr::LogicalPlan::Copy(copy) = copy else {
+            panic!("not a COPY");
+        };
+        let state = ctx.state();
+        let input = state.create_physical_plan(&copy.input).await.unwrap();
+        let commit =
+            strata_framework::copy::plan(&copy, input, state.config_options(), state.runtime_env())
+                .unwrap()
+                .expect("a directory COPY commits");
+        let copied = session.run_write(&commit).await.unwrap();
+        let last = copied.stages.last().unwrap();
+        assert!(last.speculative >= 1, "a speculative copy ran: {last:?}");
+        assert_eq!(copied.rows, 30000);
+        assert_eq!(crate::copy_to::committed_exactly(&out), 30000);
+        assert_eq!(
+            crate::copy_to::files_under(&out).len() - 1,
+            last.tasks as usize,
+            "one file per partition"
+        );
+    }
     d.shutdown().await;
 }
 

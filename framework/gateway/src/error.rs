@@ -61,6 +61,7 @@ impl GatewayError {
             GatewayError::Session(SessionError::Job(e)) => match e {
                 DriverError::Cancelled(_) => "57014",
                 DriverError::Plan(e) => datafusion_sqlstate(e),
+                DriverError::JobFailed { message, .. } => task_sqlstate(message),
                 _ => "XX000",
             },
             GatewayError::Unsupported(_) => "0A000",
@@ -92,7 +93,7 @@ impl From<GatewayError> for tonic::Status {
             "42P01" | "42704" | "3F000" | "3D000" => tonic::Code::NotFound,
             "42P07" | "42P06" => tonic::Code::AlreadyExists,
             "0A000" => tonic::Code::Unimplemented,
-            "53300" => tonic::Code::ResourceExhausted,
+            "53300" | "53200" => tonic::Code::ResourceExhausted,
             "28P01" => tonic::Code::Unauthenticated,
             s if s.starts_with("42") || s.starts_with("22") => tonic::Code::InvalidArgument,
             _ => tonic::Code::Internal,
@@ -130,6 +131,21 @@ fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
 }
 
 /// Plan errors carry their kind in their message only.
+/// The SQLSTATE of a job that failed on the executors, from its tasks'
+/// error (DataFusion's, as text).
+fn task_sqlstate(m: &str) -> &'static str {
+    let m = m.to_ascii_lowercase();
+    if m.contains("resources exhausted") {
+        "53200"
+    } else if m.contains("divide by zero") || m.contains("division by zero") {
+        "22012"
+    } else if m.contains("cast error") || m.contains("cannot cast") {
+        "22P02"
+    } else {
+        "XX000"
+    }
+}
+
 fn message_sqlstate(m: &str) -> &'static str {
     let m = m.to_ascii_lowercase();
     if m.contains("not found") && (m.starts_with("table") || m.contains("table '")) {

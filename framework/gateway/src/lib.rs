@@ -91,6 +91,10 @@ pub struct GatewayConfig {
     /// Where the catalog is kept across restarts (none: it lives as long
     /// as the gateway).
     pub warehouse: Option<std::path::PathBuf>,
+    /// Every session's `strata.query_memory_limit` to start with: what one
+    /// query's tasks may hold at once on each executor (`512m`, `2g`…;
+    /// empty: no cap but the executor's). A session may `SET` its own.
+    pub query_memory: String,
 }
 
 impl GatewayConfig {
@@ -105,6 +109,7 @@ impl GatewayConfig {
             token: None,
             max_connections: 100,
             warehouse: None,
+            query_memory: String::new(),
         }
     }
 }

@@ -162,6 +162,11 @@ impl GatewaySession {
         config
             .options_mut()
             .set("datafusion.sql_parser.dialect", "PostgreSQL")?;
+        if !gateway.config.query_memory.is_empty() {
+            config
+                .options_mut()
+                .set("strata.query_memory_limit", &gateway.config.query_memory)?;
+        }
         let inner =
             Session::with_config(gateway.driver.clone(), gateway.config.partitions, config)?;
         let ctx = inner.context();
@@ -211,11 +216,13 @@ impl GatewaySession {
     /// ones DataFusion plans.
     pub fn parse(&self, sql: &str) -> Result<Vec<DfStatement>, GatewayError> {
         let sql = crate::rewrite::version_as_of(sql);
-        let statements = match DFParser::parse_sql_with_dialect(&sql, &PostgreSqlDialect {}) {
+        let copy = strata_framework::copy::duckdb_options(&sql);
+        let sql: &str = &copy;
+        let statements = match DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}) {
             Ok(s) => s,
             // DataFusion's COPY is `COPY … TO`; PostgreSQL's `COPY t FROM
             // STDIN` is sqlparser's.
-            Err(e) => match Parser::parse_sql(&PostgreSqlDialect {}, &sql) {
+            Err(e) => match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
                 Ok(s) if s.iter().all(|s| CopyIn::from_statement(s).is_some()) => s
                     .into_iter()
                     .map(|s| DfStatement::Statement(Box::new(s)))
@@ -350,6 +357,15 @@ impl GatewaySession {
                 if !is_engine_setting(&s.variable) =>
             {
                 Planned::Command(Command::Set(setting_name(&s.variable), s.value))
+            }
+            LogicalPlan::Statement(PlanStatement::SetVariable(s))
+                if s.variable.eq_ignore_ascii_case("strata.query_memory_limit")
+                    && strata_executor::memory::parse_size(&s.value).is_err() =>
+            {
+                return Err(GatewayError::InvalidValue(format!(
+                    "invalid value for strata.query_memory_limit: {:?} (bytes, or with k, m, g, t)",
+                    s.value
+                )));
             }
             LogicalPlan::Statement(PlanStatement::TransactionStart(_)) => {
                 Planned::Command(Command::Begin)

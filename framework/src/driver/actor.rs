@@ -551,10 +551,15 @@ impl Core {
             let msg = per.entry(l.executor.clone()).or_default();
             let pk = (l.task.job.clone(), l.task.stage);
             if link.plans.insert(pk) {
+                let memory_limit = self
+                    .jobs
+                    .get(&l.task.job)
+                    .map_or(0, |j| j.plan.memory_limit);
                 msg.plans.push(StagePlan {
                     job: l.task.job.to_string(),
                     stage: l.task.stage.get(),
                     plan: (*l.plan).clone(),
+                    memory_limit,
                 });
             }
             msg.tasks.push(TaskSpec {

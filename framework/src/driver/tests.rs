@@ -235,6 +235,7 @@ async fn executors_are_added_for_a_backlog_and_released_when_idle() {
                 inputs: vec![],
                 tasks: 6,
             }],
+            memory_limit: 0,
         })
         .unwrap();
     // Six partitions of one-slot work: more executors, up to the maximum.

@@ -77,6 +77,7 @@ async fn bench(a: &TasksArgs, address: &str) -> anyhow::Result<ExitCode> {
                 inputs: vec![],
                 tasks: a.tasks,
             }],
+            memory_limit: 0,
         };
         let started = Instant::now();
         let out = driver.submit(job)?.result().await?;

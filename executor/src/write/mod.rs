@@ -1,14 +1,19 @@
 //! Writing a query's rows as table files, one task per partition.
 //!
 //! [`TableWriterExec`] is the root of a write's final stage: each task
-//! writes its partition's rows as one Parquet file in the table's directory
-//! (local or in an object store) under a name no other attempt uses, and
-//! yields one row naming the file (path relative to the table, bytes,
-//! rows). Nothing it writes is part of the table until the driver commits
-//! the files it chose — one attempt's per partition — in one commit; the
-//! files of attempts it did not choose, and of writes that failed, are
-//! removed by the driver (or, if it died, left unreferenced for `VACUUM`).
+//! writes its partition's rows as files in the table's directory (local or
+//! in an object store) under names no other attempt uses — one file, or
+//! one per `col=value/` directory it saw rows for when the write is
+//! partitioned by columns ([`WriteSpec`]) — and yields one row per file
+//! (path relative to the table, bytes, rows). Nothing it writes is part of
+//! the table until the driver commits the files it chose — one attempt's
+//! per partition — in one commit; the files of attempts it did not choose,
+//! and of writes that failed, are removed by the driver (or, if it died,
+//! left unreferenced for `VACUUM`, or in a staging directory readers skip).
 
+mod files;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -19,10 +24,6 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions;
-use datafusion::parquet::basic::Compression;
-use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlanProperties;
@@ -34,8 +35,10 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use object_store::buffered::BufWriter;
 use url::Url;
+
+pub use files::{FileFormat, NULL_PARTITION, WriteSpec};
+use files::{FileWriter, file_schema, split};
 
 /// The columns a [`TableWriterExec`] yields: one row per file written.
 pub fn written_files_schema() -> SchemaRef {
@@ -46,20 +49,35 @@ pub fn written_files_schema() -> SchemaRef {
     ]))
 }
 
-/// Writes each partition of its input as a Parquet file in a table's
-/// directory and yields the file's name, size and row count.
+/// Writes each partition of its input as files in a table's directory and
+/// yields each file's name, size and row count.
 #[derive(Debug)]
 pub struct TableWriterExec {
     input: Arc<dyn ExecutionPlan>,
     table: Url,
     prefix: String,
+    spec: WriteSpec,
     properties: Arc<PlanProperties>,
 }
 
+/// A file a task wrote: its path relative to the table, bytes and rows.
+type Written = (String, i64, i64);
+
 impl TableWriterExec {
-    /// Writes `input` into the directory `table` (a URL ending in `/`),
-    /// naming files `{prefix}-{partition}-{random}.parquet`.
+    /// Writes `input` into the directory `table` (a URL ending in `/`) as
+    /// Snappy Parquet, naming files `{prefix}-{partition}-{random}.snappy.parquet`.
     pub fn new(input: Arc<dyn ExecutionPlan>, table: Url, prefix: String) -> Self {
+        TableWriterExec::with_spec(input, table, prefix, WriteSpec::default())
+    }
+
+    /// Writes `input` into `table` as `spec` says (format, partition
+    /// columns).
+    pub fn with_spec(
+        input: Arc<dyn ExecutionPlan>,
+        table: Url,
+        prefix: String,
+        spec: WriteSpec,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(written_files_schema()),
             Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
@@ -70,6 +88,7 @@ impl TableWriterExec {
             input,
             table,
             prefix,
+            spec,
             properties,
         }
     }
@@ -84,83 +103,81 @@ impl TableWriterExec {
         &self.prefix
     }
 
-    /// Writes one partition; `None` if it had no rows (no file is made).
+    /// The files' format and partition columns.
+    pub fn spec(&self) -> &WriteSpec {
+        &self.spec
+    }
+
+    /// Writes one partition: a file per partition directory it has rows
+    /// for (none if it has no rows), each named `name`.
     async fn write(
         input: SendableRecordBatchStream,
         table: Url,
+        spec: WriteSpec,
         name: String,
         ctx: Arc<TaskContext>,
-    ) -> Result<Option<(String, i64, i64)>> {
+    ) -> Result<Vec<Written>> {
         let store_url = ObjectStoreUrl::parse(&table[..url::Position::BeforePath])?;
         let store = ctx.runtime_env().object_store(&store_url)?;
         let dir = object_store::path::Path::from_url_path(table.path())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let path = dir.clone().join(name.as_str());
-        let schema = file_schema(&input.schema());
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
         let mut input = input;
-        let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
-        let mut rows = 0i64;
+        let mut open: Vec<(String, FileWriter)> = Vec::new();
+        let mut by_dir: HashMap<String, usize> = HashMap::new();
         while let Some(batch) = input.next().await {
             let batch = batch?;
             if batch.num_rows() == 0 {
                 continue;
             }
-            rows += batch.num_rows() as i64;
-            let batch = to_file_schema(&batch, &schema)?;
-            let w = match &mut writer {
-                Some(w) => w,
-                None => writer.insert(AsyncArrowWriter::try_new_with_options(
-                    BufWriter::new(store.clone(), path.clone()),
-                    schema.clone(),
-                    ArrowWriterOptions::new()
-                        .with_properties(props.clone())
-                        .with_skip_arrow_metadata(true),
-                )?),
-            };
-            w.write(&batch).await?;
+            for (part, rows) in split(&batch, &spec.partition_by)? {
+                let schema = file_schema(&rows.schema());
+                let rows = RecordBatch::try_new(schema.clone(), rows.columns().to_vec())?;
+                let i = match by_dir.get(&part) {
+                    Some(&i) => i,
+                    None => {
+                        let relative = match part.as_str() {
+                            "" => name.clone(),
+                            _ => format!("{part}/{name}"),
+                        };
+                        let path = relative
+                            .split('/')
+                            .fold(dir.clone(), |p, segment| p.join(segment));
+                        let writer = FileWriter::new(store.clone(), path, schema, &spec.format)?;
+                        open.push((relative, writer));
+                        by_dir.insert(part, open.len() - 1);
+                        open.len() - 1
+                    }
+                };
+                open[i].1.write(&rows).await?;
+            }
         }
-        let Some(writer) = writer else {
-            return Ok(None);
-        };
-        writer.close().await?;
-        let bytes = store
-            .head(&path)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .size as i64;
-        Ok(Some((name, bytes, rows)))
+        let mut written = Vec::with_capacity(open.len());
+        for (relative, writer) in open {
+            let (path, rows) = writer.close().await?;
+            let bytes = store
+                .head(&path)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
+                .size as i64;
+            written.push((relative, bytes, rows));
+        }
+        Ok(written)
     }
-}
-
-/// The schema files are written in: the input's, every column nullable.
-/// String and binary views are written as they are; the files carry no
-/// Arrow schema, so readers see Parquet's plain strings and binaries.
-fn file_schema(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-fn to_file_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        schema.clone(),
-        batch.columns().to_vec(),
-    )?)
 }
 
 impl DisplayAs for TableWriterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "TableWriterExec: table={}, prefix={}",
-            self.table, self.prefix
-        )
+            "TableWriterExec: table={}, prefix={}, format={}",
+            self.table,
+            self.prefix,
+            self.spec.format.extension()
+        )?;
+        if !self.spec.partition_by.is_empty() {
+            write!(f, ", partition_by={:?}", self.spec.partition_by)?;
+        }
+        Ok(())
     }
 }
 
@@ -192,10 +209,11 @@ impl ExecutionPlan for TableWriterExec {
         if children.len() != 1 {
             return internal_err!("TableWriterExec takes one child");
         }
-        Ok(Arc::new(TableWriterExec::new(
+        Ok(Arc::new(TableWriterExec::with_spec(
             children.swap_remove(0),
             self.table.clone(),
             self.prefix.clone(),
+            self.spec.clone(),
         )))
     }
 
@@ -219,19 +237,20 @@ impl ExecutionPlan for TableWriterExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, ctx.clone())?;
         let name = format!(
-            "{}-{partition:05}-{}.snappy.parquet",
+            "{}-{partition:05}-{}.{}",
             self.prefix,
-            uuid::Uuid::new_v4().simple()
+            uuid::Uuid::new_v4().simple(),
+            self.spec.format.extension()
         );
         let table = self.table.clone();
+        let spec = self.spec.clone();
         let schema = written_files_schema();
         let out = schema.clone();
         let fut = async move {
-            let written = TableWriterExec::write(input, table, name, ctx).await?;
-            let (paths, bytes, rows) = match written {
-                Some((p, b, r)) => (vec![p], vec![b], vec![r]),
-                None => (vec![], vec![], vec![]),
-            };
+            let written = TableWriterExec::write(input, table, spec, name, ctx).await?;
+            let paths: Vec<&str> = written.iter().map(|(p, _, _)| p.as_str()).collect();
+            let bytes: Vec<i64> = written.iter().map(|(_, b, _)| *b).collect();
+            let rows: Vec<i64> = written.iter().map(|(_, _, r)| *r).collect();
             Ok(RecordBatch::try_new(
                 out,
                 vec![
@@ -288,5 +307,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_partitioned_write_makes_a_file_per_value_directory_without_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        let df = ctx
+            .sql("SELECT * FROM (VALUES (1, 'eu'), (2, 'us'), (3, 'eu')) AS t(x, region)")
+            .await
+            .unwrap();
+        let input = df.create_physical_plan().await.unwrap();
+        let table = Url::from_directory_path(dir.path()).unwrap();
+        let spec = WriteSpec {
+            format: FileFormat::Csv {
+                header: true,
+                delimiter: b';',
+            },
+            partition_by: vec!["region".into()],
+        };
+        let exec = Arc::new(TableWriterExec::with_spec(input, table, "w".into(), spec));
+        let out = datafusion::physical_plan::collect(exec, ctx.task_ctx())
+            .await
+            .unwrap();
+        let mut files: Vec<(String, i64)> = Vec::new();
+        for b in &out {
+            let p = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let r = b.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+            files.extend((0..b.num_rows()).map(|i| (p.value(i).to_owned(), r.value(i))));
+        }
+        files.sort();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files[0].0.starts_with("region=eu/w-00000-") && files[0].0.ends_with(".csv"));
+        assert_eq!(files[0].1, 2);
+        assert!(files[1].0.starts_with("region=us/"));
+        let eu = std::fs::read_to_string(dir.path().join(&files[0].0)).unwrap();
+        assert_eq!(eu, "x\n1\n3\n", "one header, the partition column left out");
     }
 }

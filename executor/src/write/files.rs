@@ -1,0 +1,367 @@
+//! The files a [`super::TableWriterExec`] task writes: one per partition
+//! directory (`col=value/…`, Hive's layout) it saw rows for, in Parquet,
+//! CSV or newline-delimited JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use tokio::io::AsyncWriteExt;
+
+/// The format of a write's files.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FileFormat {
+    /// Parquet, with a codec as Parquet names it (`snappy`, `zstd(3)`,
+    /// `uncompressed`…).
+    Parquet {
+        /// The compression codec.
+        compression: String,
+    },
+    /// CSV.
+    Csv {
+        /// Whether each file starts with a header line.
+        header: bool,
+        /// The field delimiter.
+        delimiter: u8,
+    },
+    /// Newline-delimited JSON, one object per row.
+    Json,
+}
+
+impl Default for FileFormat {
+    fn default() -> Self {
+        FileFormat::Parquet {
+            compression: "snappy".into(),
+        }
+    }
+}
+
+impl FileFormat {
+    /// The end of the files' names.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            FileFormat::Parquet { compression } if compression == "snappy" => "snappy.parquet",
+            FileFormat::Parquet { .. } => "parquet",
+            FileFormat::Csv { .. } => "csv",
+            FileFormat::Json => "json",
+        }
+    }
+
+    /// Refuses a codec Parquet does not know, before any task runs.
+    pub fn validate(&self) -> Result<()> {
+        if let FileFormat::Parquet { compression } = self {
+            parquet_codec(compression)?;
+        }
+        Ok(())
+    }
+}
+
+fn parquet_codec(name: &str) -> Result<Compression> {
+    name.parse::<Compression>()
+        .map_err(|e| DataFusionError::Plan(format!("unknown Parquet compression {name:?}: {e}")))
+}
+
+/// What a write lays out: its format and the columns whose values name
+/// directories (and are not written in the files).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteSpec {
+    /// The files' format.
+    pub format: FileFormat,
+    /// Columns whose values make the directories `col=value/`, in order.
+    pub partition_by: Vec<String>,
+}
+
+impl WriteSpec {
+    /// Checks the spec against the rows to write: the partition columns
+    /// exist and at least one column is left for the files.
+    pub fn validate(&self, schema: &SchemaRef) -> Result<()> {
+        self.format.validate()?;
+        for c in &self.partition_by {
+            if schema.index_of(c).is_err() {
+                return plan_err!("PARTITION_BY column {c:?} is not among the query's columns");
+            }
+        }
+        if !self.partition_by.is_empty() && self.partition_by.len() >= schema.fields().len() {
+            return plan_err!("every column is a partition column: the files would hold nothing");
+        }
+        Ok(())
+    }
+}
+
+/// Hive's name for a partition whose value is NULL.
+pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Splits a batch by the values of `partition_by`: for each directory
+/// (`a=1/b=x`, or `""` without partition columns), its rows without the
+/// partition columns, in the order directories first appear.
+pub fn split(batch: &RecordBatch, partition_by: &[String]) -> Result<Vec<(String, RecordBatch)>> {
+    if partition_by.is_empty() {
+        return Ok(vec![(String::new(), batch.clone())]);
+    }
+    let schema = batch.schema();
+    let keys: Vec<(usize, ArrayRef)> = partition_by
+        .iter()
+        .map(|c| {
+            let i = schema.index_of(c)?;
+            Ok((i, cast(batch.column(i), &DataType::Utf8)?))
+        })
+        .collect::<Result<_>>()?;
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| !keys.iter().any(|(k, _)| k == i))
+        .collect();
+    let rest = batch.project(&keep)?;
+    let mut order: Vec<String> = Vec::new();
+    let mut rows: HashMap<String, Vec<u32>> = HashMap::new();
+    for row in 0..batch.num_rows() {
+        let mut dir = String::new();
+        for ((_, values), name) in keys.iter().zip(partition_by) {
+            let values = values
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| DataFusionError::Internal("a cast to Utf8 is not Utf8".into()))?;
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(&escape(name));
+            dir.push('=');
+            if values.is_null(row) {
+                dir.push_str(NULL_PARTITION);
+            } else {
+                dir.push_str(&escape(values.value(row)));
+            }
+        }
+        match rows.get_mut(&dir) {
+            Some(v) => v.push(row as u32),
+            None => {
+                order.push(dir.clone());
+                rows.insert(dir, vec![row as u32]);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .map(|dir| {
+            let indices = UInt32Array::from(rows.remove(&dir).unwrap_or_default());
+            Ok((dir, take_record_batch(&rest, &indices)?))
+        })
+        .collect()
+}
+
+/// Hive's escaping of a partition value: characters a path or a
+/// `name=value` pair would misread become `%XX`.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c.is_control() || "\"#%'*/:=?\\{[]^".contains(c) {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The schema files are written in: the input's, every column nullable.
+/// String and binary views are written as they are; Parquet files carry no
+/// Arrow schema, so readers see Parquet's plain strings and binaries.
+pub fn file_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// One file being written.
+pub struct FileWriter {
+    path: Path,
+    rows: i64,
+    sink: Sink,
+}
+
+enum Sink {
+    Parquet(Box<AsyncArrowWriter<BufWriter>>),
+    Text {
+        out: Box<BufWriter>,
+        csv_header: Option<bool>,
+        delimiter: u8,
+    },
+}
+
+impl FileWriter {
+    /// Starts `path` in `store`, for batches of `schema`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        schema: SchemaRef,
+        format: &FileFormat,
+    ) -> Result<FileWriter> {
+        let out = BufWriter::new(store, path.clone());
+        let sink = match format {
+            FileFormat::Parquet { compression } => {
+                let props = WriterProperties::builder()
+                    .set_compression(parquet_codec(compression)?)
+                    .build();
+                Sink::Parquet(Box::new(AsyncArrowWriter::try_new_with_options(
+                    out,
+                    schema,
+                    ArrowWriterOptions::new()
+                        .with_properties(props)
+                        .with_skip_arrow_metadata(true),
+                )?))
+            }
+            FileFormat::Csv { header, delimiter } => Sink::Text {
+                out: Box::new(out),
+                csv_header: Some(*header),
+                delimiter: *delimiter,
+            },
+            FileFormat::Json => Sink::Text {
+                out: Box::new(out),
+                csv_header: None,
+                delimiter: 0,
+            },
+        };
+        Ok(FileWriter {
+            path,
+            rows: 0,
+            sink,
+        })
+    }
+
+    /// Appends a batch (of the schema the writer was made for).
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as i64;
+        match &mut self.sink {
+            Sink::Parquet(w) => w.write(batch).await?,
+            Sink::Text {
+                out,
+                csv_header,
+                delimiter,
+            } => {
+                let bytes = match csv_header {
+                    Some(header) => {
+                        let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                            .with_header(*header)
+                            .with_delimiter(*delimiter)
+                            .build(Vec::new());
+                        w.write(batch)?;
+                        // The header goes at the top of the file only.
+                        *header = false;
+                        w.into_inner()
+                    }
+                    None => {
+                        let mut w = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+                        w.write(batch)?;
+                        w.finish()?;
+                        w.into_inner()
+                    }
+                };
+                out.write_all(&bytes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the file; its path and row count.
+    pub async fn close(self) -> Result<(Path, i64)> {
+        match self.sink {
+            Sink::Parquet(w) => {
+                w.close().await?;
+            }
+            Sink::Text { mut out, .. } => out.shutdown().await?,
+        }
+        Ok((self.path, self.rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int32Array;
+
+    #[test]
+    fn rows_split_by_partition_values_in_first_seen_order_without_their_columns() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int32, false),
+            Field::new("region", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2, 3, 4])),
+                Arc::new(StringArray::from(vec![
+                    Some("EU/west"),
+                    None,
+                    Some("EU/west"),
+                    Some("a=b"),
+                ])),
+            ],
+        )
+        .unwrap();
+        let parts = split(&batch, &["region".into()]).unwrap();
+        let dirs: Vec<&str> = parts.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "region=EU%2Fwest",
+                "region=__HIVE_DEFAULT_PARTITION__",
+                "region=a%3Db"
+            ]
+        );
+        let first = &parts[0].1;
+        assert_eq!(
+            first.num_columns(),
+            1,
+            "the partition column is not in the file"
+        );
+        let xs = first
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap();
+        assert_eq!(xs.values(), &[1, 3]);
+        let whole = split(&batch, &[]).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].0, "");
+        assert_eq!(whole[0].1.num_columns(), 2);
+    }
+
+    #[test]
+    fn unknown_codecs_and_missing_partition_columns_are_refused() {
+        let bad = FileFormat::Parquet {
+            compression: "lz77".into(),
+        };
+        assert!(bad.validate().is_err());
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        let spec = WriteSpec {
+            format: FileFormat::Json,
+            partition_by: vec!["y".into()],
+        };
+        assert!(
+            spec.validate(&schema)
+                .unwrap_err()
+                .to_string()
+                .contains("\"y\"")
+        );
+        let all = WriteSpec {
+            format: FileFormat::Json,
+            partition_by: vec!["x".into()],
+        };
+        assert!(all.validate(&schema).is_err());
+    }
+}

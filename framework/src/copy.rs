@@ -1,0 +1,490 @@
+//! `COPY (query) TO 'dir/'` as a distributed write that lands at once.
+//!
+//! A `COPY` into a directory (a target ending in `/`, without a file
+//! extension, or with `PARTITIONED BY`) plans like an `INSERT` into a
+//! Delta table ([`crate::write`]): `CommitExec(TableWriterExec(query))`.
+//! The tasks write their files under a staging directory,
+//! `dir/_strata_staging/{write}/`, which readers skip (DataFusion lists no
+//! file in a subdirectory whose name holds no `=`; Spark and Hive skip
+//! names starting with `_`). The commit moves the files of one attempt per
+//! partition into place — `dir/part-…` or `dir/col=value/part-…` — and
+//! writes `dir/_SUCCESS` naming them (the marker Hadoop's committers write
+//! and Spark checks; like S3A's committer, it is a JSON manifest). A write
+//! that fails or is cancelled removes its staging directory; a move that
+//! fails takes back the files already moved. A `COPY` to one file
+//! (`'out.parquet'`) is written by DataFusion in the driver process.
+//!
+//! DuckDB's option list, `COPY (…) TO 'dir' (FORMAT parquet, PARTITION_BY
+//! (col), COMPRESSION zstd)`, is read as DataFusion's `STORED AS …
+//! PARTITIONED BY (…) OPTIONS (…)` ([`duckdb_options`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{DataFusionError, Result, not_impl_err};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::dml::CopyTo;
+use datafusion::physical_plan::ExecutionPlan;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use strata_executor::write::{FileFormat, TableWriterExec, WriteSpec};
+
+use crate::write::{CommitExec, Committer, rows_in};
+
+/// The directory a write's tasks write into, under its target.
+pub const STAGING_DIR: &str = "_strata_staging";
+
+/// The marker a committed `COPY` leaves in its directory.
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// Plans a `COPY` into a directory as a write whose files land at once;
+/// `None` for a `COPY` to one file, which DataFusion writes itself.
+pub fn plan(
+    copy: &CopyTo,
+    input: Arc<dyn ExecutionPlan>,
+    config: &ConfigOptions,
+    runtime: &RuntimeEnv,
+) -> Result<Option<CommitExec>> {
+    let into_directory = copy.output_url.ends_with('/')
+        || !copy.partition_by.is_empty()
+        || std::path::Path::new(&copy.output_url).extension().is_none();
+    if !into_directory {
+        return Ok(None);
+    }
+    let format = copy.file_type.get_ext();
+    let spec = WriteSpec {
+        format: file_format(format.trim_start_matches('.'), &copy.options, config)?,
+        partition_by: copy.partition_by.clone(),
+    };
+    spec.validate(&input.schema())?;
+    let url = ListingTableUrl::parse(&copy.output_url)?;
+    let store = runtime.object_store(url.object_store())?;
+    let mut target: url::Url = AsRef::<url::Url>::as_ref(&url).clone();
+    if !target.path().ends_with('/') {
+        target.set_path(&format!("{}/", target.path()));
+    }
+    let write = uuid::Uuid::new_v4().simple().to_string();
+    let staging = target
+        .join(&format!("{STAGING_DIR}/{write}/"))
+        .map_err(|e| DataFusionError::Plan(format!("bad COPY target {target}: {e}")))?;
+    let local = match target.scheme() {
+        "file" => target.to_file_path().ok(),
+        _ => None,
+    };
+    let committer = DirCommitter {
+        store,
+        target: url_path(&target)?,
+        staging: url_path(&staging)?,
+        local,
+        write: write.clone(),
+    };
+    let writer = TableWriterExec::with_spec(input, staging, format!("part-{}", &write[..8]), spec);
+    Ok(Some(CommitExec::new(Arc::new(writer), Arc::new(committer))))
+}
+
+fn url_path(url: &url::Url) -> Result<Path> {
+    Path::from_url_path(url.path()).map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+/// The files' format from `STORED AS` and the `OPTIONS` this write
+/// honours; any other option is refused rather than ignored.
+fn file_format(
+    ext: &str,
+    options: &HashMap<String, String>,
+    config: &ConfigOptions,
+) -> Result<FileFormat> {
+    let mut options = options.clone();
+    let compression = options.remove("format.compression");
+    let format = match ext.to_ascii_lowercase().as_str() {
+        "parquet" => FileFormat::Parquet {
+            compression: compression
+                .or_else(|| config.execution.parquet.compression.clone())
+                .unwrap_or_else(|| "zstd(3)".into())
+                .to_ascii_lowercase(),
+        },
+        ext @ ("csv" | "json") => {
+            if let Some(c) = compression.filter(|c| !c.eq_ignore_ascii_case("uncompressed")) {
+                return not_impl_err!("compression {c} of {ext} files written by COPY");
+            }
+            if ext == "json" {
+                FileFormat::Json
+            } else {
+                csv_format(&mut options)?
+            }
+        }
+        other => return not_impl_err!("COPY into a directory as {other} (parquet, csv, json)"),
+    };
+    if let Some(key) = options.keys().min() {
+        return not_impl_err!(
+            "COPY option {key} (a COPY into a directory takes compression, and for CSV \
+             has_header and delimiter)"
+        );
+    }
+    Ok(format)
+}
+
+fn csv_format(options: &mut HashMap<String, String>) -> Result<FileFormat> {
+    let header = match options.remove("format.has_header").as_deref() {
+        None => true,
+        Some(v) => v.parse::<bool>().map_err(|_| {
+            DataFusionError::Plan(format!("has_header is true or false, not {v:?}"))
+        })?,
+    };
+    let delimiter = match options.remove("format.delimiter") {
+        None => b',',
+        Some(d) => match d.as_bytes() {
+            [b] => *b,
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "a CSV delimiter is one character, not {d:?}"
+                )));
+            }
+        },
+    };
+    Ok(FileFormat::Csv { header, delimiter })
+}
+
+/// Commits a `COPY`'s staged files into its directory.
+#[derive(Debug)]
+struct DirCommitter {
+    store: Arc<dyn ObjectStore>,
+    target: Path,
+    staging: Path,
+    /// The staging directory on this machine's file system, whose empty
+    /// directories stay behind when its files are deleted.
+    local: Option<std::path::PathBuf>,
+    write: String,
+}
+
+impl DirCommitter {
+    fn under(dir: &Path, relative: &str) -> Path {
+        relative
+            .split('/')
+            .fold(dir.clone(), |p, segment| p.join(segment))
+    }
+
+    /// Removes the staging directory and everything in it.
+    async fn remove_staging(&self) -> Result<()> {
+        let files = self
+            .store
+            .list(Some(&self.staging))
+            .map_ok(|m| m.location)
+            .boxed();
+        let deleted: Vec<_> = self.store.delete_stream(files).collect().await;
+        for d in deleted {
+            match d {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(DataFusionError::External(Box::new(e))),
+            }
+        }
+        if let Some(local) = &self.local {
+            let staging = local.join(STAGING_DIR);
+            match std::fs::remove_dir_all(staging.join(&self.write)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            // Gone only if no other write is staging here.
+            std::fs::remove_dir(staging).ok();
+        }
+        Ok(())
+    }
+
+    /// Moves the chosen files into place; on a failure, takes back those
+    /// already moved.
+    async fn move_into_place(&self, files: &[(String, i64, i64)]) -> Result<()> {
+        let mut moved: Vec<Path> = Vec::with_capacity(files.len());
+        for (relative, _, _) in files {
+            let to = Self::under(&self.target, relative);
+            let from = Self::under(&self.staging, relative);
+            if let Err(e) = self.store.rename(&from, &to).await {
+                for m in &moved {
+                    if let Err(undo) = self.store.delete(m).await {
+                        tracing::warn!(file = %m, error = %undo, "a moved file of a failed copy stays");
+                    }
+                }
+                return Err(DataFusionError::External(Box::new(e)));
+            }
+            moved.push(to);
+        }
+        Ok(())
+    }
+}
+
+/// The files the write's tasks reported: path, bytes, rows.
+fn listed(batches: &[RecordBatch]) -> Result<Vec<(String, i64, i64)>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let (Some(paths), Some(bytes), Some(rows)) = (
+            b.column(0).as_any().downcast_ref::<StringArray>(),
+            b.column(1).as_any().downcast_ref::<Int64Array>(),
+            b.column(2).as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            return Err(DataFusionError::Internal(
+                "a write's file list has the wrong columns".into(),
+            ));
+        };
+        for i in 0..b.num_rows() {
+            out.push((paths.value(i).to_owned(), bytes.value(i), rows.value(i)));
+        }
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Committer for DirCommitter {
+    async fn commit(&self, files: &[RecordBatch]) -> Result<u64> {
+        let chosen = listed(files)?;
+        let rows = rows_in(files);
+        if let Err(e) = self.move_into_place(&chosen).await {
+            self.remove_staging().await?;
+            return Err(e);
+        }
+        let manifest = serde_json::json!({
+            "write": self.write,
+            "rows": rows,
+            "files": chosen
+                .iter()
+                .map(|(path, bytes, rows)| serde_json::json!({"path": path, "bytes": bytes, "rows": rows}))
+                .collect::<Vec<_>>(),
+        });
+        let marker = Self::under(&self.target, SUCCESS_MARKER);
+        self.store
+            .put(&marker, PutPayload::from(manifest.to_string().into_bytes()))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // What is left are the attempts not chosen.
+        self.remove_staging().await?;
+        Ok(rows)
+    }
+
+    async fn abort(&self) -> Result<()> {
+        self.remove_staging().await
+    }
+}
+
+/// DuckDB's `COPY … TO 'target' (FORMAT f, PARTITION_BY (cols), KEY
+/// value, …)` becomes DataFusion's `COPY … TO 'target' STORED AS f
+/// PARTITIONED BY (cols) OPTIONS ('format.key' 'value', …)` (`HEADER` is
+/// `has_header`, `DELIMITER`/`DELIM`/`SEP` `delimiter`). SQL without such
+/// a list is returned as it is.
+pub fn duckdb_options(sql: &str) -> Cow<'_, str> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.to_ascii_uppercase().contains("COPY") {
+        return Cow::Borrowed(sql);
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return Cow::Borrowed(sql);
+    };
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let is = |i: usize, kw: &str| matches!(&tokens[i], Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw));
+    // (first token replaced, last token replaced, replacement)
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut statement_start = true;
+    let mut in_copy = false;
+    let mut depth = 0usize;
+    for (n, &i) in significant.iter().enumerate() {
+        match &tokens[i] {
+            Token::SemiColon if depth == 0 => {
+                statement_start = true;
+                in_copy = false;
+                continue;
+            }
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if statement_start {
+            in_copy = is(i, "COPY");
+            statement_start = false;
+        }
+        let target = significant.get(n + 1).map(|&t| &tokens[t]);
+        let open = significant.get(n + 2).copied();
+        if in_copy
+            && depth == 0
+            && is(i, "TO")
+            && matches!(target, Some(Token::SingleQuotedString(_)))
+            && open.is_some_and(|o| tokens[o] == Token::LParen)
+            && let Some((end, clauses)) = option_list(&tokens, &significant[n + 2..])
+        {
+            edits.push((significant[n + 2], end, clauses));
+            in_copy = false;
+        }
+    }
+    if edits.is_empty() {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut i = 0;
+    for (from, to, text) in edits {
+        out.extend(tokens[i..from].iter().map(|t| t.to_string()));
+        out.push_str(&text);
+        i = to + 1;
+    }
+    out.extend(tokens[i..].iter().map(|t| t.to_string()));
+    Cow::Owned(out)
+}
+
+/// Reads `(KEY [value | (list)], …)` starting at `at[0]` (the `(`): the
+/// index of its `)` and DataFusion's clauses for it.
+fn option_list(
+    tokens: &[datafusion::sql::sqlparser::tokenizer::Token],
+    at: &[usize],
+) -> Option<(usize, String)> {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let text = |t: &Token| match t {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.to_string()),
+        Token::SingleQuotedString(s) => Some(s.clone()),
+        Token::Number(n, _) => Some(n.clone()),
+        _ => None,
+    };
+    let mut stored_as = None;
+    let mut partition_by: Vec<String> = Vec::new();
+    let mut options: Vec<(String, String)> = Vec::new();
+    let mut k = 1;
+    loop {
+        let key = text(&tokens[*at.get(k)?])?.to_ascii_lowercase();
+        k += 1;
+        let mut values: Vec<String> = Vec::new();
+        match &tokens[*at.get(k)?] {
+            Token::Comma | Token::RParen => {}
+            Token::LParen => {
+                k += 1;
+                loop {
+                    values.push(match &tokens[*at.get(k)?] {
+                        Token::Word(w) => w.to_string(),
+                        t => text(t)?,
+                    });
+                    k += 1;
+                    match &tokens[*at.get(k)?] {
+                        Token::Comma => k += 1,
+                        Token::RParen => break,
+                        _ => return None,
+                    }
+                }
+                k += 1;
+            }
+            t => {
+                values.push(text(t)?);
+                k += 1;
+            }
+        }
+        match key.as_str() {
+            "format" => stored_as = Some(values.first()?.clone()),
+            "partition_by" => partition_by.extend(values),
+            _ => {
+                let key = match key.as_str() {
+                    "header" => "has_header",
+                    "delim" | "sep" => "delimiter",
+                    k => k,
+                };
+                let value = values.first().cloned().unwrap_or_else(|| "true".into());
+                let value = match value.as_str() {
+                    "1" if key == "has_header" => "true".into(),
+                    "0" if key == "has_header" => "false".into(),
+                    _ => value,
+                };
+                options.push((key.to_owned(), value));
+            }
+        }
+        match &tokens[*at.get(k)?] {
+            Token::Comma => k += 1,
+            Token::RParen => break,
+            _ => return None,
+        }
+    }
+    let mut clauses = String::new();
+    if let Some(format) = stored_as {
+        clauses.push_str(&format!("STORED AS {format}"));
+    }
+    if !partition_by.is_empty() {
+        clauses.push_str(&format!(" PARTITIONED BY ({})", partition_by.join(", ")));
+    }
+    if !options.is_empty() {
+        let quoted: Vec<String> = options
+            .iter()
+            .map(|(k, v)| format!("'format.{k}' '{}'", v.replace('\'', "''")))
+            .collect();
+        clauses.push_str(&format!(" OPTIONS ({})", quoted.join(", ")));
+    }
+    Some((at[k], clauses.trim_start().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duckdb_option_lists_become_datafusion_clauses() {
+        assert_eq!(
+            duckdb_options(
+                "COPY (SELECT a, b FROM t) TO 'out/' (FORMAT parquet, PARTITION_BY (b, \"C\"), COMPRESSION zstd)"
+            ),
+            "COPY (SELECT a, b FROM t) TO 'out/' STORED AS parquet PARTITIONED BY (b, \"C\") \
+             OPTIONS ('format.compression' 'zstd')"
+        );
+        assert_eq!(
+            duckdb_options("copy t to 'x' (format csv, header, delimiter ';'); select 'to'"),
+            "copy t to 'x' STORED AS csv OPTIONS ('format.has_header' 'true', \
+             'format.delimiter' ';'); select 'to'"
+        );
+        assert_eq!(
+            duckdb_options("COPY t TO 'x' (FORMAT csv, HEADER 0, PARTITION_BY k)"),
+            "COPY t TO 'x' STORED AS csv PARTITIONED BY (k) OPTIONS ('format.has_header' 'false')"
+        );
+        for unchanged in [
+            "COPY t TO 'x/' STORED AS PARQUET",
+            "SELECT copy FROM t WHERE a IN ('to')",
+            "COPY t FROM STDIN (FORMAT csv)",
+        ] {
+            assert!(
+                matches!(duckdb_options(unchanged), Cow::Borrowed(_)),
+                "{unchanged}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_a_directory_copy_cannot_honour_are_refused() {
+        let config = ConfigOptions::default();
+        let opts = |kv: &[(&str, &str)]| -> HashMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            file_format("parquet", &opts(&[]), &config).unwrap(),
+            FileFormat::Parquet {
+                compression: "zstd(3)".into()
+            }
+        );
+        assert_eq!(
+            file_format(
+                "csv",
+                &opts(&[("format.has_header", "false"), ("format.delimiter", "|")]),
+                &config
+            )
+            .unwrap(),
+            FileFormat::Csv {
+                header: false,
+                delimiter: b'|'
+            }
+        );
+        let e = file_format("parquet", &opts(&[("format.bloom", "x")]), &config).unwrap_err();
+        assert!(e.to_string().contains("format.bloom"), "{e}");
+        assert!(file_format("csv", &opts(&[("format.delimiter", "ab")]), &config).is_err());
+        assert!(file_format("json", &opts(&[("format.compression", "gzip")]), &config).is_err());
+        assert!(file_format("avro", &opts(&[]), &config).is_err());
+    }
+}
