@@ -124,8 +124,9 @@ pub struct ServeOpts {
     /// The database name clients connect to (the catalog).
     #[arg(long, default_value = "strata")]
     pub database: String,
-    /// Where the catalog (schemas, external tables, views) is kept across
-    /// restarts [default: $STRATA_HOME/warehouse].
+    /// Where the catalog (schemas, external tables, views) and the managed
+    /// tables are kept across restarts: a directory, or `s3://bucket/prefix`
+    /// [default: $STRATA_HOME/warehouse].
     #[arg(long)]
     pub warehouse: Option<std::path::PathBuf>,
 }

@@ -27,7 +27,7 @@ pub enum Backend {
         /// Its session.
         session: Session,
         /// The catalog kept across runs, if any.
-        warehouse: Option<Warehouse>,
+        warehouse: Option<Box<Warehouse>>,
     },
     /// The SQL gateway, over Flight SQL.
     Gateway(Box<FlightSqlServiceClient<Channel>>),
@@ -43,7 +43,7 @@ impl Backend {
     pub async fn run(&mut self, sql: &str, format: Format) -> anyhow::Result<()> {
         match self {
             Backend::Local { session, warehouse } => {
-                super::sql::run_script(session, sql, format, false, warehouse.as_ref()).await
+                super::sql::run_script(session, sql, format, false, warehouse.as_deref()).await
             }
             Backend::Gateway(client) => {
                 let (statements, rest) = split_statements(sql);

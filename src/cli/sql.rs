@@ -38,8 +38,9 @@ pub struct SqlArgs {
     /// Print each query's per-stage figures on stderr.
     #[arg(long)]
     metrics: bool,
-    /// Use the SQL gateway's catalog kept in this warehouse: its schemas,
-    /// external tables and views are there, and DDL here is kept there.
+    /// Use the SQL gateway's catalog kept in this warehouse (a directory
+    /// or `s3://bucket/prefix`): its schemas, tables and views are there,
+    /// and DDL here is kept there.
     #[arg(long, conflicts_with = "gateway")]
     warehouse: Option<std::path::PathBuf>,
     /// Run through the SQL gateway at this Flight SQL address
@@ -80,7 +81,10 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
             },
         };
     }
-    let warehouse = a.warehouse.as_deref().map(Warehouse::open).transpose()?;
+    let warehouse = match a.warehouse.as_deref() {
+        Some(location) => Some(Warehouse::open(location).await?),
+        None => None,
+    };
     let driver = super::batch::start_driver(
         &a.executors,
         &target.address,
@@ -98,7 +102,10 @@ pub async fn run(a: SqlArgs) -> anyhow::Result<ExitCode> {
         Some(sql) => run_script(&session, &sql, a.format, a.metrics, warehouse.as_ref()).await,
         None => {
             let label = format!("driver on {}", target.address);
-            let backend = Backend::Local { session, warehouse };
+            let backend = Backend::Local {
+                session,
+                warehouse: warehouse.map(Box::new),
+            };
             let code = shell::run(backend, a.format, &label).await;
             driver.shutdown().await;
             return code;
@@ -178,7 +185,7 @@ pub async fn run_script(
         }
         let prepared = session.run_plan(plan).await?;
         if let (Some(d), Some(w)) = (&ddl, warehouse) {
-            w.record(d, catalog, schema)?;
+            w.record(d, catalog, schema).await?;
         }
         match prepared {
             Prepared::Done => {}

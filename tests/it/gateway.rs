@@ -37,6 +37,16 @@ impl std::ops::Deref for Gateway {
 
 impl Gateway {
     pub(crate) async fn start(env: &Env, m: &Manager, extra: &[&str]) -> Gateway {
+        Gateway::start_with(env, m, extra, &[]).await
+    }
+
+    /// [`Gateway::start`] with these environment variables too.
+    pub(crate) async fn start_with(
+        env: &Env,
+        m: &Manager,
+        extra: &[&str],
+        vars: &[(&str, String)],
+    ) -> Gateway {
         let mut args = vec![
             "gateway",
             "--manager",
@@ -59,7 +69,9 @@ impl Gateway {
             }
         }
         args.extend_from_slice(extra);
-        let mut proc = env.spawn("gateway", &args);
+        let mut command = env.command_on(None, &args);
+        command.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut proc = env.spawn_command("gateway", command);
         let line = proc.wait_stdout("postgresql", LONG).await;
         let addr: SocketAddr = line
             .split_whitespace()

@@ -141,3 +141,176 @@ async fn s3_tables_are_read_by_executors_on_the_cluster() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no-such-bucket"), "{stderr}");
 }
+
+/// Every key in `bucket` (listed with boto3, which moto brings).
+async fn bucket_keys(moto: &Moto, bucket: &str) -> Vec<String> {
+    let script = format!(
+        "import boto3\n\
+         s3 = boto3.client('s3', endpoint_url='http://{}', aws_access_key_id='k', \
+         aws_secret_access_key='s', region_name='us-east-1')\n\
+         for page in s3.get_paginator('list_objects_v2').paginate(Bucket='{bucket}'):\n\
+         \x20   for o in page.get('Contents', []):\n\
+         \x20       print(o['Key'])\n",
+        moto.addr
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The `AWS_*` settings of `moto`, as a gateway's environment.
+fn s3_vars(moto: &Moto) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", format!("http://{}", moto.addr)),
+        ("AWS_ACCESS_KEY_ID", "strata-test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "strata-test-secret".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warehouse_on_s3_keeps_managed_tables_across_gateways_and_strata_sql() {
+    use crate::gateway::Gateway;
+    let env = Env::new("s3-warehouse");
+    let data = env.path("tpch");
+    strata_framework::tpch::generate_parquet(0.01, &data).unwrap();
+    let moto = start_moto().await;
+    assert_eq!(request(moto.addr, "PUT", "/lake", b"").unwrap(), 200);
+    let (m, _agents) = env.start_cluster(2).await;
+    let vars = s3_vars(&moto);
+    let warehouse = ["--warehouse", "s3://lake/prod"];
+    let mut first = Gateway::start_with(&env, &m, &warehouse, &vars).await;
+    let made = first
+        .psql_ok(&[
+            "-c",
+            &format!(
+                "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION '{}/'",
+                data.join("lineitem").display()
+            ),
+            "-c",
+            "CREATE TABLE items AS SELECT l_orderkey, l_quantity FROM lineitem",
+            "-c",
+            "CREATE TABLE t (id INT, name TEXT)",
+            "-c",
+            "INSERT INTO t VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+            "-c",
+            "INSERT INTO t SELECT l_linenumber + 10, l_shipmode FROM lineitem WHERE l_orderkey = 1",
+            "-c",
+            "UPDATE t SET name = 'uno' WHERE id = 1",
+            "-c",
+            "DELETE FROM t WHERE id = 2",
+        ])
+        .await;
+    assert_eq!(
+        made.lines().collect::<Vec<_>>(),
+        [
+            "CREATE TABLE",
+            "SELECT 60175",
+            "CREATE TABLE",
+            "INSERT 0 3",
+            "INSERT 0 6",
+            "UPDATE 1",
+            "DELETE 1"
+        ],
+        "{made}"
+    );
+    let items = "SELECT count(*), sum(l_quantity) FROM items";
+    let expected = first
+        .rows("SELECT count(*), sum(l_quantity) FROM lineitem")
+        .await;
+    assert_eq!(first.rows(items).await, expected);
+    let t = "SELECT id, name FROM t WHERE id < 10 ORDER BY id";
+    let t_rows = vec![
+        vec!["1".to_owned(), "uno".to_owned()],
+        vec!["3".to_owned(), "three".to_owned()],
+    ];
+    assert_eq!(first.rows(t).await, t_rows);
+    // The catalog and the tables are objects in the bucket, nothing local.
+    let keys = bucket_keys(&moto, "lake").await;
+    assert!(keys.contains(&"prod/catalog.json".to_owned()), "{keys:?}");
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("prod/tables/public/items-")
+                && k.ends_with("_delta_log/00000000000000000000.json")),
+        "{keys:?}"
+    );
+    assert!(!env.home().join("warehouse/catalog.json").exists());
+
+    // A gateway killed with -9 and another started (as on another agent):
+    // the same tables, read from the bucket.
+    first.proc.kill9();
+    let second = Gateway::start_with(&env, &m, &warehouse, &vars).await;
+    assert_eq!(second.rows(items).await, expected);
+    assert_eq!(second.rows(t).await, t_rows);
+    // `strata sql --warehouse` works in the same catalog.
+    let out = sql_with_s3(
+        &env,
+        &m.addr,
+        &moto,
+        &[
+            "--executors",
+            "1",
+            "--warehouse",
+            "s3://lake/prod",
+            "--format",
+            "csv",
+            "-e",
+            "SELECT count(*) AS n FROM items",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "n\n60175\n");
+    // A COPY into a directory of the bucket lands whole: its objects under
+    // their partitions, the manifest, nothing staged.
+    let copied = second
+        .psql_ok(&[
+            "-c",
+            "COPY (SELECT l_orderkey, l_returnflag FROM lineitem) TO 's3://lake/exports/flags/' \
+             (FORMAT parquet, PARTITION_BY (l_returnflag))",
+        ])
+        .await;
+    assert_eq!(copied.trim(), "COPY 60175");
+    let keys = bucket_keys(&moto, "lake").await;
+    let exported: Vec<&String> = keys.iter().filter(|k| k.starts_with("exports/")).collect();
+    assert!(
+        exported.iter().any(|k| *k == "exports/flags/_SUCCESS"),
+        "{exported:?}"
+    );
+    assert!(
+        exported
+            .iter()
+            .any(|k| k.starts_with("exports/flags/l_returnflag=R/") && k.ends_with(".parquet")),
+        "{exported:?}"
+    );
+    assert!(
+        !exported.iter().any(|k| k.contains("_strata_staging")),
+        "{exported:?}"
+    );
+    // A DROP removes the table's objects.
+    second.psql_ok(&["-c", "DROP TABLE t"]).await;
+    let gone = second.psql(&["-c", "SELECT * FROM t"]).await;
+    assert!(!gone.status.success());
+    let keys = bucket_keys(&moto, "lake").await;
+    assert!(
+        !keys.iter().any(|k| k.starts_with("prod/tables/public/t-")),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("prod/tables/public/items-"))
+    );
+}

@@ -353,7 +353,7 @@ async fn write_through_faults(kill: bool) {
         .await
         .unwrap();
     let ctx = session.context().clone();
-    let warehouse = Warehouse::open(&env.path("wh")).unwrap();
+    let warehouse = Warehouse::open(&env.path("wh")).await.unwrap();
     let make = ctx
         .state()
         .create_logical_plan("CREATE TABLE sums (l_orderkey BIGINT, n BIGINT, q DECIMAL(25, 2))")

@@ -188,7 +188,7 @@ impl Gateway {
                 .as_deref()
                 .map(|t| Arc::new(TokenSecret::new(t))),
             warehouse: match &config.warehouse {
-                Some(dir) => Some(warehouse::Warehouse::open(dir)?),
+                Some(dir) => Some(warehouse::Warehouse::open(dir).await?),
                 None => None,
             },
             ddl: tokio::sync::Mutex::new(()),
@@ -272,7 +272,7 @@ impl Gateway {
                 ),
             }
         }
-        tracing::info!(warehouse = %w.dir().display(), made, of = definitions.len(), "catalog replayed");
+        tracing::info!(warehouse = %w.location(), made, of = definitions.len(), "catalog replayed");
     }
 }
 

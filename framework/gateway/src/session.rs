@@ -460,7 +460,8 @@ impl GatewaySession {
                 }
                 self.inner.run_plan(plan).await?;
                 if let Some(w) = &self.gateway.warehouse {
-                    w.record(&ddl, &self.gateway.config.database, DEFAULT_SCHEMA)?;
+                    w.record(&ddl, &self.gateway.config.database, DEFAULT_SCHEMA)
+                        .await?;
                 }
                 Ok(Outcome::Done(tag, None))
             }

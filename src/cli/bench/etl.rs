@@ -84,7 +84,7 @@ async fn bench(a: &EtlArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let partitions = a.executors.partitions_for(n);
     let session = Session::new(driver.clone(), partitions)?;
     tpch::register_parquet(session.context(), &data).await?;
-    let warehouse = Warehouse::open(&dir.join("warehouse"))?;
+    let warehouse = Warehouse::open(&dir.join("warehouse")).await?;
     let mut ours = Vec::new();
     for i in 0..runs {
         let plan = session

@@ -495,8 +495,8 @@ impl DeltaCommitter {
         CommitExec::new(Arc::new(writer), Arc::new(committer))
     }
 
-    fn store(&self) -> Result<(Box<dyn ObjectStore>, object_store::path::Path)> {
-        object_store::parse_url(&self.url).map_err(|e| DataFusionError::External(Box::new(e)))
+    fn store(&self) -> Result<(Arc<dyn ObjectStore>, object_store::path::Path)> {
+        super::store::object_store_for(&self.url)
     }
 
     /// Removes this write's files but `keep`.

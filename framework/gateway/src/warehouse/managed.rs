@@ -59,15 +59,7 @@ fn plan_err(msg: String) -> WarehouseError {
 impl Warehouse {
     /// A fresh directory for a new table.
     fn new_location(&self, schema: &str, name: &str) -> Result<Url, WarehouseError> {
-        let dir = self.dir.join("tables").join(schema).join(format!(
-            "{name}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        ));
-        std::fs::create_dir_all(&dir).map_err(|source| WarehouseError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        Url::from_directory_path(&dir).map_err(|()| plan_err(format!("bad path {}", dir.display())))
+        self.place.new_table(schema, name)
     }
 
     /// The managed table `name` (resolved in `catalog`), if it is one.
@@ -110,16 +102,13 @@ impl Warehouse {
                     self.drop_managed(ctx, &reference, &schema, &name).await?;
                 }
                 let location = self.new_location(&schema, &name)?;
-                let rows = self
-                    .make_table(session, &c.input, &location, &name)
-                    .await
-                    .inspect_err(|_| {
-                        if let Ok(dir) = location.to_file_path()
-                            && let Err(e) = std::fs::remove_dir_all(&dir)
-                        {
-                            tracing::warn!(dir = %dir.display(), error = %e, "a table not made stays");
-                        }
-                    })?;
+                let rows = match self.make_table(session, &c.input, &location, &name).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        super::store::remove_table_files(&location).await;
+                        return Err(e);
+                    }
+                };
                 let provider = DeltaProvider::open(location.clone(), None).await?;
                 ctx.register_table(reference, Arc::new(provider))
                     .map_err(sql)?;
@@ -128,7 +117,8 @@ impl Warehouse {
                     schema,
                     name,
                     sql: location.to_string(),
-                })?;
+                })
+                .await?;
                 Ok(Some(Managed::Created(rows)))
             }
             DdlStatement::DropTable(d) => {
@@ -209,13 +199,10 @@ impl Warehouse {
             return Err(plan_err(format!("table \"{name}\" is not a managed table")));
         };
         ctx.deregister_table(reference.clone()).map_err(sql)?;
-        self.undefine(Kind::Managed, schema, name)?;
-        if let Ok(path) = Url::parse(&d.sql).map(|u| u.to_file_path()) {
-            let path = path.map_err(|()| plan_err(format!("bad location {}", d.sql)))?;
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "a dropped table's files stay");
-            }
-        }
+        self.undefine(Kind::Managed, schema, name).await?;
+        let location =
+            Url::parse(&d.sql).map_err(|e| plan_err(format!("bad location {}: {e}", d.sql)))?;
+        super::store::remove_table_files(&location).await;
         Ok(())
     }
 
@@ -270,6 +257,7 @@ impl Warehouse {
                 }
             }
         })
+        .await
     }
 
     /// `VACUUM`: removes the files of the managed table `schema.name` that

@@ -9,7 +9,9 @@
 //! --warehouse`, a second gateway — write it too; each change starts from
 //! what the file holds), so DDL at once never leaves a torn or mixed file,
 //! and a process killed mid-change leaves the catalog as it was before or
-//! after it. A starting gateway replays the file into its catalog.
+//! after it. A starting gateway replays the file into its catalog. A
+//! warehouse may also be a prefix in an object store (`s3://bucket/wh`),
+//! whose catalog object is changed by conditional writes ([`store`]).
 //!
 //! Tables made without a location (`CREATE TABLE t (…)`, `CREATE TABLE …
 //! AS`) are managed tables: Delta Lake tables under `tables/` ([`delta`],
@@ -18,6 +20,7 @@
 pub mod delta;
 pub mod managed;
 pub mod merge;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -25,6 +28,8 @@ use std::sync::{Mutex, PoisonError};
 use datafusion::common::{ResolvedTableReference, TableReference};
 use datafusion::logical_expr::DdlStatement;
 use serde::{Deserialize, Serialize};
+
+use store::Place;
 
 /// Why the warehouse could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,20 @@ pub enum WarehouseError {
         /// Why.
         source: std::io::Error,
     },
+    /// The warehouse's location cannot be used (a bad URL, an object
+    /// store without credentials…).
+    #[error("warehouse {location}: {why}")]
+    Location {
+        /// The location given.
+        location: String,
+        /// Why.
+        why: String,
+    },
+    /// Other writers kept changing the catalog while this change retried.
+    #[error(
+        "warehouse catalog {0}: changed by other writers {CHANGE_ATTEMPTS} times in a row; try again"
+    )]
+    Contended(String),
     /// A managed table's statement failed (its SQL, its write).
     #[error("{0}")]
     Sql(#[from] strata_framework::session::SessionError),
@@ -52,6 +71,9 @@ pub enum WarehouseError {
         source: serde_json::Error,
     },
 }
+
+/// Tries of a change of an object store's catalog that other writers beat.
+const CHANGE_ATTEMPTS: usize = 16;
 
 /// What kind of object a definition makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,47 +108,37 @@ struct CatalogFile {
     objects: Vec<Definition>,
 }
 
-/// A warehouse directory and the definitions it holds.
+/// A warehouse (a directory, or a prefix in an object store) and the
+/// definitions it holds.
 #[derive(Debug)]
 pub struct Warehouse {
-    dir: PathBuf,
+    place: Place,
     objects: Mutex<Vec<Definition>>,
+    /// One change at a time from this process.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Warehouse {
-    /// Opens (creating it if need be) the warehouse at `dir`.
-    pub fn open(dir: &Path) -> Result<Warehouse, WarehouseError> {
-        std::fs::create_dir_all(dir).map_err(|source| WarehouseError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let objects = read_catalog(&dir.join("catalog.json"))?;
+    /// Opens (creating it if need be) the warehouse at `location`: a
+    /// directory, or an object store URL (`s3://bucket/wh`).
+    pub async fn open(location: &Path) -> Result<Warehouse, WarehouseError> {
+        Warehouse::at(Place::open(location)?).await
+    }
+
+    /// The warehouse at `place`.
+    pub async fn at(place: Place) -> Result<Warehouse, WarehouseError> {
+        let (bytes, _) = place.read().await?;
+        let objects = parse_catalog(&place, bytes)?;
         Ok(Warehouse {
-            dir: dir.to_owned(),
+            place,
             objects: Mutex::new(objects),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Holds `catalog.lock` exclusively until dropped.
-    fn lock_file(&self) -> Result<std::fs::File, WarehouseError> {
-        let path = self.dir.join("catalog.lock");
-        let io = |source| WarehouseError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        file.lock().map_err(io)?;
-        Ok(file)
-    }
-
-    /// Its directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where it is (a directory or a URL), for people.
+    pub fn location(&self) -> String {
+        self.place.display()
     }
 
     /// The definitions, in the order they are to be replayed.
@@ -140,7 +152,7 @@ impl Warehouse {
     /// Records what a DDL statement that succeeded changed (`catalog` and
     /// `default_schema` resolve its names); written before this returns.
     /// Statements that change nothing kept here are ignored.
-    pub fn record(
+    pub async fn record(
         &self,
         ddl: &DdlStatement,
         catalog: &str,
@@ -152,52 +164,68 @@ impl Warehouse {
         self.change(|objects| {
             record_into(objects, ddl, &resolve);
         })
+        .await
     }
 
     /// Keeps `d` (replacing a table or view of the same name).
-    pub fn define(&self, d: Definition) -> Result<(), WarehouseError> {
+    pub async fn define(&self, d: Definition) -> Result<(), WarehouseError> {
         self.change(|objects| {
             objects
                 .retain(|o| !(o.kind != Kind::Schema && o.schema == d.schema && o.name == d.name));
-            objects.push(d);
+            objects.push(d.clone());
         })
+        .await
     }
 
     /// Forgets the `kind` object `schema.name`.
-    pub fn undefine(&self, kind: Kind, schema: &str, name: &str) -> Result<(), WarehouseError> {
+    pub async fn undefine(
+        &self,
+        kind: Kind,
+        schema: &str,
+        name: &str,
+    ) -> Result<(), WarehouseError> {
         self.change(|objects| {
             objects.retain(|o| !(o.kind == kind && o.schema == schema && o.name == name));
         })
+        .await
     }
 
-    /// Applies `edit` to the definitions as the file holds them now and
-    /// writes them back (if they changed) before returning.
-    fn change(&self, edit: impl FnOnce(&mut Vec<Definition>)) -> Result<(), WarehouseError> {
-        let mut objects = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
-        // Other processes (`strata sql --warehouse`, another gateway) may
-        // write the same catalog: one writer at a time across processes,
-        // each starting from what the file holds now.
-        let _writer = self.lock_file()?;
-        *objects = read_catalog(&self.dir.join("catalog.json"))?;
-        let before = objects.clone();
-        edit(&mut objects);
-        if *objects == before {
+    /// Applies `edit` to the definitions as the catalog holds them now and
+    /// writes them back (if they changed) before returning. Other
+    /// processes (`strata sql --warehouse`, another gateway) write the same
+    /// catalog: each change starts from what it holds now, one writer at a
+    /// time (a local warehouse's lock file), or again from the start when
+    /// another writer's conditional write got there first (an object
+    /// store's).
+    async fn change(
+        &self,
+        mut edit: impl FnMut(&mut Vec<Definition>),
+    ) -> Result<(), WarehouseError> {
+        let _one = self.writing.lock().await;
+        let _writer = self.place.lock()?;
+        for _ in 0..CHANGE_ATTEMPTS {
+            let (bytes, version) = self.place.read().await?;
+            let mut objects = parse_catalog(&self.place, bytes)?;
+            let before = objects.clone();
+            edit(&mut objects);
+            if objects != before {
+                let file = CatalogFile {
+                    version: 1,
+                    objects: objects.clone(),
+                };
+                let bytes =
+                    serde_json::to_vec_pretty(&file).map_err(|source| WarehouseError::Corrupt {
+                        path: self.place.catalog_path(),
+                        source,
+                    })?;
+                if !self.place.write(bytes, version).await? {
+                    continue;
+                }
+            }
+            *self.objects.lock().unwrap_or_else(PoisonError::into_inner) = objects;
             return Ok(());
         }
-        let file = CatalogFile {
-            version: 1,
-            objects: objects.clone(),
-        };
-        let path = self.dir.join("catalog.json");
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|source| WarehouseError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        strata_proto::fsutil::write_atomic(&path, &bytes).map_err(|source| {
-            // Keep memory as the file is: the change did not land.
-            *objects = before;
-            WarehouseError::Io { path, source }
-        })
+        Err(WarehouseError::Contended(self.location()))
     }
 }
 
@@ -271,23 +299,17 @@ fn record_into(
     }
 }
 
-/// The definitions `path` holds (none if it does not exist yet).
-fn read_catalog(path: &Path) -> Result<Vec<Definition>, WarehouseError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let file: CatalogFile =
-                serde_json::from_slice(&bytes).map_err(|source| WarehouseError::Corrupt {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            Ok(file.objects)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(WarehouseError::Io {
-            path: path.to_owned(),
+/// The definitions a catalog's bytes hold (none without a catalog).
+fn parse_catalog(place: &Place, bytes: Option<Vec<u8>>) -> Result<Vec<Definition>, WarehouseError> {
+    let Some(bytes) = bytes else {
+        return Ok(Vec::new());
+    };
+    let file: CatalogFile =
+        serde_json::from_slice(&bytes).map_err(|source| WarehouseError::Corrupt {
+            path: place.catalog_path(),
             source,
-        }),
-    }
+        })?;
+    Ok(file.objects)
 }
 
 #[cfg(test)]
@@ -312,7 +334,7 @@ mod tests {
         let csv = dir.path().join("t.csv");
         std::fs::write(&csv, "a\n1\n").unwrap();
         let ctx = SessionContext::new();
-        let w = Warehouse::open(&dir.path().join("wh")).unwrap();
+        let w = Warehouse::open(&dir.path().join("wh")).await.unwrap();
         let (cat, schema) = ("datafusion", "public");
         for sql in [
             "CREATE SCHEMA sales".to_owned(),
@@ -324,12 +346,12 @@ mod tests {
             "CREATE VIEW gone AS SELECT 1".to_owned(),
         ] {
             let d = ddl(&ctx, &sql).await;
-            w.record(&d, cat, schema).unwrap();
+            w.record(&d, cat, schema).await.unwrap();
         }
         let d = ddl(&ctx, "DROP VIEW gone").await;
-        w.record(&d, cat, schema).unwrap();
+        w.record(&d, cat, schema).await.unwrap();
 
-        let again = Warehouse::open(&dir.path().join("wh")).unwrap();
+        let again = Warehouse::open(&dir.path().join("wh")).await.unwrap();
         let kept: Vec<(Kind, String, String)> = again
             .definitions()
             .into_iter()
@@ -358,7 +380,7 @@ mod tests {
         assert_eq!(rows[0].num_rows(), 1);
 
         let d = ddl(&fresh, "DROP SCHEMA sales CASCADE").await;
-        again.record(&d, cat, schema).unwrap();
+        again.record(&d, cat, schema).await.unwrap();
         assert_eq!(again.definitions().len(), 1, "the view in public stays");
     }
 
@@ -366,15 +388,16 @@ mod tests {
     async fn two_writers_of_one_warehouse_keep_each_others_changes() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (
-            Warehouse::open(dir.path()).unwrap(),
-            Warehouse::open(dir.path()).unwrap(),
+            Warehouse::open(dir.path()).await.unwrap(),
+            Warehouse::open(dir.path()).await.unwrap(),
         );
         let ctx = SessionContext::new();
         let one = ddl(&ctx, "CREATE VIEW one AS SELECT 1").await;
         let two = ddl(&ctx, "CREATE VIEW two AS SELECT 2").await;
-        a.record(&one, "datafusion", "public").unwrap();
-        b.record(&two, "datafusion", "public").unwrap();
+        a.record(&one, "datafusion", "public").await.unwrap();
+        b.record(&two, "datafusion", "public").await.unwrap();
         let names: Vec<String> = Warehouse::open(dir.path())
+            .await
             .unwrap()
             .definitions()
             .into_iter()
@@ -383,13 +406,46 @@ mod tests {
         assert_eq!(names, vec!["one", "two"]);
     }
 
-    #[test]
-    fn a_corrupt_catalog_is_refused_not_replaced() {
+    #[tokio::test]
+    async fn a_corrupt_catalog_is_refused_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("catalog.json"), b"{ torn").unwrap();
         assert!(matches!(
-            Warehouse::open(dir.path()),
+            Warehouse::open(dir.path()).await,
             Err(WarehouseError::Corrupt { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn an_object_store_catalog_changes_only_from_the_version_it_read() {
+        use object_store::memory::InMemory;
+        let store: std::sync::Arc<dyn object_store::ObjectStore> =
+            std::sync::Arc::new(InMemory::new());
+        let place = || Place::Remote {
+            url: url::Url::parse("memory://wh/prod/").unwrap(),
+            store: store.clone(),
+        };
+        let (a, b) = (
+            Warehouse::at(place()).await.unwrap(),
+            Warehouse::at(place()).await.unwrap(),
+        );
+        let ctx = SessionContext::new();
+        let one = ddl(&ctx, "CREATE VIEW one AS SELECT 1").await;
+        let two = ddl(&ctx, "CREATE VIEW two AS SELECT 2").await;
+        a.record(&one, "datafusion", "public").await.unwrap();
+        b.record(&two, "datafusion", "public").await.unwrap();
+        let names: Vec<String> = Warehouse::at(place())
+            .await
+            .unwrap()
+            .definitions()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, vec!["one", "two"], "b started from what a wrote");
+        // A write from a version another writer has moved past is refused.
+        let p = place();
+        let (_, seen) = p.read().await.unwrap();
+        assert!(p.write(b"{}".to_vec(), seen.clone()).await.unwrap());
+        assert!(!p.write(b"{}".to_vec(), seen).await.unwrap());
     }
 }
