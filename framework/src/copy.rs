@@ -31,12 +31,11 @@ use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::dml::CopyTo;
 use datafusion::physical_plan::ExecutionPlan;
-use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use strata_executor::write::{FileFormat, TableWriterExec, WriteSpec};
 
-use crate::write::{CommitExec, Committer, rows_in};
+use crate::write::{CommitExec, Committer, delete_prefix, rows_in};
 
 /// The directory a write's tasks write into, under its target.
 pub const STAGING_DIR: &str = "_strata_staging";
@@ -172,18 +171,9 @@ impl DirCommitter {
 
     /// Removes the staging directory and everything in it.
     async fn remove_staging(&self) -> Result<()> {
-        let files = self
-            .store
-            .list(Some(&self.staging))
-            .map_ok(|m| m.location)
-            .boxed();
-        let deleted: Vec<_> = self.store.delete_stream(files).collect().await;
-        for d in deleted {
-            match d {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(DataFusionError::External(Box::new(e))),
-            }
-        }
+        delete_prefix(self.store.as_ref(), &self.staging)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         if let Some(local) = &self.local {
             let staging = local.join(STAGING_DIR);
             match std::fs::remove_dir_all(staging.join(&self.write)) {

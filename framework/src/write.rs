@@ -41,6 +41,24 @@ pub trait Committer: fmt::Debug + Send + Sync {
     async fn abort(&self) -> Result<()>;
 }
 
+/// Deletes every object under `prefix` in `store` (a local file system's
+/// emptied directories stay); objects already gone are no error.
+pub async fn delete_prefix(
+    store: &dyn object_store::ObjectStore,
+    prefix: &object_store::path::Path,
+) -> std::result::Result<(), object_store::Error> {
+    use futures::{StreamExt, TryStreamExt};
+    let files = store.list(Some(prefix)).map_ok(|m| m.location).boxed();
+    let deleted: Vec<_> = store.delete_stream(files).collect().await;
+    for d in deleted {
+        match d {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The rows written, as DataFusion's DML plans report them.
 pub fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(

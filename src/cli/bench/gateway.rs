@@ -31,6 +31,14 @@ pub struct GatewayBenchArgs {
     /// besides the one-client latencies.
     #[arg(long, value_delimiter = ',', default_value = "4,8")]
     clients: Vec<usize>,
+    /// Also run TPC-H's throughput test at this scale factor (0: not):
+    /// `--streams` clients each run the 22 queries in an order of their
+    /// own, while a short query's latency is measured.
+    #[arg(long, default_value_t = 0.0)]
+    tpch_sf: f64,
+    /// Streams at once for the throughput test.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
+    streams: Vec<usize>,
     /// Where PostgreSQL's programs are (initdb, postgres, pgbench).
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     pg_bin: PathBuf,
@@ -39,10 +47,11 @@ pub struct GatewayBenchArgs {
 }
 
 /// One measurement's latencies, in microseconds, sorted.
-struct Latencies(Vec<u64>);
+pub(super) struct Latencies(pub(super) Vec<u64>);
 
 impl Latencies {
-    fn quantile(&self, q: f64) -> f64 {
+    /// The `q` quantile, in milliseconds.
+    pub(super) fn quantile(&self, q: f64) -> f64 {
         if self.0.is_empty() {
             return f64::NAN;
         }
@@ -133,6 +142,13 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             None,
         ));
     }
+    let throughput = match gateway.flight_addr() {
+        Some(flight) if a.tpch_sf > 0.0 => {
+            let psql = a.pg_bin.join("psql");
+            super::throughput::run(a.tpch_sf, &a.streams, dir, &psql, port, flight).await?
+        }
+        _ => Vec::new(),
+    };
     if let Ok(pg) = postgres {
         pg.stop().await;
     } else if let Err(e) = &postgres {
@@ -177,6 +193,29 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             "{c:<8} {tps:>12.0} {:>9.3} ms {reference}",
             ours.quantile(0.99)
         );
+    }
+    if !throughput.is_empty() {
+        println!();
+        println!(
+            "TPC-H SF {} throughput: streams at once, each the 22 queries in its own order \
+             (psql); a short query (a GROUP BY of nation, Flight SQL) meanwhile:",
+            a.tpch_sf
+        );
+        println!(
+            "{:<8} {:>10} {:>14} {:>10} {:>10} {:>8}",
+            "streams", "elapsed", "queries/hour", "short p50", "short p99", "short n"
+        );
+        for t in throughput {
+            println!(
+                "{:<8} {:>8.1} s {:>14.0} {:>7.1} ms {:>7.1} ms {:>8}",
+                t.streams,
+                t.elapsed,
+                t.per_hour,
+                t.short.quantile(0.5),
+                t.short.quantile(0.99),
+                t.short.0.len()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

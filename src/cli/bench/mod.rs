@@ -15,6 +15,7 @@ mod etl;
 mod gateway;
 mod procfs;
 mod tasks;
+mod throughput;
 mod tpch;
 
 use std::process::ExitCode;

@@ -24,7 +24,6 @@ use deltalake_core::logstore::{
     LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
     logstore_factories, object_store_factories,
 };
-use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use strata_executor::storage::StrataObjectStoreRegistry;
@@ -320,18 +319,7 @@ pub async fn remove_table_files(location: &Url) {
             return;
         }
     };
-    let files = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
-    let failed = store
-        .delete_stream(files)
-        .filter(|r| {
-            std::future::ready(!matches!(
-                r,
-                Ok(_) | Err(object_store::Error::NotFound { .. })
-            ))
-        })
-        .count()
-        .await;
-    if failed > 0 {
-        tracing::warn!(%location, failed, "some of a table's files stay");
+    if let Err(e) = strata_framework::write::delete_prefix(store.as_ref(), &prefix).await {
+        tracing::warn!(%location, error = %e, "some of a table's files stay");
     }
 }
