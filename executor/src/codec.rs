@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::ids::StageId;
 use crate::shuffle::{ShuffleLocation, ShuffleReaderExec, ShuffleWriterExec};
-use crate::write::{FileFormat, TableWriterExec, WriteSpec};
+use crate::write::{DEFAULT_ROW_GROUP_ROWS, FileFormat, TableWriterExec, WriteSpec};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct LocationProto {
@@ -74,6 +74,9 @@ struct TableWriterProto {
     csv_delimiter: u32,
     #[prost(string, repeated, tag = "7")]
     partition_by: Vec<String>,
+    /// Parquet's rows per row group (0: the default).
+    #[prost(uint64, tag = "8")]
+    row_group_rows: u64,
 }
 
 impl TableWriterProto {
@@ -83,6 +86,10 @@ impl TableWriterProto {
                 compression: match self.compression.as_str() {
                     "" => "snappy".into(),
                     c => c.into(),
+                },
+                row_group_rows: match self.row_group_rows {
+                    0 => DEFAULT_ROW_GROUP_ROWS,
+                    n => usize::try_from(n).unwrap_or(usize::MAX),
                 },
             },
             "csv" => FileFormat::Csv {
@@ -108,9 +115,13 @@ impl TableWriterProto {
             ..Default::default()
         };
         match &spec.format {
-            FileFormat::Parquet { compression } => {
+            FileFormat::Parquet {
+                compression,
+                row_group_rows,
+            } => {
                 proto.format = "parquet".into();
                 proto.compression = compression.clone();
+                proto.row_group_rows = *row_group_rows as u64;
             }
             FileFormat::Csv { header, delimiter } => {
                 proto.format = "csv".into();

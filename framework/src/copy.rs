@@ -107,6 +107,12 @@ fn file_format(
                 .or_else(|| config.execution.parquet.compression.clone())
                 .unwrap_or_else(|| "zstd(3)".into())
                 .to_ascii_lowercase(),
+            row_group_rows: match options.remove("format.max_row_group_size") {
+                None => config.execution.parquet.max_row_group_size,
+                Some(n) => n.parse().map_err(|_| {
+                    DataFusionError::Plan(format!("max_row_group_size is a number, not {n:?}"))
+                })?,
+            },
         },
         ext @ ("csv" | "json") => {
             if let Some(c) = compression.filter(|c| !c.eq_ignore_ascii_case("uncompressed")) {
@@ -122,8 +128,8 @@ fn file_format(
     };
     if let Some(key) = options.keys().min() {
         return not_impl_err!(
-            "COPY option {key} (a COPY into a directory takes compression, and for CSV \
-             has_header and delimiter)"
+            "COPY option {key} (a COPY into a directory takes compression and, for \
+             Parquet, max_row_group_size; for CSV has_header and delimiter)"
         );
     }
     Ok(format)
@@ -456,7 +462,8 @@ mod tests {
         assert_eq!(
             file_format("parquet", &opts(&[]), &config).unwrap(),
             FileFormat::Parquet {
-                compression: "zstd(3)".into()
+                compression: "zstd(3)".into(),
+                row_group_rows: 1024 * 1024,
             }
         );
         assert_eq!(

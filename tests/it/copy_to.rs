@@ -64,15 +64,17 @@ async fn psql_copies_queries_into_partitioned_directories_at_once_and_pyarrow_re
     let data = env.path("tpch");
     tpch::generate_parquet(0.01, &data).unwrap();
     let (m, _agents) = env.start_cluster(2).await;
-    let gw = Gateway::start(&env, &m, &[]).await;
+    let mut gw = Gateway::start(&env, &m, &[]).await;
     let flags = env.path("out/flags");
     let modes = env.path("out/modes");
     let made = gw
         .psql_ok(&[
             "-c",
             &format!(
-                "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION '{}/'",
-                data.join("lineitem").display()
+                "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION '{}/'; \
+                 CREATE EXTERNAL TABLE orders STORED AS PARQUET LOCATION '{}/'",
+                data.join("lineitem").display(),
+                data.join("orders").display()
             ),
             // DuckDB's option list …
             "-c",
@@ -97,6 +99,7 @@ async fn psql_copies_queries_into_partitioned_directories_at_once_and_pyarrow_re
     assert_eq!(
         made.lines().collect::<Vec<_>>(),
         [
+            "CREATE TABLE",
             "CREATE TABLE",
             "COPY 60175",
             &format!("COPY {expected_small}")
@@ -203,4 +206,43 @@ async fn psql_copies_queries_into_partitioned_directories_at_once_and_pyarrow_re
         );
     }
     assert!(!env.path("out/bad").exists(), "nothing was written");
+
+    // A gateway killed with -9 while a COPY's tasks write commits nothing:
+    // outside the staging directory (which readers skip) the directory is
+    // as it was, and pyarrow reads the same rows.
+    let staging = flags.join("_strata_staging");
+    let _copy = gw
+        .psql_command(&[
+            "-c",
+            &format!(
+                "COPY (SELECT a.l_comment, b.o_comment, b.o_orderstatus AS l_returnflag \
+                 FROM lineitem a, orders b) TO '{}' \
+                 (FORMAT parquet, PARTITION_BY (l_returnflag), MAX_ROW_GROUP_SIZE 20000)",
+                flags.display()
+            ),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A file shows once a task's writer has closed row groups enough to
+    // fill its upload buffer (small row groups of wide rows: soon).
+    wait_until("the COPY's tasks writing files", LONG, async || {
+        staging.exists() && !files_under(&staging).is_empty()
+    })
+    .await;
+    gw.proc.kill9();
+    let visible: BTreeSet<String> = files_under(&flags)
+        .into_iter()
+        .filter(|f| !f.starts_with("_strata_staging/"))
+        .collect();
+    assert_eq!(visible, before);
+    assert_eq!(std::fs::read(flags.join("_SUCCESS")).unwrap(), marker);
+    let (status, stdout, stderr) = python_check(
+        "dataset_check.py",
+        &[flags.to_str().unwrap(), "parquet", "l_returnflag"],
+    )
+    .await;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().next(), Some("rows=60175"));
 }

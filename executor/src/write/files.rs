@@ -27,6 +27,9 @@ pub enum FileFormat {
     Parquet {
         /// The compression codec.
         compression: String,
+        /// Rows per row group at most (a writer holds one row group in
+        /// memory until it is full).
+        row_group_rows: usize,
     },
     /// CSV.
     Csv {
@@ -39,10 +42,15 @@ pub enum FileFormat {
     Json,
 }
 
+/// Rows per Parquet row group unless a write says otherwise (Parquet's
+/// and DataFusion's default).
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 1024 * 1024;
+
 impl Default for FileFormat {
     fn default() -> Self {
         FileFormat::Parquet {
             compression: "snappy".into(),
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
         }
     }
 }
@@ -51,7 +59,7 @@ impl FileFormat {
     /// The end of the files' names.
     pub fn extension(&self) -> &'static str {
         match self {
-            FileFormat::Parquet { compression } if compression == "snappy" => "snappy.parquet",
+            FileFormat::Parquet { compression, .. } if compression == "snappy" => "snappy.parquet",
             FileFormat::Parquet { .. } => "parquet",
             FileFormat::Csv { .. } => "csv",
             FileFormat::Json => "json",
@@ -60,8 +68,15 @@ impl FileFormat {
 
     /// Refuses a codec Parquet does not know, before any task runs.
     pub fn validate(&self) -> Result<()> {
-        if let FileFormat::Parquet { compression } = self {
+        if let FileFormat::Parquet {
+            compression,
+            row_group_rows,
+        } = self
+        {
             parquet_codec(compression)?;
+            if *row_group_rows == 0 {
+                return plan_err!("a row group holds at least one row");
+            }
         }
         Ok(())
     }
@@ -213,9 +228,13 @@ impl FileWriter {
     ) -> Result<FileWriter> {
         let out = BufWriter::new(store, path.clone());
         let sink = match format {
-            FileFormat::Parquet { compression } => {
+            FileFormat::Parquet {
+                compression,
+                row_group_rows,
+            } => {
                 let props = WriterProperties::builder()
                     .set_compression(parquet_codec(compression)?)
+                    .set_max_row_group_row_count(Some(*row_group_rows))
                     .build();
                 Sink::Parquet(Box::new(AsyncArrowWriter::try_new_with_options(
                     out,
@@ -345,6 +364,7 @@ mod tests {
     fn unknown_codecs_and_missing_partition_columns_are_refused() {
         let bad = FileFormat::Parquet {
             compression: "lz77".into(),
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
         };
         assert!(bad.validate().is_err());
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
