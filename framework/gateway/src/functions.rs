@@ -13,6 +13,8 @@
 //!   `pg_table_size`: NULL (not known yet) — what psql's `\df`, `\dT`,
 //!   `\dn+` and `\dt+` ask.
 //! * `pg_get_serial_sequence`: NULL (there are no sequences);
+//!   `pg_get_indexdef`, `pg_get_constraintdef`: NULL (tables have no
+//!   indexes or constraints);
 //!   `json_build_object(k1, v1, …)`: the JSON object of those pairs, as
 //!   text — what SQLAlchemy's column reflection asks.
 //! * `pg_size_pretty(bytes)`: `8192 bytes`, `16 kB`, `10 MB`, as
@@ -62,6 +64,8 @@ pub fn all() -> Vec<ScalarUDF> {
         null_of("pg_get_function_arguments", DataType::Utf8),
         null_of("pg_table_size", DataType::Int64),
         null_of("pg_get_serial_sequence", DataType::Utf8),
+        null_of("pg_get_indexdef", DataType::Utf8),
+        null_of("pg_get_constraintdef", DataType::Utf8),
         ScalarUDF::new_from_impl(JsonBuildObject::new()),
         ScalarUDF::new_from_impl(PgTextArray::new()),
         to_regtype(),
@@ -547,6 +551,92 @@ fn parse_text_array(text: &str) -> Option<Vec<Option<String>>> {
             None => return Some(items),
             Some(_) => return None,
         }
+    }
+}
+
+/// A session's PostgreSQL settings, as `SET` leaves them.
+pub type Settings = Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>;
+
+/// `current_setting(name [, missing_ok])`: the session's value of a
+/// setting, as `SHOW` gives it (SQLAlchemy asks for
+/// `default_table_access_method`); an unknown one is an error, or NULL
+/// when `missing_ok` is true.
+pub fn current_setting(settings: Settings) -> ScalarUDF {
+    ScalarUDF::new_from_impl(CurrentSetting {
+        settings,
+        signature: Signature::variadic_any(Volatility::Stable),
+    })
+}
+
+#[derive(Debug)]
+struct CurrentSetting {
+    settings: Settings,
+    signature: Signature,
+}
+
+impl PartialEq for CurrentSetting {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.settings, &other.settings)
+    }
+}
+
+impl Eq for CurrentSetting {}
+
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "current_setting".hash(state)
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let missing_ok = matches!(
+            args.args.get(1),
+            Some(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))
+        );
+        let rows = args.number_rows;
+        let Some(name) = args.args.first() else {
+            return plan_err!("current_setting takes a setting's name");
+        };
+        let names = name.to_array(rows)?;
+        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = as_string_array(&names)?;
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::with_capacity(names.len());
+        for name in names.iter() {
+            out.push(match name {
+                None => None,
+                Some(n) => match settings.get(&crate::settings::setting_name(n)) {
+                    Some(v) => Some(v.clone()),
+                    None if missing_ok => None,
+                    None => {
+                        return exec_err!("unrecognized configuration parameter \"{n}\"");
+                    }
+                },
+            });
+        }
+        let array = StringArray::from(out);
+        Ok(match name {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(array)),
+        })
     }
 }
 

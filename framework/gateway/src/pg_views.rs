@@ -1,4 +1,5 @@
-//! `pg_catalog.pg_tables` and `pg_catalog.pg_views` by relation kind.
+//! `pg_catalog.pg_tables` and `pg_catalog.pg_views` by relation kind, and
+//! `pg_index`'s vector columns as arrays.
 //!
 //! `datafusion-pg-catalog` lists every relation in `pg_tables` (views too)
 //! and nothing in `pg_views`; tools that tell tables from views by these
@@ -96,12 +97,208 @@ impl SchemaProvider for Overlay {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match self.own.iter().find(|(n, _)| *n == name) {
             Some((_, t)) => Ok(Some(t.clone())),
+            None if name == "pg_class" => Ok(self.inner.table(name).await?.map(|t| {
+                let reloptions =
+                    Field::new("reloptions", DataType::new_list(DataType::Utf8, true), true);
+                Arc::new(ExtraColumns::new(t, vec![reloptions])) as Arc<dyn TableProvider>
+            })),
+            None if name == "pg_index" => Ok(self
+                .inner
+                .table(name)
+                .await?
+                .map(|t| Arc::new(VectorColumns::new(t)) as Arc<dyn TableProvider>)),
             None => self.inner.table(name).await,
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.own.iter().any(|(n, _)| *n == name) || self.inner.table_exist(name)
+    }
+}
+
+/// A catalog table whose `int2vector` and `oidvector` columns (kept as
+/// space-separated text by `datafusion-pg-catalog`) are arrays, as
+/// clients read them: `unnest(pg_index.indkey)` (SQLAlchemy's reflection
+/// of keys and indexes).
+#[derive(Debug)]
+struct VectorColumns {
+    inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+}
+
+/// The columns [`VectorColumns`] turns into arrays, and their items' type.
+const VECTOR_COLUMNS: [(&str, DataType); 4] = [
+    ("indkey", DataType::Int16),
+    ("indoption", DataType::Int16),
+    ("indcollation", DataType::UInt32),
+    ("indclass", DataType::UInt32),
+];
+
+impl VectorColumns {
+    fn new(inner: Arc<dyn TableProvider>) -> VectorColumns {
+        let fields: Vec<Field> = inner
+            .schema()
+            .fields()
+            .iter()
+            .map(
+                |f| match VECTOR_COLUMNS.iter().find(|(n, _)| n == f.name()) {
+                    Some((_, item)) if f.data_type() == &DataType::Utf8 => {
+                        Field::new(f.name(), DataType::new_list(item.clone(), true), true)
+                    }
+                    _ => f.as_ref().clone(),
+                },
+            )
+            .collect();
+        VectorColumns {
+            inner,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+/// `"1 2 3"` as a list of `item`s (NULL for NULL).
+fn vector_column(
+    text: &datafusion::arrow::array::ArrayRef,
+    item: &DataType,
+) -> Result<datafusion::arrow::array::ArrayRef> {
+    use datafusion::arrow::array::{Array, ListArray, StringArray};
+    let strings = cast(text, &DataType::Utf8)?;
+    let Some(strings) = strings.as_any().downcast_ref::<StringArray>() else {
+        return internal_err!("a cast to Utf8 is not Utf8");
+    };
+    let mut offsets = vec![0i32];
+    let mut items: Vec<Option<String>> = Vec::new();
+    for i in 0..strings.len() {
+        if !strings.is_null(i) {
+            items.extend(
+                strings
+                    .value(i)
+                    .split_whitespace()
+                    .map(|s| Some(s.to_owned())),
+            );
+        }
+        offsets.push(items.len() as i32);
+    }
+    let values = cast(&StringArray::from(items), item)?;
+    let nulls = strings.nulls().cloned();
+    Ok(Arc::new(ListArray::try_new(
+        Arc::new(Field::new_list_field(item.clone(), true)),
+        datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+        values,
+        nulls,
+    )?))
+}
+
+#[async_trait]
+impl TableProvider for VectorColumns {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.scan(state, None, &[], None).await?;
+        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+        let batches = batches
+            .iter()
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(c, f)| match f.data_type() {
+                        DataType::List(item) if c.data_type() == &DataType::Utf8 => {
+                            vector_column(c, item.data_type())
+                        }
+                        _ => Ok(c.clone()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// A catalog table with columns PostgreSQL has and `datafusion-pg-catalog`
+/// lacks, NULL in every row (`pg_class.reloptions`: no table has storage
+/// options).
+#[derive(Debug)]
+struct ExtraColumns {
+    inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+}
+
+impl ExtraColumns {
+    fn new(inner: Arc<dyn TableProvider>, extra: Vec<Field>) -> ExtraColumns {
+        let mut fields: Vec<Field> = inner
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for f in extra {
+            if !fields.iter().any(|g| g.name() == f.name()) {
+                fields.push(f);
+            }
+        }
+        ExtraColumns {
+            inner,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ExtraColumns {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.scan(state, None, &[], None).await?;
+        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+        let batches = batches
+            .iter()
+            .map(|b| {
+                let mut columns = b.columns().to_vec();
+                for f in &self.schema.fields()[columns.len()..] {
+                    columns.push(datafusion::arrow::array::new_null_array(
+                        f.data_type(),
+                        b.num_rows(),
+                    ));
+                }
+                Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
     }
 }
 

@@ -65,6 +65,21 @@ pub fn rewrite(statement: &mut Statement) {
         {
             *first = wrapped;
         }
+        // `generate_subscripts(a, 1)`, a set-returning function DataFusion
+        // lacks: the subscripts of a one-dimensional array, as a set.
+        if let Expr::Function(f) = expr
+            && f.name
+                .0
+                .last()
+                .is_some_and(|p| p.to_string().eq_ignore_ascii_case("generate_subscripts"))
+            && let FunctionArguments::List(list) = &f.args
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(array))) = list.args.first()
+            && let Some(rewritten) = parse_expr(&format!(
+                "unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))"
+            ))
+        {
+            *expr = rewritten;
+        }
         if let Expr::AnyOp { right, .. } | Expr::AllOp { right, .. } = expr
             && !matches!(right.as_ref(), Expr::Subquery(_) | Expr::Array(_))
             && !is_text_array_call(right)
@@ -390,6 +405,15 @@ mod tests {
             version_as_of(plain),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn generate_subscripts_is_the_unnested_range_of_the_arrays_subscripts() {
+        assert_eq!(
+            rewritten("SELECT unnest(i.indkey), generate_subscripts(i.indkey, 1) FROM pg_index i"),
+            "SELECT unnest(i.indkey), unnest(range(1, CAST(cardinality(i.indkey) AS BIGINT) + 1)) \
+             FROM pg_index i"
+        );
     }
 
     fn rewritten(sql: &str) -> String {

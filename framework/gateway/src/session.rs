@@ -13,7 +13,6 @@
 //! `information_schema`) is answered in the gateway, in a fraction of a
 //! millisecond.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -141,7 +140,7 @@ pub struct GatewaySession {
     inner: Session,
     rules: Vec<Arc<dyn SqlStatementRewriteRule>>,
     catalog: Arc<SessionCatalog>,
-    settings: Mutex<BTreeMap<String, String>>,
+    settings: crate::functions::Settings,
     registration: SessionGuard,
 }
 
@@ -182,6 +181,9 @@ impl GatewaySession {
         for f in crate::functions::all() {
             ctx.register_udf(f);
         }
+        let settings: crate::functions::Settings =
+            Arc::new(Mutex::new(default_settings(user, application)));
+        ctx.register_udf(crate::functions::current_setting(settings.clone()));
         ctx.add_analyzer_rule(Arc::new(crate::empty::EmptyMemoryScans));
         let registration = gateway.registry.open_session(user, application, client);
         Ok(GatewaySession {
@@ -189,7 +191,7 @@ impl GatewaySession {
             inner,
             rules: compatibility_rules(),
             catalog,
-            settings: Mutex::new(default_settings(user, application)),
+            settings,
             registration,
         })
     }

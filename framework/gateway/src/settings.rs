@@ -63,6 +63,7 @@ pub(crate) fn default_settings(user: &str, application: &str) -> BTreeMap<String
         ("application_name", application),
         ("client_encoding", "UTF8"),
         ("datestyle", "ISO, MDY"),
+        ("default_table_access_method", "heap"),
         ("default_transaction_isolation", "read committed"),
         ("default_transaction_read_only", "off"),
         ("extra_float_digits", "1"),

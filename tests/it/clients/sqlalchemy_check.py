@@ -44,12 +44,27 @@ with engine.connect() as conn:
 inspector = sa.inspect(engine)
 check("schemas", "public" in inspector.get_schema_names(), True)
 check("tables", inspector.get_table_names(), ["nation"])
-# Column reflection (the inspector's columns; a Table autoloaded also
-# reflects constraints, through unnest() of pg_constraint's text arrays,
-# which the gateway does not plan yet).
 columns = inspector.get_columns("nation")
 check("reflected columns", [c["name"] for c in columns],
       ["n_nationkey", "n_name", "n_regionkey", "n_comment"])
 check("reflected types", [type(c["type"]).__name__ for c in columns],
       ["BIGINT", "TEXT", "BIGINT", "TEXT"])
+# A Table autoloaded reflects its keys, indexes, constraints and options
+# too (unnest() and generate_subscripts() of pg_index's key vectors,
+# pg_class.reloptions, current_setting()): a gateway table has none.
+table = sa.Table("nation", sa.MetaData(), autoload_with=engine)
+check("autoloaded columns", [c.name for c in table.columns],
+      ["n_nationkey", "n_name", "n_regionkey", "n_comment"])
+check("primary key", list(table.primary_key.columns), [])
+check("indexes", table.indexes, set())
+check("foreign keys", inspector.get_foreign_keys("nation"), [])
+check("unique constraints", inspector.get_unique_constraints("nation"), [])
+check("check constraints", inspector.get_check_constraints("nation"), [])
+check("table comment", inspector.get_table_comment("nation"), {"text": None})
+with engine.connect() as conn:
+    check("current_setting",
+          conn.execute(sa.text("SELECT current_setting('default_table_access_method')"))
+          .scalar(), "heap")
+    rows = pd.read_sql_table("nation", conn)
+    check("read_sql_table", len(rows), 25)
 print("sqlalchemy: all checks passed")
