@@ -97,16 +97,21 @@ impl SchemaProvider for Overlay {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match self.own.iter().find(|(n, _)| *n == name) {
             Some((_, t)) => Ok(Some(t.clone())),
-            None if name == "pg_class" => Ok(self.inner.table(name).await?.map(|t| {
-                let reloptions =
-                    Field::new("reloptions", DataType::new_list(DataType::Utf8, true), true);
-                Arc::new(ExtraColumns::new(t, vec![reloptions])) as Arc<dyn TableProvider>
-            })),
-            None if name == "pg_index" => Ok(self
-                .inner
-                .table(name)
-                .await?
-                .map(|t| Arc::new(VectorColumns::new(t)) as Arc<dyn TableProvider>)),
+            None if name == "pg_class" || name == "pg_index" => {
+                let extra = match name {
+                    "pg_class" => vec![Field::new(
+                        "reloptions",
+                        DataType::new_list(DataType::Utf8, true),
+                        true,
+                    )],
+                    _ => Vec::new(),
+                };
+                Ok(self
+                    .inner
+                    .table(name)
+                    .await?
+                    .map(|t| Arc::new(Reshaped::new(t, extra)) as Arc<dyn TableProvider>))
+            }
             None => self.inner.table(name).await,
         }
     }
@@ -116,17 +121,18 @@ impl SchemaProvider for Overlay {
     }
 }
 
-/// A catalog table whose `int2vector` and `oidvector` columns (kept as
-/// space-separated text by `datafusion-pg-catalog`) are arrays, as
-/// clients read them: `unnest(pg_index.indkey)` (SQLAlchemy's reflection
-/// of keys and indexes).
+/// A catalog table of `datafusion-pg-catalog` reshaped as clients read
+/// it: its `int2vector` and `oidvector` columns (kept as space-separated
+/// text) as arrays — `unnest(pg_index.indkey)`, SQLAlchemy's reflection of
+/// keys and indexes — and columns PostgreSQL has and it lacks, NULL in
+/// every row (`pg_class.reloptions`: no table has storage options).
 #[derive(Debug)]
-struct VectorColumns {
+struct Reshaped {
     inner: Arc<dyn TableProvider>,
     schema: SchemaRef,
 }
 
-/// The columns [`VectorColumns`] turns into arrays, and their items' type.
+/// The columns [`Reshaped`] turns into arrays, and their items' type.
 const VECTOR_COLUMNS: [(&str, DataType); 4] = [
     ("indkey", DataType::Int16),
     ("indoption", DataType::Int16),
@@ -134,9 +140,11 @@ const VECTOR_COLUMNS: [(&str, DataType); 4] = [
     ("indclass", DataType::UInt32),
 ];
 
-impl VectorColumns {
-    fn new(inner: Arc<dyn TableProvider>) -> VectorColumns {
-        let fields: Vec<Field> = inner
+impl Reshaped {
+    /// `inner` with its vector columns as arrays and `extra` columns after
+    /// its own.
+    fn new(inner: Arc<dyn TableProvider>, extra: Vec<Field>) -> Reshaped {
+        let mut fields: Vec<Field> = inner
             .schema()
             .fields()
             .iter()
@@ -149,10 +157,36 @@ impl VectorColumns {
                 },
             )
             .collect();
-        VectorColumns {
+        for f in extra {
+            if !fields.iter().any(|g| g.name() == f.name()) {
+                fields.push(f);
+            }
+        }
+        Reshaped {
             inner,
             schema: Arc::new(Schema::new(fields)),
         }
+    }
+
+    fn reshape(&self, b: &RecordBatch) -> Result<RecordBatch> {
+        let mut columns = b
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| match f.data_type() {
+                DataType::List(item) if c.data_type() == &DataType::Utf8 => {
+                    vector_column(c, item.data_type())
+                }
+                _ => Ok(c.clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for f in &self.schema.fields()[columns.len()..] {
+            columns.push(datafusion::arrow::array::new_null_array(
+                f.data_type(),
+                b.num_rows(),
+            ));
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
 
@@ -190,7 +224,7 @@ fn vector_column(
 }
 
 #[async_trait]
-impl TableProvider for VectorColumns {
+impl TableProvider for Reshaped {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -210,89 +244,7 @@ impl TableProvider for VectorColumns {
         let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
         let batches = batches
             .iter()
-            .map(|b| {
-                let columns = b
-                    .columns()
-                    .iter()
-                    .zip(self.schema.fields())
-                    .map(|(c, f)| match f.data_type() {
-                        DataType::List(item) if c.data_type() == &DataType::Utf8 => {
-                            vector_column(c, item.data_type())
-                        }
-                        _ => Ok(c.clone()),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
-    }
-}
-
-/// A catalog table with columns PostgreSQL has and `datafusion-pg-catalog`
-/// lacks, NULL in every row (`pg_class.reloptions`: no table has storage
-/// options).
-#[derive(Debug)]
-struct ExtraColumns {
-    inner: Arc<dyn TableProvider>,
-    schema: SchemaRef,
-}
-
-impl ExtraColumns {
-    fn new(inner: Arc<dyn TableProvider>, extra: Vec<Field>) -> ExtraColumns {
-        let mut fields: Vec<Field> = inner
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        for f in extra {
-            if !fields.iter().any(|g| g.name() == f.name()) {
-                fields.push(f);
-            }
-        }
-        ExtraColumns {
-            inner,
-            schema: Arc::new(Schema::new(fields)),
-        }
-    }
-}
-
-#[async_trait]
-impl TableProvider for ExtraColumns {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.inner.scan(state, None, &[], None).await?;
-        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
-        let batches = batches
-            .iter()
-            .map(|b| {
-                let mut columns = b.columns().to_vec();
-                for f in &self.schema.fields()[columns.len()..] {
-                    columns.push(datafusion::arrow::array::new_null_array(
-                        f.data_type(),
-                        b.num_rows(),
-                    ));
-                }
-                Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
-            })
+            .map(|b| self.reshape(b))
             .collect::<Result<Vec<_>>>()?;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
