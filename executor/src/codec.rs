@@ -294,3 +294,50 @@ pub fn plan_to_bytes(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
 pub fn plan_from_bytes(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
     datafusion_proto::bytes::physical_plan_from_bytes_with_extension_codec(bytes, ctx, &StrataCodec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn a_table_writer_keeps_its_format_and_partition_columns_over_the_wire() {
+        let ctx = SessionContext::new();
+        let input = ctx
+            .sql("SELECT * FROM (VALUES (1, 'eu')) AS t(x, region)")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let table = url::Url::parse("file:///tmp/out/").unwrap();
+        for format in [
+            FileFormat::Csv {
+                header: false,
+                delimiter: b'|',
+            },
+            FileFormat::Json,
+            FileFormat::Parquet {
+                compression: "zstd(3)".into(),
+                row_group_rows: 20_000,
+            },
+        ] {
+            let spec = WriteSpec {
+                format,
+                partition_by: vec!["region".into()],
+            };
+            let writer = Arc::new(TableWriterExec::with_spec(
+                input.clone(),
+                table.clone(),
+                "part-1".into(),
+                spec.clone(),
+            ));
+            let bytes = plan_to_bytes(writer).unwrap();
+            let back = plan_from_bytes(&bytes, &ctx.task_ctx()).unwrap();
+            let back = back.downcast_ref::<TableWriterExec>().unwrap();
+            assert_eq!(back.spec(), &spec);
+            assert_eq!(back.table(), &table);
+            assert_eq!(back.prefix(), "part-1");
+        }
+    }
+}
