@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::{DataFusionError, Result, not_impl_err};
@@ -35,7 +34,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use strata_executor::write::{FileFormat, TableWriterExec, WriteSpec};
 
-use crate::write::{CommitExec, Committer, delete_prefix, rows_in};
+use crate::write::{CommitExec, Committer, WrittenFile, delete_prefix, written_files};
 
 /// The directory a write's tasks write into, under its target.
 pub const STAGING_DIR: &str = "_strata_staging";
@@ -43,20 +42,23 @@ pub const STAGING_DIR: &str = "_strata_staging";
 /// The marker a committed `COPY` leaves in its directory.
 pub const SUCCESS_MARKER: &str = "_SUCCESS";
 
-/// Plans a `COPY` into a directory as a write whose files land at once;
-/// `None` for a `COPY` to one file, which DataFusion writes itself.
+/// Whether a `COPY` writes a directory (a target ending in `/`, without
+/// an extension, or partitioned), which [`plan`] makes a write that lands
+/// at once; a `COPY` to one file DataFusion writes itself.
+pub fn into_directory(copy: &CopyTo) -> bool {
+    copy.output_url.ends_with('/')
+        || !copy.partition_by.is_empty()
+        || std::path::Path::new(&copy.output_url).extension().is_none()
+}
+
+/// Plans a `COPY` into a directory ([`into_directory`]) as a write whose
+/// files land at once.
 pub fn plan(
     copy: &CopyTo,
     input: Arc<dyn ExecutionPlan>,
     config: &ConfigOptions,
     runtime: &RuntimeEnv,
-) -> Result<Option<CommitExec>> {
-    let into_directory = copy.output_url.ends_with('/')
-        || !copy.partition_by.is_empty()
-        || std::path::Path::new(&copy.output_url).extension().is_none();
-    if !into_directory {
-        return Ok(None);
-    }
+) -> Result<CommitExec> {
     let format = copy.file_type.get_ext();
     let spec = WriteSpec {
         format: file_format(format.trim_start_matches('.'), &copy.options, config)?,
@@ -85,7 +87,7 @@ pub fn plan(
         write: write.clone(),
     };
     let writer = TableWriterExec::with_spec(input, staging, format!("part-{}", &write[..8]), spec);
-    Ok(Some(CommitExec::new(Arc::new(writer), Arc::new(committer))))
+    Ok(CommitExec::new(Arc::new(writer), Arc::new(committer)))
 }
 
 fn url_path(url: &url::Url) -> Result<Path> {
@@ -195,11 +197,11 @@ impl DirCommitter {
 
     /// Moves the chosen files into place; on a failure, takes back those
     /// already moved.
-    async fn move_into_place(&self, files: &[(String, i64, i64)]) -> Result<()> {
+    async fn move_into_place(&self, files: &[WrittenFile]) -> Result<()> {
         let mut moved: Vec<Path> = Vec::with_capacity(files.len());
-        for (relative, _, _) in files {
-            let to = Self::under(&self.target, relative);
-            let from = Self::under(&self.staging, relative);
+        for f in files {
+            let to = Self::under(&self.target, &f.path);
+            let from = Self::under(&self.staging, &f.path);
             if let Err(e) = self.store.rename(&from, &to).await {
                 for m in &moved {
                     if let Err(undo) = self.store.delete(m).await {
@@ -214,31 +216,11 @@ impl DirCommitter {
     }
 }
 
-/// The files the write's tasks reported: path, bytes, rows.
-fn listed(batches: &[RecordBatch]) -> Result<Vec<(String, i64, i64)>> {
-    let mut out = Vec::new();
-    for b in batches {
-        let (Some(paths), Some(bytes), Some(rows)) = (
-            b.column(0).as_any().downcast_ref::<StringArray>(),
-            b.column(1).as_any().downcast_ref::<Int64Array>(),
-            b.column(2).as_any().downcast_ref::<Int64Array>(),
-        ) else {
-            return Err(DataFusionError::Internal(
-                "a write's file list has the wrong columns".into(),
-            ));
-        };
-        for i in 0..b.num_rows() {
-            out.push((paths.value(i).to_owned(), bytes.value(i), rows.value(i)));
-        }
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl Committer for DirCommitter {
     async fn commit(&self, files: &[RecordBatch]) -> Result<u64> {
-        let chosen = listed(files)?;
-        let rows = rows_in(files);
+        let chosen = written_files(files)?;
+        let rows = chosen.iter().map(|f| f.rows.max(0) as u64).sum();
         if let Err(e) = self.move_into_place(&chosen).await {
             self.remove_staging().await?;
             return Err(e);
@@ -248,7 +230,7 @@ impl Committer for DirCommitter {
             "rows": rows,
             "files": chosen
                 .iter()
-                .map(|(path, bytes, rows)| serde_json::json!({"path": path, "bytes": bytes, "rows": rows}))
+                .map(|f| serde_json::json!({"path": f.path, "bytes": f.bytes, "rows": f.rows}))
                 .collect::<Vec<_>>(),
         });
         let marker = Self::under(&self.target, SUCCESS_MARKER);

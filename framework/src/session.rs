@@ -177,22 +177,20 @@ impl Session {
                 ))))
             }
             // A COPY into a directory: tasks write, the driver commits.
-            LogicalPlan::Copy(ref copy) => {
+            LogicalPlan::Copy(ref copy) if crate::copy::into_directory(copy) => {
                 let state = self.ctx.state();
                 let input = state.create_physical_plan(&copy.input).await?;
-                let config = state.config_options().clone();
-                match crate::copy::plan(copy, input, &config, state.runtime_env())? {
-                    Some(commit) => {
-                        let written = self.run_write(&commit).await?;
-                        Ok(Prepared::Rows(
-                            count_schema(),
-                            vec![count_batch(written.rows)?],
-                        ))
-                    }
-                    None => self.run_here(plan).await,
-                }
+                let commit =
+                    crate::copy::plan(copy, input, state.config_options(), state.runtime_env())?;
+                let written = self.run_write(&commit).await?;
+                Ok(Prepared::Rows(
+                    count_schema(),
+                    vec![count_batch(written.rows)?],
+                ))
             }
-            LogicalPlan::Dml(_) | LogicalPlan::DescribeTable(_) => self.run_here(plan).await,
+            LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::DescribeTable(_) => {
+                self.run_here(plan).await
+            }
             plan => {
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 let physical = df.create_physical_plan().await?;

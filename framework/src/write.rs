@@ -59,6 +59,39 @@ pub async fn delete_prefix(
     Ok(())
 }
 
+/// One file a write's task reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Its path, relative to the table's (or COPY's) directory.
+    pub path: String,
+    /// Its size.
+    pub bytes: i64,
+    /// Its rows.
+    pub rows: i64,
+}
+
+/// The files a table writer's batches report (in
+/// [`written_files_schema`](strata_executor::write::written_files_schema)).
+pub fn written_files(batches: &[RecordBatch]) -> Result<Vec<WrittenFile>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = |i: usize| b.column(i).as_any();
+        let (Some(paths), Some(bytes), Some(rows)) = (
+            col(0).downcast_ref::<datafusion::arrow::array::StringArray>(),
+            col(1).downcast_ref::<Int64Array>(),
+            col(2).downcast_ref::<Int64Array>(),
+        ) else {
+            return internal_err!("a table writer's report has the wrong columns");
+        };
+        out.extend((0..b.num_rows()).map(|i| WrittenFile {
+            path: paths.value(i).to_owned(),
+            bytes: bytes.value(i),
+            rows: rows.value(i),
+        }));
+    }
+    Ok(out)
+}
+
 /// The rows written, as DataFusion's DML plans report them.
 pub fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(

@@ -20,7 +20,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
@@ -528,35 +527,22 @@ fn adds(files: &[RecordBatch]) -> Result<Vec<Add>> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let mut out = Vec::new();
-    for b in files {
-        let col = |i: usize| b.column(i).as_any();
-        let (Some(path), Some(bytes), Some(rows)) = (
-            col(0).downcast_ref::<StringArray>(),
-            col(1).downcast_ref::<Int64Array>(),
-            col(2).downcast_ref::<Int64Array>(),
-        ) else {
-            return Err(DataFusionError::Internal(
-                "a table writer's report has the wrong columns".into(),
-            ));
-        };
-        for i in 0..b.num_rows() {
-            out.push(Add {
-                path: path.value(i).to_owned(),
-                partition_values: HashMap::new(),
-                size: bytes.value(i),
-                modification_time: now,
-                data_change: true,
-                stats: Some(format!("{{\"numRecords\":{}}}", rows.value(i))),
-                tags: None,
-                deletion_vector: None,
-                base_row_id: None,
-                default_row_commit_version: None,
-                clustering_provider: None,
-            });
-        }
-    }
-    Ok(out)
+    Ok(strata_framework::write::written_files(files)?
+        .into_iter()
+        .map(|f| Add {
+            path: f.path,
+            partition_values: HashMap::new(),
+            size: f.bytes,
+            modification_time: now,
+            data_change: true,
+            stats: Some(format!("{{\"numRecords\":{}}}", f.rows)),
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+            clustering_provider: None,
+        })
+        .collect())
 }
 
 #[async_trait]
