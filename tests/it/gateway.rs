@@ -18,6 +18,17 @@ pub(crate) struct Gateway {
     pg: Pg,
 }
 
+/// A gateway's flags for one small executor (256 MiB), so that a second
+/// gateway's fit beside the first's on a test cluster.
+pub(crate) const SMALL: [&str; 6] = [
+    "--executors",
+    "1",
+    "--min-executors",
+    "1",
+    "--executor-mem",
+    "256m",
+];
+
 /// Where a gateway serves, and its clients.
 pub(crate) struct Pg {
     pub(crate) port: u16,
@@ -602,16 +613,8 @@ async fn the_catalog_outlives_a_killed_gateway_and_ddl_from_sessions_at_once() {
     let data = env.path("tpch");
     tpch::generate_parquet(0.01, &data).unwrap();
     let (m, _agents) = env.start_cluster(2).await;
-    // Small executors: the second gateway's fit beside the first's.
-    let small = [
-        "--executors",
-        "1",
-        "--min-executors",
-        "1",
-        "--executor-mem",
-        "256m",
-    ];
-    let mut first = Gateway::start(&env, &m, &small).await;
+    // Small executors (SMALL): the second gateway's fit beside the first's.
+    let mut first = Gateway::start(&env, &m, &SMALL).await;
     let nation = data.join("nation");
     first
         .psql_ok(&[
@@ -653,7 +656,7 @@ async fn the_catalog_outlives_a_killed_gateway_and_ddl_from_sessions_at_once() {
     }
     first.proc.kill9();
 
-    let second = Gateway::start(&env, &m, &small).await;
+    let second = Gateway::start(&env, &m, &SMALL).await;
     let europe = second
         .rows("SELECT n_name FROM europe ORDER BY n_name")
         .await;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use strata_framework::tpch;
 
-use crate::gateway::{Gateway, python_check};
+use crate::gateway::{Gateway, SMALL, python_check};
 use crate::harness::*;
 
 /// The directory of the managed table `name` (in `public`).
@@ -221,15 +221,7 @@ async fn managed_tables_are_delta_tables_written_at_once_kept_and_read_by_deltal
 async fn psql_copies_merges_time_travels_renames_and_vacuums_a_managed_table() {
     let env = Env::new("gateway-table-ops");
     let (m, _agents) = env.start_cluster(1).await;
-    let small = [
-        "--executors",
-        "1",
-        "--min-executors",
-        "1",
-        "--executor-mem",
-        "256m",
-    ];
-    let gw = Gateway::start(&env, &m, &small).await;
+    let gw = Gateway::start(&env, &m, &SMALL).await;
     let csv = env.path("accounts.csv");
     std::fs::write(
         &csv,
@@ -516,15 +508,7 @@ fn dbt() -> PathBuf {
 async fn dbt_builds_a_view_a_table_and_an_incremental_model_and_tests_them() {
     let env = Env::new("gateway-dbt");
     let (m, _agents) = env.start_cluster(1).await;
-    let small = [
-        "--executors",
-        "1",
-        "--min-executors",
-        "1",
-        "--executor-mem",
-        "256m",
-    ];
-    let gw = Gateway::start(&env, &m, &small).await;
+    let gw = Gateway::start(&env, &m, &SMALL).await;
     // The project (tests/it/clients/dbt) copied beside a profile for this
     // gateway.
     let project = env.path("dbt");
