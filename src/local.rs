@@ -51,6 +51,8 @@ pub struct LocalCluster {
     pub manager: ManagerHandle,
     /// The agents.
     pub agents: Vec<AgentHandle>,
+    /// The cpus each agent offers (its share of the machine).
+    pub agent_cpus: f64,
 }
 
 /// Why a local cluster did not start.
@@ -124,6 +126,7 @@ impl LocalCluster {
             .clone()
             .unwrap_or_else(|| agent::config::detect_resources(&opts.work_dir));
         let shares = split_machine(&machine, opts.agents);
+        let agent_cpus = shares.first().map_or(0.0, |s| s.cpus.as_f64());
         let mut agents = Vec::new();
         for (i, share) in shares.into_iter().enumerate() {
             let mut cfg =
@@ -149,7 +152,11 @@ impl LocalCluster {
                 .await
                 .map_err(|source| LocalError::Agent { index: i, source })?;
         }
-        Ok(LocalCluster { manager, agents })
+        Ok(LocalCluster {
+            manager,
+            agents,
+            agent_cpus,
+        })
     }
 
     /// The manager's address.

@@ -478,9 +478,16 @@ pub async fn local(a: LocalArgs) -> anyhow::Result<ExitCode> {
     println!("  state    {}", work_dir.display());
     println!("  discovery file {}", path.display());
     let gateway = if a.gateway {
+        // An executor larger than an agent could never be placed (three
+        // agents on two cores hold 0.666 cpus each): the gateway's
+        // executors are at most an agent's cpus.
+        let mut executors = a.executors.clone();
+        if executors.executor_cpus > cluster.agent_cpus && cluster.agent_cpus > 0.0 {
+            executors.executor_cpus = (cluster.agent_cpus * 100.0).floor() / 100.0;
+        }
         let started = a
             .serve
-            .start(&a.executors, &address, opts_token.as_deref())
+            .start(&executors, &address, opts_token.as_deref())
             .await;
         let (driver, handle) = match started {
             Ok(g) => g,

@@ -147,7 +147,11 @@ pub async fn run_script(
 ) -> anyhow::Result<()> {
     let statements = session.parse(sql)?;
     let mut stdout = std::io::stdout().lock();
-    for statement in statements {
+    for mut statement in statements {
+        let partition_by = strata_gateway::warehouse::partitions::take_partitioning(&mut statement);
+        if !partition_by.is_empty() && warehouse.is_none() {
+            anyhow::bail!("PARTITIONED BY makes a managed table, which needs --warehouse");
+        }
         let plan = session
             .context()
             .state()
@@ -169,7 +173,9 @@ pub async fn run_script(
         );
         // Tables made without a location are the warehouse's Delta tables.
         if let (Some(d), Some(w)) = (&ddl, warehouse)
-            && w.run_managed(session, d, catalog, schema).await?.is_some()
+            && w.run_managed(session, d, &partition_by, catalog, schema)
+                .await?
+                .is_some()
         {
             continue;
         }

@@ -133,6 +133,11 @@ impl Pg {
         c
     }
 
+    /// The HTTP API's address (`host:port`).
+    pub(crate) fn http_address(&self) -> &str {
+        &self.http
+    }
+
     /// The running queries, as the HTTP API lists them.
     async fn queries(&self) -> Vec<serde_json::Value> {
         get_json(&self.http, "/api/v1/queries", self.password.as_deref()).await

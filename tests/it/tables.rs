@@ -10,7 +10,7 @@ use crate::gateway::{Gateway, SMALL, python_check};
 use crate::harness::*;
 
 /// The directory of the managed table `name` (in `public`).
-fn table_dir(env: &Env, name: &str) -> PathBuf {
+pub(crate) fn table_dir(env: &Env, name: &str) -> PathBuf {
     let catalog = std::fs::read_to_string(env.path("warehouse/catalog.json")).unwrap();
     let catalog: serde_json::Value = serde_json::from_str(&catalog).unwrap();
     let url = catalog["objects"]
@@ -355,7 +355,7 @@ async fn write_through_faults(kill: bool) {
         panic!("not DDL");
     };
     warehouse
-        .run_managed(&session, &make, "datafusion", "public")
+        .run_managed(&session, &make, &[], "datafusion", "public")
         .await
         .unwrap()
         .expect("a managed table");

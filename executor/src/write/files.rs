@@ -190,6 +190,31 @@ fn escape(value: &str) -> String {
     out
 }
 
+/// The value a partition directory's name escapes ([`escape`]'s inverse;
+/// a `%` not followed by two hex digits stays as it is).
+pub fn unescape_partition_value(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The schema files are written in: the input's, every column nullable.
 /// String and binary views are written as they are; Parquet files carry no
 /// Arrow schema, so readers see Parquet's plain strings and binaries.
@@ -354,6 +379,10 @@ mod tests {
             .downcast_ref::<Int32Array>()
             .unwrap();
         assert_eq!(xs.values(), &[1, 3]);
+        for value in ["EU/west", "a=b", "50%", "é:?"] {
+            assert_eq!(unescape_partition_value(&escape(value)), value);
+        }
+        assert_eq!(unescape_partition_value("100%zz"), "100%zz");
         let whole = split(&batch, &[]).unwrap();
         assert_eq!(whole.len(), 1);
         assert_eq!(whole[0].0, "");

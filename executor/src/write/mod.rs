@@ -37,7 +37,9 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use url::Url;
 
-pub use files::{DEFAULT_ROW_GROUP_ROWS, FileFormat, NULL_PARTITION, WriteSpec};
+pub use files::{
+    DEFAULT_ROW_GROUP_ROWS, FileFormat, NULL_PARTITION, WriteSpec, unescape_partition_value,
+};
 use files::{FileWriter, file_schema, split};
 
 /// The columns a [`TableWriterExec`] yields: one row per file written.

@@ -50,6 +50,7 @@ pub mod pg;
 pub mod pg_views;
 pub mod registry;
 pub mod rewrite;
+pub mod rows;
 pub mod session;
 pub mod settings;
 pub mod warehouse;

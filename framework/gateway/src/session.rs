@@ -44,6 +44,7 @@ use crate::copy::CopyIn;
 use crate::error::GatewayError;
 use crate::registry::{QueryGuard, SessionGuard};
 use crate::rewrite::{compatibility_rules, null_nested_subqueries, reads_only_the_catalog};
+use crate::rows::RowStream;
 use crate::settings::{
     default_settings, is_engine_setting, parse_timeout, pg_names, setting_name, show_schema,
 };
@@ -54,6 +55,9 @@ use crate::warehouse::managed::{Managed, TableCommand};
 pub enum Planned {
     /// A plan of DataFusion's (a query, DDL, a write, `EXPLAIN`…).
     Plan(Box<LogicalPlan>),
+    /// `CREATE TABLE … PARTITIONED BY (cols)`: the plan of the statement
+    /// without the clause, and the partition columns.
+    Partitioned(Box<LogicalPlan>, Vec<String>),
     /// `SHOW name` of a PostgreSQL setting (lowercased).
     Show(String),
     /// A statement the session answers itself.
@@ -84,7 +88,7 @@ impl Planned {
         match self {
             Planned::Plan(p) if is_query(p) => Some(pg_names(p.schema().as_arrow())),
             Planned::Plan(p) if returns_rows(p) => Some(Arc::new(p.schema().as_arrow().clone())),
-            Planned::Plan(_) | Planned::Command(_) => None,
+            Planned::Plan(_) | Planned::Partitioned(..) | Planned::Command(_) => None,
             Planned::Show(name) => Some(show_schema(name)),
         }
     }
@@ -121,8 +125,9 @@ pub enum Outcome {
     Rows {
         /// Their columns.
         schema: SchemaRef,
-        /// The rows.
-        batches: Vec<RecordBatch>,
+        /// The rows, as they come (from the cluster, a query's are
+        /// streamed from its final stage).
+        rows: RowStream,
         /// The tag.
         tag: &'static str,
     },
@@ -258,6 +263,9 @@ impl GatewaySession {
 
     /// Plans one statement (nothing runs yet).
     pub async fn plan(&self, statement: &DfStatement) -> Result<Planned, GatewayError> {
+        let mut statement = statement.clone();
+        let partition_by = crate::warehouse::partitions::take_partitioning(&mut statement);
+        let statement = &statement;
         let sql = match statement {
             DfStatement::Statement(s) => Some(s.as_ref()),
             _ => None,
@@ -326,6 +334,11 @@ impl GatewaySession {
         if let Some(SqlStatement::CreateTable(t)) = sql
             && t.temporary
         {
+            if !partition_by.is_empty() {
+                return Err(GatewayError::Unsupported(
+                    "a temporary table cannot be partitioned".into(),
+                ));
+            }
             let mut t = t.clone();
             t.temporary = false;
             let plan = state
@@ -378,6 +391,7 @@ impl GatewaySession {
                     TransactionConclusion::Rollback => "ROLLBACK",
                 }))
             }
+            plan if !partition_by.is_empty() => Planned::Partitioned(Box::new(plan), partition_by),
             plan => Planned::Plan(Box::new(plan)),
         })
     }
@@ -407,32 +421,60 @@ impl GatewaySession {
                 Ok(Outcome::Done(t.tag(), rows.map(|r| r as usize)))
             }
             Planned::Command(c) => self.command(c),
-            Planned::Plan(plan) => {
-                let plan = match params {
-                    Some(p) => plan.as_ref().clone().with_param_values(p)?,
-                    None => plan.as_ref().clone(),
-                };
-                let timeout = self.statement_timeout();
-                let query = self.gateway.registry.start_query(self.id(), sql);
-                let run = async {
-                    match timeout {
-                        Some(t) => tokio::time::timeout(t, self.run(plan, &query))
-                            .await
-                            .map_err(|_| GatewayError::Timeout)?,
-                        None => self.run(plan, &query).await,
-                    }
-                };
-                // A cancel through the registry drops the run, and with it
-                // the wait for its job, which cancels the job.
-                tokio::select! {
-                    outcome = run => outcome,
-                    () = query.cancelled() => Err(GatewayError::Cancelled),
-                }
+            Planned::Plan(plan) => self.execute_plan(plan, &[], params, sql).await,
+            Planned::Partitioned(plan, partition_by) => {
+                self.execute_plan(plan, partition_by, params, sql).await
             }
         }
     }
 
-    async fn run(&self, plan: LogicalPlan, query: &QueryGuard) -> Result<Outcome, GatewayError> {
+    /// Runs a plan with its parameters' values under the session's
+    /// `statement_timeout`, listed as `sql` while it runs.
+    async fn execute_plan(
+        &self,
+        plan: &LogicalPlan,
+        partition_by: &[String],
+        params: Option<ParamValues>,
+        sql: &str,
+    ) -> Result<Outcome, GatewayError> {
+        let plan = match params {
+            Some(p) => plan.clone().with_param_values(p)?,
+            None => plan.clone(),
+        };
+        let timeout = self.statement_timeout();
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let query = self.gateway.registry.start_query(self.id(), sql);
+        let run = async {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, self.run(plan, partition_by, &query))
+                    .await
+                    .map_err(|_| GatewayError::Timeout)?,
+                None => self.run(plan, partition_by, &query).await,
+            }
+        };
+        // A cancel through the registry drops the run, and with it
+        // the wait for its job, which cancels the job.
+        let outcome = tokio::select! {
+            outcome = run => outcome,
+            () = query.cancelled() => Err(GatewayError::Cancelled),
+        }?;
+        // Rows streaming from the cluster are still the running query's.
+        Ok(match outcome {
+            Outcome::Rows { schema, rows, tag } => Outcome::Rows {
+                schema,
+                rows: rows.guarded(query, deadline),
+                tag,
+            },
+            done => done,
+        })
+    }
+
+    async fn run(
+        &self,
+        plan: LogicalPlan,
+        partition_by: &[String],
+        query: &QueryGuard,
+    ) -> Result<Outcome, GatewayError> {
         let ctx = self.inner.context();
         match plan {
             // Temporary views and tables are this session's alone, not kept.
@@ -448,9 +490,16 @@ impl GatewaySession {
                 let _one_at_a_time = self.gateway.ddl.lock().await;
                 let (database, warehouse) =
                     (&self.gateway.config.database, &self.gateway.warehouse);
+                if warehouse.is_none() && !partition_by.is_empty() {
+                    return Err(GatewayError::Unsupported(
+                        "PARTITIONED BY makes a managed table, which needs a warehouse \
+                         (strata gateway --warehouse)"
+                            .into(),
+                    ));
+                }
                 if let Some(w) = warehouse
                     && let Some(done) = w
-                        .run_managed(&self.inner, d, database, DEFAULT_SCHEMA)
+                        .run_managed(&self.inner, d, partition_by, database, DEFAULT_SCHEMA)
                         .await?
                 {
                     return Ok(match done {
@@ -500,7 +549,7 @@ impl GatewaySession {
                 match self.inner.run_plan(plan).await? {
                     Prepared::Rows(schema, batches) => Ok(Outcome::Rows {
                         schema,
-                        batches,
+                        rows: RowStream::ready(batches),
                         tag: "EXPLAIN",
                     }),
                     _ => Ok(Outcome::Done("EXPLAIN", None)),
@@ -509,36 +558,30 @@ impl GatewaySession {
             plan => {
                 let df = ctx.execute_logical_plan(plan).await?;
                 let physical = df.create_physical_plan().await?;
-                let schema = physical.schema();
-                let batches = if reads_files(&physical) {
+                let named = pg_names(&physical.schema());
+                let rows = if reads_files(&physical) {
+                    // On the cluster: the rows stream from the final stage.
                     let job = self
                         .inner
                         .submit_plan(physical)
                         .map_err(GatewayError::Session)?;
                     let cancel = CancelOnDrop::new(job.canceller());
                     query.running_as(job.id().to_string());
-                    let out = job.result().await.map_err(SessionError::Job)?;
-                    cancel.disarm();
-                    tracing::info!(
-                        session = self.id(),
-                        job = %out.job,
-                        tasks = out.stages.iter().map(|s| s.launched).sum::<u32>(),
-                        ms = out.elapsed.as_millis() as u64,
-                        "query ran on the cluster"
-                    );
-                    out.batches
+                    RowStream::from_job(job.stream(), named.clone(), cancel, self.id())
+                        .started()
+                        .await?
                 } else {
-                    datafusion::physical_plan::collect(physical, ctx.task_ctx()).await?
+                    let batches = datafusion::physical_plan::collect(physical, ctx.task_ctx())
+                        .await?
+                        .into_iter()
+                        .map(|b| RecordBatch::try_new(named.clone(), b.columns().to_vec()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| GatewayError::from(DataFusionError::from(e)))?;
+                    RowStream::ready(batches)
                 };
-                let named = pg_names(&schema);
-                let batches = batches
-                    .into_iter()
-                    .map(|b| RecordBatch::try_new(named.clone(), b.columns().to_vec()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| GatewayError::from(DataFusionError::from(e)))?;
                 Ok(Outcome::Rows {
                     schema: named,
-                    batches,
+                    rows,
                     tag: "SELECT",
                 })
             }
@@ -635,7 +678,7 @@ impl GatewaySession {
             .map_err(|e| GatewayError::from(DataFusionError::from(e)))?;
         Ok(Outcome::Rows {
             schema,
-            batches: vec![batch],
+            rows: RowStream::ready(vec![batch]),
             tag: "SHOW",
         })
     }

@@ -5,9 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use strata_executor::runtime::{ExecutorConfig, ExecutorHandle, Straggle};
 use strata_executor::shuffle::ShuffleWriterExec;
 use strata_executor::shuffle_service::{ShuffleTicket, fetch};
@@ -54,6 +56,11 @@ pub(super) struct JobEntry {
     schema: SchemaRef,
     progress: watch::Sender<JobProgress>,
     result: Option<oneshot::Sender<Result<JobOutput, DriverError>>>,
+    /// Where its result rows go ([`super::JobStream`]).
+    rows: mpsc::Sender<RecordBatch>,
+    /// Final partitions delivered whole, in order: a fetch after a lost
+    /// executor starts after them.
+    delivered: Arc<AtomicUsize>,
     submitted: Instant,
     fetching: bool,
 }
@@ -73,8 +80,9 @@ pub(super) struct Core {
     pub(super) core_tx: mpsc::UnboundedSender<Command>,
 }
 
-/// Final partitions fetched from executors at once.
-const RESULT_FETCHES: usize = 8;
+/// Final partitions fetched from executors at once (each is held whole
+/// until it is delivered, so this bounds what a streamed result holds).
+const RESULT_FETCHES: usize = 4;
 
 /// A task's key on the wire, where stages and partitions are `u32`.
 fn key(t: &TaskRef) -> TaskKey {
@@ -143,6 +151,7 @@ impl Core {
                 schema,
                 progress,
                 result,
+                rows,
             } => {
                 let mut specs = Vec::new();
                 let last = plan.stages.len() - 1;
@@ -185,6 +194,8 @@ impl Core {
                         schema,
                         progress,
                         result: Some(result),
+                        rows,
+                        delivered: Arc::new(AtomicUsize::new(0)),
                         submitted: now,
                         fetching: false,
                     },
@@ -292,13 +303,13 @@ impl Core {
                 }
             }
             Command::Fetched { job, result } => match result {
-                Ok(batches) => {
+                Ok(()) => {
                     let stages = self.sched.metrics(&job);
                     self.sched.finish(&job);
                     if let Some(entry) = self.jobs.get(&job) {
                         let out = JobOutput {
                             job: job.clone(),
-                            batches,
+                            batches: Vec::new(),
                             schema: entry.schema.clone(),
                             stages,
                             elapsed: entry.submitted.elapsed(),
@@ -398,10 +409,15 @@ impl Core {
         };
         entry.fetching = true;
         let core = self.core_tx.clone();
+        let (rows, delivered) = (entry.rows.clone(), entry.delivered.clone());
+        let mut outputs = outputs;
+        outputs.sort_by_key(|(p, _, _)| *p);
+        let from = delivered.load(Ordering::SeqCst);
+        outputs.retain(|(p, _, _)| p.index() >= from);
         tokio::spawn(async move {
             use futures::StreamExt;
             let job_name = job.to_string();
-            // A few fetches at once, results kept in partition order.
+            // A few fetches at once, each partition sent whole, in order.
             let mut fetches = futures::stream::iter(outputs)
                 .map(|(p, executor, flight)| {
                     let ticket = ShuffleTicket {
@@ -410,13 +426,21 @@ impl Core {
                         partition: p,
                         maps: Some(vec![p]),
                     };
-                    async move { (executor, fetch(&flight, &ticket).await) }
+                    async move { (p, executor, fetch(&flight, &ticket).await) }
                 })
                 .buffered(RESULT_FETCHES);
-            let mut batches = Vec::new();
-            while let Some((executor, result)) = fetches.next().await {
+            while let Some((p, executor, result)) = fetches.next().await {
                 match result {
-                    Ok(b) => batches.extend(b),
+                    Ok(batches) => {
+                        for batch in batches {
+                            if rows.send(batch).await.is_err() {
+                                // The reader is gone: nobody wants the rest.
+                                core.send(Command::Cancel(job)).ok();
+                                return;
+                            }
+                        }
+                        delivered.store(p.index() + 1, Ordering::SeqCst);
+                    }
                     Err(e) => {
                         core.send(Command::Fetched {
                             job,
@@ -429,7 +453,7 @@ impl Core {
             }
             core.send(Command::Fetched {
                 job,
-                result: Ok(batches),
+                result: Ok(()),
             })
             .ok();
         });

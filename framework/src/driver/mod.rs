@@ -17,6 +17,7 @@ mod actor;
 pub mod cluster;
 pub mod dag;
 mod link;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +39,7 @@ use tracing::info;
 use actor::{Core, Launcher};
 pub use cluster::ClusterSource;
 use dag::{ExecutorId, JobId, StageMetrics, TaskScheduler};
+pub use stream::JobStream;
 
 use crate::planner::JobPlan;
 
@@ -245,6 +247,7 @@ pub struct JobHandle {
     id: JobId,
     progress: watch::Receiver<JobProgress>,
     result: oneshot::Receiver<Result<JobOutput, DriverError>>,
+    rows: mpsc::Receiver<RecordBatch>,
     core: mpsc::UnboundedSender<Command>,
 }
 
@@ -273,9 +276,24 @@ impl JobHandle {
         }
     }
 
-    /// Waits for its results.
+    /// Waits for its results, all of them collected.
     pub async fn result(self) -> Result<JobOutput, DriverError> {
-        self.result.await.map_err(|_| DriverError::Stopped)?
+        use futures::StreamExt;
+        let mut stream = self.stream();
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            batches.push(batch?);
+        }
+        let mut output = stream.into_output().ok_or(DriverError::Stopped)?;
+        output.batches = batches;
+        Ok(output)
+    }
+
+    /// Its result rows as they are fetched from the executors, partition
+    /// by partition ([`JobStream`]); dropping the stream before its end
+    /// cancels the job.
+    pub fn stream(self) -> JobStream {
+        JobStream::new(self.id, self.rows, self.result)
     }
 }
 
@@ -330,6 +348,7 @@ pub(crate) enum Command {
         schema: SchemaRef,
         progress: watch::Sender<JobProgress>,
         result: oneshot::Sender<Result<JobOutput, DriverError>>,
+        rows: mpsc::Sender<RecordBatch>,
     },
     Cancel(JobId),
     ExecutorUp {
@@ -356,7 +375,9 @@ pub(crate) enum Command {
     Retire(Vec<ExecutorId>),
     Fetched {
         job: JobId,
-        result: Result<Vec<RecordBatch>, (ExecutorId, String)>,
+        /// Every final partition was delivered, or an executor's could
+        /// not be fetched.
+        result: Result<(), (ExecutorId, String)>,
     },
     Executors(oneshot::Sender<Vec<ExecutorInfo>>),
     Shutdown(oneshot::Sender<()>),
@@ -517,6 +538,7 @@ impl Driver {
             stages: Vec::new(),
         });
         let (result_tx, result) = oneshot::channel();
+        let (rows_tx, rows) = mpsc::channel(stream::RESULT_BUFFER);
         self.core
             .send(Command::Submit {
                 id: id.clone(),
@@ -524,12 +546,14 @@ impl Driver {
                 schema,
                 progress: progress_tx,
                 result: result_tx,
+                rows: rows_tx,
             })
             .map_err(|_| DriverError::Stopped)?;
         Ok(JobHandle {
             id,
             progress,
             result,
+            rows,
             core: self.core.clone(),
         })
     }

@@ -289,3 +289,65 @@ async fn a_delete_or_update_with_a_where_subquery_is_refused_and_changes_nothing
         .unwrap();
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_stream_in_partition_order_and_a_dropped_stream_cancels_its_job() {
+    use futures::StreamExt;
+    let data = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    tpch::generate_parquet(0.01, data.path()).unwrap();
+    let d = driver(work.path(), 2, vec![]).await;
+    let session = Session::new(d.clone(), 4).unwrap();
+    tpch::register_parquet(session.context(), data.path())
+        .await
+        .unwrap();
+    // More batches than the stream buffers: the job is still fetching
+    // when its first rows are read.
+    let sql = "SELECT l_orderkey, l_comment, r.value FROM lineitem CROSS JOIN range(4) r";
+    let plan = |s: &'static str| {
+        let session = &session;
+        async move {
+            let df = session.context().sql(s).await.unwrap();
+            df.create_physical_plan().await.unwrap()
+        }
+    };
+    let job = session.submit_plan(plan(sql).await).unwrap();
+    let progress = job.progress();
+    let mut rows = job.stream();
+    let first = rows.next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    assert_eq!(
+        progress.borrow().state,
+        JobPhase::Fetching,
+        "the first rows are read before the job has handed over the last"
+    );
+    let mut total = first.num_rows();
+    while let Some(batch) = rows.next().await {
+        total += batch.unwrap().num_rows();
+    }
+    assert_eq!(total, 4 * 60175);
+    let output = rows.output().expect("the job's figures at the end");
+    assert!(output.batches.is_empty());
+    assert_eq!(progress.borrow().state, JobPhase::Succeeded);
+
+    // A reader gone before the end: the job is cancelled.
+    let job = session.submit_plan(plan(sql).await).unwrap();
+    let mut progress = job.progress();
+    let mut rows = job.stream();
+    rows.next().await.unwrap().unwrap();
+    drop(rows);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        progress.wait_for(|p| p.state == JobPhase::Cancelled),
+    )
+    .await
+    .expect("the job is cancelled within 20 s")
+    .unwrap();
+
+    // The driver carries on.
+    let n = session
+        .query("SELECT count(*) FROM lineitem")
+        .await
+        .unwrap();
+    assert_eq!(n[0].num_rows(), 1);
+}

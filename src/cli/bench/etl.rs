@@ -1,8 +1,9 @@
-//! `strata bench etl`: an ETL write, `CREATE TABLE … AS SELECT * FROM
-//! lineitem` into a managed (Delta Lake) table — read, written as Parquet
-//! by tasks on a local cluster's executors, committed once — beside
-//! single-process DataFusion writing the same rows as Parquet (`COPY … TO`,
-//! the same compression), in the same run. The figure is input MB/s (the
+//! `strata bench etl`: an ETL write, `CREATE TABLE … PARTITIONED BY
+//! (l_shipmode) AS SELECT * FROM lineitem` into a managed (Delta Lake)
+//! table — read, written as Parquet in a directory per partition by tasks
+//! on a local cluster's executors, committed once — beside single-process
+//! DataFusion writing the same rows as Parquet (`COPY … TO … PARTITIONED
+//! BY`, the same compression), in the same run. The figure is input MB/s (the
 //! Parquet bytes of `lineitem` over the write's wall time) and the ratio.
 
 use std::net::SocketAddr;
@@ -31,6 +32,10 @@ pub struct EtlArgs {
     /// Runs of each side (the best and the median are shown).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// The column of `lineitem` the table is partitioned by (`none`: not
+    /// partitioned).
+    #[arg(long, default_value = "l_shipmode")]
+    partition_by: String,
     #[command(flatten)]
     executors: ExecutorOpts,
 }
@@ -85,19 +90,30 @@ async fn bench(a: &EtlArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let session = Session::new(driver.clone(), partitions)?;
     tpch::register_parquet(session.context(), &data).await?;
     let warehouse = Warehouse::open(&dir.join("warehouse")).await?;
+    let partitioned = (a.partition_by != "none").then_some(a.partition_by.as_str());
+    let clause = partitioned
+        .map(|c| format!(" PARTITIONED BY ({c})"))
+        .unwrap_or_default();
     let mut ours = Vec::new();
     for i in 0..runs {
+        let sql = format!("CREATE TABLE t{i}{clause} AS SELECT * FROM lineitem");
+        let mut statement = session
+            .parse(&sql)?
+            .into_iter()
+            .next()
+            .context("no statement")?;
+        let partition_by = strata_gateway::warehouse::partitions::take_partitioning(&mut statement);
         let plan = session
             .context()
             .state()
-            .create_logical_plan(&format!("CREATE TABLE t{i} AS SELECT * FROM lineitem"))
+            .statement_to_plan(statement)
             .await?;
         let LogicalPlan::Ddl(ddl) = plan else {
             anyhow::bail!("CREATE TABLE … AS did not plan as DDL");
         };
         let started = Instant::now();
         warehouse
-            .run_managed(&session, &ddl, "datafusion", "public")
+            .run_managed(&session, &ddl, &partition_by, "datafusion", "public")
             .await?
             .context("not a managed table")?;
         ours.push(started.elapsed());
@@ -113,7 +129,7 @@ async fn bench(a: &EtlArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     for i in 0..runs {
         let out = dir.join(format!("datafusion-{i}"));
         let sql = format!(
-            "COPY (SELECT * FROM lineitem) TO '{}/' STORED AS PARQUET \
+            "COPY (SELECT * FROM lineitem) TO '{}/' STORED AS PARQUET{clause} \
              OPTIONS ('format.compression' 'snappy')",
             out.display()
         );
@@ -124,8 +140,8 @@ async fn bench(a: &EtlArgs, dir: &Path) -> anyhow::Result<ExitCode> {
 
     let mb = input as f64 / 1e6;
     println!(
-        "CREATE TABLE … AS SELECT * FROM lineitem (TPC-H SF {}: {mb:.1} MB of Parquet in), \
-         {partitions} partitions, {runs} runs each:",
+        "CREATE TABLE …{clause} AS SELECT * FROM lineitem (TPC-H SF {}: {mb:.1} MB of \
+         Parquet in), {partitions} partitions, {runs} runs each:",
         a.sf
     );
     println!(

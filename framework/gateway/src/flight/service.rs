@@ -39,12 +39,13 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::{ParamValues, ScalarValue};
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::FlightSession;
 use super::metadata;
+use crate::rows::RowStream;
 use crate::session::{GatewaySession, Outcome, Planned};
 
 /// How long a query's ticket waits to be fetched.
@@ -179,7 +180,7 @@ fn no_rows_info(
     let info = FlightInfo::new()
         .try_with_schema(&Schema::empty())
         .map_err(|e| Status::internal(e.to_string()))?
-        .with_total_records(count(outcome))
+        .with_total_records(written(outcome))
         .with_descriptor(descriptor);
     Ok(Response::new(info))
 }
@@ -231,12 +232,24 @@ fn stream_batches(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Response<<FlightSql as FlightService>::DoGetStream> {
+    stream_rows(schema, RowStream::ready(batches))
+}
+
+/// Rows as a `DoGet` stream as they come (from the cluster: from the
+/// query's final stage), in `schema` as [`wire_schema`] sends it.
+fn stream_rows(
+    schema: SchemaRef,
+    rows: RowStream,
+) -> Response<<FlightSql as FlightService>::DoGetStream> {
     let wire = wire_schema(&schema);
     let announced = wire.clone();
-    let batches = batches.into_iter().map(move |b| to_wire(b, &wire));
+    let batches = rows.map(move |b| match b {
+        Ok(b) => to_wire(b, &wire),
+        Err(e) => Err(FlightError::Tonic(Box::new(Status::from(e)))),
+    });
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(announced)
-        .build(futures::stream::iter(batches))
+        .build(batches)
         .map_err(Status::from);
     Response::new(Box::pin(stream))
 }
@@ -250,7 +263,7 @@ fn rows_as_announced(
         .result_schema()
         .unwrap_or_else(|| Arc::new(Schema::empty()));
     match outcome {
-        Outcome::Rows { batches, .. } => stream_batches(announced, batches),
+        Outcome::Rows { rows, .. } => stream_rows(announced, rows),
         _ => stream_batches(announced, Vec::new()),
     }
 }
@@ -290,18 +303,10 @@ fn merge(outcomes: Vec<Outcome>) -> Outcome {
     for o in outcomes {
         merged = Some(match (merged, o) {
             (None, o) => o,
-            (
-                Some(Outcome::Rows {
-                    schema,
-                    mut batches,
-                    tag,
-                }),
-                Outcome::Rows { batches: more, .. },
-            ) => {
-                batches.extend(more);
+            (Some(Outcome::Rows { schema, rows, tag }), Outcome::Rows { rows: more, .. }) => {
                 Outcome::Rows {
                     schema,
-                    batches,
+                    rows: rows.chain(more),
                     tag,
                 }
             }
@@ -314,13 +319,26 @@ fn merge(outcomes: Vec<Outcome>) -> Outcome {
     merged.unwrap_or(Outcome::Done("SELECT", Some(0)))
 }
 
-/// How many rows an outcome wrote or returned (`-1`: not known).
-fn count(outcome: &Outcome) -> i64 {
+/// How many rows a statement that returns none wrote (`-1`: not known).
+fn written(outcome: &Outcome) -> i64 {
     match outcome {
-        Outcome::Rows { batches, .. } => batches.iter().map(|b| b.num_rows() as i64).sum(),
         Outcome::Done(_, Some(n)) => *n as i64,
         _ => -1,
     }
+}
+
+/// How many rows an outcome wrote or returned (`-1`: not known).
+async fn count(outcome: Outcome) -> Result<i64, Status> {
+    Ok(match outcome {
+        Outcome::Rows { rows, .. } => rows
+            .collect()
+            .await?
+            .iter()
+            .map(|b| b.num_rows() as i64)
+            .sum(),
+        Outcome::Done(_, Some(n)) => n as i64,
+        _ => -1,
+    })
 }
 
 /// Reads the record batches a `DoPut` carries (parameters, ingested rows).
@@ -437,7 +455,7 @@ impl FlightSqlService for FlightSql {
         for statement in session.parse(&command.query)? {
             let planned = session.plan(&statement).await?;
             let outcome = session.execute(&planned, None, &command.query).await?;
-            total += count(&outcome).max(0);
+            total += count(outcome).await?.max(0);
         }
         Ok(total)
     }
@@ -540,7 +558,7 @@ impl FlightSqlService for FlightSql {
         let sent = one_batch(read_batches(request.into_inner()).await?)?;
         let params = sent.or(p.params);
         let outcome = run(&p.session, &p.planned, params.as_ref(), &p.sql).await?;
-        Ok(count(&outcome))
+        count(outcome).await
     }
 
     async fn do_put_statement_ingest(
@@ -683,8 +701,8 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
 
-    #[test]
-    fn runs_for_several_rows_add_up() {
+    #[tokio::test]
+    async fn runs_for_several_rows_add_up() {
         let schema = Arc::new(Schema::new(vec![Field::new(
             "n",
             datafusion::arrow::datatypes::DataType::Int64,
@@ -696,21 +714,21 @@ mod tests {
         let rows = merge(vec![
             Outcome::Rows {
                 schema: schema.clone(),
-                batches: vec![batch(1)],
+                rows: RowStream::ready(vec![batch(1)]),
                 tag: "SELECT",
             },
             Outcome::Rows {
                 schema: schema.clone(),
-                batches: vec![batch(2)],
+                rows: RowStream::ready(vec![batch(2)]),
                 tag: "SELECT",
             },
         ]);
-        assert_eq!(count(&rows), 2);
+        assert_eq!(count(rows).await.unwrap(), 2);
         let written = merge(vec![
             Outcome::Done("INSERT", Some(3)),
             Outcome::Done("INSERT", Some(4)),
         ]);
-        assert_eq!(count(&written), 7);
-        assert_eq!(count(&merge(Vec::new())), 0);
+        assert_eq!(count(written).await.unwrap(), 7);
+        assert_eq!(count(merge(Vec::new())).await.unwrap(), 0);
     }
 }

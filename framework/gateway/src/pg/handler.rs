@@ -10,7 +10,7 @@ use arrow_pg::datatypes::df::deserialize_parameters;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
-use futures::{Sink, SinkExt};
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -313,17 +313,15 @@ impl CopyHandler for Queries {
 /// An outcome as the protocol's response, rows in `format`.
 fn response(outcome: Outcome, format: &Format) -> PgWireResult<Response> {
     Ok(match outcome {
-        Outcome::Rows {
-            schema,
-            batches,
-            tag,
-        } => {
+        Outcome::Rows { schema, rows, tag } => {
             let fields = Arc::new(arrow_schema_to_pg_fields(&schema, format, None)?);
-            let rows: Vec<_> = batches
-                .into_iter()
-                .flat_map(|b| encode_recordbatch(fields.clone(), b))
-                .collect();
-            let mut response = QueryResponse::new(fields, futures::stream::iter(rows));
+            // Each batch is encoded as it comes from the cluster.
+            let encode = fields.clone();
+            let rows = rows.flat_map(move |batch| match batch {
+                Ok(b) => futures::stream::iter(encode_recordbatch(encode.clone(), b)).left_stream(),
+                Err(e) => futures::stream::iter([Err(wire_error(e))]).right_stream(),
+            });
+            let mut response = QueryResponse::new(fields, rows);
             response.set_command_tag(tag);
             Response::Query(response)
         }

@@ -25,7 +25,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::{Precision, Statistics};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DataFusionError, Result, not_impl_err};
+use datafusion::common::{Column, DataFusionError, Result, ScalarValue, not_impl_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -34,8 +34,8 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake_core::kernel::engine::arrow_conversion::TryFromArrow;
@@ -45,9 +45,11 @@ use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use strata_executor::write::TableWriterExec;
+use strata_executor::write::{TableWriterExec, WriteSpec};
 use strata_framework::write::{CommitExec, Committer, count_batch, count_schema, rows_in};
 use url::Url;
+
+use super::partitions::{self, ScanColumns};
 
 fn delta_err(e: DeltaTableError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -98,12 +100,19 @@ pub fn delta_columns(schema: &Schema) -> Result<Vec<StructField>> {
     Ok(st.fields().cloned().collect())
 }
 
-/// Creates an empty Delta table at `url` with `schema`'s columns.
-pub async fn create_empty(url: &Url, name: &str, schema: &Schema) -> Result<()> {
+/// Creates an empty Delta table at `url` with `schema`'s columns,
+/// partitioned by `partition_by`.
+pub async fn create_empty(
+    url: &Url,
+    name: &str,
+    schema: &Schema,
+    partition_by: &[String],
+) -> Result<()> {
     deltalake_core::operations::create::CreateBuilder::new()
         .with_location(url.as_str())
         .with_table_name(name)
         .with_columns(delta_columns(schema)?)
+        .with_partition_columns(partition_by.to_vec())
         .with_save_mode(SaveMode::ErrorIfExists)
         .await
         .map_err(delta_err)?;
@@ -116,17 +125,22 @@ pub struct DeltaProvider {
     url: Url,
     schema: SchemaRef,
     version: Option<i64>,
+    columns: ScanColumns,
 }
 
 impl DeltaProvider {
     /// The table at `url`, read at `version` (or its latest each query).
     pub async fn open(url: Url, version: Option<i64>) -> Result<DeltaProvider, DeltaTableError> {
         let table = open(&url, version).await?;
-        let schema = table.snapshot()?.snapshot().arrow_schema();
+        let snapshot = table.snapshot()?;
+        let schema = snapshot.snapshot().arrow_schema();
+        let columns = ScanColumns::new(&schema, snapshot.metadata().partition_columns())
+            .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
         Ok(DeltaProvider {
             url,
             schema,
             version,
+            columns,
         })
     }
 
@@ -138,9 +152,6 @@ impl DeltaProvider {
     async fn load(&self) -> Result<DeltaTable> {
         let table = open(&self.url, self.version).await.map_err(delta_err)?;
         let snapshot = table.snapshot().map_err(delta_err)?;
-        if !snapshot.metadata().partition_columns().is_empty() {
-            return not_impl_err!("partitioned Delta tables cannot be read yet");
-        }
         let features = snapshot.protocol().reader_features();
         if let Some(f) = features
             .into_iter()
@@ -164,40 +175,75 @@ impl TableProvider for DeltaProvider {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Filters on partition columns alone choose the files to read;
+        // DataFusion still applies every filter to the rows.
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.columns.only_partitions(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = self.load().await?;
         let snapshot = table.snapshot().map_err(delta_err)?;
+        let columns = &self.columns;
         let dir = object_store::path::Path::from_url_path(self.url.path())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Exactly the files this version holds, with the row counts the
-        // log records (a file gone from storage fails the scan).
-        let (mut rows, mut bytes) = (Some(0usize), 0usize);
-        let files: Vec<PartitionedFile> = snapshot
+        // log records (a file gone from storage fails the scan), and their
+        // partition values.
+        let mut files: Vec<PartitionedFile> = snapshot
             .log_data()
             .into_iter()
             .map(|f| {
                 let path: object_store::path::Path =
                     dir.parts().chain(f.object_store_path().parts()).collect();
                 let size = f.size().max(0) as u64;
-                bytes += size as usize;
                 let mut stats = Statistics::new_unknown(&self.schema);
                 stats.total_byte_size = Precision::Inexact(size as usize);
-                match f.num_records() {
-                    Some(n) => {
-                        stats.num_rows = Precision::Exact(n);
-                        rows = rows.map(|r| r + n);
-                    }
-                    None => rows = None,
+                if let Some(n) = f.num_records() {
+                    stats.num_rows = Precision::Exact(n);
                 }
-                PartitionedFile::new(path.to_string(), size).with_statistics(Arc::new(stats))
+                let mut file =
+                    PartitionedFile::new(String::new(), size).with_statistics(Arc::new(stats));
+                // The object's path as it is (parsing its text again would
+                // encode a partition value's escapes twice).
+                file.object_meta.location = path;
+                file.partition_values = columns.file_values(&f.partition_values_map())?;
+                Ok(file)
             })
-            .collect();
+            .collect::<Result<_>>()?;
+        for filter in filters.iter().filter(|f| columns.only_partitions(f)) {
+            let values: Vec<Vec<ScalarValue>> =
+                files.iter().map(|f| f.partition_values.clone()).collect();
+            let keep = columns.keep(state, &unqualified(filter.clone())?, &values)?;
+            let mut keep = keep.into_iter();
+            files.retain(|_| keep.next().unwrap_or(true));
+        }
+        let (mut rows, mut bytes) = (Some(0usize), 0usize);
+        for f in &files {
+            bytes += f.object_meta.size as usize;
+            rows = match f.statistics.as_ref().map(|s| s.num_rows) {
+                Some(Precision::Exact(n)) => rows.map(|r| r + n),
+                _ => None,
+            };
+        }
         let projected = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
@@ -218,11 +264,15 @@ impl TableProvider for DeltaProvider {
         }
         let store = ObjectStoreUrl::parse(&self.url[..url::Position::BeforePath])?;
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let source = format.file_source(TableSchema::from(self.schema.clone()));
+        let source = format.file_source(
+            TableSchema::builder(columns.file_schema.clone())
+                .with_table_partition_cols(columns.partition_fields.clone())
+                .build(),
+        );
         let config = FileScanConfigBuilder::new(store, source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_statistics(table_stats)
-            .with_projection_indices(projection.cloned())?
+            .with_projection_indices(Some(columns.projection(projection)))?
             .with_limit(limit)
             .build();
         format.create_physical_plan(state, config).await
@@ -242,10 +292,12 @@ impl TableProvider for DeltaProvider {
             InsertOp::Overwrite => SaveMode::Overwrite,
             InsertOp::Replace => return not_impl_err!("INSERT OR REPLACE into a Delta table"),
         };
+        let partition_by = self.columns.partition_names();
         Ok(Arc::new(DeltaCommitter::plan(
             input,
             &self.url,
             Target::Existing(mode),
+            partition_by,
         )))
     }
 
@@ -474,23 +526,36 @@ pub struct DeltaCommitter {
     url: Url,
     prefix: String,
     target: Target,
+    partition_by: Vec<String>,
 }
 
 impl DeltaCommitter {
-    /// A write into the table at `url` whose files get a fresh prefix.
-    pub fn new(url: Url, target: Target) -> DeltaCommitter {
+    /// A write into the table at `url`, partitioned by `partition_by`,
+    /// whose files get a fresh prefix.
+    pub fn new(url: Url, target: Target, partition_by: Vec<String>) -> DeltaCommitter {
         DeltaCommitter {
             url,
             prefix: format!("part-{}", uuid::Uuid::new_v4().simple()),
             target,
+            partition_by,
         }
     }
 
     /// The plan that writes `input` into the table at `url` (its tasks
-    /// write the files, this committer commits them).
-    pub fn plan(input: Arc<dyn ExecutionPlan>, url: &Url, target: Target) -> CommitExec {
-        let committer = DeltaCommitter::new(url.clone(), target);
-        let writer = TableWriterExec::new(input, url.clone(), committer.prefix.clone());
+    /// write the files — in a directory per partition when the table is
+    /// partitioned — and this committer commits them).
+    pub fn plan(
+        input: Arc<dyn ExecutionPlan>,
+        url: &Url,
+        target: Target,
+        partition_by: Vec<String>,
+    ) -> CommitExec {
+        let spec = WriteSpec {
+            partition_by: partition_by.clone(),
+            ..WriteSpec::default()
+        };
+        let committer = DeltaCommitter::new(url.clone(), target, partition_by);
+        let writer = TableWriterExec::with_spec(input, url.clone(), committer.prefix.clone(), spec);
         CommitExec::new(Arc::new(writer), Arc::new(committer))
     }
 
@@ -521,35 +586,41 @@ impl DeltaCommitter {
     }
 }
 
-/// The Delta `add` actions for the files a write's tasks report.
-fn adds(files: &[RecordBatch]) -> Result<Vec<Add>> {
+/// The Delta `add` actions for the files a write's tasks report (in the
+/// directories of `partition_by`'s values).
+fn adds(files: &[RecordBatch], partition_by: &[String]) -> Result<Vec<Add>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    Ok(strata_framework::write::written_files(files)?
+    strata_framework::write::written_files(files)?
         .into_iter()
-        .map(|f| Add {
-            path: f.path,
-            partition_values: HashMap::new(),
-            size: f.bytes,
-            modification_time: now,
-            data_change: true,
-            stats: Some(format!("{{\"numRecords\":{}}}", f.rows)),
-            tags: None,
-            deletion_vector: None,
-            base_row_id: None,
-            default_row_commit_version: None,
-            clustering_provider: None,
+        .map(|f| {
+            Ok(Add {
+                path: partitions::log_path(&f.path),
+                partition_values: partitions::values_of(&f.path, partition_by)?,
+                size: f.bytes,
+                modification_time: now,
+                data_change: true,
+                stats: Some(format!("{{\"numRecords\":{}}}", f.rows)),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+                clustering_provider: None,
+            })
         })
-        .collect())
+        .collect()
 }
 
 #[async_trait]
 impl Committer for DeltaCommitter {
     async fn commit(&self, files: &[RecordBatch]) -> Result<u64> {
-        let adds = adds(files)?;
-        let keep: HashSet<String> = adds.iter().map(|a| a.path.clone()).collect();
+        let adds = adds(files, &self.partition_by)?;
+        let keep: HashSet<String> = strata_framework::write::written_files(files)?
+            .into_iter()
+            .filter_map(|f| f.path.rsplit('/').next().map(str::to_owned))
+            .collect();
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         match &self.target {
             Target::New(name, columns) => {
@@ -557,6 +628,7 @@ impl Committer for DeltaCommitter {
                     .with_location(self.url.as_str())
                     .with_table_name(name)
                     .with_columns(columns.clone())
+                    .with_partition_columns(self.partition_by.clone())
                     .with_save_mode(SaveMode::ErrorIfExists)
                     .with_actions(actions)
                     .await
@@ -580,7 +652,8 @@ impl Committer for DeltaCommitter {
                         table.log_store(),
                         DeltaOperation::Write {
                             mode: *mode,
-                            partition_by: None,
+                            partition_by: (!self.partition_by.is_empty())
+                                .then(|| self.partition_by.clone()),
                             predicate: None,
                         },
                     )

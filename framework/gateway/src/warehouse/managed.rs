@@ -71,11 +71,14 @@ impl Warehouse {
 
     /// Runs `ddl` when it makes or drops a managed table (`None`: it is not
     /// such a statement, and the caller runs it). Tables made without a
-    /// location are managed tables when there is a warehouse.
+    /// location are managed tables when there is a warehouse; a table made
+    /// is partitioned by `partition_by` (the statement's `PARTITIONED BY`,
+    /// [`super::partitions::take_partitioning`]).
     pub async fn run_managed(
         &self,
         session: &Session,
         ddl: &DdlStatement,
+        partition_by: &[String],
         catalog: &str,
         default_schema: &str,
     ) -> Result<Option<Managed>, WarehouseError> {
@@ -101,8 +104,11 @@ impl Warehouse {
                     }
                     self.drop_managed(ctx, &reference, &schema, &name).await?;
                 }
+                let columns = storable_schema(c.input.schema().as_arrow());
+                super::partitions::check(&columns, partition_by).map_err(sql)?;
                 let location = self.new_location(&schema, &name)?;
-                let rows = match self.make_table(session, &c.input, &location, &name).await {
+                let made = self.make_table(session, &c.input, &location, &name, partition_by);
+                let rows = match made.await {
                     Ok(rows) => rows,
                     Err(e) => {
                         super::store::remove_table_files(&location).await;
@@ -121,6 +127,12 @@ impl Warehouse {
                 .await?;
                 Ok(Some(Managed::Created(rows)))
             }
+            DdlStatement::CreateMemoryTable(_) if !partition_by.is_empty() => Err(plan_err(
+                "a temporary table cannot be partitioned".to_owned(),
+            )),
+            _ if !partition_by.is_empty() => Err(plan_err(
+                "PARTITIONED BY is a clause of CREATE TABLE".to_owned(),
+            )),
             DdlStatement::DropTable(d) => {
                 let r = d.name.clone().resolve(catalog, default_schema);
                 let (schema, name) = (r.schema.to_string(), r.table.to_string());
@@ -144,13 +156,16 @@ impl Warehouse {
         input: &LogicalPlan,
         location: &Url,
         name: &str,
+        partition_by: &[String],
     ) -> Result<Option<u64>, WarehouseError> {
         let arrow = input.schema().as_arrow().clone();
         let schema = storable_schema(&arrow);
         if let LogicalPlan::EmptyRelation(e) = input
             && !e.produce_one_row
         {
-            create_empty(location, name, &schema).await.map_err(sql)?;
+            create_empty(location, name, &schema, partition_by)
+                .await
+                .map_err(sql)?;
             return Ok(None);
         }
         let ctx = session.context();
@@ -179,7 +194,7 @@ impl Warehouse {
             .await
             .map_err(sql)?;
         let target = Target::New(name.to_owned(), delta_columns(&schema).map_err(sql)?);
-        let commit = DeltaCommitter::plan(physical, location, target);
+        let commit = DeltaCommitter::plan(physical, location, target, partition_by.to_vec());
         let written = session
             .run_write(&commit)
             .await

@@ -20,6 +20,7 @@
 pub mod delta;
 pub mod managed;
 pub mod merge;
+pub mod partitions;
 pub mod store;
 
 use std::path::{Path, PathBuf};
