@@ -39,6 +39,11 @@ pub struct GatewayBenchArgs {
     /// Streams at once for the throughput test.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8")]
     streams: Vec<usize>,
+    /// Runs of TPC-H's power test (the 22 queries one after another)
+    /// through the gateway, a session on the same executors (`strata
+    /// sql`) and single-process DataFusion, with `--tpch-sf` (0: not).
+    #[arg(long, default_value_t = 2)]
+    power_runs: usize,
     /// Where PostgreSQL's programs are (initdb, postgres, pgbench).
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     pg_bin: PathBuf,
@@ -90,7 +95,8 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     executors.executor_mem = executors.executor_mem.min(1024.0);
     let driver =
         start_elastic_driver(&executors, &manager, None, "strata-bench-gateway", 1, 1).await?;
-    let mut config = GatewayConfig::new(executors.partitions_for(1));
+    let partitions = executors.partitions_for(1);
+    let mut config = GatewayConfig::new(partitions);
     config.pg_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.flight_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     let gateway = Gateway::start(config, driver.clone()).await?;
@@ -142,12 +148,18 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             None,
         ));
     }
+    let psql = a.pg_bin.join("psql");
     let throughput = match gateway.flight_addr() {
         Some(flight) if a.tpch_sf > 0.0 => {
-            let psql = a.pg_bin.join("psql");
             super::throughput::run(a.tpch_sf, &a.streams, dir, &psql, port, flight).await?
         }
         _ => Vec::new(),
+    };
+    let power = if a.tpch_sf > 0.0 && a.power_runs > 0 {
+        let data = dir.join("tpch");
+        Some(super::power::run(&data, a.power_runs, &psql, port, driver.clone(), partitions).await?)
+    } else {
+        None
     };
     if let Ok(pg) = postgres {
         pg.stop().await;
@@ -192,6 +204,28 @@ async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         println!(
             "{c:<8} {tps:>12.0} {:>9.3} ms {reference}",
             ours.quantile(0.99)
+        );
+    }
+    if let Some(p) = power {
+        println!();
+        println!(
+            "TPC-H SF {} power test: the 22 queries one after another, best of {} runs, \
+             {partitions} partitions:",
+            a.tpch_sf, p.runs
+        );
+        println!("{:<48} {:>10} {:>10}", "", "seconds", "× strata sql");
+        let base = p.session.as_secs_f64();
+        for (name, t) in [
+            ("gateway (psql, one connection)", p.gateway),
+            ("strata sql (a session on the same executors)", p.session),
+            ("datafusion (one process)", p.datafusion),
+        ] {
+            let secs = t.as_secs_f64();
+            println!("{name:<48} {secs:>10.2} {:>10.3}", secs / base);
+        }
+        println!(
+            "gateway overhead over strata sql: {:+.1} %",
+            (p.gateway.as_secs_f64() / base - 1.0) * 100.0
         );
     }
     if !throughput.is_empty() {

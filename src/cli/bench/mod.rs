@@ -13,6 +13,7 @@
 
 mod etl;
 mod gateway;
+mod power;
 mod procfs;
 mod tasks;
 mod throughput;
