@@ -16,6 +16,10 @@ use datafusion::execution::memory_pool::{
 };
 use datafusion::execution::runtime_env::RuntimeEnv;
 
+/// How an error over a query's memory limit begins (the driver fails
+/// the query at once on it: another attempt would only repeat it).
+pub const QUERY_LIMIT_EXCEEDED: &str = "query memory limit exceeded";
+
 /// Caps one job's reservations at `limit` bytes, passing them on to the
 /// executor's pool.
 #[derive(Debug)]
@@ -89,7 +93,7 @@ impl MemoryPool for QueryPool {
             });
         if let Err(used) = claimed {
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "query memory limit exceeded: job {} holds {used} bytes on this executor and \
+                "{QUERY_LIMIT_EXCEEDED}: job {} holds {used} bytes on this executor and \
                  {} asked {additional} more, over its limit of {} bytes \
                  (strata.query_memory_limit)",
                 self.job,

@@ -659,12 +659,30 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
                     s.failed_stage = stage.get();
                     s.failed_executor = executor;
                 }
+                None if is_query_error(&e) => s.outcome = TaskOutcome::QueryError as i32,
                 None => s.outcome = TaskOutcome::Failed as i32,
             }
             s.error = e.to_string();
         }
     }
     s
+}
+
+/// Whether a task's error is the query's own — the same on any executor
+/// and attempt: a value that does not cast or parse, a division by zero,
+/// the query over its memory limit — so that another attempt would only
+/// repeat it.
+fn is_query_error(e: &datafusion::common::DataFusionError) -> bool {
+    use datafusion::arrow::error::ArrowError;
+    use datafusion::common::DataFusionError;
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(m) => m.contains(crate::memory::QUERY_LIMIT_EXCEEDED),
+        DataFusionError::ArrowError(a, _) => matches!(
+            a.as_ref(),
+            ArrowError::DivideByZero | ArrowError::CastError(_) | ArrowError::ParseError(_)
+        ),
+        _ => false,
+    }
 }
 
 fn remove_job_files(root: &std::path::Path, job: &str) {

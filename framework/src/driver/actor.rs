@@ -293,6 +293,7 @@ impl Core {
                             error: s.error,
                         },
                         Ok(TaskOutcome::Cancelled) => Outcome::Cancelled,
+                        Ok(TaskOutcome::QueryError) => Outcome::QueryError(s.error),
                         _ => {
                             debug!(task = ?task, error = %s.error, "task failed");
                             Outcome::Failed(s.error)

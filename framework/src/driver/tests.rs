@@ -130,13 +130,15 @@ async fn a_failing_query_fails_clearly_and_the_driver_carries_on() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing"), "{err}");
-    // Fails at run time on an executor: retried, then the job fails.
+    // Fails at run time on an executor, with the query's own error (a
+    // value that does not cast): the job fails at once, not retried.
     let err = session
         .query("select cast(column1 as int) from (values ('1'), ('x'))")
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("failed") && err.contains("'x'"), "{err}");
+    assert!(!err.contains("times"), "not retried: {err}");
     // EXPLAIN shows the stages the query would run as.
     let explain = session
         .query("explain select column1, count(*) from (values (1), (2), (1)) group by column1")

@@ -344,6 +344,9 @@ pub enum Outcome {
     },
     /// The plan failed.
     Failed(String),
+    /// The query's own error (a bad cast, a division by zero, over its
+    /// memory limit): another attempt would repeat it, the job fails.
+    QueryError(String),
     /// An input could not be fetched from that executor.
     FetchFailed {
         /// The input stage.

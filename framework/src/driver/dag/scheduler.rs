@@ -317,6 +317,14 @@ impl TaskScheduler {
                     ));
                 }
             }
+            Outcome::QueryError(error) => {
+                st.failures[p] += 1;
+                st.metrics.failed += 1;
+                fail_job = Some(format!(
+                    "task {}/s{}/p{} failed: {error}",
+                    task.job, task.stage, task.partition
+                ));
+            }
             Outcome::FetchFailed {
                 stage,
                 executor,

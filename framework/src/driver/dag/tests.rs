@@ -213,6 +213,22 @@ fn failures_retry_then_fail_the_job() {
 }
 
 #[test]
+fn a_query_error_fails_the_job_at_its_first_attempt() {
+    let t0 = Instant::now();
+    let mut s = sched(&[("a", 1)]);
+    s.submit(job(), two_stage(1, 1));
+    let l = s.assign(t0);
+    let outcome = Outcome::QueryError("Cast error: cannot cast 'x' to Int32".into());
+    let effects = s.on_status(&ex("a"), &l[0].task, outcome, t0);
+    assert!(
+        matches!(&effects[..], [Effect::JobFailed(_, why)] if why.contains("p0 failed: Cast error")),
+        "{effects:?}"
+    );
+    assert!(s.state(&job()).is_none());
+    assert_eq!(s.busy(&ex("a")), 0);
+}
+
+#[test]
 fn a_straggler_gets_a_speculative_copy_that_wins() {
     let t0 = Instant::now();
     let mut s = TaskScheduler::new(Policy::default());
