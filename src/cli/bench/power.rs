@@ -84,30 +84,7 @@ pub async fn run(
 /// One psql running the script through the gateway; its wall time.
 async fn through_psql(script: &Path, psql: &Path, port: u16) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let out = tokio::process::Command::new(psql)
-        .args([
-            "-X",
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "strata",
-            "-d",
-            "strata",
-        ])
-        .args([
-            "-p",
-            &port.to_string(),
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-o",
-            "/dev/null",
-        ])
-        .arg("-f")
-        .arg(script)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
+    let out = super::throughput::psql_file(psql, port, script)
         .output()
         .await
         .with_context(|| format!("cannot run {}", psql.display()))?;

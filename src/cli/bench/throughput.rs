@@ -95,30 +95,7 @@ async fn measure(
     for k in 0..n {
         let script = dir.join(format!("stream-{n}-{k}.sql"));
         std::fs::write(&script, stream_script(k))?;
-        let child = tokio::process::Command::new(psql)
-            .args([
-                "-X",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "strata",
-                "-d",
-                "strata",
-            ])
-            .args([
-                "-p",
-                &port.to_string(),
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-o",
-                "/dev/null",
-            ])
-            .arg("-f")
-            .arg(&script)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
+        let child = psql_file(psql, port, &script)
             .spawn()
             .with_context(|| format!("cannot run {}", psql.display()))?;
         children.push(child);
@@ -140,6 +117,36 @@ async fn measure(
         elapsed,
         short,
     })
+}
+
+/// psql running the SQL file `script` through the gateway on `port`, its
+/// output dropped, stopping at the first error (kept on stderr).
+pub(super) fn psql_file(psql: &Path, port: u16, script: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(psql);
+    c.args([
+        "-X",
+        "-q",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "strata",
+        "-d",
+        "strata",
+    ])
+    .args([
+        "-p",
+        &port.to_string(),
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-o",
+        "/dev/null",
+    ])
+    .arg("-f")
+    .arg(script)
+    .stdin(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    c
 }
 
 /// The short query: it reads a file on the executors (a bare `count(*)`
