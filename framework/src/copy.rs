@@ -158,6 +158,30 @@ fn csv_format(options: &mut HashMap<String, String>) -> Result<FileFormat> {
     Ok(FileFormat::Csv { header, delimiter })
 }
 
+/// A staging directory whose newest file is this old belongs to a write
+/// whose driver died: a running write's tasks keep adding files, and a
+/// write that ends removes its own. The next COPY into the directory
+/// removes it.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// When a file under `dir` was last changed (the newest of them; `None`
+/// if there are none).
+fn newest_under(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else if let Ok(at) = meta.modified() {
+                newest = newest.max(Some(at));
+            }
+        }
+    }
+    newest
+}
+
 /// Commits a `COPY`'s staged files into its directory.
 #[derive(Debug)]
 struct DirCommitter {
@@ -193,6 +217,60 @@ impl DirCommitter {
             std::fs::remove_dir(staging).ok();
         }
         Ok(())
+    }
+
+    /// Removes the staging directories of other writes abandoned
+    /// ([`ABANDONED_AFTER`]); how many. On this machine's file system the
+    /// directories are read as they are (a killed writer's unfinished
+    /// files are temporary files an object store listing does not show).
+    async fn remove_abandoned(&self) -> Result<usize> {
+        let now = std::time::SystemTime::now();
+        let old = |at: std::time::SystemTime| {
+            now.duration_since(at).unwrap_or_default() >= ABANDONED_AFTER
+        };
+        let mut removed = 0;
+        if let Some(local) = &self.local {
+            let Ok(writes) = std::fs::read_dir(local.join(STAGING_DIR)) else {
+                return Ok(0);
+            };
+            for dir in writes.flatten() {
+                let write = dir.file_name().to_string_lossy().into_owned();
+                if write != self.write && newest_under(&dir.path()).is_some_and(old) {
+                    std::fs::remove_dir_all(dir.path())?;
+                    tracing::info!(write, "an abandoned copy's staged files removed");
+                    removed += 1;
+                }
+            }
+            return Ok(removed);
+        }
+        use futures::StreamExt;
+        let root = Self::under(&self.target, STAGING_DIR);
+        let mut newest: HashMap<String, std::time::SystemTime> = HashMap::new();
+        let mut listing = self.store.list(Some(&root));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let Some(write) = meta
+                .location
+                .prefix_match(&root)
+                .and_then(|mut parts| parts.next())
+            else {
+                continue;
+            };
+            let at = std::time::SystemTime::from(meta.last_modified);
+            let entry = newest.entry(write.as_ref().to_owned()).or_insert(at);
+            *entry = (*entry).max(at);
+        }
+        for (write, at) in newest {
+            if write == self.write || !old(at) {
+                continue;
+            }
+            delete_prefix(self.store.as_ref(), &root.clone().join(write.as_str()))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            tracing::info!(write, "an abandoned copy's staged files removed");
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Moves the chosen files into place; on a failure, takes back those
@@ -240,6 +318,9 @@ impl Committer for DirCommitter {
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // What is left are the attempts not chosen.
         self.remove_staging().await?;
+        if let Err(e) = self.remove_abandoned().await {
+            tracing::warn!(error = %e, "abandoned staging directories stay");
+        }
         Ok(rows)
     }
 

@@ -3,7 +3,8 @@
 //! one commit that writes a `_SUCCESS` manifest — read back by pyarrow.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use strata_framework::tpch;
 
@@ -245,4 +246,46 @@ async fn psql_copies_queries_into_partitioned_directories_at_once_and_pyarrow_re
     .await;
     assert!(status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout.lines().next(), Some("rows=60175"));
+
+    // The killed COPY's staging stays until the next COPY into the
+    // directory finds it abandoned (nothing added for a day): aged two
+    // days, it is removed; another write's, fresh, is not. (Once the
+    // killed gateway's executors have ended: they write no more.)
+    wait_until("the killed gateway's executors ending", LONG, async || {
+        m.state()
+            .await
+            .tasks
+            .iter()
+            .all(|t| t.state != "TASK_RUNNING")
+    })
+    .await;
+    let killed: Vec<PathBuf> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+    for f in files_under(&killed[0]) {
+        std::fs::File::options()
+            .write(true)
+            .open(killed[0].join(f))
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    let fresh = staging.join("another-write");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("part-0.parquet"), b"in progress").unwrap();
+    let gw = Gateway::start(&env, &m, &[]).await;
+    gw.psql_ok(&[
+        "-c",
+        &format!(
+            "COPY (SELECT l_orderkey, l_returnflag FROM lineitem) TO '{}' \
+             (FORMAT parquet, PARTITION_BY (l_returnflag))",
+            flags.display()
+        ),
+    ])
+    .await;
+    assert!(!killed[0].exists(), "the abandoned staging is removed");
+    assert!(fresh.join("part-0.parquet").exists(), "a fresh one stays");
 }

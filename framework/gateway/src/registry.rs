@@ -46,6 +46,9 @@ pub struct QueryInfo {
 struct Inner {
     sessions: BTreeMap<u64, SessionInfo>,
     queries: BTreeMap<u64, (QueryInfo, watch::Sender<bool>)>,
+    /// PostgreSQL's backend pid of each wire session (cancel requests
+    /// name it).
+    pg_pids: BTreeMap<i32, u64>,
 }
 
 /// Sessions and queries of one gateway.
@@ -86,6 +89,30 @@ impl Registry {
             id,
             registry: self.clone(),
         }
+    }
+
+    /// Session `session` is the PostgreSQL connection whose cancel
+    /// requests name `pid` (until the session ends).
+    pub fn bind_pid(&self, pid: i32, session: u64) {
+        self.lock().pg_pids.insert(pid, session);
+    }
+
+    /// Cancels the running queries of the session whose backend pid is
+    /// `pid` (a cancel request already checked against its secret key);
+    /// how many.
+    pub fn cancel_pid(&self, pid: i32) -> usize {
+        let inner = self.lock();
+        let Some(&session) = inner.pg_pids.get(&pid) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (info, cancel) in inner.queries.values() {
+            if info.session == session {
+                cancel.send_replace(true);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Lists a query until the guard is dropped; the guard tells when
@@ -150,7 +177,9 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        self.registry.lock().sessions.remove(&self.id);
+        let mut inner = self.registry.lock();
+        inner.sessions.remove(&self.id);
+        inner.pg_pids.retain(|_, s| *s != self.id);
     }
 }
 
@@ -210,5 +239,21 @@ mod tests {
         assert!(r.queries().is_empty());
         drop(s);
         assert!(r.sessions().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_request_stops_the_queries_of_its_pids_session_only() {
+        let r = Arc::new(Registry::default());
+        let (a, b) = (r.open_session("a", "", ""), r.open_session("b", "", ""));
+        r.bind_pid(7, a.id());
+        r.bind_pid(8, b.id());
+        let qa = r.start_query(a.id(), "select 1");
+        let qb = r.start_query(b.id(), "select 2");
+        assert_eq!(r.cancel_pid(7), 1);
+        qa.cancelled().await;
+        assert!(!*qb.cancelled.borrow(), "the other session's query runs on");
+        assert_eq!(r.cancel_pid(99), 0, "no such pid");
+        drop(a);
+        assert_eq!(r.cancel_pid(7), 0, "a closed session's pid is forgotten");
     }
 }

@@ -56,7 +56,10 @@ impl ConnState {
                     .get(METADATA_APPLICATION_NAME)
                     .map_or("", String::as_str);
                 let peer = client.socket_addr().to_string();
-                GatewaySession::open(&self.gateway, user, app, &peer).map(Arc::new)
+                let session = GatewaySession::open(&self.gateway, user, app, &peer)?;
+                let (pid, _) = client.pid_and_secret_key();
+                self.gateway.registry.bind_pid(pid, session.id());
+                Ok::<_, PgWireError>(Arc::new(session))
             })
             .await?;
         Ok(session.clone())

@@ -10,8 +10,10 @@ pub mod handler;
 
 use std::sync::Arc;
 
-use pgwire::api::PgWireServerHandlers;
-use pgwire::api::cancel::DefaultCancelHandler;
+use async_trait::async_trait;
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::{ConnectionManager, PgWireServerHandlers};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::tokio::process_socket;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,7 +26,25 @@ use handler::{ConnState, Queries};
 struct Connection {
     startup: Arc<Startup>,
     queries: Arc<Queries>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<Cancels>,
+}
+
+/// Cancel requests: pgwire's (which stops a statement its handler still
+/// waits on), and the registry's for the session's running queries (a
+/// query whose first rows are out streams after the handler returned).
+struct Cancels {
+    manager: Arc<ConnectionManager>,
+    gateway: Arc<Gateway>,
+}
+
+#[async_trait]
+impl CancelHandler for Cancels {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        if self.manager.cancel(request.pid, &request.secret_key).await {
+            let n = self.gateway.registry.cancel_pid(request.pid);
+            tracing::info!(pid = request.pid, queries = n, "cancel request");
+        }
+    }
 }
 
 impl PgWireServerHandlers for Connection {
@@ -77,7 +97,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, mut stop: watch
                 permit.is_some(),
             )),
             queries: Arc::new(Queries::new(Arc::new(ConnState::new(gateway.clone())))),
-            cancel: Arc::new(DefaultCancelHandler::new(gateway.cancels.clone())),
+            cancel: Arc::new(Cancels {
+                manager: gateway.cancels.clone(),
+                gateway: gateway.clone(),
+            }),
         };
         tokio::spawn(async move {
             let _permit = permit;
