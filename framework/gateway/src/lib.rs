@@ -53,6 +53,7 @@ pub mod rewrite;
 pub mod rows;
 pub mod session;
 pub mod settings;
+pub mod statement;
 pub mod warehouse;
 
 #[cfg(test)]
