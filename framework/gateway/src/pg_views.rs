@@ -15,22 +15,33 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::common::{Result, internal_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-/// A catalog view computed from a query over the live catalog.
+/// Where a catalog view's rows come from.
 #[derive(Debug)]
-struct CatalogQuery {
+enum Source {
+    /// A query over the live catalog.
+    Query(&'static str),
+    /// A catalog table of `datafusion-pg-catalog`, reshaped as clients
+    /// read it ([`CatalogView::reshaped`]).
+    Table(Arc<dyn TableProvider>),
+}
+
+/// A catalog view computed at each scan: its source's rows in `schema`
+/// (columns cast, text vectors as arrays, columns the source lacks NULL).
+#[derive(Debug)]
+struct CatalogView {
     schema: SchemaRef,
-    sql: &'static str,
+    source: Source,
 }
 
 #[async_trait]
-impl TableProvider for CatalogQuery {
+impl TableProvider for CatalogView {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -46,25 +57,21 @@ impl TableProvider for CatalogQuery {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
-            return internal_err!("a catalog view scanned outside a session");
+        let plan = match &self.source {
+            Source::Query(sql) => {
+                let Some(state) = state.as_any().downcast_ref::<SessionState>() else {
+                    return internal_err!("a catalog view scanned outside a session");
+                };
+                let plan = state.create_logical_plan(sql).await?;
+                state.create_physical_plan(&plan).await?
+            }
+            Source::Table(inner) => inner.scan(state, None, &[], None).await?,
         };
-        let plan = state.create_logical_plan(self.sql).await?;
-        let physical = state.create_physical_plan(&plan).await?;
-        let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
         let batches = batches
             .iter()
-            .map(|b| {
-                let columns = b
-                    .columns()
-                    .iter()
-                    .zip(self.schema.fields())
-                    .map(|(c, f)| cast(c, f.data_type()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                RecordBatch::try_new(self.schema.clone(), columns)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DataFusionError::from)?;
+            .map(|b| self.shape(b))
+            .collect::<Result<Vec<_>>>()?;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             self.schema.clone(),
@@ -110,7 +117,7 @@ impl SchemaProvider for Overlay {
                     .inner
                     .table(name)
                     .await?
-                    .map(|t| Arc::new(Reshaped::new(t, extra)) as Arc<dyn TableProvider>))
+                    .map(|t| Arc::new(CatalogView::reshaped(t, extra)) as Arc<dyn TableProvider>))
             }
             None => self.inner.table(name).await,
         }
@@ -121,18 +128,8 @@ impl SchemaProvider for Overlay {
     }
 }
 
-/// A catalog table of `datafusion-pg-catalog` reshaped as clients read
-/// it: its `int2vector` and `oidvector` columns (kept as space-separated
-/// text) as arrays — `unnest(pg_index.indkey)`, SQLAlchemy's reflection of
-/// keys and indexes — and columns PostgreSQL has and it lacks, NULL in
-/// every row (`pg_class.reloptions`: no table has storage options).
-#[derive(Debug)]
-struct Reshaped {
-    inner: Arc<dyn TableProvider>,
-    schema: SchemaRef,
-}
-
-/// The columns [`Reshaped`] turns into arrays, and their items' type.
+/// The columns [`CatalogView::reshaped`] turns into arrays, and their
+/// items' type.
 const VECTOR_COLUMNS: [(&str, DataType); 4] = [
     ("indkey", DataType::Int16),
     ("indoption", DataType::Int16),
@@ -140,10 +137,14 @@ const VECTOR_COLUMNS: [(&str, DataType); 4] = [
     ("indclass", DataType::UInt32),
 ];
 
-impl Reshaped {
-    /// `inner` with its vector columns as arrays and `extra` columns after
-    /// its own.
-    fn new(inner: Arc<dyn TableProvider>, extra: Vec<Field>) -> Reshaped {
+impl CatalogView {
+    /// A catalog table of `datafusion-pg-catalog` reshaped as clients read
+    /// it: its `int2vector` and `oidvector` columns (kept as space-separated
+    /// text) as arrays — `unnest(pg_index.indkey)`, SQLAlchemy's reflection
+    /// of keys and indexes — and `extra` columns PostgreSQL has and it
+    /// lacks, NULL in every row (`pg_class.reloptions`: no table has
+    /// storage options).
+    fn reshaped(inner: Arc<dyn TableProvider>, extra: Vec<Field>) -> CatalogView {
         let mut fields: Vec<Field> = inner
             .schema()
             .fields()
@@ -162,13 +163,14 @@ impl Reshaped {
                 fields.push(f);
             }
         }
-        Reshaped {
-            inner,
+        CatalogView {
             schema: Arc::new(Schema::new(fields)),
+            source: Source::Table(inner),
         }
     }
 
-    fn reshape(&self, b: &RecordBatch) -> Result<RecordBatch> {
+    /// A batch of the source in the view's schema.
+    fn shape(&self, b: &RecordBatch) -> Result<RecordBatch> {
         let mut columns = b
             .columns()
             .iter()
@@ -177,7 +179,7 @@ impl Reshaped {
                 DataType::List(item) if c.data_type() == &DataType::Utf8 => {
                     vector_column(c, item.data_type())
                 }
-                _ => Ok(c.clone()),
+                t => Ok(cast(c, t)?),
             })
             .collect::<Result<Vec<_>>>()?;
         for f in &self.schema.fields()[columns.len()..] {
@@ -223,40 +225,9 @@ fn vector_column(
     )?))
 }
 
-#[async_trait]
-impl TableProvider for Reshaped {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.inner.scan(state, None, &[], None).await?;
-        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
-        let batches = batches
-            .iter()
-            .map(|b| self.reshape(b))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
-    }
-}
-
 /// `pg_catalog` (`inner`) with `pg_tables` and `pg_views` split by kind.
 pub fn overlay(inner: Arc<dyn SchemaProvider>) -> Arc<dyn SchemaProvider> {
-    let tables = CatalogQuery {
+    let tables = CatalogView {
         schema: Arc::new(Schema::new(vec![
             text("schemaname"),
             text("tablename"),
@@ -267,23 +238,27 @@ pub fn overlay(inner: Arc<dyn SchemaProvider>) -> Arc<dyn SchemaProvider> {
             flag("hastriggers"),
             flag("rowsecurity"),
         ])),
-        sql: "SELECT n.nspname, c.relname, 'postgres' AS owner, NULL AS space, false AS a, \
+        source: Source::Query(
+            "SELECT n.nspname, c.relname, 'postgres' AS owner, NULL AS space, false AS a, \
               false AS b, false AS c, false AS d \
               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
               WHERE c.relkind IN ('r', 'p')",
+        ),
     };
-    let views = CatalogQuery {
+    let views = CatalogView {
         schema: Arc::new(Schema::new(vec![
             text("schemaname"),
             text("viewname"),
             text("viewowner"),
             text("definition"),
         ])),
-        sql: "SELECT n.nspname, c.relname, 'postgres' AS owner, v.definition \
+        source: Source::Query(
+            "SELECT n.nspname, c.relname, 'postgres' AS owner, v.definition \
               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
               LEFT JOIN information_schema.views v \
                 ON v.table_schema = n.nspname AND v.table_name = c.relname \
               WHERE c.relkind = 'v'",
+        ),
     };
     Arc::new(Overlay {
         inner,

@@ -351,12 +351,14 @@ impl GatewaySession {
             Some(p) => plan.clone().with_param_values(p)?,
             None => plan.clone(),
         };
-        let timeout = self.statement_timeout();
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        // One deadline for the statement, its rows' stream included.
+        let deadline = self
+            .statement_timeout()
+            .map(|t| std::time::Instant::now() + t);
         let query = self.gateway.registry.start_query(self.id(), sql);
         let run = async {
-            match timeout {
-                Some(t) => tokio::time::timeout(t, self.run(plan, partition_by, &query))
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), self.run(plan, partition_by, &query))
                     .await
                     .map_err(|_| GatewayError::Timeout)?,
                 None => self.run(plan, partition_by, &query).await,

@@ -46,7 +46,9 @@ use deltalake_core::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use strata_executor::write::{TableWriterExec, WriteSpec};
-use strata_framework::write::{CommitExec, Committer, count_batch, count_schema, rows_in};
+use strata_framework::write::{
+    CommitExec, Committer, WrittenFile, count_batch, count_schema, rows_in,
+};
 use url::Url;
 
 use super::partitions::{self, ScanColumns};
@@ -229,11 +231,17 @@ impl TableProvider for DeltaProvider {
                 Ok(file)
             })
             .collect::<Result<_>>()?;
-        for filter in filters.iter().filter(|f| columns.only_partitions(f)) {
+        // Filters on partition columns alone, evaluated once over every
+        // file's values.
+        let on_partitions = filters
+            .iter()
+            .filter(|f| columns.only_partitions(f))
+            .cloned()
+            .collect();
+        if let Some(filter) = conjunction(on_partitions)? {
             let values: Vec<Vec<ScalarValue>> =
                 files.iter().map(|f| f.partition_values.clone()).collect();
-            let keep = columns.keep(state, &unqualified(filter.clone())?, &values)?;
-            let mut keep = keep.into_iter();
+            let mut keep = columns.keep(state, &filter, &values)?.into_iter();
             files.retain(|_| keep.next().unwrap_or(true));
         }
         let (mut rows, mut bytes) = (Some(0usize), 0usize);
@@ -586,15 +594,15 @@ impl DeltaCommitter {
     }
 }
 
-/// The Delta `add` actions for the files a write's tasks report (in the
+/// The Delta `add` actions for the files a write's tasks wrote (in the
 /// directories of `partition_by`'s values).
-fn adds(files: &[RecordBatch], partition_by: &[String]) -> Result<Vec<Add>> {
+fn adds(files: &[WrittenFile], partition_by: &[String]) -> Result<Vec<Add>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    strata_framework::write::written_files(files)?
-        .into_iter()
+    files
+        .iter()
         .map(|f| {
             Ok(Add {
                 path: partitions::log_path(&f.path),
@@ -616,9 +624,10 @@ fn adds(files: &[RecordBatch], partition_by: &[String]) -> Result<Vec<Add>> {
 #[async_trait]
 impl Committer for DeltaCommitter {
     async fn commit(&self, files: &[RecordBatch]) -> Result<u64> {
-        let adds = adds(files, &self.partition_by)?;
-        let keep: HashSet<String> = strata_framework::write::written_files(files)?
-            .into_iter()
+        let written = strata_framework::write::written_files(files)?;
+        let adds = adds(&written, &self.partition_by)?;
+        let keep: HashSet<String> = written
+            .iter()
             .filter_map(|f| f.path.rsplit('/').next().map(str::to_owned))
             .collect();
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
