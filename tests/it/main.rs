@@ -34,6 +34,9 @@
 //!   leader cut off from etcd's host, an agent cut off and healed;
 //! * [`jobs`]: `strata submit`, `strata jobs`, cancellation, a killed and a
 //!   supervised driver;
+//! * [`mesos_api`]: a pymesos framework over the Mesos v1 scheduler API:
+//!   launch, reconcile, suppress/revive, failover to a new process, kill,
+//!   teardown;
 //! * [`limits`]: a query over the gateway's per-query memory limit fails
 //!   with 53200, a session's raised limit runs it;
 //! * [`revocable`]: a service's idle cpus lent to batch and revoked when
@@ -72,6 +75,7 @@ mod harness;
 mod hosts;
 mod jobs;
 mod limits;
+mod mesos_api;
 mod partitioned;
 mod revocable;
 mod s3;

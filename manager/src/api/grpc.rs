@@ -14,7 +14,8 @@ use crate::inbox::{CoreHandle, Input};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
-const STREAM_BUFFER: usize = 65_536;
+/// How many events a framework's stream holds before the core's sends wait.
+pub(super) const STREAM_BUFFER: usize = 65_536;
 
 fn check_token<T>(core: &CoreHandle, req: &Request<T>) -> Result<(), Status> {
     let header = req
@@ -51,9 +52,25 @@ struct SchedulerSvc {
 }
 
 /// A framework's event stream; tells the core when the client goes away.
-struct EventStream {
+/// Served as gRPC here and as Mesos's RecordIO by the Mesos API.
+pub(super) struct EventStream {
     rx: mpsc::Receiver<Result<pb::Event, Status>>,
     closed: Option<(FrameworkId, StreamId, mpsc::Sender<Input>)>,
+}
+
+impl EventStream {
+    /// The events of `framework`'s subscription `stream`, received on `rx`.
+    pub(super) fn new(
+        rx: mpsc::Receiver<Result<pb::Event, Status>>,
+        framework: FrameworkId,
+        stream: StreamId,
+        core: mpsc::Sender<Input>,
+    ) -> Self {
+        EventStream {
+            rx,
+            closed: Some((framework, stream, core)),
+        }
+    }
 }
 
 impl Stream for EventStream {
@@ -95,10 +112,7 @@ impl scheduler_server::Scheduler for SchedulerSvc {
             .await
             .map_err(unavailable)?;
         let (fid, stream) = wait.await.map_err(unavailable)??;
-        let s = EventStream {
-            rx,
-            closed: Some((fid, stream, self.core.tx.clone())),
-        };
+        let s = EventStream::new(rx, fid, stream, self.core.tx.clone());
         Ok(Response::new(Box::pin(s)))
     }
 

@@ -1,7 +1,9 @@
 //! The HTTP operator API (JSON) and Prometheus metrics.
 //!
 //! * `GET /health`: liveness, no token needed.
-//! * `GET /version`: `{"version": "...", "protocol": N}`.
+//! * `GET /version` (no token needed): `{"version": "1.11.0",
+//!   "strata_version": "...", "protocol": N}`, the Mesos version first.
+//! * `POST /api/v1/scheduler`: the Mesos v1 scheduler API (`mesos/`).
 //! * `GET /api/v1/state`: agents, frameworks, roles, tasks, classes.
 //! * `GET /api/v1/agents`, `/api/v1/frameworks`, `/api/v1/tasks`, `/api/v1/roles`.
 //! * `PUT /api/v1/roles/{role}` with `{"weight": 2, "quota": "cpus:4;mem:8g"}`.
@@ -29,7 +31,6 @@ use crate::services::ServicesHandle;
 
 pub(super) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> Router {
     let api = Router::new()
-        .route("/version", get(version))
         .route("/api/v1/state", get(state))
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/frameworks", get(frameworks))
@@ -40,8 +41,10 @@ pub(super) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> Rout
         .route("/api/v1/agents/{agent}/undrain", post(undrain))
         .route("/metrics", get(metrics))
         .merge(crate::services::http::routes(services))
+        .merge(super::mesos::routes())
         .route_layer(middleware::from_fn_with_state(core.clone(), auth))
         .route("/health", get(health))
+        .route("/version", get(version))
         .route("/ping", get(crate::services::http::ping));
     api.with_state(core)
 }
@@ -58,10 +61,16 @@ async fn auth(State(core): State<CoreHandle>, req: Request, next: Next) -> Respo
     if super::token_ok(core.token.as_deref(), header) {
         next.run(req).await
     } else {
-        error(
+        let mut r = error(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong token (authorization: Bearer <token>)",
-        )
+            "missing or wrong token (authorization: Bearer <token>, or Basic with the token as the password)",
+        );
+        // Basic is offered too, for clients that only speak it (Mesos's).
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"strata\""),
+        );
+        r
     }
 }
 
@@ -81,10 +90,14 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Mesos's version first (its libraries read `version` to pick their
+/// protocol), then Strata's own.
 async fn version() -> Json<serde_json::Value> {
-    Json(
-        json!({ "version": env!("CARGO_PKG_VERSION"), "protocol": strata_proto::PROTOCOL_VERSION }),
-    )
+    Json(json!({
+        "version": super::MESOS_VERSION,
+        "strata_version": env!("CARGO_PKG_VERSION"),
+        "protocol": strata_proto::PROTOCOL_VERSION,
+    }))
 }
 
 async fn state(State(core): State<CoreHandle>) -> Response {

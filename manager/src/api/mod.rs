@@ -7,6 +7,7 @@
 mod gate;
 mod grpc;
 mod http;
+mod mesos;
 
 pub use gate::{LEADER_HEADER, Role};
 
@@ -15,15 +16,33 @@ pub use http::resident_bytes;
 use crate::inbox::CoreHandle;
 use crate::services::ServicesHandle;
 
-/// Checks a bearer token in constant time.
+pub use mesos::{MESOS_CLASS_LABEL, MESOS_VERSION};
+
+/// Checks a token in constant time: `Bearer <token>`, or HTTP Basic whose
+/// password is the token (any user name), as Mesos's libraries send a
+/// principal and its secret.
 pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
     let Some(expected) = expected else {
         return true;
     };
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+    let Some(header) = header else {
         return false;
     };
-    strata_proto::same_secret(given, expected)
+    if let Some(given) = header.strip_prefix("Bearer ") {
+        return strata_proto::same_secret(given, expected);
+    }
+    let Some(basic) = header.strip_prefix("Basic ") else {
+        return false;
+    };
+    use base64::Engine as _;
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+        return false;
+    };
+    let Ok(pair) = std::str::from_utf8(&decoded) else {
+        return false;
+    };
+    pair.split_once(':')
+        .is_some_and(|(_, secret)| strata_proto::same_secret(secret, expected))
 }
 
 /// The combined router; Marathon's API over `services` when the manager

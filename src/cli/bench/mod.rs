@@ -10,9 +10,12 @@
 //!   beside a local PostgreSQL 15's (pgbench, p50 and p99).
 //! * `strata bench etl`: `CREATE TABLE … AS` into a managed (Delta) table
 //!   on a local cluster beside DataFusion's `COPY … TO` Parquet (MB/s).
+//! * `strata bench mesos-api`: offer-to-launch latency through the Mesos
+//!   v1 scheduler HTTP API beside the native gRPC SDK.
 
 mod etl;
 mod gateway;
+mod mesos;
 mod power;
 mod procfs;
 mod tasks;
@@ -38,6 +41,8 @@ enum Which {
     Gateway(gateway::GatewayBenchArgs),
     /// An ETL write into a managed table beside DataFusion's Parquet write.
     Etl(etl::EtlArgs),
+    /// Offer-to-launch latency: the Mesos v1 HTTP API against the gRPC SDK.
+    MesosApi(mesos::MesosArgs),
     /// (internal) One side of the TPC-H benchmark in its own process.
     #[command(hide = true)]
     TpchWorker(tpch::WorkerArgs),
@@ -50,6 +55,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         Which::Tasks(a) => tasks::run(a).await,
         Which::Gateway(a) => gateway::run(a).await,
         Which::Etl(a) => etl::run(a).await,
+        Which::MesosApi(a) => mesos::run(a).await,
         Which::TpchWorker(a) => tpch::worker(a).await,
     }
 }
