@@ -23,8 +23,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use strata_proto::resources::Resources;
 use strata_sdk::{
-    Event, EventStream, Filters, FrameworkConfig, Scheduler, SchedulerConfig, SchedulerHandle, TaskBuilder,
-    TaskState,
+    Event, EventStream, Filters, FrameworkConfig, Scheduler, SchedulerConfig, SchedulerHandle,
+    TaskBuilder, TaskState,
 };
 
 use crate::local::{LocalCluster, LocalOptions};
