@@ -32,7 +32,7 @@ use strata_proto::exec::{
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::codec::plan_from_bytes;
 use crate::engine;
@@ -491,11 +491,29 @@ impl Executor {
             };
             let slots = slots.clone();
             let tx = status_tx.clone();
-            let handle = tokio::spawn(async move {
-                let _permit = slots.acquire_owned().await;
-                let s = run_task(spec, plan, ctx).await;
-                tx.send(s).ok();
-            });
+            // A task's lines carry its ids, so that one job's lines can be
+            // pulled out of every executor's log.
+            let span = info_span!(
+                "task",
+                job_id = %key.job,
+                stage = key.stage,
+                partition = key.partition,
+                attempt = key.attempt,
+            );
+            let handle = tokio::spawn(
+                async move {
+                    let _permit = slots.acquire_owned().await;
+                    debug!("task started");
+                    let s = run_task(spec, plan, ctx).await;
+                    debug!(
+                        outcome = s.outcome,
+                        elapsed_micros = s.elapsed_micros,
+                        "task ended"
+                    );
+                    tx.send(s).ok();
+                }
+                .instrument(span),
+            );
             running.insert(id, handle.abort_handle());
         }
     }

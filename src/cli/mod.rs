@@ -31,6 +31,17 @@ pub struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `strata_manager=debug` or `strata_agent=debug`.
     #[arg(long, global = true, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text, or as JSON objects with the ids of the work they
+    /// belong to (framework, job, stage, task); executors and a submitted
+    /// job's driver log as their parent does.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: process::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -147,7 +158,11 @@ pub fn main() -> ExitCode {
         Command::Demo(_) | Command::Sql(_) | Command::Bench(_)
     ) && std::env::var_os("STRATA_LOG").is_none()
         && cli.log == "info";
-    process::init_tracing(if quiet { "warn" } else { &cli.log }, "info");
+    process::init_tracing(
+        if quiet { "warn" } else { &cli.log },
+        "info",
+        cli.log_format,
+    );
     process::block_on(async move {
         match dispatch(cli.command).await {
             Ok(code) => code,

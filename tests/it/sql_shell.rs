@@ -91,3 +91,99 @@ async fn the_shell_runs_statements_and_backslash_commands_through_the_gateway_or
     assert_ne!(out.code(), Some(0));
     assert!(out.stderr.contains("refused"), "{}", out.stderr);
 }
+
+/// The `job_id`s in JSON log lines: the current span's or any enclosing one's.
+fn job_ids(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|v| v["spans"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s["job_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn stderr_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            stderr_files(&p, out);
+        } else if p.file_name().is_some_and(|n| n == "stderr") {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_follow_a_job_from_its_driver_into_its_executors_tasks() {
+    let env = Env::new("json-logs");
+    let data = env.path("tpch");
+    tpch::generate_parquet(0.01, &data).unwrap();
+    let nation = format!("{}/", data.join("nation").display());
+    let (m, _agents) = env.start_cluster(1).await;
+    let args = [
+        "--log-format",
+        "json",
+        "sql",
+        "--manager",
+        &m.addr,
+        "--executors",
+        "1",
+        "--executor-mem",
+        "256m",
+    ];
+    let mut c = tokio::process::Command::from(env.command_on(None, &args));
+    // The filter reaches the executors through the environment, as the
+    // format does through the driver.
+    c.env("STRATA_LOG", "info,strata_executor=debug")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = c.spawn().unwrap();
+    let script = format!(
+        "CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION '{nation}';\n\
+         SELECT n_regionkey, count(*) FROM nation GROUP BY n_regionkey ORDER BY 1;\n"
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(script.as_bytes()).await.unwrap();
+    }
+    let out = tokio::time::timeout(LONG, child.wait_with_output())
+        .await
+        .expect("strata sql ends")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Every line the driver logged is a JSON object.
+    for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["message"].is_string() && v["level"].is_string(), "{line}");
+    }
+    let driver = job_ids(&stderr);
+    assert!(
+        !driver.is_empty(),
+        "no job's lines in the driver's log:\n{stderr}"
+    );
+
+    // The executor (a task on the agent) logged each task of those jobs
+    // in JSON, with the job's id, its stage and partition.
+    let mut files = Vec::new();
+    stderr_files(&env.path("agent0"), &mut files);
+    let executor_log: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect();
+    let executor = job_ids(&executor_log);
+    assert!(
+        driver.intersection(&executor).next().is_some(),
+        "driver jobs {driver:?}, executor jobs {executor:?}"
+    );
+    let task_line = executor_log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "task ended")
+        .expect("a task's end in the executor's log");
+    assert!(task_line["span"]["stage"].is_u64(), "{task_line}");
+    assert!(task_line["span"]["partition"].is_u64(), "{task_line}");
+}

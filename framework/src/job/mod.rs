@@ -185,10 +185,16 @@ impl ExecutorOpts {
 }
 
 /// Object-store credentials and log settings that a driver's executors
-/// (and a submitted job's driver) inherit from their parent.
+/// (and a submitted job's driver) inherit from their parent: the log
+/// filter as set in the environment, and the format this process logs in.
 pub fn forwarded_env() -> Vec<(String, String)> {
     std::env::vars()
         .filter(|(k, _)| k.starts_with("AWS_") || k == "STRATA_LOG" || k == "RUST_LOG")
+        .filter(|(k, _)| k != crate::process::LogFormat::ENV)
+        .chain(
+            (crate::process::log_format() == crate::process::LogFormat::Json)
+                .then(|| (crate::process::LogFormat::ENV.to_owned(), "json".to_owned())),
+        )
         .collect()
 }
 
@@ -250,7 +256,7 @@ pub fn main_from(job: &'static Job, args: impl IntoIterator<Item = OsString>) ->
     };
     let default = if cli.mode.is_some() { "info" } else { "warn" };
     let filter = std::env::var("STRATA_LOG").unwrap_or_else(|_| default.to_owned());
-    crate::process::init_tracing(&filter, default);
+    crate::process::init_tracing(&filter, default, crate::process::LogFormat::from_env());
     crate::process::block_on(async move {
         match cli.mode {
             Some(Mode::Executor(a)) => {

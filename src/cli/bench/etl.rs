@@ -6,7 +6,6 @@
 //! BY`, the same compression), in the same run. The figure is input MB/s (the
 //! Parquet bytes of `lineitem` over the write's wall time) and the ratio.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -18,10 +17,8 @@ use strata_framework::job::ExecutorOpts;
 use strata_framework::session::Session;
 use strata_framework::tpch;
 use strata_gateway::warehouse::Warehouse;
-use strata_proto::resources::Resources;
 
 use crate::cli::batch::start_elastic_driver;
-use crate::local::{LocalCluster, LocalOptions};
 
 /// Arguments of `strata bench etl`.
 #[derive(clap::Args, Debug)]
@@ -74,14 +71,10 @@ async fn bench(a: &EtlArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let input = bytes_under(&data.join("lineitem"))?;
     let runs = a.runs.max(1);
 
-    let mut opts = LocalOptions::new(1, dir.join("cluster"));
-    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mem = (a.executors.executor_mem * a.executors.executors as f64 + 1024.0).ceil();
     let cpus = (a.executors.executor_cpus * a.executors.executors as f64).ceil();
-    opts.machine = Some(Resources::parse(&format!(
-        "cpus:{cpus};mem:{mem};disk:4096;ports:[31000-31999]"
-    ))?);
-    let cluster = LocalCluster::start(opts).await?;
+    let machine = format!("cpus:{cpus};mem:{mem};disk:4096;ports:[31000-31999]");
+    let cluster = super::local_cluster(1, dir.join("cluster"), &machine).await?;
     let manager = cluster.address().to_string();
     let n = a.executors.executors;
     let driver =

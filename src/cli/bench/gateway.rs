@@ -16,10 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use strata_gateway::{Gateway, GatewayConfig};
-use strata_proto::resources::Resources;
 
 use crate::cli::batch::{ExecutorOpts, start_elastic_driver};
-use crate::local::{LocalCluster, LocalOptions};
 
 /// Arguments of `strata bench gateway`.
 #[derive(clap::Args, Debug)]
@@ -84,12 +82,8 @@ pub async fn run(a: GatewayBenchArgs) -> anyhow::Result<ExitCode> {
 
 async fn bench(a: &GatewayBenchArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     // The gateway: one agent, one executor (`SELECT 1` runs in the gateway).
-    let mut opts = LocalOptions::new(1, dir.join("cluster"));
-    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    opts.machine = Some(Resources::parse(
-        "cpus:2;mem:2048;disk:1024;ports:[31000-31999]",
-    )?);
-    let cluster = LocalCluster::start(opts).await?;
+    let machine = "cpus:2;mem:2048;disk:1024;ports:[31000-31999]";
+    let cluster = super::local_cluster(1, dir.join("cluster"), machine).await?;
     let manager = cluster.address().to_string();
     let mut executors = a.executors.clone();
     executors.executor_mem = executors.executor_mem.min(1024.0);

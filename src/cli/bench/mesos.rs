@@ -10,7 +10,6 @@
 //! (hyper) that frames and parses RecordIO itself, so the figure is the
 //! API's own cost, not a client library's.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -26,8 +25,6 @@ use strata_sdk::{
     Event, EventStream, Filters, FrameworkConfig, Scheduler, SchedulerConfig, SchedulerHandle,
     TaskBuilder, TaskState,
 };
-
-use crate::local::{LocalCluster, LocalOptions};
 
 /// Arguments of `strata bench mesos-api`.
 #[derive(clap::Args, Debug)]
@@ -53,12 +50,8 @@ pub async fn run(a: MesosArgs) -> anyhow::Result<ExitCode> {
     }
     let dir = std::env::temp_dir().join(format!("strata-bench-mesos-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let mut opts = LocalOptions::new(1, dir.clone());
-    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    opts.machine = Some(Resources::parse(
-        "cpus:2;mem:2048;disk:1024;ports:[31000-31999]",
-    )?);
-    let cluster = LocalCluster::start(opts).await?;
+    let machine = "cpus:2;mem:2048;disk:1024;ports:[31000-31999]";
+    let cluster = super::local_cluster(1, dir.clone(), machine).await?;
     let address = cluster.address().to_string();
     let result = bench(&a, &address).await;
     cluster.shutdown_with_tasks(Duration::from_secs(10)).await;

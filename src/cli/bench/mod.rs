@@ -22,7 +22,13 @@ mod tasks;
 mod throughput;
 mod tpch;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use strata_proto::resources::Resources;
+
+use crate::local::{LocalCluster, LocalOptions};
 
 /// Arguments of `strata bench`.
 #[derive(clap::Args, Debug)]
@@ -58,4 +64,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         Which::MesosApi(a) => mesos::run(a).await,
         Which::TpchWorker(a) => tpch::worker(a).await,
     }
+}
+
+/// A local cluster for a benchmark: `agents` agents sharing `machine`
+/// (`cpus:2;mem:2048;…`), its manager on an ephemeral loopback port.
+async fn local_cluster(agents: usize, dir: PathBuf, machine: &str) -> anyhow::Result<LocalCluster> {
+    let mut opts = LocalOptions::new(agents, dir);
+    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    opts.machine = Some(Resources::parse(machine)?);
+    Ok(LocalCluster::start(opts).await?)
 }

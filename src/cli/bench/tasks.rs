@@ -4,7 +4,6 @@
 //! the job's result, through the driver's scheduler, the executor links,
 //! plan decoding and status reports.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +13,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::physical_plan::empty::EmptyExec;
 use strata_executor::ids::StageId;
 use strata_framework::planner::{JobPlan, Stage};
-use strata_proto::resources::Resources;
 
 use crate::cli::batch::ExecutorOpts;
-use crate::local::{LocalCluster, LocalOptions};
 
 /// Arguments of `strata bench tasks`.
 #[derive(clap::Args, Debug)]
@@ -40,16 +37,14 @@ pub async fn run(a: TasksArgs) -> anyhow::Result<ExitCode> {
     let dir = std::env::temp_dir().join(format!("strata-bench-tasks-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let agents = a.executors.executors;
-    let mut opts = LocalOptions::new(agents, dir.clone());
-    opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let cpus = a.executors.executor_cpus.ceil().max(1.0) as usize;
     let mem = a.executors.executor_mem.ceil() as usize + 256;
-    opts.machine = Some(Resources::parse(&format!(
+    let machine = format!(
         "cpus:{};mem:{};disk:1024;ports:[31000-31999]",
         agents * cpus,
         agents * mem
-    ))?);
-    let cluster = LocalCluster::start(opts).await?;
+    );
+    let cluster = super::local_cluster(agents, dir.clone(), &machine).await?;
     let address = cluster.address().to_string();
     let result = bench(&a, &address).await;
     cluster.shutdown_with_tasks(Duration::from_secs(10)).await;
