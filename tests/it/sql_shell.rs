@@ -130,37 +130,23 @@ async fn json_logs_follow_a_job_from_its_driver_into_its_executors_tasks() {
         "--executor-mem",
         "256m",
     ];
-    let mut c = tokio::process::Command::from(env.command_on(None, &args));
-    // The filter reaches the executors through the environment, as the
-    // format does through the driver.
-    c.env("STRATA_LOG", "info,strata_executor=debug")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = c.spawn().unwrap();
     let script = format!(
         "CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION '{nation}';\n\
          SELECT n_regionkey, count(*) FROM nation GROUP BY n_regionkey ORDER BY 1;\n"
     );
-    {
-        use tokio::io::AsyncWriteExt;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(script.as_bytes()).await.unwrap();
-    }
-    let out = tokio::time::timeout(LONG, child.wait_with_output())
-        .await
-        .expect("strata sql ends")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    // The filter reaches the executors through the environment, as the
+    // format does through the driver.
+    let vars = [("STRATA_LOG", "info,strata_executor=debug")];
+    let out = env.cli_with_input_env(&args, &vars, &script).await;
+    let stderr = &out.stderr;
+    assert_eq!(out.code(), Some(0), "{stderr}");
     // Every line the driver logged is a JSON object.
     for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(v["message"].is_string() && v["level"].is_string(), "{line}");
     }
-    let driver = job_ids(&stderr);
+    let driver = job_ids(stderr);
     assert!(
         !driver.is_empty(),
         "no job's lines in the driver's log:\n{stderr}"

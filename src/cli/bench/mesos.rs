@@ -63,22 +63,10 @@ async fn bench(a: &MesosArgs, address: &str) -> anyhow::Result<ExitCode> {
     // One framework at a time: an offer the other left unanswered would
     // hold the agent.
     let mut native = Native::subscribe(address).await?;
-    let mut n = Vec::new();
-    for i in 0..a.rounds + 2 {
-        let r = native.round(i).await?;
-        if i >= 2 {
-            n.push(r);
-        }
-    }
+    let n = measured(a.rounds, async |i| native.round(i).await).await?;
     native.handle.teardown().await?;
     let mut mesos = Mesos::subscribe(address).await?;
-    let mut m = Vec::new();
-    for i in 0..a.rounds + 2 {
-        let r = mesos.round(i).await?;
-        if i >= 2 {
-            m.push(r);
-        }
-    }
+    let m = measured(a.rounds, async |i| mesos.round(i).await).await?;
     mesos.call(json!({"type": "TEARDOWN"})).await?;
     println!(
         "offer-to-launch latency over {} launches each (one agent, task `true`):",
@@ -103,6 +91,21 @@ async fn bench(a: &MesosArgs, address: &str) -> anyhow::Result<ExitCode> {
         / ms(percentiles(n.iter().map(|r| r.running)).0).max(1e-9);
     println!("Mesos API / native, offer to TASK_RUNNING p50: {ratio:.2}x");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rounds` rounds after two warm-up rounds, which are not kept.
+async fn measured(
+    rounds: usize,
+    mut round: impl AsyncFnMut(usize) -> anyhow::Result<Round>,
+) -> anyhow::Result<Vec<Round>> {
+    let mut kept = Vec::with_capacity(rounds);
+    for i in 0..rounds + 2 {
+        let r = round(i).await?;
+        if i >= 2 {
+            kept.push(r);
+        }
+    }
+    Ok(kept)
 }
 
 fn ms(d: Duration) -> f64 {

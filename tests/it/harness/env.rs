@@ -250,9 +250,20 @@ impl Env {
     /// Runs a client command with `input` as its standard input, to
     /// completion (at most a minute).
     pub async fn cli_with_input(&self, args: &[&str], input: &str) -> CliOutput {
+        self.cli_with_input_env(args, &[], input).await
+    }
+
+    /// [`Env::cli_with_input`] with more environment variables.
+    pub async fn cli_with_input_env(
+        &self,
+        args: &[&str],
+        vars: &[(&str, &str)],
+        input: &str,
+    ) -> CliOutput {
         use tokio::io::AsyncWriteExt;
         let mut c = tokio::process::Command::from(self.command_on(None, args));
-        c.stdin(Stdio::piped())
+        c.envs(vars.iter().copied())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);

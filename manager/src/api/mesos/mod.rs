@@ -246,24 +246,15 @@ async fn subscribe(
     info!(framework_id = %framework, "mesos framework subscribed over http");
     let stream_header = stream.to_string();
     let events = super::grpc::EventStream::new(rx, framework, stream, core.tx.clone());
-    // The stream ends after an error (the framework failed over elsewhere
-    // or was removed), as Mesos's does.
-    let body = events
-        .scan(false, move |ended, item| {
-            let out = if *ended {
-                None
-            } else {
-                match item {
-                    Ok(ev) => Some(events::event(ev, &audience).map(|v| events::record(&v))),
-                    Err(status) => {
-                        *ended = true;
-                        Some(Some(events::record(&events::error(status.message()))))
-                    }
-                }
-            };
-            std::future::ready(out)
+    // An error (the framework failed over elsewhere or was removed) is
+    // the stream's last item: the core drops its sender with it, and the
+    // client gets Mesos's ERROR event before the end.
+    let body = events.filter_map(move |item| {
+        std::future::ready(match item {
+            Ok(ev) => events::event(ev, &audience).map(|v| events::record(&v)),
+            Err(status) => Some(events::record(&events::error(status.message()))),
         })
-        .filter_map(std::future::ready);
+    });
     stream_response(stream_type, Some(&stream_header), body)
 }
 
