@@ -639,8 +639,10 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
         b.window_functions().clone(),
         ctx.runtime.clone(),
     ));
+    let mut decoded = None;
     let result = async {
         let plan = plan_from_bytes(&plan, &task_ctx)?;
+        decoded = Some(plan.clone());
         let writer = plan.downcast_ref::<ShuffleWriterExec>().ok_or_else(|| {
             datafusion::common::DataFusionError::Internal(
                 "a task's plan must end in a shuffle writer".into(),
@@ -654,6 +656,9 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
     let mut s = status(key, TaskOutcome::Finished, started);
     match result {
         Ok(w) => {
+            if let Some(plan) = &decoded {
+                operator_metrics(plan.as_ref(), &mut s.operators);
+            }
             s.rows = w.rows;
             s.bytes = w.bytes;
             s.partition_bytes = w
@@ -684,6 +689,26 @@ async fn run_task(spec: TaskSpec, plan: Arc<Vec<u8>>, ctx: TaskCtx) -> TaskStatu
         }
     }
     s
+}
+
+/// The metrics of a task's plan, its operators in pre-order (the order
+/// the driver lists the stage's operators in).
+fn operator_metrics(
+    plan: &dyn datafusion::physical_plan::ExecutionPlan,
+    out: &mut Vec<strata_proto::exec::OperatorMetrics>,
+) {
+    let m = plan.metrics();
+    out.push(strata_proto::exec::OperatorMetrics {
+        output_rows: m.as_ref().and_then(|m| m.output_rows()).map(|v| v as u64),
+        elapsed_compute_nanos: m
+            .as_ref()
+            .and_then(|m| m.elapsed_compute())
+            .map(|v| v as u64),
+        spilled_bytes: m.as_ref().and_then(|m| m.spilled_bytes()).map(|v| v as u64),
+    });
+    for child in plan.children() {
+        operator_metrics(child.as_ref(), out);
+    }
 }
 
 /// Whether a task's error is the query's own — the same on any executor

@@ -60,6 +60,8 @@ pub struct JobPlan {
     /// Bytes its tasks may hold at once on one executor (its session's
     /// `strata.query_memory_limit`); 0: no cap of its own.
     pub memory_limit: u64,
+    /// What it runs, as its reports show it (the SQL statement).
+    pub description: String,
 }
 
 impl JobPlan {
@@ -109,6 +111,7 @@ pub fn plan_stages(
         job: job.to_owned(),
         stages: c.stages,
         memory_limit: 0,
+        description: String::new(),
     })
 }
 

@@ -124,11 +124,15 @@ impl Session {
         Ok(DFParser::parse_sql_with_dialect(&sql, dialect.as_ref())?.into())
     }
 
-    /// Plans one statement and starts it.
+    /// Plans one statement and starts it (its jobs described by its text).
     pub async fn prepare(&self, statement: Statement) -> Result<Prepared, SessionError> {
-        let state = self.ctx.state();
-        let plan = state.statement_to_plan(statement).await?;
-        self.run_plan(plan).await
+        let text = statement.to_string();
+        described(text, async {
+            let state = self.ctx.state();
+            let plan = state.statement_to_plan(statement).await?;
+            self.run_plan(plan).await
+        })
+        .await
     }
 
     /// Starts a logical plan of this session: DDL and settings done at
@@ -265,7 +269,8 @@ impl Session {
     /// Runs a physical plan on the cluster.
     pub fn submit_plan(&self, plan: Arc<dyn ExecutionPlan>) -> Result<JobHandle, SessionError> {
         let id = self.driver.next_job_id();
-        let job = self.cut(&id, plan)?;
+        let mut job = self.cut(&id, plan)?;
+        job.description = DESCRIPTION.try_with(Clone::clone).unwrap_or_default();
         Ok(self.driver.submit(job)?)
     }
 
@@ -387,4 +392,15 @@ pub fn reads_files(plan: &Arc<dyn ExecutionPlan>) -> bool {
         .downcast_ref::<DataSourceExec>()
         .is_some_and(|d| d.data_source().is::<FileScanConfig>());
     scans_files || plan.children().into_iter().any(reads_files)
+}
+
+tokio::task_local! {
+    /// What the jobs submitted in this scope run (see [`described`]).
+    static DESCRIPTION: String;
+}
+
+/// Runs `work` with `text` (a statement's SQL) as the description of the
+/// jobs it submits: their reports, and the manager's web UI, show it.
+pub async fn described<F: std::future::Future>(text: String, work: F) -> F::Output {
+    DESCRIPTION.scope(text, work).await
 }

@@ -76,5 +76,8 @@ pub(crate) enum Input {
 #[derive(Clone)]
 pub(crate) struct CoreHandle {
     pub(crate) tx: mpsc::Sender<Input>,
-    pub(crate) token: Option<Arc<str>>,
+    /// Who may do what: the cluster's token, principals, ACLs.
+    pub(crate) access: Arc<crate::auth::Access>,
+    /// The jobs drivers report, kept beside the core (not cluster state).
+    pub(crate) jobs: Arc<crate::jobs::JobHistory>,
 }

@@ -21,6 +21,10 @@
 //!   the gRPC streams and a timer, and carries out its actions, persisting
 //!   before it acknowledges.
 //! * [`api`]: the gRPC services and the HTTP operator API on one address.
+//! * [`auth`]: principals with their own (hashed) tokens, Mesos-style
+//!   ACLs and the audit log, as pure parts.
+//! * [`jobs`]: the history of batch jobs their drivers report (the
+//!   running ones and a bounded number of finished ones), for the web UI.
 //! * [`services`]: the built-in services scheduler (Marathon-style apps
 //!   with health checks, rolling deploys and autoscaling), a framework
 //!   inside the manager process, with Marathon's REST API v2.
@@ -34,7 +38,9 @@
 
 pub mod allocator;
 pub mod api;
+pub mod auth;
 mod inbox;
+pub mod jobs;
 pub mod master;
 pub mod registry;
 pub mod server;

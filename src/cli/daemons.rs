@@ -32,7 +32,7 @@ pub struct ManagerArgs {
     /// Shared secret required of agents, frameworks and clients (required for a non-loopback address).
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, revocable_window, services (true or false), store, advertise, lease_ttl, dns_listen, dns_domain, dns_ttl.
+    /// TOML file with any of: listen, work_dir, token, agent_timeout, offer_timeout, failover_timeout, allocation_interval, classes, preemption_grace, revocable_window, services (true or false), store, advertise, lease_ttl, dns_listen, dns_domain, dns_ttl, job_history, acls, audit_log.
     #[arg(long)]
     config: Option<PathBuf>,
     #[arg(long, value_parser = parse_duration, help = with_default_of(
@@ -95,6 +95,21 @@ pub struct ManagerArgs {
     /// Seconds DNS answers may be cached [default: 5].
     #[arg(long)]
     dns_ttl: Option<u32>,
+    #[arg(long, help = with_default(
+        "Finished batch jobs the job history keeps for the web UI and `/api/v1/jobs`",
+        strata_manager::jobs::DEFAULT_KEPT,
+    ))]
+    job_history: Option<usize>,
+    /// ACLs (a JSON file, Mesos-style): who may register frameworks in
+    /// which roles, run tasks as which users, change roles, drain agents,
+    /// see which pages of the UI. With them, what they do not permit is
+    /// denied (the cluster's token excepted) [default: no ACLs].
+    #[arg(long)]
+    acls: Option<PathBuf>,
+    /// The audit log: every decision that changes the cluster, as JSON
+    /// lines [default: audit.jsonl in the work directory].
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -117,6 +132,9 @@ struct ManagerFile {
     dns_listen: Option<SocketAddr>,
     dns_domain: Option<String>,
     dns_ttl: Option<u32>,
+    job_history: Option<usize>,
+    acls: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
 }
 
 /// A flag's help ending in its default, taken from the library that
@@ -227,6 +245,17 @@ fn manager_config(a: ManagerArgs) -> anyhow::Result<ManagerConfig> {
         }
         cfg.dns = Some(dns);
     }
+    if let Some(n) = a.job_history.or(f.job_history) {
+        cfg.job_history = n;
+    }
+    if let Some(path) = a.acls.or(f.acls) {
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read the ACLs {}", path.display()))?;
+        let acls = strata_manager::auth::acl::Acls::parse(&bytes)
+            .with_context(|| format!("the ACLs {} are not valid", path.display()))?;
+        cfg.acls = Some(acls);
+    }
+    cfg.audit_log = a.audit_log.or(f.audit_log);
     Ok(cfg)
 }
 

@@ -120,10 +120,12 @@ async fn run_queries(
                 }
                 continue;
             }
-            let job = match session
-                .submit_dataframe(session.context().sql(&statement).await?)
-                .await
-            {
+            let df = session.context().sql(&statement).await?;
+            let submitted = strata_framework::session::described(
+                format!("TPC-H q{n}: {}", statement.trim()),
+                session.submit_dataframe(df),
+            );
+            let job = match submitted.await {
                 Ok(j) => j,
                 Err(e) => {
                     failed.push(format!("q{n}: {e}"));

@@ -11,6 +11,7 @@ mod drain;
 mod executor;
 mod gateway;
 mod jobs;
+mod principals;
 mod registry;
 mod run;
 mod shell;
@@ -82,6 +83,8 @@ enum Command {
     Apps(apps::AppsArgs),
     /// Serve the packaged example HTTP service (health check and load metric).
     Web(apps::WebArgs),
+    /// Principals: identities with their own tokens (list, add, revoke), for ACLs and the audit log.
+    Principals(principals::PrincipalsArgs),
     /// (internal) A submitted job's driver; started by an agent as the job's task.
     #[command(hide = true)]
     JobDriver(strata_framework::job::JobDriverArgs),
@@ -194,6 +197,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Jobs(a) => jobs::run(a).await,
         Command::Apps(a) => apps::run(a).await,
         Command::Web(a) => apps::web(a).await,
+        Command::Principals(a) => principals::run(a).await,
         Command::JobDriver(a) => Ok(strata_framework::job::run_driver(
             a,
             strata_jobs::JOBS,

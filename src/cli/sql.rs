@@ -152,6 +152,7 @@ pub async fn run_script(
         if !partition_by.is_empty() && warehouse.is_none() {
             anyhow::bail!("PARTITIONED BY makes a managed table, which needs --warehouse");
         }
+        let text = statement.to_string();
         let plan = session
             .context()
             .state()
@@ -189,7 +190,7 @@ pub async fn run_script(
             output::write(&mut stdout, format, &schema, &[batch])?;
             continue;
         }
-        let prepared = session.run_plan(plan).await?;
+        let prepared = strata_framework::session::described(text, session.run_plan(plan)).await?;
         if let (Some(d), Some(w)) = (&ddl, warehouse) {
             w.record(d, catalog, schema).await?;
         }

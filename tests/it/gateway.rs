@@ -210,7 +210,7 @@ async fn reference_rows(reference: &SessionContext, n: usize) -> Vec<RecordBatch
 }
 
 /// `CREATE EXTERNAL TABLE` of each TPC-H table generated under `data`.
-fn tpch_ddl(data: &Path) -> String {
+pub(crate) fn tpch_ddl(data: &Path) -> String {
     tpch::TABLES
         .iter()
         .map(|t| {

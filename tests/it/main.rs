@@ -49,6 +49,8 @@
 //! * [`services`]: the built-in services scheduler through Marathon's
 //!   `/v2` API (deploy, scale, health checks, restarts, rolling update,
 //!   delete) and a service preempting batch tasks;
+//! * [`ui`]: the manager's web UI in headless chromium (Selenium): each
+//!   page against the API, a job followed to an executor's stderr;
 //! * [`slt`]: the sqllogictest files of `tests/slt` on a real cluster (and
 //!   on single-process DataFusion, the reference).
 
@@ -84,3 +86,4 @@ mod slt;
 mod sql_shell;
 mod streaming;
 mod tables;
+mod ui;

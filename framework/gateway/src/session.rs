@@ -356,14 +356,14 @@ impl GatewaySession {
             .statement_timeout()
             .map(|t| std::time::Instant::now() + t);
         let query = self.gateway.registry.start_query(self.id(), sql);
-        let run = async {
+        let run = strata_framework::session::described(sql.to_owned(), async {
             match deadline {
                 Some(d) => tokio::time::timeout_at(d.into(), self.run(plan, partition_by, &query))
                     .await
                     .map_err(|_| GatewayError::Timeout)?,
                 None => self.run(plan, partition_by, &query).await,
             }
-        };
+        });
         // A cancel through the registry drops the run, and with it
         // the wait for its job, which cancels the job.
         let outcome = tokio::select! {

@@ -26,6 +26,7 @@ use super::dag::{
     Effect, ExecutorId, JobId, JobState, Launch, Outcome, PartitionId, StageId, StageSpec, TaskRef,
     TaskScheduler,
 };
+use super::report::{JobRecord, Reporter, StageRoot};
 use super::{
     Command, DriverConfig, DriverError, ExecutorInfo, JobOutput, JobPhase, JobProgress, link,
 };
@@ -63,6 +64,8 @@ pub(super) struct JobEntry {
     delivered: Arc<AtomicUsize>,
     submitted: Instant,
     fetching: bool,
+    /// Its report for the manager.
+    record: JobRecord,
 }
 
 pub(super) struct Core {
@@ -78,6 +81,8 @@ pub(super) struct Core {
     pub(super) executors_tx: watch::Sender<usize>,
     pub(super) server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     pub(super) core_tx: mpsc::UnboundedSender<Command>,
+    /// Sends job reports to the manager (a cluster's driver).
+    pub(super) reporter: Option<Reporter>,
 }
 
 /// Final partitions fetched from executors at once (each is held whole
@@ -154,6 +159,7 @@ impl Core {
                 rows,
             } => {
                 let mut specs = Vec::new();
+                let mut roots = Vec::new();
                 let last = plan.stages.len() - 1;
                 for (i, s) in plan.stages.iter().enumerate() {
                     let root = if i == last {
@@ -171,7 +177,7 @@ impl Core {
                     } else {
                         s.plan.clone()
                     };
-                    let bytes = match strata_executor::codec::plan_to_bytes(root) {
+                    let bytes = match strata_executor::codec::plan_to_bytes(root.clone()) {
                         Ok(b) => b,
                         Err(e) => {
                             result.send(Err(DriverError::Plan(e))).ok();
@@ -184,7 +190,23 @@ impl Core {
                         tasks: s.tasks as u32,
                         plan: Arc::new(bytes),
                     });
+                    roots.push(root);
                 }
+                let record = JobRecord::new(
+                    id.as_str(),
+                    &plan.description,
+                    &plan
+                        .stages
+                        .iter()
+                        .zip(&roots)
+                        .map(|(s, root)| StageRoot {
+                            stage: s.id.get(),
+                            inputs: s.inputs.iter().map(|i| i.get()).collect(),
+                            partitions: s.tasks as u32,
+                            root,
+                        })
+                        .collect::<Vec<_>>(),
+                );
                 info!(job = %id, stages = specs.len(), "job submitted");
                 self.sched.submit(id.clone(), specs);
                 self.jobs.insert(
@@ -198,6 +220,7 @@ impl Core {
                         delivered: Arc::new(AtomicUsize::new(0)),
                         submitted: now,
                         fetching: false,
+                        record,
                     },
                 );
             }
@@ -270,6 +293,10 @@ impl Core {
             }
             Command::Statuses { id, statuses } => {
                 for s in statuses {
+                    let Some(k) = &s.key else { continue };
+                    if let Some(e) = self.jobs.get_mut(&JobId::new(k.job.clone())) {
+                        e.record.status(&s);
+                    }
                     let Some(k) = s.key else { continue };
                     let task = TaskRef {
                         job: JobId::new(k.job),
@@ -470,6 +497,14 @@ impl Core {
             Err(_) => JobPhase::Failed,
         };
         entry.progress.send_modify(|p| p.state = state);
+        entry.record.stages(&self.sched.metrics(job));
+        entry.record.executors(self.links.values().map(|l| &l.info));
+        entry
+            .record
+            .phase(state, result.as_ref().err().map(|e| e.to_string()));
+        if let (Some(reporter), Some(report)) = (&self.reporter, entry.record.due(Instant::now())) {
+            reporter.send(report);
+        }
         if let Some(tx) = entry.result.take() {
             tx.send(result).ok();
         }
@@ -541,12 +576,18 @@ impl Core {
             self.send_launches(launches).await;
         }
         // Progress of every active job.
-        for (id, entry) in &self.jobs {
+        for (id, entry) in &mut self.jobs {
             let stages = self.sched.metrics(id);
             let state = match self.sched.state(id) {
                 Some(JobState::OutputsReady) => JobPhase::Fetching,
                 _ => JobPhase::Running,
             };
+            entry.record.stages(&stages);
+            entry.record.phase(state, None);
+            entry.record.executors(self.links.values().map(|l| &l.info));
+            if let (Some(reporter), Some(report)) = (&self.reporter, entry.record.due(now)) {
+                reporter.send(report);
+            }
             entry.progress.send_if_modified(|p| {
                 if p.stages != stages || p.state != state {
                     p.stages = stages.clone();
@@ -573,6 +614,10 @@ impl Core {
             let Some(link) = self.links.get_mut(&l.executor) else {
                 continue;
             };
+            if let Some(job) = self.jobs.get_mut(&l.task.job) {
+                job.record
+                    .launched(&l.task, l.executor.as_str(), l.speculative);
+            }
             let msg = per.entry(l.executor.clone()).or_default();
             let pk = (l.task.job.clone(), l.task.stage);
             if link.plans.insert(pk) {
@@ -717,6 +762,10 @@ impl Core {
 
     async fn shutdown(&mut self) {
         self.fail_all("the driver is shutting down").await;
+        // The last reports land before the driver's process may exit.
+        if let Some(r) = &self.reporter {
+            r.flush(Duration::from_secs(3)).await;
+        }
         for l in self.links.values() {
             l.tx.send(Ok(DriverMessage {
                 kind: Some(Msg::Shutdown(Shutdown {

@@ -99,13 +99,14 @@ pub(crate) enum LauncherCmd {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// Subscribes and starts the launcher task.
+/// Subscribes and starts the launcher task; returns its commands' sender
+/// and the framework's id.
 pub(crate) async fn start(
     source: ClusterSource,
     resources: Resources,
     executor_args: impl Fn(&ExecutorId) -> Vec<String> + Send + 'static,
     core: mpsc::UnboundedSender<Command>,
-) -> Result<mpsc::UnboundedSender<LauncherCmd>, DriverError> {
+) -> Result<(mpsc::UnboundedSender<LauncherCmd>, String), DriverError> {
     let mut fw = FrameworkConfig::new(source.name.clone());
     fw.role = Role::new(source.role.clone());
     fw.default_class = source.class.clone();
@@ -120,6 +121,7 @@ pub(crate) async fn start(
         .await
         .map_err(|e| DriverError::Cluster(format!("subscribing to {}: {e}", source.manager)))?;
     handle.suppress().await.ok();
+    let framework_id = handle.framework_id().to_string();
     let (tx, rx) = mpsc::unbounded_channel();
     let l = Launcher {
         source,
@@ -133,7 +135,7 @@ pub(crate) async fn start(
         demand: None,
     };
     tokio::spawn(l.run(events, rx));
-    Ok(tx)
+    Ok((tx, framework_id))
 }
 
 type ArgsFn = Box<dyn Fn(&ExecutorId) -> Vec<String> + Send>;

@@ -17,6 +17,7 @@ mod actor;
 pub mod cluster;
 pub mod dag;
 mod link;
+mod report;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -457,6 +458,8 @@ impl Driver {
             .iter()
             .map(|s| format!("{}:{}:{}", s.stage, s.partition, s.delay.as_millis()))
             .collect();
+        // Jobs are reported to the manager of a cluster's driver.
+        let mut reporter = None;
         let launcher = match &config.source {
             ExecutorSource::InProcess(dir) => Launcher::InProcess {
                 dir: dir.clone(),
@@ -487,8 +490,14 @@ impl Driver {
                     a
                 };
                 let resources = Resources::new(config.executors.cpus, config.executors.mem_mib);
-                let tx =
+                let (tx, framework_id) =
                     cluster::start((**source).clone(), resources, args, core_tx.clone()).await?;
+                reporter = Some(report::Reporter::spawn(
+                    source.manager.clone(),
+                    source.token.clone(),
+                    framework_id,
+                    source.name.clone(),
+                ));
                 Launcher::Cluster(tx)
             }
         };
@@ -506,6 +515,7 @@ impl Driver {
             executors_tx,
             server,
             core_tx: core_tx.clone(),
+            reporter,
         };
         tokio::spawn(core.run(core_rx));
         info!(address = %advertised, "driver listening for executors");

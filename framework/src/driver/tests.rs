@@ -238,6 +238,7 @@ async fn executors_are_added_for_a_backlog_and_released_when_idle() {
                 tasks: 6,
             }],
             memory_limit: 0,
+            description: String::new(),
         })
         .unwrap();
     // Six partitions of one-slot work: more executors, up to the maximum.

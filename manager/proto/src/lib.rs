@@ -18,6 +18,8 @@
 //! * [`fsutil`]: the durable atomic file write (temporary file, fsync,
 //!   rename, fsync of the directory) every crate uses for the small files
 //!   it must not lose or tear.
+//! * [`jobs`]: the job reports batch drivers send the manager (its job
+//!   history and web UI).
 //! * [`time`]: [`time::Timestamp`], an instant on the manager's clock;
 //!   spans between instants are `std::time::Duration`.
 //!
@@ -30,6 +32,7 @@
 pub mod class;
 pub mod fsutil;
 pub mod ids;
+pub mod jobs;
 pub mod net;
 pub mod resources;
 pub mod routes;

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::acl::Subject;
 use crate::inbox::{CoreHandle, Input};
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -17,18 +18,16 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 /// How many events a framework's stream holds before the core's sends wait.
 pub(super) const STREAM_BUFFER: usize = 65_536;
 
-fn check_token<T>(core: &CoreHandle, req: &Request<T>) -> Result<(), Status> {
+/// Who a request comes from: the operator, a principal, or an anonymous
+/// caller of a cluster without a token.
+fn check_token<T>(core: &CoreHandle, req: &Request<T>) -> Result<Subject, Status> {
     let header = req
         .metadata()
         .get(strata_proto::AUTH_HEADER)
         .and_then(|v| v.to_str().ok());
-    if super::token_ok(core.token.as_deref(), header) {
-        Ok(())
-    } else {
-        Err(Status::unauthenticated(
-            "missing or wrong token (authorization: Bearer <token>)",
-        ))
-    }
+    core.access.authenticate(header).ok_or_else(|| {
+        Status::unauthenticated("missing or wrong token (authorization: Bearer <token>)")
+    })
 }
 
 fn unavailable<T>(_: T) -> Status {
@@ -99,7 +98,9 @@ impl scheduler_server::Scheduler for SchedulerSvc {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        check_token(&self.core, &req)?;
+        let subject = check_token(&self.core, &req)?;
+        super::may_subscribe(&self.core, &subject, req.get_ref())
+            .map_err(|d| Status::permission_denied(d.to_string()))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let (reply, wait) = oneshot::channel();
         self.core
@@ -144,7 +145,11 @@ impl agent_link_server::AgentLink for AgentLinkSvc {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        check_token(&self.core, &req)?;
+        if let Subject::Principal(p) = check_token(&self.core, &req)? {
+            return Err(Status::permission_denied(format!(
+                "principal {p:?} may not register an agent: agents use the cluster's token"
+            )));
+        }
         let mut inbound = req.into_inner();
         let first = inbound
             .next()

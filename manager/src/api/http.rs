@@ -10,13 +10,21 @@
 //! * `POST /api/v1/agents/{agent}/drain` with `{"deadline_seconds": 3600}`
 //!   (optional): no offers on the agent, what is left at the deadline
 //!   killed; `POST /api/v1/agents/{agent}/undrain` ends it.
+//! * `PUT /api/v1/jobs/{job}` with a job's report (batch drivers send it);
+//!   `GET /api/v1/jobs?state=&framework=&offset=&limit=` lists the job
+//!   history (newest first, without stages), `GET /api/v1/jobs/{job}` is
+//!   one job's whole report.
+//! * `GET /api/v1/principals`, `POST /api/v1/principals` with
+//!   `{"name": "etl"}` (answers the principal's token, once) and
+//!   `DELETE /api/v1/principals/{name}` (revokes it): the cluster's token
+//!   only.
 //! * `GET /metrics`: Prometheus text format.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -24,6 +32,7 @@ use strata_proto::ids::{AgentId, Role};
 use strata_proto::resources::Resources;
 use tokio::sync::oneshot;
 
+use crate::auth::acl::{Action, Subject};
 use crate::inbox::{CoreHandle, Input};
 use crate::master::MasterError;
 use crate::master::view::StateView;
@@ -39,6 +48,13 @@ pub(super) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> Rout
         .route("/api/v1/roles/{role}", put(set_role))
         .route("/api/v1/agents/{agent}/drain", post(drain))
         .route("/api/v1/agents/{agent}/undrain", post(undrain))
+        .route(
+            "/api/v1/principals",
+            get(list_principals).post(add_principal),
+        )
+        .route("/api/v1/principals/{name}", delete(revoke_principal))
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{job}", get(get_job).put(put_job))
         .route("/metrics", get(metrics))
         .merge(crate::services::http::routes(services))
         .merge(super::mesos::routes())
@@ -53,12 +69,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "message": message.into() }))).into_response()
 }
 
-async fn auth(State(core): State<CoreHandle>, req: Request, next: Next) -> Response {
+async fn auth(State(core): State<CoreHandle>, mut req: Request, next: Next) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if super::token_ok(core.token.as_deref(), header) {
+    if let Some(subject) = core.access.authenticate(header) {
+        req.extensions_mut().insert(subject);
         next.run(req).await
     } else {
         let mut r = error(
@@ -74,7 +91,7 @@ async fn auth(State(core): State<CoreHandle>, req: Request, next: Next) -> Respo
     }
 }
 
-async fn snapshot(
+pub(super) async fn snapshot(
     core: &CoreHandle,
 ) -> Result<(StateView, Vec<(&'static str, &'static str, f64)>), Response> {
     let (reply, wait) = oneshot::channel();
@@ -150,8 +167,20 @@ fn one() -> f64 {
     1.0
 }
 
+/// The request's subject (set by [`auth`]).
+type Who = axum::Extension<Subject>;
+
+/// The refusal of what the ACLs do not permit (audited either way).
+fn refused(core: &CoreHandle, who: &Subject, action: Action, object: &str) -> Option<Response> {
+    core.access
+        .authorize(who, action, object)
+        .err()
+        .map(|d| error(StatusCode::FORBIDDEN, d.to_string()))
+}
+
 async fn set_role(
     State(core): State<CoreHandle>,
+    axum::Extension(who): Who,
     Path(role): Path<String>,
     body: Result<Json<RoleBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -161,6 +190,9 @@ async fn set_role(
     };
     if let Err(e) = crate::master::validate_id("role", &role) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    if let Some(r) = refused(&core, &who, Action::UpdateRoles, &role) {
+        return r;
     }
     let quota = match body.quota.as_deref().map(Resources::parse).transpose() {
         Ok(q) => q,
@@ -212,6 +244,7 @@ fn an_hour() -> f64 {
 
 async fn drain(
     State(core): State<CoreHandle>,
+    axum::Extension(who): Who,
     Path(agent): Path<String>,
     body: Result<Json<DrainBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -219,6 +252,9 @@ async fn drain(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    if let Some(r) = refused(&core, &who, Action::ManageAgents, &agent) {
+        return r;
+    }
     let deadline = match std::time::Duration::try_from_secs_f64(body.deadline_seconds) {
         Ok(d) if body.deadline_seconds <= MAX_DRAIN_SECONDS => d,
         _ => {
@@ -239,7 +275,14 @@ async fn drain(
     .await
 }
 
-async fn undrain(State(core): State<CoreHandle>, Path(agent): Path<String>) -> Response {
+async fn undrain(
+    State(core): State<CoreHandle>,
+    axum::Extension(who): Who,
+    Path(agent): Path<String>,
+) -> Response {
+    if let Some(r) = refused(&core, &who, Action::ManageAgents, &agent) {
+        return r;
+    }
     change(&core, |reply| Input::Drain {
         agent: AgentId::new(agent),
         deadline: None,
@@ -282,4 +325,151 @@ pub fn resident_bytes() -> u64 {
         })
         .map(|pages| pages * 4096)
         .unwrap_or(0)
+}
+
+/// The filters of `GET /api/v1/jobs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    framework: Option<String>,
+    #[serde(default)]
+    offset: Option<usize>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// A job as the list shows it: its report without stages and executors.
+fn job_summary(r: &strata_proto::jobs::JobReport) -> serde_json::Value {
+    let (done, partitions) = r.progress();
+    json!({
+        "id": r.id,
+        "framework_id": r.framework_id,
+        "driver": r.driver,
+        "description": r.description,
+        "state": r.state,
+        "error": r.error,
+        "submitted_at": r.submitted_at,
+        "ended_at": r.ended_at,
+        "stages": r.stages.len(),
+        "partitions_done": done,
+        "partitions": partitions,
+    })
+}
+
+async fn list_jobs(
+    State(core): State<CoreHandle>,
+    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let all = core.jobs.list();
+    let matching: Vec<_> = all
+        .iter()
+        .filter(|r| q.state.as_ref().is_none_or(|s| &r.state == s))
+        .filter(|r| q.framework.as_ref().is_none_or(|f| &r.framework_id == f))
+        .collect();
+    let jobs: Vec<_> = matching
+        .iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(100))
+        .map(|r| job_summary(r))
+        .collect();
+    Json(json!({ "total": matching.len(), "jobs": jobs })).into_response()
+}
+
+async fn get_job(State(core): State<CoreHandle>, Path(job): Path<String>) -> Response {
+    match core.jobs.get(&job) {
+        Some(r) => Json(r.as_ref()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no job {job:?} in the history"),
+        ),
+    }
+}
+
+async fn put_job(
+    State(core): State<CoreHandle>,
+    Path(job): Path<String>,
+    body: Result<Json<strata_proto::jobs::JobReport>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(report) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match core.jobs.put(&job, report) {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// Only the operator (the cluster's token) manages principals: the
+/// refusal of anyone else.
+fn not_operator(who: &Subject) -> Option<Response> {
+    (*who != Subject::Operator).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "principals are managed with the cluster's token",
+        )
+    })
+}
+
+fn access_error(e: crate::auth::AccessError) -> Response {
+    error(
+        StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        e.to_string(),
+    )
+}
+
+async fn list_principals(State(core): State<CoreHandle>, axum::Extension(who): Who) -> Response {
+    if let Some(r) = not_operator(&who) {
+        return r;
+    }
+    Json(json!({ "principals": core.access.principals().list() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPrincipal {
+    name: String,
+}
+
+async fn add_principal(
+    State(core): State<CoreHandle>,
+    axum::Extension(who): Who,
+    body: Result<Json<NewPrincipal>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(r) = not_operator(&who) {
+        return r;
+    }
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match core.access.add_principal(&who, &body.name).await {
+        Ok(token) => (
+            StatusCode::CREATED,
+            Json(json!({ "name": body.name, "token": token })),
+        )
+            .into_response(),
+        Err(e) => access_error(e),
+    }
+}
+
+async fn revoke_principal(
+    State(core): State<CoreHandle>,
+    axum::Extension(who): Who,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(r) = not_operator(&who) {
+        return r;
+    }
+    match core.access.revoke_principal(&who, &name).await {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => access_error(e),
+    }
 }

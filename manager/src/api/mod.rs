@@ -1,13 +1,19 @@
 //! The manager's network APIs on one address: the gRPC services
 //! (`Scheduler` for frameworks, `AgentLink` for agents) and the HTTP
-//! operator API (state JSON, Prometheus metrics, health, roles). Requests
+//! operator API (state JSON, Prometheus metrics, health, roles, the job
+//! history) and the web UI (`ui/`). Requests
 //! are told apart by protocol (gRPC is HTTP/2 with `content-type:
 //! application/grpc`), so one listener serves both.
 
+#[cfg(test)]
+mod access_tests;
 mod gate;
 mod grpc;
 mod http;
 mod mesos;
+#[cfg(test)]
+mod test_http;
+mod ui;
 
 pub use gate::{LEADER_HEADER, Role};
 
@@ -18,38 +24,33 @@ use crate::services::ServicesHandle;
 
 pub use mesos::{MESOS_CLASS_LABEL, MESOS_VERSION};
 
-/// Checks a token in constant time: `Bearer <token>`, or HTTP Basic whose
-/// password is the token (any user name), as Mesos's libraries send a
-/// principal and its secret.
-pub(crate) fn token_ok(expected: Option<&str>, header: Option<&str>) -> bool {
-    let Some(expected) = expected else {
-        return true;
-    };
-    let Some(header) = header else {
-        return false;
-    };
-    if let Some(given) = header.strip_prefix("Bearer ") {
-        return strata_proto::same_secret(given, expected);
+/// Whether `subject` may subscribe the framework `req` describes: in its
+/// role (`register_frameworks`), with its user (`run_tasks`). Audited.
+pub(crate) fn may_subscribe(
+    core: &CoreHandle,
+    subject: &crate::auth::acl::Subject,
+    req: &strata_proto::pb::SubscribeRequest,
+) -> Result<(), crate::auth::acl::Denied> {
+    use crate::auth::acl::Action;
+    let fw = req.framework.as_ref();
+    let role = fw
+        .map(|f| f.role.as_str())
+        .filter(|r| !r.is_empty())
+        .unwrap_or("*");
+    core.access
+        .authorize(subject, Action::RegisterFrameworks, role)?;
+    if let Some(user) = fw.map(|f| f.user.as_str()).filter(|u| !u.is_empty()) {
+        core.access.authorize(subject, Action::RunTasks, user)?;
     }
-    let Some(basic) = header.strip_prefix("Basic ") else {
-        return false;
-    };
-    use base64::Engine as _;
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
-        return false;
-    };
-    let Ok(pair) = std::str::from_utf8(&decoded) else {
-        return false;
-    };
-    pair.split_once(':')
-        .is_some_and(|(_, secret)| strata_proto::same_secret(secret, expected))
+    Ok(())
 }
 
 /// The combined router; Marathon's API over `services` when the manager
 /// runs the services scheduler.
 pub(crate) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> axum::Router {
     let grpc = grpc::routes(core.clone());
-    http::router(core, services).merge(grpc)
+    let ui = ui::routes(core.clone(), services.clone());
+    http::router(core, services).merge(grpc).merge(ui)
 }
 
 /// [`router`] behind the standby gate: served while `role` is

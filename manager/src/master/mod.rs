@@ -297,6 +297,8 @@ pub struct Master {
     next_allocation: Timestamp,
     alloc_cursor: usize,
     completed: VecDeque<view::TaskView>,
+    /// The latest preemptions and revocations, oldest first.
+    takebacks: VecDeque<view::TakebackView>,
     counters: Counters,
     last_cycle: Option<CycleStats>,
     /// Agents where preempted tasks are dying.
@@ -344,6 +346,7 @@ impl Master {
             next_allocation: Timestamp::ZERO,
             alloc_cursor: 0,
             completed: VecDeque::new(),
+            takebacks: VecDeque::new(),
             counters: Counters::default(),
             last_cycle: None,
             preempting_agents: std::collections::BTreeSet::new(),

@@ -315,6 +315,7 @@ impl Master {
                 info!(task_id = %key.1, framework_id = %self.frameworks[fw as usize].id,
                     by = %by, grace_secs = grace, "task preempted");
                 self.push_kill(agent, fw, &key.1, Some(grace), Reason::Preempted);
+                self.note_takeback(now, "preempted", &key, Some(by.to_string()));
             }
         }
     }

@@ -265,6 +265,7 @@ impl Master {
                     info!(task_id = %key.1, framework_id = %self.frameworks[fw as usize].id,
                         grace_secs = grace, "revocable task revoked: its lenders need their cpus");
                     self.push_kill(agent, fw, &key.1, Some(grace), Reason::ResourcesRevoked);
+                    self.note_takeback(now, "revoked", &key, None);
                 }
             }
         }

@@ -142,6 +142,30 @@ pub struct TaskView {
     pub mem_used: Option<f64>,
 }
 
+/// A task taken back: preempted for a higher class, or revoked because
+/// the cpus it borrowed were needed by their lenders.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TakebackView {
+    /// When.
+    pub at: Timestamp,
+    /// `preempted` or `revoked`.
+    pub kind: String,
+    /// The task.
+    pub task_id: String,
+    /// Its framework.
+    pub framework_id: String,
+    /// Its agent.
+    pub agent_id: String,
+    /// Its priority class.
+    pub class: String,
+    /// The framework whose ask it made room for (a preemption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// How many takebacks the state keeps.
+pub const TAKEBACKS_KEPT: usize = 200;
+
 /// The whole state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StateView {
@@ -162,9 +186,38 @@ pub struct StateView {
     pub classes: Vec<(String, i32)>,
     /// Outstanding offers.
     pub outstanding_offers: usize,
+    /// The latest preemptions and revocations, newest first.
+    #[serde(default)]
+    pub takebacks: Vec<TakebackView>,
 }
 
 impl Master {
+    /// Notes a task taken back (for the state's `takebacks`).
+    pub(super) fn note_takeback(
+        &mut self,
+        now: Timestamp,
+        kind: &str,
+        key: &super::TaskKey,
+        by: Option<String>,
+    ) {
+        let Some(t) = self.tasks.get(key) else {
+            return;
+        };
+        let v = TakebackView {
+            at: now,
+            kind: kind.to_owned(),
+            task_id: key.1.to_string(),
+            framework_id: self.frameworks[t.framework as usize].id.to_string(),
+            agent_id: self.agents[t.agent as usize].id.to_string(),
+            class: self.cfg.classes.get(t.class).name.clone(),
+            by,
+        };
+        if self.takebacks.len() >= TAKEBACKS_KEPT {
+            self.takebacks.pop_front();
+        }
+        self.takebacks.push_back(v);
+    }
+
     /// A snapshot of the whole state.
     pub fn state_view(&self, now: Timestamp) -> StateView {
         let agents = self
@@ -271,6 +324,7 @@ impl Master {
                 })
                 .collect(),
             outstanding_offers: self.offers.len(),
+            takebacks: self.takebacks.iter().rev().cloned().collect(),
         }
     }
 

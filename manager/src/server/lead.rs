@@ -86,6 +86,21 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Where the principals are kept: `principals.json` in the work
+    /// directory, or a document in etcd beside the shared registry.
+    pub(super) fn principals_store(&self, work_dir: &std::path::Path) -> Arc<dyn DocumentStore> {
+        match self {
+            Backend::Local(_) => Arc::new(FileDocument::new(work_dir.join("principals.json"))),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(r) => Arc::new(EtcdDocument {
+                registry: (**r).clone(),
+                name: "principals",
+            }),
+        }
+    }
+}
+
 /// A document in etcd, written fenced on the leader's epoch.
 #[cfg(feature = "etcd")]
 struct EtcdDocument {

@@ -48,6 +48,13 @@ pub struct ManagerConfig {
     pub lease_ttl: Duration,
     /// Serve DNS for the apps (`--dns-listen`).
     pub dns: Option<crate::services::dns::DnsConfig>,
+    /// Finished batch jobs kept in the job history (`--job-history`).
+    pub job_history: usize,
+    /// ACLs (`--acls`): with them, what they do not permit is denied.
+    pub acls: Option<crate::auth::acl::Acls>,
+    /// The audit log (`--audit-log`; default `audit.jsonl` in the work
+    /// directory).
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ManagerConfig {
@@ -64,6 +71,9 @@ impl ManagerConfig {
             advertise: None,
             lease_ttl: Duration::from_secs(5),
             dns: None,
+            job_history: crate::jobs::DEFAULT_KEPT,
+            acls: None,
+            audit_log: None,
         }
     }
 }
@@ -94,6 +104,15 @@ pub enum ServerError {
     /// The DNS could not start.
     #[error(transparent)]
     Dns(#[from] crate::services::dns::DnsError),
+    /// The audit log could not be opened.
+    #[error("cannot open the audit log {}: {source}", path.display())]
+    AuditLog {
+        /// Its path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 mod lead;
@@ -204,9 +223,25 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         (None, None)
     };
     let core_tx = tx.clone();
+    let audit_path = cfg
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| cfg.work_dir.join("audit.jsonl"));
+    let audit = crate::auth::audit::AuditLog::open(&audit_path).map_err(|source| {
+        ServerError::AuditLog {
+            path: audit_path.clone(),
+            source,
+        }
+    })?;
+    let access = Arc::new(
+        crate::auth::Access::new(cfg.token.as_deref())
+            .with_acls(cfg.acls.clone())
+            .with_audit(Some(audit)),
+    );
     let core = CoreHandle {
         tx,
-        token: cfg.token.as_deref().map(Arc::from),
+        access: access.clone(),
+        jobs: Arc::new(crate::jobs::JobHistory::new(cfg.job_history)),
     };
     let (role_tx, role_rx) = watch::channel(Role::Standby { leader: None });
     let dns = match &cfg.dns {
@@ -266,6 +301,7 @@ pub async fn spawn(cfg: ManagerConfig) -> Result<ManagerHandle, ServerError> {
         if let Some(led) = led {
             let resign = serve_as_leader(
                 led,
+                &access,
                 &cfg,
                 addr,
                 rx,
@@ -330,6 +366,7 @@ async fn elect(cfg: &ManagerConfig, addr: SocketAddr, role: &watch::Sender<Role>
 #[allow(clippy::too_many_arguments)]
 async fn serve_as_leader(
     led: lead::Led,
+    access: &crate::auth::Access,
     cfg: &ManagerConfig,
     addr: SocketAddr,
     rx: mpsc::Receiver<Input>,
@@ -352,6 +389,14 @@ async fn serve_as_leader(
         info!("manager recovered state from its registry");
     }
     let services_store = led.backend.services_store(&cfg.work_dir);
+    if let Err(e) = access
+        .lead(led.backend.principals_store(&cfg.work_dir))
+        .await
+    {
+        // Without its principals the leader would refuse their tokens:
+        // it says so, and the operator's token still works.
+        error!(error = %e, "cannot load the principals");
+    }
     let (core_stop_tx, core_stop_rx) = oneshot::channel::<()>();
     // Turns true when a write is refused because another manager leads.
     let (fenced_tx, mut fenced) = watch::channel(false);

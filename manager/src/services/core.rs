@@ -255,6 +255,7 @@ impl Services {
                 delay_until: Timestamp::ZERO,
                 last_failure: None,
                 scale_down_since: None,
+                last_scaling: None,
             },
         );
         let d = self.start_deployment(&id, version, Action::StartApplication);
@@ -770,6 +771,17 @@ impl Services {
             return None;
         }
         info!(app_id = %id, from = current, to = want, "autoscaling");
+        let mean = if samples.is_empty() {
+            0.0
+        } else {
+            samples.iter().sum::<f64>() / samples.len() as f64
+        };
+        app.last_scaling = Some(super::state::Scaling {
+            at: now,
+            from: current,
+            to: want,
+            mean,
+        });
         let mut def = app.def.clone();
         def.instances = want;
         self.put(now, def, true).ok()?;

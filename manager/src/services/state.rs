@@ -105,6 +105,19 @@ pub struct Failure {
     pub at: Timestamp,
 }
 
+/// A change of an app's instance count by the autoscaler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// When.
+    pub at: Timestamp,
+    /// Instances before.
+    pub from: u32,
+    /// Instances after.
+    pub to: u32,
+    /// The mean of the samples it decided on.
+    pub mean: f64,
+}
+
 /// One app and what runs for it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct App {
@@ -127,6 +140,9 @@ pub struct App {
     /// The autoscaler wants fewer instances since this time.
     #[serde(default)]
     pub scale_down_since: Option<Timestamp>,
+    /// The autoscaler's last change of its instance count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scaling: Option<Scaling>,
 }
 
 impl App {

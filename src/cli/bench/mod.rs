@@ -12,6 +12,8 @@
 //!   on a local cluster beside DataFusion's `COPY … TO` Parquet (MB/s).
 //! * `strata bench mesos-api`: offer-to-launch latency through the Mesos
 //!   v1 scheduler HTTP API beside the native gRPC SDK.
+//! * `strata bench ui`: the web UI's page times on a manager holding
+//!   10,000 tasks and 1,000 finished jobs.
 
 mod etl;
 mod gateway;
@@ -21,6 +23,7 @@ mod procfs;
 mod tasks;
 mod throughput;
 mod tpch;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +52,8 @@ enum Which {
     Etl(etl::EtlArgs),
     /// Offer-to-launch latency: the Mesos v1 HTTP API against the gRPC SDK.
     MesosApi(mesos::MesosArgs),
+    /// The web UI's page times with 10,000 tasks and 1,000 finished jobs.
+    Ui(ui::UiArgs),
     /// (internal) One side of the TPC-H benchmark in its own process.
     #[command(hide = true)]
     TpchWorker(tpch::WorkerArgs),
@@ -62,6 +67,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         Which::Gateway(a) => gateway::run(a).await,
         Which::Etl(a) => etl::run(a).await,
         Which::MesosApi(a) => mesos::run(a).await,
+        Which::Ui(a) => ui::run(a).await,
         Which::TpchWorker(a) => tpch::worker(a).await,
     }
 }

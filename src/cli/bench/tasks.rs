@@ -73,6 +73,7 @@ async fn bench(a: &TasksArgs, address: &str) -> anyhow::Result<ExitCode> {
                 tasks: a.tasks,
             }],
             memory_limit: 0,
+            description: format!("{} tiny tasks", a.tasks),
         };
         let started = Instant::now();
         let out = driver.submit(job)?.result().await?;

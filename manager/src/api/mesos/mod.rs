@@ -126,7 +126,12 @@ fn check_media(headers: &HeaderMap) -> Result<StreamType, (StatusCode, &'static 
     Ok(StreamType::Json)
 }
 
-async fn scheduler(State(core): State<CoreHandle>, headers: HeaderMap, body: Bytes) -> Response {
+async fn scheduler(
+    State(core): State<CoreHandle>,
+    subject: Option<axum::Extension<crate::auth::acl::Subject>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let stream_type = match check_media(&headers) {
         Ok(t) => t,
         Err((status, message)) => return text(status, message),
@@ -136,7 +141,8 @@ async fn scheduler(State(core): State<CoreHandle>, headers: HeaderMap, body: Byt
         Err(e) => return bad_call(e),
     };
     if call.kind == "SUBSCRIBE" {
-        return subscribe(core, &headers, stream_type, call).await;
+        let subject = subject.map_or(crate::auth::acl::Subject::Anonymous, |s| s.0);
+        return subscribe(core, &subject, &headers, stream_type, call).await;
     }
     let Some(stream) = headers.get(STREAM_ID_HEADER).and_then(|v| v.to_str().ok()) else {
         return text(
@@ -207,6 +213,7 @@ fn stream_response(
 
 async fn subscribe(
     core: CoreHandle,
+    subject: &crate::auth::acl::Subject,
     headers: &HeaderMap,
     stream_type: StreamType,
     call: calls::Call,
@@ -215,6 +222,9 @@ async fn subscribe(
         Ok(s) => s,
         Err(e) => return bad_call(e),
     };
+    if let Err(denied) = super::may_subscribe(&core, subject, &sub.req) {
+        return text(StatusCode::FORBIDDEN, denied.to_string());
+    }
     let audience = events::Audience {
         role: sub
             .req

@@ -1,0 +1,208 @@
+//! Principals, ACLs and the audit log through the manager's real APIs on
+//! an in-process manager: HTTP (roles, drains, principals), gRPC
+//! subscriptions through the SDK, the Mesos API, the web UI.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+
+use super::test_http::http;
+use crate::auth::acl::Acls;
+use crate::auth::audit::AuditEntry;
+
+const ACLS: &str = r#"{
+  "register_frameworks": [{"principals": ["etl"], "objects": ["analytics"]}],
+  "run_tasks": [{"principals": "ANY", "objects": "ANY"}],
+  "update_roles": [{"principals": ["ops"], "objects": "ANY"}],
+  "manage_agents": [{"principals": ["ops"], "objects": "ANY"}],
+  "view_ui": [{"principals": ["etl"], "objects": ["jobs"]}]
+}"#;
+
+fn bearer(t: &str) -> String {
+    format!("Authorization: Bearer {t}\r\n")
+}
+
+async fn add(addr: SocketAddr, name: &str) -> String {
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/principals",
+        &format!("{}Content-Type: application/json\r\n", bearer("root")),
+        &format!("{{\"name\": \"{name}\"}}"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+async fn subscribe(addr: SocketAddr, token: &str, role: &str) -> Result<(), String> {
+    let mut fw = strata_sdk::FrameworkConfig::new("acl-test");
+    fw.role = strata_sdk::Role::new(role);
+    let mut cfg = strata_sdk::SchedulerConfig::new(addr.to_string(), fw);
+    cfg.token = Some(token.to_owned());
+    match strata_sdk::Scheduler::subscribe(cfg).await {
+        Ok((handle, _events)) => {
+            handle.teardown().await.ok();
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_act_within_their_acls_and_every_decision_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = crate::server::ManagerConfig::new(dir.path().to_path_buf());
+    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.token = Some("root".into());
+    cfg.acls = Some(Acls::parse(ACLS.as_bytes()).unwrap());
+    let m = crate::server::spawn(cfg).await.unwrap();
+    let addr = m.address();
+
+    let etl = add(addr, "etl").await;
+    let ops = add(addr, "ops").await;
+    // Only the operator manages principals; a name is taken once.
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/api/v1/principals",
+        &format!("{}Content-Type: application/json\r\n", bearer(&ops)),
+        "{\"name\": \"x\"}",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/api/v1/principals",
+        &format!("{}Content-Type: application/json\r\n", bearer("root")),
+        "{\"name\": \"etl\"}",
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (_, _, body) = http(addr, "GET", "/api/v1/principals", &bearer("root"), "").await;
+    assert!(
+        !body.contains(etl.split_once('.').unwrap().1),
+        "no secret listed: {body}"
+    );
+    assert!(
+        body.contains("\"etl\"") && body.contains("\"ops\""),
+        "{body}"
+    );
+
+    // Any principal reads; only ops changes roles and drains.
+    let (status, _, _) = http(addr, "GET", "/api/v1/state", &bearer(&etl), "").await;
+    assert_eq!(status, 200);
+    let json = "Content-Type: application/json\r\n";
+    let role = "{\"weight\": 2}";
+    let (status, _, body) = http(
+        addr,
+        "PUT",
+        "/api/v1/roles/analytics",
+        &format!("{}{json}", bearer(&etl)),
+        role,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("update_roles"), "{body}");
+    let (status, _, body) = http(
+        addr,
+        "PUT",
+        "/api/v1/roles/analytics",
+        &format!("{}{json}", bearer(&ops)),
+        role,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = http(addr, "POST", "/api/v1/agents/a1/undrain", &bearer(&etl), "").await;
+    assert_eq!(status, 403);
+
+    // Frameworks: etl in its role only, over gRPC and the Mesos API.
+    subscribe(addr, &etl, "analytics").await.unwrap();
+    let refused = subscribe(addr, &etl, "web").await.unwrap_err();
+    assert!(refused.contains("register_frameworks"), "{refused}");
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("etl:{etl}"));
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/scheduler",
+        &format!("Authorization: Basic {basic}\r\n{json}"),
+        r#"{"type": "SUBSCRIBE", "subscribe": {"framework_info": {"user": "etl", "name": "m", "roles": ["web"]}}}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+
+    // The UI: etl sees the jobs only.
+    let (status, _, _) = http(
+        addr,
+        "GET",
+        "/jobs",
+        &format!("Cookie: strata_token={etl}\r\n"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        "/",
+        &format!("Cookie: strata_token={etl}\r\n"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+
+    // A revoked principal's token is refused everywhere.
+    let (status, _, _) = http(
+        addr,
+        "DELETE",
+        "/api/v1/principals/etl",
+        &bearer("root"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = http(addr, "GET", "/api/v1/state", &bearer(&etl), "").await;
+    assert_eq!(status, 401);
+    assert!(subscribe(addr, &etl, "analytics").await.is_err());
+    m.shutdown().await;
+
+    // Kept across a restart, hashed.
+    let kept = std::fs::read_to_string(dir.path().join("principals.json")).unwrap();
+    assert!(!kept.contains(ops.split_once('.').unwrap().1));
+    let log = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let entries: Vec<AuditEntry> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |who: &str, action: &str, object: &str, result: &str| {
+        entries.iter().any(|e| {
+            e.principal == who
+                && e.action == action
+                && e.object == object
+                && e.result.starts_with(result)
+        })
+    };
+    assert!(
+        has("operator", "create_principal", "etl", "allowed"),
+        "{log}"
+    );
+    assert!(
+        has("operator", "create_principal", "etl", "failed"),
+        "{log}"
+    );
+    assert!(has("etl", "update_roles", "analytics", "denied"), "{log}");
+    assert!(has("ops", "update_roles", "analytics", "allowed"), "{log}");
+    assert!(has("etl", "manage_agents", "a1", "denied"), "{log}");
+    assert!(
+        has("etl", "register_frameworks", "analytics", "allowed"),
+        "{log}"
+    );
+    assert!(has("etl", "register_frameworks", "web", "denied"), "{log}");
+    assert!(
+        has("operator", "revoke_principal", "etl", "allowed"),
+        "{log}"
+    );
+}
