@@ -78,6 +78,8 @@ impl FrameworkConfig {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            // Set by the manager from the credentials.
+            principal: String::new(),
         }
     }
 }

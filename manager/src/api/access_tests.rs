@@ -11,10 +11,11 @@ use crate::auth::acl::Acls;
 use crate::auth::audit::AuditEntry;
 
 const ACLS: &str = r#"{
-  "register_frameworks": [{"principals": ["etl"], "objects": ["analytics"]}],
+  "register_frameworks": [{"principals": ["etl", "etl2"], "objects": ["analytics"]}],
   "run_tasks": [{"principals": "ANY", "objects": "ANY"}],
   "update_roles": [{"principals": ["ops"], "objects": "ANY"}],
   "manage_agents": [{"principals": ["ops"], "objects": "ANY"}],
+  "manage_apps": [{"principals": ["ops"], "objects": ["/web/"]}],
   "view_ui": [{"principals": ["etl"], "objects": ["jobs"]}]
 }"#;
 
@@ -37,17 +38,26 @@ async fn add(addr: SocketAddr, name: &str) -> String {
 }
 
 async fn subscribe(addr: SocketAddr, token: &str, role: &str) -> Result<(), String> {
+    let (handle, _events) = subscribe_as(addr, token, role, None).await?;
+    handle.teardown().await.ok();
+    Ok(())
+}
+
+/// A subscription (to framework `id`, when given), kept.
+async fn subscribe_as(
+    addr: SocketAddr,
+    token: &str,
+    role: &str,
+    id: Option<&str>,
+) -> Result<(strata_sdk::SchedulerHandle, strata_sdk::EventStream), String> {
     let mut fw = strata_sdk::FrameworkConfig::new("acl-test");
     fw.role = strata_sdk::Role::new(role);
+    fw.framework_id = id.map(strata_sdk::FrameworkId::new);
     let mut cfg = strata_sdk::SchedulerConfig::new(addr.to_string(), fw);
     cfg.token = Some(token.to_owned());
-    match strata_sdk::Scheduler::subscribe(cfg).await {
-        Ok((handle, _events)) => {
-            handle.teardown().await.ok();
-            Ok(())
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    strata_sdk::Scheduler::subscribe(cfg)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,6 +144,72 @@ async fn principals_act_within_their_acls_and_every_decision_is_audited() {
     .await;
     assert_eq!(status, 403, "{body}");
 
+    // Apps: ops changes those under /web/ only; anyone reads.
+    let app = |id: &str| {
+        format!(
+            "{{\"id\": \"{id}\", \"cmd\": \"sleep 1d\", \"instances\": 0, \"cpus\": 0.1, \"mem\": 16}}"
+        )
+    };
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v2/apps",
+        &format!("{}{json}", bearer(&ops)),
+        &app("/web/api"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v2/apps",
+        &format!("{}{json}", bearer(&ops)),
+        &app("shop"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("manage_apps") && body.contains("/shop"),
+        "{body}"
+    );
+    let (status, _, _) = http(addr, "DELETE", "/v2/apps/web/api", &bearer(&etl), "").await;
+    assert_eq!(status, 403);
+    let (status, _, _) = http(addr, "GET", "/v2/apps", &bearer(&etl), "").await;
+    assert_eq!(status, 200);
+    let (status, _, body) = http(
+        addr,
+        "DELETE",
+        "/v2/apps/web/api?force=true",
+        &bearer(&ops),
+        "",
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+
+    // A framework is taken over by its own principal only (or the
+    // operator), and the state names its principal.
+    let etl2 = add(addr, "etl2").await;
+    let (first, events) = subscribe_as(addr, &etl, "analytics", None).await.unwrap();
+    let id = first.framework_id().to_string();
+    drop((first, events));
+    let Err(refused) = subscribe_as(addr, &etl2, "analytics", Some(&id)).await else {
+        panic!("another principal takes no framework over");
+    };
+    assert!(refused.contains("not subscribed by principal"), "{refused}");
+    let (again, _events) = subscribe_as(addr, &etl, "analytics", Some(&id))
+        .await
+        .unwrap();
+    let (_, _, state) = http(addr, "GET", "/api/v1/frameworks", &bearer("root"), "").await;
+    let fws: Value = serde_json::from_str(&state).unwrap();
+    let mine = fws
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(mine["principal"], "etl", "{mine}");
+    again.teardown().await.ok();
+
     // The UI: etl sees the jobs only.
     let (status, _, _) = http(
         addr,
@@ -205,4 +281,21 @@ async fn principals_act_within_their_acls_and_every_decision_is_audited() {
         has("operator", "revoke_principal", "etl", "allowed"),
         "{log}"
     );
+    assert!(has("ops", "manage_apps", "/web/api", "allowed"), "{log}");
+    assert!(has("ops", "manage_apps", "/shop", "denied"), "{log}");
+}
+
+#[test]
+fn marathon_changes_name_their_apps() {
+    use super::http::changed_apps;
+    assert_eq!(changed_apps("/v2/apps/web/api", b""), ["/web/api"]);
+    assert_eq!(changed_apps("/v2/apps/web/restart", b""), ["/web"]);
+    assert_eq!(changed_apps("/v2/apps", br#"{"id": "shop"}"#), ["/shop"]);
+    assert_eq!(
+        changed_apps("/v2/apps", br#"[{"id": "/a"}, {"id": "b/"}]"#),
+        ["/a", "/b"]
+    );
+    assert_eq!(changed_apps("/v2/deployments/d1", b""), ["/"]);
+    // A body without an id names the root, which only "ANY" or "/" covers.
+    assert_eq!(changed_apps("/v2/apps", b"{nope"), ["/"]);
 }

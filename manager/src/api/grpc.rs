@@ -99,14 +99,15 @@ impl scheduler_server::Scheduler for SchedulerSvc {
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let subject = check_token(&self.core, &req)?;
-        super::may_subscribe(&self.core, &subject, req.get_ref())
+        let mut sub = req.into_inner();
+        super::may_subscribe(&self.core, &subject, &mut sub)
             .map_err(|d| Status::permission_denied(d.to_string()))?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let (reply, wait) = oneshot::channel();
         self.core
             .tx
             .send(Input::Subscribe {
-                req: req.into_inner(),
+                req: sub,
                 tx,
                 reply,
             })

@@ -56,7 +56,10 @@ pub(super) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> Rout
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{job}", get(get_job).put(put_job))
         .route("/metrics", get(metrics))
-        .merge(crate::services::http::routes(services))
+        .merge(
+            crate::services::http::routes(services)
+                .route_layer(middleware::from_fn_with_state(core.clone(), apps_acl)),
+        )
         .merge(super::mesos::routes())
         .route_layer(middleware::from_fn_with_state(core.clone(), auth))
         .route("/health", get(health))
@@ -169,6 +172,60 @@ fn one() -> f64 {
 
 /// The request's subject (set by [`auth`]).
 type Who = axum::Extension<Subject>;
+
+/// The app ids a Marathon request changes: from its path
+/// (`/v2/apps/{id}[/restart]`), from its body (`POST /v2/apps`, one app
+/// or a list), or every app (`/`, for a deployment's cancel).
+pub(super) fn changed_apps(path: &str, body: &[u8]) -> Vec<String> {
+    let norm = |id: &str| {
+        let id = id.trim_end_matches('/');
+        if id.starts_with('/') {
+            id.to_owned()
+        } else {
+            format!("/{id}")
+        }
+    };
+    if let Some(rest) = path.strip_prefix("/v2/apps/") {
+        let id = rest.strip_suffix("/restart").unwrap_or(rest);
+        return vec![norm(id)];
+    }
+    if path.starts_with("/v2/deployments") {
+        return vec!["/".to_owned()];
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let apps = match &v {
+        serde_json::Value::Array(list) => list.iter().collect(),
+        other => vec![other],
+    };
+    apps.iter()
+        .map(|a| norm(a["id"].as_str().unwrap_or("")))
+        .collect()
+}
+
+/// Marathon's changes under `manage_apps` (by app id; a rule's object
+/// ending in `/` covers the ids under it). Reads pass.
+async fn apps_acl(State(core): State<CoreHandle>, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    let who = req
+        .extensions()
+        .get::<Subject>()
+        .cloned()
+        .unwrap_or(Subject::Anonymous);
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, 8 << 20).await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    for app in changed_apps(parts.uri.path(), &bytes) {
+        if let Some(r) = refused(&core, &who, Action::ManageApps, &app) {
+            return r;
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
 
 /// The refusal of what the ACLs do not permit (audited either way).
 fn refused(core: &CoreHandle, who: &Subject, action: Action, object: &str) -> Option<Response> {

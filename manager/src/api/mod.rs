@@ -26,12 +26,20 @@ pub use mesos::{MESOS_CLASS_LABEL, MESOS_VERSION};
 
 /// Whether `subject` may subscribe the framework `req` describes: in its
 /// role (`register_frameworks`), with its user (`run_tasks`). Audited.
+/// The framework is marked with the subject's principal (whatever the
+/// client sent is replaced): only that principal may take it over later.
 pub(crate) fn may_subscribe(
     core: &CoreHandle,
     subject: &crate::auth::acl::Subject,
-    req: &strata_proto::pb::SubscribeRequest,
+    req: &mut strata_proto::pb::SubscribeRequest,
 ) -> Result<(), crate::auth::acl::Denied> {
-    use crate::auth::acl::Action;
+    use crate::auth::acl::{Action, Subject};
+    if let Some(f) = req.framework.as_mut() {
+        f.principal = match subject {
+            Subject::Principal(p) => p.clone(),
+            Subject::Operator | Subject::Anonymous => String::new(),
+        };
+    }
     let fw = req.framework.as_ref();
     let role = fw
         .map(|f| f.role.as_str())

@@ -18,9 +18,10 @@
 //!
 //! Objects by action: roles (`register_frameworks`, `update_roles`), task
 //! users (`run_tasks`), the principals of the frameworks acted on
-//! (`teardown_frameworks`, `view_sandboxes`), app id prefixes
-//! (`manage_apps`: `/web/` covers `/web/api`), agents (`manage_agents`:
-//! drains), pages (`view_ui`: `cluster`, `tasks`, `services`, `jobs`).
+//! (`teardown_frameworks`, `view_sandboxes`; `operator` for a framework
+//! subscribed with the cluster's token), app ids (`manage_apps`: `/web/`
+//! covers `/web/api`), agents (`manage_agents`: drains), pages
+//! (`view_ui`: `cluster`, `tasks`, `services`, `jobs`).
 
 use serde::{Deserialize, Serialize};
 

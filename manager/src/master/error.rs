@@ -66,6 +66,16 @@ pub enum MasterError {
         /// New role.
         to: Role,
     },
+    /// A principal re-subscribing another's framework.
+    #[error(
+        "framework {framework_id} was not subscribed by principal {principal:?}: only its own principal (or the cluster's token) may take it over"
+    )]
+    PrincipalMismatch {
+        /// The framework.
+        framework_id: FrameworkId,
+        /// Who tried.
+        principal: String,
+    },
     /// A bad role weight.
     #[error("invalid weight {weight} for role {role}: must be a finite number > 0")]
     InvalidWeight {
@@ -136,7 +146,7 @@ impl MasterError {
             ImpossibleAsk { .. } => tonic::Code::InvalidArgument,
             NotSubscribed { .. } | AgentNotRegistered => tonic::Code::FailedPrecondition,
             StaleStream { .. } => tonic::Code::FailedPrecondition,
-            FrameworkRemoved { .. } => tonic::Code::PermissionDenied,
+            FrameworkRemoved { .. } | PrincipalMismatch { .. } => tonic::Code::PermissionDenied,
             RoleChange { .. } | NotDraining { .. } => tonic::Code::FailedPrecondition,
             UnknownAgent { .. } => tonic::Code::NotFound,
             StoreUnavailable { .. } => tonic::Code::Unavailable,

@@ -108,6 +108,7 @@ impl Master {
             failover_timeout_ms: u64::try_from(failover.as_millis()).unwrap_or(u64::MAX),
             hostname: info.hostname,
             labels: info.labels.into_iter().collect(),
+            principal: info.principal,
         };
         if self.removed_frameworks.contains(&id) {
             return Err(MasterError::FrameworkRemoved { framework_id: id });
@@ -117,6 +118,14 @@ impl Master {
                 let fw = &self.frameworks[idx as usize];
                 if fw.removed {
                     return Err(MasterError::FrameworkRemoved { framework_id: id });
+                }
+                // Only its principal takes a framework over (the operator,
+                // whose subscriptions carry none, may take over any).
+                if !record.principal.is_empty() && fw.record.principal != record.principal {
+                    return Err(MasterError::PrincipalMismatch {
+                        framework_id: id,
+                        principal: record.principal,
+                    });
                 }
                 if fw.record.role != record.role && !fw.tasks.is_empty() {
                     return Err(MasterError::RoleChange {

@@ -56,6 +56,10 @@ pub struct FrameworkRecord {
     pub hostname: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The principal that subscribed it (empty: the operator's token, or
+    /// a cluster without one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
 }
 
 /// A role's weight and quota.

@@ -89,6 +89,9 @@ pub struct FrameworkView {
     pub pending_tasks: u64,
     /// Failover timeout in seconds.
     pub failover_timeout_seconds: f64,
+    /// The principal that subscribed it (empty: the cluster's token).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub principal: String,
 }
 
 /// A role as the state API shows it.
@@ -275,6 +278,7 @@ impl Master {
                 offers: f.offers.len(),
                 pending_tasks: a.demand.iter().map(|d| d.count as u64).sum(),
                 failover_timeout_seconds: f.failover_timeout.as_secs_f64(),
+                principal: f.record.principal.clone(),
             })
             .collect();
         let roles = self

@@ -331,6 +331,7 @@ mod tests {
             failover_timeout_ms: 1000,
             hostname: "h".into(),
             labels: Default::default(),
+            principal: String::new(),
         };
         let role = RoleRecord {
             role: "eng".into(),

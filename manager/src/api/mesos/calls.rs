@@ -376,6 +376,8 @@ impl Call {
                 failover_timeout_seconds: info.failover_timeout.unwrap_or(0.0),
                 hostname: info.hostname.unwrap_or_default(),
                 labels,
+                // The authenticated principal is set by the handler.
+                principal: String::new(),
             }),
             demand: Vec::new(),
             suppressed: !sub.suppressed_roles.is_empty(),

@@ -218,11 +218,11 @@ async fn subscribe(
     stream_type: StreamType,
     call: calls::Call,
 ) -> Response {
-    let sub = match call.into_subscribe() {
+    let mut sub = match call.into_subscribe() {
         Ok(s) => s,
         Err(e) => return bad_call(e),
     };
-    if let Err(denied) = super::may_subscribe(&core, subject, &sub.req) {
+    if let Err(denied) = super::may_subscribe(&core, subject, &mut sub.req) {
         return text(StatusCode::FORBIDDEN, denied.to_string());
     }
     let audience = events::Audience {

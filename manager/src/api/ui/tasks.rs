@@ -10,6 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::{Pager, Section, Ui, badge, bytes, enc, error_page, page, state};
+use crate::auth::acl::{Action, Subject};
 use crate::master::view::TaskView;
 
 /// The filters of `/tasks`.
@@ -182,6 +183,7 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// from `offset`), read from its agent's sandbox API.
 pub(super) async fn file(
     State(ui): State<Ui>,
+    axum::Extension(who): axum::Extension<Subject>,
     Path((fw, id, name)): Path<(String, String, String)>,
     Query(q): Query<FileQuery>,
 ) -> Response {
@@ -192,6 +194,17 @@ pub(super) async fn file(
     let Some(t) = find(&s, &fw, &id) else {
         return error_page(StatusCode::NOT_FOUND, &format!("no task {id:?} of {fw:?}"));
     };
+    // `view_sandboxes`: by the principal of the task's framework
+    // (`operator` for one subscribed with the cluster's token, `unknown`
+    // once it is gone).
+    let owner = match s.frameworks.iter().find(|f| f.id == fw) {
+        Some(f) if f.principal.is_empty() => "operator",
+        Some(f) => f.principal.as_str(),
+        None => "unknown",
+    };
+    if let Err(denied) = ui.core.access.check(&who, Action::ViewSandboxes, owner) {
+        return error_page(StatusCode::FORBIDDEN, &denied.to_string());
+    }
     let Some(agent) = s.agents.iter().find(|a| a.id == t.agent_id) else {
         return error_page(
             StatusCode::NOT_FOUND,

@@ -579,6 +579,7 @@ fn recovered_master_adopts_running_tasks_without_loss() {
             failover_timeout_ms: 60_000,
             hostname: String::new(),
             labels: Default::default(),
+            principal: String::new(),
         }],
         roles: vec![],
         removed_frameworks: vec![],
