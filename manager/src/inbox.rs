@@ -63,6 +63,11 @@ pub(crate) enum Input {
         quota: Option<Resources>,
         reply: oneshot::Sender<Result<(), MasterError>>,
     },
+    /// Tear a framework down (an operator's call).
+    Teardown {
+        framework: FrameworkId,
+        reply: oneshot::Sender<Result<(), MasterError>>,
+    },
     /// Drain an agent (kill what is left after `deadline`), or, with
     /// `None`, end its drain.
     Drain {

@@ -15,6 +15,7 @@ const ACLS: &str = r#"{
   "run_tasks": [{"principals": "ANY", "objects": "ANY"}],
   "update_roles": [{"principals": ["ops"], "objects": "ANY"}],
   "manage_agents": [{"principals": ["ops"], "objects": "ANY"}],
+  "teardown_frameworks": [{"principals": ["ops"], "objects": ["etl"]}],
   "manage_apps": [{"principals": ["ops"], "objects": ["/web/"]}],
   "view_ui": [{"principals": ["etl"], "objects": ["jobs"]}]
 }"#;
@@ -208,7 +209,40 @@ async fn principals_act_within_their_acls_and_every_decision_is_audited() {
         .find(|f| f["id"] == id.as_str())
         .unwrap();
     assert_eq!(mine["principal"], "etl", "{mine}");
-    again.teardown().await.ok();
+    // An operator's teardown, by the framework's principal.
+    let down = format!("/api/v1/frameworks/{id}/teardown");
+    let (status, _, _) = http(addr, "POST", &down, &bearer(&etl2), "").await;
+    assert_eq!(status, 403);
+    let services = fws
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "strata-services")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        &format!("/api/v1/frameworks/{services}/teardown"),
+        &bearer(&ops),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "ops may tear down etl's only: {body}");
+    let (status, _, body) = http(addr, "POST", &down, &bearer(&ops), "").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = http(
+        addr,
+        "POST",
+        "/api/v1/frameworks/nope/teardown",
+        &bearer("root"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    drop(again);
 
     // The UI: etl sees the jobs only.
     let (status, _, _) = http(
@@ -282,6 +316,11 @@ async fn principals_act_within_their_acls_and_every_decision_is_audited() {
         "{log}"
     );
     assert!(has("ops", "manage_apps", "/web/api", "allowed"), "{log}");
+    assert!(has("ops", "teardown_frameworks", "etl", "allowed"), "{log}");
+    assert!(
+        has("ops", "teardown_frameworks", "operator", "denied"),
+        "{log}"
+    );
     assert!(has("ops", "manage_apps", "/shop", "denied"), "{log}");
 }
 

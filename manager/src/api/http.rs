@@ -6,6 +6,8 @@
 //! * `POST /api/v1/scheduler`: the Mesos v1 scheduler API (`mesos/`).
 //! * `GET /api/v1/state`: agents, frameworks, roles, tasks, classes.
 //! * `GET /api/v1/agents`, `/api/v1/frameworks`, `/api/v1/tasks`, `/api/v1/roles`.
+//! * `POST /api/v1/frameworks/{id}/teardown`: removes a framework (its
+//!   tasks killed), under `teardown_frameworks` by its principal.
 //! * `PUT /api/v1/roles/{role}` with `{"weight": 2, "quota": "cpus:4;mem:8g"}`.
 //! * `POST /api/v1/agents/{agent}/drain` with `{"deadline_seconds": 3600}`
 //!   (optional): no offers on the agent, what is left at the deadline
@@ -28,7 +30,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use strata_proto::ids::{AgentId, Role};
+use strata_proto::ids::{AgentId, FrameworkId, Role};
 use strata_proto::resources::Resources;
 use tokio::sync::oneshot;
 
@@ -48,6 +50,7 @@ pub(super) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> Rout
         .route("/api/v1/roles/{role}", put(set_role))
         .route("/api/v1/agents/{agent}/drain", post(drain))
         .route("/api/v1/agents/{agent}/undrain", post(undrain))
+        .route("/api/v1/frameworks/{framework}/teardown", post(teardown))
         .route(
             "/api/v1/principals",
             get(list_principals).post(add_principal),
@@ -327,6 +330,32 @@ async fn drain(
     change(&core, |reply| Input::Drain {
         agent: AgentId::new(agent),
         deadline: Some(deadline),
+        reply,
+    })
+    .await
+}
+
+async fn teardown(
+    State(core): State<CoreHandle>,
+    axum::Extension(who): Who,
+    Path(framework): Path<String>,
+) -> Response {
+    let state = match snapshot(&core).await {
+        Ok((s, _)) => s,
+        Err(r) => return r,
+    };
+    // The ACL's object: the framework's principal (`operator` for one
+    // subscribed with the cluster's token).
+    let owner = match state.frameworks.iter().find(|f| f.id == framework) {
+        Some(f) if f.principal.is_empty() => "operator".to_owned(),
+        Some(f) => f.principal.clone(),
+        None => "unknown".to_owned(),
+    };
+    if let Some(r) = refused(&core, &who, Action::TeardownFrameworks, &owner) {
+        return r;
+    }
+    change(&core, |reply| Input::Teardown {
+        framework: FrameworkId::new(framework),
         reply,
     })
     .await

@@ -106,6 +106,12 @@ pub enum MasterError {
         /// The largest agent.
         largest: String,
     },
+    /// No framework has this id.
+    #[error("framework {framework_id} is not known to this manager")]
+    UnknownFramework {
+        /// The id asked for.
+        framework_id: FrameworkId,
+    },
     /// No agent has this id.
     #[error("agent {agent_id} is not known to this manager")]
     UnknownAgent {
@@ -148,7 +154,7 @@ impl MasterError {
             StaleStream { .. } => tonic::Code::FailedPrecondition,
             FrameworkRemoved { .. } | PrincipalMismatch { .. } => tonic::Code::PermissionDenied,
             RoleChange { .. } | NotDraining { .. } => tonic::Code::FailedPrecondition,
-            UnknownAgent { .. } => tonic::Code::NotFound,
+            UnknownAgent { .. } | UnknownFramework { .. } => tonic::Code::NotFound,
             StoreUnavailable { .. } => tonic::Code::Unavailable,
         }
     }

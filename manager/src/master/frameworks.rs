@@ -352,6 +352,29 @@ impl Master {
         self.alloc_fws[idx as usize].demand = demand;
     }
 
+    /// An operator tears a framework down (`POST
+    /// /api/v1/frameworks/{id}/teardown`): removed as by its own teardown.
+    pub fn teardown_framework(
+        &mut self,
+        now: Timestamp,
+        id: &FrameworkId,
+    ) -> Result<(), MasterError> {
+        let idx = *self
+            .fw_index
+            .get(id)
+            .ok_or_else(|| MasterError::UnknownFramework {
+                framework_id: id.clone(),
+            })?;
+        if self.frameworks[idx as usize].removed {
+            return Err(MasterError::FrameworkRemoved {
+                framework_id: id.clone(),
+            });
+        }
+        info!(framework_id = %id, "framework torn down by an operator");
+        self.remove_framework(now, idx, Reason::FrameworkRemoved);
+        Ok(())
+    }
+
     /// Removes a framework: its offers are rescinded, its tasks killed, and
     /// its id may not subscribe again.
     pub(super) fn remove_framework(&mut self, now: Timestamp, idx: FrameworkIdx, reason: Reason) {

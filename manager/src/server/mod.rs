@@ -692,6 +692,11 @@ fn handle_input(
             let r = master.set_role(role, weight, quota);
             replies.push(Reply::Unit(reply, r));
         }
+        Input::Teardown { framework, reply } => {
+            let _in = info_span!("framework", framework_id = framework.as_str()).entered();
+            let r = master.teardown_framework(now, &framework);
+            replies.push(Reply::Unit(reply, r));
+        }
         Input::Drain {
             agent,
             deadline,
