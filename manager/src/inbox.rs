@@ -39,11 +39,15 @@ pub(crate) enum Input {
     },
     Subscribe {
         req: pb::SubscribeRequest,
+        /// Who subscribes: a framework is taken over only by its principal.
+        caller: crate::auth::acl::Subject,
         tx: FrameworkTx,
         reply: oneshot::Sender<Result<(FrameworkId, StreamId), MasterError>>,
     },
     Call {
         call: pb::Call,
+        /// Who calls: only the framework's principal (or the operator).
+        caller: crate::auth::acl::Subject,
         reply: oneshot::Sender<Result<(), MasterError>>,
     },
     StreamClosed {
@@ -52,6 +56,11 @@ pub(crate) enum Input {
     },
     State {
         reply: oneshot::Sender<(StateView, Vec<Gauge>)>,
+    },
+    /// The principal that subscribed a framework (`None`: unknown).
+    FrameworkPrincipal {
+        framework: FrameworkId,
+        reply: oneshot::Sender<Option<String>>,
     },
     TaskCpus {
         framework: strata_proto::ids::FrameworkId,

@@ -29,6 +29,17 @@ pub enum JobReportError {
     /// The id is not one.
     #[error("invalid job id {0:?}: 1 to 128 letters, digits, '.', '_' or '-'")]
     InvalidId(String),
+    /// The job is another framework's.
+    #[error("job {job:?} is framework {framework}'s")]
+    Framework {
+        /// The job.
+        job: String,
+        /// Its framework.
+        framework: String,
+    },
+    /// The report is larger than the history keeps.
+    #[error("the report is too large: {0}")]
+    TooLarge(String),
     /// The state is not one.
     #[error("invalid job state {0:?}: queued, running, fetching, succeeded, failed or cancelled")]
     InvalidState(String),
@@ -76,6 +87,7 @@ impl JobHistory {
         if report.id.is_empty() || report.id.len() > 128 || !report.id.chars().all(valid) {
             return Err(JobReportError::InvalidId(report.id));
         }
+        check_size(&report)?;
         if !matches!(
             report.state.as_str(),
             "queued" | "running" | "fetching" | "succeeded" | "failed" | "cancelled"
@@ -83,6 +95,18 @@ impl JobHistory {
             return Err(JobReportError::InvalidState(report.state));
         }
         let mut inner = self.lock();
+        if let Some(was) = inner.jobs.get(&report.id)
+            && was.framework_id != report.framework_id
+        {
+            return Err(JobReportError::Framework {
+                job: report.id,
+                framework: was.framework_id.clone(),
+            });
+        }
+        if !report.is_terminal() && inner.jobs.get(&report.id).is_some_and(|w| w.is_terminal()) {
+            // A late report of an ended job's progress: the end stands.
+            return Ok(());
+        }
         let id = report.id.clone();
         let terminal = report.is_terminal();
         let was = inner.jobs.insert(id.clone(), Arc::new(report));
@@ -125,6 +149,40 @@ impl JobHistory {
         });
         all
     }
+}
+
+/// The most stages and operators per stage a report may have (attempts
+/// are bounded by [`strata_proto::jobs::MAX_ATTEMPTS_PER_STAGE`]).
+pub const MAX_STAGES: usize = 1_000;
+/// See [`MAX_STAGES`].
+pub const MAX_OPERATORS: usize = 1_000;
+
+fn check_size(r: &JobReport) -> Result<(), JobReportError> {
+    use strata_proto::jobs::MAX_ATTEMPTS_PER_STAGE;
+    if r.stages.len() > MAX_STAGES {
+        return Err(JobReportError::TooLarge(format!(
+            "{} stages",
+            r.stages.len()
+        )));
+    }
+    if let Some(s) = r
+        .stages
+        .iter()
+        .find(|s| s.operators.len() > MAX_OPERATORS || s.attempts.len() > MAX_ATTEMPTS_PER_STAGE)
+    {
+        return Err(JobReportError::TooLarge(format!(
+            "stage {}: {} operators, {} attempts",
+            s.stage,
+            s.operators.len(),
+            s.attempts.len()
+        )));
+    }
+    if r.description.len() > 64 * 1024 || r.executors.len() > 10_000 {
+        return Err(JobReportError::TooLarge(
+            "its description or executors".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Default for JobHistory {

@@ -35,6 +35,9 @@ pub(super) struct JobRecord {
     report: JobReport,
     /// Where each attempt is in its stage's list.
     attempts: HashMap<(u32, u32, u32), usize>,
+    /// Partitions whose first finished attempt's metrics are summed (a
+    /// speculative loser's or a repeated status's are not).
+    summed: std::collections::HashSet<(u32, u32)>,
     /// Changed since it was last sent.
     dirty: bool,
     /// When it was last sent.
@@ -77,6 +80,7 @@ impl JobRecord {
                 ..Default::default()
             },
             attempts: HashMap::new(),
+            summed: Default::default(),
             dirty: true,
             sent: None,
         }
@@ -116,10 +120,11 @@ impl JobRecord {
             .attempts
             .get(&(k.stage, k.partition, k.attempt))
             .copied();
+        let first = outcome == TaskOutcome::Finished && self.summed.insert((k.stage, k.partition));
         let Some(stage) = self.stage_mut(k.stage) else {
             return;
         };
-        if outcome == TaskOutcome::Finished {
+        if first {
             add_metrics(&mut stage.operators, status);
         }
         if let Some(a) = at.and_then(|at| stage.attempts.get_mut(at)) {
@@ -441,8 +446,28 @@ mod tests {
                 ..Default::default()
             });
         }
+        // A second finished copy of partition 1 (a speculative loser's
+        // status) adds nothing to the operators' sums.
+        r.launched(&task(0, 1, 1), "fw-exec-2", true);
+        r.status(&TaskStatus {
+            key: Some(TaskKey {
+                job: "job-1".into(),
+                stage: 0,
+                partition: 1,
+                attempt: 1,
+            }),
+            outcome: TaskOutcome::Finished as i32,
+            rows: 4,
+            operators: vec![OperatorMetrics {
+                output_rows: Some(4),
+                elapsed_compute_nanos: Some(10),
+                spilled_bytes: None,
+            }],
+            ..Default::default()
+        });
         let s = &r.report().stages[0];
-        assert_eq!(s.attempts.len(), 2);
+        assert_eq!(s.attempts.len(), 3);
+        assert_eq!(s.attempts[2].state, "finished");
         assert!(s.attempts.iter().all(|a| a.state == "finished"));
         assert!(s.attempts[1].speculative);
         assert_eq!(s.attempts[1].elapsed_ms, 2);

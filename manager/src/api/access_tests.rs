@@ -12,7 +12,7 @@ use crate::auth::audit::AuditEntry;
 
 const ACLS: &str = r#"{
   "register_frameworks": [{"principals": ["etl", "etl2"], "objects": ["analytics"]}],
-  "run_tasks": [{"principals": "ANY", "objects": "ANY"}],
+  "run_tasks": [{"principals": "ANY", "objects": ["root", "nobody"]}],
   "update_roles": [{"principals": ["ops"], "objects": "ANY"}],
   "manage_agents": [{"principals": ["ops"], "objects": "ANY"}],
   "teardown_frameworks": [{"principals": ["ops"], "objects": ["etl"]}],
@@ -197,6 +197,62 @@ async fn principals_act_within_their_acls_and_every_decision_is_audited() {
         panic!("another principal takes no framework over");
     };
     assert!(refused.contains("not subscribed by principal"), "{refused}");
+    // Nor calls for it, whatever stream id is guessed.
+    let etl2_basic = base64::engine::general_purpose::STANDARD.encode(format!("etl2:{etl2}"));
+    let teardown = format!(r#"{{"type": "TEARDOWN", "framework_id": {{"value": "{id}"}}}}"#);
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/scheduler",
+        &format!("Authorization: Basic {etl2_basic}\r\nMesos-Stream-Id: stream-m1-1\r\n{json}"),
+        &teardown,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("not subscribed by principal"), "{body}");
+    // A job's report comes from its framework's principal only.
+    let report = format!(
+        r#"{{"id": "job-1-x", "framework_id": "{id}", "state": "running", "submitted_at": 1}}"#
+    );
+    let (status, _, body) = http(
+        addr,
+        "PUT",
+        "/api/v1/jobs/job-1-x",
+        &format!("{}{json}", bearer(&etl2)),
+        &report,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = http(
+        addr,
+        "PUT",
+        "/api/v1/jobs/job-1-x",
+        &format!("{}{json}", bearer(&etl)),
+        &report,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // A launch as a user run_tasks does not permit is refused before it
+    // reaches the master.
+    let launch = format!(
+        r#"{{"type": "ACCEPT", "framework_id": {{"value": "{id}"}}, "accept": {{"offer_ids": [{{"value": "o1"}}],
+            "operations": [{{"type": "LAUNCH", "launch": {{"task_infos": [{{"name": "t", "task_id": {{"value": "t1"}},
+            "agent_id": {{"value": "a1"}}, "resources": [], "command": {{"value": "true", "user": "daemon"}}}}]}}}}]}}}}"#
+    );
+    let etl_basic = base64::engine::general_purpose::STANDARD.encode(format!("etl:{etl}"));
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/api/v1/scheduler",
+        &format!("Authorization: Basic {etl_basic}\r\nMesos-Stream-Id: stream-m1-1\r\n{json}"),
+        &launch,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("run_tasks") && body.contains("daemon"),
+        "{body}"
+    );
     let (again, _events) = subscribe_as(addr, &etl, "analytics", Some(&id))
         .await
         .unwrap();
@@ -316,6 +372,8 @@ async fn principals_act_within_their_acls_and_every_decision_is_audited() {
         "{log}"
     );
     assert!(has("ops", "manage_apps", "/web/api", "allowed"), "{log}");
+    assert!(has("etl2", "take_over_framework", &id, "denied"), "{log}");
+    assert!(has("etl", "run_tasks", "daemon", "denied"), "{log}");
     assert!(has("ops", "teardown_frameworks", "etl", "allowed"), "{log}");
     assert!(
         has("ops", "teardown_frameworks", "operator", "denied"),

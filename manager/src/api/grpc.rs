@@ -108,23 +108,33 @@ impl scheduler_server::Scheduler for SchedulerSvc {
             .tx
             .send(Input::Subscribe {
                 req: sub,
+                caller: subject.clone(),
                 tx,
                 reply,
             })
             .await
             .map_err(unavailable)?;
-        let (fid, stream) = wait.await.map_err(unavailable)??;
+        let (fid, stream) = match wait.await.map_err(unavailable)? {
+            Ok(ids) => ids,
+            Err(e) => {
+                super::audit_refused_takeover(&self.core, &subject, &e);
+                return Err(e.into());
+            }
+        };
         let s = EventStream::new(rx, fid, stream, self.core.tx.clone());
         Ok(Response::new(Box::pin(s)))
     }
 
     async fn call(&self, req: Request<pb::Call>) -> Result<Response<pb::CallResponse>, Status> {
-        check_token(&self.core, &req)?;
+        let caller = check_token(&self.core, &req)?;
+        super::may_launch(&self.core, &caller, req.get_ref())
+            .map_err(|d| Status::permission_denied(d.to_string()))?;
         let (reply, wait) = oneshot::channel();
         self.core
             .tx
             .send(Input::Call {
                 call: req.into_inner(),
+                caller,
                 reply,
             })
             .await

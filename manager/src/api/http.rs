@@ -189,8 +189,9 @@ pub(super) fn changed_apps(path: &str, body: &[u8]) -> Vec<String> {
         }
     };
     if let Some(rest) = path.strip_prefix("/v2/apps/") {
-        let id = rest.strip_suffix("/restart").unwrap_or(rest);
-        return vec![norm(id)];
+        // As the handler reads it (`/web/tasks/T` acts on `/web`); a path
+        // it refuses names the root.
+        return vec![crate::services::http::app_of_path(rest).unwrap_or_else(|| "/".to_owned())];
     }
     if path.starts_with("/v2/deployments") {
         return vec!["/".to_owned()];
@@ -223,6 +224,19 @@ async fn apps_acl(State(core): State<CoreHandle>, req: Request, next: Next) -> R
     };
     for app in changed_apps(parts.uri.path(), &bytes) {
         if let Some(r) = refused(&core, &who, Action::ManageApps, &app) {
+            return r;
+        }
+    }
+    // The user an app's instances run as is a `run_tasks` object too.
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let apps = match &v {
+        serde_json::Value::Array(list) => list.iter().collect(),
+        other => vec![other],
+    };
+    for user in apps.iter().filter_map(|a| a["user"].as_str()) {
+        if !user.is_empty()
+            && let Some(r) = refused(&core, &who, Action::RunTasks, user)
+        {
             return r;
         }
     }
@@ -480,6 +494,7 @@ async fn get_job(State(core): State<CoreHandle>, Path(job): Path<String>) -> Res
 
 async fn put_job(
     State(core): State<CoreHandle>,
+    axum::Extension(who): Who,
     Path(job): Path<String>,
     body: Result<Json<strata_proto::jobs::JobReport>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -487,6 +502,32 @@ async fn put_job(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    // A principal reports the jobs of its own frameworks only.
+    let (reply, wait) = oneshot::channel();
+    let framework = FrameworkId::new(report.framework_id.clone());
+    if core
+        .tx
+        .send(Input::FrameworkPrincipal { framework, reply })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "manager is shutting down");
+    }
+    let allowed = match (wait.await.ok().flatten(), &who) {
+        (Some(recorded), _) => who.may_act_for(&recorded),
+        (None, Subject::Principal(_)) => false,
+        (None, _) => true,
+    };
+    if !allowed {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} may not report the jobs of framework {:?}",
+                who.name(),
+                report.framework_id
+            ),
+        );
+    }
     match core.jobs.put(&job, report) {
         Ok(()) => Json(json!({ "status": "ok" })).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),

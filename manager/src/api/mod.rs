@@ -53,6 +53,54 @@ pub(crate) fn may_subscribe(
     Ok(())
 }
 
+/// Whether `subject` may launch what `call` launches: each task that
+/// names a user must be permitted to run as it (`run_tasks`; a task
+/// naming none runs as its framework's user, checked at subscription).
+/// Audited.
+pub(crate) fn may_launch(
+    core: &CoreHandle,
+    subject: &crate::auth::acl::Subject,
+    call: &strata_proto::pb::Call,
+) -> Result<(), crate::auth::acl::Denied> {
+    use strata_proto::pb::call::{Call as C, operation::Operation as Op};
+    let Some(C::Accept(accept)) = &call.call else {
+        return Ok(());
+    };
+    let users = accept
+        .operations
+        .iter()
+        .filter_map(|o| o.operation.as_ref().map(|Op::Launch(l)| l))
+        .flat_map(|l| &l.tasks)
+        .filter_map(|t| t.command.as_ref())
+        .map(|c| c.user.as_str())
+        .filter(|u| !u.is_empty());
+    let mut seen = std::collections::BTreeSet::new();
+    for user in users {
+        if seen.insert(user) {
+            core.access
+                .authorize(subject, crate::auth::acl::Action::RunTasks, user)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a refused takeover (a principal re-subscribing another's
+/// framework) to the audit log.
+pub(crate) fn audit_refused_takeover(
+    core: &CoreHandle,
+    subject: &crate::auth::acl::Subject,
+    e: &crate::master::MasterError,
+) {
+    if let crate::master::MasterError::PrincipalMismatch { framework_id, .. } = e {
+        core.access.audit(
+            subject,
+            "take_over_framework",
+            framework_id.as_str(),
+            "denied",
+        );
+    }
+}
+
 /// The combined router; Marathon's API over `services` when the manager
 /// runs the services scheduler.
 pub(crate) fn router(core: CoreHandle, services: Option<ServicesHandle>) -> axum::Router {

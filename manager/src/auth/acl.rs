@@ -160,6 +160,18 @@ pub struct Denied {
 }
 
 impl Subject {
+    /// Whether it may act for a framework subscribed by `recorded` (a
+    /// principal's name; empty for the operator or an anonymous caller):
+    /// the operator for any, a principal for its own, an anonymous caller
+    /// for none of a principal's.
+    pub fn may_act_for(&self, recorded: &str) -> bool {
+        match self {
+            Subject::Operator => true,
+            Subject::Principal(p) => p == recorded,
+            Subject::Anonymous => recorded.is_empty(),
+        }
+    }
+
     /// Its name in the audit log: the principal's, `operator` or
     /// `anonymous`.
     pub fn name(&self) -> &str {

@@ -128,8 +128,13 @@ impl Access {
 
     /// Loads the principals from where this manager, now leading, keeps
     /// them; later changes are written there.
+    /// When they cannot be read, none are known (their tokens are
+    /// refused, the operator's works) and changes are refused: a term's
+    /// leader never serves an earlier term's principals.
     pub async fn lead(&self, store: Arc<dyn DocumentStore>) -> Result<(), AccessError> {
         let mut guard = self.store.lock().await;
+        *guard = None;
+        self.set_principals(Principals::default());
         let loaded = match store.read().await? {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(AccessError::Corrupt)?,
             None => Principals::default(),

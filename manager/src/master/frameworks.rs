@@ -119,14 +119,6 @@ impl Master {
                 if fw.removed {
                     return Err(MasterError::FrameworkRemoved { framework_id: id });
                 }
-                // Only its principal takes a framework over (the operator,
-                // whose subscriptions carry none, may take over any).
-                if !record.principal.is_empty() && fw.record.principal != record.principal {
-                    return Err(MasterError::PrincipalMismatch {
-                        framework_id: id,
-                        principal: record.principal,
-                    });
-                }
                 if fw.record.role != record.role && !fw.tasks.is_empty() {
                     return Err(MasterError::RoleChange {
                         framework_id: id,
@@ -350,6 +342,13 @@ impl Master {
             })
             .collect();
         self.alloc_fws[idx as usize].demand = demand;
+    }
+
+    /// The principal that subscribed a framework (empty: the operator or
+    /// an anonymous caller), if it is known.
+    pub fn framework_principal(&self, id: &FrameworkId) -> Option<&str> {
+        let idx = *self.fw_index.get(id)?;
+        Some(self.frameworks[idx as usize].record.principal.as_str())
     }
 
     /// An operator tears a framework down (`POST

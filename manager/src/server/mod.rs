@@ -174,6 +174,21 @@ impl Clock {
     }
 }
 
+/// The refusal of a caller acting for a framework another principal
+/// subscribed (`None`: a new framework, or one it may act for).
+fn taken_by_another(
+    master: &Master,
+    framework: &str,
+    caller: &crate::auth::acl::Subject,
+) -> Option<MasterError> {
+    let id = FrameworkId::new(framework);
+    let recorded = master.framework_principal(&id)?;
+    (!caller.may_act_for(recorded)).then(|| MasterError::PrincipalMismatch {
+        framework_id: id,
+        principal: caller.name().to_owned(),
+    })
+}
+
 /// How the services scheduler reads its tasks' cpu use from the core.
 fn cpu_usage_source(tx: mpsc::Sender<Input>) -> crate::services::runner::CpuUsageFn {
     std::sync::Arc::new(move |framework| {
@@ -638,7 +653,12 @@ fn handle_input(
                 master.agent_disconnected(now, &agent);
             }
         }
-        Input::Subscribe { req, tx, reply } => {
+        Input::Subscribe {
+            req,
+            caller,
+            tx,
+            reply,
+        } => {
             let (id, name) = req
                 .framework
                 .as_ref()
@@ -654,16 +674,26 @@ fn handle_input(
                 span.record("framework_id", id);
             }
             let _in = span.enter();
-            let r = master.subscribe(now, req);
+            let r = match taken_by_another(master, id, &caller) {
+                Some(e) => Err(e),
+                None => master.subscribe(now, req),
+            };
             if let Ok((id, stream)) = &r {
                 span.record("framework_id", id.as_str());
                 routes.frameworks.insert(id.clone(), (stream.clone(), tx));
             }
             replies.push(Reply::Subscribe(reply, r));
         }
-        Input::Call { call, reply } => {
+        Input::Call {
+            call,
+            caller,
+            reply,
+        } => {
             let _in = info_span!("framework", framework_id = call.framework_id.as_str()).entered();
-            let r = master.call(now, call);
+            let r = match taken_by_another(master, &call.framework_id, &caller) {
+                Some(e) => Err(e),
+                None => master.call(now, call),
+            };
             replies.push(Reply::Unit(reply, r));
         }
         Input::StreamClosed { framework, stream } => {
@@ -679,6 +709,11 @@ fn handle_input(
         }
         Input::State { reply } => {
             reply.send((master.state_view(now), master.gauges())).ok();
+        }
+        Input::FrameworkPrincipal { framework, reply } => {
+            reply
+                .send(master.framework_principal(&framework).map(str::to_owned))
+                .ok();
         }
         Input::TaskCpus { framework, reply } => {
             reply.send(master.task_cpus(&framework)).ok();

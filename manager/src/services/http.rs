@@ -227,6 +227,16 @@ enum Target {
     Task(AppId, TaskId),
 }
 
+/// The app a `/v2/apps/{path}` request acts on (what the ACLs check),
+/// read as its handler reads it; `None` for a path it refuses.
+pub(crate) fn app_of_path(path: &str) -> Option<String> {
+    match target(path).ok()? {
+        Target::App(id) | Target::Restart(id) | Target::Tasks(id) | Target::Task(id, _) => {
+            Some(id.to_string())
+        }
+    }
+}
+
 fn target(path: &str) -> Result<Target, ServiceError> {
     let bad = |e: app::InvalidAppId| ServiceError::Invalid {
         details: vec![app::FieldError {

@@ -140,8 +140,8 @@ async fn scheduler(
         Ok(c) => c,
         Err(e) => return bad_call(e),
     };
+    let subject = subject.map_or(crate::auth::acl::Subject::Anonymous, |s| s.0);
     if call.kind == "SUBSCRIBE" {
-        let subject = subject.map_or(crate::auth::acl::Subject::Anonymous, |s| s.0);
         return subscribe(core, &subject, &headers, stream_type, call).await;
     }
     let Some(stream) = headers.get(STREAM_ID_HEADER).and_then(|v| v.to_str().ok()) else {
@@ -155,7 +155,19 @@ async fn scheduler(
         Err(e) => return bad_call(e),
     };
     let (reply, wait) = oneshot::channel();
-    if let Err(e) = core.tx.send(Input::Call { call, reply }).await {
+    if let Err(denied) = super::may_launch(&core, &subject, &call) {
+        return text(StatusCode::FORBIDDEN, denied.to_string());
+    }
+    let caller = subject;
+    if let Err(e) = core
+        .tx
+        .send(Input::Call {
+            call,
+            caller,
+            reply,
+        })
+        .await
+    {
         return shutting_down(e);
     }
     match wait.await {
@@ -239,7 +251,17 @@ async fn subscribe(
     let (tx, rx) = mpsc::channel(super::grpc::STREAM_BUFFER);
     let (reply, wait) = oneshot::channel();
     let req = sub.req;
-    if let Err(e) = core.tx.send(Input::Subscribe { req, tx, reply }).await {
+    let caller = subject.clone();
+    if let Err(e) = core
+        .tx
+        .send(Input::Subscribe {
+            req,
+            caller,
+            tx,
+            reply,
+        })
+        .await
+    {
         return shutting_down(e);
     }
     let (framework, stream) = match wait.await {
@@ -250,7 +272,10 @@ async fn subscribe(
             let error = events::record(&events::error(&e.to_string()));
             return stream_response(stream_type, None, futures::stream::iter([error]));
         }
-        Ok(Err(e)) => return refused(e),
+        Ok(Err(e)) => {
+            super::audit_refused_takeover(&core, subject, &e);
+            return refused(e);
+        }
         Err(e) => return shutting_down(e),
     };
     info!(framework_id = %framework, "mesos framework subscribed over http");

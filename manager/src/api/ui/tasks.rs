@@ -247,8 +247,8 @@ pub(super) async fn file(
         }
     };
     let start = q.offset.unwrap_or(size.saturating_sub(TAIL)).min(size);
-    let text = match read(path(start, TAIL)).await {
-        Ok((200, _, body)) => String::from_utf8_lossy(&body).into_owned(),
+    let (text, read_bytes) = match read(path(start, TAIL)).await {
+        Ok((200, _, body)) => (String::from_utf8_lossy(&body).into_owned(), body.len()),
         Ok((status, _, body)) => {
             return error_page(
                 StatusCode::BAD_GATEWAY,
@@ -260,7 +260,7 @@ pub(super) async fn file(
         }
         Err(e) => return error_page(StatusCode::BAD_GATEWAY, &e.to_string()),
     };
-    let end = start + text.len() as u64;
+    let end = start + read_bytes as u64;
     let here = format!("/tasks/{}/{}/{}", enc(&fw), enc(&id), enc(&name));
     let content = html! {
         p.muted {
