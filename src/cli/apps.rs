@@ -4,11 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use strata_sdk::http;
 
 use super::ClientArgs;
 use super::table;
@@ -106,20 +104,7 @@ pub async fn run(a: AppsArgs) -> anyhow::Result<ExitCode> {
     let target = a.client.target();
     let call = |method: &'static str, path: String, body: Option<Vec<u8>>| {
         let target = target.clone();
-        async move {
-            let (_, (code, _, body)) = http::send(
-                method,
-                &target.address,
-                &path,
-                target.token.as_deref(),
-                body.as_deref(),
-                Duration::from_secs(30),
-            )
-            .await
-            .with_context(|| format!("cannot reach the manager at {}", target.address))?;
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            anyhow::Ok((code, v))
-        }
+        async move { super::manager_json(&target, method, &path, body.as_deref()).await }
     };
     let (code, v) = match a.command.unwrap_or(AppsCommand::List) {
         AppsCommand::List => call("GET", "/v2/apps".into(), None).await?,

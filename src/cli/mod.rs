@@ -117,6 +117,28 @@ impl ClientArgs {
 
 pub use strata_proto::units::{duration as parse_duration, mib as parse_mib};
 
+/// One request to the manager `target` names (following a standby to
+/// the leader): its status and JSON body (`null` when it is not JSON).
+pub(crate) async fn manager_json(
+    target: &crate::discovery::Target,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use anyhow::Context as _;
+    let (_, (code, _, reply)) = strata_sdk::http::send(
+        method,
+        &target.address,
+        path,
+        target.token.as_deref(),
+        body,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .with_context(|| format!("cannot reach the manager at {}", target.address))?;
+    Ok((code, serde_json::from_slice(&reply).unwrap_or_default()))
+}
+
 /// A table for people, with this header (what the listing commands print).
 pub(crate) fn table(header: &[&str]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();

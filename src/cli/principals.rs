@@ -2,11 +2,8 @@
 //! cluster's token through the manager's `/api/v1/principals`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
-use serde_json::{Value, json};
-use strata_sdk::http;
+use serde_json::json;
 
 use super::{ClientArgs, table};
 
@@ -49,17 +46,7 @@ pub async fn run(a: PrincipalsArgs) -> anyhow::Result<ExitCode> {
             ("DELETE", format!("/api/v1/principals/{name}"), None)
         }
     };
-    let (_, (code, _, reply)) = http::send(
-        method,
-        &target.address,
-        &path,
-        target.token.as_deref(),
-        body.as_deref(),
-        Duration::from_secs(30),
-    )
-    .await
-    .with_context(|| format!("cannot reach the manager at {}", target.address))?;
-    let v: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+    let (code, v) = super::manager_json(&target, method, &path, body.as_deref()).await?;
     if !(200..300).contains(&code) {
         eprintln!(
             "error: the manager answered {code}: {}",

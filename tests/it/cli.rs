@@ -318,3 +318,47 @@ async fn run_with_an_id_runs_once_however_often_it_is_tried() {
     assert_eq!(out.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("--id"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_are_created_listed_used_and_revoked_from_the_cli() {
+    let env = Env::new("cli-principals");
+    let m = env
+        .start_manager(ManagerSpec {
+            token: Some("root-secret".into()),
+            ..ManagerSpec::default()
+        })
+        .await;
+    let cli = |args: &[&str]| {
+        let mut all = vec!["principals", "--manager", m.addr.as_str(), "--token"];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = async |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.cli(&refs).await
+    };
+    let out = run(cli(&["root-secret", "add", "etl"])).await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let token = out.stdout.trim().to_owned();
+    assert!(token.starts_with("etl."), "{token}");
+    // The principal's token reads the cluster; it manages no principals.
+    let state = env
+        .cli(&["status", "--manager", &m.addr, "--token", &token])
+        .await;
+    assert_eq!(state.code(), Some(0), "{}", state.stderr);
+    let out = run(cli(&[&token, "add", "x"])).await;
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
+    let out = run(cli(&["root-secret", "add", "etl"])).await;
+    assert_eq!(out.code(), Some(1));
+    assert!(out.stderr.contains("exists"), "{}", out.stderr);
+    let out = run(cli(&["root-secret"])).await;
+    assert!(out.stdout.contains("etl"), "{}", out.stdout);
+    assert!(!out.stdout.contains(&token[4..]), "no secret listed");
+    let out = run(cli(&["root-secret", "revoke", "etl"])).await;
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let state = env
+        .cli(&["status", "--manager", &m.addr, "--token", &token])
+        .await;
+    assert_ne!(state.code(), Some(0), "a revoked token is refused");
+}

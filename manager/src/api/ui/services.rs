@@ -79,22 +79,27 @@ fn takebacks(list: &[&TakebackView]) -> Markup {
     }
 }
 
-/// `GET /services`.
-pub(super) async fn list(State(ui): State<Ui>) -> Response {
-    let st = match state(&ui).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let v = match apps(&ui).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let fw = services_framework(&st, &v);
-    let served: Vec<&TakebackView> = st
-        .takebacks
+/// The state and the apps, or an error page.
+async fn state_and_apps(ui: &Ui) -> Result<(StateView, Value), Response> {
+    Ok((state(ui).await?, apps(ui).await?))
+}
+
+/// The preemptions that made room for the services scheduler's asks.
+fn served<'a>(st: &'a StateView, apps: &Value) -> Vec<&'a TakebackView> {
+    let fw = services_framework(st, apps);
+    st.takebacks
         .iter()
         .filter(|t| t.by.is_some() && t.by.as_deref() == fw)
-        .collect();
+        .collect()
+}
+
+/// `GET /services`.
+pub(super) async fn list(State(ui): State<Ui>) -> Response {
+    let (st, v) = match state_and_apps(&ui).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let served = served(&st, &v);
     let empty = Vec::new();
     let list = v["apps"].as_array().unwrap_or(&empty);
     let deployments = v["deployments"].as_array().unwrap_or(&empty);
@@ -158,12 +163,8 @@ pub(super) struct AppQuery {
 
 /// `GET /services/app?id=/web`.
 pub(super) async fn app(State(ui): State<Ui>, Query(q): Query<AppQuery>) -> Response {
-    let st = match state(&ui).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let v = match apps(&ui).await {
-        Ok(v) => v,
+    let (st, v) = match state_and_apps(&ui).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let empty = Vec::new();
@@ -183,11 +184,7 @@ pub(super) async fn app(State(ui): State<Ui>, Query(q): Query<AppQuery>) -> Resp
             .map(|t| t.framework_id.clone())
             .unwrap_or_default()
     };
-    let served: Vec<&TakebackView> = st
-        .takebacks
-        .iter()
-        .filter(|t| t.by.is_some() && t.by == services_framework(&st, &v).map(str::to_owned))
-        .collect();
+    let served = served(&st, &v);
     let definition = serde_json::to_string_pretty(a).unwrap_or_default();
     let content = html! {
         table.fields #app {
