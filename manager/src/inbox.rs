@@ -57,6 +57,10 @@ pub(crate) enum Input {
     State {
         reply: oneshot::Sender<(StateView, Vec<Gauge>)>,
     },
+    /// The frameworks not removed.
+    Frameworks {
+        reply: oneshot::Sender<Vec<crate::master::view::FrameworkView>>,
+    },
     /// The principal that subscribed a framework (`None`: unknown).
     FrameworkPrincipal {
         framework: FrameworkId,

@@ -221,6 +221,31 @@ impl Master {
         self.takebacks.push_back(v);
     }
 
+    /// The frameworks not removed (what the web UI's job pages need,
+    /// without the whole state).
+    pub fn framework_views(&self) -> Vec<FrameworkView> {
+        self.frameworks
+            .iter()
+            .zip(&self.alloc_fws)
+            .filter(|(f, _)| !f.removed)
+            .map(|(f, a)| FrameworkView {
+                id: f.id.to_string(),
+                name: f.record.name.clone(),
+                role: f.record.role.to_string(),
+                connected: f.connected,
+                removed: f.removed,
+                suppressed: a.suppressed,
+                share: drf::weighted_share(&a.allocated, &self.cluster_total, 1.0),
+                allocated: a.allocated.to_string(),
+                tasks: f.tasks.len(),
+                offers: f.offers.len(),
+                pending_tasks: a.demand.iter().map(|d| d.count as u64).sum(),
+                failover_timeout_seconds: f.failover_timeout.as_secs_f64(),
+                principal: f.record.principal.clone(),
+            })
+            .collect()
+    }
+
     /// A snapshot of the whole state.
     pub fn state_view(&self, now: Timestamp) -> StateView {
         let agents = self
@@ -260,27 +285,7 @@ impl Master {
                 drain_deadline: e.drain.map(|d| d.deadline),
             })
             .collect();
-        let frameworks = self
-            .frameworks
-            .iter()
-            .zip(&self.alloc_fws)
-            .filter(|(f, _)| !f.removed)
-            .map(|(f, a)| FrameworkView {
-                id: f.id.to_string(),
-                name: f.record.name.clone(),
-                role: f.record.role.to_string(),
-                connected: f.connected,
-                removed: f.removed,
-                suppressed: a.suppressed,
-                share: drf::weighted_share(&a.allocated, &self.cluster_total, 1.0),
-                allocated: a.allocated.to_string(),
-                tasks: f.tasks.len(),
-                offers: f.offers.len(),
-                pending_tasks: a.demand.iter().map(|d| d.count as u64).sum(),
-                failover_timeout_seconds: f.failover_timeout.as_secs_f64(),
-                principal: f.record.principal.clone(),
-            })
-            .collect();
+        let frameworks = self.framework_views();
         let roles = self
             .roles
             .iter()

@@ -710,6 +710,9 @@ fn handle_input(
         Input::State { reply } => {
             reply.send((master.state_view(now), master.gauges())).ok();
         }
+        Input::Frameworks { reply } => {
+            reply.send(master.framework_views()).ok();
+        }
         Input::FrameworkPrincipal { framework, reply } => {
             reply
                 .send(master.framework_principal(&framework).map(str::to_owned))

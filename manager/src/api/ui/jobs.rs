@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use strata_proto::jobs::{JobReport, StageReport};
 
-use super::{Pager, Section, Ui, badge, bytes, enc, error_page, millis, page, state, when};
+use super::{Pager, Section, Ui, badge, bytes, enc, error_page, frameworks, millis, page, when};
 
 /// The filters of `/jobs`.
 #[derive(Debug, Default, Deserialize)]
@@ -53,11 +53,11 @@ fn short(text: &str, max: usize) -> String {
 
 /// `GET /jobs`.
 pub(super) async fn list(State(ui): State<Ui>, Query(f): Query<JobFilter>) -> Response {
-    let st = match state(&ui).await {
-        Ok(s) => s,
+    let fws = match frameworks(&ui).await {
+        Ok(f) => f,
         Err(r) => return r,
     };
-    let live: HashSet<&str> = st.frameworks.iter().map(|f| f.id.as_str()).collect();
+    let live: HashSet<&str> = fws.iter().map(|f| f.id.as_str()).collect();
     let framework = f.framework.as_deref().filter(|v| !v.is_empty());
     let want = f.state.as_deref().filter(|v| !v.is_empty());
     let all = ui.core.jobs.list();
@@ -212,11 +212,11 @@ pub(super) async fn job(State(ui): State<Ui>, Path(id): Path<String>) -> Respons
         Ok(j) => j,
         Err(r) => return *r,
     };
-    let st = match state(&ui).await {
-        Ok(s) => s,
+    let fws = match frameworks(&ui).await {
+        Ok(f) => f,
         Err(r) => return r,
     };
-    let live: HashSet<&str> = st.frameworks.iter().map(|f| f.id.as_str()).collect();
+    let live: HashSet<&str> = fws.iter().map(|f| f.id.as_str()).collect();
     let (done, total) = j.progress();
     let content = html! {
         table.fields #job {

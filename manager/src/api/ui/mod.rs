@@ -160,6 +160,24 @@ async fn state(ui: &Ui) -> Result<StateView, Response> {
     }
 }
 
+/// The frameworks not removed (lighter than the whole state), or an
+/// error page.
+async fn frameworks(ui: &Ui) -> Result<Vec<crate::master::view::FrameworkView>, Response> {
+    let (reply, wait) = tokio::sync::oneshot::channel();
+    let gone = || {
+        error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the manager is shutting down",
+        )
+    };
+    ui.core
+        .tx
+        .send(crate::inbox::Input::Frameworks { reply })
+        .await
+        .map_err(|_| gone())?;
+    wait.await.map_err(|_| gone())
+}
+
 /// Percent-encodes a query value.
 fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
