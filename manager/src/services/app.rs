@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strata_proto::class::PriorityClasses;
@@ -715,6 +716,22 @@ pub fn parse_operator(op: &str) -> Option<Operator> {
         "MAX_PER" => Operator::MaxPer,
         _ => return None,
     })
+}
+
+/// The restart delay after `failures` earlier unexpected ends.
+pub fn backoff_delay(def: &AppDefinition, failures: u32) -> Duration {
+    let s = def.backoff_seconds * def.backoff_factor.powi(failures.min(64) as i32);
+    secs(s.min(def.max_launch_delay_seconds))
+}
+
+/// A span of `s` seconds from an app definition's field; a negative, NaN
+/// or absurd value reads as zero or about a year, never as a panic.
+pub fn secs(s: f64) -> Duration {
+    if s.is_finite() && s > 0.0 {
+        Duration::from_secs_f64(s.min(3.0e7))
+    } else {
+        Duration::ZERO
+    }
 }
 
 #[cfg(test)]

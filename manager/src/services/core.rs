@@ -789,18 +789,4 @@ impl Services {
     }
 }
 
-/// The restart delay after `failures` earlier unexpected ends.
-pub fn backoff_delay(def: &AppDefinition, failures: u32) -> Duration {
-    let s = def.backoff_seconds * def.backoff_factor.powi(failures.min(64) as i32);
-    secs(s.min(def.max_launch_delay_seconds))
-}
-
-/// A span of `s` seconds from an app definition's field; a negative, NaN
-/// or absurd value reads as zero or about a year, never as a panic.
-pub fn secs(s: f64) -> Duration {
-    if s.is_finite() && s > 0.0 {
-        Duration::from_secs_f64(s.min(3.0e7))
-    } else {
-        Duration::ZERO
-    }
-}
+pub use super::app::{backoff_delay, secs};

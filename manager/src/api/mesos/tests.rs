@@ -365,12 +365,7 @@ fn events_are_written_in_mesos_shapes() {
 
 // ---------------------------------------------------------------- over HTTP
 
-async fn start(dir: &std::path::Path, token: Option<&str>) -> crate::server::ManagerHandle {
-    let mut cfg = crate::server::ManagerConfig::new(dir.to_path_buf());
-    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.token = token.map(str::to_owned);
-    crate::server::spawn(cfg).await.expect("manager starts")
-}
+use crate::api::test_http::start;
 
 /// Sends one request; returns the connection for reading a stream.
 async fn send(addr: SocketAddr, headers: &str, body: &str) -> tokio::net::TcpStream {
